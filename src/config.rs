@@ -1,0 +1,1075 @@
+//! The configuration file: a JSON object whose values may be strings, numbers or booleans.
+//!
+//! The specification's configs carry every value as a string (`"threads": "4"`), so each key is
+//! read leniently (`"4"` and `4`, `"true"` and `true`) but strictly checked: a wrong value is an
+//! error naming the key, the problem and the expected form. Unknown keys are collected as
+//! warnings, never silently ignored. Secrets may come from the environment with `${env:NAME}`,
+//! so a host need not keep the PHI database's password in a plain file.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::ConfigError;
+
+/// The default ODBC driver for SQL Server sources built from the `mssql_*` keys.
+pub const DEFAULT_SQLSERVER_DRIVER: &str = "ODBC Driver 18 for SQL Server";
+
+/// A parsed, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: SourceConfig,
+    /// Seconds to wait for a login before giving up.
+    pub login_timeout_sec: u32,
+    /// Upper bound on database connections open at once; caps every tier's thread count.
+    pub threads: usize,
+    /// Upper bound on every tier's queue size (rows in flight between workers and the writer).
+    pub max_queue_size: Option<u64>,
+    pub max_retries: u32,
+    pub retry_sleep_seconds: f64,
+    pub debug: bool,
+    pub output_dir: PathBuf,
+    pub format: Format,
+    pub tables: TableFilter,
+    pub small_table_threshold: u64,
+    pub large_table_threshold: u64,
+    pub tiers: Tiers,
+    /// Problems that do not stop the run (unknown keys, deprecated spellings).
+    pub warnings: Vec<String>,
+}
+
+/// Where the rows come from.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// A complete ODBC connection string (PostgreSQL, SQLite, FreeTDS, a DSN, ...).
+    ConnectionString {
+        connection_string: String,
+        /// A secret substituted from the environment, scrubbed from every message.
+        secret: Option<String>,
+    },
+    /// Built from the specification's `mssql_*` keys.
+    SqlServer(SqlServerConfig),
+}
+
+impl SourceConfig {
+    /// The password or substituted secret, to scrub from driver messages.
+    pub fn secret(&self) -> Option<&str> {
+        match self {
+            SourceConfig::ConnectionString { secret, .. } => secret.as_deref(),
+            SourceConfig::SqlServer(sql) => sql.password.as_deref(),
+        }
+    }
+}
+
+/// SQL Server connection settings from the `mssql_*` keys.
+#[derive(Debug, Clone)]
+pub struct SqlServerConfig {
+    pub driver: String,
+    pub server: String,
+    pub port: Option<u16>,
+    pub database: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// Windows authentication (or Kerberos on Linux) instead of user and password.
+    pub trusted_connection: bool,
+    pub encrypt: Encrypt,
+    pub trust_server_certificate: bool,
+    /// `mssql_cert_server`: the host name the server certificate is issued to.
+    pub host_name_in_certificate: Option<String>,
+    /// `cert`: path of the server certificate to pin.
+    pub server_certificate: Option<String>,
+    /// `ApplicationIntent=ReadOnly`: read from an Availability Group secondary.
+    pub read_only_intent: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encrypt {
+    Yes,
+    No,
+    Strict,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Csv,
+    Ndjson,
+}
+
+/// Which tables to copy: `schema.table` glob patterns, matched case-insensitively like SQL
+/// Server's default collation.
+#[derive(Debug, Clone)]
+pub struct TableFilter {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    include_set: GlobSet,
+    exclude_set: GlobSet,
+}
+
+impl TableFilter {
+    pub fn new(include: Vec<String>, exclude: Vec<String>) -> Result<Self, ConfigError> {
+        let include_set = glob_set("include", &include)?;
+        let exclude_set = glob_set("exclude", &exclude)?;
+        Ok(TableFilter {
+            include,
+            exclude,
+            include_set,
+            exclude_set,
+        })
+    }
+
+    /// True when `schema.table` is selected.
+    pub fn selects(&self, schema: &str, table: &str) -> bool {
+        let name = format!("{schema}.{table}");
+        (self.include.is_empty() || self.include_set.is_match(&name))
+            && !self.exclude_set.is_match(&name)
+    }
+}
+
+fn glob_set(key: &str, patterns: &[String]) -> Result<GlobSet, ConfigError> {
+    let mut builder = GlobSetBuilder::new();
+    for pattern in patterns {
+        let glob = GlobBuilder::new(pattern)
+            .case_insensitive(true)
+            .literal_separator(false)
+            .build()
+            .map_err(|e| {
+                ConfigError::invalid(
+                    key,
+                    format!("pattern '{pattern}' is not a valid glob ({})", e.kind()),
+                    "a 'schema.table' pattern such as \"dbo.*\" or \"*.PAT_*\"",
+                )
+            })?;
+        builder.add(glob);
+    }
+    builder
+        .build()
+        .map_err(|e| ConfigError::Other(format!("config key '{key}': {e}")))
+}
+
+/// Size class of a table; decides its processing parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Small,
+    Medium,
+    Large,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Small, Tier::Medium, Tier::Large];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Small => "small",
+            Tier::Medium => "medium",
+            Tier::Large => "large",
+        }
+    }
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Processing parameters of one tier (DESIGN.md, "Processing strategy").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TierSettings {
+    /// Worker threads, each with its own connection.
+    pub threads: usize,
+    /// Rows per bulk fetch.
+    pub batch_size: usize,
+    /// Rows per key-range partition.
+    pub partition_size: u64,
+    /// Rows in flight between the workers and the writer.
+    pub queue_size: u64,
+    /// Statement timeout.
+    pub timeout_seconds: u64,
+    /// Rows between two durable checkpoints.
+    pub checkpoint_interval: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Tiers {
+    pub small: TierSettings,
+    pub medium: TierSettings,
+    pub large: TierSettings,
+}
+
+impl Tiers {
+    pub fn get(&self, tier: Tier) -> &TierSettings {
+        match tier {
+            Tier::Small => &self.small,
+            Tier::Medium => &self.medium,
+            Tier::Large => &self.large,
+        }
+    }
+
+    fn get_mut(&mut self, tier: Tier) -> &mut TierSettings {
+        match tier {
+            Tier::Small => &mut self.small,
+            Tier::Medium => &mut self.medium,
+            Tier::Large => &mut self.large,
+        }
+    }
+}
+
+impl Default for Tiers {
+    fn default() -> Self {
+        Tiers {
+            small: TierSettings {
+                threads: 4,
+                batch_size: 5_000,
+                partition_size: 50_000,
+                queue_size: 10_000,
+                timeout_seconds: 3 * 3600,
+                checkpoint_interval: 1_000_000,
+            },
+            medium: TierSettings {
+                threads: 2,
+                batch_size: 2_500,
+                partition_size: 25_000,
+                queue_size: 5_000,
+                timeout_seconds: 6 * 3600,
+                checkpoint_interval: 500_000,
+            },
+            large: TierSettings {
+                threads: 1,
+                batch_size: 1_000,
+                partition_size: 5_000,
+                queue_size: 1_000,
+                timeout_seconds: 12 * 3600,
+                checkpoint_interval: 100_000,
+            },
+        }
+    }
+}
+
+/// Every key this program reads at the top level; anything else draws a warning.
+const KNOWN_KEYS: &[&str] = &[
+    "connection_string",
+    "mssql_driver",
+    "mssql_server",
+    "mssql_cert_server",
+    "mssql_port",
+    "mssql_post",
+    "mssql_database",
+    "mssql_user",
+    "mssql_password",
+    "mssql_encrypt",
+    "mssql_trust_server_certificate",
+    "mssql_trusted_connection",
+    "mssql_application_intent",
+    "cert",
+    "login_timeout_seconds",
+    "threads",
+    "max_queue_size",
+    "max_retries",
+    "retry_sleep_seconds",
+    "debug",
+    "output_dir",
+    "format",
+    "include",
+    "exclude",
+    "small_table_threshold",
+    "large_table_threshold",
+    "tiers",
+];
+
+const TIER_KEYS: &[&str] = &[
+    "threads",
+    "batch_size",
+    "partition_size",
+    "queue_size",
+    "timeout_seconds",
+    "checkpoint_interval",
+];
+
+impl Config {
+    /// Reads and validates a config file. Relative paths in it (`output_dir`) are resolved
+    /// against the file's folder, because a scheduled task's working folder is rarely the
+    /// operator's.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| Path::new("."));
+        Config::from_json(&text, path, base, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses config text. `env` looks up environment variables (injected for tests).
+    pub fn from_json(
+        text: &str,
+        path: &Path,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| ConfigError::Json {
+            path: path.to_owned(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        let Value::Object(map) = value else {
+            return Err(ConfigError::Other(format!(
+                "the config file '{}' must hold one JSON object ({{ \"key\": value, ... }})",
+                path.display()
+            )));
+        };
+        let keys = Keys { map: &map, env };
+        let mut warnings = Vec::new();
+
+        let unknown: BTreeSet<&str> = map
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !KNOWN_KEYS.contains(k))
+            .collect();
+        if !unknown.is_empty() {
+            warnings.push(format!(
+                "unknown config keys ignored: {} (see config.example.json for the keys)",
+                unknown.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+
+        let source = read_source(&keys, &mut warnings)?;
+
+        let threads = keys.usize("threads")?.unwrap_or(4);
+        if !(1..=64).contains(&threads) {
+            return Err(ConfigError::invalid(
+                "threads",
+                format!("{threads} is out of range"),
+                "the maximum number of database connections, 1 to 64 (default 4)",
+            ));
+        }
+        let max_queue_size = keys.u64("max_queue_size")?;
+        if max_queue_size == Some(0) {
+            return Err(ConfigError::invalid(
+                "max_queue_size",
+                "0 would stop every table",
+                "a positive number of rows",
+            ));
+        }
+        let small_table_threshold = keys.u64("small_table_threshold")?.unwrap_or(1_000_000);
+        let large_table_threshold = keys.u64("large_table_threshold")?.unwrap_or(50_000_000);
+        if small_table_threshold > large_table_threshold {
+            return Err(ConfigError::invalid(
+                "small_table_threshold",
+                format!(
+                    "{small_table_threshold} is above large_table_threshold ({large_table_threshold})"
+                ),
+                "small_table_threshold <= large_table_threshold",
+            ));
+        }
+        let retry_sleep_seconds = keys.f64("retry_sleep_seconds")?.unwrap_or(2.0);
+        if !(0.0..=3600.0).contains(&retry_sleep_seconds) {
+            return Err(ConfigError::invalid(
+                "retry_sleep_seconds",
+                format!("{retry_sleep_seconds} is out of range"),
+                "seconds between 0 and 3600",
+            ));
+        }
+        let format = match keys.string("format")?.as_deref() {
+            None => Format::Csv,
+            Some(s) if s.eq_ignore_ascii_case("csv") => Format::Csv,
+            Some(s) if s.eq_ignore_ascii_case("ndjson") || s.eq_ignore_ascii_case("jsonl") => {
+                Format::Ndjson
+            }
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    "format",
+                    format!("unknown format '{other}'"),
+                    "\"csv\" or \"ndjson\"",
+                ));
+            }
+        };
+        let output_dir = match keys.string("output_dir")? {
+            Some(dir) if dir.trim().is_empty() => {
+                return Err(ConfigError::invalid(
+                    "output_dir",
+                    "the folder name is empty",
+                    "a folder path for the output files",
+                ));
+            }
+            Some(dir) => base_dir.join(dir),
+            None => base_dir.join("ehi-output"),
+        };
+        let tables = TableFilter::new(keys.list("include")?, keys.list("exclude")?)?;
+        let login_timeout_sec = keys.u64("login_timeout_seconds")?.unwrap_or(30);
+        let login_timeout_sec = u32::try_from(login_timeout_sec)
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    "login_timeout_seconds",
+                    format!("{login_timeout_sec} is out of range"),
+                    "a positive number of seconds (default 30)",
+                )
+            })?;
+
+        Ok(Config {
+            source,
+            login_timeout_sec,
+            threads,
+            max_queue_size,
+            max_retries: keys.u32("max_retries")?.unwrap_or(5),
+            retry_sleep_seconds,
+            debug: keys.bool("debug")?.unwrap_or(false),
+            output_dir,
+            format,
+            tables,
+            small_table_threshold,
+            large_table_threshold,
+            tiers: read_tiers(&map, &mut warnings)?,
+            warnings,
+        })
+    }
+
+    /// The settings a tier runs with: its own, with threads capped by `threads` and the queue by
+    /// `max_queue_size`.
+    pub fn tier_settings(&self, tier: Tier) -> TierSettings {
+        let mut settings = *self.tiers.get(tier);
+        settings.threads = settings.threads.min(self.threads);
+        if let Some(cap) = self.max_queue_size {
+            settings.queue_size = settings.queue_size.min(cap);
+        }
+        settings
+    }
+
+    /// The tier a table of `rows` rows belongs to.
+    pub fn tier_for(&self, rows: u64) -> Tier {
+        if rows < self.small_table_threshold {
+            Tier::Small
+        } else if rows < self.large_table_threshold {
+            Tier::Medium
+        } else {
+            Tier::Large
+        }
+    }
+}
+
+fn read_source(keys: &Keys, warnings: &mut Vec<String>) -> Result<SourceConfig, ConfigError> {
+    if let Some(raw) = keys.raw_string("connection_string")? {
+        if raw.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "connection_string",
+                "it is empty",
+                "a full ODBC connection string such as \"Driver={PostgreSQL Unicode};Server=...\"",
+            ));
+        }
+        let (connection_string, secret) = substitute_env("connection_string", &raw, keys.env)?;
+        let ignored: Vec<&str> = keys
+            .map
+            .keys()
+            .map(String::as_str)
+            .filter(|k| k.starts_with("mssql_") || *k == "cert")
+            .collect();
+        if !ignored.is_empty() {
+            warnings.push(format!(
+                "connection_string is set, so these keys are ignored: {}",
+                ignored.join(", ")
+            ));
+        }
+        return Ok(SourceConfig::ConnectionString {
+            connection_string,
+            secret,
+        });
+    }
+
+    let server = keys.string("mssql_server")?.ok_or_else(|| ConfigError::Missing {
+        key: "mssql_server".into(),
+        hint: "set mssql_server (with mssql_database, mssql_user, mssql_password) for SQL Server, \
+               or connection_string for any other ODBC source"
+            .into(),
+    })?;
+    let database = keys
+        .string("mssql_database")?
+        .ok_or_else(|| ConfigError::Missing {
+            key: "mssql_database".into(),
+            hint: "the name of the database to copy, e.g. \"Clarity\"".into(),
+        })?;
+    let port = match (keys.u64("mssql_port")?, keys.u64("mssql_post")?) {
+        (Some(port), _) => Some(("mssql_port", port)),
+        (None, Some(port)) => {
+            warnings.push(
+                "config key 'mssql_post' is read as 'mssql_port'; please rename it".to_owned(),
+            );
+            Some(("mssql_post", port))
+        }
+        (None, None) => None,
+    };
+    let port = port
+        .map(|(key, port)| {
+            u16::try_from(port).ok().filter(|p| *p > 0).ok_or_else(|| {
+                ConfigError::invalid(key, format!("{port} is not a TCP port"), "1 to 65535")
+            })
+        })
+        .transpose()?;
+    let trusted_connection = keys.bool("mssql_trusted_connection")?.unwrap_or(false);
+    let user = keys.string("mssql_user")?;
+    let password = match keys.raw_string("mssql_password")? {
+        Some(raw) => Some(substitute_env("mssql_password", &raw, keys.env)?.0),
+        None => None,
+    };
+    if !trusted_connection && user.is_none() {
+        return Err(ConfigError::Missing {
+            key: "mssql_user".into(),
+            hint: "give mssql_user and mssql_password, or set mssql_trusted_connection to true \
+                   for Windows authentication"
+                .into(),
+        });
+    }
+    if !trusted_connection && password.is_none() {
+        return Err(ConfigError::Missing {
+            key: "mssql_password".into(),
+            hint: "give the password, preferably from the environment: \
+                   \"mssql_password\": \"${env:EHI_SYNC_PASSWORD}\""
+                .into(),
+        });
+    }
+    let encrypt = match keys.string("mssql_encrypt")?.as_deref() {
+        None => Encrypt::Yes,
+        Some(s) => match s.to_ascii_lowercase().as_str() {
+            "yes" | "true" | "mandatory" => Encrypt::Yes,
+            "no" | "false" | "optional" => Encrypt::No,
+            "strict" => Encrypt::Strict,
+            _ => {
+                return Err(ConfigError::invalid(
+                    "mssql_encrypt",
+                    format!("unknown value '{s}'"),
+                    "\"yes\" (default), \"strict\" or \"no\"",
+                ));
+            }
+        },
+    };
+    let read_only_intent = match keys.string("mssql_application_intent")?.as_deref() {
+        None => false,
+        Some(s) if s.eq_ignore_ascii_case("readonly") => true,
+        Some(s) if s.eq_ignore_ascii_case("readwrite") => false,
+        Some(s) => {
+            return Err(ConfigError::invalid(
+                "mssql_application_intent",
+                format!("unknown value '{s}'"),
+                "\"ReadOnly\" (read from an Availability Group secondary) or \"ReadWrite\"",
+            ));
+        }
+    };
+    Ok(SourceConfig::SqlServer(SqlServerConfig {
+        driver: keys
+            .string("mssql_driver")?
+            .unwrap_or_else(|| DEFAULT_SQLSERVER_DRIVER.to_owned()),
+        server,
+        port,
+        database,
+        user,
+        password,
+        trusted_connection,
+        encrypt,
+        trust_server_certificate: keys.bool("mssql_trust_server_certificate")?.unwrap_or(false),
+        host_name_in_certificate: keys.string("mssql_cert_server")?,
+        server_certificate: keys.string("cert")?,
+        read_only_intent,
+    }))
+}
+
+fn read_tiers(map: &Map<String, Value>, warnings: &mut Vec<String>) -> Result<Tiers, ConfigError> {
+    let mut tiers = Tiers::default();
+    let Some(value) = map.get("tiers") else {
+        return Ok(tiers);
+    };
+    let Value::Object(by_tier) = value else {
+        return Err(ConfigError::invalid(
+            "tiers",
+            "it is not an object",
+            "{\"small\": {\"threads\": 4, \"batch_size\": 5000, ...}, \"medium\": {...}, \"large\": {...}}",
+        ));
+    };
+    for (name, overrides) in by_tier {
+        let Some(tier) = Tier::ALL.into_iter().find(|t| t.name() == name) else {
+            return Err(ConfigError::invalid(
+                format!("tiers.{name}"),
+                "unknown tier",
+                "\"small\", \"medium\" or \"large\"",
+            ));
+        };
+        let Value::Object(overrides) = overrides else {
+            return Err(ConfigError::invalid(
+                format!("tiers.{name}"),
+                "it is not an object",
+                format!("{{{}}}", TIER_KEYS.join(", ")),
+            ));
+        };
+        let unknown: Vec<&str> = overrides
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !TIER_KEYS.contains(k))
+            .collect();
+        if !unknown.is_empty() {
+            warnings.push(format!(
+                "unknown keys in tiers.{name} ignored: {} (known: {})",
+                unknown.join(", "),
+                TIER_KEYS.join(", ")
+            ));
+        }
+        let keys = Keys {
+            map: overrides,
+            env: &|_| None,
+        };
+        let prefix = format!("tiers.{name}");
+        let settings = tiers.get_mut(tier);
+        let positive = |key: &str, value: Option<u64>| -> Result<Option<u64>, ConfigError> {
+            match value {
+                Some(0) => Err(ConfigError::invalid(
+                    format!("{prefix}.{key}"),
+                    "0 is not allowed",
+                    "a positive number",
+                )),
+                other => Ok(other),
+            }
+        };
+        if let Some(v) = positive("threads", keys.u64_at(&prefix, "threads")?)? {
+            settings.threads = usize::try_from(v).unwrap_or(usize::MAX);
+        }
+        if let Some(v) = positive("batch_size", keys.u64_at(&prefix, "batch_size")?)? {
+            settings.batch_size = usize::try_from(v).unwrap_or(usize::MAX).min(1_000_000);
+        }
+        if let Some(v) = positive("partition_size", keys.u64_at(&prefix, "partition_size")?)? {
+            settings.partition_size = v;
+        }
+        if let Some(v) = positive("queue_size", keys.u64_at(&prefix, "queue_size")?)? {
+            settings.queue_size = v;
+        }
+        if let Some(v) = positive("timeout_seconds", keys.u64_at(&prefix, "timeout_seconds")?)? {
+            settings.timeout_seconds = v;
+        }
+        if let Some(v) = positive(
+            "checkpoint_interval",
+            keys.u64_at(&prefix, "checkpoint_interval")?,
+        )? {
+            settings.checkpoint_interval = v;
+        }
+    }
+    Ok(tiers)
+}
+
+/// Replaces every `${env:NAME}` in `value` with the variable's value. Returns the result and the
+/// substituted text (the secret to scrub from messages), if any.
+fn substitute_env(
+    key: &str,
+    value: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(String, Option<String>), ConfigError> {
+    let mut out = String::with_capacity(value.len());
+    let mut secret: Option<String> = None;
+    let mut rest = value;
+    while let Some(start) = rest.find("${env:") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 6..];
+        let Some(end) = after.find('}') else {
+            return Err(ConfigError::invalid(
+                key,
+                "'${env:' is not closed with '}'",
+                "${env:VARIABLE_NAME}",
+            ));
+        };
+        let name = &after[..end];
+        let valid_name = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            return Err(ConfigError::invalid(
+                key,
+                format!("'{name}' is not an environment variable name"),
+                "${env:VARIABLE_NAME} with letters, digits and '_'",
+            ));
+        }
+        let found = env(name).ok_or_else(|| {
+            ConfigError::invalid(
+                key,
+                format!("environment variable {name} is not set"),
+                format!("{name} set in the environment of the scheduled task"),
+            )
+        })?;
+        out.push_str(&found);
+        secret = Some(found);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok((out, secret))
+}
+
+/// Lenient, key-naming readers over one JSON object.
+struct Keys<'a> {
+    map: &'a Map<String, Value>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Keys<'_> {
+    /// A string value, or a number/boolean rendered as text. `null` counts as absent.
+    fn raw_string(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+            Some(_) => Err(ConfigError::invalid(
+                key,
+                "it is a list or an object",
+                "a string",
+            )),
+        }
+    }
+
+    /// Like `raw_string`, trimmed, with empty strings treated as absent (the specification's
+    /// configs leave unused keys as "").
+    fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        Ok(self
+            .raw_string(key)?
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty()))
+    }
+
+    fn u64(&self, key: &str) -> Result<Option<u64>, ConfigError> {
+        self.u64_named(key, key)
+    }
+
+    fn u64_at(&self, prefix: &str, key: &str) -> Result<Option<u64>, ConfigError> {
+        self.u64_named(key, &format!("{prefix}.{key}"))
+    }
+
+    fn u64_named(&self, key: &str, shown: &str) -> Result<Option<u64>, ConfigError> {
+        let expected = "a whole number such as 4 or \"4\"";
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+                ConfigError::invalid(shown, format!("{n} is not a whole number >= 0"), expected)
+            }),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => {
+                let digits: String = s.trim().chars().filter(|c| *c != '_').collect();
+                digits.parse::<u64>().map(Some).map_err(|_| {
+                    ConfigError::invalid(shown, format!("\"{s}\" is not a whole number"), expected)
+                })
+            }
+            Some(other) => Err(ConfigError::invalid(
+                shown,
+                format!("{} is not a number", kind(other)),
+                expected,
+            )),
+        }
+    }
+
+    fn u32(&self, key: &str) -> Result<Option<u32>, ConfigError> {
+        self.u64(key)?
+            .map(|v| {
+                u32::try_from(v).map_err(|_| {
+                    ConfigError::invalid(key, format!("{v} is too large"), "a smaller number")
+                })
+            })
+            .transpose()
+    }
+
+    fn usize(&self, key: &str) -> Result<Option<usize>, ConfigError> {
+        Ok(self
+            .u64(key)?
+            .map(|v| usize::try_from(v).unwrap_or(usize::MAX)))
+    }
+
+    fn f64(&self, key: &str) -> Result<Option<f64>, ConfigError> {
+        let expected = "a number of seconds such as 2 or \"0.5\"";
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => Ok(n.as_f64()),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .map(Some)
+                .ok_or_else(|| {
+                    ConfigError::invalid(key, format!("\"{s}\" is not a number"), expected)
+                }),
+            Some(other) => Err(ConfigError::invalid(
+                key,
+                format!("{} is not a number", kind(other)),
+                expected,
+            )),
+        }
+    }
+
+    fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        let expected = "true or false (also \"true\", \"false\", \"yes\", \"no\", \"1\", \"0\")";
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(Some(false)),
+            Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(Some(true)),
+            Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+                "" => Ok(None),
+                "true" | "yes" | "1" | "on" => Ok(Some(true)),
+                "false" | "no" | "0" | "off" => Ok(Some(false)),
+                _ => Err(ConfigError::invalid(
+                    key,
+                    format!("\"{s}\" is not a boolean"),
+                    expected,
+                )),
+            },
+            Some(other) => Err(ConfigError::invalid(
+                key,
+                format!("{} is not a boolean", kind(other)),
+                expected,
+            )),
+        }
+    }
+
+    /// A list of strings; a single string counts as a one-element list, a comma-separated
+    /// string as several (the specification's configs hold lists as strings).
+    fn list(&self, key: &str) -> Result<Vec<String>, ConfigError> {
+        let expected = "a list of \"schema.table\" patterns such as [\"dbo.*\", \"*.PAT_ENC\"]";
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::String(s)) => Ok(s
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+                    other => Err(ConfigError::invalid(
+                        key,
+                        format!("the list holds {}", kind(other)),
+                        expected,
+                    )),
+                })
+                .collect(),
+            Some(other) => Err(ConfigError::invalid(
+                key,
+                format!("{} is not a list", kind(other)),
+                expected,
+            )),
+        }
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(s) if s.is_empty() => "an empty string",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Config, ConfigError> {
+        parse_with_env(json, &[])
+    }
+
+    fn parse_with_env(json: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let env = move |name: &str| {
+            vars.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        Config::from_json(json, Path::new("cfg.json"), Path::new("/base"), &env)
+    }
+
+    const SPEC: &str = r#"{
+        "mssql_server": "sql01.hospital.local", "mssql_cert_server": "sql01.hospital.local",
+        "mssql_port": "1433", "mssql_database": "Clarity", "mssql_user": "ehi",
+        "mssql_password": "s3cret", "cert": "/etc/ssl/sql01.pem", "threads": "4",
+        "max_queue_size": "10000", "max_retries": "5", "retry_sleep_seconds": "10",
+        "debug": "false"
+    }"#;
+
+    #[test]
+    fn specification_config_with_string_values() {
+        let config = parse(SPEC).unwrap();
+        let SourceConfig::SqlServer(sql) = &config.source else {
+            panic!("expected a SQL Server source");
+        };
+        assert_eq!(sql.server, "sql01.hospital.local");
+        assert_eq!(sql.port, Some(1433));
+        assert_eq!(sql.database, "Clarity");
+        assert_eq!(sql.password.as_deref(), Some("s3cret"));
+        assert_eq!(sql.encrypt, Encrypt::Yes);
+        assert_eq!(sql.driver, DEFAULT_SQLSERVER_DRIVER);
+        assert_eq!(config.threads, 4);
+        assert_eq!(config.max_queue_size, Some(10_000));
+        assert_eq!(config.max_retries, 5);
+        assert_eq!(config.retry_sleep_seconds, 10.0);
+        assert!(!config.debug);
+        assert_eq!(config.format, Format::Csv);
+        assert_eq!(config.output_dir, Path::new("/base/ehi-output"));
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn numbers_and_booleans_as_json_values() {
+        let config = parse(
+            r#"{"connection_string": "DSN=x", "threads": 2, "debug": true, "max_retries": 0}"#,
+        )
+        .unwrap();
+        assert_eq!(config.threads, 2);
+        assert!(config.debug);
+        assert_eq!(config.max_retries, 0);
+    }
+
+    #[test]
+    fn misspelled_port_key_is_accepted_with_warning() {
+        let json = SPEC.replace("\"mssql_port\"", "\"mssql_post\"");
+        let config = parse(&json).unwrap();
+        let SourceConfig::SqlServer(sql) = &config.source else {
+            panic!("expected a SQL Server source");
+        };
+        assert_eq!(sql.port, Some(1433));
+        assert_eq!(config.warnings.len(), 1);
+        assert!(config.warnings[0].contains("mssql_post"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named_in_a_warning() {
+        let config = parse(r#"{"connection_string": "DSN=x", "treads": 4, "ouput_dir": "x"}"#)
+            .unwrap();
+        assert_eq!(config.warnings.len(), 1);
+        assert!(config.warnings[0].contains("ouput_dir, treads"));
+    }
+
+    #[test]
+    fn bad_thread_count_names_key_and_form() {
+        let err = parse(r#"{"connection_string": "DSN=x", "threads": "lots"}"#).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("'threads'"), "{text}");
+        assert!(text.contains("\"lots\" is not a whole number"), "{text}");
+        assert!(text.contains("expected a whole number"), "{text}");
+        let err = parse(r#"{"connection_string": "DSN=x", "threads": 0}"#).unwrap_err();
+        assert!(err.to_string().contains("out of range"));
+    }
+
+    #[test]
+    fn missing_server_key_says_what_to_set() {
+        let err = parse(r#"{"mssql_database": "Clarity"}"#).unwrap_err();
+        assert!(err.to_string().contains("'mssql_server' is required"));
+    }
+
+    #[test]
+    fn password_from_environment() {
+        let json = SPEC.replace("s3cret", "${env:EHI_PW}");
+        let config = parse_with_env(&json, &[("EHI_PW", "from-env")]).unwrap();
+        assert_eq!(config.source.secret(), Some("from-env"));
+        let err = parse(&json).unwrap_err().to_string();
+        assert!(err.contains("environment variable EHI_PW is not set"), "{err}");
+        assert!(err.contains("'mssql_password'"), "{err}");
+    }
+
+    #[test]
+    fn connection_string_substitution_keeps_secret_for_scrubbing() {
+        let config = parse_with_env(
+            r#"{"connection_string": "Driver={PostgreSQL Unicode};Pwd=${env:PGPW};"}"#,
+            &[("PGPW", "pa$$")],
+        )
+        .unwrap();
+        let SourceConfig::ConnectionString {
+            connection_string,
+            secret,
+        } = &config.source
+        else {
+            panic!("expected a connection string source");
+        };
+        assert_eq!(connection_string, "Driver={PostgreSQL Unicode};Pwd=pa$$;");
+        assert_eq!(secret.as_deref(), Some("pa$$"));
+    }
+
+    #[test]
+    fn tier_overrides_and_caps() {
+        let config = parse(
+            r#"{"connection_string": "DSN=x", "threads": 3, "max_queue_size": 2000,
+                "tiers": {"small": {"threads": "8", "batch_size": 100}, "large": {"timeout_seconds": 60}}}"#,
+        )
+        .unwrap();
+        let small = config.tier_settings(Tier::Small);
+        assert_eq!(small.threads, 3, "capped by threads");
+        assert_eq!(small.batch_size, 100);
+        assert_eq!(small.queue_size, 2000, "capped by max_queue_size");
+        assert_eq!(config.tier_settings(Tier::Large).timeout_seconds, 60);
+        assert_eq!(config.tier_settings(Tier::Medium), {
+            let mut m = Tiers::default().medium;
+            m.queue_size = 2000;
+            m
+        });
+        let err = parse(r#"{"connection_string": "DSN=x", "tiers": {"huge": {}}}"#).unwrap_err();
+        assert!(err.to_string().contains("tiers.huge"));
+        let err = parse(r#"{"connection_string": "DSN=x", "tiers": {"small": {"batch_size": 0}}}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("tiers.small.batch_size"));
+    }
+
+    #[test]
+    fn tiers_by_threshold() {
+        let config = parse(
+            r#"{"connection_string": "DSN=x", "small_table_threshold": 10, "large_table_threshold": "100"}"#,
+        )
+        .unwrap();
+        assert_eq!(config.tier_for(9), Tier::Small);
+        assert_eq!(config.tier_for(10), Tier::Medium);
+        assert_eq!(config.tier_for(99), Tier::Medium);
+        assert_eq!(config.tier_for(100), Tier::Large);
+        let err = parse(
+            r#"{"connection_string": "DSN=x", "small_table_threshold": 100, "large_table_threshold": 10}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("small_table_threshold"));
+    }
+
+    #[test]
+    fn include_and_exclude_globs_match_case_insensitively() {
+        let config = parse(
+            r#"{"connection_string": "DSN=x", "include": ["dbo.PAT*", "lab.*"], "exclude": "dbo.PAT_TMP"}"#,
+        )
+        .unwrap();
+        assert!(config.tables.selects("dbo", "patient"));
+        assert!(config.tables.selects("LAB", "result"));
+        assert!(!config.tables.selects("dbo", "pat_tmp"));
+        assert!(!config.tables.selects("dbo", "encounter"));
+        let err = parse(r#"{"connection_string": "DSN=x", "include": ["dbo.[x"]}"#).unwrap_err();
+        assert!(err.to_string().contains("'include'"));
+    }
+
+    #[test]
+    fn invalid_json_reports_position() {
+        let err = parse("{\n \"threads\": 4,\n}").unwrap_err().to_string();
+        assert!(err.contains("not valid JSON (line 3"), "{err}");
+    }
+
+    #[test]
+    fn format_values() {
+        let config = parse(r#"{"connection_string": "DSN=x", "format": "NDJSON"}"#).unwrap();
+        assert_eq!(config.format, Format::Ndjson);
+        let err = parse(r#"{"connection_string": "DSN=x", "format": "xml"}"#).unwrap_err();
+        assert!(err.to_string().contains("\"csv\" or \"ndjson\""));
+    }
+}

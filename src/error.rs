@@ -1,0 +1,154 @@
+//! Errors as types, and the exit code each one maps to.
+//!
+//! A scheduler (Task Scheduler, cron, systemd) acts on the exit code, so every error kind maps to
+//! one documented code (see the README). No error message ever carries a row value or a password:
+//! connection strings are redacted before they are put into an error, and database messages are
+//! scrubbed of the password (see `source::connection_string::redact`).
+
+use std::path::PathBuf;
+
+/// Exit codes documented in the README. A scheduled task decides on these.
+pub mod exit_code {
+    /// Everything selected was processed.
+    pub const OK: i32 = 0;
+    /// An unexpected internal error; please report it.
+    pub const INTERNAL: i32 = 1;
+    /// Bad command line or configuration: fix the input, retrying will not help.
+    pub const CONFIG: i32 = 2;
+    /// The database could not be reached or refused the login.
+    pub const CONNECTION: i32 = 3;
+    /// Some tables failed, the others finished. Re-running resumes the failed ones.
+    pub const PARTIAL_FAILURE: i32 = 4;
+    /// The catalog could not be read (permissions, unsupported database).
+    pub const DISCOVERY: i32 = 5;
+}
+
+/// Everything that can stop a command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+
+    #[error("cannot connect to the database ({connection}): {source}")]
+    Connect {
+        /// The connection string with its password redacted.
+        connection: String,
+        source: DbError,
+    },
+
+    #[error("{context}: {source}")]
+    Database { context: String, source: DbError },
+
+    #[error("{0}")]
+    Discovery(String),
+
+    #[error("{context} '{path}': {source}")]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) => exit_code::CONFIG,
+            Error::Connect { .. } => exit_code::CONNECTION,
+            Error::Database { .. } | Error::Discovery(_) => exit_code::DISCOVERY,
+            Error::Io { .. } => exit_code::INTERNAL,
+        }
+    }
+}
+
+/// A configuration problem. The message names the key, the problem and the expected form.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file '{path}': {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error(
+        "the config file '{path}' is not valid JSON (line {line}, column {column}): {message}"
+    )]
+    Json {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+
+    #[error("config key '{key}': {problem}; expected {expected}")]
+    Invalid {
+        key: String,
+        problem: String,
+        expected: String,
+    },
+
+    #[error("config key '{key}' is required: {hint}")]
+    Missing { key: String, hint: String },
+
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ConfigError {
+    pub fn invalid(
+        key: impl Into<String>,
+        problem: impl Into<String>,
+        expected: impl Into<String>,
+    ) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            problem: problem.into(),
+            expected: expected.into(),
+        }
+    }
+}
+
+/// An ODBC diagnostic reduced to what classification needs: SQLSTATE, native code and a message
+/// already scrubbed of the password.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message} (SQLSTATE {state}, native error {native})")]
+pub struct DbError {
+    pub state: String,
+    pub native: i32,
+    pub message: String,
+}
+
+impl DbError {
+    /// Converts an odbc-api error. `secret` (the password, if any) is removed from the message:
+    /// some drivers echo parts of the connection string back.
+    pub fn from_odbc(error: &odbc_api::Error, secret: Option<&str>) -> Self {
+        let (state, native, message) = match error {
+            odbc_api::Error::Diagnostics { record, .. } => (
+                record.state.as_str().to_owned(),
+                record.native_error,
+                record_message(record),
+            ),
+            other => ("HY000".to_owned(), 0, other.to_string()),
+        };
+        let message = match secret {
+            Some(secret) if !secret.is_empty() => message.replace(secret, "***"),
+            _ => message,
+        };
+        DbError {
+            state,
+            native,
+            message,
+        }
+    }
+}
+
+fn record_message(record: &odbc_api::handles::Record) -> String {
+    let text = record.to_string();
+    // odbc-api renders "State: XXXXX, Native error: N, Message: ..."; keep only the message.
+    match text.split_once("Message: ") {
+        Some((_, message)) => message.trim().to_owned(),
+        None => text,
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

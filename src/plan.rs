@@ -1,0 +1,548 @@
+//! The processing plan: tiers by size, order small → large, partitions, estimated durations,
+//! printed for people and as JSON for machines.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::{Config, Format, Tier, TierSettings};
+use crate::source::Dialect;
+use crate::source::catalog::Table;
+
+/// Rows per second one connection is assumed to move when no previous run measured it. A
+/// deliberately modest figure for SQL Server over a LAN with the Microsoft driver; the plan says
+/// when it is used, and a finished run's measured rates replace it.
+pub const DEFAULT_ROWS_PER_SECOND_PER_CONNECTION: f64 = 25_000.0;
+
+/// Fixed cost assumed per table (connect, discovery of bounds, manifest), in seconds.
+const SECONDS_PER_TABLE: f64 = 1.0;
+
+/// How many tables of each tier the text plan lists before "... and N more".
+const TABLES_SHOWN_PER_TIER: usize = 10;
+
+/// The file whose records a finished run leaves behind (one JSON object per table).
+pub const VALIDATION_FILE: &str = "_validation.ndjson";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub dialect: Dialect,
+    pub database: String,
+    pub output_dir: PathBuf,
+    pub format: Format,
+    pub tiers: Vec<TierPlan>,
+    pub total_tables: usize,
+    pub total_rows: u64,
+    pub estimated_seconds: f64,
+    /// Tables without a primary key: one stream each, restarted from zero on failure.
+    pub keyless_tables: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TierPlan {
+    pub tier: Tier,
+    pub settings: TierSettings,
+    /// Smallest first.
+    pub tables: Vec<TablePlan>,
+    pub rows: u64,
+    pub rows_per_second: f64,
+    /// `"previous run"` or `"default"`.
+    pub rate_source: &'static str,
+    pub estimated_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TablePlan {
+    pub schema: String,
+    pub name: String,
+    pub rows: u64,
+    pub rows_exact: bool,
+    pub partitions: u64,
+    pub primary_key: Vec<String>,
+    #[serde(skip)]
+    pub table: Table,
+}
+
+impl TablePlan {
+    pub fn full_name(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+/// Measured throughput per tier from a previous run, rows per second.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MeasuredRates {
+    pub small: Option<f64>,
+    pub medium: Option<f64>,
+    pub large: Option<f64>,
+}
+
+impl MeasuredRates {
+    fn get(&self, tier: Tier) -> Option<f64> {
+        match tier {
+            Tier::Small => self.small,
+            Tier::Medium => self.medium,
+            Tier::Large => self.large,
+        }
+    }
+
+    /// Reads the validation records of earlier runs in `output_dir`; missing or unreadable
+    /// records simply leave the defaults in place.
+    pub fn from_output_dir(output_dir: &Path) -> MeasuredRates {
+        match std::fs::read_to_string(output_dir.join(VALIDATION_FILE)) {
+            Ok(text) => MeasuredRates::from_validation_records(&text),
+            Err(_) => MeasuredRates::default(),
+        }
+    }
+
+    /// Sums rows and seconds of successful tables per tier. Each line is a JSON object with
+    /// `tier`, `status`, `extracted_rows` and `duration_seconds`.
+    pub fn from_validation_records(text: &str) -> MeasuredRates {
+        let mut totals = [(0u64, 0f64); 3];
+        for line in text.lines() {
+            let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let tier = match record.get("tier").and_then(|t| t.as_str()) {
+                Some("small") => 0,
+                Some("medium") => 1,
+                Some("large") => 2,
+                _ => continue,
+            };
+            if record.get("status").and_then(|s| s.as_str()) != Some("ok") {
+                continue;
+            }
+            let rows = record.get("extracted_rows").and_then(|r| r.as_u64());
+            let seconds = record.get("duration_seconds").and_then(|s| s.as_f64());
+            if let (Some(rows), Some(seconds)) = (rows, seconds) {
+                totals[tier].0 += rows;
+                totals[tier].1 += seconds;
+            }
+        }
+        let rate = |(rows, seconds): (u64, f64)| {
+            // Too little data says more about fixed costs than throughput.
+            (rows >= 10_000 && seconds > 0.0).then(|| rows as f64 / seconds)
+        };
+        MeasuredRates {
+            small: rate(totals[0]),
+            medium: rate(totals[1]),
+            large: rate(totals[2]),
+        }
+    }
+}
+
+/// Builds the plan: every table gets its tier, tiers are ordered small → large, and tables within
+/// a tier smallest first (ties by name, so the order is deterministic).
+pub fn build(
+    config: &Config,
+    dialect: Dialect,
+    database: &str,
+    tables: Vec<Table>,
+    rates: MeasuredRates,
+) -> Plan {
+    let total_tables = tables.len();
+    let total_rows = tables.iter().map(|t| t.rows).sum();
+    let mut keyless_tables = Vec::new();
+    let mut tiers: Vec<TierPlan> = Tier::ALL
+        .into_iter()
+        .map(|tier| {
+            let settings = config.tier_settings(tier);
+            let (rows_per_second, rate_source) = match rates.get(tier) {
+                Some(rate) => (rate, "previous run"),
+                None => (
+                    DEFAULT_ROWS_PER_SECOND_PER_CONNECTION * settings.threads as f64,
+                    "default",
+                ),
+            };
+            TierPlan {
+                tier,
+                settings,
+                tables: Vec::new(),
+                rows: 0,
+                rows_per_second,
+                rate_source,
+                estimated_seconds: 0.0,
+            }
+        })
+        .collect();
+    for table in tables {
+        let tier = config.tier_for(table.rows);
+        let tier_plan = &mut tiers[tier as usize];
+        let partitions = if table.primary_key.is_empty() {
+            keyless_tables.push(table.full_name());
+            1
+        } else {
+            table.rows.div_ceil(tier_plan.settings.partition_size).max(1)
+        };
+        tier_plan.rows += table.rows;
+        tier_plan.tables.push(TablePlan {
+            schema: table.schema.clone(),
+            name: table.name.clone(),
+            rows: table.rows,
+            rows_exact: table.rows_exact,
+            partitions,
+            primary_key: table.primary_key.clone(),
+            table,
+        });
+    }
+    for tier in &mut tiers {
+        tier.tables
+            .sort_by(|a, b| (a.rows, &a.schema, &a.name).cmp(&(b.rows, &b.schema, &b.name)));
+        let parallel_tables = tier.tables.len() as f64 / tier.settings.threads.max(1) as f64;
+        tier.estimated_seconds =
+            tier.rows as f64 / tier.rows_per_second + parallel_tables * SECONDS_PER_TABLE;
+    }
+    let estimated_seconds = tiers.iter().map(|t| t.estimated_seconds).sum();
+    Plan {
+        dialect,
+        database: database.to_owned(),
+        output_dir: config.output_dir.clone(),
+        format: config.format,
+        tiers,
+        total_tables,
+        total_rows,
+        estimated_seconds,
+        keyless_tables,
+    }
+}
+
+impl Plan {
+    /// The tables in processing order.
+    pub fn tables(&self) -> impl Iterator<Item = (&TierPlan, &TablePlan)> {
+        self.tiers
+            .iter()
+            .flat_map(|tier| tier.tables.iter().map(move |table| (tier, table)))
+    }
+
+    /// The plan as printed before a run and by `ehi-sync plan`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let format = match self.format {
+            Format::Csv => "csv",
+            Format::Ndjson => "ndjson",
+        };
+        let _ = writeln!(out, "Processing plan");
+        let _ = writeln!(
+            out,
+            "  database: {} ({})",
+            self.database,
+            self.dialect.name()
+        );
+        let _ = writeln!(
+            out,
+            "  output:   {} ({format})",
+            self.output_dir.display()
+        );
+        let _ = writeln!(
+            out,
+            "  tables:   {} with {} rows",
+            group_digits(self.total_tables as u64),
+            group_digits(self.total_rows)
+        );
+        for tier in &self.tiers {
+            render_tier(&mut out, tier);
+        }
+        if !self.keyless_tables.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nTables without a primary key ({}): each is read as one stream and restarted \
+                 from its first row if it fails:",
+                self.keyless_tables.len()
+            );
+            for name in &self.keyless_tables {
+                let _ = writeln!(out, "  {name}");
+            }
+        }
+        render_summary(&mut out, self);
+        out
+    }
+}
+
+fn render_tier(out: &mut String, tier: &TierPlan) {
+    let upper = tier.tier.name().to_ascii_uppercase();
+    let _ = writeln!(out);
+    if tier.tables.is_empty() {
+        let _ = writeln!(out, "{upper} tier: no tables");
+        return;
+    }
+    let s = &tier.settings;
+    let _ = writeln!(
+        out,
+        "{upper} tier: {} tables, {} rows",
+        group_digits(tier.tables.len() as u64),
+        group_digits(tier.rows)
+    );
+    let _ = writeln!(
+        out,
+        "  threads {} | batch {} rows | partition {} rows | queue {} rows | timeout {} | \
+         checkpoint every {} rows",
+        s.threads,
+        group_digits(s.batch_size as u64),
+        group_digits(s.partition_size),
+        group_digits(s.queue_size),
+        duration(s.timeout_seconds as f64),
+        group_digits(s.checkpoint_interval)
+    );
+    let _ = writeln!(out, "  {:>15}  {:>10}  table", "rows", "partitions");
+    for table in tier.tables.iter().take(TABLES_SHOWN_PER_TIER) {
+        let key_note = if table.primary_key.is_empty() {
+            "  (no primary key: one stream)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  {:>15}  {:>10}  {}{key_note}",
+            group_digits(table.rows),
+            group_digits(table.partitions),
+            table.full_name()
+        );
+    }
+    if tier.tables.len() > TABLES_SHOWN_PER_TIER {
+        let _ = writeln!(
+            out,
+            "  ... and {} more",
+            tier.tables.len() - TABLES_SHOWN_PER_TIER
+        );
+    }
+}
+
+fn render_summary(out: &mut String, plan: &Plan) {
+    let percent = |part: f64, whole: f64| {
+        if whole > 0.0 {
+            format!("{:.1}%", 100.0 * part / whole)
+        } else {
+            "-".to_owned()
+        }
+    };
+    let _ = writeln!(out, "\nSummary");
+    let _ = writeln!(
+        out,
+        "  {:<7} {:>7} {:>7} {:>16} {:>7} {:>12}  rate (rows/s)",
+        "tier", "tables", "%", "rows", "%", "est. time"
+    );
+    for tier in &plan.tiers {
+        let _ = writeln!(
+            out,
+            "  {:<7} {:>7} {:>7} {:>16} {:>7} {:>12}  {} ({})",
+            tier.tier.name(),
+            group_digits(tier.tables.len() as u64),
+            percent(tier.tables.len() as f64, plan.total_tables as f64),
+            group_digits(tier.rows),
+            percent(tier.rows as f64, plan.total_rows as f64),
+            duration(tier.estimated_seconds),
+            group_digits(tier.rows_per_second.round() as u64),
+            tier.rate_source
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  {:<7} {:>7} {:>7} {:>16} {:>7} {:>12}",
+        "total",
+        group_digits(plan.total_tables as u64),
+        "",
+        group_digits(plan.total_rows),
+        "",
+        duration(plan.estimated_seconds)
+    );
+    if plan.tiers.iter().any(|t| t.rate_source == "default") {
+        let _ = writeln!(
+            out,
+            "  Default rates assume {} rows/s per connection; a finished run's measured rates \
+             are used next time.",
+            group_digits(DEFAULT_ROWS_PER_SECOND_PER_CONNECTION as u64)
+        );
+    }
+}
+
+/// `1234567` → `1,234,567`.
+pub fn group_digits(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Seconds as `45s`, `12m 05s`, `3h 07m`.
+pub fn duration(seconds: f64) -> String {
+    let total = seconds.max(0.0).round() as u64;
+    let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
+    if h > 0 {
+        format!("{h}h {m:02}m")
+    } else if m > 0 {
+        format!("{m}m {s:02}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::catalog::Column;
+    use std::path::Path;
+
+    fn config(extra: &str) -> Config {
+        let json = format!(
+            r#"{{"connection_string": "DSN=x", "small_table_threshold": 100,
+                "large_table_threshold": 1000 {extra}}}"#
+        );
+        Config::from_json(&json, Path::new("c.json"), Path::new("/out"), &|_| None).unwrap()
+    }
+
+    fn table(name: &str, rows: u64, key: &[&str]) -> Table {
+        Table {
+            schema: "dbo".into(),
+            name: name.into(),
+            columns: vec![Column {
+                name: "id".into(),
+                source_type: "bigint".into(),
+                length: None,
+                precision: None,
+                scale: None,
+                nullable: false,
+                key_position: Some(1),
+            }],
+            primary_key: key.iter().map(|k| k.to_string()).collect(),
+            rows,
+            rows_exact: true,
+        }
+    }
+
+    fn sample_plan() -> Plan {
+        let tables = vec![
+            table("BIG", 5_000, &["id"]),
+            table("MID_B", 500, &["id"]),
+            table("MID_A", 500, &["a", "b"]),
+            table("TINY", 3, &["id"]),
+            table("AUDIT", 150, &[]),
+            table("EMPTY", 0, &["id"]),
+        ];
+        build(
+            &config(""),
+            Dialect::Postgres,
+            "ehr",
+            tables,
+            MeasuredRates::default(),
+        )
+    }
+
+    #[test]
+    fn tiers_and_order() {
+        let plan = sample_plan();
+        let order: Vec<(Tier, String)> = plan
+            .tables()
+            .map(|(tier, table)| (tier.tier, table.name.clone()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (Tier::Small, "EMPTY".to_owned()),
+                (Tier::Small, "TINY".into()),
+                (Tier::Medium, "AUDIT".into()),
+                (Tier::Medium, "MID_A".into()),
+                (Tier::Medium, "MID_B".into()),
+                (Tier::Large, "BIG".into()),
+            ]
+        );
+        assert_eq!(plan.total_rows, 6_153);
+        assert_eq!(plan.keyless_tables, ["dbo.AUDIT"]);
+    }
+
+    #[test]
+    fn partitions_follow_tier_partition_size() {
+        let plan = build(
+            &config(r#", "tiers": {"large": {"partition_size": 1000}}"#),
+            Dialect::Postgres,
+            "ehr",
+            vec![table("BIG", 5_001, &["id"]), table("NOKEY", 5_000, &[])],
+            MeasuredRates::default(),
+        );
+        let large = &plan.tiers[2];
+        assert_eq!(large.tables[0].name, "NOKEY");
+        assert_eq!(large.tables[0].partitions, 1);
+        assert_eq!(large.tables[1].partitions, 6);
+    }
+
+    #[test]
+    fn rendered_plan_lists_tiers_and_summary() {
+        let text = sample_plan().render();
+        assert!(text.contains("SMALL tier: 2 tables, 3 rows"), "{text}");
+        assert!(text.contains("MEDIUM tier: 3 tables, 1,150 rows"), "{text}");
+        assert!(text.contains("LARGE tier: 1 tables, 5,000 rows"), "{text}");
+        assert!(
+            text.contains("threads 4 | batch 5,000 rows | partition 50,000 rows"),
+            "{text}"
+        );
+        assert!(text.contains("dbo.AUDIT  (no primary key: one stream)"), "{text}");
+        assert!(text.contains("Tables without a primary key (1)"), "{text}");
+        assert!(text.contains("total"), "{text}");
+        assert!(text.contains("Default rates assume 25,000 rows/s"), "{text}");
+    }
+
+    #[test]
+    fn long_tiers_are_shortened() {
+        let tables = (0..25).map(|i| table(&format!("T{i:02}"), i, &["id"])).collect();
+        let plan = build(
+            &config(""),
+            Dialect::Postgres,
+            "ehr",
+            tables,
+            MeasuredRates::default(),
+        );
+        let text = plan.render();
+        assert!(text.contains("... and 15 more"), "{text}");
+        assert!(text.contains("dbo.T09") && !text.contains("dbo.T10"), "{text}");
+    }
+
+    #[test]
+    fn measured_rates_from_validation_records() {
+        let records = concat!(
+            r#"{"tier":"small","status":"ok","extracted_rows":30000,"duration_seconds":2.0}"#,
+            "\n",
+            r#"{"tier":"small","status":"ok","extracted_rows":10000,"duration_seconds":2.0}"#,
+            "\n",
+            r#"{"tier":"medium","status":"failed","extracted_rows":90000,"duration_seconds":1.0}"#,
+            "\nnot json\n",
+            r#"{"tier":"large","status":"ok","extracted_rows":50,"duration_seconds":1.0}"#,
+        );
+        let rates = MeasuredRates::from_validation_records(records);
+        assert_eq!(rates.small, Some(10_000.0));
+        assert_eq!(rates.medium, None);
+        assert_eq!(rates.large, None, "too few rows to measure");
+        let plan = build(
+            &config(""),
+            Dialect::Postgres,
+            "ehr",
+            vec![table("T", 50, &["id"])],
+            rates,
+        );
+        assert_eq!(plan.tiers[0].rate_source, "previous run");
+        assert_eq!(plan.tiers[1].rate_source, "default");
+    }
+
+    #[test]
+    fn number_and_duration_formatting() {
+        assert_eq!(group_digits(0), "0");
+        assert_eq!(group_digits(999), "999");
+        assert_eq!(group_digits(1_000), "1,000");
+        assert_eq!(group_digits(9_412_345_678), "9,412,345,678");
+        assert_eq!(duration(45.2), "45s");
+        assert_eq!(duration(725.0), "12m 05s");
+        assert_eq!(duration(3.0 * 3600.0 + 7.0 * 60.0), "3h 07m");
+    }
+
+    #[test]
+    fn json_plan_has_every_table() {
+        let json = serde_json::to_value(sample_plan()).unwrap();
+        assert_eq!(json["total_tables"], 6);
+        assert_eq!(json["tiers"][1]["tables"][0]["name"], "AUDIT");
+        assert_eq!(json["tiers"][1]["tier"], "medium");
+        assert_eq!(json["tiers"][0]["settings"]["batch_size"], 5000);
+    }
+}

@@ -1,0 +1,329 @@
+//! Discovery: user tables with their columns, primary keys and row counts, a few catalog
+//! queries for the whole database (never one query per table on SQL Server or PostgreSQL).
+
+use std::collections::HashMap;
+
+use odbc_api::Connection;
+use serde::Serialize;
+
+use super::{Dialect, Source, postgres, query_text, sqlite, sqlserver};
+use crate::config::TableFilter;
+use crate::error::{ConfigError, Error, Result};
+
+/// A column as the source declares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Column {
+    pub name: String,
+    /// The source's type name (`bigint`, `nvarchar`, `numeric`, `timestamp without time zone`).
+    pub source_type: String,
+    /// Declared length in characters (text) or bytes (binary); `-1` for `(max)`.
+    pub length: Option<i64>,
+    pub precision: Option<i64>,
+    /// Decimal scale, or fractional-second digits for time types.
+    pub scale: Option<i64>,
+    pub nullable: bool,
+    /// 1-based position in the primary key.
+    pub key_position: Option<usize>,
+}
+
+/// A user table selected for copying.
+#[derive(Debug, Clone, Serialize)]
+pub struct Table {
+    pub schema: String,
+    pub name: String,
+    pub columns: Vec<Column>,
+    /// Primary key column names in key order; empty when the table has none.
+    pub primary_key: Vec<String>,
+    /// Row count from the catalog statistics, or exact when `rows_exact`.
+    pub rows: u64,
+    pub rows_exact: bool,
+}
+
+impl Table {
+    /// `schema.table`, unquoted, as shown to people and matched by include/exclude.
+    pub fn full_name(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+/// One row of the sizing query: a table and its row count, `None` when statistics are missing.
+pub(super) struct SizedTable {
+    pub schema: String,
+    pub name: String,
+    pub rows: Option<u64>,
+}
+
+/// Catalog rows of one column, as the dialect queries return them.
+pub(super) struct ColumnRow {
+    pub schema: String,
+    pub table: String,
+    pub column: Column,
+}
+
+/// The outcome of discovery.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    /// Selected tables, ordered by schema and name.
+    pub tables: Vec<Table>,
+    /// How many user tables the login can see before include/exclude.
+    pub visible: usize,
+}
+
+/// Discovers every user table visible on `connection` that `filter` selects, sized and with
+/// columns and keys.
+pub fn discover(
+    source: &Source,
+    connection: &Connection<'_>,
+    dialect: Dialect,
+    filter: &TableFilter,
+) -> Result<Discovery> {
+    let all = match dialect {
+        Dialect::SqlServer => sqlserver::sized_tables(source, connection)?,
+        Dialect::Postgres => postgres::sized_tables(source, connection)?,
+        Dialect::Sqlite => sqlite::tables(source, connection)?,
+    };
+    if all.is_empty() {
+        return Err(Error::Discovery(
+            "the database has no user tables visible to this login: check mssql_database \
+             (or the connection string's database) and that the login may read the tables"
+                .into(),
+        ));
+    }
+    let visible = all.len();
+    let mut selected: Vec<SizedTable> = all
+        .into_iter()
+        .filter(|t| filter.selects(&t.schema, &t.name))
+        .collect();
+    if selected.is_empty() {
+        return Err(ConfigError::Other(format!(
+            "the include/exclude patterns select none of the {visible} tables \
+             (include: {:?}, exclude: {:?}); patterns match 'schema.table', e.g. \"dbo.*\"",
+            filter.include, filter.exclude
+        ))
+        .into());
+    }
+
+    let unsized_tables: Vec<(String, String)> = selected
+        .iter()
+        .filter(|t| t.rows.is_none())
+        .map(|t| (t.schema.clone(), t.name.clone()))
+        .collect();
+    let exact = count_exactly(source, connection, dialect, &unsized_tables)?;
+    for table in &mut selected {
+        if table.rows.is_none() {
+            table.rows = exact.get(&(table.schema.clone(), table.name.clone())).copied();
+        }
+    }
+
+    let column_rows = match dialect {
+        Dialect::SqlServer => sqlserver::columns(source, connection)?,
+        Dialect::Postgres => postgres::columns(source, connection)?,
+        Dialect::Sqlite => sqlite::columns(source, connection)?,
+    };
+    let mut columns: HashMap<(String, String), Vec<Column>> = HashMap::new();
+    for row in column_rows {
+        columns
+            .entry((row.schema, row.table))
+            .or_default()
+            .push(row.column);
+    }
+    let mut keys = match dialect {
+        Dialect::SqlServer => sqlserver::primary_keys(source, connection)?,
+        Dialect::Postgres => postgres::primary_keys(source, connection)?,
+        // SQLite's key positions come with the columns.
+        Dialect::Sqlite => HashMap::new(),
+    };
+
+    let mut tables = Vec::with_capacity(selected.len());
+    for sized in selected {
+        let id = (sized.schema, sized.name);
+        let mut table_columns = columns.remove(&id).unwrap_or_default();
+        let primary_key = match keys.remove(&id) {
+            Some(key) => key,
+            None => key_from_positions(&table_columns),
+        };
+        for column in &mut table_columns {
+            column.key_position = primary_key
+                .iter()
+                .position(|k| *k == column.name)
+                .map(|p| p + 1);
+        }
+        if table_columns.is_empty() {
+            return Err(Error::Discovery(format!(
+                "no columns could be read for table {}.{}: the login may lack permission on it; \
+                 exclude it with \"exclude\" or grant SELECT",
+                id.0, id.1
+            )));
+        }
+        tables.push(Table {
+            rows: sized.rows.unwrap_or(0),
+            rows_exact: unsized_tables.contains(&id),
+            schema: id.0,
+            name: id.1,
+            columns: table_columns,
+            primary_key,
+        });
+    }
+    Ok(Discovery { tables, visible })
+}
+
+/// Key column names ordered by the `key_position` the catalog gave each column.
+fn key_from_positions(columns: &[Column]) -> Vec<String> {
+    let mut keyed: Vec<(usize, &str)> = columns
+        .iter()
+        .filter_map(|c| c.key_position.map(|p| (p, c.name.as_str())))
+        .collect();
+    keyed.sort();
+    keyed.into_iter().map(|(_, name)| name.to_owned()).collect()
+}
+
+/// Exact `COUNT(*)` of each table, batched into `UNION ALL` queries.
+fn count_exactly(
+    source: &Source,
+    connection: &Connection<'_>,
+    dialect: Dialect,
+    tables: &[(String, String)],
+) -> Result<HashMap<(String, String), u64>> {
+    let mut counts = HashMap::new();
+    // SQLite allows 500 terms in a compound SELECT; stay well below.
+    for chunk in tables.chunks(100) {
+        let sql = count_sql(dialect, chunk);
+        for row in query_text(source, connection, "exact row counts", &sql)? {
+            let [schema, name, count] = row.as_slice() else {
+                continue;
+            };
+            let (Some(schema), Some(name)) = (schema, name) else {
+                continue;
+            };
+            let count = count.as_deref().and_then(parse_count).unwrap_or(0);
+            counts.insert((schema.clone(), name.clone()), count);
+        }
+    }
+    Ok(counts)
+}
+
+/// `SELECT 'schema', 'table', COUNT(*) FROM t UNION ALL ...` for the given tables.
+pub fn count_sql(dialect: Dialect, tables: &[(String, String)]) -> String {
+    let count = match dialect {
+        Dialect::SqlServer => "COUNT_BIG(*)",
+        Dialect::Postgres | Dialect::Sqlite => "COUNT(*)",
+    };
+    tables
+        .iter()
+        .map(|(schema, name)| {
+            format!(
+                "SELECT {} AS schema_name, {} AS table_name, {count} AS row_count FROM {}",
+                dialect.string_literal(schema),
+                dialect.string_literal(name),
+                dialect.qualified_table(schema, name)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+}
+
+/// Parses a count that a driver may render as `123`, `123.0` or `1.23e+06` (PostgreSQL's
+/// `reltuples` is a float).
+pub(super) fn parse_count(text: &str) -> Option<u64> {
+    let text = text.trim();
+    text.parse::<u64>().ok().or_else(|| {
+        text.parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .map(|v| v.round() as u64)
+    })
+}
+
+/// Parses an optional integer catalog value.
+pub(super) fn parse_int(text: &Option<String>) -> Option<i64> {
+    text.as_deref().and_then(|t| t.trim().parse::<i64>().ok())
+}
+
+/// Catalog booleans arrive as `1`/`0`, `t`/`f`, `true`/`false` or `YES`/`NO` depending on the
+/// driver.
+pub(super) fn parse_flag(text: &Option<String>) -> bool {
+    matches!(
+        text.as_deref().map(|t| t.trim().to_ascii_lowercase()).as_deref(),
+        Some("1" | "t" | "true" | "yes" | "y")
+    )
+}
+
+/// Groups `(schema, table, position, column)` key rows into key column lists in key order.
+pub(super) fn group_keys(
+    rows: Vec<Vec<Option<String>>>,
+) -> HashMap<(String, String), Vec<String>> {
+    let mut keys: HashMap<(String, String), Vec<(i64, String)>> = HashMap::new();
+    for row in rows {
+        if let [Some(schema), Some(table), position, Some(column)] = row.as_slice() {
+            keys.entry((schema.clone(), table.clone()))
+                .or_default()
+                .push((parse_int(position).unwrap_or(0), column.clone()));
+        }
+    }
+    keys.into_iter()
+        .map(|(id, mut columns)| {
+            columns.sort();
+            (id, columns.into_iter().map(|(_, c)| c).collect())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_from_driver_text() {
+        assert_eq!(parse_count("42"), Some(42));
+        assert_eq!(parse_count("1.5e+06"), Some(1_500_000));
+        assert_eq!(parse_count("-1"), None);
+        assert_eq!(parse_count("x"), None);
+    }
+
+    #[test]
+    fn flags_from_driver_text() {
+        for yes in ["1", "t", "true", "YES"] {
+            assert!(parse_flag(&Some(yes.into())), "{yes}");
+        }
+        for no in ["0", "f", "false", "NO"] {
+            assert!(!parse_flag(&Some(no.into())), "{no}");
+        }
+        assert!(!parse_flag(&None));
+    }
+
+    #[test]
+    fn keys_grouped_in_key_order() {
+        let row = |t: &str, p: &str, c: &str| {
+            vec![
+                Some("dbo".to_owned()),
+                Some(t.to_owned()),
+                Some(p.to_owned()),
+                Some(c.to_owned()),
+            ]
+        };
+        let keys = group_keys(vec![
+            row("LAB", "2", "LINE"),
+            row("LAB", "1", "ORDER_ID"),
+            row("PAT", "1", "PAT_ID"),
+        ]);
+        assert_eq!(keys[&("dbo".into(), "LAB".into())], ["ORDER_ID", "LINE"]);
+        assert_eq!(keys[&("dbo".into(), "PAT".into())], ["PAT_ID"]);
+    }
+
+    #[test]
+    fn exact_count_sql_quotes_names() {
+        let sql = count_sql(
+            Dialect::Postgres,
+            &[
+                ("public".into(), "order detail".into()),
+                ("public".into(), "it's".into()),
+            ],
+        );
+        assert_eq!(
+            sql,
+            "SELECT 'public' AS schema_name, 'order detail' AS table_name, COUNT(*) AS row_count \
+             FROM \"public\".\"order detail\" UNION ALL SELECT 'public' AS schema_name, 'it''s' \
+             AS table_name, COUNT(*) AS row_count FROM \"public\".\"it's\""
+        );
+    }
+}

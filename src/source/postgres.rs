@@ -1,0 +1,107 @@
+//! PostgreSQL catalog statements (the test and development source).
+
+use std::collections::HashMap;
+
+use odbc_api::Connection;
+
+use super::catalog::{Column, ColumnRow, SizedTable, group_keys, parse_count, parse_flag, parse_int};
+use super::{Source, query_text};
+use crate::error::Result;
+
+/// Tables (plain and partitioned parents, not their partitions) readable by this login, with the
+/// planner's row estimate. `reltuples` is -1 for a table never analyzed (PostgreSQL 14+): those
+/// are counted exactly.
+pub const SIZES_SQL: &str = "\
+SELECT n.nspname, c.relname, CAST(c.reltuples AS bigint) \
+FROM pg_catalog.pg_class AS c \
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace \
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+AND n.nspname NOT LIKE 'pg\\_%' \
+AND has_table_privilege(c.oid, 'SELECT') \
+ORDER BY 1, 2";
+
+/// Columns in ordinal order. User-defined and array types report their own type name.
+pub const COLUMNS_SQL: &str = "\
+SELECT table_schema, table_name, ordinal_position, column_name, \
+CASE WHEN data_type IN ('USER-DEFINED', 'ARRAY') THEN udt_name ELSE data_type END, \
+character_maximum_length, numeric_precision, \
+COALESCE(numeric_scale, datetime_precision), is_nullable \
+FROM information_schema.columns \
+WHERE table_schema NOT IN ('pg_catalog', 'information_schema') \
+ORDER BY table_schema, table_name, ordinal_position";
+
+/// Primary key columns in key order.
+pub const PRIMARY_KEYS_SQL: &str = "\
+SELECT n.nspname, c.relname, k.ord, a.attname \
+FROM pg_catalog.pg_index AS i \
+JOIN pg_catalog.pg_class AS c ON c.oid = i.indrelid \
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace \
+CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) \
+JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.oid AND a.attnum = k.attnum \
+WHERE i.indisprimary \
+ORDER BY 1, 2, 3";
+
+pub(super) fn sized_tables(source: &Source, connection: &Connection<'_>) -> Result<Vec<SizedTable>> {
+    let rows = query_text(source, connection, "table sizes", SIZES_SQL)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| match row.as_slice() {
+            [Some(schema), Some(name), estimate] => Some(SizedTable {
+                schema: schema.clone(),
+                name: name.clone(),
+                // parse_count rejects -1: no statistics, count exactly.
+                rows: estimate.as_deref().and_then(parse_count),
+            }),
+            _ => None,
+        })
+        .collect())
+}
+
+pub(super) fn columns(source: &Source, connection: &Connection<'_>) -> Result<Vec<ColumnRow>> {
+    let rows = query_text(source, connection, "columns", COLUMNS_SQL)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| match row.as_slice() {
+            [
+                Some(schema),
+                Some(table),
+                _ordinal,
+                Some(name),
+                Some(type_name),
+                length,
+                precision,
+                scale,
+                nullable,
+            ] => {
+                let is_numeric = matches!(type_name.as_str(), "numeric" | "decimal");
+                Some(ColumnRow {
+                    schema: schema.clone(),
+                    table: table.clone(),
+                    column: Column {
+                        name: name.clone(),
+                        source_type: type_name.clone(),
+                        length: parse_int(length),
+                        precision: parse_int(precision).filter(|_| is_numeric),
+                        scale: parse_int(scale),
+                        nullable: parse_flag(nullable),
+                        key_position: None,
+                    },
+                })
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+pub(super) fn primary_keys(
+    source: &Source,
+    connection: &Connection<'_>,
+) -> Result<HashMap<(String, String), Vec<String>>> {
+    Ok(group_keys(query_text(
+        source,
+        connection,
+        "primary keys",
+        PRIMARY_KEYS_SQL,
+    )?))
+}

@@ -1,0 +1,207 @@
+//! SQL Server catalog statements (T-SQL). Each one is parsed with sqlparser's MsSqlDialect and
+//! pinned in the tests below, because no SQL Server runs where this is built.
+
+use std::collections::HashMap;
+
+use odbc_api::Connection;
+
+use super::catalog::{Column, ColumnRow, SizedTable, group_keys, parse_count, parse_flag, parse_int};
+use super::{Source, query_text};
+use crate::error::{Error, Result};
+
+/// Row counts of all user tables in one query, from partition metadata (no scans): the heap
+/// (index 0) or clustered index (index 1) of each table. Needs VIEW DATABASE STATE.
+pub const SIZES_SQL: &str = "\
+SELECT s.name AS schema_name, t.name AS table_name, SUM(ps.row_count) AS row_count \
+FROM sys.tables AS t \
+JOIN sys.schemas AS s ON s.schema_id = t.schema_id \
+JOIN sys.dm_db_partition_stats AS ps ON ps.object_id = t.object_id AND ps.index_id IN (0, 1) \
+WHERE t.is_ms_shipped = 0 \
+GROUP BY s.name, t.name \
+ORDER BY s.name, t.name";
+
+/// The same from `sys.partitions`, visible with plain metadata permissions.
+pub const SIZES_FALLBACK_SQL: &str = "\
+SELECT s.name AS schema_name, t.name AS table_name, SUM(p.rows) AS row_count \
+FROM sys.tables AS t \
+JOIN sys.schemas AS s ON s.schema_id = t.schema_id \
+JOIN sys.partitions AS p ON p.object_id = t.object_id AND p.index_id IN (0, 1) \
+WHERE t.is_ms_shipped = 0 \
+GROUP BY s.name, t.name \
+ORDER BY s.name, t.name";
+
+/// Columns of all user tables in ordinal order. Alias types report their base type; lengths of
+/// `nchar`/`nvarchar` are converted from bytes to characters; `-1` means `(max)`.
+pub const COLUMNS_SQL: &str = "\
+SELECT s.name AS schema_name, t.name AS table_name, c.column_id, c.name AS column_name, \
+COALESCE(bt.name, ty.name) AS type_name, \
+CASE WHEN c.max_length = -1 THEN -1 \
+WHEN COALESCE(bt.name, ty.name) IN ('nchar', 'nvarchar') THEN c.max_length / 2 \
+ELSE c.max_length END AS max_length, \
+c.precision, c.scale, c.is_nullable \
+FROM sys.columns AS c \
+JOIN sys.tables AS t ON t.object_id = c.object_id \
+JOIN sys.schemas AS s ON s.schema_id = t.schema_id \
+JOIN sys.types AS ty ON ty.user_type_id = c.user_type_id \
+LEFT JOIN sys.types AS bt ON bt.user_type_id = ty.system_type_id AND ty.is_user_defined = 1 \
+WHERE t.is_ms_shipped = 0 \
+ORDER BY s.name, t.name, c.column_id";
+
+/// Primary key columns of all user tables in key order.
+pub const PRIMARY_KEYS_SQL: &str = "\
+SELECT s.name AS schema_name, t.name AS table_name, ic.key_ordinal, c.name AS column_name \
+FROM sys.indexes AS i \
+JOIN sys.index_columns AS ic ON ic.object_id = i.object_id AND ic.index_id = i.index_id \
+JOIN sys.columns AS c ON c.object_id = ic.object_id AND c.column_id = ic.column_id \
+JOIN sys.tables AS t ON t.object_id = i.object_id \
+JOIN sys.schemas AS s ON s.schema_id = t.schema_id \
+WHERE i.is_primary_key = 1 AND t.is_ms_shipped = 0 \
+ORDER BY s.name, t.name, ic.key_ordinal";
+
+/// Table sizes; falls back to `sys.partitions` when the login lacks VIEW DATABASE STATE.
+pub(super) fn sized_tables(source: &Source, connection: &Connection<'_>) -> Result<Vec<SizedTable>> {
+    let rows = match query_text(source, connection, "table sizes", SIZES_SQL) {
+        Ok(rows) => rows,
+        Err(Error::Database { source: db, .. }) if db.state == "42000" => {
+            log::warn!(
+                "no VIEW DATABASE STATE permission (native error {}); reading row counts from \
+                 sys.partitions instead",
+                db.native
+            );
+            query_text(source, connection, "table sizes", SIZES_FALLBACK_SQL)?
+        }
+        Err(other) => return Err(other),
+    };
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| match row.as_slice() {
+            [Some(schema), Some(name), count] => Some(SizedTable {
+                schema: schema.clone(),
+                name: name.clone(),
+                rows: Some(count.as_deref().and_then(parse_count).unwrap_or(0)),
+            }),
+            _ => None,
+        })
+        .collect())
+}
+
+pub(super) fn columns(source: &Source, connection: &Connection<'_>) -> Result<Vec<ColumnRow>> {
+    let rows = query_text(source, connection, "columns", COLUMNS_SQL)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| match row.as_slice() {
+            [
+                Some(schema),
+                Some(table),
+                _ordinal,
+                Some(name),
+                Some(type_name),
+                length,
+                precision,
+                scale,
+                nullable,
+            ] => {
+                let type_name = type_name.to_ascii_lowercase();
+                let has_length = is_sized_type(&type_name);
+                let has_precision = matches!(type_name.as_str(), "decimal" | "numeric");
+                let has_scale = has_precision
+                    || matches!(type_name.as_str(), "datetime2" | "time" | "datetimeoffset");
+                Some(ColumnRow {
+                    schema: schema.clone(),
+                    table: table.clone(),
+                    column: Column {
+                        name: name.clone(),
+                        length: parse_int(length).filter(|_| has_length),
+                        precision: parse_int(precision).filter(|_| has_precision),
+                        scale: parse_int(scale).filter(|_| has_scale),
+                        source_type: type_name,
+                        nullable: parse_flag(nullable),
+                        key_position: None,
+                    },
+                })
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+fn is_sized_type(type_name: &str) -> bool {
+    matches!(
+        type_name,
+        "char" | "varchar" | "nchar" | "nvarchar" | "binary" | "varbinary"
+    )
+}
+
+pub(super) fn primary_keys(
+    source: &Source,
+    connection: &Connection<'_>,
+) -> Result<HashMap<(String, String), Vec<String>>> {
+    Ok(group_keys(query_text(
+        source,
+        connection,
+        "primary keys",
+        PRIMARY_KEYS_SQL,
+    )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlparser::dialect::MsSqlDialect;
+    use sqlparser::parser::Parser;
+
+    /// Parses one T-SQL statement and returns sqlparser's rendering of it.
+    fn parse(sql: &str) -> String {
+        let statements = Parser::parse_sql(&MsSqlDialect {}, sql)
+            .unwrap_or_else(|e| panic!("MsSqlDialect rejects the statement: {e}\n{sql}"));
+        assert_eq!(statements.len(), 1, "{sql}");
+        statements[0].to_string()
+    }
+
+    #[test]
+    fn sizes_statement() {
+        assert_eq!(
+            parse(SIZES_SQL),
+            "SELECT s.name AS schema_name, t.name AS table_name, SUM(ps.row_count) AS row_count \
+             FROM sys.tables AS t JOIN sys.schemas AS s ON s.schema_id = t.schema_id \
+             JOIN sys.dm_db_partition_stats AS ps ON ps.object_id = t.object_id \
+             AND ps.index_id IN (0, 1) WHERE t.is_ms_shipped = 0 GROUP BY s.name, t.name \
+             ORDER BY s.name, t.name"
+        );
+        assert_eq!(parse(SIZES_SQL), SIZES_SQL);
+    }
+
+    #[test]
+    fn sizes_fallback_statement() {
+        assert_eq!(parse(SIZES_FALLBACK_SQL), SIZES_FALLBACK_SQL);
+        assert!(SIZES_FALLBACK_SQL.contains("JOIN sys.partitions AS p"));
+        assert!(SIZES_FALLBACK_SQL.contains("SUM(p.rows)"));
+    }
+
+    #[test]
+    fn columns_statement() {
+        assert_eq!(parse(COLUMNS_SQL), COLUMNS_SQL);
+        assert!(COLUMNS_SQL.contains("ORDER BY s.name, t.name, c.column_id"));
+    }
+
+    #[test]
+    fn primary_keys_statement() {
+        assert_eq!(parse(PRIMARY_KEYS_SQL), PRIMARY_KEYS_SQL);
+        assert!(PRIMARY_KEYS_SQL.contains("WHERE i.is_primary_key = 1"));
+        assert!(PRIMARY_KEYS_SQL.ends_with("ORDER BY s.name, t.name, ic.key_ordinal"));
+    }
+
+    #[test]
+    fn exact_count_statement_with_names_needing_quotes() {
+        let sql = super::super::catalog::count_sql(
+            super::super::Dialect::SqlServer,
+            &[("dbo".into(), "Order Detail".into()), ("ü]".into(), "select".into())],
+        );
+        assert_eq!(
+            parse(&sql),
+            "SELECT N'dbo' AS schema_name, N'Order Detail' AS table_name, COUNT_BIG(*) AS \
+             row_count FROM [dbo].[Order Detail] UNION ALL SELECT N'ü]' AS schema_name, \
+             N'select' AS table_name, COUNT_BIG(*) AS row_count FROM [ü]]].[select]"
+        );
+    }
+}
