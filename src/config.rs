@@ -10,10 +10,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::ConfigError;
+use crate::sink::files::Compression;
 
 /// The default ODBC driver for SQL Server sources built from the `mssql_*` keys.
 pub const DEFAULT_SQLSERVER_DRIVER: &str = "ODBC Driver 18 for SQL Server";
@@ -33,6 +34,15 @@ pub struct Config {
     pub debug: bool,
     pub output_dir: PathBuf,
     pub format: Format,
+    pub compression: Compression,
+    /// A part file is closed and the next one started once it holds this many bytes.
+    pub part_file_max_bytes: u64,
+    /// Memory for one fetch buffer; each worker holds two.
+    pub fetch_buffer_bytes: usize,
+    /// The largest single value copied; a larger one fails its table instead of being cut.
+    pub max_value_bytes: usize,
+    /// The checkpoint file; `output_dir/_state.json` unless set.
+    pub state_file: Option<PathBuf>,
     pub tables: TableFilter,
     pub small_table_threshold: u64,
     pub large_table_threshold: u64,
@@ -93,7 +103,7 @@ pub enum Encrypt {
     Strict,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Csv,
@@ -152,7 +162,7 @@ fn glob_set(key: &str, patterns: &[String]) -> Result<GlobSet, ConfigError> {
 }
 
 /// Size class of a table; decides its processing parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     Small,
@@ -275,6 +285,11 @@ const KNOWN_KEYS: &[&str] = &[
     "debug",
     "output_dir",
     "format",
+    "compression",
+    "part_file_max_bytes",
+    "fetch_buffer_bytes",
+    "max_value_bytes",
+    "state_file",
     "include",
     "exclude",
     "small_table_threshold",
@@ -403,6 +418,47 @@ impl Config {
             Some(dir) => base_dir.join(dir),
             None => base_dir.join("ehi-output"),
         };
+        let compression = match keys
+            .string("compression")?
+            .map(|s| s.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("none") => Compression::None,
+            Some("gzip" | "gz") => Compression::Gzip,
+            Some("zstd" | "zst") => Compression::Zstd,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    "compression",
+                    format!("unknown compression '{other}'"),
+                    "\"none\" (default), \"gzip\" or \"zstd\"",
+                ));
+            }
+        };
+        let part_file_max_bytes = keys.u64("part_file_max_bytes")?.unwrap_or(256 << 20);
+        if part_file_max_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "part_file_max_bytes",
+                format!("{part_file_max_bytes} is too small"),
+                "at least 1024 bytes (default 268435456, 256 MiB)",
+            ));
+        }
+        let fetch_buffer_bytes = keys.usize("fetch_buffer_bytes")?.unwrap_or(4 << 20);
+        if fetch_buffer_bytes < 64 * 1024 {
+            return Err(ConfigError::invalid(
+                "fetch_buffer_bytes",
+                format!("{fetch_buffer_bytes} is too small"),
+                "at least 65536 bytes (default 4194304, 4 MiB)",
+            ));
+        }
+        let max_value_bytes = keys.usize("max_value_bytes")?.unwrap_or(256 << 20);
+        if max_value_bytes < 4096 {
+            return Err(ConfigError::invalid(
+                "max_value_bytes",
+                format!("{max_value_bytes} is too small"),
+                "at least 4096 bytes (default 268435456, 256 MiB)",
+            ));
+        }
+        let state_file = keys.string("state_file")?.map(|f| base_dir.join(f));
         let tables = TableFilter::new(keys.list("include")?, keys.list("exclude")?)?;
         let login_timeout_sec = keys.u64("login_timeout_seconds")?.unwrap_or(30);
         let login_timeout_sec = u32::try_from(login_timeout_sec)
@@ -426,6 +482,11 @@ impl Config {
             debug: keys.bool("debug")?.unwrap_or(false),
             output_dir,
             format,
+            compression,
+            part_file_max_bytes,
+            fetch_buffer_bytes,
+            max_value_bytes,
+            state_file,
             tables,
             small_table_threshold,
             large_table_threshold,
@@ -485,12 +546,15 @@ fn read_source(keys: &Keys, warnings: &mut Vec<String>) -> Result<SourceConfig, 
         });
     }
 
-    let server = keys.string("mssql_server")?.ok_or_else(|| ConfigError::Missing {
+    let server =
+        keys.string("mssql_server")?.ok_or_else(|| {
+            ConfigError::Missing {
         key: "mssql_server".into(),
         hint: "set mssql_server (with mssql_database, mssql_user, mssql_password) for SQL Server, \
                or connection_string for any other ODBC source"
             .into(),
-    })?;
+    }
+        })?;
     let database = keys
         .string("mssql_database")?
         .ok_or_else(|| ConfigError::Missing {
@@ -574,7 +638,9 @@ fn read_source(keys: &Keys, warnings: &mut Vec<String>) -> Result<SourceConfig, 
         password,
         trusted_connection,
         encrypt,
-        trust_server_certificate: keys.bool("mssql_trust_server_certificate")?.unwrap_or(false),
+        trust_server_certificate: keys
+            .bool("mssql_trust_server_certificate")?
+            .unwrap_or(false),
         host_name_in_certificate: keys.string("mssql_cert_server")?,
         server_certificate: keys.string("cert")?,
         read_only_intent,
@@ -682,10 +748,8 @@ fn substitute_env(
             ));
         };
         let name = &after[..end];
-        let valid_name = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let valid_name =
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid_name {
             return Err(ConfigError::invalid(
                 key,
@@ -890,11 +954,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let env = move |name: &str| {
-            vars.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
+        let env = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         Config::from_json(json, Path::new("cfg.json"), Path::new("/base"), &env)
     }
 
@@ -953,8 +1013,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named_in_a_warning() {
-        let config = parse(r#"{"connection_string": "DSN=x", "treads": 4, "ouput_dir": "x"}"#)
-            .unwrap();
+        let config =
+            parse(r#"{"connection_string": "DSN=x", "treads": 4, "ouput_dir": "x"}"#).unwrap();
         assert_eq!(config.warnings.len(), 1);
         assert!(config.warnings[0].contains("ouput_dir, treads"));
     }
@@ -982,7 +1042,10 @@ mod tests {
         let config = parse_with_env(&json, &[("EHI_PW", "from-env")]).unwrap();
         assert_eq!(config.source.secret(), Some("from-env"));
         let err = parse(&json).unwrap_err().to_string();
-        assert!(err.contains("environment variable EHI_PW is not set"), "{err}");
+        assert!(
+            err.contains("environment variable EHI_PW is not set"),
+            "{err}"
+        );
         assert!(err.contains("'mssql_password'"), "{err}");
     }
 

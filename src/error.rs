@@ -70,9 +70,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
 
-    #[error(
-        "the config file '{path}' is not valid JSON (line {line}, column {column}): {message}"
-    )]
+    #[error("the config file '{path}' is not valid JSON (line {line}, column {column}): {message}")]
     Json {
         path: PathBuf,
         line: usize,

@@ -2,10 +2,17 @@
 //! files, tier by tier, without OFFSET paging, with bounded memory.
 //!
 //! Data flow (one module per stage): [`config`] → [`source`] (connect, discover, size) →
-//! [`plan`] (tiers, order, partitions) → the commands in [`commands`].
+//! [`plan`] (tiers, order, partitions) → [`extract`] (tier pools of workers) → [`sink`] (the one
+//! writer: part files, checkpoints in [`state`], manifests in [`manifest`]) with [`progress`].
 
 pub mod commands;
 pub mod config;
+pub mod demo;
 pub mod error;
+pub mod extract;
+pub mod manifest;
 pub mod plan;
+pub mod progress;
+pub mod sink;
 pub mod source;
+pub mod state;

@@ -36,6 +36,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy every selected table into CSV or NDJSON files under output_dir.
+    Sync {
+        /// The JSON config file (see config.example.json).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Fill a PostgreSQL or SQLite database with synthetic EHR tables for demos and tests.
+    /// Drops and recreates the demo tables; never use it on a database you care about.
+    Generate {
+        /// The JSON config file whose connection string names the database to fill.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Patients to generate; the other tables scale with it (flowsheet values: 20 per patient).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        scale: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -52,7 +68,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<i32, Error> {
     let config_path = match &cli.command {
-        Command::Check { config } | Command::Plan { config, .. } => config,
+        Command::Check { config }
+        | Command::Plan { config, .. }
+        | Command::Sync { config }
+        | Command::Generate { config, .. } => config,
     };
     let config = Config::load(config_path).inspect_err(|_| init_logging(false))?;
     init_logging(config.debug);
@@ -63,13 +82,20 @@ fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Check { .. } => commands::check(&config, &mut stdout),
         Command::Plan { json, .. } => commands::plan(&config, json, &mut stdout),
+        Command::Sync { .. } => commands::sync(&config, &mut stdout),
+        Command::Generate { scale, .. } => commands::generate(&config, scale, &mut stdout),
     }
 }
 
 /// Logs go to standard error so standard output stays machine-readable (`plan --json`).
-/// `RUST_LOG` overrides the level.
+/// `RUST_LOG` overrides the level. odbc-api's own warnings (drivers answering "does not support
+/// the requested version" when ODBC 3.80 is asked for) are noise to an operator.
 fn init_logging(debug: bool) {
-    let default = if debug { "debug" } else { "info" };
+    let default = if debug {
+        "debug,odbc_api=info"
+    } else {
+        "info,odbc_api=error"
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
         .format_target(false)
         .init();

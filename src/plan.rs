@@ -172,7 +172,10 @@ pub fn build(
             keyless_tables.push(table.full_name());
             1
         } else {
-            table.rows.div_ceil(tier_plan.settings.partition_size).max(1)
+            table
+                .rows
+                .div_ceil(tier_plan.settings.partition_size)
+                .max(1)
         };
         tier_plan.rows += table.rows;
         tier_plan.tables.push(TablePlan {
@@ -228,11 +231,7 @@ impl Plan {
             self.database,
             self.dialect.name()
         );
-        let _ = writeln!(
-            out,
-            "  output:   {} ({format})",
-            self.output_dir.display()
-        );
+        let _ = writeln!(out, "  output:   {} ({format})", self.output_dir.display());
         let _ = writeln!(
             out,
             "  tables:   {} with {} rows",
@@ -360,7 +359,7 @@ pub fn group_digits(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -479,15 +478,23 @@ mod tests {
             text.contains("threads 4 | batch 5,000 rows | partition 50,000 rows"),
             "{text}"
         );
-        assert!(text.contains("dbo.AUDIT  (no primary key: one stream)"), "{text}");
+        assert!(
+            text.contains("dbo.AUDIT  (no primary key: one stream)"),
+            "{text}"
+        );
         assert!(text.contains("Tables without a primary key (1)"), "{text}");
         assert!(text.contains("total"), "{text}");
-        assert!(text.contains("Default rates assume 25,000 rows/s"), "{text}");
+        assert!(
+            text.contains("Default rates assume 25,000 rows/s"),
+            "{text}"
+        );
     }
 
     #[test]
     fn long_tiers_are_shortened() {
-        let tables = (0..25).map(|i| table(&format!("T{i:02}"), i, &["id"])).collect();
+        let tables = (0..25)
+            .map(|i| table(&format!("T{i:02}"), i, &["id"]))
+            .collect();
         let plan = build(
             &config(""),
             Dialect::Postgres,
@@ -497,7 +504,10 @@ mod tests {
         );
         let text = plan.render();
         assert!(text.contains("... and 15 more"), "{text}");
-        assert!(text.contains("dbo.T09") && !text.contains("dbo.T10"), "{text}");
+        assert!(
+            text.contains("dbo.T09") && !text.contains("dbo.T10"),
+            "{text}"
+        );
     }
 
     #[test]

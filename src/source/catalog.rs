@@ -111,7 +111,9 @@ pub fn discover(
     let exact = count_exactly(source, connection, dialect, &unsized_tables)?;
     for table in &mut selected {
         if table.rows.is_none() {
-            table.rows = exact.get(&(table.schema.clone(), table.name.clone())).copied();
+            table.rows = exact
+                .get(&(table.schema.clone(), table.name.clone()))
+                .copied();
         }
     }
 
@@ -224,7 +226,7 @@ pub fn count_sql(dialect: Dialect, tables: &[(String, String)]) -> String {
 
 /// Parses a count that a driver may render as `123`, `123.0` or `1.23e+06` (PostgreSQL's
 /// `reltuples` is a float).
-pub(super) fn parse_count(text: &str) -> Option<u64> {
+pub fn parse_count(text: &str) -> Option<u64> {
     let text = text.trim();
     text.parse::<u64>().ok().or_else(|| {
         text.parse::<f64>()
@@ -243,15 +245,15 @@ pub(super) fn parse_int(text: &Option<String>) -> Option<i64> {
 /// driver.
 pub(super) fn parse_flag(text: &Option<String>) -> bool {
     matches!(
-        text.as_deref().map(|t| t.trim().to_ascii_lowercase()).as_deref(),
+        text.as_deref()
+            .map(|t| t.trim().to_ascii_lowercase())
+            .as_deref(),
         Some("1" | "t" | "true" | "yes" | "y")
     )
 }
 
 /// Groups `(schema, table, position, column)` key rows into key column lists in key order.
-pub(super) fn group_keys(
-    rows: Vec<Vec<Option<String>>>,
-) -> HashMap<(String, String), Vec<String>> {
+pub(super) fn group_keys(rows: Vec<Vec<Option<String>>>) -> HashMap<(String, String), Vec<String>> {
     let mut keys: HashMap<(String, String), Vec<(i64, String)>> = HashMap::new();
     for row in rows {
         if let [Some(schema), Some(table), position, Some(column)] = row.as_slice() {

@@ -99,26 +99,6 @@ pub fn redact(connection_string: &str) -> String {
     out
 }
 
-/// The value of `key` (case-insensitive), braces removed.
-pub fn attribute<'a>(connection_string: &'a str, key: &str) -> Option<String> {
-    attributes(connection_string)
-        .into_iter()
-        .find(|(k, _, _)| k.trim().eq_ignore_ascii_case(key))
-        .and_then(|(_, v, _)| v)
-        .map(unbrace)
-}
-
-fn unbrace(value: &str) -> String {
-    let trimmed = value.trim();
-    match trimmed
-        .strip_prefix('{')
-        .and_then(|v| v.strip_suffix('}'))
-    {
-        Some(inner) => inner.replace("}}", "}"),
-        None => trimmed.to_owned(),
-    }
-}
-
 /// Splits into `(key, raw value, followed by ';')`, honouring `{...}` values that may contain
 /// `;` and doubled `}}`.
 fn attributes(s: &str) -> Vec<(&str, Option<&str>, bool)> {
@@ -126,9 +106,7 @@ fn attributes(s: &str) -> Vec<(&str, Option<&str>, bool)> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < bytes.len() {
-        let key_end = s[pos..]
-            .find(['=', ';'])
-            .map_or(bytes.len(), |i| pos + i);
+        let key_end = s[pos..].find(['=', ';']).map_or(bytes.len(), |i| pos + i);
         let key = &s[pos..key_end];
         if key_end >= bytes.len() || bytes[key_end] == b';' {
             let separator = key_end < bytes.len();
@@ -137,8 +115,11 @@ fn attributes(s: &str) -> Vec<(&str, Option<&str>, bool)> {
             continue;
         }
         let value_start = key_end + 1;
-        let value_end = braced_value_end(s, value_start)
-            .unwrap_or_else(|| s[value_start..].find(';').map_or(bytes.len(), |i| value_start + i));
+        let value_end = braced_value_end(s, value_start).unwrap_or_else(|| {
+            s[value_start..]
+                .find(';')
+                .map_or(bytes.len(), |i| value_start + i)
+        });
         let separator = value_end < bytes.len();
         out.push((key, Some(&s[value_start..value_end]), separator));
         pos = value_end + 1;
@@ -216,7 +197,10 @@ mod tests {
         config.read_only_intent = true;
         let s = sqlserver(&config, 15);
         assert!(s.contains("Encrypt=strict;"), "{s}");
-        assert!(s.contains("HostNameInCertificate=sql01.hospital.local;"), "{s}");
+        assert!(
+            s.contains("HostNameInCertificate=sql01.hospital.local;"),
+            "{s}"
+        );
         assert!(s.contains("ServerCertificate=C:\\certs\\sql01.cer;"), "{s}");
         assert!(s.contains("ApplicationIntent=ReadOnly;"), "{s}");
         assert!(s.contains("LoginTimeout=15;"), "{s}");
@@ -236,7 +220,10 @@ mod tests {
         let mut config = base();
         config.trusted_connection = true;
         let s = sqlserver(&config, 30);
-        assert!(s.ends_with("Database=Clarity;Trusted_Connection=yes;"), "{s}");
+        assert!(
+            s.ends_with("Database=Clarity;Trusted_Connection=yes;"),
+            "{s}"
+        );
         assert!(!s.contains("PWD"));
     }
 
@@ -267,14 +254,5 @@ mod tests {
         );
         assert_eq!(redact("DSN=clarity; pwd = x"), "DSN=clarity; pwd =***");
         assert_eq!(redact("DSN=x;PWD={a;b}}c;d}"), "DSN=x;PWD=***");
-    }
-
-    #[test]
-    fn reads_attributes() {
-        let s = "Driver={SQLite3};Database=/tmp/demo db.sqlite;Pwd={x;y}";
-        assert_eq!(attribute(s, "database").as_deref(), Some("/tmp/demo db.sqlite"));
-        assert_eq!(attribute(s, "PWD").as_deref(), Some("x;y"));
-        assert_eq!(attribute(s, "driver").as_deref(), Some("SQLite3"));
-        assert_eq!(attribute(s, "uid"), None);
     }
 }

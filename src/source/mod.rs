@@ -9,9 +9,12 @@ mod postgres;
 mod query;
 mod sqlite;
 pub mod sqlserver;
+#[cfg(test)]
+pub(crate) mod tsql_test;
+pub mod types;
 
 use odbc_api::{Connection, ConnectionOptions, Environment};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, SourceConfig};
 use crate::error::{DbError, Error, Result};
@@ -19,7 +22,7 @@ use crate::error::{DbError, Error, Result};
 pub use query::query_text;
 
 /// The SQL flavour of the source, detected from the DBMS name the driver reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dialect {
     SqlServer,
@@ -247,12 +250,21 @@ mod tests {
         let ss = Dialect::SqlServer;
         assert_eq!(ss.quote_identifier("order"), "[order]");
         assert_eq!(ss.quote_identifier("odd]name"), "[odd]]name]");
-        assert_eq!(ss.qualified_table("dbo", "Order Detail"), "[dbo].[Order Detail]");
+        assert_eq!(
+            ss.qualified_table("dbo", "Order Detail"),
+            "[dbo].[Order Detail]"
+        );
         let pg = Dialect::Postgres;
         assert_eq!(pg.quote_identifier("user"), "\"user\"");
         assert_eq!(pg.quote_identifier("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(pg.qualified_table("Ünïcode", "Mixed Case"), "\"Ünïcode\".\"Mixed Case\"");
-        assert_eq!(Dialect::Sqlite.qualified_table("main", "select"), "\"select\"");
+        assert_eq!(
+            pg.qualified_table("Ünïcode", "Mixed Case"),
+            "\"Ünïcode\".\"Mixed Case\""
+        );
+        assert_eq!(
+            Dialect::Sqlite.qualified_table("main", "select"),
+            "\"select\""
+        );
     }
 
     #[test]

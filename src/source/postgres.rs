@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use odbc_api::Connection;
 
-use super::catalog::{Column, ColumnRow, SizedTable, group_keys, parse_count, parse_flag, parse_int};
+use super::catalog::{
+    Column, ColumnRow, SizedTable, group_keys, parse_count, parse_flag, parse_int,
+};
 use super::{Source, query_text};
 use crate::error::Result;
 
@@ -42,7 +44,10 @@ JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.oid AND a.attnum = k.attnum 
 WHERE i.indisprimary \
 ORDER BY 1, 2, 3";
 
-pub(super) fn sized_tables(source: &Source, connection: &Connection<'_>) -> Result<Vec<SizedTable>> {
+pub(super) fn sized_tables(
+    source: &Source,
+    connection: &Connection<'_>,
+) -> Result<Vec<SizedTable>> {
     let rows = query_text(source, connection, "table sizes", SIZES_SQL)?;
     Ok(rows
         .into_iter()

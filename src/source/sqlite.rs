@@ -87,12 +87,18 @@ mod tests {
 
     #[test]
     fn declared_types() {
-        assert_eq!(split_declared_type("VARCHAR(100)"), ("varchar".into(), Some(100), None));
+        assert_eq!(
+            split_declared_type("VARCHAR(100)"),
+            ("varchar".into(), Some(100), None)
+        );
         assert_eq!(
             split_declared_type("DECIMAL(38, 10)"),
             ("decimal".into(), Some(38), Some(10))
         );
-        assert_eq!(split_declared_type("TIMESTAMP"), ("timestamp".into(), None, None));
+        assert_eq!(
+            split_declared_type("TIMESTAMP"),
+            ("timestamp".into(), None, None)
+        );
         assert_eq!(split_declared_type(""), (String::new(), None, None));
     }
 }

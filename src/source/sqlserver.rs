@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use odbc_api::Connection;
 
-use super::catalog::{Column, ColumnRow, SizedTable, group_keys, parse_count, parse_flag, parse_int};
+use super::catalog::{
+    Column, ColumnRow, SizedTable, group_keys, parse_count, parse_flag, parse_int,
+};
 use super::{Source, query_text};
 use crate::error::{Error, Result};
 
@@ -59,7 +61,10 @@ WHERE i.is_primary_key = 1 AND t.is_ms_shipped = 0 \
 ORDER BY s.name, t.name, ic.key_ordinal";
 
 /// Table sizes; falls back to `sys.partitions` when the login lacks VIEW DATABASE STATE.
-pub(super) fn sized_tables(source: &Source, connection: &Connection<'_>) -> Result<Vec<SizedTable>> {
+pub(super) fn sized_tables(
+    source: &Source,
+    connection: &Connection<'_>,
+) -> Result<Vec<SizedTable>> {
     let rows = match query_text(source, connection, "table sizes", SIZES_SQL) {
         Ok(rows) => rows,
         Err(Error::Database { source: db, .. }) if db.state == "42000" => {
@@ -147,16 +152,7 @@ pub(super) fn primary_keys(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlparser::dialect::MsSqlDialect;
-    use sqlparser::parser::Parser;
-
-    /// Parses one T-SQL statement and returns sqlparser's rendering of it.
-    fn parse(sql: &str) -> String {
-        let statements = Parser::parse_sql(&MsSqlDialect {}, sql)
-            .unwrap_or_else(|e| panic!("MsSqlDialect rejects the statement: {e}\n{sql}"));
-        assert_eq!(statements.len(), 1, "{sql}");
-        statements[0].to_string()
-    }
+    use crate::source::tsql_test::{parse, table_names};
 
     #[test]
     fn sizes_statement() {
@@ -195,13 +191,20 @@ mod tests {
     fn exact_count_statement_with_names_needing_quotes() {
         let sql = super::super::catalog::count_sql(
             super::super::Dialect::SqlServer,
-            &[("dbo".into(), "Order Detail".into()), ("ü]".into(), "select".into())],
+            &[
+                ("dbo".into(), "Order Detail".into()),
+                ("ü]".into(), "select".into()),
+            ],
         );
         assert_eq!(
-            parse(&sql),
+            sql,
             "SELECT N'dbo' AS schema_name, N'Order Detail' AS table_name, COUNT_BIG(*) AS \
              row_count FROM [dbo].[Order Detail] UNION ALL SELECT N'ü]' AS schema_name, \
              N'select' AS table_name, COUNT_BIG(*) AS row_count FROM [ü]]].[select]"
+        );
+        assert_eq!(
+            table_names(&sql),
+            [["dbo", "Order Detail"], ["ü]", "select"]]
         );
     }
 }

@@ -1,0 +1,312 @@
+//! Fetch buffers sized from a memory budget, and reading cells and keys out of a fetched batch.
+//!
+//! A buffer holds `rows × (max value size + indicator)` per column. Declared widths are useless as
+//! sizes (`varchar(max)`, PostgreSQL `text`, SQLite's free-form types), so text and binary
+//! columns start at a modest capacity and grow only when a value does not fit: the driver reports
+//! the truncation, the statement is reopened after the last key sent, and the grown buffer holds
+//! fewer rows so the budget still holds. A value is never cut.
+
+use odbc_api::buffers::{BufferDesc, ColumnarDynBuffer};
+
+use super::select::KeyValue;
+use crate::sink::encode::{Cell, EncodeError, RowEncoder};
+use crate::source::catalog::Column;
+use crate::source::types::ValueKind;
+
+/// Starting capacity for text and binary values of unknown or large declared size, in bytes.
+const LONG_VALUE_START_BYTES: usize = 4096;
+/// Declared lengths up to this many characters get a buffer that always fits.
+const FULL_WIDTH_MAX_CHARS: usize = 1024;
+
+/// Whether text is fetched through the wide (UTF-16) ODBC functions. On Windows the narrow
+/// functions use the local code page, which cannot hold every patient name; elsewhere narrow
+/// means UTF-8. This follows odbc-api's own default per platform.
+pub const WIDE_TEXT: bool = cfg!(target_os = "windows");
+
+/// The buffer shape of one statement: one description per column and the rows per fetch.
+#[derive(Debug, Clone)]
+pub struct FetchLayout {
+    kinds: Vec<ValueKind>,
+    /// Capacity per value: bytes (narrow text, binary) or UTF-16 units (wide text).
+    capacities: Vec<usize>,
+    batch_size: usize,
+    budget_bytes: usize,
+    max_value_bytes: usize,
+}
+
+/// A value is larger than `max_value_bytes`: the table cannot be copied faithfully.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueTooLarge {
+    pub column: usize,
+    pub needed: Option<usize>,
+}
+
+impl FetchLayout {
+    pub fn new(
+        columns: &[Column],
+        kinds: &[ValueKind],
+        batch_size: usize,
+        budget_bytes: usize,
+        max_value_bytes: usize,
+    ) -> FetchLayout {
+        let capacities = columns
+            .iter()
+            .zip(kinds)
+            .map(|(column, kind)| initial_capacity(column, *kind))
+            .collect();
+        FetchLayout {
+            kinds: kinds.to_vec(),
+            capacities,
+            batch_size: batch_size.max(1),
+            budget_bytes,
+            max_value_bytes,
+        }
+    }
+
+    /// Rows per fetch: the tier's batch size, or fewer when wide rows would exceed the budget.
+    pub fn rows_per_fetch(&self) -> usize {
+        let per_row: usize = self.descs().map(|d| d.bytes_per_row()).sum();
+        (self.budget_bytes / per_row.max(1)).clamp(1, self.batch_size)
+    }
+
+    pub fn descs(&self) -> impl Iterator<Item = BufferDesc> + '_ {
+        self.kinds
+            .iter()
+            .zip(&self.capacities)
+            .map(|(kind, capacity)| match kind {
+                ValueKind::Integer => BufferDesc::I64 { nullable: true },
+                ValueKind::Float => BufferDesc::F64 { nullable: true },
+                ValueKind::Binary => BufferDesc::Binary {
+                    max_bytes: *capacity,
+                },
+                _ if WIDE_TEXT => BufferDesc::WText {
+                    max_str_len: *capacity,
+                },
+                _ => BufferDesc::Text {
+                    max_str_len: *capacity,
+                },
+            })
+    }
+
+    /// Allocates one buffer of this layout, failing cleanly when memory is short.
+    pub fn allocate(&self) -> Result<ColumnarDynBuffer, odbc_api::Error> {
+        ColumnarDynBuffer::try_from_descs(self.rows_per_fetch(), self.descs())
+    }
+
+    /// Grows column `column` after the driver reported a value of `needed` bytes (or an unknown
+    /// length) that did not fit.
+    pub fn grow(&mut self, column: usize, needed: Option<usize>) -> Result<(), ValueTooLarge> {
+        let unit = if WIDE_TEXT && self.kinds[column] != ValueKind::Binary {
+            2
+        } else {
+            1
+        };
+        let current = self.capacities[column];
+        let wanted = match needed {
+            // The reported length is in bytes; leave headroom for the next long value.
+            Some(bytes) => (bytes / unit + 1).max(current * 2),
+            None => current * 2,
+        };
+        if wanted * unit > self.max_value_bytes {
+            return Err(ValueTooLarge { column, needed });
+        }
+        self.capacities[column] = wanted;
+        Ok(())
+    }
+}
+
+/// A buffer capacity that always fits short declared types, and a modest start for long ones.
+fn initial_capacity(column: &Column, kind: ValueKind) -> usize {
+    let declared = column
+        .length
+        .and_then(|l| usize::try_from(l).ok())
+        .filter(|l| *l > 0);
+    // At most 2 UTF-16 units (wide) or 4 UTF-8 bytes (narrow) per character.
+    let units_per_char = if WIDE_TEXT { 2 } else { 4 };
+    match kind {
+        ValueKind::Integer | ValueKind::Float => 0,
+        ValueKind::Boolean => 8,
+        ValueKind::Decimal => column
+            .precision
+            .and_then(|p| usize::try_from(p).ok())
+            .map_or(64, |p| (p + 3).max(24)),
+        ValueKind::Timestamp => 40,
+        ValueKind::Binary => match declared {
+            Some(len) if len <= 8000 => len,
+            _ => LONG_VALUE_START_BYTES,
+        },
+        ValueKind::Text => match (declared, column.source_type.as_str()) {
+            (_, "uuid" | "uniqueidentifier") => 36,
+            (_, "date") => 10,
+            (Some(len), _) if len <= FULL_WIDTH_MAX_CHARS => len * units_per_char,
+            _ => LONG_VALUE_START_BYTES,
+        },
+    }
+}
+
+/// Typed views of a fetched batch's columns, resolved once per batch rather than per cell.
+pub enum ColumnView<'a> {
+    Int(&'a [i64], &'a [isize]),
+    Float(&'a [f64], &'a [isize]),
+    Text(odbc_api::buffers::TextColumnSlice<'a, u8>),
+    Wide(odbc_api::buffers::TextColumnSlice<'a, u16>),
+    Binary(odbc_api::buffers::BinColumnSlice<'a>),
+}
+
+impl ColumnView<'_> {
+    fn cell(&self, row: usize) -> Cell<'_> {
+        match self {
+            ColumnView::Int(values, indicators) => {
+                if indicators[row] == odbc_api::sys::NULL_DATA {
+                    Cell::Null
+                } else {
+                    Cell::Int(values[row])
+                }
+            }
+            ColumnView::Float(values, indicators) => {
+                if indicators[row] == odbc_api::sys::NULL_DATA {
+                    Cell::Null
+                } else {
+                    Cell::Float(values[row])
+                }
+            }
+            ColumnView::Text(slice) => slice.get(row).map_or(Cell::Null, Cell::Text),
+            ColumnView::Wide(slice) => slice.get(row).map_or(Cell::Null, Cell::WideText),
+            ColumnView::Binary(slice) => slice.get(row).map_or(Cell::Null, Cell::Bytes),
+        }
+    }
+}
+
+/// Resolves the typed view of every column of `batch`.
+pub fn views(batch: &ColumnarDynBuffer) -> Vec<ColumnView<'_>> {
+    (0..batch.num_cols())
+        .filter_map(|i| {
+            let column = batch.column(i);
+            if let Some(slice) = column.as_nullable_slice::<i64>() {
+                let (values, indicators) = slice.raw_values();
+                return Some(ColumnView::Int(values, indicators));
+            }
+            let column = batch.column(i);
+            if let Some(slice) = column.as_nullable_slice::<f64>() {
+                let (values, indicators) = slice.raw_values();
+                return Some(ColumnView::Float(values, indicators));
+            }
+            if let Some(slice) = batch.column(i).as_text() {
+                return Some(ColumnView::Text(slice));
+            }
+            if let Some(slice) = batch.column(i).as_wide_text() {
+                return Some(ColumnView::Wide(slice));
+            }
+            batch.column(i).as_binary().map(ColumnView::Binary)
+        })
+        .collect()
+}
+
+/// Encodes every row of the batch into `out`.
+pub fn encode_batch(
+    views: &[ColumnView<'_>],
+    rows: usize,
+    encoder: &mut RowEncoder,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    for row in 0..rows {
+        encoder.begin_row(out);
+        for (index, view) in views.iter().enumerate() {
+            encoder.cell(out, index, view.cell(row))?;
+        }
+        encoder.end_row(out);
+    }
+    Ok(())
+}
+
+/// The key of row `row`, read from the key columns at `key_indices`; `None` if a key value is
+/// NULL or not representable (which a primary key never is).
+pub fn key_of_row(
+    views: &[ColumnView<'_>],
+    key_indices: &[usize],
+    row: usize,
+) -> Option<Vec<KeyValue>> {
+    key_indices
+        .iter()
+        .map(|&i| match views.get(i)?.cell(row) {
+            Cell::Int(v) => Some(KeyValue::Int(v)),
+            Cell::Text(bytes) => std::str::from_utf8(bytes)
+                .ok()
+                .map(|s| KeyValue::Text(s.to_owned())),
+            Cell::WideText(units) => String::from_utf16(units).ok().map(KeyValue::Text),
+            Cell::Null | Cell::Float(_) | Cell::Bytes(_) => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(source_type: &str, length: Option<i64>) -> Column {
+        Column {
+            name: "c".into(),
+            source_type: source_type.into(),
+            length,
+            precision: None,
+            scale: None,
+            nullable: true,
+            key_position: None,
+        }
+    }
+
+    #[test]
+    fn budget_limits_rows_per_fetch() {
+        let columns = vec![column("bigint", None), column("varchar", Some(100))];
+        let kinds = [ValueKind::Integer, ValueKind::Text];
+        let layout = FetchLayout::new(&columns, &kinds, 5000, 1 << 20, 1 << 30);
+        let per_row: usize = layout.descs().map(|d| d.bytes_per_row()).sum();
+        assert_eq!(layout.rows_per_fetch(), ((1 << 20) / per_row).min(5000));
+        let roomy = FetchLayout::new(&columns, &kinds, 5000, 1 << 30, 1 << 30);
+        assert_eq!(roomy.rows_per_fetch(), 5000);
+    }
+
+    #[test]
+    fn long_columns_start_small_and_grow_within_the_cap() {
+        let columns = vec![column("text", None)];
+        let kinds = [ValueKind::Text];
+        let mut layout = FetchLayout::new(&columns, &kinds, 1000, 1 << 20, 64 * 1024);
+        let before = layout.rows_per_fetch();
+        layout.grow(0, Some(20_000)).unwrap();
+        assert!(layout.rows_per_fetch() < before);
+        let grown: usize = layout.descs().map(|d| d.bytes_per_row()).sum();
+        assert!(grown > 20_000, "{grown}");
+        assert_eq!(
+            layout.grow(0, Some(100_000)),
+            Err(ValueTooLarge {
+                column: 0,
+                needed: Some(100_000)
+            })
+        );
+        let mut unknown = FetchLayout::new(&columns, &kinds, 1000, 1 << 20, 1 << 30);
+        unknown.grow(0, None).unwrap();
+        assert!(unknown.descs().next().unwrap().bytes_per_row() > LONG_VALUE_START_BYTES * 2);
+    }
+
+    #[test]
+    fn a_single_huge_row_still_fetches() {
+        let columns = vec![column("text", None)];
+        let mut layout = FetchLayout::new(&columns, &[ValueKind::Text], 1000, 1024, 1 << 30);
+        layout.grow(0, Some(1 << 20)).unwrap();
+        assert_eq!(layout.rows_per_fetch(), 1);
+    }
+
+    #[test]
+    fn short_declared_types_fit_exactly() {
+        let text = |t, len| initial_capacity(&column(t, len), ValueKind::Text);
+        assert_eq!(text("uuid", None), 36);
+        if !WIDE_TEXT {
+            assert_eq!(text("varchar", Some(20)), 80);
+        }
+        assert_eq!(text("varchar", Some(-1)), LONG_VALUE_START_BYTES);
+        assert_eq!(text("text", None), LONG_VALUE_START_BYTES);
+        let mut decimal = column("decimal", None);
+        decimal.precision = Some(38);
+        assert_eq!(initial_capacity(&decimal, ValueKind::Decimal), 41);
+    }
+}

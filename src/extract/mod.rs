@@ -1,0 +1,333 @@
+//! Extraction: the tiers run in order, each with its own pool of worker threads (each with one
+//! connection) feeding the one writer thread through a bounded channel.
+
+pub mod fetch;
+pub mod partition;
+mod scheduler;
+pub mod select;
+mod worker;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crossbeam_channel::bounded;
+
+use crate::config::{Config, Format, Tier, TierSettings};
+use crate::error::{Error, Result};
+use crate::manifest::{self, ManifestColumn};
+use crate::plan::Plan;
+use crate::sink::encode::RowEncoder;
+use crate::sink::files::{self, Compression};
+use crate::sink::{Message, TableOutcome, TableOutput, Writer, WriterSettings};
+use crate::source::catalog::Table;
+use crate::source::types::ValueKind;
+use crate::source::{Dialect, Source};
+use crate::state::{RunState, SourceIdentity, TableState, TableStatus};
+use partition::ReadMode;
+use scheduler::{Scheduler, WorkItem};
+use select::TableQuery;
+use worker::Worker;
+
+/// Settings every worker reads with.
+#[derive(Debug, Clone)]
+pub struct ReadSettings {
+    pub format: Format,
+    pub compression: Compression,
+    /// Budget for one fetch buffer; a worker holds two (one filling, one encoding).
+    pub fetch_buffer_bytes: usize,
+    pub max_value_bytes: usize,
+}
+
+/// A table prepared for reading.
+pub struct TableJob {
+    pub table: Table,
+    pub tier: Tier,
+    pub settings: TierSettings,
+    pub query: TableQuery,
+    pub kinds: Vec<ValueKind>,
+    /// Positions of the key columns in the SELECT list, in key order.
+    pub key_indices: Vec<usize>,
+    pub mode: ReadMode,
+    format: Format,
+}
+
+impl TableJob {
+    fn new(
+        dialect: Dialect,
+        table: Table,
+        tier: Tier,
+        settings: TierSettings,
+        format: Format,
+    ) -> TableJob {
+        let kinds: Vec<ValueKind> = table
+            .columns
+            .iter()
+            .map(|c| ValueKind::of(dialect, c))
+            .collect();
+        let key_indices: Vec<usize> = table
+            .primary_key
+            .iter()
+            .filter_map(|k| table.columns.iter().position(|c| &c.name == k))
+            .collect();
+        let usable_key = !key_indices.is_empty()
+            && key_indices.len() == table.primary_key.len()
+            && key_indices
+                .iter()
+                .all(|&i| !matches!(kinds[i], ValueKind::Float | ValueKind::Binary));
+        if !table.primary_key.is_empty() && !usable_key {
+            log::warn!(
+                "{}: its primary key has float or binary columns, which cannot be resume \
+                 points; it is read as one stream",
+                table.full_name()
+            );
+        }
+        let mode = match (usable_key, key_indices.first().map(|&i| kinds[i])) {
+            (true, Some(ValueKind::Integer)) => ReadMode::Range,
+            (true, _) => ReadMode::Keyset,
+            (false, _) => ReadMode::Stream,
+        };
+        let mut table = table;
+        if !usable_key {
+            table.primary_key.clear();
+        }
+        TableJob {
+            query: TableQuery::new(dialect, &table),
+            table,
+            tier,
+            settings,
+            kinds,
+            key_indices,
+            mode,
+            format,
+        }
+    }
+
+    fn encoder(&self) -> RowEncoder {
+        RowEncoder::new(
+            self.format,
+            self.table
+                .columns
+                .iter()
+                .zip(&self.kinds)
+                .map(|(c, k)| (c.name.clone(), *k))
+                .collect(),
+        )
+    }
+}
+
+/// The result of `sync`.
+pub struct RunSummary {
+    pub run_id: String,
+    pub outcomes: Vec<TableOutcome>,
+    pub seconds: f64,
+}
+
+/// Copies every table of the plan into `config.output_dir`.
+pub fn run(config: &Config, source: &Source, plan: &Plan) -> Result<RunSummary> {
+    let started = Instant::now();
+    let output_dir = config.output_dir.clone();
+    files::create_private_dir(&output_dir).map_err(|source| Error::Io {
+        context: "cannot create the output folder",
+        path: output_dir.clone(),
+        source,
+    })?;
+    let read = ReadSettings {
+        format: config.format,
+        compression: config.compression,
+        fetch_buffer_bytes: config.fetch_buffer_bytes,
+        max_value_bytes: config.max_value_bytes,
+    };
+    let planned: Vec<(Tier, &Table)> = plan
+        .tables()
+        .map(|(tier, table)| (tier.tier, &table.table))
+        .collect();
+    let names: Vec<String> = planned.iter().map(|(_, t)| t.full_name()).collect();
+    let folders = files::unique_folder_names(&names);
+    let jobs: Vec<TableJob> = planned
+        .iter()
+        .map(|(tier, table)| {
+            TableJob::new(
+                plan.dialect,
+                (*table).clone(),
+                *tier,
+                config.tier_settings(*tier),
+                config.format,
+            )
+        })
+        .collect();
+    let mut outputs = Vec::with_capacity(jobs.len());
+    for (i, (job, folder)) in jobs.iter().zip(&folders).enumerate() {
+        let header = read
+            .compression
+            .compress(job.encoder().header())
+            .map_err(|source| Error::Io {
+                context: "cannot compress a header for",
+                path: folder.into(),
+                source,
+            })?;
+        outputs.push(TableOutput {
+            schema: job.table.schema.clone(),
+            name: job.table.name.clone(),
+            tier: job.tier,
+            folder: folder.clone(),
+            position: i + 1,
+            checkpoint_interval: job.settings.checkpoint_interval,
+            header,
+            columns: job
+                .table
+                .columns
+                .iter()
+                .zip(&job.kinds)
+                .map(|(c, k)| ManifestColumn::new(c, *k))
+                .collect(),
+            primary_key: job.table.primary_key.clone(),
+        });
+    }
+    let state = RunState {
+        version: crate::state::STATE_VERSION,
+        run_id: new_run_id(),
+        started_at: manifest::now_rfc3339(),
+        last_checkpoint_at: None,
+        finished: false,
+        source: SourceIdentity {
+            dialect: plan.dialect,
+            database: plan.database.clone(),
+            format: config.format,
+            compression: config.compression,
+        },
+        tables: jobs
+            .iter()
+            .zip(&folders)
+            .map(|(job, folder)| TableState {
+                table: job.table.full_name(),
+                tier: job.tier,
+                folder: folder.clone(),
+                status: TableStatus::Pending,
+                expected_rows: None,
+                rows: 0,
+                files: Vec::new(),
+                partitions: Vec::new(),
+                started_at: None,
+                finished_at: None,
+                error: None,
+            })
+            .collect(),
+    };
+    let run_id = state.run_id.clone();
+    let writer = Writer::new(
+        WriterSettings {
+            output_dir: output_dir.clone(),
+            state_path: state_path(config),
+            format: config.format,
+            compression: config.compression,
+            part_file_max_bytes: config.part_file_max_bytes,
+        },
+        outputs,
+        state,
+    );
+
+    let (tiers_tx, tiers_rx) = bounded::<crossbeam_channel::Receiver<Message>>(1);
+    let outcomes = std::thread::scope(|scope| {
+        let writer_thread = std::thread::Builder::new()
+            .name("writer".into())
+            .spawn_scoped(scope, move || writer.run(tiers_rx))
+            .map_err(|e| Error::Io {
+                context: "cannot start the writer thread",
+                path: PathBuf::new(),
+                source: e,
+            })?;
+        for tier in Tier::ALL {
+            let tables: Vec<usize> = (0..jobs.len()).filter(|&i| jobs[i].tier == tier).collect();
+            if tables.is_empty() {
+                continue;
+            }
+            let settings = config.tier_settings(tier);
+            // The queue size counts rows; the channel carries chunks of about one batch each.
+            let capacity = usize::try_from(settings.queue_size / settings.batch_size.max(1) as u64)
+                .unwrap_or(1)
+                .max(1);
+            let (tx, rx) = bounded::<Message>(capacity);
+            if tiers_tx.send(rx).is_err() {
+                break; // the writer stopped; its error is reported below
+            }
+            let scheduler = Scheduler::new(tables.iter().map(|&t| WorkItem::Prepare(t)));
+            let workers = settings
+                .threads
+                .min(tables.len().max(partition_hint(&jobs, &tables)));
+            log::info!(
+                "{} tier: {} tables with {} worker{}",
+                tier,
+                tables.len(),
+                workers,
+                if workers == 1 { "" } else { "s" }
+            );
+            std::thread::scope(|tier_scope| {
+                for n in 0..workers {
+                    let (jobs, scheduler, read, writer) = (&jobs, &scheduler, &read, tx.clone());
+                    // The worker (and its connection) lives on its own thread only.
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("{tier}-worker-{n}"))
+                        .spawn_scoped(tier_scope, move || {
+                            Worker {
+                                source,
+                                jobs,
+                                scheduler,
+                                writer,
+                                settings: read,
+                                connection: None,
+                            }
+                            .run()
+                        });
+                    if let Err(e) = spawned {
+                        log::error!("cannot start a worker thread: {e}");
+                    }
+                }
+            });
+            drop(tx);
+        }
+        drop(tiers_tx);
+        match writer_thread.join() {
+            Ok(result) => result.map_err(|e| Error::Io {
+                context: "the writer failed on",
+                path: e.path,
+                source: e.source,
+            }),
+            Err(_) => Err(Error::Discovery(
+                "the writer thread stopped unexpectedly".into(),
+            )),
+        }
+    })?;
+    Ok(RunSummary {
+        run_id,
+        outcomes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Worker count is capped by the tier's threads; a tier of one table still uses every thread,
+/// since the table's partitions are shared.
+fn partition_hint(jobs: &[TableJob], tables: &[usize]) -> usize {
+    tables
+        .iter()
+        .map(|&t| match jobs[t].mode {
+            ReadMode::Range => usize::MAX,
+            ReadMode::Keyset | ReadMode::Stream => 1,
+        })
+        .max()
+        .unwrap_or(1)
+}
+
+/// Where the state file lives.
+pub fn state_path(config: &Config) -> PathBuf {
+    config
+        .state_file
+        .clone()
+        .unwrap_or_else(|| config.output_dir.join(crate::state::STATE_FILE))
+}
+
+/// A run id that sorts by time and is safe in file names: `20261125T143301Z-1a2b`.
+fn new_run_id() -> String {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let compact: String = now.chars().filter(|c| *c != '-' && *c != ':').collect();
+    format!("{compact}-{:x}", std::process::id())
+}

@@ -1,0 +1,126 @@
+//! Partitions: the units of work a tier's workers share.
+
+use serde::{Deserialize, Serialize};
+
+use super::select::{KeyRange, KeyValue};
+
+/// How a partition's rows are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadMode {
+    /// One statement over a range of an integer leading key.
+    Range,
+    /// Sequential keyset chunks of `partition_size` rows (`TOP (n) ... WHERE key > last`), for
+    /// keys that cannot be split arithmetically.
+    Keyset,
+    /// No primary key: one unordered stream, restarted from the first row on failure.
+    Stream,
+}
+
+/// One partition of a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionSpec {
+    pub id: usize,
+    pub mode: ReadMode,
+    pub range: KeyRange,
+}
+
+/// A partition handed to a worker, with the key to resume after (the last key already written).
+#[derive(Debug, Clone)]
+pub struct Partition {
+    pub table: usize,
+    pub spec: PartitionSpec,
+    pub after: Option<Vec<KeyValue>>,
+}
+
+/// Splits the integer key range `[min, max]` into `count` contiguous ranges of equal width. The
+/// first range is open below and the last open above, so rows inserted outside the bounds seen
+/// at the start are still read exactly once.
+pub fn split_integer_range(min: i64, max: i64, count: u64) -> Vec<PartitionSpec> {
+    let span = i128::from(max) - i128::from(min) + 1;
+    let count = i128::from(count.max(1)).min(span.max(1));
+    let width = (span + count - 1) / count;
+    let boundary = |k: i128| -> Option<i64> { i64::try_from(i128::from(min) - 1 + k * width).ok() };
+    (0..count)
+        .map(|k| {
+            let lower = if k == 0 { None } else { boundary(k) };
+            let upper = if k == count - 1 {
+                None
+            } else {
+                boundary(k + 1)
+            };
+            PartitionSpec {
+                id: usize::try_from(k).unwrap_or(usize::MAX),
+                mode: ReadMode::Range,
+                range: KeyRange {
+                    lower_exclusive: lower,
+                    upper_inclusive: upper,
+                },
+            }
+        })
+        .collect()
+}
+
+/// The single partition of a table read as keyset chunks or as one stream.
+pub fn whole_table(mode: ReadMode) -> Vec<PartitionSpec> {
+    vec![PartitionSpec {
+        id: 0,
+        mode,
+        range: KeyRange::ALL,
+    }]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranges(specs: &[PartitionSpec]) -> Vec<(Option<i64>, Option<i64>)> {
+        specs
+            .iter()
+            .map(|s| (s.range.lower_exclusive, s.range.upper_inclusive))
+            .collect()
+    }
+
+    #[test]
+    fn even_split_covers_everything_once() {
+        let specs = split_integer_range(1, 100, 4);
+        assert_eq!(
+            ranges(&specs),
+            [
+                (None, Some(25)),
+                (Some(25), Some(50)),
+                (Some(50), Some(75)),
+                (Some(75), None)
+            ]
+        );
+        assert_eq!(specs.iter().map(|s| s.id).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn more_partitions_than_keys_collapses() {
+        assert_eq!(
+            ranges(&split_integer_range(5, 6, 10)),
+            [(None, Some(5)), (Some(5), None)]
+        );
+        assert_eq!(ranges(&split_integer_range(7, 7, 3)), [(None, None)]);
+    }
+
+    #[test]
+    fn extreme_bounds_do_not_overflow() {
+        let specs = split_integer_range(i64::MIN, i64::MAX, 3);
+        assert_eq!(specs.len(), 3);
+        assert_eq!(specs[0].range.lower_exclusive, None);
+        assert_eq!(specs[2].range.upper_inclusive, None);
+        let b1 = specs[0].range.upper_inclusive.unwrap();
+        assert_eq!(specs[1].range.lower_exclusive, Some(b1));
+        assert!(b1 < specs[1].range.upper_inclusive.unwrap());
+    }
+
+    #[test]
+    fn negative_keys() {
+        assert_eq!(
+            ranges(&split_integer_range(-10, 9, 2)),
+            [(None, Some(-1)), (Some(-1), None)]
+        );
+    }
+}

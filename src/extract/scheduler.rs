@@ -1,0 +1,143 @@
+//! The work queue a tier's workers share.
+//!
+//! It starts with one "prepare" item per table in plan order. Preparing a table (exact count,
+//! key bounds) yields its partitions, which go to the front of the queue so the tier's workers
+//! finish one table before they start the next, and idle workers wait while a table is being
+//! prepared instead of leaving early.
+
+use std::collections::{HashSet, VecDeque};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::partition::Partition;
+
+pub enum WorkItem {
+    Prepare(usize),
+    Partition(Partition),
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<WorkItem>,
+    /// Prepare items taken but not yet answered: their partitions may still come.
+    preparing: usize,
+    failed: HashSet<usize>,
+    stopped: bool,
+}
+
+#[derive(Default)]
+pub struct Scheduler {
+    queue: Mutex<Queue>,
+    changed: Condvar,
+}
+
+impl Scheduler {
+    pub fn new(items: impl IntoIterator<Item = WorkItem>) -> Scheduler {
+        Scheduler {
+            queue: Mutex::new(Queue {
+                items: items.into_iter().collect(),
+                ..Queue::default()
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// The next item, waiting while tables are being prepared; `None` when the tier is done or
+    /// stopped.
+    pub fn next(&self) -> Option<WorkItem> {
+        let mut queue = self.queue.lock();
+        loop {
+            if queue.stopped {
+                return None;
+            }
+            match queue.items.pop_front() {
+                Some(WorkItem::Partition(p)) if queue.failed.contains(&p.table) => continue,
+                Some(item) => {
+                    if matches!(item, WorkItem::Prepare(_)) {
+                        queue.preparing += 1;
+                    }
+                    return Some(item);
+                }
+                None if queue.preparing == 0 => return None,
+                None => self.changed.wait(&mut queue),
+            }
+        }
+    }
+
+    /// Answers a prepare item with the table's partitions (none if it failed).
+    pub fn prepared(&self, partitions: Vec<Partition>) {
+        let mut queue = self.queue.lock();
+        queue.preparing = queue.preparing.saturating_sub(1);
+        for partition in partitions.into_iter().rev() {
+            queue.items.push_front(WorkItem::Partition(partition));
+        }
+        self.changed.notify_all();
+    }
+
+    /// No more partitions of `table` are handed out.
+    pub fn fail_table(&self, table: usize) {
+        let mut queue = self.queue.lock();
+        queue.failed.insert(table);
+        self.changed.notify_all();
+    }
+
+    pub fn is_failed(&self, table: usize) -> bool {
+        self.queue.lock().failed.contains(&table)
+    }
+
+    /// Stops handing out work (graceful shutdown, or every worker lost its connection).
+    pub fn stop(&self) {
+        self.queue.lock().stopped = true;
+        self.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::partition::{ReadMode, whole_table};
+
+    fn partition(table: usize) -> Partition {
+        Partition {
+            table,
+            spec: whole_table(ReadMode::Stream).remove(0),
+            after: None,
+        }
+    }
+
+    #[test]
+    fn partitions_of_a_prepared_table_come_first() {
+        let scheduler = Scheduler::new([WorkItem::Prepare(0), WorkItem::Prepare(1)]);
+        assert!(matches!(scheduler.next(), Some(WorkItem::Prepare(0))));
+        scheduler.prepared(vec![partition(0), partition(0)]);
+        assert!(matches!(scheduler.next(), Some(WorkItem::Partition(p)) if p.table == 0));
+        assert!(matches!(scheduler.next(), Some(WorkItem::Partition(p)) if p.table == 0));
+        assert!(matches!(scheduler.next(), Some(WorkItem::Prepare(1))));
+        scheduler.prepared(Vec::new());
+        assert!(scheduler.next().is_none());
+    }
+
+    #[test]
+    fn idle_worker_waits_for_a_table_being_prepared() {
+        let scheduler = Scheduler::new([WorkItem::Prepare(0)]);
+        assert!(matches!(scheduler.next(), Some(WorkItem::Prepare(0))));
+        std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| scheduler.next().map(|_| ()));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            scheduler.prepared(vec![partition(0)]);
+            assert_eq!(waiting.join().unwrap(), Some(()));
+        });
+    }
+
+    #[test]
+    fn failed_tables_are_skipped_and_stop_ends_the_queue() {
+        let scheduler = Scheduler::new([WorkItem::Prepare(0), WorkItem::Prepare(1)]);
+        scheduler.next();
+        scheduler.prepared(vec![partition(0), partition(0)]);
+        scheduler.fail_table(0);
+        assert!(scheduler.is_failed(0));
+        assert!(matches!(scheduler.next(), Some(WorkItem::Prepare(1))));
+        scheduler.stop();
+        assert!(scheduler.next().is_none());
+    }
+}

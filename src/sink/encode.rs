@@ -1,0 +1,435 @@
+//! Row encoding to the output contract: CSV (RFC 4180) or NDJSON.
+//!
+//! CSV is written by hand rather than with the `csv` crate because the contract needs NULL
+//! (empty, unquoted) and the empty string (`""`) to differ, which `csv::Writer` cannot express.
+//! Workers encode their own batches, so this runs in parallel; it is the hot path.
+
+use base64::Engine as _;
+
+use crate::config::Format;
+use crate::source::types::ValueKind;
+
+/// One fetched value, borrowed from the fetch buffer.
+#[derive(Debug, Clone, Copy)]
+pub enum Cell<'a> {
+    Null,
+    Int(i64),
+    Float(f64),
+    /// Text in the client encoding (UTF-8 here); validated before it is written.
+    Text(&'a [u8]),
+    /// UTF-16 text (the wide ODBC functions, used on Windows).
+    WideText(&'a [u16]),
+    Bytes(&'a [u8]),
+}
+
+/// A value that cannot be written faithfully. Names the column, never the value (it is PHI).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("column '{column}' holds text that is not valid {encoding}; no value was written")]
+    InvalidText {
+        column: String,
+        encoding: &'static str,
+    },
+}
+
+/// Encodes rows of one table. `begin_row`, one `cell` per column in order, `end_row`.
+pub struct RowEncoder {
+    format: Format,
+    kinds: Vec<ValueKind>,
+    names: Vec<String>,
+    /// NDJSON `"name":` prefixes, escaped once.
+    json_keys: Vec<Vec<u8>>,
+    scratch: String,
+}
+
+impl RowEncoder {
+    pub fn new(format: Format, columns: Vec<(String, ValueKind)>) -> RowEncoder {
+        let json_keys = columns
+            .iter()
+            .map(|(name, _)| {
+                let mut key = Vec::new();
+                write_json_string(&mut key, name);
+                key.push(b':');
+                key
+            })
+            .collect();
+        let (names, kinds) = columns.into_iter().unzip();
+        RowEncoder {
+            format,
+            kinds,
+            names,
+            json_keys,
+            scratch: String::new(),
+        }
+    }
+
+    /// The CSV header line; NDJSON has none.
+    pub fn header(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.format == Format::Csv {
+            for (i, name) in self.names.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_csv_text(&mut out, name.as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    pub fn begin_row(&self, out: &mut Vec<u8>) {
+        if self.format == Format::Ndjson {
+            out.push(b'{');
+        }
+    }
+
+    pub fn end_row(&self, out: &mut Vec<u8>) {
+        match self.format {
+            Format::Csv => out.extend_from_slice(b"\r\n"),
+            Format::Ndjson => out.extend_from_slice(b"}\n"),
+        }
+    }
+
+    /// Writes the value of column `index`.
+    pub fn cell(
+        &mut self,
+        out: &mut Vec<u8>,
+        index: usize,
+        cell: Cell<'_>,
+    ) -> Result<(), EncodeError> {
+        let kind = self.kinds[index];
+        if index > 0 {
+            out.push(b',');
+        }
+        if self.format == Format::Ndjson {
+            out.extend_from_slice(&self.json_keys[index]);
+        }
+        let text: &[u8] = match cell {
+            Cell::Null => {
+                if self.format == Format::Ndjson {
+                    out.extend_from_slice(b"null");
+                }
+                return Ok(());
+            }
+            Cell::Int(v) => {
+                out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+                return Ok(());
+            }
+            Cell::Float(v) => {
+                self.float(out, v);
+                return Ok(());
+            }
+            Cell::Bytes(bytes) => {
+                self.bytes(out, bytes);
+                return Ok(());
+            }
+            Cell::Text(bytes) => {
+                if std::str::from_utf8(bytes).is_err() {
+                    return Err(self.invalid_text(index, "UTF-8"));
+                }
+                bytes
+            }
+            Cell::WideText(units) => {
+                self.scratch.clear();
+                for c in char::decode_utf16(units.iter().copied()) {
+                    match c {
+                        Ok(c) => self.scratch.push(c),
+                        Err(_) => return Err(self.invalid_text(index, "UTF-16")),
+                    }
+                }
+                let scratch = std::mem::take(&mut self.scratch);
+                self.text(out, kind, scratch.as_bytes());
+                self.scratch = scratch;
+                return Ok(());
+            }
+        };
+        self.text(out, kind, text);
+        Ok(())
+    }
+
+    fn invalid_text(&self, index: usize, encoding: &'static str) -> EncodeError {
+        EncodeError::InvalidText {
+            column: self.names[index].clone(),
+            encoding,
+        }
+    }
+
+    /// Text of a valid UTF-8 value, shaped by the column's kind.
+    fn text(&self, out: &mut Vec<u8>, kind: ValueKind, text: &[u8]) {
+        match kind {
+            ValueKind::Boolean => match boolean(text) {
+                Some(true) => out.extend_from_slice(b"true"),
+                Some(false) => out.extend_from_slice(b"false"),
+                None => self.string(out, text),
+            },
+            ValueKind::Integer | ValueKind::Float if self.format == Format::Ndjson => {
+                // Integers and floats fetched as text (SQLite may hold anything): a number when
+                // it is one, else a string, never a broken JSON document.
+                if is_json_number(text) {
+                    out.extend_from_slice(text);
+                } else {
+                    self.string(out, text);
+                }
+            }
+            ValueKind::Decimal => {
+                // Some drivers render 0.5 as ".5"; loaders want the leading zero.
+                let (sign, digits) = match text.split_first() {
+                    Some((b'-', rest)) => (&b"-"[..], rest),
+                    _ => (&b""[..], text),
+                };
+                if digits.first() == Some(&b'.') {
+                    let mut fixed = Vec::with_capacity(text.len() + 1);
+                    fixed.extend_from_slice(sign);
+                    fixed.push(b'0');
+                    fixed.extend_from_slice(digits);
+                    self.string(out, &fixed);
+                } else {
+                    self.string(out, text);
+                }
+            }
+            ValueKind::Timestamp if text.len() > 10 && text[10] == b' ' => {
+                let mut iso = text.to_vec();
+                iso[10] = b'T';
+                self.string(out, &iso);
+            }
+            _ => self.string(out, text),
+        }
+    }
+
+    fn string(&self, out: &mut Vec<u8>, text: &[u8]) {
+        match self.format {
+            Format::Csv => write_csv_text(out, text),
+            // Validated as UTF-8 by the caller.
+            Format::Ndjson => write_json_string(out, &String::from_utf8_lossy(text)),
+        }
+    }
+
+    fn float(&self, out: &mut Vec<u8>, v: f64) {
+        if v.is_finite() {
+            out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+        } else {
+            let text = if v.is_nan() {
+                "NaN"
+            } else if v > 0.0 {
+                "Infinity"
+            } else {
+                "-Infinity"
+            };
+            match self.format {
+                Format::Csv => out.extend_from_slice(text.as_bytes()),
+                Format::Ndjson => write_json_string(out, text),
+            }
+        }
+    }
+
+    fn bytes(&self, out: &mut Vec<u8>, bytes: &[u8]) {
+        match self.format {
+            Format::Csv => {
+                if bytes.is_empty() {
+                    // An empty binary value is not NULL.
+                    out.extend_from_slice(b"\"\"");
+                    return;
+                }
+                let start = out.len();
+                out.resize(start + bytes.len() * 2, 0);
+                // The slice is exactly twice the input length, which is all encode needs.
+                let _ = hex::encode_to_slice(bytes, &mut out[start..]);
+            }
+            Format::Ndjson => {
+                out.push(b'"');
+                let engine = &base64::engine::general_purpose::STANDARD;
+                let start = out.len();
+                let encoded_len = bytes.len().div_ceil(3) * 4;
+                out.resize(start + encoded_len, 0);
+                let written = engine.encode_slice(bytes, &mut out[start..]).unwrap_or(0);
+                out.truncate(start + written);
+                out.push(b'"');
+            }
+        }
+    }
+}
+
+/// `1`/`0`, `t`/`f`, `true`/`false`, `y`/`n`, `yes`/`no` as drivers render booleans.
+fn boolean(text: &[u8]) -> Option<bool> {
+    match text {
+        b"1" | b"t" | b"T" | b"y" | b"Y" => Some(true),
+        b"0" | b"f" | b"F" | b"n" | b"N" => Some(false),
+        _ if text.eq_ignore_ascii_case(b"true") || text.eq_ignore_ascii_case(b"yes") => Some(true),
+        _ if text.eq_ignore_ascii_case(b"false") || text.eq_ignore_ascii_case(b"no") => Some(false),
+        _ => None,
+    }
+}
+
+fn is_json_number(text: &[u8]) -> bool {
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Number>(s).ok())
+        .is_some()
+}
+
+/// A CSV field: quoted when empty or holding `,` `"` CR or LF, with `"` doubled.
+fn write_csv_text(out: &mut Vec<u8>, text: &[u8]) {
+    let needs_quotes = text.is_empty()
+        || text
+            .iter()
+            .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'));
+    if !needs_quotes {
+        out.extend_from_slice(text);
+        return;
+    }
+    out.push(b'"');
+    for &b in text {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, text);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(format: Format, kinds: &[ValueKind], cells: &[Cell]) -> String {
+        let columns = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (format!("c{i}"), *k))
+            .collect();
+        let mut encoder = RowEncoder::new(format, columns);
+        let mut out = Vec::new();
+        encoder.begin_row(&mut out);
+        for (i, cell) in cells.iter().enumerate() {
+            encoder.cell(&mut out, i, *cell).unwrap();
+        }
+        encoder.end_row(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    use ValueKind::*;
+
+    #[test]
+    fn csv_null_empty_and_quoting() {
+        let row = encode(
+            Format::Csv,
+            &[Text, Text, Text, Text, Text],
+            &[
+                Cell::Null,
+                Cell::Text(b""),
+                Cell::Text(b"a,b"),
+                Cell::Text("say \"hi\"\r\nnext\tline 😀".as_bytes()),
+                Cell::Text(b" plain "),
+            ],
+        );
+        assert_eq!(
+            row,
+            ",\"\",\"a,b\",\"say \"\"hi\"\"\r\nnext\tline 😀\", plain \r\n"
+        );
+    }
+
+    #[test]
+    fn csv_types() {
+        let row = encode(
+            Format::Csv,
+            &[
+                Integer, Float, Boolean, Boolean, Decimal, Decimal, Timestamp, Binary, Binary,
+            ],
+            &[
+                Cell::Int(-42),
+                Cell::Float(0.1),
+                Cell::Text(b"1"),
+                Cell::Text(b"f"),
+                Cell::Text(b"-.5000000000"),
+                Cell::Text(b"1234567890123456789012345678.0123456789"),
+                Cell::Text(b"2024-02-29 23:59:59.1234567"),
+                Cell::Bytes(&[0x00, 0xde, 0xad]),
+                Cell::Bytes(&[]),
+            ],
+        );
+        assert_eq!(
+            row,
+            "-42,0.1,true,false,-0.5000000000,1234567890123456789012345678.0123456789,\
+             2024-02-29T23:59:59.1234567,00dead,\"\"\r\n"
+        );
+    }
+
+    #[test]
+    fn ndjson_types() {
+        let row = encode(
+            Format::Ndjson,
+            &[Integer, Float, Boolean, Decimal, Text, Binary, Text, Float],
+            &[
+                Cell::Int(i64::MIN),
+                Cell::Float(1e300),
+                Cell::Text(b"true"),
+                Cell::Text(b"12.50"),
+                Cell::Text("é\n\"x\"\u{1}".as_bytes()),
+                Cell::Bytes(&[0, 255, 1]),
+                Cell::Null,
+                Cell::Float(f64::NAN),
+            ],
+        );
+        assert_eq!(
+            row,
+            "{\"c0\":-9223372036854775808,\"c1\":1e300,\"c2\":true,\"c3\":\"12.50\",\
+             \"c4\":\"é\\n\\\"x\\\"\\u0001\",\"c5\":\"AP8B\",\"c6\":null,\"c7\":\"NaN\"}\n"
+        );
+        let value: serde_json::Value = serde_json::from_str(row.trim_end()).unwrap();
+        assert_eq!(value["c4"], "é\n\"x\"\u{1}");
+    }
+
+    #[test]
+    fn ndjson_numbers_fetched_as_text_stay_valid_json() {
+        let row = encode(
+            Format::Ndjson,
+            &[Integer, Integer],
+            &[Cell::Text(b"17"), Cell::Text(b"not a number")],
+        );
+        assert_eq!(row, "{\"c0\":17,\"c1\":\"not a number\"}\n");
+    }
+
+    #[test]
+    fn wide_text_is_transcoded() {
+        let units: Vec<u16> = "Müller 🏥".encode_utf16().collect();
+        let row = encode(Format::Csv, &[Text], &[Cell::WideText(&units)]);
+        assert_eq!(row, "Müller 🏥\r\n");
+    }
+
+    #[test]
+    fn invalid_text_is_an_error_naming_the_column_not_the_value() {
+        let mut encoder = RowEncoder::new(Format::Csv, vec![("NOTE".into(), Text)]);
+        let mut out = Vec::new();
+        let err = encoder
+            .cell(&mut out, 0, Cell::Text(&[b's', 0xff, b'x']))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "column 'NOTE' holds text that is not valid UTF-8; no value was written"
+        );
+        let err = encoder
+            .cell(&mut out, 0, Cell::WideText(&[0xd800]))
+            .unwrap_err();
+        assert!(err.to_string().contains("UTF-16"));
+    }
+
+    #[test]
+    fn csv_header_quotes_names_that_need_it() {
+        let encoder = RowEncoder::new(
+            Format::Csv,
+            vec![
+                ("select".into(), Text),
+                ("a,b".into(), Text),
+                ("naïve".into(), Text),
+            ],
+        );
+        assert_eq!(encoder.header(), "select,\"a,b\",naïve\r\n".as_bytes());
+        assert!(RowEncoder::new(Format::Ndjson, vec![]).header().is_empty());
+    }
+}

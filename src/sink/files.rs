@@ -1,0 +1,273 @@
+//! Output files: private permissions, names that are safe on Windows and Unix, atomic
+//! replacement, and compression of chunks.
+//!
+//! Output holds patient data. On Unix, folders are created 0700 and files 0600; on Windows they
+//! inherit the folder's ACL, so `output_dir` must sit in a restricted folder (see the README).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::config::Format;
+
+/// Compression of part files. Each chunk is compressed on its own as a complete gzip member or
+/// zstd frame: concatenated members/frames are a valid file, so workers compress in parallel
+/// and a file truncated at a chunk boundary stays valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Gzip => ".gz",
+            Compression::Zstd => ".zst",
+        }
+    }
+
+    /// Compresses one chunk into a self-contained member or frame.
+    pub fn compress(self, bytes: Vec<u8>) -> std::io::Result<Vec<u8>> {
+        match self {
+            Compression::None => Ok(bytes),
+            Compression::Gzip => {
+                let mut encoder = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(bytes.len() / 4),
+                    flate2::Compression::new(3),
+                );
+                encoder.write_all(&bytes)?;
+                encoder.finish()
+            }
+            Compression::Zstd => zstd::bulk::compress(&bytes, 3),
+        }
+    }
+}
+
+/// A folder or file name safe on Windows and Unix: no `<>:"/\|?*` or control characters, no
+/// trailing dot or space, no reserved device name.
+pub fn safe_name(name: &str) -> String {
+    let mut safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '<' | '>' | ':' | '"' | '/' | '\\' | '|' | '?' | '*') {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    while safe.ends_with('.') || safe.ends_with(' ') {
+        safe.pop();
+        safe.push('_');
+    }
+    let stem = safe.split('.').next().unwrap_or("").to_ascii_uppercase();
+    let reserved = matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || ((stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.len() == 4
+            && stem.as_bytes()[3].is_ascii_digit());
+    if reserved || safe.is_empty() {
+        safe.insert(0, '_');
+    }
+    safe
+}
+
+/// Folder names for `schema.table` names, made unique without regard to case (Windows and
+/// macOS file systems ignore case). Deterministic for the same list, so a resumed run finds the
+/// same folders.
+pub fn unique_folder_names(names: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    names
+        .iter()
+        .map(|name| {
+            let base = safe_name(name);
+            let mut candidate = base.clone();
+            let mut n = 2;
+            while !seen.insert(candidate.to_lowercase()) {
+                candidate = format!("{base}~{n}");
+                n += 1;
+            }
+            candidate
+        })
+        .collect()
+}
+
+/// `<table>-00001.csv`, `<table>-00002.ndjson.zst`, ...
+pub fn part_file_name(
+    table: &str,
+    sequence: u32,
+    format: Format,
+    compression: Compression,
+) -> String {
+    let extension = match format {
+        Format::Csv => "csv",
+        Format::Ndjson => "ndjson",
+    };
+    format!(
+        "{}-{sequence:05}.{extension}{}",
+        safe_name(table),
+        compression.extension()
+    )
+}
+
+/// Creates `path` and its parents, private to the owner on Unix.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path)
+}
+
+/// Opens `path` for writing, creating it private to the owner on Unix. With `truncate_to`, an
+/// existing file is cut to that length (a resumed run drops bytes after its checkpoint).
+pub fn open_private_file(path: &Path, truncate_to: Option<u64>) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true);
+    if truncate_to.is_none() {
+        options.truncate(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    if let Some(length) = truncate_to {
+        file.set_len(length)?;
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::Start(length))?;
+    }
+    Ok(file)
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves either the old or the new content:
+/// write a temporary file, fsync it, rename it over `path`, fsync the folder.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.tmp"));
+    let mut file = open_private_file(&tmp, None)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Makes a folder's entries (new, renamed, removed files) durable.
+#[cfg(unix)]
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Windows cannot open a folder as a file; NTFS journals the rename itself.
+#[cfg(not(unix))]
+pub fn sync_dir(_dir: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn names_safe_on_windows() {
+        assert_eq!(safe_name("dbo.Order Detail"), "dbo.Order Detail");
+        assert_eq!(safe_name("dbo.a:b/c*d?"), "dbo.a_b_c_d_");
+        assert_eq!(safe_name("CON"), "_CON");
+        assert_eq!(safe_name("com1.txt"), "_com1.txt");
+        assert_eq!(safe_name("trailing."), "trailing_");
+        assert_eq!(safe_name("naïve 李"), "naïve 李");
+    }
+
+    #[test]
+    fn folder_names_unique_ignoring_case() {
+        let names = vec![
+            "dbo.Patient".to_owned(),
+            "dbo.PATIENT".into(),
+            "dbo.x".into(),
+        ];
+        assert_eq!(
+            unique_folder_names(&names),
+            ["dbo.Patient", "dbo.PATIENT~2", "dbo.x"]
+        );
+    }
+
+    #[test]
+    fn part_file_names() {
+        assert_eq!(
+            part_file_name("Order Detail", 3, Format::Csv, Compression::None),
+            "Order Detail-00003.csv"
+        );
+        assert_eq!(
+            part_file_name("x", 12, Format::Ndjson, Compression::Zstd),
+            "x-00012.ndjson.zst"
+        );
+    }
+
+    #[test]
+    fn concatenated_compressed_chunks_decode_to_the_concatenated_input() {
+        for compression in [Compression::Gzip, Compression::Zstd] {
+            let mut file = compression.compress(b"header\n".to_vec()).unwrap();
+            file.extend(compression.compress(b"row 1\n".to_vec()).unwrap());
+            file.extend(compression.compress(b"row 2\n".to_vec()).unwrap());
+            let mut text = String::new();
+            match compression {
+                Compression::Gzip => {
+                    flate2::read::MultiGzDecoder::new(&file[..])
+                        .read_to_string(&mut text)
+                        .unwrap();
+                }
+                _ => {
+                    zstd::stream::read::Decoder::new(&file[..])
+                        .unwrap()
+                        .read_to_string(&mut text)
+                        .unwrap();
+                }
+            }
+            assert_eq!(text, "header\nrow 1\nrow 2\n", "{compression:?}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_and_folders_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("a/b");
+        create_private_dir(&folder).unwrap();
+        let mode = std::fs::metadata(&folder).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let file = folder.join("f.csv");
+        write_atomically(&file, b"x").unwrap();
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::read(&file).unwrap(), b"x");
+    }
+
+    #[test]
+    fn reopening_truncates_to_the_checkpointed_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.csv");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let mut file = open_private_file(&path, Some(4)).unwrap();
+        file.write_all(b"ab").unwrap();
+        drop(file);
+        assert_eq!(std::fs::read(&path).unwrap(), b"0123ab");
+    }
+}

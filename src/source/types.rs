@@ -1,0 +1,180 @@
+//! How each source type is fetched and written: the value kinds of the output contract.
+
+use serde::{Deserialize, Serialize};
+
+use super::Dialect;
+use super::catalog::Column;
+
+/// What a column's values are, for fetching (buffer type and size) and for encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueKind {
+    /// Fetched as a 64-bit integer; NDJSON number.
+    Integer,
+    /// Fetched as a double; written in its shortest exact form.
+    Float,
+    /// Fetched as text (`1`/`0`, `t`/`f`, `true`/`false`); written `true`/`false`.
+    Boolean,
+    /// Exact numeric, fetched as text and never through a float; NDJSON string.
+    Decimal,
+    /// Date, time, timestamp or datetimeoffset fetched as text with the source's full fractional
+    /// precision; a timestamp's date/time separator is written as `T` (ISO 8601).
+    Timestamp,
+    /// Any other text-like value (char, text, uuid, xml, json, interval, ...).
+    Text,
+    /// Bytes: hex in CSV, base64 in NDJSON.
+    Binary,
+}
+
+impl ValueKind {
+    /// The kind of a column from its source type in `dialect`.
+    pub fn of(dialect: Dialect, column: &Column) -> ValueKind {
+        let t = column.source_type.to_ascii_lowercase();
+        let t = t.as_str();
+        match dialect {
+            Dialect::SqlServer => match t {
+                "bigint" | "int" | "smallint" | "tinyint" => ValueKind::Integer,
+                "float" | "real" => ValueKind::Float,
+                "bit" => ValueKind::Boolean,
+                "decimal" | "numeric" | "money" | "smallmoney" => ValueKind::Decimal,
+                "datetime" | "datetime2" | "smalldatetime" | "datetimeoffset" => {
+                    ValueKind::Timestamp
+                }
+                "date" | "time" => ValueKind::Text,
+                // `timestamp` is SQL Server's old name for rowversion: 8 bytes.
+                "binary" | "varbinary" | "image" | "timestamp" | "rowversion" => ValueKind::Binary,
+                _ => ValueKind::Text,
+            },
+            Dialect::Postgres => match t {
+                "bigint" | "integer" | "smallint" | "int8" | "int4" | "int2" => ValueKind::Integer,
+                "double precision" | "real" | "float8" | "float4" => ValueKind::Float,
+                "boolean" | "bool" => ValueKind::Boolean,
+                "numeric" | "decimal" => ValueKind::Decimal,
+                "timestamp without time zone"
+                | "timestamp with time zone"
+                | "timestamp"
+                | "timestamptz" => ValueKind::Timestamp,
+                "bytea" => ValueKind::Binary,
+                _ => ValueKind::Text,
+            },
+            // SQLite's type affinity rules (datatype3.html, section 3.1), in their order.
+            Dialect::Sqlite => {
+                if t.contains("int") {
+                    ValueKind::Integer
+                } else if t.contains("char") || t.contains("clob") || t.contains("text") {
+                    ValueKind::Text
+                } else if t.is_empty() || t.contains("blob") {
+                    ValueKind::Binary
+                } else if t.contains("real") || t.contains("floa") || t.contains("doub") {
+                    ValueKind::Float
+                } else if t.contains("bool") {
+                    ValueKind::Boolean
+                } else if t.contains("timestamp") || t.contains("datetime") {
+                    ValueKind::Timestamp
+                } else if t.contains("dec") || t.contains("numeric") {
+                    ValueKind::Decimal
+                } else {
+                    ValueKind::Text
+                }
+            }
+        }
+    }
+
+    /// True for kinds written as JSON strings in NDJSON.
+    pub fn is_quoted_in_json(self) -> bool {
+        !matches!(
+            self,
+            ValueKind::Integer | ValueKind::Float | ValueKind::Boolean
+        )
+    }
+}
+
+/// The SELECT-list expression for a column: most columns are read as they are; SQL Server types
+/// that ODBC cannot fetch as text or bytes are converted on the server.
+pub fn select_expression(dialect: Dialect, column: &Column) -> String {
+    let quoted = dialect.quote_identifier(&column.name);
+    if dialect != Dialect::SqlServer {
+        return quoted;
+    }
+    match column.source_type.to_ascii_lowercase().as_str() {
+        "xml" => format!("CAST({quoted} AS NVARCHAR(MAX)) AS {quoted}"),
+        "sql_variant" => format!("CAST({quoted} AS NVARCHAR(4000)) AS {quoted}"),
+        "geography" | "geometry" | "hierarchyid" => format!("{quoted}.ToString() AS {quoted}"),
+        _ => quoted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(source_type: &str) -> Column {
+        Column {
+            name: "c".into(),
+            source_type: source_type.into(),
+            length: None,
+            precision: None,
+            scale: None,
+            nullable: true,
+            key_position: None,
+        }
+    }
+
+    #[test]
+    fn sqlserver_kinds() {
+        let kind = |t| ValueKind::of(Dialect::SqlServer, &column(t));
+        assert_eq!(kind("bigint"), ValueKind::Integer);
+        assert_eq!(kind("decimal"), ValueKind::Decimal);
+        assert_eq!(kind("money"), ValueKind::Decimal);
+        assert_eq!(kind("float"), ValueKind::Float);
+        assert_eq!(kind("bit"), ValueKind::Boolean);
+        assert_eq!(kind("datetime2"), ValueKind::Timestamp);
+        assert_eq!(kind("datetimeoffset"), ValueKind::Timestamp);
+        assert_eq!(kind("timestamp"), ValueKind::Binary, "rowversion");
+        assert_eq!(kind("uniqueidentifier"), ValueKind::Text);
+        assert_eq!(kind("nvarchar"), ValueKind::Text);
+    }
+
+    #[test]
+    fn postgres_kinds() {
+        let kind = |t| ValueKind::of(Dialect::Postgres, &column(t));
+        assert_eq!(kind("timestamp without time zone"), ValueKind::Timestamp);
+        assert_eq!(kind("bytea"), ValueKind::Binary);
+        assert_eq!(kind("numeric"), ValueKind::Decimal);
+        assert_eq!(kind("uuid"), ValueKind::Text);
+        assert_eq!(kind("boolean"), ValueKind::Boolean);
+    }
+
+    #[test]
+    fn sqlite_affinity_kinds() {
+        let kind = |t| ValueKind::of(Dialect::Sqlite, &column(t));
+        assert_eq!(kind("bigint"), ValueKind::Integer);
+        assert_eq!(kind("varchar"), ValueKind::Text);
+        assert_eq!(kind("blob"), ValueKind::Binary);
+        assert_eq!(kind("double"), ValueKind::Float);
+        assert_eq!(kind("decimal"), ValueKind::Decimal);
+        assert_eq!(kind("boolean"), ValueKind::Boolean);
+        assert_eq!(kind("timestamp"), ValueKind::Timestamp);
+        assert_eq!(kind("date"), ValueKind::Text);
+        assert_eq!(kind("uuid"), ValueKind::Text);
+    }
+
+    #[test]
+    fn sqlserver_conversions_in_select() {
+        let mut c = column("xml");
+        c.name = "doc".into();
+        assert_eq!(
+            select_expression(Dialect::SqlServer, &c),
+            "CAST([doc] AS NVARCHAR(MAX)) AS [doc]"
+        );
+        c.source_type = "geography".into();
+        assert_eq!(
+            select_expression(Dialect::SqlServer, &c),
+            "[doc].ToString() AS [doc]"
+        );
+        c.source_type = "int".into();
+        assert_eq!(select_expression(Dialect::SqlServer, &c), "[doc]");
+        c.source_type = "xml".into();
+        assert_eq!(select_expression(Dialect::Postgres, &c), "\"doc\"");
+    }
+}
