@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Everything CI checks: host setup (drivers, PostgreSQL on 127.0.0.1:5432), formatting, lints,
+# and every test against the real databases. Exits non-zero on the first failure.
+
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/setup.sh
+setup_host --postgres
+
+for tool in fmt clippy; do
+    if ! cargo "$tool" --version >/dev/null 2>&1; then
+        echo "test: cargo $tool is missing; install it with: rustup component add ${tool/fmt/rustfmt}" >&2
+        exit 1
+    fi
+done
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test --all-targets"
+cargo test --all-targets
+echo "== cargo test --doc"
+cargo test --doc

@@ -1,0 +1,312 @@
+//! Reading what `ehi-sync sync` wrote and comparing it, value by value, with the source.
+//!
+//! The output is parsed independently of the program (a small RFC 4180 reader that tells NULL
+//! from the empty string, serde_json for NDJSON), and the source is read through the ODBC
+//! driver row by row, so a bug in the engine's buffers or encoders cannot hide on both sides.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use base64::Engine as _;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// One table's output: its manifest and every row, as canonical text per column kind.
+pub struct TableFiles {
+    pub manifest: Value,
+    pub rows: Vec<Vec<Option<String>>>,
+}
+
+impl TableFiles {
+    pub fn column_names(&self) -> Vec<String> {
+        self.columns()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    pub fn kinds(&self) -> Vec<String> {
+        self.columns()
+            .iter()
+            .map(|c| c["value_kind"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    fn columns(&self) -> &Vec<Value> {
+        self.manifest["columns"]
+            .as_array()
+            .expect("manifest lists columns")
+    }
+}
+
+/// Reads a table folder: checks every file against the manifest (size, sha256, rows) and returns
+/// the rows, normalized.
+pub fn read_table(folder: &Path) -> TableFiles {
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(folder.join("_manifest.json"))
+            .unwrap_or_else(|e| panic!("{}: no manifest: {e}", folder.display())),
+    )
+    .expect("manifest is JSON");
+    let format = manifest["format"].as_str().expect("format").to_owned();
+    let columns: Vec<(String, String)> = manifest["columns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().expect("name").to_owned(),
+                c["value_kind"].as_str().expect("kind").to_owned(),
+            )
+        })
+        .collect();
+    let mut rows = Vec::new();
+    let mut manifest_rows = 0;
+    for file in manifest["files"].as_array().expect("files") {
+        let name = file["name"].as_str().expect("file name");
+        let bytes = std::fs::read(folder.join(name)).expect("part file readable");
+        assert_eq!(
+            file["bytes"].as_u64(),
+            Some(bytes.len() as u64),
+            "{name}: size in manifest"
+        );
+        assert_eq!(
+            file["sha256"].as_str(),
+            Some(hex::encode(Sha256::digest(&bytes)).as_str()),
+            "{name}: sha256 in manifest"
+        );
+        let text = decompress(name, &bytes);
+        let file_rows = match format.as_str() {
+            "csv" => parse_csv_file(&text, &columns),
+            "ndjson" => parse_ndjson_file(&text, &columns),
+            other => panic!("unknown format {other}"),
+        };
+        assert_eq!(
+            file["rows"].as_u64(),
+            Some(file_rows.len() as u64),
+            "{name}: rows in manifest"
+        );
+        manifest_rows += file_rows.len() as u64;
+        rows.extend(file_rows);
+    }
+    assert_eq!(
+        manifest["row_count"].as_u64(),
+        Some(manifest_rows),
+        "row_count"
+    );
+    TableFiles { manifest, rows }
+}
+
+fn decompress(name: &str, bytes: &[u8]) -> String {
+    let mut text = String::new();
+    if name.ends_with(".gz") {
+        flate2::read::MultiGzDecoder::new(bytes)
+            .read_to_string(&mut text)
+            .expect("gzip");
+    } else if name.ends_with(".zst") {
+        zstd::stream::read::Decoder::new(bytes)
+            .expect("zstd")
+            .read_to_string(&mut text)
+            .expect("zstd");
+    } else {
+        text = String::from_utf8(bytes.to_vec()).expect("UTF-8 output");
+    }
+    text
+}
+
+/// RFC 4180 with CRLF records; `None` for an unquoted empty field (NULL), `Some("")` for `""`.
+pub fn parse_csv(text: &str) -> Vec<Vec<Option<String>>> {
+    let mut records = Vec::new();
+    let mut record = Vec::new();
+    let mut chars = text.chars().peekable();
+    let mut field = String::new();
+    let mut quoted = false;
+    loop {
+        match chars.next() {
+            None => {
+                if !record.is_empty() || !field.is_empty() || quoted {
+                    record.push(finish(&mut field, &mut quoted));
+                    records.push(std::mem::take(&mut record));
+                }
+                return records;
+            }
+            Some('"') if field.is_empty() && !quoted => {
+                quoted = true;
+                loop {
+                    match chars.next() {
+                        Some('"') if chars.peek() == Some(&'"') => {
+                            chars.next();
+                            field.push('"');
+                        }
+                        Some('"') => break,
+                        Some(c) => field.push(c),
+                        None => panic!("unterminated quoted field"),
+                    }
+                }
+            }
+            Some(',') => record.push(finish(&mut field, &mut quoted)),
+            Some('\r') if chars.peek() == Some(&'\n') => {
+                chars.next();
+                record.push(finish(&mut field, &mut quoted));
+                records.push(std::mem::take(&mut record));
+            }
+            Some(c) => {
+                assert!(!quoted, "text after a closing quote");
+                field.push(c);
+            }
+        }
+    }
+}
+
+fn finish(field: &mut String, quoted: &mut bool) -> Option<String> {
+    let value = std::mem::take(field);
+    let was_quoted = std::mem::replace(quoted, false);
+    (was_quoted || !value.is_empty()).then_some(value)
+}
+
+fn parse_csv_file(text: &str, columns: &[(String, String)]) -> Vec<Vec<Option<String>>> {
+    let mut records = parse_csv(text).into_iter();
+    let header = records.next().expect("every CSV part starts with a header");
+    let names: Vec<Option<String>> = columns.iter().map(|(n, _)| Some(n.clone())).collect();
+    assert_eq!(header, names, "CSV header");
+    records
+        .map(|record| {
+            assert_eq!(record.len(), columns.len(), "fields per record");
+            record
+                .into_iter()
+                .zip(columns)
+                .map(|(value, (_, kind))| normalize(kind, value, Side::Csv))
+                .collect()
+        })
+        .collect()
+}
+
+fn parse_ndjson_file(text: &str, columns: &[(String, String)]) -> Vec<Vec<Option<String>>> {
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "NDJSON ends with a newline"
+    );
+    text.lines()
+        .map(|line| {
+            let first_key = format!("{{{}:", serde_json::to_string(&columns[0].0).unwrap());
+            assert!(
+                line.starts_with(&first_key),
+                "keys in column order: {line:.80}"
+            );
+            let object: BTreeMap<String, Value> = serde_json::from_str(line).expect("JSON object");
+            assert_eq!(object.len(), columns.len(), "keys per object");
+            columns
+                .iter()
+                .map(|(name, kind)| {
+                    let value = match &object[name] {
+                        Value::Null => None,
+                        Value::String(s) => {
+                            assert!(
+                                !matches!(kind.as_str(), "integer" | "boolean"),
+                                "{name}: {kind} written as a string"
+                            );
+                            Some(s.clone())
+                        }
+                        Value::Number(n) => {
+                            assert!(
+                                matches!(kind.as_str(), "integer" | "float"),
+                                "{name}: {kind} written as a number"
+                            );
+                            Some(n.to_string())
+                        }
+                        Value::Bool(b) => Some(b.to_string()),
+                        other => panic!("{name}: unexpected JSON value {other}"),
+                    };
+                    normalize(kind, value, Side::Ndjson)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+pub enum Side {
+    Csv,
+    Ndjson,
+    /// Read from the database (binary already selected as hex).
+    Source,
+}
+
+/// Canonical text of a value of `kind`, whichever side it was read from.
+pub fn normalize(kind: &str, value: Option<String>, side: Side) -> Option<String> {
+    let value = value?;
+    Some(match kind {
+        "integer" => value
+            .parse::<i64>()
+            .unwrap_or_else(|_| panic!("integer expected, got {value:.40}"))
+            .to_string(),
+        "float" => match value.parse::<f64>() {
+            Ok(v) => format!("{v:?}"),
+            Err(_) => value,
+        },
+        "boolean" => match value.to_ascii_lowercase().as_str() {
+            "1" | "t" | "true" => "true".into(),
+            "0" | "f" | "false" => "false".into(),
+            _ => value,
+        },
+        "timestamp" if value.len() > 10 && value.as_bytes()[10] == b' ' => {
+            format!("{}T{}", &value[..10], &value[11..])
+        }
+        "binary" => match side {
+            Side::Ndjson => hex::encode(
+                base64::engine::general_purpose::STANDARD
+                    .decode(&value)
+                    .expect("base64"),
+            ),
+            Side::Csv | Side::Source => value.to_ascii_lowercase(),
+        },
+        _ => value,
+    })
+}
+
+/// The source's rows of a table, normalized like the output's. `query` runs SQL through ODBC;
+/// `hex` wraps a binary column so it reads as hex text.
+pub fn source_rows(
+    query: &dyn Fn(&str) -> Vec<Vec<Option<String>>>,
+    from: &str,
+    files: &TableFiles,
+    quote: &dyn Fn(&str) -> String,
+    hex: &dyn Fn(&str) -> String,
+) -> Vec<Vec<Option<String>>> {
+    let kinds = files.kinds();
+    let select: Vec<String> = files
+        .column_names()
+        .iter()
+        .zip(&kinds)
+        .map(|(name, kind)| {
+            if kind == "binary" {
+                hex(&quote(name))
+            } else {
+                quote(name)
+            }
+        })
+        .collect();
+    query(&format!("SELECT {} FROM {from}", select.join(", ")))
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .zip(&kinds)
+                .map(|(value, kind)| normalize(kind, value, Side::Source))
+                .collect()
+        })
+        .collect()
+}
+
+/// Asserts the two row multisets are equal, naming the first difference by position only.
+pub fn assert_same_rows(
+    table: &str,
+    mut output: Vec<Vec<Option<String>>>,
+    mut source: Vec<Vec<Option<String>>>,
+) {
+    assert_eq!(output.len(), source.len(), "{table}: row count");
+    output.sort();
+    source.sort();
+    for (i, (o, s)) in output.iter().zip(&source).enumerate() {
+        assert_eq!(o, s, "{table}: sorted row {i} differs");
+    }
+}

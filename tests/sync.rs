@@ -1,0 +1,356 @@
+//! End-to-end: `ehi-sync sync` of the synthetic EHR database from PostgreSQL and SQLite, in CSV
+//! and NDJSON, all three tiers, compared value by value with the source.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::output::{TableFiles, assert_same_rows, read_table, source_rows};
+use serde_json::{Value, json};
+
+const SCALE: u64 = 300;
+
+/// Small thresholds and partitions so 300 patients give all three tiers, many partitions per
+/// table, several part files and many checkpoints.
+fn sync_config(connection_string: &str, output: &Path, format: &str, compression: &str) -> Value {
+    json!({
+        "connection_string": connection_string,
+        "output_dir": output,
+        "format": format,
+        "compression": compression,
+        "small_table_threshold": 200,
+        "large_table_threshold": 5000,
+        "part_file_max_bytes": 40000,
+        "fetch_buffer_bytes": 65536,
+        "tiers": {
+            "small": {"batch_size": 16, "partition_size": 40, "checkpoint_interval": 50},
+            "medium": {"batch_size": 64, "partition_size": 250, "checkpoint_interval": 300},
+            "large": {"batch_size": 300, "partition_size": 1000, "checkpoint_interval": 2000}
+        }
+    })
+}
+
+fn run_sync(config: &Path) -> (i32, String, String) {
+    let output = common::ehi_sync(&["sync", "--config", config.to_str().expect("UTF-8 path")]);
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Every generated table, with its folder and expected row count.
+fn expected_tables(schema: &str) -> Vec<(String, u64)> {
+    ehi_sync::demo::expected_row_counts(SCALE)
+        .into_iter()
+        .map(|(name, rows)| (format!("{schema}.{name}"), rows))
+        .collect()
+}
+
+fn check_postgres(format: &str, compression: &str) {
+    let db = common::pg_database(&format!("sync_{format}_{compression}"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let config = common::write_config(
+        dir.path(),
+        sync_config(&db.connection_string(), &out, format, compression),
+    );
+    common::generate(&config, SCALE);
+    let (code, stdout, stderr) = run_sync(&config);
+    assert_eq!(code, 0, "sync failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("9 tables done, 0 failed"), "{stdout}");
+    for (table, rows) in expected_tables("public") {
+        let files = read_table(&out.join(&table));
+        assert_eq!(files.rows.len() as u64, rows, "{table}");
+        let name = table.trim_start_matches("public.");
+        let from = format!("public.\"{name}\"");
+        let source = source_rows(
+            &|sql| db.query(sql),
+            &from,
+            &files,
+            &|c| format!("\"{}\"", c.replace('"', "\"\"")),
+            &|c| format!("encode({c}, 'hex')"),
+        );
+        assert_same_rows(&table, files.rows, source);
+    }
+    check_validation_records(&out, "public");
+    assert_eq!(
+        std::fs::read_to_string(out.join("public.flowsheet_value/_manifest.json"))
+            .map(|m| m.contains("\"fsv_id\""))
+            .ok(),
+        Some(true)
+    );
+}
+
+fn check_sqlite(format: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let connection_string = common::sqlite_database(dir.path());
+    let config = common::write_config(
+        dir.path(),
+        sync_config(&connection_string, &out, format, "none"),
+    );
+    common::generate(&config, SCALE);
+    let (code, stdout, stderr) = run_sync(&config);
+    assert_eq!(code, 0, "sync failed:\n{stdout}\n{stderr}");
+    for (table, rows) in expected_tables("main") {
+        let files = read_table(&out.join(&table));
+        assert_eq!(files.rows.len() as u64, rows, "{table}");
+        let name = table.trim_start_matches("main.");
+        let source = source_rows(
+            &|sql| common::query_on(&connection_string, sql),
+            &format!("\"{name}\""),
+            &files,
+            &|c| format!("\"{}\"", c.replace('"', "\"\"")),
+            &|c| format!("CASE WHEN {c} IS NULL THEN NULL ELSE lower(hex({c})) END"),
+        );
+        assert_same_rows(&table, files.rows, source);
+    }
+    check_validation_records(&out, "main");
+}
+
+/// One record per table, all `ok`, expected = extracted, tiers as the thresholds say.
+fn check_validation_records(out: &Path, schema: &str) {
+    let text = std::fs::read_to_string(out.join("_validation.ndjson")).expect("validation file");
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("validation record is JSON"))
+        .collect();
+    assert_eq!(records.len(), 9);
+    for record in &records {
+        assert_eq!(record["status"], "ok", "{record}");
+        assert_eq!(record["difference"], 0, "{record}");
+        assert_eq!(
+            record["expected_rows"], record["extracted_rows"],
+            "{record}"
+        );
+        let rows = record["extracted_rows"].as_u64().unwrap_or(0);
+        let tier = if rows < 200 {
+            "small"
+        } else if rows < 5000 {
+            "medium"
+        } else {
+            "large"
+        };
+        assert_eq!(record["tier"], tier, "{record}");
+    }
+    let flowsheet = records
+        .iter()
+        .find(|r| r["table"] == format!("{schema}.flowsheet_value"))
+        .expect("flowsheet record");
+    assert_eq!(flowsheet["tier"], "large");
+}
+
+#[test]
+fn postgres_to_csv_equals_source() {
+    check_postgres("csv", "none");
+}
+
+#[test]
+fn postgres_to_ndjson_equals_source() {
+    check_postgres("ndjson", "none");
+}
+
+#[test]
+fn postgres_to_compressed_files_equals_source() {
+    check_postgres("csv", "gzip");
+    check_postgres("ndjson", "zstd");
+}
+
+#[test]
+fn sqlite_to_csv_equals_source() {
+    check_sqlite("csv");
+}
+
+#[test]
+fn sqlite_to_ndjson_equals_source() {
+    check_sqlite("ndjson");
+}
+
+/// The loader's view: every CSV part loads with `COPY ... (FORMAT csv, HEADER)` into a table of
+/// the source's shape and equals the source, NULLs and empty strings included. Binary columns
+/// load as text (CSV carries them as hex) and are compared with the source's hex.
+#[test]
+fn csv_output_loads_back_into_postgres_with_copy() {
+    let db = common::pg_database("copy_back");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let config = common::write_config(
+        dir.path(),
+        sync_config(&db.connection_string(), &out, "csv", "none"),
+    );
+    common::generate(&config, SCALE);
+    let (code, stdout, stderr) = run_sync(&config);
+    assert_eq!(code, 0, "sync failed:\n{stdout}\n{stderr}");
+    for (table, _) in expected_tables("public") {
+        let name = table.trim_start_matches("public.");
+        let copy = format!("copy of {name}");
+        db.execute(&format!("CREATE TABLE \"{copy}\" (LIKE public.\"{name}\")"));
+        let files: TableFiles = read_table(&out.join(&table));
+        let names = files.column_names();
+        let kinds = files.kinds();
+        for (column, kind) in names.iter().zip(&kinds) {
+            if kind == "binary" {
+                db.execute(&format!(
+                    "ALTER TABLE \"{copy}\" ALTER COLUMN \"{column}\" TYPE text"
+                ));
+            }
+        }
+        for file in files.manifest["files"].as_array().expect("files") {
+            let path = out.join(&table).join(file["name"].as_str().expect("name"));
+            let status = Command::new("psql")
+                .args([
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                ])
+                .args(["-d", db.name()])
+                .arg("-c")
+                .arg(format!(
+                    "\\copy \"{copy}\" FROM '{}' (FORMAT csv, HEADER)",
+                    path.display()
+                ))
+                .status()
+                .expect("psql runs");
+            assert!(status.success(), "\\copy of {}", path.display());
+        }
+        let original: Vec<String> = names
+            .iter()
+            .zip(&kinds)
+            .map(|(c, k)| {
+                if k == "binary" {
+                    format!("encode(\"{c}\", 'hex')")
+                } else {
+                    format!("\"{c}\"")
+                }
+            })
+            .collect();
+        let copied: Vec<String> = names.iter().map(|c| format!("\"{c}\"")).collect();
+        for (left, right) in [
+            (
+                format!("SELECT {} FROM public.\"{name}\"", original.join(", ")),
+                format!("SELECT {} FROM \"{copy}\"", copied.join(", ")),
+            ),
+            (
+                format!("SELECT {} FROM \"{copy}\"", copied.join(", ")),
+                format!("SELECT {} FROM public.\"{name}\"", original.join(", ")),
+            ),
+        ] {
+            let difference = db.query(&format!(
+                "SELECT count(*) FROM ({left} EXCEPT ALL {right}) AS d"
+            ));
+            assert_eq!(
+                difference[0][0].as_deref(),
+                Some("0"),
+                "{table}: {left} EXCEPT ALL {right}"
+            );
+        }
+        let nulls_and_empties = db.query(&format!(
+            "SELECT count(*) FROM \"{copy}\" WHERE {} IS NULL",
+            copied[0]
+        ));
+        assert_eq!(
+            nulls_and_empties[0][0].as_deref(),
+            Some("0"),
+            "{table}: key never NULL"
+        );
+    }
+    let empties = db.query(
+        "SELECT count(*) FILTER (WHERE value_text = ''), count(*) FILTER (WHERE value_text IS NULL) \
+         FROM \"copy of flowsheet_value\"",
+    );
+    assert_ne!(
+        empties[0][0].as_deref(),
+        Some("0"),
+        "empty strings survive COPY"
+    );
+    assert_ne!(empties[0][1].as_deref(), Some("0"), "NULLs survive COPY");
+}
+
+/// A table that cannot be copied (a value beyond max_value_bytes) fails cleanly, the others
+/// finish, and the exit code says "partial failure".
+#[test]
+fn failing_table_does_not_stop_the_others() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let connection_string = common::sqlite_database(dir.path());
+    let mut config_json = sync_config(&connection_string, &out, "csv", "none");
+    config_json["max_value_bytes"] = json!(4096);
+    // The demo notes hold values past 4 KiB too; only big_note should fail here.
+    config_json["exclude"] = json!(["main.note_text"]);
+    let config = common::write_config(dir.path(), config_json);
+    common::generate(&config, 20);
+    common::execute_on(
+        &connection_string,
+        "CREATE TABLE big_note (id INTEGER PRIMARY KEY, body TEXT)",
+    );
+    common::execute_on(
+        &connection_string,
+        "INSERT INTO big_note VALUES (1, 'short'), (2, replace(hex(zeroblob(3000)), '00', 'xyz'))",
+    );
+    let (code, stdout, stderr) = run_sync(&config);
+    assert_eq!(code, 4, "partial failure expected:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("8 tables done, 1 failed"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "FAILED: main.big_note (small): a value in column 'body' is larger than max_value_bytes"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("xyzxyz") && !stderr.contains("xyzxyz"),
+        "no row values in messages"
+    );
+    assert!(!out.join("main.big_note/_manifest.json").exists());
+    let patient = read_table(&out.join("main.patient"));
+    assert_eq!(patient.rows.len(), 20);
+    let validation = std::fs::read_to_string(out.join("_validation.ndjson")).expect("records");
+    let failed: Vec<Value> = validation
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
+        .filter(|r| r["status"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["table"], "main.big_note");
+}
+
+/// Output files hold PHI: folders 0700, files 0600.
+#[cfg(unix)]
+#[test]
+fn output_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let connection_string = common::sqlite_database(dir.path());
+    let config = common::write_config(
+        dir.path(),
+        sync_config(&connection_string, &out, "ndjson", "none"),
+    );
+    common::generate(&config, 10);
+    let (code, stdout, stderr) = run_sync(&config);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+    assert_eq!(mode(&out), 0o700);
+    for entry in walk(&out) {
+        let expected = if entry.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode(&entry), expected, "{}", entry.display());
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("readable") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            all.extend(walk(&path));
+        }
+        all.push(path);
+    }
+    all
+}
