@@ -7,11 +7,16 @@ use crate::config::Config;
 use crate::demo;
 use crate::error::{Error, Result, exit_code};
 use crate::extract::{self, RunSummary};
+use crate::lock::{self, RunLock};
+use crate::manifest;
 use crate::plan::{self, MeasuredRates, Plan};
+use crate::shutdown;
 use crate::sink::TableOutcome;
+use crate::sink::files;
 use crate::source::catalog::{self, Discovery};
 use crate::source::{self, Dialect, Source};
-use crate::state::TableStatus;
+use crate::state::{self, RunState, TableStatus};
+use crate::status;
 
 /// `ehi-sync check`: connect, report what is there, count the visible tables.
 pub fn check(config: &Config, out: &mut dyn Write) -> Result<i32> {
@@ -82,25 +87,195 @@ pub fn generate(config: &Config, scale: u64, out: &mut dyn Write) -> Result<i32>
     Ok(exit_code::OK)
 }
 
-/// `ehi-sync sync`: print the plan, copy every table, print the run summary. Exit code 4 when
-/// any table failed (the others are complete).
-pub fn sync(config: &Config, out: &mut dyn Write) -> Result<i32> {
+/// `ehi-sync sync`: take the output folder's lock, resume an unfinished run (or discard it with
+/// `restart`), print the plan, copy every table, print the run summary. Exit code 4 when any
+/// table failed (the others are complete), 7 when stopped by a signal.
+pub fn sync(config: &Config, restart: bool, out: &mut dyn Write) -> Result<i32> {
+    let output_dir = &config.output_dir;
+    files::create_private_dir(output_dir).map_err(|source| Error::Io {
+        context: "cannot create the output folder",
+        path: output_dir.clone(),
+        source,
+    })?;
+    let lock = RunLock::acquire(output_dir, &manifest::now_rfc3339())?;
+    if let Some(holder) = &lock.taken_over_from {
+        log::warn!(
+            "taking over the lock of an earlier run that did not end cleanly (pid {} on {}, \
+             started {})",
+            holder.pid,
+            holder.host,
+            holder.started_at
+        );
+    }
+    let state_path = extract::state_path(config);
+    let previous = if restart {
+        discard_unfinished_run(&state_path, output_dir, out)?;
+        None
+    } else {
+        state::load(&state_path)?.filter(|s| !s.finished)
+    };
     let plan = make_plan(config)?;
+    if let Some(previous) = &previous {
+        previous.check_source(&state_path, &plan.source_identity(config.compression))?;
+    }
     write!(out, "{}", plan.render()).map_err(stdout_error)?;
+    if let Some(previous) = &previous {
+        write!(out, "{}", render_resume(previous)).map_err(stdout_error)?;
+    }
     writeln!(out).map_err(stdout_error)?;
     out.flush().map_err(stdout_error)?;
+    shutdown::install().map_err(Error::Discovery)?;
     let source = Source::from_config(config);
-    let summary = extract::run(config, &source, &plan)?;
-    write!(out, "{}", render_summary(&summary, &config.output_dir)).map_err(stdout_error)?;
+    let summary = extract::run(config, &source, &plan, previous, &shutdown::STOP)?;
+    drop(lock);
+    write!(out, "{}", render_summary(&summary, output_dir)).map_err(stdout_error)?;
     let failed = summary
         .outcomes
         .iter()
-        .any(|o| o.status != TableStatus::Done);
-    Ok(if failed {
+        .any(|o| o.status == TableStatus::Failed);
+    Ok(if summary.interrupted {
+        exit_code::INTERRUPTED
+    } else if failed {
         exit_code::PARTIAL_FAILURE
     } else {
         exit_code::OK
     })
+}
+
+/// `--restart`: says what it deletes, then removes the partial output of the unfinished run
+/// and its state file. A damaged state file is removed too (the tables' folders are cleaned as
+/// each table starts again).
+fn discard_unfinished_run(
+    state_path: &std::path::Path,
+    output_dir: &std::path::Path,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let previous = match state::load(state_path) {
+        Ok(Some(previous)) => Some(previous),
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            writeln!(out, "Discarding the unreadable state file: {e}").map_err(stdout_error)?;
+            None
+        }
+    };
+    if let Some(previous) = previous.filter(|p| !p.finished) {
+        writeln!(
+            out,
+            "Discarding unfinished run {} (started {}):",
+            previous.run_id, previous.started_at
+        )
+        .map_err(stdout_error)?;
+        for table in previous
+            .tables
+            .iter()
+            .filter(|t| t.status != TableStatus::Done && !t.files.is_empty())
+        {
+            writeln!(
+                out,
+                "  removing the partial output of {} ({} files, {} rows) in {}",
+                table.table,
+                table.files.len(),
+                plan::group_digits(table.rows),
+                table.folder
+            )
+            .map_err(stdout_error)?;
+            crate::sink::remove_part_files(&output_dir.join(&table.folder), &[]).map_err(|e| {
+                Error::Io {
+                    context: "cannot remove",
+                    path: e.path,
+                    source: e.source,
+                }
+            })?;
+        }
+    }
+    match std::fs::remove_file(state_path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::Io {
+            context: "cannot remove the state file",
+            path: state_path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// `ehi-sync status`: what the state file says, and whether a run holds the lock. Reads only;
+/// safe while a run is going on.
+pub fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<i32> {
+    let state_path = extract::state_path(config);
+    let Some(state) = state::load(&state_path)? else {
+        writeln!(
+            out,
+            "No run has written a state file yet ({} does not exist).",
+            state_path.display()
+        )
+        .map_err(stdout_error)?;
+        return Ok(exit_code::OK);
+    };
+    let holder = lock::active_run(&config.output_dir);
+    let run = match (&holder, state.finished) {
+        (Some(_), _) => "running",
+        (None, true) => "finished",
+        (None, false) => "stopped before the end (the next sync resumes it)",
+    };
+    let report = status::Report::new(&state, run, holder);
+    let text = if json {
+        serde_json::to_string_pretty(&report)
+            .map_err(|e| Error::Discovery(format!("the status could not be rendered: {e}")))?
+            + "\n"
+    } else {
+        report.render()
+    };
+    write!(out, "{text}").map_err(stdout_error)?;
+    Ok(exit_code::OK)
+}
+
+/// The part of the plan print-out that says what an unfinished run left and what is resumed.
+fn render_resume(previous: &RunState) -> String {
+    let count = |status| {
+        previous
+            .tables
+            .iter()
+            .filter(|t| t.status == status)
+            .count()
+    };
+    let kept: u64 = previous
+        .tables
+        .iter()
+        .filter(|t| t.status != TableStatus::Pending)
+        .map(|t| t.rows)
+        .sum();
+    let mut text = format!(
+        "\nResuming run {} (started {}, last checkpoint {}): {} tables done, {} in progress, \
+         {} failed, {} not started; {} rows kept\n",
+        previous.run_id,
+        previous.started_at,
+        previous.last_checkpoint_at.as_deref().unwrap_or("never"),
+        count(TableStatus::Done),
+        count(TableStatus::InProgress),
+        count(TableStatus::Failed),
+        count(TableStatus::Pending),
+        plan::group_digits(kept)
+    );
+    for table in previous
+        .tables
+        .iter()
+        .filter(|t| matches!(t.status, TableStatus::InProgress | TableStatus::Failed))
+    {
+        let left = table
+            .partitions
+            .iter()
+            .filter(|p| p.status != state::PartitionStatus::Done)
+            .count();
+        text.push_str(&format!(
+            "  {}: {} rows kept, {} of {} partitions to read\n",
+            table.table,
+            plan::group_digits(table.rows),
+            left,
+            table.partitions.len()
+        ));
+    }
+    text
 }
 
 /// The closing report of a run: totals, and every failed or changed table by name.

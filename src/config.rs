@@ -110,6 +110,15 @@ pub enum Format {
     Ndjson,
 }
 
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Ndjson => "ndjson",
+        }
+    }
+}
+
 /// Which tables to copy: `schema.table` glob patterns, matched case-insensitively like SQL
 /// Server's default collation.
 #[derive(Debug, Clone)]

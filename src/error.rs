@@ -21,6 +21,12 @@ pub mod exit_code {
     pub const PARTIAL_FAILURE: i32 = 4;
     /// The catalog could not be read (permissions, unsupported database).
     pub const DISCOVERY: i32 = 5;
+    /// Another run holds the output folder's lock; try again later.
+    pub const LOCKED: i32 = 6;
+    /// Stopped by Ctrl+C / SIGTERM after a final checkpoint; the next run resumes.
+    pub const INTERRUPTED: i32 = 7;
+    /// The state file cannot be used (damaged, other version, other source); nothing was changed.
+    pub const STATE: i32 = 8;
 }
 
 /// Everything that can stop a command.
@@ -42,6 +48,12 @@ pub enum Error {
     #[error("{0}")]
     Discovery(String),
 
+    #[error("{0}")]
+    Locked(#[from] crate::lock::LockError),
+
+    #[error("{0}")]
+    State(#[from] crate::state::StateError),
+
     #[error("{context} '{path}': {source}")]
     Io {
         context: &'static str,
@@ -57,6 +69,9 @@ impl Error {
             Error::Connect { .. } => exit_code::CONNECTION,
             Error::Database { .. } | Error::Discovery(_) => exit_code::DISCOVERY,
             Error::Io { .. } => exit_code::INTERNAL,
+            Error::Locked(crate::lock::LockError::Held { .. }) => exit_code::LOCKED,
+            Error::Locked(crate::lock::LockError::Io { .. }) => exit_code::INTERNAL,
+            Error::State(_) => exit_code::STATE,
         }
     }
 }

@@ -11,7 +11,8 @@ use ehi_sync::error::Error;
 
 /// Copies every table of a SQL Server (Epic Caboodle / Clarity) database through ODBC into CSV or
 /// NDJSON files. Exit codes: 0 ok, 1 internal error, 2 configuration error, 3 connection error,
-/// 4 partial failure, 5 catalog could not be read.
+/// 4 partial failure, 5 catalog could not be read, 6 another run holds the output folder,
+/// 7 stopped by a signal (resumable), 8 state file unusable.
 #[derive(Parser)]
 #[command(name = "ehi-sync", version)]
 struct Cli {
@@ -36,11 +37,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Copy every selected table into CSV or NDJSON files under output_dir.
+    /// Copy every selected table into CSV or NDJSON files under output_dir, resuming an
+    /// unfinished run from its last checkpoint.
     Sync {
         /// The JSON config file (see config.example.json).
         #[arg(long, short)]
         config: PathBuf,
+        /// Discard an unfinished run (after saying what is deleted) and start over.
+        #[arg(long)]
+        restart: bool,
+    },
+    /// Show the progress of the current or last run from its state file, without taking the
+    /// lock (safe while a run is going on).
+    Status {
+        /// The JSON config file (see config.example.json).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print the status as JSON for machines.
+        #[arg(long)]
+        json: bool,
     },
     /// Fill a PostgreSQL or SQLite database with synthetic EHR tables for demos and tests.
     /// Drops and recreates the demo tables; never use it on a database you care about.
@@ -70,7 +85,8 @@ fn run(cli: Cli) -> Result<i32, Error> {
     let config_path = match &cli.command {
         Command::Check { config }
         | Command::Plan { config, .. }
-        | Command::Sync { config }
+        | Command::Sync { config, .. }
+        | Command::Status { config, .. }
         | Command::Generate { config, .. } => config,
     };
     let config = Config::load(config_path).inspect_err(|_| init_logging(false))?;
@@ -82,7 +98,8 @@ fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Check { .. } => commands::check(&config, &mut stdout),
         Command::Plan { json, .. } => commands::plan(&config, json, &mut stdout),
-        Command::Sync { .. } => commands::sync(&config, &mut stdout),
+        Command::Sync { restart, .. } => commands::sync(&config, restart, &mut stdout),
+        Command::Status { json, .. } => commands::status(&config, json, &mut stdout),
         Command::Generate { scale, .. } => commands::generate(&config, scale, &mut stdout),
     }
 }

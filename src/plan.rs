@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::{Config, Format, Tier, TierSettings};
+use crate::sink::files::Compression;
 use crate::source::Dialect;
 use crate::source::catalog::Table;
+use crate::state::SourceIdentity;
 
 /// Rows per second one connection is assumed to move when no previous run measured it. A
 /// deliberately modest figure for SQL Server over a LAN with the Microsoft driver; the plan says
@@ -210,6 +212,16 @@ pub fn build(
 }
 
 impl Plan {
+    /// What the output of this plan belongs to, as recorded in the state file.
+    pub fn source_identity(&self, compression: Compression) -> SourceIdentity {
+        SourceIdentity {
+            dialect: self.dialect,
+            database: self.database.clone(),
+            format: self.format,
+            compression,
+        }
+    }
+
     /// The tables in processing order.
     pub fn tables(&self) -> impl Iterator<Item = (&TierPlan, &TablePlan)> {
         self.tiers
@@ -220,10 +232,7 @@ impl Plan {
     /// The plan as printed before a run and by `ehi-sync plan`.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let format = match self.format {
-            Format::Csv => "csv",
-            Format::Ndjson => "ndjson",
-        };
+        let format = self.format.name();
         let _ = writeln!(out, "Processing plan");
         let _ = writeln!(
             out,

@@ -82,6 +82,35 @@ impl Progress {
         );
     }
 
+    /// A table of an interrupted run carries on from `rows`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn table_resumed(
+        &mut self,
+        table: usize,
+        position: usize,
+        total: usize,
+        name: &str,
+        tier: Tier,
+        expected: u64,
+        rows: u64,
+    ) {
+        self.table_started(table, position, total, name, tier, expected);
+        self.log(&format!(
+            "Resuming {name} after its last checkpoint: {} rows kept",
+            group_digits(rows)
+        ));
+        self.rows(table, rows);
+    }
+
+    fn log(&self, line: &str) {
+        match &self.bars {
+            Some(bars) => {
+                let _ = bars.println(line);
+            }
+            None => log::info!("{line}"),
+        }
+    }
+
     /// Rows durably written so far for `table`.
     pub fn rows(&mut self, table: usize, rows: u64) {
         if let Some(progress) = self.active.get_mut(&table) {
@@ -107,12 +136,7 @@ impl Progress {
         if let Some(bar) = self.active.remove(&table).and_then(|p| p.bar) {
             bar.finish_and_clear();
         }
-        match &self.bars {
-            Some(bars) => {
-                let _ = bars.println(summary);
-            }
-            None => log::info!("{summary}"),
-        }
+        self.log(summary);
     }
 }
 

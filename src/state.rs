@@ -4,7 +4,7 @@
 //! (DESIGN.md "One writer"). A crash therefore leaves a state that never claims more than the
 //! disk holds; resume truncates files back to the lengths recorded here.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -91,7 +91,108 @@ pub struct PartitionState {
     pub last_key: Option<Vec<KeyValue>>,
 }
 
+/// Why a state file cannot be used. The run stops before touching any output.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read the state file '{path}': {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the state file '{path}' is damaged ({problem}); no output was changed. Restore it from \
+         a backup, or run `ehi-sync sync --restart` to discard the unfinished run and start over"
+    )]
+    Corrupt { path: PathBuf, problem: String },
+    #[error(
+        "the state file '{path}' was written by an incompatible version of ehi-sync (state \
+         version {found}, this version reads {STATE_VERSION}); no output was changed. Finish \
+         the run with the version that started it, or run `ehi-sync sync --restart`"
+    )]
+    Version { path: PathBuf, found: u64 },
+    #[error(
+        "the state file '{path}' belongs to another source or output format ({theirs}; this \
+         config: {ours}); no output was changed. Use another output_dir, or run \
+         `ehi-sync sync --restart` to discard the unfinished run"
+    )]
+    OtherSource {
+        path: PathBuf,
+        theirs: String,
+        ours: String,
+    },
+}
+
+impl SourceIdentity {
+    fn describe(&self) -> String {
+        format!(
+            "{} database '{}', {} files, {} compression",
+            self.dialect.name(),
+            self.database,
+            self.format.name(),
+            self.compression.name()
+        )
+    }
+}
+
+/// Reads the state file; `Ok(None)` when there is none. A state that cannot be trusted is an
+/// error, never silently replaced.
+pub fn load(path: &Path) -> Result<Option<RunState>, StateError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StateError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+            path: path.to_owned(),
+            problem: format!("not valid JSON: {e}"),
+        })?;
+    match value.get("version").and_then(|v| v.as_u64()) {
+        Some(version) if version == u64::from(STATE_VERSION) => {}
+        Some(found) => {
+            return Err(StateError::Version {
+                path: path.to_owned(),
+                found,
+            });
+        }
+        None => {
+            return Err(StateError::Corrupt {
+                path: path.to_owned(),
+                problem: "no version number".into(),
+            });
+        }
+    }
+    let state: RunState = serde_json::from_value(value).map_err(|e| StateError::Corrupt {
+        path: path.to_owned(),
+        problem: e.to_string(),
+    })?;
+    Ok(Some(state))
+}
+
 impl RunState {
+    /// Refuses to resume a run of another database or output format.
+    pub fn check_source(&self, path: &Path, ours: &SourceIdentity) -> Result<(), StateError> {
+        if &self.source == ours {
+            Ok(())
+        } else {
+            Err(StateError::OtherSource {
+                path: path.to_owned(),
+                theirs: self.source.describe(),
+                ours: ours.describe(),
+            })
+        }
+    }
+
+    /// The state of table `name` (`schema.table`).
+    pub fn table(&self, name: &str) -> Option<&TableState> {
+        self.tables.iter().find(|t| t.table == name)
+    }
+
     /// Writes the state atomically: temporary file, fsync, rename, fsync of the folder.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;

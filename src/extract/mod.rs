@@ -16,14 +16,15 @@ use crate::config::{Config, Format, Tier, TierSettings};
 use crate::error::{Error, Result};
 use crate::manifest::{self, ManifestColumn};
 use crate::plan::Plan;
+use crate::shutdown::StopFlag;
 use crate::sink::encode::RowEncoder;
 use crate::sink::files::{self, Compression};
-use crate::sink::{Message, TableOutcome, TableOutput, Writer, WriterSettings};
+use crate::sink::{Message, TableOutcome, TableOutput, WriteError, Writer, WriterSettings};
 use crate::source::catalog::Table;
 use crate::source::types::ValueKind;
 use crate::source::{Dialect, Source};
 use crate::state::{RunState, SourceIdentity, TableState, TableStatus};
-use partition::ReadMode;
+use partition::{Partition, ReadMode};
 use scheduler::{Scheduler, WorkItem};
 use select::TableQuery;
 use worker::Worker;
@@ -120,10 +121,31 @@ pub struct RunSummary {
     pub run_id: String,
     pub outcomes: Vec<TableOutcome>,
     pub seconds: f64,
+    /// Stopped by a signal before every table was read; the state file holds the resume point.
+    pub interrupted: bool,
 }
 
-/// Copies every table of the plan into `config.output_dir`.
-pub fn run(config: &Config, source: &Source, plan: &Plan) -> Result<RunSummary> {
+/// What a run does with each table of the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Count, split and read it from the start.
+    Fresh,
+    /// Carry on from the checkpoint of an interrupted run.
+    Resume,
+    /// Finished by the interrupted run.
+    Done,
+}
+
+/// Copies every table of the plan into `config.output_dir`. With `previous`, the state of an
+/// unfinished run, finished tables are skipped and interrupted ones resumed from their last
+/// checkpoint. `stop` ends the run gracefully between batches.
+pub fn run(
+    config: &Config,
+    source: &Source,
+    plan: &Plan,
+    previous: Option<RunState>,
+    stop: &StopFlag,
+) -> Result<RunSummary> {
     let started = Instant::now();
     let output_dir = config.output_dir.clone();
     files::create_private_dir(&output_dir).map_err(|source| Error::Io {
@@ -155,66 +177,27 @@ pub fn run(config: &Config, source: &Source, plan: &Plan) -> Result<RunSummary> 
             )
         })
         .collect();
-    let mut outputs = Vec::with_capacity(jobs.len());
-    for (i, (job, folder)) in jobs.iter().zip(&folders).enumerate() {
-        let header = read
-            .compression
-            .compress(job.encoder().header())
-            .map_err(|source| Error::Io {
-                context: "cannot compress a header for",
-                path: folder.into(),
-                source,
-            })?;
-        outputs.push(TableOutput {
-            schema: job.table.schema.clone(),
-            name: job.table.name.clone(),
-            tier: job.tier,
-            folder: folder.clone(),
-            position: i + 1,
-            checkpoint_interval: job.settings.checkpoint_interval,
-            header,
-            columns: job
-                .table
-                .columns
-                .iter()
-                .zip(&job.kinds)
-                .map(|(c, k)| ManifestColumn::new(c, *k))
-                .collect(),
-            primary_key: job.table.primary_key.clone(),
-        });
-    }
-    let state = RunState {
-        version: crate::state::STATE_VERSION,
-        run_id: new_run_id(),
-        started_at: manifest::now_rfc3339(),
-        last_checkpoint_at: None,
-        finished: false,
-        source: SourceIdentity {
-            dialect: plan.dialect,
-            database: plan.database.clone(),
-            format: config.format,
-            compression: config.compression,
-        },
-        tables: jobs
-            .iter()
-            .zip(&folders)
-            .map(|(job, folder)| TableState {
-                table: job.table.full_name(),
-                tier: job.tier,
-                folder: folder.clone(),
-                status: TableStatus::Pending,
-                expected_rows: None,
-                rows: 0,
-                files: Vec::new(),
-                partitions: Vec::new(),
-                started_at: None,
-                finished_at: None,
-                error: None,
-            })
-            .collect(),
-    };
+    let outputs = table_outputs(&jobs, &folders, read.compression)?;
+    let (state, starts) = initial_state(config, plan, &jobs, &folders, previous);
     let run_id = state.run_id.clone();
-    let writer = Writer::new(
+    let mut outcomes: Vec<TableOutcome> = starts
+        .iter()
+        .enumerate()
+        .filter(|(_, start)| **start == Start::Done)
+        .map(|(t, _)| {
+            let table = &state.tables[t];
+            TableOutcome {
+                table: table.table.clone(),
+                tier: table.tier,
+                status: TableStatus::Done,
+                expected_rows: table.expected_rows.unwrap_or(table.rows),
+                rows: table.rows,
+                seconds: 0.0,
+                error: None,
+            }
+        })
+        .collect();
+    let mut writer = Writer::new(
         WriterSettings {
             output_dir: output_dir.clone(),
             state_path: state_path(config),
@@ -225,9 +208,28 @@ pub fn run(config: &Config, source: &Source, plan: &Plan) -> Result<RunSummary> 
         outputs,
         state,
     );
+    let mut work: Vec<Vec<WorkItem>> = Vec::with_capacity(jobs.len());
+    for (t, start) in starts.iter().enumerate() {
+        work.push(match start {
+            Start::Fresh => vec![WorkItem::Prepare(t)],
+            Start::Done => Vec::new(),
+            Start::Resume => writer
+                .resume_table(t)
+                .map_err(writer_error)?
+                .into_iter()
+                .map(|p| {
+                    WorkItem::Partition(Partition {
+                        table: t,
+                        after: p.last_key,
+                        spec: p.spec,
+                    })
+                })
+                .collect(),
+        });
+    }
 
     let (tiers_tx, tiers_rx) = bounded::<crossbeam_channel::Receiver<Message>>(1);
-    let outcomes = std::thread::scope(|scope| {
+    let written = std::thread::scope(|scope| {
         let writer_thread = std::thread::Builder::new()
             .name("writer".into())
             .spawn_scoped(scope, move || writer.run(tiers_rx))
@@ -238,7 +240,11 @@ pub fn run(config: &Config, source: &Source, plan: &Plan) -> Result<RunSummary> 
             })?;
         for tier in Tier::ALL {
             let tables: Vec<usize> = (0..jobs.len()).filter(|&i| jobs[i].tier == tier).collect();
-            if tables.is_empty() {
+            let items: Vec<WorkItem> = tables
+                .iter()
+                .flat_map(|&t| std::mem::take(&mut work[t]))
+                .collect();
+            if items.is_empty() || stop.is_set() {
                 continue;
             }
             let settings = config.tier_settings(tier);
@@ -250,7 +256,7 @@ pub fn run(config: &Config, source: &Source, plan: &Plan) -> Result<RunSummary> 
             if tiers_tx.send(rx).is_err() {
                 break; // the writer stopped; its error is reported below
             }
-            let scheduler = Scheduler::new(tables.iter().map(|&t| WorkItem::Prepare(t)));
+            let scheduler = Scheduler::new(items);
             let workers = settings
                 .threads
                 .min(tables.len().max(partition_hint(&jobs, &tables)));
@@ -274,6 +280,7 @@ pub fn run(config: &Config, source: &Source, plan: &Plan) -> Result<RunSummary> 
                                 scheduler,
                                 writer,
                                 settings: read,
+                                stop,
                                 connection: None,
                             }
                             .run()
@@ -287,21 +294,143 @@ pub fn run(config: &Config, source: &Source, plan: &Plan) -> Result<RunSummary> 
         }
         drop(tiers_tx);
         match writer_thread.join() {
-            Ok(result) => result.map_err(|e| Error::Io {
-                context: "the writer failed on",
-                path: e.path,
-                source: e.source,
-            }),
+            Ok(result) => result.map_err(writer_error),
             Err(_) => Err(Error::Discovery(
                 "the writer thread stopped unexpectedly".into(),
             )),
         }
     })?;
+    outcomes.extend(written);
     Ok(RunSummary {
         run_id,
         outcomes,
         seconds: started.elapsed().as_secs_f64(),
+        interrupted: stop.is_set(),
     })
+}
+
+fn writer_error(e: WriteError) -> Error {
+    Error::Io {
+        context: "the writer failed on",
+        path: e.path,
+        source: e.source,
+    }
+}
+
+/// What the writer needs to know of each table before rows arrive.
+fn table_outputs(
+    jobs: &[TableJob],
+    folders: &[String],
+    compression: Compression,
+) -> Result<Vec<TableOutput>> {
+    jobs.iter()
+        .zip(folders)
+        .enumerate()
+        .map(|(i, (job, folder))| {
+            let header = compression
+                .compress(job.encoder().header())
+                .map_err(|source| Error::Io {
+                    context: "cannot compress a header for",
+                    path: folder.into(),
+                    source,
+                })?;
+            Ok(TableOutput {
+                schema: job.table.schema.clone(),
+                name: job.table.name.clone(),
+                tier: job.tier,
+                folder: folder.clone(),
+                position: i + 1,
+                checkpoint_interval: job.settings.checkpoint_interval,
+                header,
+                columns: job
+                    .table
+                    .columns
+                    .iter()
+                    .zip(&job.kinds)
+                    .map(|(c, k)| ManifestColumn::new(c, *k))
+                    .collect(),
+                primary_key: job.table.primary_key.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The state the run starts from, in plan order, and what to do with each table. Tables of
+/// `previous` that the plan no longer selects are kept at the end, untouched.
+fn initial_state(
+    config: &Config,
+    plan: &Plan,
+    jobs: &[TableJob],
+    folders: &[String],
+    previous: Option<RunState>,
+) -> (RunState, Vec<Start>) {
+    let fresh_table = |job: &TableJob, folder: &String| TableState {
+        table: job.table.full_name(),
+        tier: job.tier,
+        folder: folder.clone(),
+        status: TableStatus::Pending,
+        expected_rows: None,
+        rows: 0,
+        files: Vec::new(),
+        partitions: Vec::new(),
+        started_at: None,
+        finished_at: None,
+        error: None,
+    };
+    let source = SourceIdentity {
+        dialect: plan.dialect,
+        database: plan.database.clone(),
+        format: config.format,
+        compression: config.compression,
+    };
+    let Some(mut previous) = previous else {
+        let state = RunState {
+            version: crate::state::STATE_VERSION,
+            run_id: new_run_id(),
+            started_at: manifest::now_rfc3339(),
+            last_checkpoint_at: None,
+            finished: false,
+            source,
+            tables: jobs
+                .iter()
+                .zip(folders)
+                .map(|(j, f)| fresh_table(j, f))
+                .collect(),
+        };
+        return (state, vec![Start::Fresh; jobs.len()]);
+    };
+    let mut tables = Vec::with_capacity(jobs.len());
+    let mut starts = Vec::with_capacity(jobs.len());
+    for (job, folder) in jobs.iter().zip(folders) {
+        let name = job.table.full_name();
+        let carried = previous
+            .tables
+            .iter()
+            .position(|t| t.table == name)
+            .map(|i| previous.tables.remove(i));
+        let (mut table, start) = match carried {
+            Some(t) if t.status == TableStatus::Done => (t, Start::Done),
+            Some(t)
+                if matches!(t.status, TableStatus::InProgress | TableStatus::Failed)
+                    && !t.partitions.is_empty()
+                    && job.mode != ReadMode::Stream =>
+            {
+                (t, Start::Resume)
+            }
+            // Not started, or without a key to resume after: read it again from the start.
+            _ => (fresh_table(job, folder), Start::Fresh),
+        };
+        table.tier = job.tier;
+        tables.push(table);
+        starts.push(start);
+    }
+    tables.append(&mut previous.tables);
+    let state = RunState {
+        tables,
+        finished: false,
+        ..previous
+    };
+    (state, starts)
 }
 
 /// Worker count is capped by the tier's threads; a tier of one table still uses every thread,

@@ -16,6 +16,7 @@ use super::fetch::{FetchLayout, encode_batch, key_of_row, views};
 use super::partition::{self, Partition, PartitionSpec, ReadMode};
 use super::scheduler::{Scheduler, WorkItem};
 use super::{ReadSettings, TableJob};
+use crate::shutdown::StopFlag;
 use crate::sink::{Chunk, Message};
 use crate::source::catalog::parse_count;
 use crate::source::{Source, query_text};
@@ -27,6 +28,8 @@ pub enum WorkerError {
     Table(String),
     /// The writer is gone (it failed and stopped the run).
     WriterGone,
+    /// A graceful stop was asked for; the partition stays resumable from its last chunk.
+    Stopped,
 }
 
 pub struct Worker<'a> {
@@ -35,6 +38,7 @@ pub struct Worker<'a> {
     pub scheduler: &'a Scheduler,
     pub writer: Sender<Message>,
     pub settings: &'a ReadSettings,
+    pub stop: &'a StopFlag,
     pub connection: Option<Arc<Connection<'static>>>,
 }
 
@@ -54,6 +58,9 @@ impl Worker<'_> {
     /// Works until the queue is empty or stopped.
     pub fn run(&mut self) {
         while let Some(item) = self.scheduler.next() {
+            if self.stop.is_set() {
+                return;
+            }
             let table = match &item {
                 WorkItem::Prepare(table) => *table,
                 WorkItem::Partition(p) => p.table,
@@ -77,6 +84,7 @@ impl Worker<'_> {
                     self.scheduler.stop();
                     return;
                 }
+                Err(WorkerError::Stopped) => return,
                 Err(WorkerError::Table(reason)) => {
                     // The connection may be unusable after an error; the next item reconnects.
                     self.connection = None;
@@ -310,6 +318,9 @@ impl Worker<'_> {
             }
             rows_sent += rows as u64;
             spare = Some(batch);
+            if self.stop.is_set() {
+                break Err(WorkerError::Stopped);
+            }
             if self.scheduler.is_failed(partition.table) {
                 break Ok(StreamEnd::Complete { rows: rows_sent });
             }

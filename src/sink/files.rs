@@ -24,6 +24,14 @@ pub enum Compression {
 }
 
 impl Compression {
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+
     pub fn extension(self) -> &'static str {
         match self {
             Compression::None => "",
@@ -113,6 +121,22 @@ pub fn part_file_name(
         safe_name(table),
         compression.extension()
     )
+}
+
+/// True for names `part_file_name` produces (`x-00001.csv`, `x-00002.ndjson.zst`).
+pub fn is_part_file_name(name: &str) -> bool {
+    let base = [".gz", ".zst"]
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext))
+        .unwrap_or(name);
+    let Some(stem) = base
+        .strip_suffix(".csv")
+        .or_else(|| base.strip_suffix(".ndjson"))
+    else {
+        return false;
+    };
+    stem.rsplit_once('-')
+        .is_some_and(|(_, seq)| seq.len() >= 5 && seq.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Creates `path` and its parents, private to the owner on Unix.
@@ -218,6 +242,16 @@ mod tests {
             part_file_name("x", 12, Format::Ndjson, Compression::Zstd),
             "x-00012.ndjson.zst"
         );
+    }
+
+    #[test]
+    fn part_file_names_are_recognised() {
+        assert!(is_part_file_name("Order Detail-00003.csv"));
+        assert!(is_part_file_name("x-00012.ndjson.zst"));
+        assert!(is_part_file_name("x-100000.csv.gz"));
+        assert!(!is_part_file_name("_manifest.json"));
+        assert!(!is_part_file_name("notes.csv"));
+        assert!(!is_part_file_name("x-00001.csv.bak"));
     }
 
     #[test]

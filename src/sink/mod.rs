@@ -150,6 +150,100 @@ impl Writer {
         }
     }
 
+    /// Reopens a table of an interrupted run: truncates its part files to their checkpointed
+    /// lengths, removes part files written after the checkpoint, and rebuilds the checksums from
+    /// disk. Returns the partitions still to read; a table whose partitions were all read is
+    /// finished here.
+    pub fn resume_table(&mut self, table: usize) -> Result<Vec<PartitionState>, WriteError> {
+        let output = &self.tables[table];
+        let folder = self.settings.output_dir.join(&output.folder);
+        let state = &mut self.state.tables[table];
+        let committed = state.files.clone();
+        let keep: Vec<&str> = committed.iter().map(|f| f.name.as_str()).collect();
+        remove_part_files(&folder, &keep)?;
+        let mut closed = Vec::new();
+        let mut part = None;
+        for (i, file) in committed.iter().enumerate() {
+            let path = folder.join(&file.name);
+            let fail = |source| WriteError {
+                what: "checkpointed data file",
+                path: path.clone(),
+                source,
+            };
+            let on_disk = std::fs::metadata(&path).map_err(fail)?.len();
+            if on_disk < file.bytes {
+                return Err(fail(std::io::Error::other(format!(
+                    "it holds {on_disk} bytes but the checkpoint recorded {}; the output was \
+                     changed outside ehi-sync: run with --restart",
+                    file.bytes
+                ))));
+            }
+            let mut opened = files::open_private_file(&path, Some(file.bytes)).map_err(fail)?;
+            opened.sync_all().map_err(fail)?;
+            let hasher = hash_file(&path).map_err(fail)?;
+            if i + 1 == committed.len() {
+                use std::io::Seek;
+                opened.seek(std::io::SeekFrom::End(0)).map_err(fail)?;
+                part = Some(OpenPart {
+                    file: opened,
+                    name: file.name.clone(),
+                    bytes: file.bytes,
+                    rows: file.rows,
+                    hasher,
+                });
+            } else {
+                closed.push(FileEntry {
+                    name: file.name.clone(),
+                    bytes: file.bytes,
+                    rows: file.rows,
+                    sha256: hex::encode(hasher.finalize()),
+                });
+            }
+        }
+        files::sync_dir(&folder).map_err(|source| WriteError {
+            what: "folder",
+            path: folder.clone(),
+            source,
+        })?;
+        state.status = TableStatus::InProgress;
+        state.error = None;
+        state.rows = committed.iter().map(|f| f.rows).sum();
+        let remaining: Vec<PartitionState> = state
+            .partitions
+            .iter()
+            .filter(|p| p.status != PartitionStatus::Done)
+            .cloned()
+            .collect();
+        let rows = state.rows;
+        let expected = state.expected_rows.unwrap_or(0);
+        self.progress.table_resumed(
+            table,
+            output.position,
+            self.tables.len(),
+            &output.full_name(),
+            output.tier,
+            expected,
+            rows,
+        );
+        self.open.insert(
+            table,
+            OpenTable {
+                folder,
+                part,
+                closed,
+                started: Instant::now(),
+                partitions_left: remaining.len(),
+            },
+        );
+        if self.open.get(&table).is_some_and(|t| t.part.is_none()) {
+            self.open_next_part(table)?;
+        }
+        if remaining.is_empty() {
+            self.finish_table(table)?;
+        }
+        Ok(remaining)
+    }
+
     /// Runs until every tier's channel is drained and closed. `tiers` delivers one receiver per
     /// tier, in order. Returns how each table ended.
     pub fn run(
@@ -535,9 +629,14 @@ impl Writer {
     }
 }
 
-/// Removes a table folder's manifest (first, so no loader trusts it any longer) and its part
-/// files, before the table is written anew.
+/// Removes a table folder's manifest and part files before the table is written anew.
 fn remove_previous_output(folder: &Path) -> Result<(), WriteError> {
+    remove_part_files(folder, &[])
+}
+
+/// Removes the manifest (first, so no loader trusts it any longer) and every part file not in
+/// `keep`.
+pub fn remove_part_files(folder: &Path, keep: &[&str]) -> Result<(), WriteError> {
     let fail = |path: &Path, source| WriteError {
         what: "previous output",
         path: path.to_owned(),
@@ -549,15 +648,34 @@ fn remove_previous_output(folder: &Path) -> Result<(), WriteError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(fail(&manifest_path, e)),
     }
-    let entries = std::fs::read_dir(folder).map_err(|e| fail(folder, e))?;
+    let entries = match std::fs::read_dir(folder) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(fail(folder, e)),
+    };
     for entry in entries {
         let entry = entry.map_err(|e| fail(folder, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let is_part = [".csv", ".ndjson"].iter().any(|ext| name.contains(ext))
+        let is_part = files::is_part_file_name(&name)
             && entry.file_type().map(|t| t.is_file()).unwrap_or(false);
-        if is_part {
+        if is_part && !keep.contains(&name.as_str()) {
             std::fs::remove_file(entry.path()).map_err(|e| fail(&entry.path(), e))?;
         }
     }
     files::sync_dir(folder).map_err(|e| fail(folder, e))
+}
+
+/// SHA-256 state of a file's bytes, to go on appending to it.
+fn hash_file(path: &Path) -> std::io::Result<Sha256> {
+    use std::io::Read;
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            return Ok(hasher);
+        }
+        hasher.update(&buffer[..n]);
+    }
 }

@@ -1,0 +1,590 @@
+#!/usr/bin/env bash
+# Reproducible throughput and memory benchmark of ehi-sync against the usual ways to export a
+# table, on a local PostgreSQL through psqlODBC (the stand-in for SQL Server here).
+#
+#   scripts/bench.sh                                        full run (10M narrow, 500k wide rows)
+#   BENCH_NARROW_ROWS=1000000 BENCH_WIDE_ROWS=50000 scripts/bench.sh        quick run
+#
+# Environment (all optional):
+#   BENCH_NARROW_ROWS  rows of flowsheet_value (default 10000000)
+#   BENCH_WIDE_ROWS    rows of wide_table, 210 columns (default 500000)
+#   BENCH_REPEAT       runs per measurement; the best time is kept (default 1)
+#   BENCH_REBUILD=1    drop and regenerate the tables even when they look right
+#   BENCH_TOOLS        subset of: psql ehi-sync-csv ehi-sync-ndjson odbcsv pyodbc
+#   BENCH_PROFILE=1    afterwards, profile one ehi-sync CSV run on flowsheet_value with
+#                      `perf record -a` (CPU by thread and library; not part of the timings)
+#   BENCH_TIMEOUT      seconds before one measurement is killed (default 1800)
+#   BENCH_BINARY       measure this ehi-sync binary instead of building the working tree
+#   BENCH_WORK_DIR     scratch folder (default /var/tmp/ehi-bench); outputs are deleted after
+#                      every measurement
+#
+# What it does: sets the host up (scripts/setup.sh: ODBC drivers with CommLog=0, PostgreSQL on
+# 127.0.0.1:5432), builds the release binary, creates database ehi_bench with tables generated
+# server-side (reused on reruns when their row counts match), then measures wall seconds and
+# peak RSS (/usr/bin/time) of every tool on every table, checks each tool's row count, and
+# writes the table to bench-results/results-<timestamp>.txt and bench-results/latest.txt.
+
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+
+NARROW_ROWS=${BENCH_NARROW_ROWS:-10000000}
+WIDE_ROWS=${BENCH_WIDE_ROWS:-500000}
+REPEAT=${BENCH_REPEAT:-1}
+REBUILD=${BENCH_REBUILD:-0}
+TOOLS=${BENCH_TOOLS:-psql ehi-sync-csv ehi-sync-ndjson odbcsv pyodbc}
+PROFILE=${BENCH_PROFILE:-0}
+TIMEOUT=${BENCH_TIMEOUT:-1800}
+WORK=${BENCH_WORK_DIR:-/var/tmp/ehi-bench}
+
+DB=ehi_bench
+NARROW=flowsheet_value
+NARROW_1M=flowsheet_value_1m
+WIDE=wide_table
+WIDE_COLUMNS=209 # besides row_id
+FLAT_ROWS=1000000
+# Bump when the generated data changes, so old tables are rebuilt instead of reused.
+DATA_VERSION=v1
+CONNECTION="Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=$DB;Uid=postgres;Pwd=;UseDeclareFetch=1;Fetch=5000;CommLog=0;Debug=0;"
+PSQL=(psql -X -w -q -h 127.0.0.1 -p 5432 -U postgres -v ON_ERROR_STOP=1)
+
+log() {
+    echo "bench: $*" >&2
+}
+
+die() {
+    log "$*"
+    exit 1
+}
+
+for pair in "BENCH_NARROW_ROWS:$NARROW_ROWS" "BENCH_WIDE_ROWS:$WIDE_ROWS" \
+    "BENCH_REPEAT:$REPEAT" "BENCH_TIMEOUT:$TIMEOUT"; do
+    [[ ${pair#*:} =~ ^[1-9][0-9]*$ ]] || die "${pair%%:*} must be a positive integer, not '${pair#*:}'"
+done
+for tool in $TOOLS; do
+    case $tool in
+        psql | ehi-sync-csv | ehi-sync-ndjson | odbcsv | pyodbc) ;;
+        *) die "unknown tool '$tool' in BENCH_TOOLS (psql ehi-sync-csv ehi-sync-ndjson odbcsv pyodbc)" ;;
+    esac
+done
+wants() {
+    [[ " $TOOLS " == *" $1 "* ]]
+}
+
+# ---------------------------------------------------------------------------------------------
+# Host: drivers, PostgreSQL, the compared tools.
+
+BENCH_APT_UPDATED=0
+bench_apt_install() {
+    local missing=() package
+    for package in "$@"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' ||
+            missing+=("$package")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    if ((BENCH_APT_UPDATED == 0)); then
+        apt-get update
+        BENCH_APT_UPDATED=1
+    fi
+    log "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+pg_answers() {
+    "${PSQL[@]}" -d postgres -Atc 'SELECT 1' >/dev/null 2>&1
+}
+
+# Used only when scripts/setup.sh is missing: the same promises in short.
+fallback_setup() {
+    bench_apt_install unixodbc unixodbc-dev odbcinst odbc-postgresql postgresql
+    if ! odbcinst -q -d -n "PostgreSQL Unicode" 2>/dev/null | grep -qx 'CommLog=0'; then
+        printf '%s\n' "[PostgreSQL Unicode]" "Description=PostgreSQL ODBC driver (Unicode version)" \
+            "Driver=psqlodbcw.so" "Setup=libodbcpsqlS.so" "Debug=0" "CommLog=0" |
+            odbcinst -i -d -r >/dev/null
+    fi
+    pg_answers && return 0
+    local version hba
+    version=$(pg_lsclusters -h | awk '$3 == 5432 { print $1; exit }')
+    [[ -n $version ]] || die "no PostgreSQL cluster on port 5432"
+    hba="/etc/postgresql/$version/main/pg_hba.conf"
+    grep -qE '^host[[:space:]]+all[[:space:]]+postgres[[:space:]]+127\.0\.0\.1/32[[:space:]]+trust' "$hba" ||
+        sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main restart
+    for _ in $(seq 1 30); do
+        pg_answers && return 0
+        sleep 1
+    done
+    die "PostgreSQL does not answer on 127.0.0.1:5432"
+}
+
+if [[ -f scripts/setup.sh ]]; then
+    # shellcheck source=setup.sh
+    source scripts/setup.sh
+    setup_host --postgres
+else
+    fallback_setup
+fi
+command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
+
+bench_apt_install time
+if wants odbcsv && ! command -v odbcsv >/dev/null; then
+    log "installing odbcsv from crates.io (cargo install odbcsv)"
+    cargo install --locked odbcsv
+fi
+if wants pyodbc && ! python3 -c 'import pyodbc' 2>/dev/null; then
+    command -v python3 >/dev/null || bench_apt_install python3
+    # A wheel usually exists; building one needs unixodbc-dev, which setup installs.
+    if ! python3 -m pip install pyodbc; then
+        log "pip could not install pyodbc; using Debian's python3-pyodbc"
+        bench_apt_install python3-pyodbc
+    fi
+    python3 -c 'import pyodbc' || die "pyodbc is not importable by $(command -v python3)"
+fi
+if [[ $PROFILE == 1 ]] && ! command -v perf >/dev/null; then
+    bench_apt_install linux-perf || log "perf is not available; BENCH_PROFILE skipped"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Build. The binary is copied so a rebuild by someone else mid-run cannot change what is measured.
+
+if [[ -n ${BENCH_BINARY:-} ]]; then
+    [[ -x $BENCH_BINARY ]] || die "BENCH_BINARY '$BENCH_BINARY' is not an executable"
+    SOURCE_BINARY=$BENCH_BINARY
+    log "measuring $SOURCE_BINARY (BENCH_BINARY; not rebuilt)"
+else
+    log "cargo build --release"
+    cargo build --release
+    SOURCE_BINARY=${CARGO_TARGET_DIR:-$ROOT/target}/release/ehi-sync
+fi
+rm -rf "$WORK"
+mkdir -p "$WORK/logs"
+BIN="$WORK/ehi-sync"
+cp "$SOURCE_BINARY" "$BIN"
+trap 'rm -rf "$WORK/run" "$WORK/perf.data"' EXIT
+
+# ---------------------------------------------------------------------------------------------
+# Data: generated inside PostgreSQL with generate_series, no rows cross the client connection.
+
+sql() {
+    "${PSQL[@]}" -d "$DB" "$@"
+}
+
+# The marker written last by a successful build; absent after an interrupted one.
+marker() {
+    echo "ehi-bench $DATA_VERSION rows=$1"
+}
+
+# True when table $1 exists, carries the marker for $2 rows and holds exactly $2 rows.
+table_ready() {
+    local table=$1 rows=$2 comment count
+    comment=$(sql -Atc "SELECT obj_description(to_regclass('public.$table'), 'pg_class')" 2>/dev/null) ||
+        return 1
+    [[ $comment == "$(marker "$rows")" ]] || return 1
+    count=$(sql -Atc "SELECT count(*) FROM public.$table") || return 1
+    [[ $count == "$rows" ]]
+}
+
+build_narrow() {
+    log "generating $NARROW ($NARROW_ROWS rows)"
+    sql <<SQL
+SET maintenance_work_mem = '512MB';
+DROP TABLE IF EXISTS $NARROW_1M;
+DROP TABLE IF EXISTS $NARROW;
+-- The narrow Epic flowsheet shape: one measurement per row.
+CREATE TABLE $NARROW (
+    fsv_id       bigint NOT NULL,
+    encounter_id bigint NOT NULL,
+    flo_meas_id  int NOT NULL,
+    recorded_at  timestamp(6) NOT NULL,
+    value_num    double precision,
+    value_text   varchar(100)
+);
+-- value_num: NULL on 20% of rows. value_text: NULL on 60%, '' on 10%, a blood pressure on 20%,
+-- a short nursing phrase on 10%.
+INSERT INTO $NARROW
+SELECT g,
+       40000000 + g / 25,
+       1 + (g * 7919) % 4000,
+       timestamp '2014-01-01' + g * interval '3 seconds' + (g % 1000000) * interval '1 microsecond',
+       CASE WHEN g % 5 = 0 THEN NULL ELSE ((g * 2654435761) % 2000000)::float8 / 100 END,
+       CASE g % 5
+           WHEN 0 THEN CASE WHEN g % 10 = 0 THEN ''
+                            ELSE 'Pt resting comfortably; RR ' || (12 + g % 9) || ', SpO2 ' || (90 + g % 10) || '%'
+                       END
+           WHEN 1 THEN (100 + g % 60) || '/' || (60 + g % 40)
+       END
+FROM generate_series(1, $NARROW_ROWS) AS g;
+ALTER TABLE $NARROW ADD PRIMARY KEY (fsv_id);
+SQL
+    sql -c "VACUUM ANALYZE $NARROW"
+    sql -c "COMMENT ON TABLE $NARROW IS '$(marker "$NARROW_ROWS")'"
+}
+
+build_narrow_1m() {
+    log "creating $NARROW_1M (fsv_id <= $FLAT_ROWS)"
+    sql <<SQL
+DROP TABLE IF EXISTS $NARROW_1M;
+CREATE TABLE $NARROW_1M AS SELECT * FROM $NARROW WHERE fsv_id <= $FLAT_ROWS;
+ALTER TABLE $NARROW_1M ADD PRIMARY KEY (fsv_id);
+SQL
+    sql -c "VACUUM ANALYZE $NARROW_1M"
+    sql -c "COMMENT ON TABLE $NARROW_1M IS '$(marker "$FLAT_ROWS_ACTUAL")'"
+}
+
+# Column i (1-based) cycles through eight types; about 1 value in 17 is NULL.
+WIDE_TYPES=("int" "bigint" "varchar(40)" "numeric(18,4)" "timestamp" "boolean" "double precision" "text")
+wide_expression() {
+    local i=$1 value
+    case $(((i - 1) % 8)) in
+        0) value="((g * $i) % 1000003)::int" ;;
+        1) value="g * 1000 + $i" ;;
+        2) value="'V$i-' || g % 99991" ;;
+        3) value="(((g * $i) % 100000000) / 10000.0)::numeric(18,4)" ;;
+        4) value="timestamp '2018-01-01' + (g * 60 + $i) * interval '1 second'" ;;
+        5) value="(g + $i) % 3 = 0" ;;
+        6) value="((g * $i) % 1000003)::float8 / 7" ;;
+        7) value="'Note $i for row ' || g || ': stable'" ;;
+    esac
+    echo "CASE WHEN (g + $i) % 17 = 0 THEN NULL ELSE $value END"
+}
+
+build_wide() {
+    log "generating $WIDE ($WIDE_ROWS rows, $((WIDE_COLUMNS + 1)) columns)"
+    local columns="row_id bigint NOT NULL" select="g" i name
+    for ((i = 1; i <= WIDE_COLUMNS; i++)); do
+        printf -v name 'c%03d' "$i"
+        columns+=",
+    $name ${WIDE_TYPES[$(((i - 1) % 8))]}"
+        select+=",
+       $(wide_expression "$i")"
+    done
+    sql <<SQL
+SET maintenance_work_mem = '512MB';
+DROP TABLE IF EXISTS $WIDE;
+CREATE TABLE $WIDE (
+    $columns
+);
+INSERT INTO $WIDE
+SELECT $select
+FROM generate_series(1, $WIDE_ROWS) AS g;
+ALTER TABLE $WIDE ADD PRIMARY KEY (row_id);
+SQL
+    sql -c "VACUUM ANALYZE $WIDE"
+    sql -c "COMMENT ON TABLE $WIDE IS '$(marker "$WIDE_ROWS")'"
+}
+
+FLAT_ROWS_ACTUAL=$((NARROW_ROWS < FLAT_ROWS ? NARROW_ROWS : FLAT_ROWS))
+if [[ -z $("${PSQL[@]}" -d postgres -Atc "SELECT 1 FROM pg_database WHERE datname = '$DB'") ]]; then
+    log "creating database $DB"
+    "${PSQL[@]}" -d postgres -c "CREATE DATABASE $DB"
+fi
+data_started=$(date +%s)
+if [[ $REBUILD == 1 ]] || ! table_ready "$NARROW" "$NARROW_ROWS"; then
+    build_narrow
+    build_narrow_1m
+elif ! table_ready "$NARROW_1M" "$FLAT_ROWS_ACTUAL"; then
+    build_narrow_1m
+else
+    log "reusing $NARROW ($NARROW_ROWS rows) and $NARROW_1M"
+fi
+if [[ $REBUILD == 1 ]] || ! table_ready "$WIDE" "$WIDE_ROWS"; then
+    build_wide
+else
+    log "reusing $WIDE ($WIDE_ROWS rows)"
+fi
+# Dirty pages written now rather than during a measurement; a scan of every table leaves them
+# in the page cache, so no tool pays for a cold read the others do not.
+sql -c CHECKPOINT
+for table in "$NARROW" "$NARROW_1M" "$WIDE"; do
+    sql -Atc "SELECT count(*) FROM $table" >/dev/null
+done
+DATA_SECONDS=$(($(date +%s) - data_started))
+log "data ready in ${DATA_SECONDS}s"
+
+# ---------------------------------------------------------------------------------------------
+# Measurements.
+
+# Busy CPU ticks of the whole machine (client and server together).
+machine_ticks() {
+    awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+# ehi-sync config for one table: default tiers, output into the scratch folder.
+write_config() {
+    local path=$1 table=$2 format=$3 output=$4
+    cat >"$path" <<JSON
+{
+  "connection_string": "$CONNECTION",
+  "include": ["public.$table"],
+  "output_dir": "$output",
+  "format": "$format"
+}
+JSON
+}
+
+# The tier ehi-sync plans for a table, with its settings, from `plan --json`.
+planned_tier() {
+    local table=$1 config="$WORK/plan-$1.json"
+    write_config "$config" "$table" csv "$WORK/run/plan"
+    "$BIN" plan --json --config "$config" 2>>"$WORK/logs/plan.log" | python3 -c '
+import json, sys
+plan = json.load(sys.stdin)
+for tier in plan["tiers"]:
+    for table in tier["tables"]:
+        if table["name"] == sys.argv[1]:
+            s = tier["settings"]
+            print("%s tier (%d threads, batch %d, partition %d, queue %d; %d rows planned, %d partitions)"
+                  % (tier["tier"], s["threads"], s["batch_size"], s["partition_size"],
+                     s["queue_size"], table["rows"], table["partitions"]))
+' "$table"
+}
+
+# Rows written, as the tool's output says: data lines (one line per row: the generated data
+# has no line breaks in values) and, for ehi-sync, the manifest's row_count as well.
+count_rows() {
+    local tool=$1 dir=$2
+    case $tool in
+        ehi-sync-csv | ehi-sync-ndjson)
+            local manifest parts lines
+            manifest=$(find "$dir/out" -name _manifest.json 2>/dev/null | head -1)
+            [[ -n $manifest ]] || {
+                echo "no-manifest"
+                return
+            }
+            # The part files of the table folder (not _validation.ndjson one level up).
+            local folder
+            folder=$(dirname "$manifest")
+            parts=$(find "$folder" -type f \( -name '*.csv' -o -name '*.ndjson' \) ! -name '_*' | wc -l)
+            lines=$(find "$folder" -type f \( -name '*.csv' -o -name '*.ndjson' \) ! -name '_*' -exec cat {} + | wc -l)
+            if [[ $tool == ehi-sync-csv ]]; then
+                lines=$((lines - parts)) # one header per part file
+            fi
+            echo "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["row_count"])' "$manifest") $lines"
+            ;;
+        *)
+            [[ -f $dir/out.csv ]] || {
+                echo "no-output"
+                return
+            }
+            echo $(($(wc -l <"$dir/out.csv") - 1))
+            ;;
+    esac
+}
+
+# Runs one tool on one table once. Appends a line to $RESULTS:
+# tool table expected seconds rss_kb client_cpu_s machine_cpu_s rows status
+run_once() {
+    local tool=$1 table=$2 expected=$3
+    local dir="$WORK/run" tlog="$WORK/logs/$tool-$table.log" timing="$WORK/time.txt"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    local cmd=()
+    case $tool in
+        psql)
+            cmd=("${PSQL[@]}" -d "$DB" -c "\\copy (SELECT * FROM $table) TO '$dir/out.csv' (FORMAT csv, HEADER)")
+            ;;
+        ehi-sync-csv | ehi-sync-ndjson)
+            write_config "$dir/config.json" "$table" "${tool#ehi-sync-}" "$dir/out"
+            cmd=("$BIN" sync --config "$dir/config.json")
+            ;;
+        odbcsv)
+            cmd=(odbcsv fetch --connection-string "$CONNECTION" --query "SELECT * FROM $table" --output "$dir/out.csv")
+            ;;
+        pyodbc)
+            cmd=(python3 "$ROOT/scripts/bench/pyodbc_export.py" "$CONNECTION" "SELECT * FROM $table" "$dir/out.csv" 5000)
+            ;;
+    esac
+    log "$tool on $table ..."
+    sync # earlier outputs' dirty pages are not this run's cost
+    local before after status=ok rc=0
+    before=$(machine_ticks)
+    {
+        echo "== $(date -Is) $tool $table"
+    } >>"$tlog"
+    /usr/bin/time -f '%e %M %U %S' -o "$timing" \
+        timeout --kill-after=30 "$TIMEOUT" "${cmd[@]}" >>"$tlog" 2>&1 || rc=$?
+    after=$(machine_ticks)
+    local seconds=0 rss=0 user=0 sys=0
+    read -r seconds rss user sys < <(grep -E '^[0-9.]+ [0-9]+ ' "$timing" | tail -1) || true
+    local rows check
+    rows=$(count_rows "$tool" "$dir")
+    if ((rc != 0)); then
+        status="exit-$rc"
+        ((rc == 124 || rc == 137)) && status=timeout
+    fi
+    # The row check: every number reported must equal the table's count.
+    check=ok
+    for n in $rows; do
+        [[ $n == "$expected" ]] || check=WRONG
+    done
+    [[ $status == ok ]] || check=FAILED
+    local client_cpu machine_cpu
+    client_cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.1f", u + s }')
+    machine_cpu=$(awk -v a="$after" -v b="$before" -v t="$CLK_TCK" 'BEGIN { printf "%.1f", (a - b) / t }')
+    log "  ${seconds}s, $((rss / 1024)) MiB, rows ${rows// //}, $check"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$table" "$expected" "$seconds" "$rss" \
+        "$client_cpu" "$machine_cpu" "${rows// //}" "$check" >>"$RUNS"
+    rm -rf "$dir"
+}
+
+RUNS="$WORK/runs.tsv"
+: >"$RUNS"
+measure_started=$(date +%s)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${LOAD_BEFORE%% *}" 'BEGIN { exit !(l > 0.5) }'; then
+    log "warning: load average $LOAD_BEFORE before measuring; something else is using the CPUs"
+fi
+NARROW_TIER=$(planned_tier "$NARROW")
+NARROW_1M_TIER=$(planned_tier "$NARROW_1M")
+WIDE_TIER=$(planned_tier "$WIDE")
+for pair in "$NARROW:$NARROW_ROWS" "$WIDE:$WIDE_ROWS"; do
+    table=${pair%%:*}
+    for tool in psql ehi-sync-csv ehi-sync-ndjson odbcsv pyodbc; do
+        wants "$tool" || continue
+        for ((r = 1; r <= REPEAT; r++)); do
+            run_once "$tool" "$table" "${pair#*:}"
+        done
+    done
+done
+# Memory flatness: the same table shape at 1M rows against the full narrow table.
+if wants ehi-sync-csv; then
+    for ((r = 1; r <= REPEAT; r++)); do
+        run_once ehi-sync-csv "$NARROW_1M" "$FLAT_ROWS_ACTUAL"
+    done
+fi
+MEASURE_SECONDS=$(($(date +%s) - measure_started))
+
+# ---------------------------------------------------------------------------------------------
+# Report.
+
+# Best run per (tool, table): the shortest time among successful runs; peak RSS is the largest
+# seen in any run.
+best() {
+    awk -F'\t' '
+        { key = $1 "\t" $2; n[key]++
+          if ($5 + 0 > rss[key] + 0) rss[key] = $5
+          good = ($9 == "ok")
+          if (!(key in line) || (good && (!bestgood[key] || $4 + 0 < secs[key] + 0))) {
+              line[key] = $0; secs[key] = $4; bestgood[key] = good; order[++count] = key
+          } }
+        END { for (i = 1; i <= count; i++) { k = order[i]; if (seen[k]++) continue
+                split(line[k], f, "\t"); f[5] = rss[k]
+                printf "%s", f[1]; for (j = 2; j <= 9; j++) printf "\t%s", f[j]; printf "\t%d\n", n[k] } }
+    ' "$RUNS"
+}
+BEST="$WORK/best.tsv"
+best >"$BEST"
+
+render_table() {
+    awk -F'\t' '
+        BEGIN { printf "%-16s %-19s %11s %9s %11s %9s %8s %9s %10s  %s\n",
+                "tool", "table", "rows", "seconds", "rows/s", "RSS MiB", "x psql", "cli CPU s", "all CPU s", "row check" }
+        { rows[NR] = $0; if ($1 == "psql" && $9 == "ok") psql[$2] = $4 }
+        END {
+            for (i = 1; i <= NR; i++) {
+                split(rows[i], f, "\t")
+                rate = (f[4] + 0 > 0 && f[9] == "ok") ? sprintf("%.0f", f[3] / f[4]) : "-"
+                ratio = (f[2] in psql && f[9] == "ok" && psql[f[2]] + 0 > 0) ? sprintf("%.2f", f[4] / psql[f[2]]) : "-"
+                check = f[9] == "ok" ? "ok (" f[8] ")" : f[9] " (" f[8] ")"
+                printf "%-16s %-19s %11s %9.2f %11s %9.1f %8s %9s %10s  %s\n",
+                    f[1], f[2], f[3], f[4], rate, f[5] / 1024, ratio, f[6], f[7], check
+            }
+        }' "$BEST"
+}
+
+flatness() {
+    awk -F'\t' -v small="$NARROW_1M" -v full="$NARROW" '
+        $1 == "ehi-sync-csv" && $2 == small { s = $5; sr = $3 }
+        $1 == "ehi-sync-csv" && $2 == full { f = $5; fr = $3 }
+        END {
+            if (s && f) printf "ehi-sync CSV peak RSS: %.1f MiB at %d rows (%s), %.1f MiB at %d rows (%s): ratio %.2f\n",
+                s / 1024, sr, small, f / 1024, fr, full, f / s
+            else print "ehi-sync CSV memory flatness: not measured"
+        }' "$BEST"
+}
+
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p bench-results
+grep -qxF '/bench-results' .gitignore 2>/dev/null || echo '/bench-results' >>.gitignore
+report="bench-results/results-$stamp.txt"
+commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+dirty=$(git status --porcelain --untracked-files=no 2>/dev/null | wc -l)
+narrow_size=$(sql -Atc "SELECT pg_size_pretty(pg_total_relation_size('$NARROW'))")
+wide_size=$(sql -Atc "SELECT pg_size_pretty(pg_total_relation_size('$WIDE'))")
+{
+    echo "ehi-sync benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo
+    echo "machine      $(nproc) CPUs ($(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)), $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM, $(uname -sr)"
+    if [[ -n ${BENCH_BINARY:-} ]]; then
+        echo "binary       $BENCH_BINARY (BENCH_BINARY, modified $(date -u -r "$BENCH_BINARY" '+%Y-%m-%d %H:%M UTC')); tree at $commit"
+    else
+        echo "git commit   $commit$( ((dirty > 0)) && echo " + $dirty modified tracked files (working tree measured)")"
+    fi
+    echo "ehi-sync     $("$BIN" --version 2>/dev/null) sha256 $(sha256sum "$BIN" | cut -c1-16)"
+    echo "PostgreSQL   $(sql -Atc 'SHOW server_version') (same host)"
+    echo "psqlODBC     $(dpkg -s odbc-postgresql 2>/dev/null | sed -n 's/^Version: //p') (odbc-postgresql)"
+    echo "odbcsv       $(command -v odbcsv >/dev/null && odbcsv --version 2>/dev/null || echo -)"
+    echo "pyodbc       $(python3 -c 'import pyodbc, sys; print(pyodbc.version, "on Python", sys.version.split()[0])' 2>/dev/null || echo -)"
+    echo "connection   $CONNECTION"
+    echo "tables       $NARROW $NARROW_ROWS rows ($narrow_size), $NARROW_1M $FLAT_ROWS_ACTUAL rows, $WIDE $WIDE_ROWS rows x $((WIDE_COLUMNS + 1)) columns ($wide_size)"
+    echo "ehi-sync     $NARROW: $NARROW_TIER"
+    echo "plans        $NARROW_1M: $NARROW_1M_TIER"
+    echo "             $WIDE: $WIDE_TIER"
+    echo "load         $LOAD_BEFORE before measuring (1, 5, 15 min), $(cut -d' ' -f1-3 /proc/loadavg) after"
+    echo "runs         $REPEAT per measurement (best time kept); data ready in ${DATA_SECONDS}s, measurements took ${MEASURE_SECONDS}s"
+    echo
+    render_table
+    echo
+    flatness
+    echo
+    echo "seconds: wall time; RSS: peak resident memory of the client process (psql: psql itself, the"
+    echo "server does the work); x psql: time relative to psql \\copy on the same table; cli CPU s:"
+    echo "user+system CPU of the client; all CPU s: busy CPU of the whole machine (client + PostgreSQL)."
+    echo "row check: rows in the output (ehi-sync: manifest row_count/data lines) against count(*)."
+} >"$report"
+cp "$report" bench-results/latest.txt
+echo
+cat "$report"
+echo
+echo "written: $report and bench-results/latest.txt (logs of every run in $WORK/logs)"
+
+# ---------------------------------------------------------------------------------------------
+# Optional profile of one ehi-sync run: where the machine's CPU goes, by thread name and library.
+
+if [[ $PROFILE == 1 ]] && command -v perf >/dev/null; then
+    profile="bench-results/profile-$stamp.txt"
+    dir="$WORK/run"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    write_config "$dir/config.json" "$NARROW" csv "$dir/out"
+    log "profiling ehi-sync CSV on $NARROW with perf record -a"
+    perf record -a -F 499 -o "$WORK/perf.data" -- "$BIN" sync --config "$dir/config.json" \
+        >"$WORK/logs/profile.log" 2>&1
+    rm -rf "$dir"
+    report_perf() {
+        perf report -i "$WORK/perf.data" --no-children --stdio "$@" 2>/dev/null | grep -v '^#' | sed '/^$/d'
+    }
+    # The ehi-sync threads: main (ehi-sync), writer, <tier>-worker-<n>; the odbc-api fetch
+    # threads are unnamed and carry the name of the worker that started them.
+    comms=$(report_perf --sort comm -F comm | awk '{ print $1 }' | grep -E '^(ehi-sync|writer|.*-worker-[0-9]+)$' | paste -sd, -)
+    {
+        echo "perf profile of ehi-sync sync (CSV) on $NARROW ($NARROW_ROWS rows), whole machine, $(date -u)"
+        echo "Fetch threads (odbc-api ConcurrentBlockCursor) are unnamed and show their worker's name."
+        echo
+        echo "== CPU samples by process name (postgres = the server backends)"
+        report_perf --sort comm | sed -n '1,15p'
+        echo
+        echo "== by thread name and library"
+        report_perf --sort comm,dso | sed -n '1,40p'
+        echo
+        echo "== top symbols in ehi-sync's threads"
+        report_perf --comms "$comms" --sort dso,symbol | sed -n '1,50p'
+        echo
+        echo "== top symbols in postgres"
+        report_perf --comms postgres --sort dso,symbol | sed -n '1,20p'
+    } >"$profile"
+    rm -f "$WORK/perf.data"
+    cat "$profile"
+    echo "written: $profile"
+fi

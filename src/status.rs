@@ -1,0 +1,165 @@
+//! `ehi-sync status`: a run's progress from its state file, for an operator checking on a
+//! scheduled run nobody watches.
+
+use serde::Serialize;
+
+use crate::config::Tier;
+use crate::lock::Holder;
+use crate::plan::group_digits;
+use crate::state::{PartitionStatus, RunState, TableStatus};
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub run_id: String,
+    /// `running`, `finished` or stopped before the end.
+    pub run: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder: Option<Holder>,
+    pub started_at: String,
+    pub last_checkpoint_at: Option<String>,
+    pub tiers: Vec<TierReport>,
+    pub tables: Vec<TableReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TierReport {
+    pub tier: Tier,
+    pub done: usize,
+    pub in_progress: usize,
+    pub failed: usize,
+    pub pending: usize,
+    pub rows_done: u64,
+    /// Sum of the exact counts of the tables that have started; pending tables are not
+    /// counted yet.
+    pub rows_expected: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TableReport {
+    pub table: String,
+    pub tier: Tier,
+    pub status: TableStatus,
+    pub rows: u64,
+    pub expected_rows: Option<u64>,
+    pub partitions_done: usize,
+    pub partitions: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Report {
+    pub fn new(state: &RunState, run: &str, holder: Option<Holder>) -> Report {
+        let tables: Vec<TableReport> = state
+            .tables
+            .iter()
+            .map(|t| TableReport {
+                table: t.table.clone(),
+                tier: t.tier,
+                status: t.status,
+                rows: t.rows,
+                expected_rows: t.expected_rows,
+                partitions_done: t
+                    .partitions
+                    .iter()
+                    .filter(|p| p.status == PartitionStatus::Done)
+                    .count(),
+                partitions: t.partitions.len(),
+                error: t.error.clone(),
+            })
+            .collect();
+        let tiers = Tier::ALL
+            .into_iter()
+            .map(|tier| {
+                let of_tier = || tables.iter().filter(move |t| t.tier == tier);
+                let count = |status| of_tier().filter(|t| t.status == status).count();
+                TierReport {
+                    tier,
+                    done: count(TableStatus::Done),
+                    in_progress: count(TableStatus::InProgress),
+                    failed: count(TableStatus::Failed),
+                    pending: count(TableStatus::Pending),
+                    rows_done: of_tier().map(|t| t.rows).sum(),
+                    rows_expected: of_tier().filter_map(|t| t.expected_rows).sum(),
+                }
+            })
+            .collect();
+        Report {
+            run_id: state.run_id.clone(),
+            run: run.to_owned(),
+            holder,
+            started_at: state.started_at.clone(),
+            last_checkpoint_at: state.last_checkpoint_at.clone(),
+            tiers,
+            tables,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut text = format!("Run {}: {}\n", self.run_id, self.run);
+        if let Some(holder) = &self.holder {
+            text.push_str(&format!(
+                "  process:         pid {} on {}\n",
+                holder.pid, holder.host
+            ));
+        }
+        text.push_str(&format!("  started:         {}\n", self.started_at));
+        text.push_str(&format!(
+            "  last checkpoint: {}\n",
+            self.last_checkpoint_at.as_deref().unwrap_or("none yet")
+        ));
+        text.push_str(&format!(
+            "  {:<7} {:>6} {:>12} {:>7} {:>8} {:>16} {:>16}\n",
+            "tier", "done", "in progress", "failed", "pending", "rows done", "of expected"
+        ));
+        for tier in &self.tiers {
+            text.push_str(&format!(
+                "  {:<7} {:>6} {:>12} {:>7} {:>8} {:>16} {:>16}\n",
+                tier.tier.name(),
+                tier.done,
+                tier.in_progress,
+                tier.failed,
+                tier.pending,
+                group_digits(tier.rows_done),
+                group_digits(tier.rows_expected)
+            ));
+        }
+        let active: Vec<&TableReport> = self
+            .tables
+            .iter()
+            .filter(|t| t.status == TableStatus::InProgress)
+            .collect();
+        if !active.is_empty() {
+            text.push_str("In progress:\n");
+            for t in active {
+                let expected = t.expected_rows.unwrap_or(0);
+                let percent = if expected > 0 {
+                    format!(" ({:.1}%)", 100.0 * t.rows as f64 / expected as f64)
+                } else {
+                    String::new()
+                };
+                text.push_str(&format!(
+                    "  {} ({}): {} of {} rows{percent}, {} of {} partitions done\n",
+                    t.table,
+                    t.tier,
+                    group_digits(t.rows),
+                    group_digits(expected),
+                    t.partitions_done,
+                    t.partitions
+                ));
+            }
+        }
+        for t in self
+            .tables
+            .iter()
+            .filter(|t| t.status == TableStatus::Failed)
+        {
+            text.push_str(&format!(
+                "Failed: {} ({}): {}\n",
+                t.table,
+                t.tier,
+                t.error.as_deref().unwrap_or("unknown error")
+            ));
+        }
+        text
+    }
+}

@@ -1,0 +1,321 @@
+//! Crash safety: runs killed with SIGKILL at random moments, stopped with SIGTERM, a damaged
+//! state file, and two runs on one output folder. After every resume the output must equal an
+//! uninterrupted run's: each source row exactly once, manifests describing the files on disk.
+
+#![cfg(unix)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::output::{assert_same_rows, read_table, source_rows};
+use serde_json::{Value, json};
+
+/// Large enough that a run takes a few seconds in a debug build, so kills land mid-run.
+const SCALE: u64 = 4000;
+
+fn config_json(connection_string: &str, output: &Path, format: &str) -> Value {
+    json!({
+        "connection_string": connection_string,
+        "output_dir": output,
+        "format": format,
+        "small_table_threshold": 1000,
+        "large_table_threshold": 40000,
+        "part_file_max_bytes": 200000,
+        "fetch_buffer_bytes": 65536,
+        "tiers": {
+            "small": {"batch_size": 25, "partition_size": 100, "checkpoint_interval": 50},
+            "medium": {"batch_size": 50, "partition_size": 1000, "checkpoint_interval": 200},
+            "large": {"batch_size": 100, "partition_size": 4000, "checkpoint_interval": 300}
+        }
+    })
+}
+
+fn spawn_sync(config: &Path, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ehi-sync"))
+        .arg("sync")
+        .arg("--config")
+        .arg(config)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ehi-sync")
+}
+
+fn finish(child: Child) -> (i32, String, String) {
+    let output = child.wait_with_output().expect("wait for ehi-sync");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name}");
+}
+
+/// A small deterministic pseudo-random sequence (no extra crate for a test).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Every table of the output equals the source, row for row.
+fn assert_output_equals_source(db: &common::PgDatabase, out: &Path) {
+    for (name, rows) in ehi_sync::demo::expected_row_counts(SCALE) {
+        let table = format!("public.{name}");
+        let files = read_table(&out.join(&table));
+        assert_eq!(files.rows.len() as u64, rows, "{table}: rows");
+        let source = source_rows(
+            &|sql| db.query(sql),
+            &format!("public.\"{name}\""),
+            &files,
+            &|c| format!("\"{}\"", c.replace('"', "\"\"")),
+            &|c| format!("encode({c}, 'hex')"),
+        );
+        assert_same_rows(&table, files.rows, source);
+    }
+}
+
+struct Setup {
+    db: common::PgDatabase,
+    _dir: tempfile::TempDir,
+    out: PathBuf,
+    config: PathBuf,
+}
+
+fn setup(prefix: &str, format: &str) -> Setup {
+    let db = common::pg_database(prefix);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let config = common::write_config(
+        dir.path(),
+        config_json(&db.connection_string(), &out, format),
+    );
+    common::generate(&config, SCALE);
+    Setup {
+        db,
+        _dir: dir,
+        out,
+        config,
+    }
+}
+
+/// SIGKILL at random moments, at least 20 times within one run (kills that land after the
+/// process ended do not count), resuming each time; then the output equals the source.
+fn kill_and_resume(format: &str, seed: u64) {
+    let s = setup(&format!("kill_{format}"), format);
+    let mut random = Lcg(seed);
+    let mut kills = 0;
+    let mut kills_during_checkpoint = 0;
+    let mut resumed_runs = 0;
+    let started = Instant::now();
+    while kills < 20 {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "kill loop took too long"
+        );
+        let mut child = spawn_sync(&s.config, &[]);
+        std::thread::sleep(Duration::from_millis(150 + random.below(250)));
+        if child.try_wait().expect("poll").is_some() {
+            let (code, stdout, stderr) = finish(child);
+            assert_eq!(
+                code, 0,
+                "a run that ended by itself must succeed:\n{stdout}\n{stderr}"
+            );
+            break;
+        }
+        signal(&child, "KILL");
+        let (_, stdout, _) = finish(child);
+        if stdout.contains("Resuming run") {
+            resumed_runs += 1;
+        }
+        if s.out.join("._state.json.tmp").exists() {
+            kills_during_checkpoint += 1;
+        }
+        kills += 1;
+    }
+    let (code, stdout, stderr) = finish(spawn_sync(&s.config, &[]));
+    assert_eq!(code, 0, "final run:\n{stdout}\n{stderr}");
+    eprintln!(
+        "{format}: {kills} kills, {kills_during_checkpoint} while a state file was being \
+         written, {resumed_runs} resumed runs killed"
+    );
+    assert!(
+        kills >= 20,
+        "only {kills} kills landed before the run finished"
+    );
+    assert!(
+        resumed_runs >= 10,
+        "kills must land in resumed runs too ({resumed_runs})"
+    );
+    assert_output_equals_source(&s.db, &s.out);
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(s.out.join("_state.json")).expect("state file"))
+            .expect("state JSON");
+    assert_eq!(state["finished"], true);
+}
+
+#[test]
+fn sigkill_at_random_moments_then_resume_gives_exactly_the_source_rows_csv() {
+    kill_and_resume("csv", 7);
+}
+
+#[test]
+fn sigkill_at_random_moments_then_resume_gives_exactly_the_source_rows_ndjson() {
+    kill_and_resume("ndjson", 11);
+}
+
+/// SIGTERM stops gracefully: exit code 7, a final checkpoint, the lock released; the next run
+/// resumes and the output equals the source.
+#[test]
+fn sigterm_stops_gracefully_and_the_next_run_resumes() {
+    let s = setup("sigterm", "csv");
+    let mut graceful = 0;
+    for delay in [250, 400, 550] {
+        let child = spawn_sync(&s.config, &[]);
+        std::thread::sleep(Duration::from_millis(delay));
+        signal(&child, "TERM");
+        let (code, stdout, stderr) = finish(child);
+        if code == 0 {
+            continue; // it finished before the signal
+        }
+        assert_eq!(code, 7, "graceful stop exit code:\n{stdout}\n{stderr}");
+        assert!(
+            stderr.contains("stopping after the batches in hand"),
+            "{stderr}"
+        );
+        let state: Value =
+            serde_json::from_slice(&std::fs::read(s.out.join("_state.json")).expect("state file"))
+                .expect("state JSON");
+        assert_eq!(state["finished"], false);
+        let status = common::ehi_sync(&["status", "--config", s.config.to_str().expect("path")]);
+        let status = String::from_utf8_lossy(&status.stdout).into_owned();
+        assert!(status.contains("stopped before the end"), "{status}");
+        graceful += 1;
+    }
+    assert!(graceful >= 1, "no SIGTERM landed during a run");
+    let (code, stdout, stderr) = finish(spawn_sync(&s.config, &[]));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("Resuming run"), "{stdout}");
+    assert_output_equals_source(&s.db, &s.out);
+}
+
+/// Every output file under `dir` with a digest of its content. The lock file is not output:
+/// a refused run takes and releases it.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, String)> {
+    use sha2::Digest;
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("readable") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            files.extend(snapshot(&path));
+        } else if !path.ends_with("_ehi-sync.lock") {
+            let digest = sha2::Sha256::digest(std::fs::read(&path).expect("file"));
+            files.push((path.clone(), hex::encode(digest)));
+        }
+    }
+    files.sort();
+    files
+}
+
+/// A damaged or foreign state file stops the run with a clear message and changes nothing;
+/// `--restart` says what it discards and starts over.
+#[test]
+fn damaged_state_file_is_refused_without_touching_output() {
+    let s = setup("corrupt_state", "ndjson");
+    let child = spawn_sync(&s.config, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, "KILL");
+    finish(child);
+    let state_path = s.out.join("_state.json");
+    let state = std::fs::read(&state_path).expect("a checkpoint was written");
+    let config = s.config.to_str().expect("path");
+
+    std::fs::write(&state_path, &state[..state.len() / 2]).expect("truncate state");
+    let before = snapshot(&s.out);
+    let run = common::ehi_sync(&["sync", "--config", config]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(8), "{stderr}");
+    assert!(stderr.contains("is damaged"), "{stderr}");
+    assert!(stderr.contains("no output was changed"), "{stderr}");
+    assert!(stderr.contains("--restart"), "{stderr}");
+    assert_eq!(snapshot(&s.out), before, "output changed");
+
+    let mut foreign: Value = serde_json::from_slice(&state).expect("state JSON");
+    foreign["version"] = json!(99);
+    std::fs::write(&state_path, serde_json::to_vec(&foreign).expect("json")).expect("write");
+    let before = snapshot(&s.out);
+    let run = common::ehi_sync(&["sync", "--config", config]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(8), "{stderr}");
+    assert!(stderr.contains("incompatible version"), "{stderr}");
+    assert_eq!(snapshot(&s.out), before, "output changed");
+
+    foreign["version"] = json!(1);
+    foreign["source"]["database"] = json!("another_db");
+    std::fs::write(&state_path, serde_json::to_vec(&foreign).expect("json")).expect("write");
+    let run = common::ehi_sync(&["sync", "--config", config]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(8), "{stderr}");
+    assert!(stderr.contains("belongs to another source"), "{stderr}");
+
+    let (code, stdout, stderr) = finish(spawn_sync(&s.config, &["--restart"]));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("Discarding unfinished run"), "{stdout}");
+    assert!(!stdout.contains("Resuming run"), "{stdout}");
+    assert_output_equals_source(&s.db, &s.out);
+}
+
+/// A second sync on the same output folder is refused while the first runs; `status` shows
+/// the running one. The first is held on a table lock so it is certainly still running.
+#[test]
+fn second_sync_on_the_same_output_is_refused() {
+    let s = setup("two_runs", "csv");
+    let holder = std::thread::spawn({
+        let connection_string = s.db.connection_string();
+        move || {
+            // One transaction that holds the lock for two seconds.
+            common::execute_on(
+                &connection_string,
+                "DO $$ BEGIN LOCK TABLE public.patient IN ACCESS EXCLUSIVE MODE; \
+                 PERFORM pg_sleep(2); END $$",
+            );
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let first = spawn_sync(&s.config, &[]);
+    std::thread::sleep(Duration::from_millis(700));
+    let config = s.config.to_str().expect("path");
+    let second = common::ehi_sync(&["sync", "--config", config]);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(6), "{stderr}");
+    assert!(
+        stderr.contains(&format!("another ehi-sync run (pid {}", first.id())),
+        "{stderr}"
+    );
+    let status = common::ehi_sync(&["status", "--config", config]);
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(status.contains(": running"), "{status}");
+    assert!(status.contains(&format!("pid {}", first.id())), "{status}");
+    holder.join().expect("lock holder");
+    let (code, stdout, stderr) = finish(first);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_output_equals_source(&s.db, &s.out);
+}
