@@ -192,6 +192,6 @@ mod tests {
         )
         .unwrap();
         let lock = RunLock::acquire(dir.path(), "now").unwrap();
-        assert_eq!(lock.taken_over_from.map(|h| h.pid), Some(999_999));
+        assert_eq!(lock.taken_over_from.as_ref().map(|h| h.pid), Some(999_999));
     }
 }
