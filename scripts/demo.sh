@@ -2,7 +2,7 @@
 # The demo: builds ehi-sync, fills a synthetic EHR database in SQLite (no server needed) and
 # runs ehi-sync on it. Idempotent: every run regenerates the same database.
 #
-#   scripts/demo.sh                       generate, then the main job (plan)
+#   scripts/demo.sh                       generate, then the main job (sync)
 #   MAIN_JOB=check scripts/demo.sh        run another subcommand last
 #   SCALE=20000 scripts/demo.sh           more patients (flowsheet_value = 20 x SCALE rows)
 #
@@ -14,7 +14,7 @@ source scripts/setup.sh
 setup_host
 
 # The subcommand the demo ends with.
-MAIN_JOB=${MAIN_JOB:-plan}
+MAIN_JOB=${MAIN_JOB:-sync}
 # 5,000 patients: flowsheet_value (100,000 rows) is large, lab_result and encounter are
 # medium, note_text and wide_table are small, with the thresholds below.
 SCALE=${SCALE:-5000}

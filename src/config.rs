@@ -356,7 +356,8 @@ impl Config {
         let unknown: BTreeSet<&str> = map
             .keys()
             .map(String::as_str)
-            .filter(|k| !KNOWN_KEYS.contains(k))
+            // Keys starting with `_` are comments (config.example.json documents itself so).
+            .filter(|k| !k.starts_with('_') && !KNOWN_KEYS.contains(k))
             .collect();
         if !unknown.is_empty() {
             warnings.push(format!(
@@ -668,7 +669,7 @@ fn read_tiers(map: &Map<String, Value>, warnings: &mut Vec<String>) -> Result<Ti
             "{\"small\": {\"threads\": 4, \"batch_size\": 5000, ...}, \"medium\": {...}, \"large\": {...}}",
         ));
     };
-    for (name, overrides) in by_tier {
+    for (name, overrides) in by_tier.iter().filter(|(name, _)| !name.starts_with('_')) {
         let Some(tier) = Tier::ALL.into_iter().find(|t| t.name() == name) else {
             return Err(ConfigError::invalid(
                 format!("tiers.{name}"),
@@ -686,7 +687,7 @@ fn read_tiers(map: &Map<String, Value>, warnings: &mut Vec<String>) -> Result<Ti
         let unknown: Vec<&str> = overrides
             .keys()
             .map(String::as_str)
-            .filter(|k| !TIER_KEYS.contains(k))
+            .filter(|k| !k.starts_with('_') && !TIER_KEYS.contains(k))
             .collect();
         if !unknown.is_empty() {
             warnings.push(format!(
@@ -1018,6 +1019,28 @@ mod tests {
         assert_eq!(sql.port, Some(1433));
         assert_eq!(config.warnings.len(), 1);
         assert!(config.warnings[0].contains("mssql_post"));
+    }
+
+    #[test]
+    fn example_config_documents_every_key_and_parses_cleanly() {
+        let text = include_str!("../config.example.json");
+        let config = parse_with_env(text, &[("EHI_SYNC_PASSWORD", "pw")]).unwrap();
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        assert_eq!(config.tiers, Tiers::default());
+        let json: serde_json::Value = serde_json::from_str(text).unwrap();
+        for key in KNOWN_KEYS.iter().filter(|k| **k != "mssql_post") {
+            assert!(
+                json.get(format!("_{key}")).is_some(),
+                "config.example.json does not document '{key}'"
+            );
+        }
+    }
+
+    #[test]
+    fn underscore_keys_are_comments() {
+        let config =
+            parse(r#"{"connection_string": "DSN=x", "_threads": "explained here"}"#).unwrap();
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     }
 
     #[test]

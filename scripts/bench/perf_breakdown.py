@@ -52,37 +52,56 @@ def thread_kind(comm, frames):
     return "main thread and other"
 
 
+def leaf_place(frames):
+    """Which library the sampled instruction was in."""
+    dso = frames[0][1] if frames else ""
+    if "kallsyms" in dso:
+        return "kernel (socket I/O, page faults)"
+    if "libpq" in dso:
+        return "libpq"
+    if "psqlodbc" in dso:
+        return "psqlODBC code"
+    if "libodbc" in dso:
+        return "unixODBC driver manager"
+    if "libc" in dso:
+        return "libc (sscanf/snprintf/strtoll/malloc/memcpy ...)"
+    return dso.rsplit("/", 1)[-1] or "unknown"
+
+
+def odbc_call(frames):
+    """The ODBC function the sample is inside, if any (the frame nearest the root)."""
+    call = None
+    for sym, dso in frames:
+        if "libodbc" in dso and sym.startswith("SQL"):
+            call = sym
+    return call
+
+
 def activity(comm, frames):
     syms = [sym for sym, _ in frames]
-    dsos = [dso for _, dso in frames]
-    if any(s in FETCH_CALLS for s in syms):
-        leaf_dso = dsos[0] if dsos else ""
-        if "kallsyms" in leaf_dso:
-            where = "kernel (socket reads, page faults)"
-        elif "libpq" in leaf_dso:
-            where = "libpq"
-        elif "psqlodbc" in leaf_dso:
-            where = "psqlODBC code"
-        elif "libc" in leaf_dso:
-            where = "libc called by the driver (sscanf/snprintf/strtoll/malloc ...)"
-        else:
-            where = leaf_dso.rsplit("/", 1)[-1]
-        return "SQLFetch: " + where
-    if any(s.startswith("SQL") for s in syms):
-        return "other ODBC calls (connect, execute, close cursor, catalog)"
+    call = odbc_call(frames)
+    if call in ("SQLFetch", "SQLFetchScroll", "SQLExtendedFetch"):
+        return "ODBC SQLFetch (driver fetching and converting a block)"
+    if call in ("SQLExecDirect", "SQLExecDirectW", "SQLExecute"):
+        return "ODBC SQLExecDirect (psqlODBC: DECLARE CURSOR + first FETCH block)"
+    if call:
+        return "ODBC other calls (connect, close cursor, catalog, free)"
     if any("encode_batch" in s or "RowEncoder" in s for s in syms):
         return "encoding rows to CSV/NDJSON (ehi-sync)"
     if any("sha2" in s for s in syms):
-        return "sha256 of part files (writer)"
-    if any(s in ("fsync", "fdatasync", "__fsync", "__fdatasync") or "sync_data" in s or "sync_all" in s
-           or "do_fsync" in s for s in syms):
-        return "fsync (writer checkpoints)"
-    if any("write_chunk" in s or "write_all" in s or s in ("ksys_write", "vfs_write") for s in syms):
-        return "writing part files (writer)"
+        return "writer: sha256 of part files"
+    if any("fsync" in s or "fdatasync" in s or "sync_data" in s or "sync_all" in s for s in syms):
+        return "writer: fsync (checkpoints)"
+    if any("write_chunk" in s or s in ("ksys_write", "vfs_write") for s in syms):
+        return "writer: writing part files"
     if any("crossbeam" in s for s in syms):
         return "channel send/receive"
-    if any(s in ("free", "malloc", "_int_free", "_int_malloc", "cfree") or "drop_in_place" in s for s in syms[:3]):
-        return "allocation / freeing"
+    if "asm_exc_page_fault" in syms:
+        return "page faults outside the driver (fresh buffer memory)"
+    if any(s in ("malloc", "free", "calloc", "realloc", "_int_free", "_int_malloc", "cfree",
+                 "malloc_consolidate", "unlink_chunk.constprop.0") or "memset" in s
+           for s in syms[:4]):
+        return "malloc/free/memset outside the driver (stack not unwound further)"
     return "other"
 
 
@@ -90,6 +109,7 @@ def main():
     by_process = Counter()
     by_thread = Counter()
     by_activity = Counter()
+    in_driver = Counter()
     total = 0
     for comm, period, frames in samples(sys.stdin):
         total += period
@@ -101,6 +121,9 @@ def main():
             by_process["ehi-sync (all threads)"] += period
             by_thread[thread_kind(comm, frames)] += period
             by_activity[activity(comm, frames)] += period
+            call = odbc_call(frames)
+            if call:
+                in_driver[call + ": " + leaf_place(frames)] += period
         else:
             by_process["other processes (" + comm + ")"] += period
     if total == 0:
@@ -117,6 +140,7 @@ def main():
     table("machine CPU time", by_process, total, "share of all samples on all CPUs, idle included")
     table("ehi-sync by thread kind", by_thread, client, "share of ehi-sync's CPU time")
     table("ehi-sync by activity", by_activity, client, "share of ehi-sync's CPU time")
+    table("inside ODBC calls, by library", in_driver, client, "share of ehi-sync's CPU time")
     return 0
 
 
