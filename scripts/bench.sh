@@ -11,9 +11,13 @@
 #   BENCH_REPEAT       runs per measurement; the best time is kept (default 1)
 #   BENCH_REBUILD=1    drop and regenerate the tables even when they look right
 #   BENCH_TOOLS        subset of: psql ehi-sync-csv ehi-sync-ndjson odbcsv pyodbc
-#   BENCH_PROFILE=1    afterwards, profile one ehi-sync CSV run on flowsheet_value with
-#                      `perf record -a` (CPU by thread and library; not part of the timings)
+#   BENCH_PROFILE=1    afterwards, profile one ehi-sync CSV run per table with `perf record -a`
+#                      (CPU by process, thread kind and library; not part of the timings);
+#                      BENCH_PROFILE=only skips the measurements and only profiles
 #   BENCH_TIMEOUT      seconds before one measurement is killed (default 1800)
+#   BENCH_QUIET_WAIT   before each measurement, wait up to this many seconds for the machine to
+#                      be quiet (under 25% CPU busy over one second; default 300, 0 = no wait);
+#                      the busy share seen at the start is reported with each row
 #   BENCH_BINARY       measure this ehi-sync binary instead of building the working tree
 #   BENCH_WORK_DIR     scratch folder (default /var/tmp/ehi-bench); outputs are deleted after
 #                      every measurement
@@ -35,6 +39,7 @@ REBUILD=${BENCH_REBUILD:-0}
 TOOLS=${BENCH_TOOLS:-psql ehi-sync-csv ehi-sync-ndjson odbcsv pyodbc}
 PROFILE=${BENCH_PROFILE:-0}
 TIMEOUT=${BENCH_TIMEOUT:-1800}
+QUIET_WAIT=${BENCH_QUIET_WAIT:-300}
 WORK=${BENCH_WORK_DIR:-/var/tmp/ehi-bench}
 
 DB=ehi_bench
@@ -58,7 +63,7 @@ die() {
 }
 
 for pair in "BENCH_NARROW_ROWS:$NARROW_ROWS" "BENCH_WIDE_ROWS:$WIDE_ROWS" \
-    "BENCH_REPEAT:$REPEAT" "BENCH_TIMEOUT:$TIMEOUT"; do
+    "BENCH_REPEAT:$REPEAT" "BENCH_TIMEOUT:$TIMEOUT" "BENCH_QUIET_WAIT:$((QUIET_WAIT + 1))"; do
     [[ ${pair#*:} =~ ^[1-9][0-9]*$ ]] || die "${pair%%:*} must be a positive integer, not '${pair#*:}'"
 done
 for tool in $TOOLS; do
@@ -140,7 +145,7 @@ if wants pyodbc && ! python3 -c 'import pyodbc' 2>/dev/null; then
     fi
     python3 -c 'import pyodbc' || die "pyodbc is not importable by $(command -v python3)"
 fi
-if [[ $PROFILE == 1 ]] && ! command -v perf >/dev/null; then
+if [[ $PROFILE != 0 ]] && ! command -v perf >/dev/null; then
     bench_apt_install linux-perf || log "perf is not available; BENCH_PROFILE skipped"
 fi
 
@@ -213,7 +218,7 @@ SELECT g,
                        END
            WHEN 1 THEN (100 + g % 60) || '/' || (60 + g % 40)
        END
-FROM generate_series(1, $NARROW_ROWS) AS g;
+FROM generate_series(1::bigint, $NARROW_ROWS) AS g;
 ALTER TABLE $NARROW ADD PRIMARY KEY (fsv_id);
 SQL
     sql -c "VACUUM ANALYZE $NARROW"
@@ -266,7 +271,7 @@ CREATE TABLE $WIDE (
 );
 INSERT INTO $WIDE
 SELECT $select
-FROM generate_series(1, $WIDE_ROWS) AS g;
+FROM generate_series(1::bigint, $WIDE_ROWS) AS g;
 ALTER TABLE $WIDE ADD PRIMARY KEY (row_id);
 SQL
     sql -c "VACUUM ANALYZE $WIDE"
@@ -309,6 +314,30 @@ machine_ticks() {
     awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat
 }
 CLK_TCK=$(getconf CLK_TCK)
+
+# Percent of the machine's CPU busy over the next second.
+busy_percent() {
+    local before_busy before_all after_busy after_all
+    read -r before_busy before_all < <(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat)
+    sleep 1
+    read -r after_busy after_all < <(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat)
+    echo $(((after_busy - before_busy) * 100 / (after_all - before_all > 0 ? after_all - before_all : 1)))
+}
+
+# Waits (up to BENCH_QUIET_WAIT seconds) until others leave the CPUs alone; prints the busy
+# percent last seen.
+wait_quiet() {
+    local busy waited=0
+    busy=$(busy_percent)
+    while ((busy >= 25 && waited < QUIET_WAIT)); do
+        ((waited == 0)) && log "  waiting for the machine to be quiet (${busy}% busy)"
+        sleep 4
+        waited=$((waited + 5))
+        busy=$(busy_percent)
+    done
+    ((busy >= 25)) && log "  measuring anyway: ${busy}% busy after ${waited}s"
+    echo "$busy"
+}
 
 # ehi-sync config for one table: default tiers, output into the scratch folder.
 write_config() {
@@ -397,6 +426,8 @@ run_once() {
     esac
     log "$tool on $table ..."
     sync # earlier outputs' dirty pages are not this run's cost
+    local quiet
+    quiet=$(wait_quiet)
     local before after status=ok rc=0
     before=$(machine_ticks)
     {
@@ -407,8 +438,15 @@ run_once() {
     after=$(machine_ticks)
     local seconds=0 rss=0 user=0 sys=0
     read -r seconds rss user sys < <(grep -E '^[0-9.]+ [0-9]+ ' "$timing" | tail -1) || true
-    local rows check
+    local rows check own=-
     rows=$(count_rows "$tool" "$dir")
+    # ehi-sync's own measure of the table (its validation record): the process's wall time
+    # minus start-up, planning and shutdown.
+    if [[ -f $dir/out/_validation.ndjson ]]; then
+        own=$(python3 -c 'import json, sys
+print("%.2f" % sum(json.loads(l)["duration_seconds"] for l in open(sys.argv[1]) if l.strip()))' \
+            "$dir/out/_validation.ndjson" 2>/dev/null) || own=-
+    fi
     if ((rc != 0)); then
         status="exit-$rc"
         ((rc == 124 || rc == 137)) && status=timeout
@@ -423,168 +461,179 @@ run_once() {
     client_cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.1f", u + s }')
     machine_cpu=$(awk -v a="$after" -v b="$before" -v t="$CLK_TCK" 'BEGIN { printf "%.1f", (a - b) / t }')
     log "  ${seconds}s, $((rss / 1024)) MiB, rows ${rows// //}, $check"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$table" "$expected" "$seconds" "$rss" \
-        "$client_cpu" "$machine_cpu" "${rows// //}" "$check" >>"$RUNS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$table" "$expected" "$seconds" "$rss" \
+        "$client_cpu" "$machine_cpu" "${rows// //}" "$check" "$quiet" "$own" >>"$RUNS"
     rm -rf "$dir"
-}
-
-RUNS="$WORK/runs.tsv"
-: >"$RUNS"
-measure_started=$(date +%s)
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-if awk -v l="${LOAD_BEFORE%% *}" 'BEGIN { exit !(l > 0.5) }'; then
-    log "warning: load average $LOAD_BEFORE before measuring; something else is using the CPUs"
-fi
-NARROW_TIER=$(planned_tier "$NARROW")
-NARROW_1M_TIER=$(planned_tier "$NARROW_1M")
-WIDE_TIER=$(planned_tier "$WIDE")
-for pair in "$NARROW:$NARROW_ROWS" "$WIDE:$WIDE_ROWS"; do
-    table=${pair%%:*}
-    for tool in psql ehi-sync-csv ehi-sync-ndjson odbcsv pyodbc; do
-        wants "$tool" || continue
-        for ((r = 1; r <= REPEAT; r++)); do
-            run_once "$tool" "$table" "${pair#*:}"
-        done
-    done
-done
-# Memory flatness: the same table shape at 1M rows against the full narrow table.
-if wants ehi-sync-csv; then
-    for ((r = 1; r <= REPEAT; r++)); do
-        run_once ehi-sync-csv "$NARROW_1M" "$FLAT_ROWS_ACTUAL"
-    done
-fi
-MEASURE_SECONDS=$(($(date +%s) - measure_started))
-
-# ---------------------------------------------------------------------------------------------
-# Report.
-
-# Best run per (tool, table): the shortest time among successful runs; peak RSS is the largest
-# seen in any run.
-best() {
-    awk -F'\t' '
-        { key = $1 "\t" $2; n[key]++
-          if ($5 + 0 > rss[key] + 0) rss[key] = $5
-          good = ($9 == "ok")
-          if (!(key in line) || (good && (!bestgood[key] || $4 + 0 < secs[key] + 0))) {
-              line[key] = $0; secs[key] = $4; bestgood[key] = good; order[++count] = key
-          } }
-        END { for (i = 1; i <= count; i++) { k = order[i]; if (seen[k]++) continue
-                split(line[k], f, "\t"); f[5] = rss[k]
-                printf "%s", f[1]; for (j = 2; j <= 9; j++) printf "\t%s", f[j]; printf "\t%d\n", n[k] } }
-    ' "$RUNS"
-}
-BEST="$WORK/best.tsv"
-best >"$BEST"
-
-render_table() {
-    awk -F'\t' '
-        BEGIN { printf "%-16s %-19s %11s %9s %11s %9s %8s %9s %10s  %s\n",
-                "tool", "table", "rows", "seconds", "rows/s", "RSS MiB", "x psql", "cli CPU s", "all CPU s", "row check" }
-        { rows[NR] = $0; if ($1 == "psql" && $9 == "ok") psql[$2] = $4 }
-        END {
-            for (i = 1; i <= NR; i++) {
-                split(rows[i], f, "\t")
-                rate = (f[4] + 0 > 0 && f[9] == "ok") ? sprintf("%.0f", f[3] / f[4]) : "-"
-                ratio = (f[2] in psql && f[9] == "ok" && psql[f[2]] + 0 > 0) ? sprintf("%.2f", f[4] / psql[f[2]]) : "-"
-                check = f[9] == "ok" ? "ok (" f[8] ")" : f[9] " (" f[8] ")"
-                printf "%-16s %-19s %11s %9.2f %11s %9.1f %8s %9s %10s  %s\n",
-                    f[1], f[2], f[3], f[4], rate, f[5] / 1024, ratio, f[6], f[7], check
-            }
-        }' "$BEST"
-}
-
-flatness() {
-    awk -F'\t' -v small="$NARROW_1M" -v full="$NARROW" '
-        $1 == "ehi-sync-csv" && $2 == small { s = $5; sr = $3 }
-        $1 == "ehi-sync-csv" && $2 == full { f = $5; fr = $3 }
-        END {
-            if (s && f) printf "ehi-sync CSV peak RSS: %.1f MiB at %d rows (%s), %.1f MiB at %d rows (%s): ratio %.2f\n",
-                s / 1024, sr, small, f / 1024, fr, full, f / s
-            else print "ehi-sync CSV memory flatness: not measured"
-        }' "$BEST"
 }
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p bench-results
 grep -qxF '/bench-results' .gitignore 2>/dev/null || echo '/bench-results' >>.gitignore
-report="bench-results/results-$stamp.txt"
-commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-dirty=$(git status --porcelain --untracked-files=no 2>/dev/null | wc -l)
-narrow_size=$(sql -Atc "SELECT pg_size_pretty(pg_total_relation_size('$NARROW'))")
-wide_size=$(sql -Atc "SELECT pg_size_pretty(pg_total_relation_size('$WIDE'))")
-{
-    echo "ehi-sync benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-    echo
-    echo "machine      $(nproc) CPUs ($(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)), $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM, $(uname -sr)"
-    if [[ -n ${BENCH_BINARY:-} ]]; then
-        echo "binary       $BENCH_BINARY (BENCH_BINARY, modified $(date -u -r "$BENCH_BINARY" '+%Y-%m-%d %H:%M UTC')); tree at $commit"
-    else
-        echo "git commit   $commit$( ((dirty > 0)) && echo " + $dirty modified tracked files (working tree measured)")"
+
+if [[ $PROFILE != only ]]; then
+    RUNS="$WORK/runs.tsv"
+    : >"$RUNS"
+    measure_started=$(date +%s)
+    LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+    if awk -v l="${LOAD_BEFORE%% *}" 'BEGIN { exit !(l > 0.5) }'; then
+        log "warning: load average $LOAD_BEFORE before measuring; something else is using the CPUs"
     fi
-    echo "ehi-sync     $("$BIN" --version 2>/dev/null) sha256 $(sha256sum "$BIN" | cut -c1-16)"
-    echo "PostgreSQL   $(sql -Atc 'SHOW server_version') (same host)"
-    echo "psqlODBC     $(dpkg -s odbc-postgresql 2>/dev/null | sed -n 's/^Version: //p') (odbc-postgresql)"
-    echo "odbcsv       $(command -v odbcsv >/dev/null && odbcsv --version 2>/dev/null || echo -)"
-    echo "pyodbc       $(python3 -c 'import pyodbc, sys; print(pyodbc.version, "on Python", sys.version.split()[0])' 2>/dev/null || echo -)"
-    echo "connection   $CONNECTION"
-    echo "tables       $NARROW $NARROW_ROWS rows ($narrow_size), $NARROW_1M $FLAT_ROWS_ACTUAL rows, $WIDE $WIDE_ROWS rows x $((WIDE_COLUMNS + 1)) columns ($wide_size)"
-    echo "ehi-sync     $NARROW: $NARROW_TIER"
-    echo "plans        $NARROW_1M: $NARROW_1M_TIER"
-    echo "             $WIDE: $WIDE_TIER"
-    echo "load         $LOAD_BEFORE before measuring (1, 5, 15 min), $(cut -d' ' -f1-3 /proc/loadavg) after"
-    echo "runs         $REPEAT per measurement (best time kept); data ready in ${DATA_SECONDS}s, measurements took ${MEASURE_SECONDS}s"
+    NARROW_TIER=$(planned_tier "$NARROW")
+    NARROW_1M_TIER=$(planned_tier "$NARROW_1M")
+    WIDE_TIER=$(planned_tier "$WIDE")
+    for pair in "$NARROW:$NARROW_ROWS" "$WIDE:$WIDE_ROWS"; do
+        table=${pair%%:*}
+        for tool in psql ehi-sync-csv ehi-sync-ndjson odbcsv pyodbc; do
+            wants "$tool" || continue
+            for ((r = 1; r <= REPEAT; r++)); do
+                run_once "$tool" "$table" "${pair#*:}"
+            done
+        done
+    done
+    # Memory flatness: the same table shape at 1M rows against the full narrow table.
+    if wants ehi-sync-csv; then
+        for ((r = 1; r <= REPEAT; r++)); do
+            run_once ehi-sync-csv "$NARROW_1M" "$FLAT_ROWS_ACTUAL"
+        done
+    fi
+    MEASURE_SECONDS=$(($(date +%s) - measure_started))
+
+    # ---------------------------------------------------------------------------------------------
+    # Report.
+
+    # Best run per (tool, table): the shortest time among successful runs; peak RSS is the largest
+    # seen in any run.
+    best() {
+        awk -F'\t' '
+            { key = $1 "\t" $2; n[key]++
+              if ($5 + 0 > rss[key] + 0) rss[key] = $5
+              good = ($9 == "ok")
+              if (!(key in line) || (good && (!bestgood[key] || $4 + 0 < secs[key] + 0))) {
+                  line[key] = $0; secs[key] = $4; bestgood[key] = good; order[++count] = key
+              } }
+            END { for (i = 1; i <= count; i++) { k = order[i]; if (seen[k]++) continue
+                    split(line[k], f, "\t"); f[5] = rss[k]
+                    printf "%s", f[1]; for (j = 2; j <= 11; j++) printf "\t%s", f[j]; printf "\t%d\n", n[k] } }
+        ' "$RUNS"
+    }
+    BEST="$WORK/best.tsv"
+    best >"$BEST"
+
+    render_table() {
+        awk -F'\t' '
+            BEGIN { printf "%-16s %-19s %11s %9s %11s %9s %8s %9s %10s %6s %7s  %s\n",
+                    "tool", "table", "rows", "seconds", "rows/s", "RSS MiB", "x psql", "cli CPU s", "all CPU s", "busy0", "own s", "row check" }
+            { rows[NR] = $0; if ($1 == "psql" && $9 == "ok") psql[$2] = $4 }
+            END {
+                for (i = 1; i <= NR; i++) {
+                    split(rows[i], f, "\t")
+                    rate = (f[4] + 0 > 0 && f[9] == "ok") ? sprintf("%.0f", f[3] / f[4]) : "-"
+                    ratio = (f[2] in psql && f[9] == "ok" && psql[f[2]] + 0 > 0) ? sprintf("%.2f", f[4] / psql[f[2]]) : "-"
+                    check = f[9] == "ok" ? "ok (" f[8] ")" : f[9] " (" f[8] ")"
+                    printf "%-16s %-19s %11s %9.2f %11s %9.1f %8s %9s %10s %5s%% %7s  %s\n",
+                        f[1], f[2], f[3], f[4], rate, f[5] / 1024, ratio, f[6], f[7], f[10], f[11], check
+                }
+            }' "$BEST"
+    }
+
+    flatness() {
+        awk -F'\t' -v small="$NARROW_1M" -v full="$NARROW" '
+            $1 == "ehi-sync-csv" && $2 == small { s = $5; sr = $3 }
+            $1 == "ehi-sync-csv" && $2 == full { f = $5; fr = $3 }
+            END {
+                if (s && f) printf "ehi-sync CSV peak RSS: %.1f MiB at %d rows (%s), %.1f MiB at %d rows (%s): ratio %.2f\n",
+                    s / 1024, sr, small, f / 1024, fr, full, f / s
+                else print "ehi-sync CSV memory flatness: not measured"
+            }' "$BEST"
+    }
+
+    report="bench-results/results-$stamp.txt"
+    commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+    dirty=$(git status --porcelain --untracked-files=no 2>/dev/null | wc -l)
+    narrow_size=$(sql -Atc "SELECT pg_size_pretty(pg_total_relation_size('$NARROW'))")
+    wide_size=$(sql -Atc "SELECT pg_size_pretty(pg_total_relation_size('$WIDE'))")
+    {
+        echo "ehi-sync benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+        echo
+        echo "machine      $(nproc) CPUs ($(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)), $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM, $(uname -sr)"
+        if [[ -n ${BENCH_BINARY:-} ]]; then
+            echo "binary       $BENCH_BINARY (BENCH_BINARY, modified $(date -u -r "$BENCH_BINARY" '+%Y-%m-%d %H:%M UTC')); tree at $commit"
+        else
+            echo "git commit   $commit$( ((dirty > 0)) && echo " + $dirty modified tracked files (working tree measured)")"
+        fi
+        echo "ehi-sync     $("$BIN" --version 2>/dev/null) sha256 $(sha256sum "$BIN" | cut -c1-16)"
+        echo "PostgreSQL   $(sql -Atc 'SHOW server_version') (same host)"
+        echo "psqlODBC     $(dpkg -s odbc-postgresql 2>/dev/null | sed -n 's/^Version: //p') (odbc-postgresql)"
+        echo "odbcsv       $(command -v odbcsv >/dev/null && odbcsv --version 2>/dev/null || echo -)"
+        echo "pyodbc       $(python3 -c 'import pyodbc, sys; print(pyodbc.version, "on Python", sys.version.split()[0])' 2>/dev/null || echo -)"
+        echo "connection   $CONNECTION"
+        echo "tables       $NARROW $NARROW_ROWS rows ($narrow_size), $NARROW_1M $FLAT_ROWS_ACTUAL rows, $WIDE $WIDE_ROWS rows x $((WIDE_COLUMNS + 1)) columns ($wide_size)"
+        echo "ehi-sync     $NARROW: $NARROW_TIER"
+        echo "plans        $NARROW_1M: $NARROW_1M_TIER"
+        echo "             $WIDE: $WIDE_TIER"
+        echo "load         $LOAD_BEFORE before measuring (1, 5, 15 min), $(cut -d' ' -f1-3 /proc/loadavg) after"
+        echo "runs         $REPEAT per measurement (best time kept); data ready in ${DATA_SECONDS}s, measurements took ${MEASURE_SECONDS}s"
+        echo
+        render_table
+        echo
+        flatness
+        echo
+        echo "seconds: wall time; RSS: peak resident memory of the client process (psql: psql itself, the"
+        echo "server does the work); x psql: time relative to psql \\copy on the same table; cli CPU s:"
+        echo "user+system CPU of the client; all CPU s: busy CPU of the whole machine (client + PostgreSQL)."
+        echo "own s: ehi-sync's own table time (duration_seconds of its validation record), without"
+        echo "process start-up, planning and shutdown."
+        echo "busy0: machine CPU busy in the second before the run (other work on the host; 0-5% is quiet)."
+        echo "row check: rows in the output (ehi-sync: manifest row_count/data lines) against count(*)."
+    } >"$report"
+    cp "$report" bench-results/latest.txt
     echo
-    render_table
+    cat "$report"
     echo
-    flatness
-    echo
-    echo "seconds: wall time; RSS: peak resident memory of the client process (psql: psql itself, the"
-    echo "server does the work); x psql: time relative to psql \\copy on the same table; cli CPU s:"
-    echo "user+system CPU of the client; all CPU s: busy CPU of the whole machine (client + PostgreSQL)."
-    echo "row check: rows in the output (ehi-sync: manifest row_count/data lines) against count(*)."
-} >"$report"
-cp "$report" bench-results/latest.txt
-echo
-cat "$report"
-echo
-echo "written: $report and bench-results/latest.txt (logs of every run in $WORK/logs)"
+    echo "written: $report and bench-results/latest.txt (logs of every run in $WORK/logs)"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Optional profile of one ehi-sync run: where the machine's CPU goes, by thread name and library.
 
-if [[ $PROFILE == 1 ]] && command -v perf >/dev/null; then
+if [[ $PROFILE == 1 || $PROFILE == only ]] && command -v perf >/dev/null; then
     profile="bench-results/profile-$stamp.txt"
-    dir="$WORK/run"
-    rm -rf "$dir"
-    mkdir -p "$dir"
-    write_config "$dir/config.json" "$NARROW" csv "$dir/out"
-    log "profiling ehi-sync CSV on $NARROW with perf record -a"
-    perf record -a -F 499 -o "$WORK/perf.data" -- "$BIN" sync --config "$dir/config.json" \
-        >"$WORK/logs/profile.log" 2>&1
-    rm -rf "$dir"
-    report_perf() {
-        perf report -i "$WORK/perf.data" --no-children --stdio "$@" 2>/dev/null | grep -v '^#' | sed '/^$/d'
-    }
-    # The ehi-sync threads: main (ehi-sync), writer, <tier>-worker-<n>; the odbc-api fetch
-    # threads are unnamed and carry the name of the worker that started them.
-    comms=$(report_perf --sort comm -F comm | awk '{ print $1 }' | grep -E '^(ehi-sync|writer|.*-worker-[0-9]+)$' | paste -sd, -)
     {
-        echo "perf profile of ehi-sync sync (CSV) on $NARROW ($NARROW_ROWS rows), whole machine, $(date -u)"
-        echo "Fetch threads (odbc-api ConcurrentBlockCursor) are unnamed and show their worker's name."
-        echo
-        echo "== CPU samples by process name (postgres = the server backends)"
-        report_perf --sort comm | sed -n '1,15p'
-        echo
-        echo "== by thread name and library"
-        report_perf --sort comm,dso | sed -n '1,40p'
-        echo
-        echo "== top symbols in ehi-sync's threads"
-        report_perf --comms "$comms" --sort dso,symbol | sed -n '1,50p'
-        echo
-        echo "== top symbols in postgres"
-        report_perf --comms postgres --sort dso,symbol | sed -n '1,20p'
+        echo "perf profiles of ehi-sync sync (CSV), whole machine (perf record -a, dwarf call graphs),"
+        echo "$(date -u '+%Y-%m-%d %H:%M:%S UTC'), binary sha256 $(sha256sum "$BIN" | cut -c1-16)"
     } >"$profile"
-    rm -f "$WORK/perf.data"
+    for table in "$NARROW" "$WIDE"; do
+        dir="$WORK/run"
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        write_config "$dir/config.json" "$table" csv "$dir/out"
+        log "profiling ehi-sync CSV on $table with perf record -a"
+        started=$(date +%s.%N)
+        perf record -a -F 149 --call-graph dwarf,32768 -o "$WORK/perf.data" -- \
+            "$BIN" sync --config "$dir/config.json" >"$WORK/logs/profile-$table.log" 2>&1
+        seconds=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+        rm -rf "$dir"
+        log "summarising the profile (perf script; takes a while)"
+        {
+            echo
+            echo "######## $table: $seconds s under perf (sampling slows the run; shares, not times, count)"
+            echo
+            perf script -i "$WORK/perf.data" -F comm,tid,period,ip,sym,dso 2>/dev/null |
+                python3 "$ROOT/scripts/bench/perf_breakdown.py"
+            echo "== hottest symbols in ehi-sync's threads (self time, share of all samples)"
+            # The ehi-sync threads: main (ehi-sync), writer, <tier>-worker-<n> (fetch threads
+            # carry their worker's name).
+            comms=$(perf report -i "$WORK/perf.data" --no-children --stdio --sort comm -F comm -g none 2>/dev/null |
+                awk '!/^#/ && NF { print $1 }' | grep -E '^(ehi-sync|writer|.*-worker-[0-9]+)$' | paste -sd, -)
+            perf report -i "$WORK/perf.data" --no-children --stdio -g none --comms "$comms" \
+                --sort dso,symbol 2>/dev/null | awk '!/^#/ && NF' | sed -n '1,25p'
+            echo
+            echo "== hottest symbols in postgres (self time, share of all samples)"
+            perf report -i "$WORK/perf.data" --no-children --stdio -g none --comms postgres \
+                --sort dso,symbol 2>/dev/null | awk '!/^#/ && NF' | sed -n '1,12p'
+        } >>"$profile"
+        rm -f "$WORK/perf.data"
+    done
     cat "$profile"
     echo "written: $profile"
 fi

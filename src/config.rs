@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::error::ConfigError;
 use crate::sink::files::Compression;
+use crate::source::session::Isolation;
 
 /// The default ODBC driver for SQL Server sources built from the `mssql_*` keys.
 pub const DEFAULT_SQLSERVER_DRIVER: &str = "ODBC Driver 18 for SQL Server";
@@ -31,6 +32,12 @@ pub struct Config {
     pub max_queue_size: Option<u64>,
     pub max_retries: u32,
     pub retry_sleep_seconds: f64,
+    /// How reads see concurrent writes.
+    pub isolation: Isolation,
+    /// How long a read waits for a lock before it fails (and is retried); `None` waits.
+    pub lock_timeout_ms: Option<u64>,
+    /// A statement that delivers no rows for this long is cancelled and retried.
+    pub stall_timeout_seconds: u64,
     pub debug: bool,
     pub output_dir: PathBuf,
     pub format: Format,
@@ -291,6 +298,9 @@ const KNOWN_KEYS: &[&str] = &[
     "max_queue_size",
     "max_retries",
     "retry_sleep_seconds",
+    "isolation",
+    "lock_timeout_seconds",
+    "stall_timeout_seconds",
     "debug",
     "output_dir",
     "format",
@@ -469,6 +479,42 @@ impl Config {
             ));
         }
         let state_file = keys.string("state_file")?.map(|f| base_dir.join(f));
+        let isolation = match keys
+            .string("isolation")?
+            .map(|s| s.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("read_committed") => Isolation::ReadCommitted,
+            Some("snapshot") => Isolation::Snapshot,
+            Some("read_uncommitted") => Isolation::ReadUncommitted,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    "isolation",
+                    format!("unknown isolation level '{other}'"),
+                    "\"read_committed\" (default), \"snapshot\" or \"read_uncommitted\"",
+                ));
+            }
+        };
+        let lock_timeout_ms = match keys.f64("lock_timeout_seconds")?.unwrap_or(60.0) {
+            0.0 => None,
+            s if (0.001..=86_400.0).contains(&s) => Some((s * 1000.0).round() as u64),
+            s => {
+                return Err(ConfigError::invalid(
+                    "lock_timeout_seconds",
+                    format!("{s} is out of range"),
+                    "seconds between 0.001 and 86400, or 0 to wait for locks without limit \
+                     (default 60)",
+                ));
+            }
+        };
+        let stall_timeout_seconds = keys.u64("stall_timeout_seconds")?.unwrap_or(900);
+        if stall_timeout_seconds == 0 {
+            return Err(ConfigError::invalid(
+                "stall_timeout_seconds",
+                "0 would cancel every statement",
+                "seconds without a fetched batch before a statement is cancelled (default 900)",
+            ));
+        }
         let tables = TableFilter::new(keys.list("include")?, keys.list("exclude")?)?;
         let login_timeout_sec = keys.u64("login_timeout_seconds")?.unwrap_or(30);
         let login_timeout_sec = u32::try_from(login_timeout_sec)
@@ -489,6 +535,9 @@ impl Config {
             max_queue_size,
             max_retries: keys.u32("max_retries")?.unwrap_or(5),
             retry_sleep_seconds,
+            isolation,
+            lock_timeout_ms,
+            stall_timeout_seconds,
             debug: keys.bool("debug")?.unwrap_or(false),
             output_dir,
             format,

@@ -4,9 +4,12 @@ CPU time went, by process, by ehi-sync thread kind, and by what the code was doi
 
     perf script -i perf.data -F comm,tid,period,ip,sym,dso | perf_breakdown.py
 
-Thread kinds: `writer`; `<tier>-worker-<n>` threads encoding batches; the odbc-api fetch threads
-(ConcurrentBlockCursor), which are unnamed and so carry their worker's name, told apart by the
-`concurrent_block_cursor` frames on their stacks; `main` (plan, discovery).
+Thread kinds: `writer`; `<tier>-worker-<n>` threads, which run statements and encode batches;
+the odbc-api fetch threads (ConcurrentBlockCursor, one per statement), which are unnamed and so
+carry their worker's name. A thread is a fetch thread when any of its samples has the
+`concurrent_block_cursor` frames on its stack; then all its samples count as such, including
+those whose stack perf could not unwind (common inside libc's sscanf/snprintf, which psqlODBC
+calls for every value it converts).
 """
 
 import re
@@ -16,55 +19,49 @@ from collections import Counter
 HEADER = re.compile(r"^(\S.*?)\s+(\d+)\s+(\d+)\s*$")
 FRAME = re.compile(r"^\s+[0-9a-f]+\s+(.*?)\s+\((.*)\)\s*$")
 CLIENT = re.compile(r"^(ehi-sync|writer|ctrl-c|\w+-worker-\d+)$")
-FETCH_CALLS = ("SQLFetch", "SQLFetchScroll", "SQLExtendedFetch")
+FETCH = "fetch threads (odbc-api, one per statement: SQLFetch in the driver)"
+WORKER = "worker threads (execute statements, encode, send)"
+WRITER = "writer thread"
+MAIN = "main thread and other"
 
 
 def samples(lines):
+    """Yields (comm, tid, period, frames) with frames leaf first, each (symbol, dso)."""
     comm = None
-    frames = []
-    period = 0
     for line in lines:
         line = line.rstrip("\n")
         if not line.strip():
             if comm is not None:
-                yield comm, period, frames
-            comm, frames = None, []
+                yield comm, tid, period, frames
+            comm = None
             continue
         if comm is None:
             match = HEADER.match(line)
             if match:
-                comm, period = match.group(1).strip(), int(match.group(3))
+                comm, tid, period, frames = match.group(1).strip(), match.group(2), int(match.group(3)), []
             continue
         match = FRAME.match(line)
         if match:
             frames.append((match.group(1), match.group(2)))
     if comm is not None:
-        yield comm, period, frames
+        yield comm, tid, period, frames
 
 
-def thread_kind(comm, frames):
-    if comm == "writer":
-        return "writer thread"
-    if "worker" in comm:
-        if any("concurrent_block_cursor" in sym for sym, _ in frames):
-            return "fetch threads (odbc-api, one per statement)"
-        return "worker threads (encode, send)"
-    return "main thread and other"
-
-
-def leaf_place(frames):
+def library(frames):
     """Which library the sampled instruction was in."""
     dso = frames[0][1] if frames else ""
     if "kallsyms" in dso:
-        return "kernel (socket I/O, page faults)"
+        return "kernel (socket I/O, page faults, scheduling)"
     if "libpq" in dso:
         return "libpq"
     if "psqlodbc" in dso:
         return "psqlODBC code"
     if "libodbc" in dso:
         return "unixODBC driver manager"
-    if "libc" in dso:
-        return "libc (sscanf/snprintf/strtoll/malloc/memcpy ...)"
+    if "libc" in dso or dso == "inlined":
+        return "libc (sscanf, snprintf, strtol, strcasecmp, malloc, memcpy ...)"
+    if "ehi-sync" in dso:
+        return "ehi-sync / odbc-api code"
     return dso.rsplit("/", 1)[-1] or "unknown"
 
 
@@ -77,41 +74,48 @@ def odbc_call(frames):
     return call
 
 
-def activity(comm, frames):
+def activity(kind, frames):
     syms = [sym for sym, _ in frames]
+    if kind == FETCH:
+        return "fetch thread: " + library(frames)
     call = odbc_call(frames)
-    if call in ("SQLFetch", "SQLFetchScroll", "SQLExtendedFetch"):
-        return "ODBC SQLFetch (driver fetching and converting a block)"
     if call in ("SQLExecDirect", "SQLExecDirectW", "SQLExecute"):
-        return "ODBC SQLExecDirect (psqlODBC: DECLARE CURSOR + first FETCH block)"
+        return "worker: SQLExecDirect (psqlODBC: DECLARE CURSOR + its first FETCH)"
     if call:
-        return "ODBC other calls (connect, close cursor, catalog, free)"
+        return "worker/main: other ODBC calls (connect, close cursor, catalog, free)"
+    if kind == WRITER:
+        if any("sha2" in s for s in syms):
+            return "writer: sha256 of part files"
+        if any("fsync" in s or "fdatasync" in s or "sync_data" in s or "sync_all" in s for s in syms):
+            return "writer: fsync (checkpoints)"
+        if any("write" in s for s in syms):
+            return "writer: writing part files"
+        return "writer: other"
     if any("encode_batch" in s or "RowEncoder" in s for s in syms):
-        return "encoding rows to CSV/NDJSON (ehi-sync)"
-    if any("sha2" in s for s in syms):
-        return "writer: sha256 of part files"
-    if any("fsync" in s or "fdatasync" in s or "sync_data" in s or "sync_all" in s for s in syms):
-        return "writer: fsync (checkpoints)"
-    if any("write_chunk" in s or s in ("ksys_write", "vfs_write") for s in syms):
-        return "writer: writing part files"
+        return "worker: encoding rows to CSV/NDJSON"
     if any("crossbeam" in s for s in syms):
         return "channel send/receive"
     if "asm_exc_page_fault" in syms:
         return "page faults outside the driver (fresh buffer memory)"
     if any(s in ("malloc", "free", "calloc", "realloc", "_int_free", "_int_malloc", "cfree",
-                 "malloc_consolidate", "unlink_chunk.constprop.0") or "memset" in s
-           for s in syms[:4]):
-        return "malloc/free/memset outside the driver (stack not unwound further)"
-    return "other"
+                 "malloc_consolidate", "unlink_chunk.constprop.0", "__munmap", "__mmap")
+           or "memset" in s or "alloc" in s for s in syms[:6]):
+        return "allocating/freeing/zeroing memory outside the driver"
+    return ("main: " if kind == MAIN else "worker: ") + "other (" + library(frames) + ")"
 
 
 def main():
+    all_samples = list(samples(sys.stdin))
+    fetch_tids = set()
+    for comm, tid, _, frames in all_samples:
+        if CLIENT.match(comm) and any("concurrent_block_cursor" in sym for sym, _ in frames):
+            fetch_tids.add(tid)
+
     by_process = Counter()
     by_thread = Counter()
     by_activity = Counter()
-    in_driver = Counter()
     total = 0
-    for comm, period, frames in samples(sys.stdin):
+    for comm, tid, period, frames in all_samples:
         total += period
         if comm == "swapper":
             by_process["idle"] += period
@@ -119,28 +123,33 @@ def main():
             by_process["postgres (server backends)"] += period
         elif CLIENT.match(comm):
             by_process["ehi-sync (all threads)"] += period
-            by_thread[thread_kind(comm, frames)] += period
-            by_activity[activity(comm, frames)] += period
-            call = odbc_call(frames)
-            if call:
-                in_driver[call + ": " + leaf_place(frames)] += period
+            if tid in fetch_tids:
+                kind = FETCH
+            elif comm == "writer":
+                kind = WRITER
+            elif "worker" in comm:
+                kind = WORKER
+            else:
+                kind = MAIN
+            by_thread[kind] += period
+            by_activity[activity(kind, frames)] += period
         else:
-            by_process["other processes (" + comm + ")"] += period
+            by_process["other: " + comm] += period
     if total == 0:
         print("no samples")
         return 1
     client = sum(by_thread.values()) or 1
 
-    def table(title, counter, denominator, note):
+    def table(title, counter, denominator, note, limit=25):
         print(f"== {title} ({note})")
-        for name, value in counter.most_common(20):
+        for name, value in counter.most_common(limit):
             print(f"  {100 * value / denominator:6.1f}%  {name}")
         print()
 
-    table("machine CPU time", by_process, total, "share of all samples on all CPUs, idle included")
+    print(f"{len(all_samples)} samples; {len(fetch_tids)} fetch threads seen\n")
+    table("machine CPU time", by_process, total, "share of all samples on all CPUs, idle included", 12)
     table("ehi-sync by thread kind", by_thread, client, "share of ehi-sync's CPU time")
     table("ehi-sync by activity", by_activity, client, "share of ehi-sync's CPU time")
-    table("inside ODBC calls, by library", in_driver, client, "share of ehi-sync's CPU time")
     return 0
 
 

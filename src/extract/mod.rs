@@ -5,12 +5,15 @@ pub mod fetch;
 pub mod partition;
 mod scheduler;
 pub mod select;
+mod watchdog;
 mod worker;
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::bounded;
+use crossbeam_channel::{Sender, bounded, unbounded};
+use parking_lot::Mutex;
 
 use crate::config::{Config, Format, Tier, TierSettings};
 use crate::error::{Error, Result};
@@ -22,21 +25,36 @@ use crate::sink::files::{self, Compression};
 use crate::sink::{Message, TableOutcome, TableOutput, WriteError, Writer, WriterSettings};
 use crate::source::catalog::Table;
 use crate::source::types::ValueKind;
-use crate::source::{Dialect, Source};
+use crate::source::{Dialect, Source, session};
 use crate::state::{RunState, SourceIdentity, TableState, TableStatus};
 use partition::{Partition, ReadMode};
 use scheduler::{Scheduler, WorkItem};
 use select::TableQuery;
+use watchdog::{Watchdog, WatchdogEvent, WorkerSlot};
 use worker::Worker;
 
 /// Settings every worker reads with.
 #[derive(Debug, Clone)]
 pub struct ReadSettings {
-    pub format: Format,
     pub compression: Compression,
     /// Budget for one fetch buffer; a worker holds two (one filling, one encoding).
     pub fetch_buffer_bytes: usize,
     pub max_value_bytes: usize,
+    pub max_retries: u32,
+    /// Base of the exponential backoff between retries.
+    pub retry_base: Duration,
+    /// Run on every new worker connection (isolation level, lock timeout).
+    pub session_setup: Vec<String>,
+    pub stall_timeout: Duration,
+}
+
+/// What every worker of the run shares. Workers are plain threads that own an `Arc` of it, so
+/// one the watchdog gave up on can never hold the run back.
+pub struct Context {
+    pub source: Source,
+    pub jobs: Vec<TableJob>,
+    pub read: ReadSettings,
+    pub stop: &'static StopFlag,
 }
 
 /// A table prepared for reading.
@@ -144,7 +162,7 @@ pub fn run(
     source: &Source,
     plan: &Plan,
     previous: Option<RunState>,
-    stop: &StopFlag,
+    stop: &'static StopFlag,
 ) -> Result<RunSummary> {
     let started = Instant::now();
     let output_dir = config.output_dir.clone();
@@ -154,10 +172,17 @@ pub fn run(
         source,
     })?;
     let read = ReadSettings {
-        format: config.format,
         compression: config.compression,
         fetch_buffer_bytes: config.fetch_buffer_bytes,
         max_value_bytes: config.max_value_bytes,
+        max_retries: config.max_retries,
+        retry_base: Duration::from_secs_f64(config.retry_sleep_seconds),
+        session_setup: session::setup_statements(
+            plan.dialect,
+            config.isolation,
+            config.lock_timeout_ms,
+        ),
+        stall_timeout: Duration::from_secs(config.stall_timeout_seconds),
     };
     let planned: Vec<(Tier, &Table)> = plan
         .tables()
@@ -228,6 +253,12 @@ pub fn run(
         });
     }
 
+    let context = Arc::new(Context {
+        source: source.clone(),
+        jobs,
+        read,
+        stop,
+    });
     let (tiers_tx, tiers_rx) = bounded::<crossbeam_channel::Receiver<Message>>(1);
     let written = std::thread::scope(|scope| {
         let writer_thread = std::thread::Builder::new()
@@ -239,7 +270,9 @@ pub fn run(
                 source: e,
             })?;
         for tier in Tier::ALL {
-            let tables: Vec<usize> = (0..jobs.len()).filter(|&i| jobs[i].tier == tier).collect();
+            let tables: Vec<usize> = (0..context.jobs.len())
+                .filter(|&i| context.jobs[i].tier == tier)
+                .collect();
             let items: Vec<WorkItem> = tables
                 .iter()
                 .flat_map(|&t| std::mem::take(&mut work[t]))
@@ -256,10 +289,9 @@ pub fn run(
             if tiers_tx.send(rx).is_err() {
                 break; // the writer stopped; its error is reported below
             }
-            let scheduler = Scheduler::new(items);
             let workers = settings
                 .threads
-                .min(tables.len().max(partition_hint(&jobs, &tables)));
+                .min(tables.len().max(partition_hint(&context.jobs, &tables)));
             log::info!(
                 "{} tier: {} tables with {} worker{}",
                 tier,
@@ -267,30 +299,11 @@ pub fn run(
                 workers,
                 if workers == 1 { "" } else { "s" }
             );
-            std::thread::scope(|tier_scope| {
-                for n in 0..workers {
-                    let (jobs, scheduler, read, writer) = (&jobs, &scheduler, &read, tx.clone());
-                    // The worker (and its connection) lives on its own thread only.
-                    let spawned = std::thread::Builder::new()
-                        .name(format!("{tier}-worker-{n}"))
-                        .spawn_scoped(tier_scope, move || {
-                            Worker {
-                                source,
-                                jobs,
-                                scheduler,
-                                writer,
-                                settings: read,
-                                stop,
-                                connection: None,
-                            }
-                            .run()
-                        });
-                    if let Err(e) = spawned {
-                        log::error!("cannot start a worker thread: {e}");
-                    }
-                }
-            });
-            drop(tx);
+            run_tier(&context, Arc::new(Scheduler::new(items)), workers, &tx);
+            // Ends the tier for the writer even if an abandoned worker still holds a sender.
+            if tx.send(Message::TierDone).is_err() {
+                break;
+            }
         }
         drop(tiers_tx);
         match writer_thread.join() {
@@ -431,6 +444,91 @@ fn initial_state(
         ..previous
     };
     (state, starts)
+}
+
+/// Runs one tier's workers and its watchdog until the tier's queue is empty (or the run stops).
+/// A worker the watchdog gave up on is replaced by a new one with a new connection.
+fn run_tier(
+    context: &Arc<Context>,
+    scheduler: Arc<Scheduler>,
+    workers: usize,
+    tx: &Sender<Message>,
+) {
+    let (events_tx, events_rx) = unbounded::<TierEvent>();
+    let slots = Arc::new(Mutex::new(Vec::new()));
+    let spawn = |n: usize| {
+        let slot = WorkerSlot::new();
+        slots.lock().push(Arc::clone(&slot));
+        let (context, scheduler, writer) =
+            (Arc::clone(context), Arc::clone(&scheduler), tx.clone());
+        let events = events_tx.clone();
+        // The worker, and the connection it opens, live on their own thread only.
+        let spawned = std::thread::Builder::new()
+            .name(format!("worker-{n}"))
+            .spawn(move || {
+                let mut worker = Worker {
+                    context,
+                    scheduler,
+                    writer,
+                    slot,
+                    connection: None,
+                };
+                worker.run();
+                let abandoned = worker.slot.state.lock().abandoned;
+                let _ = events.send(TierEvent::WorkerEnded { abandoned });
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start a worker thread: {e}");
+            let _ = events_tx.send(TierEvent::WorkerEnded { abandoned: false });
+        }
+    };
+    for n in 0..workers {
+        spawn(n);
+    }
+    let watchdog_done = Arc::new(StopFlag::new());
+    let (watchdog_tx, watchdog_rx) = unbounded::<WatchdogEvent>();
+    let watchdog = Watchdog {
+        slots: Arc::clone(&slots),
+        scheduler: Arc::clone(&scheduler),
+        stall_timeout: context.read.stall_timeout,
+        done: Arc::clone(&watchdog_done),
+        events: watchdog_tx,
+    };
+    let watchdog_thread = std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || watchdog.run());
+    let mut running = workers;
+    let mut spawned = workers;
+    while running > 0 {
+        crossbeam_channel::select! {
+            recv(events_rx) -> event => match event {
+                // Already counted when it was abandoned.
+                Ok(TierEvent::WorkerEnded { abandoned: true }) => {}
+                _ => running -= 1,
+            },
+            recv(watchdog_rx) -> event => {
+                if let Ok(WatchdogEvent::Abandoned) = event {
+                    // The abandoned thread counts no more; a fresh worker takes its work.
+                    running -= 1;
+                    if !context.stop.is_set() {
+                        spawn(spawned);
+                        spawned += 1;
+                        running += 1;
+                    }
+                }
+            },
+        }
+    }
+    watchdog_done.set();
+    if let Ok(thread) = watchdog_thread {
+        let _ = thread.join();
+    }
+}
+
+/// A worker thread ended (its queue ran dry, the run stopped, or it was abandoned and has
+/// since come back).
+enum TierEvent {
+    WorkerEnded { abandoned: bool },
 }
 
 /// Worker count is capped by the tier's threads; a tier of one table still uses every thread,

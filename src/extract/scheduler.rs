@@ -5,7 +5,8 @@
 //! finish one table before they start the next, and idle workers wait while a table is being
 //! prepared instead of leaving early.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -22,6 +23,8 @@ struct Queue {
     /// Prepare items taken but not yet answered: their partitions may still come.
     preparing: usize,
     failed: HashSet<usize>,
+    /// When each table's first item was handed out, for the tier timeout.
+    started: HashMap<usize, Instant>,
     stopped: bool,
 }
 
@@ -53,9 +56,14 @@ impl Scheduler {
             match queue.items.pop_front() {
                 Some(WorkItem::Partition(p)) if queue.failed.contains(&p.table) => continue,
                 Some(item) => {
-                    if matches!(item, WorkItem::Prepare(_)) {
-                        queue.preparing += 1;
-                    }
+                    let table = match &item {
+                        WorkItem::Prepare(table) => {
+                            queue.preparing += 1;
+                            *table
+                        }
+                        WorkItem::Partition(p) => p.table,
+                    };
+                    queue.started.entry(table).or_insert_with(Instant::now);
                     return Some(item);
                 }
                 None if queue.preparing == 0 => return None,
@@ -72,6 +80,26 @@ impl Scheduler {
             queue.items.push_front(WorkItem::Partition(partition));
         }
         self.changed.notify_all();
+    }
+
+    /// Puts a partition back at the front, to be resumed by whichever worker is free.
+    pub fn requeue(&self, partition: Partition) {
+        let mut queue = self.queue.lock();
+        queue.items.push_front(WorkItem::Partition(partition));
+        self.changed.notify_all();
+    }
+
+    /// Puts a table whose preparation was abandoned back at the front.
+    pub fn requeue_prepare(&self, table: usize) {
+        let mut queue = self.queue.lock();
+        queue.preparing = queue.preparing.saturating_sub(1);
+        queue.items.push_front(WorkItem::Prepare(table));
+        self.changed.notify_all();
+    }
+
+    /// How long ago the table's first item was handed out.
+    pub fn table_elapsed(&self, table: usize) -> Option<Duration> {
+        self.queue.lock().started.get(&table).map(|t| t.elapsed())
     }
 
     /// No more partitions of `table` are handed out.

@@ -48,6 +48,8 @@ pub enum Message {
         table: usize,
         reason: String,
     },
+    /// Every worker of the tier has finished: the writer moves on to the next tier's channel.
+    TierDone,
 }
 
 /// Encoded (and possibly compressed) rows of one partition, in key order.
@@ -252,6 +254,9 @@ impl Writer {
     ) -> Result<Vec<TableOutcome>, WriteError> {
         for tier in tiers {
             for message in tier {
+                if let Message::TierDone = message {
+                    break;
+                }
                 self.handle(message)?;
             }
         }
@@ -287,6 +292,7 @@ impl Writer {
             }
             Message::RestartTable { table } => self.restart_table(table),
             Message::TableFailed { table, reason } => self.fail_table(table, reason),
+            Message::TierDone => Ok(()),
         }
     }
 

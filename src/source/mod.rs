@@ -5,8 +5,10 @@
 
 pub mod catalog;
 pub mod connection_string;
+pub mod errors;
 mod postgres;
 mod query;
+pub mod session;
 mod sqlite;
 pub mod sqlserver;
 #[cfg(test)]

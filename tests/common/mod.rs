@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod output;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

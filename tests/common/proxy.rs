@@ -65,7 +65,9 @@ impl Link {
 
 /// A poisoned lock only means another test thread panicked; the data is still usable.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl FaultProxy {
@@ -200,7 +202,11 @@ fn open_link(client: TcpStream, shared: &Arc<Shared>) -> std::io::Result<()> {
             (client.try_clone()?, server.try_clone()?)
         };
         let (link, shared) = (Arc::clone(&link), Arc::clone(shared));
-        let name = if to_client { "server→client" } else { "client→server" };
+        let name = if to_client {
+            "server→client"
+        } else {
+            "client→server"
+        };
         threads.push(
             std::thread::Builder::new()
                 .name(format!("fault-proxy {name}"))

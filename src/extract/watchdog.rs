@@ -1,0 +1,161 @@
+//! The watchdog: no worker waits on the database forever.
+//!
+//! Each worker shares a [`WorkerSlot`] with the watchdog: the statement it is running, when it
+//! last received rows, and the work in hand with the last key it sent. A statement with no rows
+//! for `stall_timeout` is cancelled (`SQLCancel` from the watchdog thread, which ODBC allows);
+//! the driver then fails the fetch and the worker's retry path resumes after the last key. A
+//! worker that does not come back after the cancel (blocked in a read on a connection that went
+//! silent, which a cancel cannot reach) is abandoned: its work goes back to the queue and a new
+//! worker with a new connection takes it. The abandoned thread exits by itself if the driver
+//! ever returns, without sending anything more.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::partition::Partition;
+use super::scheduler::Scheduler;
+use crate::shutdown::StopFlag;
+
+/// What a worker holds.
+#[derive(Debug, Clone)]
+pub enum InHand {
+    Prepare(usize),
+    /// The partition with `after` kept at the last key sent to the writer.
+    Partition(Partition),
+}
+
+/// A raw ODBC statement handle, registered while a statement runs so the watchdog can cancel
+/// it.
+#[derive(Debug, Clone, Copy)]
+pub struct StatementHandle(odbc_api::sys::HStmt);
+
+// SAFETY: ODBC statement handles may be used from any thread, and SQLCancel is specified to be
+// called from another thread than the one executing. The handle is only used under the slot's
+// mutex while the worker has it registered; the worker unregisters it (under the same mutex)
+// before the statement is freed.
+unsafe impl Send for StatementHandle {}
+
+impl StatementHandle {
+    pub fn new(handle: odbc_api::sys::HStmt) -> StatementHandle {
+        StatementHandle(handle)
+    }
+}
+
+#[derive(Debug)]
+pub struct SlotState {
+    pub abandoned: bool,
+    /// A statement is running (or being opened) on the worker's connection.
+    pub busy: bool,
+    /// Its handle, when the worker could take it; catalog queries run without one and can only
+    /// be abandoned, not cancelled.
+    pub statement: Option<StatementHandle>,
+    pub last_progress: Instant,
+    pub cancelled_at: Option<Instant>,
+    pub in_hand: Option<InHand>,
+    /// Table of the work in hand, for messages.
+    pub table_name: String,
+}
+
+/// State shared by one worker and the watchdog.
+#[derive(Debug)]
+pub struct WorkerSlot {
+    pub state: Mutex<SlotState>,
+}
+
+impl WorkerSlot {
+    pub fn new() -> Arc<WorkerSlot> {
+        Arc::new(WorkerSlot {
+            state: Mutex::new(SlotState {
+                abandoned: false,
+                busy: false,
+                statement: None,
+                last_progress: Instant::now(),
+                cancelled_at: None,
+                in_hand: None,
+                table_name: String::new(),
+            }),
+        })
+    }
+}
+
+/// What the watchdog did to a worker, for the coordinator that replaces abandoned ones.
+pub enum WatchdogEvent {
+    Abandoned,
+}
+
+pub struct Watchdog {
+    pub slots: Arc<Mutex<Vec<Arc<WorkerSlot>>>>,
+    pub scheduler: Arc<Scheduler>,
+    pub stall_timeout: Duration,
+    pub done: Arc<StopFlag>,
+    pub events: crossbeam_channel::Sender<WatchdogEvent>,
+}
+
+impl Watchdog {
+    /// How long a cancelled statement has to come back before its worker is abandoned.
+    fn grace(&self) -> Duration {
+        (self.stall_timeout / 2).clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
+
+    /// Checks every slot about four times per stall timeout until `done` is set.
+    pub fn run(self) {
+        let tick =
+            (self.stall_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        while !self.done.is_set() {
+            std::thread::sleep(tick);
+            let slots: Vec<Arc<WorkerSlot>> = self.slots.lock().clone();
+            for slot in slots {
+                self.check(&slot);
+            }
+        }
+    }
+
+    fn check(&self, slot: &WorkerSlot) {
+        // A worker holding its slot is sending to the writer, not stuck in the driver.
+        let Some(mut state) = slot.state.try_lock() else {
+            return;
+        };
+        if state.abandoned || !state.busy {
+            return;
+        }
+        match state.cancelled_at {
+            None if state.last_progress.elapsed() >= self.stall_timeout => {
+                log::warn!(
+                    "{}: no rows for {}s; cancelling the statement (it is retried after the \
+                     last key written)",
+                    state.table_name,
+                    self.stall_timeout.as_secs()
+                );
+                if let Some(statement) = state.statement {
+                    // SAFETY: the handle is registered, so its statement is alive (see
+                    // StatementHandle); SQLCancel is thread-safe by the ODBC specification.
+                    let result = unsafe { odbc_api::sys::SQLCancel(statement.0) };
+                    if result != odbc_api::sys::SqlReturn::SUCCESS {
+                        log::debug!("SQLCancel returned {result:?}");
+                    }
+                }
+                state.cancelled_at = Some(Instant::now());
+            }
+            Some(at) if at.elapsed() >= self.grace() => {
+                log::error!(
+                    "{}: the connection did not answer the cancel within {}s; abandoning it \
+                     and reading on with a new connection",
+                    state.table_name,
+                    self.grace().as_secs()
+                );
+                state.abandoned = true;
+                state.busy = false;
+                state.statement = None;
+                match state.in_hand.take() {
+                    Some(InHand::Partition(partition)) => self.scheduler.requeue(partition),
+                    Some(InHand::Prepare(table)) => self.scheduler.requeue_prepare(table),
+                    None => {}
+                }
+                let _ = self.events.send(WatchdogEvent::Abandoned);
+            }
+            _ => {}
+        }
+    }
+}
