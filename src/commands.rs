@@ -1,6 +1,7 @@
 //! The subcommands: each takes a loaded config and returns the process exit code.
 
 use std::io::Write;
+use std::time::Duration;
 use std::time::Instant;
 
 use crate::config::Config;
@@ -10,6 +11,7 @@ use crate::extract::{self, RunSummary};
 use crate::lock::{self, RunLock};
 use crate::manifest;
 use crate::plan::{self, MeasuredRates, Plan};
+use crate::retry;
 use crate::shutdown;
 use crate::sink::TableOutcome;
 use crate::sink::files;
@@ -114,7 +116,13 @@ pub fn sync(config: &Config, restart: bool, out: &mut dyn Write) -> Result<i32> 
     } else {
         state::load(&state_path)?.filter(|s| !s.finished)
     };
-    let plan = make_plan(config)?;
+    // Discovery survives a dropped connection or a failover like the reads do.
+    let plan = retry::with_retries(
+        "reading the catalog",
+        config.max_retries,
+        Duration::from_secs_f64(config.retry_sleep_seconds),
+        || make_plan(config),
+    )?;
     if let Some(previous) = &previous {
         previous.check_source(&state_path, &plan.source_identity(config.compression))?;
     }

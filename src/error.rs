@@ -63,6 +63,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// The database error behind this one, for the retry decision.
+    pub fn db_error(&self) -> Option<&DbError> {
+        match self {
+            Error::Connect { source, .. } | Error::Database { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) => exit_code::CONFIG,
@@ -164,4 +172,85 @@ fn record_message(record: &odbc_api::handles::Record) -> String {
     }
 }
 
+impl DbError {
+    /// The message cut down to what cannot hold a row value: its first line, without the
+    /// statement text drivers echo (key literals of a resumed read) and with quoted parts
+    /// masked (PostgreSQL quotes the offending value in conversion errors). For errors while
+    /// reading rows; the SQLSTATE and native code stay whole.
+    pub fn without_values(mut self) -> DbError {
+        let first_line = self.message.lines().next().unwrap_or_default();
+        let mut text = first_line.trim_end_matches(';').to_owned();
+        for marker in ["SELECT ", "select ", "declare ", "DECLARE "] {
+            if let Some(at) = text.find(marker) {
+                text.truncate(at);
+                text.push_str("[statement omitted]");
+            }
+        }
+        let mut masked = String::with_capacity(text.len());
+        let mut quote: Option<char> = None;
+        for c in text.chars() {
+            match quote {
+                Some(q) if c == q => {
+                    masked.push('…');
+                    masked.push(c);
+                    quote = None;
+                }
+                Some(_) => {}
+                None => {
+                    masked.push(c);
+                    if c == '\'' || c == '"' {
+                        quote = Some(c);
+                    }
+                }
+            }
+        }
+        if let Some(q) = quote {
+            masked.push('…');
+            masked.push(q);
+        }
+        self.message = masked;
+        self
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(message: &str) -> DbError {
+        DbError {
+            state: "22P02".into(),
+            native: 1,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn read_errors_lose_values_and_statement_text() {
+        assert_eq!(
+            error("ERROR: invalid input syntax for type integer: \"Smith, John\";\nError while fetching")
+                .without_values()
+                .message,
+            "ERROR: invalid input syntax for type integer: \"…\""
+        );
+        assert_eq!(
+            error("The connection is down\nFailed to send 'declare \"SQL_CUR1\" cursor for SELECT x FROM t WHERE k > 'MRN123''")
+                .without_values()
+                .message,
+            "The connection is down"
+        );
+        assert_eq!(
+            error("Failed to send declare c cursor for SELECT * FROM t WHERE id > 42")
+                .without_values()
+                .message,
+            "Failed to send [statement omitted]"
+        );
+        let kept = error("ERROR: canceling statement due to lock timeout;\nError while executing");
+        assert_eq!(
+            kept.without_values().message,
+            "ERROR: canceling statement due to lock timeout"
+        );
+    }
+}

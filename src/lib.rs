@@ -14,6 +14,7 @@ pub mod lock;
 pub mod manifest;
 pub mod plan;
 pub mod progress;
+pub mod retry;
 pub mod shutdown;
 pub mod sink;
 pub mod source;

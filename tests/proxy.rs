@@ -187,8 +187,10 @@ fn a_stalled_login_ends_at_the_login_timeout() {
     let started = Instant::now();
     let error = connect(&through(&db, &proxy, 100)).expect_err("a stalled login fails");
     let elapsed = started.elapsed();
+    // psqlODBC passes the login timeout to libpq as connect_timeout, which counts whole
+    // seconds from time(): 2 s ends after 1-2 s.
     assert!(
-        elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(5),
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(5),
         "{elapsed:?}"
     );
     assert_eq!(error.state, "08001", "{error}");

@@ -41,6 +41,11 @@ impl StatementHandle {
     pub fn new(handle: odbc_api::sys::HStmt) -> StatementHandle {
         StatementHandle(handle)
     }
+
+    /// Taking `self` makes a closure capture the whole (sendable) handle, not its raw field.
+    fn raw(self) -> odbc_api::sys::HStmt {
+        self.0
+    }
 }
 
 #[derive(Debug)]
@@ -77,6 +82,25 @@ impl WorkerSlot {
                 table_name: String::new(),
             }),
         })
+    }
+}
+
+/// Calls `SQLCancel` on a thread of its own: a driver's cancel may itself wait on the network
+/// (psqlODBC opens a new connection for it), and the watchdog must never wait with it.
+fn cancel(statement: StatementHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("cancel".into())
+        .spawn(move || {
+            // SAFETY: the handle was registered when the cancel was decided, so its statement
+            // was alive; SQLCancel is thread-safe by the ODBC specification, and the driver
+            // manager rejects a handle freed in the meantime (SQL_INVALID_HANDLE).
+            let result = unsafe { odbc_api::sys::SQLCancel(statement.raw()) };
+            if result != odbc_api::sys::SqlReturn::SUCCESS {
+                log::debug!("SQLCancel returned {result:?}");
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot start a thread to cancel a stalled statement: {e}");
     }
 }
 
@@ -129,12 +153,7 @@ impl Watchdog {
                     self.stall_timeout.as_secs()
                 );
                 if let Some(statement) = state.statement {
-                    // SAFETY: the handle is registered, so its statement is alive (see
-                    // StatementHandle); SQLCancel is thread-safe by the ODBC specification.
-                    let result = unsafe { odbc_api::sys::SQLCancel(statement.0) };
-                    if result != odbc_api::sys::SqlReturn::SUCCESS {
-                        log::debug!("SQLCancel returned {result:?}");
-                    }
+                    cancel(statement);
                 }
                 state.cancelled_at = Some(Instant::now());
             }

@@ -22,6 +22,7 @@ use super::select::KeyValue;
 use super::watchdog::{InHand, StatementHandle, WorkerSlot};
 use super::{Context, TableJob};
 use crate::error::{DbError, Error};
+use crate::retry::backoff;
 use crate::sink::{Chunk, Message};
 use crate::source::catalog::parse_count;
 use crate::source::errors::classify;
@@ -47,11 +48,11 @@ impl WorkerError {
         match error {
             Error::Connect { source, .. } => WorkerError::Db {
                 context: "connecting".into(),
-                error: source,
+                error: source.without_values(),
             },
             Error::Database { context, source } => WorkerError::Db {
                 context,
-                error: source,
+                error: source.without_values(),
             },
             other => WorkerError::Table(other.to_string()),
         }
@@ -248,7 +249,7 @@ impl Worker {
                 .execute(statement, (), None)
                 .map_err(|e| WorkerError::Db {
                     context: "setting up the session".into(),
-                    error: DbError::from_odbc(&e, self.context.source.secret()),
+                    error: DbError::from_odbc(&e, self.context.source.secret()).without_values(),
                 })?;
         }
         // The Arc never leaves this thread; it lets a statement run on odbc-api's fetch thread
@@ -427,7 +428,7 @@ impl Worker {
         let secret = self.context.source.secret().map(str::to_owned);
         let db_error = |e: &odbc_api::Error| WorkerError::Db {
             context: format!("reading {name}"),
-            error: DbError::from_odbc(e, secret.as_deref()),
+            error: DbError::from_odbc(e, secret.as_deref()).without_values(),
         };
         // Connecting and executing are watched too (no handle to cancel yet).
         self.statement_started(None);
@@ -572,37 +573,5 @@ fn progress_marker(in_hand: &InHand) -> Option<Vec<KeyValue>> {
     match in_hand {
         InHand::Prepare(_) => None,
         InHand::Partition(p) => p.after.clone(),
-    }
-}
-
-/// Exponential backoff with full jitter: a random delay between zero and
-/// `base × 2^(attempt-1)`, capped at five minutes.
-fn backoff(base: Duration, attempt: u32) -> Duration {
-    let cap = Duration::from_secs(300);
-    let ceiling = base
-        .saturating_mul(
-            1u32.checked_shl(attempt.saturating_sub(1).min(20))
-                .unwrap_or(u32::MAX),
-        )
-        .min(cap);
-    ceiling.mul_f64(fastrand::f64())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_exponentially_within_the_cap() {
-        let base = Duration::from_secs(2);
-        for attempt in 1..=30 {
-            let ceiling = (base * 2u32.pow(attempt.min(20) - 1)).min(Duration::from_secs(300));
-            for _ in 0..50 {
-                assert!(backoff(base, attempt) <= ceiling, "attempt {attempt}");
-            }
-        }
-        let spread: Vec<Duration> = (0..50).map(|_| backoff(base, 4)).collect();
-        assert!(spread.iter().any(|d| *d != spread[0]), "jittered");
-        assert_eq!(backoff(Duration::ZERO, 5), Duration::ZERO);
     }
 }

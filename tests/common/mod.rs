@@ -53,6 +53,12 @@ impl PgDatabase {
         pg_connection_string(&self.name)
     }
 
+    /// A connection string to the `postgres` database, for sessions that act on a test's
+    /// database from outside (terminating its backends).
+    pub fn admin_connection_string() -> String {
+        pg_connection_string("postgres")
+    }
+
     /// Runs one statement in this database; panics with the driver's message on failure.
     pub fn execute(&self, sql: &str) {
         execute_on(&self.connection_string(), sql);
@@ -68,7 +74,7 @@ impl Drop for PgDatabase {
     fn drop(&mut self) {
         // FORCE ends sessions a failed test left open. Errors are ignored: panicking in drop
         // during a failing test's unwind would abort the test binary.
-        if let Ok(connection) = connect(&pg_connection_string("postgres")) {
+        if let Ok(connection) = try_connect(&pg_connection_string("postgres")) {
             let _ = connection.execute(&drop_database_sql(&self.name), (), None);
         }
     }
@@ -98,8 +104,8 @@ pub fn sqlite_database(dir: &Path) -> String {
 
 /// Runs one statement through ODBC on any connection string; panics on failure.
 pub fn execute_on(connection_string: &str, sql: &str) {
-    let connection =
-        connect(connection_string).unwrap_or_else(|e| panic!("cannot connect for '{sql}': {e}"));
+    let connection = try_connect(connection_string)
+        .unwrap_or_else(|e| panic!("cannot connect for '{sql}': {e}"));
     connection
         .execute(sql, (), None)
         .unwrap_or_else(|e| panic!("'{sql}' failed: {e}"));
@@ -108,8 +114,8 @@ pub fn execute_on(connection_string: &str, sql: &str) {
 /// Runs a query through ODBC and returns every value as text (fetched as UTF-16, of any
 /// length), NULL as `None`. Row by row: for the small result sets tests check.
 pub fn query_on(connection_string: &str, sql: &str) -> Vec<Vec<Option<String>>> {
-    let connection =
-        connect(connection_string).unwrap_or_else(|e| panic!("cannot connect for '{sql}': {e}"));
+    let connection = try_connect(connection_string)
+        .unwrap_or_else(|e| panic!("cannot connect for '{sql}': {e}"));
     let mut cursor = connection
         .execute(sql, (), None)
         .unwrap_or_else(|e| panic!("'{sql}' failed: {e}"))
@@ -132,7 +138,12 @@ pub fn query_on(connection_string: &str, sql: &str) -> Vec<Vec<Option<String>>> 
     rows
 }
 
-fn connect(connection_string: &str) -> Result<odbc_api::Connection<'static>, odbc_api::Error> {
+/// A connection for tests that hold locks or transactions themselves.
+pub fn connect(connection_string: &str) -> odbc_api::Connection<'static> {
+    try_connect(connection_string).unwrap_or_else(|e| panic!("cannot connect: {e}"))
+}
+
+fn try_connect(connection_string: &str) -> Result<odbc_api::Connection<'static>, odbc_api::Error> {
     odbc_api::environment()?
         .connect_with_connection_string(connection_string, ConnectionOptions::default())
 }

@@ -46,16 +46,22 @@ struct Link {
     client: TcpStream,
     server: TcpStream,
     closed: AtomicBool,
+    /// This connection alone has gone silent (`stall_live_connections`).
+    stalled: AtomicBool,
 }
 
 impl Link {
-    /// Shuts both sockets down in both directions; wakes any thread blocked on them. Returns
-    /// whether this call closed the link (and not an earlier one).
-    fn close(&self) -> bool {
-        let first = !self.closed.swap(true, Ordering::SeqCst);
+    /// Shuts both sockets down in both directions, waking any thread blocked on them. With
+    /// `cuts`, the first close of the link counts as a fault: counted before the shutdown, so
+    /// a client that sees the cut also sees the count.
+    fn close(&self, cuts: Option<&AtomicU64>) {
+        if !self.closed.swap(true, Ordering::SeqCst)
+            && let Some(cuts) = cuts
+        {
+            cuts.fetch_add(1, Ordering::SeqCst);
+        }
         let _ = self.client.shutdown(Shutdown::Both);
         let _ = self.server.shutdown(Shutdown::Both);
-        first
     }
 
     fn is_closed(&self) -> bool {
@@ -127,12 +133,18 @@ impl FaultProxy {
         self.shared.stalled.store(stalled, Ordering::SeqCst);
     }
 
+    /// Every live connection goes silent for good (its sockets stay open, nothing moves);
+    /// connections opened later work normally. A dead peer that never answers again.
+    pub fn stall_live_connections(&self) {
+        for link in lock(&self.shared.connections).iter() {
+            link.stalled.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// Cut every live connection now.
     pub fn cut_all(&self) {
         for link in lock(&self.shared.connections).drain(..) {
-            if link.close() {
-                self.shared.cuts.fetch_add(1, Ordering::SeqCst);
-            }
+            link.close(Some(&self.shared.cuts));
         }
     }
 
@@ -151,7 +163,7 @@ impl Drop for FaultProxy {
         }
         // Closing on drop is teardown, not a fault: not counted in `connections_cut`.
         for link in lock(&self.shared.connections).drain(..) {
-            link.close();
+            link.close(None);
         }
         let threads: Vec<_> = lock(&self.shared.threads).drain(..).collect();
         for thread in threads {
@@ -165,13 +177,16 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
         match listener.accept() {
             Ok((client, _)) => {
                 if let Err(e) = open_link(client, shared) {
-                    // The client sees its connection closed, as it would if the server were down.
-                    eprintln!("fault proxy: cannot reach {}: {e}", shared.upstream);
+                    // Dropping the client socket closes it, as if the server were down.
+                    eprintln!("fault proxy: cannot forward to {}: {e}", shared.upstream);
                 }
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(POLL),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("fault proxy: accept failed: {e}"),
+            // A client that gave up before the accept (ECONNABORTED) must not stop the proxy.
+            Err(e) => {
+                eprintln!("fault proxy: accept failed: {e}");
+                std::thread::sleep(POLL);
+            }
         }
     }
 }
@@ -187,6 +202,7 @@ fn open_link(client: TcpStream, shared: &Arc<Shared>) -> std::io::Result<()> {
         client: client.try_clone()?,
         server: server.try_clone()?,
         closed: AtomicBool::new(false),
+        stalled: AtomicBool::new(false),
     });
     {
         let mut connections = lock(&shared.connections);
@@ -195,25 +211,26 @@ fn open_link(client: TcpStream, shared: &Arc<Shared>) -> std::io::Result<()> {
     }
     let mut threads = lock(&shared.threads);
     threads.retain(|thread| !thread.is_finished());
-    for to_client in [false, true] {
-        let (from, to) = if to_client {
-            (server.try_clone()?, client.try_clone()?)
-        } else {
-            (client.try_clone()?, server.try_clone()?)
-        };
+    let mut spawn = |from: &TcpStream, to: &TcpStream, to_client: bool| -> std::io::Result<()> {
+        let (from, to) = (from.try_clone()?, to.try_clone()?);
         let (link, shared) = (Arc::clone(&link), Arc::clone(shared));
         let name = if to_client {
             "server→client"
         } else {
             "client→server"
         };
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("fault-proxy {name}"))
-                .spawn(move || forward(from, to, to_client, &link, &shared))?,
-        );
+        let thread = std::thread::Builder::new()
+            .name(format!("fault-proxy {name}"))
+            .spawn(move || forward(from, to, to_client, &link, &shared))?;
+        threads.push(thread);
+        Ok(())
+    };
+    let spawned = spawn(&client, &server, false).and_then(|()| spawn(&server, &client, true));
+    if spawned.is_err() {
+        // A half-started link would hang its client: end it (its thread, if any, ends too).
+        link.close(None);
     }
-    Ok(())
+    spawned
 }
 
 /// Copies `from` → `to` until either side closes or the link is cut. Only the server→client
@@ -228,7 +245,9 @@ fn forward(mut from: TcpStream, mut to: TcpStream, to_client: bool, link: &Link,
             Ok(read) => read,
         };
         // Hold what was read while stalled: nothing moves until unstalled or cut.
-        while shared.stalled.load(Ordering::SeqCst) && !link.is_closed() {
+        while (shared.stalled.load(Ordering::SeqCst) || link.stalled.load(Ordering::SeqCst))
+            && !link.is_closed()
+        {
             std::thread::sleep(POLL);
         }
         if link.is_closed() {
@@ -249,14 +268,12 @@ fn forward(mut from: TcpStream, mut to: TcpStream, to_client: bool, link: &Link,
             break;
         }
         if budget.1 == Some(0) {
-            if link.close() {
-                shared.cuts.fetch_add(1, Ordering::SeqCst);
-            }
+            link.close(Some(&shared.cuts));
             return;
         }
     }
     // One side closed: close the whole link, as a TCP connection ends.
-    link.close();
+    link.close(None);
 }
 
 impl Shared {

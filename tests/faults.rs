@@ -1,0 +1,342 @@
+//! Real faults through the real driver: connections cut mid-stream by a TCP proxy, backends
+//! terminated by the server, tables locked by another session, and a connection that goes
+//! silent. The sync must retry where it failed and still produce exactly the source rows, or
+//! fail one table cleanly while the others finish. Every test ends in bounded time.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::output::{assert_same_rows, read_table, source_rows};
+use common::proxy::FaultProxy;
+use serde_json::{Value, json};
+
+const SCALE: u64 = 600;
+
+fn config_json(connection_string: &str, output: &Path) -> Value {
+    json!({
+        "connection_string": connection_string,
+        "output_dir": output,
+        "small_table_threshold": 200,
+        "large_table_threshold": 8000,
+        "max_retries": 8,
+        "retry_sleep_seconds": 0.05,
+        "lock_timeout_seconds": 0.3,
+        "stall_timeout_seconds": 3,
+        "login_timeout_seconds": 5,
+        "fetch_buffer_bytes": 65536,
+        "tiers": {
+            "small": {"batch_size": 20, "partition_size": 50},
+            "medium": {"batch_size": 100, "partition_size": 500},
+            "large": {"batch_size": 200, "partition_size": 3000}
+        }
+    })
+}
+
+struct Setup {
+    db: common::PgDatabase,
+    _dir: tempfile::TempDir,
+    out: PathBuf,
+    config: PathBuf,
+    scale: u64,
+}
+
+/// A generated database, and a config whose connection goes through `port` (the proxy's, or
+/// PostgreSQL's own).
+fn setup(prefix: &str, port: Option<u16>, scale: u64) -> Setup {
+    let db = common::pg_database(prefix);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let direct = common::write_config(dir.path(), config_json(&db.connection_string(), &out));
+    common::generate(&direct, scale);
+    let connection_string = match port {
+        // psqlODBC 13.02 crashes (SIGSEGV in SQLFetch) when a link is cut while the answer to
+        // a FETCH after the first one arrives; with Fetch above the partition size each
+        // partition arrives in its first FETCH, where a cut is a clean 08S01.
+        Some(port) => db
+            .connection_string()
+            .replace("Port=5432;", &format!("Port={port};"))
+            .replace("Fetch=2000;", "Fetch=100000;"),
+        None => db.connection_string(),
+    };
+    let config = common::write_config(dir.path(), config_json(&connection_string, &out));
+    Setup {
+        db,
+        _dir: dir,
+        out,
+        config,
+        scale,
+    }
+}
+
+/// A running sync whose standard error is collected line by line as it comes.
+struct Running {
+    child: Child,
+    stderr: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(config: &Path) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ehi-sync"))
+            .args(["sync", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ehi-sync");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let pipe = child.stderr.take().expect("stderr pipe");
+        let lines = Arc::clone(&stderr);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                lines.lock().expect("lines").push(line);
+            }
+        });
+        Running {
+            child,
+            stderr,
+            reader: Some(reader),
+        }
+    }
+
+    fn saw(&self, text: &str) -> bool {
+        self.stderr
+            .lock()
+            .expect("lines")
+            .iter()
+            .any(|l| l.contains(text))
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("poll").is_none()
+    }
+
+    /// Waits at most `limit` for the exit code; kills the process past it (a hang is a
+    /// failure, never a stuck test).
+    fn wait(mut self, limit: Duration) -> (i32, String) {
+        let start = Instant::now();
+        let code = loop {
+            if let Some(status) = self.child.try_wait().expect("poll") {
+                #[cfg(unix)]
+                {
+                    use std::os::unix::process::ExitStatusExt;
+                    if let Some(signal) = status.signal() {
+                        eprintln!("ehi-sync ended by signal {signal}");
+                    }
+                }
+                break status.code().unwrap_or(-1);
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "ehi-sync did not finish within {limit:?}:\n{}",
+                    self.stderr.lock().expect("lines").join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let stderr = self.stderr.lock().expect("lines").join("\n");
+        (code, stderr)
+    }
+}
+
+fn assert_output_equals_source(s: &Setup, skip: &[&str]) {
+    let (db, out) = (&s.db, &s.out);
+    for (name, rows) in ehi_sync::demo::expected_row_counts(s.scale) {
+        if skip.contains(&name) {
+            continue;
+        }
+        let table = format!("public.{name}");
+        let files = read_table(&out.join(&table));
+        assert_eq!(files.rows.len() as u64, rows, "{table}: rows");
+        let source = source_rows(
+            &|sql| db.query(sql),
+            &format!("public.\"{name}\""),
+            &files,
+            &|c| format!("\"{}\"", c.replace('"', "\"\"")),
+            &|c| format!("encode({c}, 'hex')"),
+        );
+        assert_same_rows(&table, files.rows, source);
+    }
+}
+
+fn upstream() -> std::net::SocketAddr {
+    "127.0.0.1:5432".parse().expect("address")
+}
+
+/// The proxy cuts every connection after a random number of bytes, several times per table:
+/// each cut is retried on a new connection after the last key written.
+#[test]
+fn connections_cut_mid_stream_are_retried_and_output_equals_source() {
+    let proxy = FaultProxy::start(upstream());
+    let s = setup("fault_cut", Some(proxy.port()), SCALE);
+    proxy.set_cut_after(Some((150_000, 400_000)));
+    let (code, stderr) = Running::start(&s.config).wait(Duration::from_secs(240));
+    assert_eq!(code, 0, "{stderr}");
+    let cuts = proxy.connections_cut();
+    assert!(cuts >= 5, "only {cuts} connections were cut");
+    assert!(
+        stderr.contains("connection_lost (SQLSTATE 08S01"),
+        "{stderr}"
+    );
+    assert_output_equals_source(&s, &[]);
+    eprintln!("{cuts} connections cut");
+}
+
+/// `pg_terminate_backend` on the sync's sessions, again and again while it runs.
+#[test]
+fn terminated_backends_are_retried_and_output_equals_source() {
+    // Large enough that the run lasts a few seconds, so several terminations land in it.
+    let s = setup("fault_terminate", None, 5 * SCALE);
+    let mut run = Running::start(&s.config);
+    let killer = common::PgDatabase::admin_connection_string();
+    let database = s.db.name().to_owned();
+    let mut terminated = 0usize;
+    let started = Instant::now();
+    // Once the tables are being read, every 200 ms: often enough to hit every tier, rarely
+    // enough that each retry gets somewhere.
+    while run.is_running() && !s.out.join("_state.json").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the sync never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    while run.is_running() && started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(200));
+        let rows = common::query_on(
+            &killer,
+            &format!(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+            ),
+        );
+        terminated += rows[0][0]
+            .as_deref()
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0);
+    }
+    let (code, stderr) = run.wait(Duration::from_secs(120));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(terminated >= 3, "only {terminated} backends terminated");
+    assert!(
+        stderr.contains("SQLSTATE 57P01") || stderr.contains("SQLSTATE 08S01"),
+        "{stderr}"
+    );
+    assert_output_equals_source(&s, &[]);
+}
+
+/// Another session holds an exclusive lock on a table for a while: the sync's reads time out
+/// on the lock, are retried, and succeed once the lock is released.
+#[test]
+fn lock_held_for_a_while_is_waited_out_with_retries() {
+    let s = setup("fault_lock_released", None, SCALE);
+    let locked = Arc::new(AtomicBool::new(false));
+    let holder = std::thread::spawn({
+        let connection_string = s.db.connection_string();
+        let locked = Arc::clone(&locked);
+        move || {
+            let connection = common::connect(&connection_string);
+            connection.set_autocommit(false).expect("begin");
+            connection
+                .execute(
+                    "LOCK TABLE public.encounter IN ACCESS EXCLUSIVE MODE",
+                    (),
+                    None,
+                )
+                .expect("lock");
+            locked.store(true, Ordering::SeqCst);
+            // Shorter than the eight retries' lock timeouts alone (8 x 0.3 s), backoff aside.
+            std::thread::sleep(Duration::from_millis(1500));
+            connection.rollback().expect("release the lock");
+        }
+    });
+    while !locked.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, stderr) = Running::start(&s.config).wait(Duration::from_secs(120));
+    holder.join().expect("lock holder");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("public.encounter: lock_timeout (SQLSTATE 55P03"),
+        "{stderr}"
+    );
+    assert_output_equals_source(&s, &[]);
+}
+
+/// A lock that is never released: the locked table fails cleanly after its retries, every
+/// other table finishes, and the exit code says "partial failure".
+#[test]
+fn lock_never_released_fails_only_that_table() {
+    let s = setup("fault_lock_held", None, SCALE);
+    let connection = common::connect(&s.db.connection_string());
+    connection.set_autocommit(false).expect("begin");
+    connection
+        .execute(
+            "LOCK TABLE public.encounter IN ACCESS EXCLUSIVE MODE",
+            (),
+            None,
+        )
+        .expect("lock");
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(&s.config).expect("config")).expect("JSON");
+    config["max_retries"] = json!(2);
+    std::fs::write(&s.config, serde_json::to_vec(&config).expect("JSON")).expect("write");
+    let (code, stderr) = Running::start(&s.config).wait(Duration::from_secs(120));
+    connection.rollback().expect("release");
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.contains("public.encounter FAILED: gave up after 2 retries"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[lock_timeout]"), "{stderr}");
+    assert!(!s.out.join("public.encounter/_manifest.json").exists());
+    assert_output_equals_source(&s, &["encounter"]);
+    let status = common::ehi_sync(&["status", "--config", s.config.to_str().expect("path")]);
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        status.contains("Failed: public.encounter (medium): gave up"),
+        "{status}"
+    );
+}
+
+/// Connections that go silent mid-run (the proxy holds their sockets open and forwards
+/// nothing, like a dead peer): the watchdog cancels the stalled statements, gives up on the
+/// connections that cannot even hear the cancel, and new workers with new connections finish
+/// the tables from their last written keys. Nothing hangs.
+#[test]
+fn silent_connections_are_cancelled_abandoned_and_replaced() {
+    let proxy = FaultProxy::start(upstream());
+    let s = setup("fault_silent", Some(proxy.port()), SCALE);
+    let run = Running::start(&s.config);
+    let started = Instant::now();
+    while !run.saw("Processing table 9/9") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the large tier never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    proxy.stall_live_connections();
+    let (code, stderr) = run.wait(Duration::from_secs(90));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("no rows for 3s; cancelling the statement"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("abandoning it and reading on with a new connection"),
+        "{stderr}"
+    );
+    assert_output_equals_source(&s, &[]);
+}
