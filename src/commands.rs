@@ -16,7 +16,7 @@ use crate::shutdown;
 use crate::sink::TableOutcome;
 use crate::sink::files;
 use crate::source::catalog::{self, Discovery};
-use crate::source::{self, Dialect, Source};
+use crate::source::{self, Dialect, Source, session};
 use crate::state::{self, RunState, TableStatus};
 use crate::status;
 
@@ -26,6 +26,7 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<i32> {
     let connection = source.connect()?;
     let dialect = source::detect_dialect(&source, &connection)?;
     let discovery = catalog::discover(&source, &connection, dialect, &config.tables)?;
+    let versioning = session::sqlserver_row_versioning(&source, &connection, dialect)?;
     let info = source::server_info(&source, connection)?;
     let lines = [
         ("connection", source.redacted()),
@@ -48,6 +49,17 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<i32> {
     for (label, value) in lines {
         writeln!(out, "{label:<11} {value}").map_err(stdout_error)?;
     }
+    if let Some((snapshot, rcsi)) = &versioning {
+        writeln!(
+            out,
+            "{:<11} snapshot isolation {snapshot}, read committed snapshot {}",
+            "versioning",
+            if *rcsi { "ON" } else { "OFF" }
+        )
+        .map_err(stdout_error)?;
+    }
+    writeln!(out, "{:<11} {}", "isolation", config.isolation.name()).map_err(stdout_error)?;
+    session::check_isolation(config.isolation, versioning.as_ref())?;
     writeln!(out, "check passed").map_err(stdout_error)?;
     Ok(exit_code::OK)
 }
@@ -346,6 +358,8 @@ pub fn make_plan(config: &Config) -> Result<Plan> {
     let dialect = source::detect_dialect(&source, &connection)?;
     let Discovery { tables, .. } =
         catalog::discover(&source, &connection, dialect, &config.tables)?;
+    let versioning = session::sqlserver_row_versioning(&source, &connection, dialect)?;
+    session::check_isolation(config.isolation, versioning.as_ref())?;
     let database = database_name(&source, &connection, dialect)?;
     let rates = MeasuredRates::from_output_dir(&config.output_dir);
     Ok(plan::build(config, dialect, &database, tables, rates))

@@ -10,6 +10,7 @@ use crate::config::{Config, Format, Tier, TierSettings};
 use crate::sink::files::Compression;
 use crate::source::Dialect;
 use crate::source::catalog::Table;
+use crate::source::session::Isolation;
 use crate::state::SourceIdentity;
 
 /// Rows per second one connection is assumed to move when no previous run measured it. A
@@ -32,6 +33,7 @@ pub struct Plan {
     pub database: String,
     pub output_dir: PathBuf,
     pub format: Format,
+    pub isolation: Isolation,
     pub tiers: Vec<TierPlan>,
     pub total_tables: usize,
     pub total_rows: u64,
@@ -203,6 +205,7 @@ pub fn build(
         database: database.to_owned(),
         output_dir: config.output_dir.clone(),
         format: config.format,
+        isolation: config.isolation,
         tiers,
         total_tables,
         total_rows,
@@ -240,6 +243,7 @@ impl Plan {
             self.database,
             self.dialect.name()
         );
+        let _ = writeln!(out, "  reads:    {} isolation", self.isolation.name());
         let _ = writeln!(out, "  output:   {} ({format})", self.output_dir.display());
         let _ = writeln!(
             out,
@@ -495,6 +499,10 @@ mod tests {
         assert!(text.contains("total"), "{text}");
         assert!(
             text.contains("Default rates assume 25,000 rows/s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("reads:    read_committed isolation"),
             "{text}"
         );
     }

@@ -48,18 +48,21 @@ fn expected_tables(schema: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
-fn check_postgres(format: &str, compression: &str) {
+fn check_postgres(format: &str, compression: &str, isolation: &str) {
     let db = common::pg_database(&format!("sync_{format}_{compression}"));
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out");
-    let config = common::write_config(
-        dir.path(),
-        sync_config(&db.connection_string(), &out, format, compression),
-    );
+    let mut config_json = sync_config(&db.connection_string(), &out, format, compression);
+    config_json["isolation"] = json!(isolation);
+    let config = common::write_config(dir.path(), config_json);
     common::generate(&config, SCALE);
     let (code, stdout, stderr) = run_sync(&config);
     assert_eq!(code, 0, "sync failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("9 tables done, 0 failed"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("reads:    {isolation} isolation")),
+        "{stdout}"
+    );
     for (table, rows) in expected_tables("public") {
         let files = read_table(&out.join(&table));
         assert_eq!(files.rows.len() as u64, rows, "{table}");
@@ -144,18 +147,18 @@ fn check_validation_records(out: &Path, schema: &str) {
 
 #[test]
 fn postgres_to_csv_equals_source() {
-    check_postgres("csv", "none");
+    check_postgres("csv", "none", "read_committed");
 }
 
 #[test]
 fn postgres_to_ndjson_equals_source() {
-    check_postgres("ndjson", "none");
+    check_postgres("ndjson", "none", "read_uncommitted");
 }
 
 #[test]
 fn postgres_to_compressed_files_equals_source() {
-    check_postgres("csv", "gzip");
-    check_postgres("ndjson", "zstd");
+    check_postgres("csv", "gzip", "snapshot");
+    check_postgres("ndjson", "zstd", "snapshot");
 }
 
 #[test]

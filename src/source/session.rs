@@ -3,7 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Dialect;
+use odbc_api::Connection;
+
+use super::{Dialect, Source, query_text};
+use crate::error::{ConfigError, Result};
 
 /// How reads see concurrent writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +77,49 @@ pub const SQLSERVER_SNAPSHOT_STATE_SQL: &str = "\
 SELECT snapshot_isolation_state_desc, is_read_committed_snapshot_on \
 FROM sys.databases WHERE database_id = DB_ID()";
 
+/// SQL Server's row-versioning settings of the current database: whether SNAPSHOT isolation
+/// is allowed, and whether READ COMMITTED reads row versions. `None` on other databases.
+pub fn sqlserver_row_versioning(
+    source: &Source,
+    connection: &Connection<'_>,
+    dialect: Dialect,
+) -> Result<Option<(String, bool)>> {
+    if dialect != Dialect::SqlServer {
+        return Ok(None);
+    }
+    let rows = query_text(
+        source,
+        connection,
+        "the snapshot isolation settings",
+        SQLSERVER_SNAPSHOT_STATE_SQL,
+    )?;
+    Ok(rows.into_iter().next().map(|row| {
+        let snapshot = row.first().cloned().flatten().unwrap_or_default();
+        let rcsi = matches!(row.get(1).cloned().flatten().as_deref(), Some("1" | "true"));
+        (snapshot, rcsi)
+    }))
+}
+
+/// Refuses `snapshot` on a SQL Server database that does not allow it, before any table is
+/// read (every read would fail with error 3952 otherwise).
+pub fn check_isolation(
+    isolation: Isolation,
+    versioning: Option<&(String, bool)>,
+) -> std::result::Result<(), ConfigError> {
+    match (isolation, versioning) {
+        (Isolation::Snapshot, Some((state, _))) if state != "ON" => Err(ConfigError::invalid(
+            "isolation",
+            format!(
+                "\"snapshot\" needs ALLOW_SNAPSHOT_ISOLATION ON, and this database's \
+                 snapshot_isolation_state is {state}"
+            ),
+            "\"read_committed\" (row-versioned anyway when READ_COMMITTED_SNAPSHOT is ON), or \
+             ask the DBA to run ALTER DATABASE ... SET ALLOW_SNAPSHOT_ISOLATION ON",
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +154,20 @@ mod tests {
             parse(SQLSERVER_SNAPSHOT_STATE_SQL),
             SQLSERVER_SNAPSHOT_STATE_SQL
         );
+    }
+
+    #[test]
+    fn snapshot_is_refused_where_the_database_does_not_allow_it() {
+        let off = ("OFF".to_owned(), true);
+        let on = ("ON".to_owned(), false);
+        let err = check_isolation(Isolation::Snapshot, Some(&off)).unwrap_err();
+        assert!(
+            err.to_string().contains("snapshot_isolation_state is OFF"),
+            "{err}"
+        );
+        assert!(check_isolation(Isolation::Snapshot, Some(&on)).is_ok());
+        assert!(check_isolation(Isolation::ReadCommitted, Some(&off)).is_ok());
+        assert!(check_isolation(Isolation::Snapshot, None).is_ok());
     }
 
     #[test]
