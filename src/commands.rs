@@ -152,7 +152,7 @@ pub fn sync(config: &Config, restart: bool, out: &mut dyn Write) -> Result<i32> 
     let failed = summary
         .outcomes
         .iter()
-        .any(|o| o.status == TableStatus::Failed);
+        .any(|o| o.status != TableStatus::Done);
     Ok(if summary.interrupted {
         exit_code::INTERRUPTED
     } else if failed {
@@ -308,8 +308,13 @@ fn render_summary(summary: &RunSummary, output_dir: &std::path::Path) -> String 
     let failed: Vec<&TableOutcome> = summary
         .outcomes
         .iter()
-        .filter(|o| o.status != TableStatus::Done)
+        .filter(|o| o.status == TableStatus::Failed)
         .collect();
+    let unfinished = summary
+        .outcomes
+        .iter()
+        .filter(|o| matches!(o.status, TableStatus::Pending | TableStatus::InProgress))
+        .count();
     let rows: u64 = summary.outcomes.iter().map(|o| o.rows).sum();
     let rate = if summary.seconds > 0.0 {
         rows as f64 / summary.seconds
@@ -317,14 +322,24 @@ fn render_summary(summary: &RunSummary, output_dir: &std::path::Path) -> String 
         0.0
     };
     let mut text = format!(
-        "Run {} finished in {}: {} tables done, {} failed, {} rows ({} rows/s)\n",
+        "Run {} {} in {}: {} tables done, {} failed, {} rows ({} rows/s)\n",
         summary.run_id,
+        if summary.interrupted {
+            "stopped"
+        } else {
+            "finished"
+        },
         plan::duration(summary.seconds),
         done.len(),
         failed.len(),
         plan::group_digits(rows),
         plan::group_digits(rate.round() as u64)
     );
+    if unfinished > 0 {
+        text.push_str(&format!(
+            "  {unfinished} tables not finished: the next sync resumes them\n"
+        ));
+    }
     for outcome in &done {
         if outcome.rows != outcome.expected_rows {
             text.push_str(&format!(

@@ -314,6 +314,21 @@ pub fn run(
         }
     })?;
     outcomes.extend(written);
+    // Tables the run never finished (stopped, or the login was refused mid-run).
+    for job in &context.jobs {
+        let name = job.table.full_name();
+        if !outcomes.iter().any(|o| o.table == name) {
+            outcomes.push(TableOutcome {
+                table: name,
+                tier: job.tier,
+                status: TableStatus::Pending,
+                expected_rows: 0,
+                rows: 0,
+                seconds: 0.0,
+                error: None,
+            });
+        }
+    }
     Ok(RunSummary {
         run_id,
         outcomes,
