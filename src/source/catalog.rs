@@ -224,6 +224,54 @@ pub fn count_sql(dialect: Dialect, tables: &[(String, String)]) -> String {
         .join(" UNION ALL ")
 }
 
+/// Which size facets of a catalog column apply to its type.
+pub(super) struct Facets {
+    pub length: bool,
+    pub precision: bool,
+    pub scale: bool,
+}
+
+/// Parses the rows of the SQL Server and PostgreSQL column queries, which share one layout:
+/// schema, table, ordinal, name, type, length, precision, scale, nullable.
+pub(super) fn parse_column_rows(
+    rows: Vec<Vec<Option<String>>>,
+    type_name: impl Fn(&str) -> String,
+    facets: impl Fn(&str) -> Facets,
+) -> Vec<ColumnRow> {
+    rows.into_iter()
+        .filter_map(|row| match row.as_slice() {
+            [
+                Some(schema),
+                Some(table),
+                _ordinal,
+                Some(name),
+                Some(source_type),
+                length,
+                precision,
+                scale,
+                nullable,
+            ] => {
+                let source_type = type_name(source_type);
+                let facets = facets(&source_type);
+                Some(ColumnRow {
+                    schema: schema.clone(),
+                    table: table.clone(),
+                    column: Column {
+                        name: name.clone(),
+                        length: parse_int(length).filter(|_| facets.length),
+                        precision: parse_int(precision).filter(|_| facets.precision),
+                        scale: parse_int(scale).filter(|_| facets.scale),
+                        source_type,
+                        nullable: parse_flag(nullable),
+                        key_position: None,
+                    },
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// Parses a count that a driver may render as `123`, `123.0` or `1.23e+06` (PostgreSQL's
 /// `reltuples` is a float).
 pub fn parse_count(text: &str) -> Option<u64> {

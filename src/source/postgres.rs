@@ -4,9 +4,7 @@ use std::collections::HashMap;
 
 use odbc_api::Connection;
 
-use super::catalog::{
-    Column, ColumnRow, SizedTable, group_keys, parse_count, parse_flag, parse_int,
-};
+use super::catalog::{ColumnRow, Facets, SizedTable, group_keys, parse_column_rows, parse_count};
 use super::{Source, query_text};
 use crate::error::Result;
 
@@ -65,38 +63,11 @@ pub(super) fn sized_tables(
 
 pub(super) fn columns(source: &Source, connection: &Connection<'_>) -> Result<Vec<ColumnRow>> {
     let rows = query_text(source, connection, "columns", COLUMNS_SQL)?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|row| match row.as_slice() {
-            [
-                Some(schema),
-                Some(table),
-                _ordinal,
-                Some(name),
-                Some(type_name),
-                length,
-                precision,
-                scale,
-                nullable,
-            ] => {
-                let is_numeric = matches!(type_name.as_str(), "numeric" | "decimal");
-                Some(ColumnRow {
-                    schema: schema.clone(),
-                    table: table.clone(),
-                    column: Column {
-                        name: name.clone(),
-                        source_type: type_name.clone(),
-                        length: parse_int(length),
-                        precision: parse_int(precision).filter(|_| is_numeric),
-                        scale: parse_int(scale),
-                        nullable: parse_flag(nullable),
-                        key_position: None,
-                    },
-                })
-            }
-            _ => None,
-        })
-        .collect())
+    Ok(parse_column_rows(rows, str::to_owned, |type_name| Facets {
+        length: true,
+        precision: matches!(type_name, "numeric" | "decimal"),
+        scale: true,
+    }))
 }
 
 pub(super) fn primary_keys(

@@ -5,9 +5,7 @@ use std::collections::HashMap;
 
 use odbc_api::Connection;
 
-use super::catalog::{
-    Column, ColumnRow, SizedTable, group_keys, parse_count, parse_flag, parse_int,
-};
+use super::catalog::{ColumnRow, Facets, SizedTable, group_keys, parse_column_rows, parse_count};
 use super::{Source, query_text};
 use crate::error::{Error, Result};
 
@@ -92,49 +90,21 @@ pub(super) fn sized_tables(
 
 pub(super) fn columns(source: &Source, connection: &Connection<'_>) -> Result<Vec<ColumnRow>> {
     let rows = query_text(source, connection, "columns", COLUMNS_SQL)?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|row| match row.as_slice() {
-            [
-                Some(schema),
-                Some(table),
-                _ordinal,
-                Some(name),
-                Some(type_name),
-                length,
-                precision,
-                scale,
-                nullable,
-            ] => {
-                let type_name = type_name.to_ascii_lowercase();
-                let has_length = is_sized_type(&type_name);
-                let has_precision = matches!(type_name.as_str(), "decimal" | "numeric");
-                let has_scale = has_precision
-                    || matches!(type_name.as_str(), "datetime2" | "time" | "datetimeoffset");
-                Some(ColumnRow {
-                    schema: schema.clone(),
-                    table: table.clone(),
-                    column: Column {
-                        name: name.clone(),
-                        length: parse_int(length).filter(|_| has_length),
-                        precision: parse_int(precision).filter(|_| has_precision),
-                        scale: parse_int(scale).filter(|_| has_scale),
-                        source_type: type_name,
-                        nullable: parse_flag(nullable),
-                        key_position: None,
-                    },
-                })
+    Ok(parse_column_rows(
+        rows,
+        str::to_ascii_lowercase,
+        |type_name| {
+            let exact = matches!(type_name, "decimal" | "numeric");
+            Facets {
+                length: matches!(
+                    type_name,
+                    "char" | "varchar" | "nchar" | "nvarchar" | "binary" | "varbinary"
+                ),
+                precision: exact,
+                scale: exact || matches!(type_name, "datetime2" | "time" | "datetimeoffset"),
             }
-            _ => None,
-        })
-        .collect())
-}
-
-fn is_sized_type(type_name: &str) -> bool {
-    matches!(
-        type_name,
-        "char" | "varchar" | "nchar" | "nvarchar" | "binary" | "varbinary"
-    )
+        },
+    ))
 }
 
 pub(super) fn primary_keys(
