@@ -171,7 +171,7 @@ trap 'rm -rf "$WORK/run" "$WORK/perf.data"' EXIT
 # Data: generated inside PostgreSQL with generate_series, no rows cross the client connection.
 
 sql() {
-    "${PSQL[@]}" -d "$DB" "$@"
+    PGOPTIONS="-c client_min_messages=warning" "${PSQL[@]}" -d "$DB" "$@"
 }
 
 # The marker written last by a successful build; absent after an interrupted one.
@@ -315,6 +315,18 @@ machine_ticks() {
 }
 CLK_TCK=$(getconf CLK_TCK)
 
+# CPU ticks used by the PostgreSQL server: the postmaster, its live children, and the children
+# it has reaped (finished backends), whose time the kernel adds to the postmaster's cutime/cstime.
+POSTMASTER=$(head -1 "$(sql -Atc 'SHOW data_directory')/postmaster.pid")
+server_ticks() {
+    local total child
+    total=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$POSTMASTER/stat")
+    for child in $(ps --ppid "$POSTMASTER" -o pid=); do
+        total=$((total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$child/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+
 # Percent of the machine's CPU busy over the next second.
 busy_percent() {
     local before_busy before_all after_busy after_all
@@ -428,7 +440,8 @@ run_once() {
     sync # earlier outputs' dirty pages are not this run's cost
     local quiet
     quiet=$(wait_quiet)
-    local before after status=ok rc=0
+    local before after server_before server_after status=ok rc=0
+    server_before=$(server_ticks)
     before=$(machine_ticks)
     {
         echo "== $(date -Is) $tool $table"
@@ -436,6 +449,8 @@ run_once() {
     /usr/bin/time -f '%e %M %U %S' -o "$timing" \
         timeout --kill-after=30 "$TIMEOUT" "${cmd[@]}" >>"$tlog" 2>&1 || rc=$?
     after=$(machine_ticks)
+    sleep 0.3 # the tool's backends exit after it disconnects; let the postmaster reap them
+    server_after=$(server_ticks)
     local seconds=0 rss=0 user=0 sys=0
     read -r seconds rss user sys < <(grep -E '^[0-9.]+ [0-9]+ ' "$timing" | tail -1) || true
     local rows check own=-
@@ -457,12 +472,15 @@ print("%.2f" % sum(json.loads(l)["duration_seconds"] for l in open(sys.argv[1]) 
         [[ $n == "$expected" ]] || check=WRONG
     done
     [[ $status == ok ]] || check=FAILED
-    local client_cpu machine_cpu
+    # CPU seconds: the client (its process tree), the server, and everything else on the host.
+    local client_cpu server_cpu other_cpu
     client_cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.1f", u + s }')
-    machine_cpu=$(awk -v a="$after" -v b="$before" -v t="$CLK_TCK" 'BEGIN { printf "%.1f", (a - b) / t }')
+    server_cpu=$(awk -v a="$server_after" -v b="$server_before" -v t="$CLK_TCK" 'BEGIN { printf "%.1f", (a - b) / t }')
+    other_cpu=$(awk -v a="$after" -v b="$before" -v t="$CLK_TCK" -v c="$client_cpu" -v d="$server_cpu" \
+        'BEGIN { o = (a - b) / t - c - d; printf "%.1f", o < 0 ? 0 : o }')
     log "  ${seconds}s, $((rss / 1024)) MiB, rows ${rows// //}, $check"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$table" "$expected" "$seconds" "$rss" \
-        "$client_cpu" "$machine_cpu" "${rows// //}" "$check" "$quiet" "$own" >>"$RUNS"
+        "$client_cpu" "$server_cpu" "${rows// //}" "$check" "$other_cpu" "$own" >>"$RUNS"
     rm -rf "$dir"
 }
 
@@ -521,8 +539,8 @@ if [[ $PROFILE != only ]]; then
 
     render_table() {
         awk -F'\t' '
-            BEGIN { printf "%-16s %-19s %11s %9s %11s %9s %8s %9s %10s %6s %7s  %s\n",
-                    "tool", "table", "rows", "seconds", "rows/s", "RSS MiB", "x psql", "cli CPU s", "all CPU s", "busy0", "own s", "row check" }
+            BEGIN { printf "%-16s %-19s %11s %9s %11s %9s %7s %8s %7s %6s %7s  %s\n",
+                    "tool", "table", "rows", "seconds", "rows/s", "RSS MiB", "x psql", "cli CPU", "db CPU", "other", "own s", "row check" }
             { rows[NR] = $0; if ($1 == "psql" && $9 == "ok") psql[$2] = $4 }
             END {
                 for (i = 1; i <= NR; i++) {
@@ -530,7 +548,7 @@ if [[ $PROFILE != only ]]; then
                     rate = (f[4] + 0 > 0 && f[9] == "ok") ? sprintf("%.0f", f[3] / f[4]) : "-"
                     ratio = (f[2] in psql && f[9] == "ok" && psql[f[2]] + 0 > 0) ? sprintf("%.2f", f[4] / psql[f[2]]) : "-"
                     check = f[9] == "ok" ? "ok (" f[8] ")" : f[9] " (" f[8] ")"
-                    printf "%-16s %-19s %11s %9.2f %11s %9.1f %8s %9s %10s %5s%% %7s  %s\n",
+                    printf "%-16s %-19s %11s %9.2f %11s %9.1f %7s %8s %7s %6s %7s  %s\n",
                         f[1], f[2], f[3], f[4], rate, f[5] / 1024, ratio, f[6], f[7], f[10], f[11], check
                 }
             }' "$BEST"
@@ -579,11 +597,11 @@ if [[ $PROFILE != only ]]; then
         flatness
         echo
         echo "seconds: wall time; RSS: peak resident memory of the client process (psql: psql itself, the"
-        echo "server does the work); x psql: time relative to psql \\copy on the same table; cli CPU s:"
-        echo "user+system CPU of the client; all CPU s: busy CPU of the whole machine (client + PostgreSQL)."
+        echo "server does the work); x psql: time relative to psql \\copy on the same table."
+        echo "cli CPU / db CPU / other: CPU seconds of the client, of PostgreSQL (all its processes), and"
+        echo "of everything else on the host during the run (other > 1 s: the figures are disturbed)."
         echo "own s: ehi-sync's own table time (duration_seconds of its validation record), without"
         echo "process start-up, planning and shutdown."
-        echo "busy0: machine CPU busy in the second before the run (other work on the host; 0-5% is quiet)."
         echo "row check: rows in the output (ehi-sync: manifest row_count/data lines) against count(*)."
     } >"$report"
     cp "$report" bench-results/latest.txt
@@ -618,13 +636,13 @@ if [[ $PROFILE == 1 || $PROFILE == only ]] && command -v perf >/dev/null; then
             echo
             echo "######## $table: $seconds s under perf (sampling slows the run; shares, not times, count)"
             echo
-            perf script -i "$WORK/perf.data" -F comm,tid,period,ip,sym,dso 2>/dev/null |
+            perf script -i "$WORK/perf.data" -F comm,pid,tid,period,ip,sym,dso 2>/dev/null |
                 python3 "$ROOT/scripts/bench/perf_breakdown.py"
             echo "== hottest symbols in ehi-sync's threads (self time, share of all samples)"
-            # The ehi-sync threads: main (ehi-sync), writer, <tier>-worker-<n> (fetch threads
+            # The ehi-sync threads: main (ehi-sync), writer, worker-<n> (fetch threads
             # carry their worker's name).
             comms=$(perf report -i "$WORK/perf.data" --no-children --stdio --sort comm -F comm -g none 2>/dev/null |
-                awk '!/^#/ && NF { print $1 }' | grep -E '^(ehi-sync|writer|.*-worker-[0-9]+)$' | paste -sd, -)
+                awk '!/^#/ && NF { print $1 }' | grep -E '^(ehi-sync|writer|(.*-)?worker-[0-9]+)$' | paste -sd, -)
             perf report -i "$WORK/perf.data" --no-children --stdio -g none --comms "$comms" \
                 --sort dso,symbol 2>/dev/null | awk '!/^#/ && NF' | sed -n '1,25p'
             echo

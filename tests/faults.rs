@@ -8,7 +8,6 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -236,41 +235,32 @@ fn terminated_backends_are_retried_and_output_equals_source() {
     assert_output_equals_source(&s, &[]);
 }
 
-/// Another session holds an exclusive lock on a table for a while: the sync's reads time out
-/// on the lock, are retried, and succeed once the lock is released.
+/// Another session holds an exclusive lock on a table until the sync has run into it: the
+/// sync's read times out on the lock, is retried, and succeeds once the lock is released.
 #[test]
 fn lock_held_for_a_while_is_waited_out_with_retries() {
     let s = setup("fault_lock_released", None, SCALE);
-    let locked = Arc::new(AtomicBool::new(false));
-    let holder = std::thread::spawn({
-        let connection_string = s.db.connection_string();
-        let locked = Arc::clone(&locked);
-        move || {
-            let connection = common::connect(&connection_string);
-            connection.set_autocommit(false).expect("begin");
-            connection
-                .execute(
-                    "LOCK TABLE public.encounter IN ACCESS EXCLUSIVE MODE",
-                    (),
-                    None,
-                )
-                .expect("lock");
-            locked.store(true, Ordering::SeqCst);
-            // Shorter than the eight retries' lock timeouts alone (8 x 0.3 s), backoff aside.
-            std::thread::sleep(Duration::from_millis(1500));
-            connection.rollback().expect("release the lock");
-        }
-    });
-    while !locked.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(20));
+    let connection = common::connect(&s.db.connection_string());
+    connection.set_autocommit(false).expect("begin");
+    connection
+        .execute(
+            "LOCK TABLE public.encounter IN ACCESS EXCLUSIVE MODE",
+            (),
+            None,
+        )
+        .expect("lock");
+    let run = Running::start(&s.config);
+    let started = Instant::now();
+    while !run.saw("public.encounter: lock_timeout (SQLSTATE 55P03") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no lock timeout seen"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
-    let (code, stderr) = Running::start(&s.config).wait(Duration::from_secs(120));
-    holder.join().expect("lock holder");
+    connection.rollback().expect("release the lock");
+    let (code, stderr) = run.wait(Duration::from_secs(120));
     assert_eq!(code, 0, "{stderr}");
-    assert!(
-        stderr.contains("public.encounter: lock_timeout (SQLSTATE 55P03"),
-        "{stderr}"
-    );
     assert_output_equals_source(&s, &[]);
 }
 

@@ -2,23 +2,24 @@
 """Summarises a whole-machine `perf record -a --call-graph dwarf` of one ehi-sync run: where the
 CPU time went, by process, by ehi-sync thread kind, and by what the code was doing.
 
-    perf script -i perf.data -F comm,tid,period,ip,sym,dso | perf_breakdown.py
+    perf script -i perf.data -F comm,pid,tid,period,ip,sym,dso | perf_breakdown.py
 
-Thread kinds: `writer`; `<tier>-worker-<n>` threads, which run statements and encode batches;
-the odbc-api fetch threads (ConcurrentBlockCursor, one per statement), which are unnamed and so
-carry their worker's name. A thread is a fetch thread when any of its samples has the
-`concurrent_block_cursor` frames on its stack; then all its samples count as such, including
-those whose stack perf could not unwind (common inside libc's sscanf/snprintf, which psqlODBC
-calls for every value it converts).
+ehi-sync is the process whose main thread is called `ehi-sync`; every thread of that process
+counts as ehi-sync. Thread kinds: `writer`; worker threads (`worker-<n>`, formerly
+`<tier>-worker-<n>`), which run statements and encode batches; the odbc-api fetch threads
+(ConcurrentBlockCursor, one per statement), which are unnamed and so carry their worker's name.
+A thread is a fetch thread when any of its samples has the `from_block_cursor::{closure` frames on
+its stack; then all its samples count as such, including those whose stack perf could not
+unwind (common inside libc's sscanf/snprintf, which psqlODBC calls for every value it
+converts).
 """
 
 import re
 import sys
 from collections import Counter
 
-HEADER = re.compile(r"^(\S.*?)\s+(\d+)\s+(\d+)\s*$")
+HEADER = re.compile(r"^(\S.*?)\s+(\d+)/(\d+)\s+(\d+)\s*$")
 FRAME = re.compile(r"^\s+[0-9a-f]+\s+(.*?)\s+\((.*)\)\s*$")
-CLIENT = re.compile(r"^(ehi-sync|writer|ctrl-c|\w+-worker-\d+)$")
 FETCH = "fetch threads (odbc-api, one per statement: SQLFetch in the driver)"
 WORKER = "worker threads (execute statements, encode, send)"
 WRITER = "writer thread"
@@ -26,25 +27,26 @@ MAIN = "main thread and other"
 
 
 def samples(lines):
-    """Yields (comm, tid, period, frames) with frames leaf first, each (symbol, dso)."""
+    """Yields (comm, pid, tid, period, frames) with frames leaf first, each (symbol, dso)."""
     comm = None
     for line in lines:
         line = line.rstrip("\n")
         if not line.strip():
             if comm is not None:
-                yield comm, tid, period, frames
+                yield comm, pid, tid, period, frames
             comm = None
             continue
         if comm is None:
             match = HEADER.match(line)
             if match:
-                comm, tid, period, frames = match.group(1).strip(), match.group(2), int(match.group(3)), []
+                comm, pid, tid = match.group(1).strip(), match.group(2), match.group(3)
+                period, frames = int(match.group(4)), []
             continue
         match = FRAME.match(line)
         if match:
             frames.append((match.group(1), match.group(2)))
     if comm is not None:
-        yield comm, tid, period, frames
+        yield comm, pid, tid, period, frames
 
 
 def library(frames):
@@ -106,28 +108,29 @@ def activity(kind, frames):
 
 def main():
     all_samples = list(samples(sys.stdin))
+    client_pids = {pid for comm, pid, tid, _, _ in all_samples if comm == "ehi-sync" and pid == tid}
     fetch_tids = set()
-    for comm, tid, _, frames in all_samples:
-        if CLIENT.match(comm) and any("concurrent_block_cursor" in sym for sym, _ in frames):
+    for _, pid, tid, _, frames in all_samples:
+        if pid in client_pids and any("from_block_cursor::{closure" in sym for sym, _ in frames):
             fetch_tids.add(tid)
 
     by_process = Counter()
     by_thread = Counter()
     by_activity = Counter()
     total = 0
-    for comm, tid, period, frames in all_samples:
+    for comm, pid, tid, period, frames in all_samples:
         total += period
         if comm == "swapper":
             by_process["idle"] += period
         elif comm == "postgres":
             by_process["postgres (server backends)"] += period
-        elif CLIENT.match(comm):
+        elif pid in client_pids:
             by_process["ehi-sync (all threads)"] += period
             if tid in fetch_tids:
                 kind = FETCH
             elif comm == "writer":
                 kind = WRITER
-            elif "worker" in comm:
+            elif "worker" in comm or odbc_call(frames) or any("Worker" in sym for sym, _ in frames):
                 kind = WORKER
             else:
                 kind = MAIN

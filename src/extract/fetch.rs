@@ -23,6 +23,18 @@ const FULL_WIDTH_MAX_CHARS: usize = 1024;
 /// means UTF-8. This follows odbc-api's own default per platform.
 pub const WIDE_TEXT: bool = cfg!(target_os = "windows");
 
+/// How fetch buffers are sized and typed for a run.
+#[derive(Debug, Clone, Copy)]
+pub struct BufferPolicy {
+    /// Memory for one fetch buffer.
+    pub budget_bytes: usize,
+    /// The largest value a buffer may grow to hold.
+    pub max_value_bytes: usize,
+    /// Fetch integers and floats as text. For drivers whose wire format is text (psqlODBC),
+    /// this saves parsing them into binary and formatting them back; the text is exact.
+    pub numbers_as_text: bool,
+}
+
 /// The buffer shape of one statement: one description per column and the rows per fetch.
 #[derive(Debug, Clone)]
 pub struct FetchLayout {
@@ -30,8 +42,7 @@ pub struct FetchLayout {
     /// Capacity per value: bytes (narrow text, binary) or UTF-16 units (wide text).
     capacities: Vec<usize>,
     batch_size: usize,
-    budget_bytes: usize,
-    max_value_bytes: usize,
+    policy: BufferPolicy,
 }
 
 /// A value is larger than `max_value_bytes`: the table cannot be copied faithfully.
@@ -46,8 +57,7 @@ impl FetchLayout {
         columns: &[Column],
         kinds: &[ValueKind],
         batch_size: usize,
-        budget_bytes: usize,
-        max_value_bytes: usize,
+        policy: BufferPolicy,
     ) -> FetchLayout {
         let capacities = columns
             .iter()
@@ -58,15 +68,14 @@ impl FetchLayout {
             kinds: kinds.to_vec(),
             capacities,
             batch_size: batch_size.max(1),
-            budget_bytes,
-            max_value_bytes,
+            policy,
         }
     }
 
     /// Rows per fetch: the tier's batch size, or fewer when wide rows would exceed the budget.
     pub fn rows_per_fetch(&self) -> usize {
         let per_row: usize = self.descs().map(|d| d.bytes_per_row()).sum();
-        (self.budget_bytes / per_row.max(1)).clamp(1, self.batch_size)
+        (self.policy.budget_bytes / per_row.max(1)).clamp(1, self.batch_size)
     }
 
     pub fn descs(&self) -> impl Iterator<Item = BufferDesc> + '_ {
@@ -74,8 +83,12 @@ impl FetchLayout {
             .iter()
             .zip(&self.capacities)
             .map(|(kind, capacity)| match kind {
-                ValueKind::Integer => BufferDesc::I64 { nullable: true },
-                ValueKind::Float => BufferDesc::F64 { nullable: true },
+                ValueKind::Integer if !self.policy.numbers_as_text => {
+                    BufferDesc::I64 { nullable: true }
+                }
+                ValueKind::Float if !self.policy.numbers_as_text => {
+                    BufferDesc::F64 { nullable: true }
+                }
                 ValueKind::Binary => BufferDesc::Binary {
                     max_bytes: *capacity,
                 },
@@ -107,7 +120,7 @@ impl FetchLayout {
             Some(bytes) => (bytes / unit + 1).max(current * 2),
             None => current * 2,
         };
-        if wanted * unit > self.max_value_bytes {
+        if wanted * unit > self.policy.max_value_bytes {
             return Err(ValueTooLarge { column, needed });
         }
         self.capacities[column] = wanted;
@@ -124,7 +137,9 @@ fn initial_capacity(column: &Column, kind: ValueKind) -> usize {
     // At most 2 UTF-16 units (wide) or 4 UTF-8 bytes (narrow) per character.
     let units_per_char = if WIDE_TEXT { 2 } else { 4 };
     match kind {
-        ValueKind::Integer | ValueKind::Float => 0,
+        // Only used when numbers are fetched as text: "-9223372036854775808",
+        // "-1.2345678901234567e-308", "-Infinity".
+        ValueKind::Integer | ValueKind::Float => 32,
         ValueKind::Boolean => 8,
         ValueKind::Decimal => column
             .precision
@@ -220,21 +235,27 @@ pub fn encode_batch(
 }
 
 /// The key of row `row`, read from the key columns at `key_indices`; `None` if a key value is
-/// NULL or not representable (which a primary key never is).
+/// NULL or not representable (which a primary key never is). Integer keys fetched as text are
+/// kept as integers, so they stay integer literals in the resumed statement.
 pub fn key_of_row(
     views: &[ColumnView<'_>],
+    kinds: &[ValueKind],
     key_indices: &[usize],
     row: usize,
 ) -> Option<Vec<KeyValue>> {
     key_indices
         .iter()
-        .map(|&i| match views.get(i)?.cell(row) {
-            Cell::Int(v) => Some(KeyValue::Int(v)),
-            Cell::Text(bytes) => std::str::from_utf8(bytes)
-                .ok()
-                .map(|s| KeyValue::Text(s.to_owned())),
-            Cell::WideText(units) => String::from_utf16(units).ok().map(KeyValue::Text),
-            Cell::Null | Cell::Float(_) | Cell::Bytes(_) => None,
+        .map(|&i| {
+            let text = match views.get(i)?.cell(row) {
+                Cell::Int(v) => return Some(KeyValue::Int(v)),
+                Cell::Text(bytes) => std::str::from_utf8(bytes).ok()?.to_owned(),
+                Cell::WideText(units) => String::from_utf16(units).ok()?,
+                Cell::Null | Cell::Float(_) | Cell::Bytes(_) => return None,
+            };
+            match kinds.get(i) {
+                Some(ValueKind::Integer) => text.trim().parse().ok().map(KeyValue::Int),
+                _ => Some(KeyValue::Text(text)),
+            }
         })
         .collect()
 }
@@ -255,14 +276,40 @@ mod tests {
         }
     }
 
+    fn policy(budget_bytes: usize, max_value_bytes: usize) -> BufferPolicy {
+        BufferPolicy {
+            budget_bytes,
+            max_value_bytes,
+            numbers_as_text: false,
+        }
+    }
+
+    #[test]
+    fn numbers_as_text_for_text_protocol_drivers() {
+        let columns = vec![column("bigint", None), column("double", None)];
+        let kinds = [ValueKind::Integer, ValueKind::Float];
+        let typed = FetchLayout::new(&columns, &kinds, 10, policy(1 << 20, 1 << 20));
+        assert!(matches!(
+            typed.descs().collect::<Vec<_>>()[..],
+            [BufferDesc::I64 { .. }, BufferDesc::F64 { .. }]
+        ));
+        let mut as_text = policy(1 << 20, 1 << 20);
+        as_text.numbers_as_text = true;
+        let text = FetchLayout::new(&columns, &kinds, 10, as_text);
+        assert!(
+            text.descs()
+                .all(|d| matches!(d, BufferDesc::Text { .. } | BufferDesc::WText { .. }))
+        );
+    }
+
     #[test]
     fn budget_limits_rows_per_fetch() {
         let columns = vec![column("bigint", None), column("varchar", Some(100))];
         let kinds = [ValueKind::Integer, ValueKind::Text];
-        let layout = FetchLayout::new(&columns, &kinds, 5000, 1 << 20, 1 << 30);
+        let layout = FetchLayout::new(&columns, &kinds, 5000, policy(1 << 20, 1 << 30));
         let per_row: usize = layout.descs().map(|d| d.bytes_per_row()).sum();
         assert_eq!(layout.rows_per_fetch(), ((1 << 20) / per_row).min(5000));
-        let roomy = FetchLayout::new(&columns, &kinds, 5000, 1 << 30, 1 << 30);
+        let roomy = FetchLayout::new(&columns, &kinds, 5000, policy(1 << 30, 1 << 30));
         assert_eq!(roomy.rows_per_fetch(), 5000);
     }
 
@@ -270,7 +317,7 @@ mod tests {
     fn long_columns_start_small_and_grow_within_the_cap() {
         let columns = vec![column("text", None)];
         let kinds = [ValueKind::Text];
-        let mut layout = FetchLayout::new(&columns, &kinds, 1000, 1 << 20, 64 * 1024);
+        let mut layout = FetchLayout::new(&columns, &kinds, 1000, policy(1 << 20, 64 * 1024));
         let before = layout.rows_per_fetch();
         layout.grow(0, Some(20_000)).unwrap();
         assert!(layout.rows_per_fetch() < before);
@@ -283,7 +330,7 @@ mod tests {
                 needed: Some(100_000)
             })
         );
-        let mut unknown = FetchLayout::new(&columns, &kinds, 1000, 1 << 20, 1 << 30);
+        let mut unknown = FetchLayout::new(&columns, &kinds, 1000, policy(1 << 20, 1 << 30));
         unknown.grow(0, None).unwrap();
         assert!(unknown.descs().next().unwrap().bytes_per_row() > LONG_VALUE_START_BYTES * 2);
     }
@@ -291,7 +338,8 @@ mod tests {
     #[test]
     fn a_single_huge_row_still_fetches() {
         let columns = vec![column("text", None)];
-        let mut layout = FetchLayout::new(&columns, &[ValueKind::Text], 1000, 1024, 1 << 30);
+        let mut layout =
+            FetchLayout::new(&columns, &[ValueKind::Text], 1000, policy(1024, 1 << 30));
         layout.grow(0, Some(1 << 20)).unwrap();
         assert_eq!(layout.rows_per_fetch(), 1);
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, bounded, unbounded};
+use fetch::BufferPolicy;
 use parking_lot::Mutex;
 
 use crate::config::{Config, Format, Tier, TierSettings};
@@ -38,8 +39,7 @@ use worker::Worker;
 pub struct ReadSettings {
     pub compression: Compression,
     /// Budget for one fetch buffer; a worker holds two (one filling, one encoding).
-    pub fetch_buffer_bytes: usize,
-    pub max_value_bytes: usize,
+    pub buffers: BufferPolicy,
     pub max_retries: u32,
     /// Base of the exponential backoff between retries.
     pub retry_base: Duration,
@@ -173,8 +173,13 @@ pub fn run(
     })?;
     let read = ReadSettings {
         compression: config.compression,
-        fetch_buffer_bytes: config.fetch_buffer_bytes,
-        max_value_bytes: config.max_value_bytes,
+        buffers: BufferPolicy {
+            budget_bytes: config.fetch_buffer_bytes,
+            max_value_bytes: config.max_value_bytes,
+            // psqlODBC receives every value as text: parsing numbers only to format them
+            // again would be wasted work. Binary wire formats keep typed buffers.
+            numbers_as_text: plan.dialect == Dialect::Postgres,
+        },
         max_retries: config.max_retries,
         retry_base: Duration::from_secs_f64(config.retry_sleep_seconds),
         session_setup: session::setup_statements(

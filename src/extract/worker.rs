@@ -337,8 +337,7 @@ impl Worker {
             &job.table.columns,
             &job.kinds,
             job.settings.batch_size,
-            context.read.fetch_buffer_bytes,
-            context.read.max_value_bytes,
+            context.read.buffers,
         );
         let chunk_limit =
             (partition.spec.mode == ReadMode::Keyset).then_some(job.settings.partition_size);
@@ -364,7 +363,7 @@ impl Worker {
                         WorkerError::Table(format!(
                             "a value in column '{}' is larger than max_value_bytes ({} bytes); \
                              raise max_value_bytes in the config to copy it",
-                            job.table.columns[column].name, context.read.max_value_bytes
+                            job.table.columns[column].name, context.read.buffers.max_value_bytes
                         ))
                     })?;
                     log::debug!(
@@ -497,7 +496,12 @@ impl Worker {
             capacity_hint = bytes.len() + bytes.len() / 8;
             let last_key = match job.mode {
                 ReadMode::Stream => None,
-                _ => match key_of_row(&columns, &job.key_indices, rows.saturating_sub(1)) {
+                _ => match key_of_row(
+                    &columns,
+                    &job.kinds,
+                    &job.key_indices,
+                    rows.saturating_sub(1),
+                ) {
                     Some(key) => Some(key),
                     None => {
                         break Err(WorkerError::Table(format!(

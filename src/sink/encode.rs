@@ -261,11 +261,40 @@ fn boolean(text: &[u8]) -> Option<bool> {
     }
 }
 
+/// JSON's number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`. Runs for
+/// every number fetched as text, so it is a byte scan, not a parser.
 fn is_json_number(text: &[u8]) -> bool {
-    std::str::from_utf8(text)
-        .ok()
-        .and_then(|s| serde_json::from_str::<serde_json::Number>(s).ok())
-        .is_some()
+    fn digits(text: &[u8], mut i: usize) -> usize {
+        while i < text.len() && text[i].is_ascii_digit() {
+            i += 1;
+        }
+        i
+    }
+    let mut i = usize::from(text.first() == Some(&b'-'));
+    let int_end = digits(text, i);
+    if int_end == i || (text[i] == b'0' && int_end - i > 1) {
+        return false;
+    }
+    i = int_end;
+    if text.get(i) == Some(&b'.') {
+        let end = digits(text, i + 1);
+        if end == i + 1 {
+            return false;
+        }
+        i = end;
+    }
+    if matches!(text.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(text.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let end = digits(text, i);
+        if end == i {
+            return false;
+        }
+        i = end;
+    }
+    i == text.len()
 }
 
 /// A CSV field: quoted when empty or holding `,` `"` CR or LF, with `"` doubled.
@@ -393,6 +422,38 @@ mod tests {
             &[Cell::Text(b"17"), Cell::Text(b"not a number")],
         );
         assert_eq!(row, "{\"c0\":17,\"c1\":\"not a number\"}\n");
+    }
+
+    #[test]
+    fn json_number_grammar() {
+        for yes in [
+            "0",
+            "-0",
+            "17",
+            "-9223372036854775808",
+            "1.5",
+            "1e+300",
+            "2.5E-8",
+            "-0.1",
+        ] {
+            assert!(is_json_number(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            "",
+            "-",
+            "01",
+            "1.",
+            ".5",
+            "1e",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "1 ",
+            "+1",
+            "0x1",
+        ] {
+            assert!(!is_json_number(no.as_bytes()), "{no}");
+        }
     }
 
     #[test]
