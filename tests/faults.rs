@@ -202,8 +202,8 @@ fn terminated_backends_are_retried_and_output_equals_source() {
     let database = s.db.name().to_owned();
     let mut terminated = 0usize;
     let started = Instant::now();
-    // Once the tables are being read, every 200 ms: often enough to hit every tier, rarely
-    // enough that each retry gets somewhere.
+    // Once the tables are being read, a session every 100 ms until five are gone: soon enough
+    // to land inside the run, far enough apart that each retry gets somewhere.
     while run.is_running() && !s.out.join("_state.json").exists() {
         assert!(
             started.elapsed() < Duration::from_secs(60),
@@ -211,13 +211,14 @@ fn terminated_backends_are_retried_and_output_equals_source() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    while run.is_running() && started.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(200));
+    while run.is_running() && terminated < 5 && started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(100));
         let rows = common::query_on(
             &killer,
             &format!(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM \
+                 (SELECT pid FROM pg_stat_activity WHERE datname = '{database}' \
+                 AND pid <> pg_backend_pid() LIMIT 1) AS one"
             ),
         );
         terminated += rows[0][0]
