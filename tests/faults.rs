@@ -5,14 +5,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::output::{assert_same_rows, read_table, source_rows};
 use common::proxy::FaultProxy;
+use common::running::{Finished, Running};
 use serde_json::{Value, json};
 
 const SCALE: u64 = 600;
@@ -73,82 +71,6 @@ fn setup(prefix: &str, port: Option<u16>, scale: u64) -> Setup {
     }
 }
 
-/// A running sync whose standard error is collected line by line as it comes.
-struct Running {
-    child: Child,
-    stderr: Arc<Mutex<Vec<String>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Running {
-    fn start(config: &Path) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ehi-sync"))
-            .args(["sync", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ehi-sync");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let pipe = child.stderr.take().expect("stderr pipe");
-        let lines = Arc::clone(&stderr);
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lines.lock().expect("lines").push(line);
-            }
-        });
-        Running {
-            child,
-            stderr,
-            reader: Some(reader),
-        }
-    }
-
-    fn saw(&self, text: &str) -> bool {
-        self.stderr
-            .lock()
-            .expect("lines")
-            .iter()
-            .any(|l| l.contains(text))
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child.try_wait().expect("poll").is_none()
-    }
-
-    /// Waits at most `limit` for the exit code; kills the process past it (a hang is a
-    /// failure, never a stuck test).
-    fn wait(mut self, limit: Duration) -> (i32, String) {
-        let start = Instant::now();
-        let code = loop {
-            if let Some(status) = self.child.try_wait().expect("poll") {
-                #[cfg(unix)]
-                {
-                    use std::os::unix::process::ExitStatusExt;
-                    if let Some(signal) = status.signal() {
-                        eprintln!("ehi-sync ended by signal {signal}");
-                    }
-                }
-                break status.code().unwrap_or(-1);
-            }
-            if start.elapsed() > limit {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "ehi-sync did not finish within {limit:?}:\n{}",
-                    self.stderr.lock().expect("lines").join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-        let stderr = self.stderr.lock().expect("lines").join("\n");
-        (code, stderr)
-    }
-}
-
 fn assert_output_equals_source(s: &Setup, skip: &[&str]) {
     let (db, out) = (&s.db, &s.out);
     for (name, rows) in ehi_sync::demo::expected_row_counts(s.scale) {
@@ -180,7 +102,8 @@ fn connections_cut_mid_stream_are_retried_and_output_equals_source() {
     let proxy = FaultProxy::start(upstream());
     let s = setup("fault_cut", Some(proxy.port()), SCALE);
     proxy.set_cut_after(Some((150_000, 400_000)));
-    let (code, stderr) = Running::start(&s.config).wait(Duration::from_secs(240));
+    let Finished { code, stderr, .. } =
+        Running::sync(&s.config, &[]).wait(Duration::from_secs(240));
     assert_eq!(code, 0, "{stderr}");
     let cuts = proxy.connections_cut();
     assert!(cuts >= 5, "only {cuts} connections were cut");
@@ -197,7 +120,7 @@ fn connections_cut_mid_stream_are_retried_and_output_equals_source() {
 fn terminated_backends_are_retried_and_output_equals_source() {
     // Large enough that the run lasts a few seconds, so several terminations land in it.
     let s = setup("fault_terminate", None, 5 * SCALE);
-    let mut run = Running::start(&s.config);
+    let mut run = Running::sync(&s.config, &[]);
     let killer = common::PgDatabase::admin_connection_string();
     let database = s.db.name().to_owned();
     let mut terminated = 0usize;
@@ -226,7 +149,7 @@ fn terminated_backends_are_retried_and_output_equals_source() {
             .and_then(|n| n.parse::<usize>().ok())
             .unwrap_or(0);
     }
-    let (code, stderr) = run.wait(Duration::from_secs(120));
+    let Finished { code, stderr, .. } = run.wait(Duration::from_secs(120));
     assert_eq!(code, 0, "{stderr}");
     assert!(terminated >= 3, "only {terminated} backends terminated");
     assert!(
@@ -250,7 +173,7 @@ fn lock_held_for_a_while_is_waited_out_with_retries() {
             None,
         )
         .expect("lock");
-    let run = Running::start(&s.config);
+    let run = Running::sync(&s.config, &[]);
     let started = Instant::now();
     while !run.saw("public.encounter: lock_timeout (SQLSTATE 55P03") {
         assert!(
@@ -260,7 +183,7 @@ fn lock_held_for_a_while_is_waited_out_with_retries() {
         std::thread::sleep(Duration::from_millis(10));
     }
     connection.rollback().expect("release the lock");
-    let (code, stderr) = run.wait(Duration::from_secs(120));
+    let Finished { code, stderr, .. } = run.wait(Duration::from_secs(120));
     assert_eq!(code, 0, "{stderr}");
     assert_output_equals_source(&s, &[]);
 }
@@ -283,7 +206,8 @@ fn lock_never_released_fails_only_that_table() {
         serde_json::from_slice(&std::fs::read(&s.config).expect("config")).expect("JSON");
     config["max_retries"] = json!(2);
     std::fs::write(&s.config, serde_json::to_vec(&config).expect("JSON")).expect("write");
-    let (code, stderr) = Running::start(&s.config).wait(Duration::from_secs(120));
+    let Finished { code, stderr, .. } =
+        Running::sync(&s.config, &[]).wait(Duration::from_secs(120));
     connection.rollback().expect("release");
     assert_eq!(code, 4, "{stderr}");
     assert!(
@@ -309,7 +233,7 @@ fn lock_never_released_fails_only_that_table() {
 fn silent_connections_are_cancelled_abandoned_and_replaced() {
     let proxy = FaultProxy::start(upstream());
     let s = setup("fault_silent", Some(proxy.port()), SCALE);
-    let run = Running::start(&s.config);
+    let run = Running::sync(&s.config, &[]);
     let started = Instant::now();
     while !run.saw("Processing table 9/9") {
         assert!(
@@ -319,7 +243,7 @@ fn silent_connections_are_cancelled_abandoned_and_replaced() {
         std::thread::sleep(Duration::from_millis(10));
     }
     proxy.stall_live_connections();
-    let (code, stderr) = run.wait(Duration::from_secs(90));
+    let Finished { code, stderr, .. } = run.wait(Duration::from_secs(90));
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.contains("no rows for 3s; cancelling the statement"),

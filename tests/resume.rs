@@ -7,14 +7,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::output::{assert_same_rows, read_table, source_rows};
+use common::running::Running;
 use serde_json::{Value, json};
 
 /// Large enough that a run takes a few seconds in a debug build, so kills land mid-run.
-const SCALE: u64 = 4000;
+const SCALE: u64 = 6000;
 
 fn config_json(connection_string: &str, output: &Path, format: &str) -> Value {
     json!({
@@ -31,36 +31,6 @@ fn config_json(connection_string: &str, output: &Path, format: &str) -> Value {
             "large": {"batch_size": 100, "partition_size": 4000, "checkpoint_interval": 300}
         }
     })
-}
-
-fn spawn_sync(config: &Path, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ehi-sync"))
-        .arg("sync")
-        .arg("--config")
-        .arg(config)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ehi-sync")
-}
-
-fn finish(child: Child) -> (i32, String, String) {
-    let output = child.wait_with_output().expect("wait for ehi-sync");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -{name}");
 }
 
 /// A small deterministic pseudo-random sequence (no extra crate for a test).
@@ -117,8 +87,9 @@ fn setup(prefix: &str, format: &str) -> Setup {
     }
 }
 
-/// SIGKILL at random moments, at least 20 times within one run (kills that land after the
-/// process ended do not count), resuming each time; then the output equals the source.
+/// SIGKILL at random moments of the reading, at least 20 times within one run (kills that
+/// land after the process ended do not count), resuming each time; then the output equals the
+/// source.
 fn kill_and_resume(format: &str, seed: u64) {
     let s = setup(&format!("kill_{format}"), format);
     let mut random = Lcg(seed);
@@ -131,19 +102,23 @@ fn kill_and_resume(format: &str, seed: u64) {
             started.elapsed() < Duration::from_secs(300),
             "kill loop took too long"
         );
-        let mut child = spawn_sync(&s.config, &[]);
-        std::thread::sleep(Duration::from_millis(150 + random.below(250)));
-        if child.try_wait().expect("poll").is_some() {
-            let (code, stdout, stderr) = finish(child);
+        let mut run = Running::sync(&s.config, &[]);
+        // Once rows are being read: a random moment within the next 150 ms.
+        if run.wait_for("Processing table", Duration::from_secs(60)) {
+            std::thread::sleep(Duration::from_millis(random.below(150)));
+        }
+        if !run.is_running() {
+            let finished = run.wait(Duration::from_secs(60));
             assert_eq!(
-                code, 0,
-                "a run that ended by itself must succeed:\n{stdout}\n{stderr}"
+                finished.code, 0,
+                "a run that ended by itself must succeed:\n{}\n{}",
+                finished.stdout, finished.stderr
             );
             break;
         }
-        signal(&child, "KILL");
-        let (_, stdout, _) = finish(child);
-        if stdout.contains("Resuming run") {
+        run.signal("KILL");
+        let killed = run.wait(Duration::from_secs(60));
+        if killed.stdout.contains("Resuming run") {
             resumed_runs += 1;
         }
         if s.out.join("._state.json.tmp").exists() {
@@ -151,8 +126,8 @@ fn kill_and_resume(format: &str, seed: u64) {
         }
         kills += 1;
     }
-    let (code, stdout, stderr) = finish(spawn_sync(&s.config, &[]));
-    assert_eq!(code, 0, "final run:\n{stdout}\n{stderr}");
+    let last = Running::sync(&s.config, &[]).wait(Duration::from_secs(120));
+    assert_eq!(last.code, 0, "final run:\n{}\n{}", last.stdout, last.stderr);
     eprintln!(
         "{format}: {kills} kills, {kills_during_checkpoint} while a state file was being \
          written, {resumed_runs} resumed runs killed"
@@ -165,8 +140,8 @@ fn kill_and_resume(format: &str, seed: u64) {
         resumed_runs >= 10,
         "kills must land in resumed runs too ({resumed_runs})"
     );
-    // Checkpoints are written every few dozen rows, so about a third of the kills land while a
-    // state file is being written (measured: 6 of 20).
+    // Checkpoints are written every few dozen rows, so a good share of the kills land while a
+    // state file is being written.
     assert!(
         kills_during_checkpoint >= 1,
         "no kill landed during a checkpoint write"
@@ -194,18 +169,33 @@ fn sigkill_at_random_moments_then_resume_gives_exactly_the_source_rows_ndjson() 
 fn sigterm_stops_gracefully_and_the_next_run_resumes() {
     let s = setup("sigterm", "csv");
     let mut graceful = 0;
-    for delay in [250, 400, 550] {
-        let child = spawn_sync(&s.config, &[]);
-        std::thread::sleep(Duration::from_millis(delay));
-        signal(&child, "TERM");
-        let (code, stdout, stderr) = finish(child);
-        if code == 0 {
-            continue; // it finished before the signal
+    for delay in [0, 100, 200] {
+        let mut run = Running::sync(&s.config, &[]);
+        if !run.wait_for("Processing table", Duration::from_secs(60)) {
+            break; // finished before the signal
         }
-        assert_eq!(code, 7, "graceful stop exit code:\n{stdout}\n{stderr}");
+        std::thread::sleep(Duration::from_millis(delay));
+        run.signal("TERM");
+        let stopped = run.wait(Duration::from_secs(60));
+        if stopped.code == 0 {
+            break; // it finished before the signal
+        }
+        assert_eq!(
+            stopped.code, 7,
+            "graceful stop exit code:\n{}\n{}",
+            stopped.stdout, stopped.stderr
+        );
         assert!(
-            stderr.contains("stopping after the batches in hand"),
-            "{stderr}"
+            stopped
+                .stderr
+                .contains("stopping after the batches in hand"),
+            "{}",
+            stopped.stderr
+        );
+        assert!(
+            stopped.stdout.contains("tables not finished"),
+            "{}",
+            stopped.stdout
         );
         let state: Value =
             serde_json::from_slice(&std::fs::read(s.out.join("_state.json")).expect("state file"))
@@ -217,9 +207,9 @@ fn sigterm_stops_gracefully_and_the_next_run_resumes() {
         graceful += 1;
     }
     assert!(graceful >= 1, "no SIGTERM landed during a run");
-    let (code, stdout, stderr) = finish(spawn_sync(&s.config, &[]));
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
-    assert!(stdout.contains("Resuming run"), "{stdout}");
+    let last = Running::sync(&s.config, &[]).wait(Duration::from_secs(120));
+    assert_eq!(last.code, 0, "{}\n{}", last.stdout, last.stderr);
+    assert!(last.stdout.contains("Resuming run"), "{}", last.stdout);
     assert_output_equals_source(&s.db, &s.out);
 }
 
@@ -246,10 +236,10 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, String)> {
 #[test]
 fn damaged_state_file_is_refused_without_touching_output() {
     let s = setup("corrupt_state", "ndjson");
-    let child = spawn_sync(&s.config, &[]);
-    std::thread::sleep(Duration::from_millis(500));
-    signal(&child, "KILL");
-    finish(child);
+    let mut run = Running::sync(&s.config, &[]);
+    assert!(run.wait_for("Processing table 4/9", Duration::from_secs(60)));
+    run.signal("KILL");
+    run.wait(Duration::from_secs(60));
     let state_path = s.out.join("_state.json");
     let state = std::fs::read(&state_path).expect("a checkpoint was written");
     let config = s.config.to_str().expect("path");
@@ -282,10 +272,22 @@ fn damaged_state_file_is_refused_without_touching_output() {
     assert_eq!(run.status.code(), Some(8), "{stderr}");
     assert!(stderr.contains("belongs to another source"), "{stderr}");
 
-    let (code, stdout, stderr) = finish(spawn_sync(&s.config, &["--restart"]));
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
-    assert!(stdout.contains("Discarding unfinished run"), "{stdout}");
-    assert!(!stdout.contains("Resuming run"), "{stdout}");
+    let restarted = Running::sync(&s.config, &["--restart"]).wait(Duration::from_secs(120));
+    assert_eq!(
+        restarted.code, 0,
+        "{}\n{}",
+        restarted.stdout, restarted.stderr
+    );
+    assert!(
+        restarted.stdout.contains("Discarding unfinished run"),
+        "{}",
+        restarted.stdout
+    );
+    assert!(
+        !restarted.stdout.contains("Resuming run"),
+        "{}",
+        restarted.stdout
+    );
     assert_output_equals_source(&s.db, &s.out);
 }
 
@@ -306,22 +308,22 @@ fn second_sync_on_the_same_output_is_refused() {
         }
     });
     std::thread::sleep(Duration::from_millis(300));
-    let first = spawn_sync(&s.config, &[]);
+    let first = Running::sync(&s.config, &[]);
     std::thread::sleep(Duration::from_millis(700));
     let config = s.config.to_str().expect("path");
     let second = common::ehi_sync(&["sync", "--config", config]);
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(6), "{stderr}");
     assert!(
-        stderr.contains(&format!("another ehi-sync run (pid {}", first.id())),
+        stderr.contains(&format!("another ehi-sync run (pid {}", first.pid())),
         "{stderr}"
     );
     let status = common::ehi_sync(&["status", "--config", config]);
     let status = String::from_utf8_lossy(&status.stdout).into_owned();
     assert!(status.contains(": running"), "{status}");
-    assert!(status.contains(&format!("pid {}", first.id())), "{status}");
+    assert!(status.contains(&format!("pid {}", first.pid())), "{status}");
     holder.join().expect("lock holder");
-    let (code, stdout, stderr) = finish(first);
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let done = first.wait(Duration::from_secs(120));
+    assert_eq!(done.code, 0, "{}\n{}", done.stdout, done.stderr);
     assert_output_equals_source(&s.db, &s.out);
 }

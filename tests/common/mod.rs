@@ -9,6 +9,7 @@
 
 pub mod output;
 pub mod proxy;
+pub mod running;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
