@@ -462,12 +462,12 @@ impl Config {
                 "at least 1024 bytes (default 268435456, 256 MiB)",
             ));
         }
-        let fetch_buffer_bytes = keys.usize("fetch_buffer_bytes")?.unwrap_or(4 << 20);
+        let fetch_buffer_bytes = keys.usize("fetch_buffer_bytes")?.unwrap_or(2 << 20);
         if fetch_buffer_bytes < 64 * 1024 {
             return Err(ConfigError::invalid(
                 "fetch_buffer_bytes",
                 format!("{fetch_buffer_bytes} is too small"),
-                "at least 65536 bytes (default 4194304, 4 MiB)",
+                "at least 65536 bytes (default 2097152, 2 MiB)",
             ));
         }
         let max_value_bytes = keys.usize("max_value_bytes")?.unwrap_or(256 << 20);
