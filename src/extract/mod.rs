@@ -505,13 +505,13 @@ fn run_tier(
     for n in 0..workers {
         spawn(n);
     }
-    let watchdog_done = Arc::new(StopFlag::new());
+    let (watchdog_done, done) = bounded::<()>(0);
     let (watchdog_tx, watchdog_rx) = unbounded::<WatchdogEvent>();
     let watchdog = Watchdog {
         slots: Arc::clone(&slots),
         scheduler: Arc::clone(&scheduler),
         stall_timeout: context.read.stall_timeout,
-        done: Arc::clone(&watchdog_done),
+        done,
         events: watchdog_tx,
     };
     let watchdog_thread = std::thread::Builder::new()
@@ -539,7 +539,7 @@ fn run_tier(
             },
         }
     }
-    watchdog_done.set();
+    drop(watchdog_done);
     if let Ok(thread) = watchdog_thread {
         let _ = thread.join();
     }

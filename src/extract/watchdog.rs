@@ -16,7 +16,6 @@ use parking_lot::Mutex;
 
 use super::partition::Partition;
 use super::scheduler::Scheduler;
-use crate::shutdown::StopFlag;
 
 /// What a worker holds.
 #[derive(Debug, Clone)]
@@ -113,7 +112,8 @@ pub struct Watchdog {
     pub slots: Arc<Mutex<Vec<Arc<WorkerSlot>>>>,
     pub scheduler: Arc<Scheduler>,
     pub stall_timeout: Duration,
-    pub done: Arc<StopFlag>,
+    /// Closed (its sender dropped) when the tier ends: wakes the watchdog at once.
+    pub done: crossbeam_channel::Receiver<()>,
     pub events: crossbeam_channel::Sender<WatchdogEvent>,
 }
 
@@ -123,12 +123,11 @@ impl Watchdog {
         (self.stall_timeout / 2).clamp(Duration::from_secs(1), Duration::from_secs(60))
     }
 
-    /// Checks every slot about four times per stall timeout until `done` is set.
+    /// Checks every slot about four times per stall timeout until `done` closes.
     pub fn run(self) {
         let tick =
             (self.stall_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
-        while !self.done.is_set() {
-            std::thread::sleep(tick);
+        while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = self.done.recv_timeout(tick) {
             let slots: Vec<Arc<WorkerSlot>> = self.slots.lock().clone();
             for slot in slots {
                 self.check(&slot);
