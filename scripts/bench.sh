@@ -79,6 +79,15 @@ wants() {
     [[ " $TOOLS " == *" $1 "* ]]
 }
 
+# One run at a time: a second one would delete the first one's scratch files and both would
+# measure each other's load.
+mkdir -p "$(dirname "$WORK")"
+exec 9>>"$WORK.lock"
+if ! flock -n 9; then
+    die "another scripts/bench.sh is running (pid $(cat "$WORK.lock" 2>/dev/null || echo '?'), lock $WORK.lock); wait for it to finish"
+fi
+echo $$ >"$WORK.lock"
+
 # ---------------------------------------------------------------------------------------------
 # Host: drivers, PostgreSQL, the compared tools.
 

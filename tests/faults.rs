@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::output::{assert_same_rows, read_table, source_rows};
+use common::output::assert_postgres_output_equals_source;
 use common::proxy::FaultProxy;
 use common::running::{Finished, Running};
 use serde_json::{Value, json};
@@ -72,23 +72,7 @@ fn setup(prefix: &str, port: Option<u16>, scale: u64) -> Setup {
 }
 
 fn assert_output_equals_source(s: &Setup, skip: &[&str]) {
-    let (db, out) = (&s.db, &s.out);
-    for (name, rows) in ehi_sync::demo::expected_row_counts(s.scale) {
-        if skip.contains(&name) {
-            continue;
-        }
-        let table = format!("public.{name}");
-        let files = read_table(&out.join(&table));
-        assert_eq!(files.rows.len() as u64, rows, "{table}: rows");
-        let source = source_rows(
-            &|sql| db.query(sql),
-            &format!("public.\"{name}\""),
-            &files,
-            &|c| format!("\"{}\"", c.replace('"', "\"\"")),
-            &|c| format!("encode({c}, 'hex')"),
-        );
-        assert_same_rows(&table, files.rows, source);
-    }
+    assert_postgres_output_equals_source(&s.db, &s.out, s.scale, skip);
 }
 
 fn upstream() -> std::net::SocketAddr {

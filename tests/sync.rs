@@ -6,7 +6,9 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::output::{TableFiles, assert_same_rows, read_table, source_rows};
+use common::output::{
+    TableFiles, assert_postgres_output_equals_source, assert_same_rows, read_table, source_rows,
+};
 use serde_json::{Value, json};
 
 const SCALE: u64 = 300;
@@ -63,20 +65,7 @@ fn check_postgres(format: &str, compression: &str, isolation: &str) {
         stdout.contains(&format!("reads:    {isolation} isolation")),
         "{stdout}"
     );
-    for (table, rows) in expected_tables("public") {
-        let files = read_table(&out.join(&table));
-        assert_eq!(files.rows.len() as u64, rows, "{table}");
-        let name = table.trim_start_matches("public.");
-        let from = format!("public.\"{name}\"");
-        let source = source_rows(
-            &|sql| db.query(sql),
-            &from,
-            &files,
-            &|c| format!("\"{}\"", c.replace('"', "\"\"")),
-            &|c| format!("encode({c}, 'hex')"),
-        );
-        assert_same_rows(&table, files.rows, source);
-    }
+    assert_postgres_output_equals_source(&db, &out, SCALE, &[]);
     check_validation_records(&out, "public");
     assert_eq!(
         std::fs::read_to_string(out.join("public.flowsheet_value/_manifest.json"))

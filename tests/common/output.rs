@@ -310,3 +310,29 @@ pub fn assert_same_rows(
         assert_eq!(o, s, "{table}: sorted row {i} differs");
     }
 }
+
+/// Every generated table (but `skip`) in `out` equals the PostgreSQL source, row for row, with
+/// the row counts `generate` puts in at `scale`.
+pub fn assert_postgres_output_equals_source(
+    db: &super::PgDatabase,
+    out: &Path,
+    scale: u64,
+    skip: &[&str],
+) {
+    for (name, rows) in ehi_sync::demo::expected_row_counts(scale) {
+        if skip.contains(&name) {
+            continue;
+        }
+        let table = format!("public.{name}");
+        let files = read_table(&out.join(&table));
+        assert_eq!(files.rows.len() as u64, rows, "{table}: rows");
+        let source = source_rows(
+            &|sql| db.query(sql),
+            &format!("public.\"{name}\""),
+            &files,
+            &|c| format!("\"{}\"", c.replace('"', "\"\"")),
+            &|c| format!("encode({c}, 'hex')"),
+        );
+        assert_same_rows(&table, files.rows, source);
+    }
+}
