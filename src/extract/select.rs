@@ -285,7 +285,7 @@ mod tests {
         ];
         assert_eq!(
             query.select(KeyRange::ALL, Some(&after), Some(100)),
-            "SELECT \"ORDER_ID\", \"LINE\", \"COMPONENT\", \"VALUE\", \"REPORT\" \
+            "SELECT \"ORDER_ID\", \"LINE\", \"COMPONENT\", CAST(\"VALUE\" AS text) AS \"VALUE\", \"REPORT\" \
              FROM \"dbo\".\"LAB RESULT\" WHERE ((\"ORDER_ID\" > 7) OR (\"ORDER_ID\" = 7 AND \
              \"LINE\" > 1) OR (\"ORDER_ID\" = 7 AND \"LINE\" = 1 AND \"COMPONENT\" > 'NA')) \
              ORDER BY \"ORDER_ID\", \"LINE\", \"COMPONENT\" LIMIT 100"

@@ -90,17 +90,31 @@ impl ValueKind {
 }
 
 /// The SELECT-list expression for a column: most columns are read as they are; SQL Server types
-/// that ODBC cannot fetch as text or bytes are converted on the server.
+/// that ODBC cannot fetch as text or bytes are converted on the server. On PostgreSQL,
+/// timestamps and decimals are cast to text on the server: psqlODBC would otherwise parse
+/// their text into a struct and print it back (sscanf and sprintf per value, a fifth of the
+/// client's time), and the server's text keeps a time zone offset the struct drops. Key
+/// columns are never cast: `ORDER BY` names the output column, and it must order like the
+/// `WHERE` keyset condition on the table's column.
 pub fn select_expression(dialect: Dialect, column: &Column) -> String {
     let quoted = dialect.quote_identifier(&column.name);
-    if dialect != Dialect::SqlServer {
-        return quoted;
-    }
-    match column.source_type.to_ascii_lowercase().as_str() {
-        "xml" => format!("CAST({quoted} AS NVARCHAR(MAX)) AS {quoted}"),
-        "sql_variant" => format!("CAST({quoted} AS NVARCHAR(4000)) AS {quoted}"),
-        "geography" | "geometry" | "hierarchyid" => format!("{quoted}.ToString() AS {quoted}"),
-        _ => quoted,
+    match dialect {
+        Dialect::SqlServer => match column.source_type.to_ascii_lowercase().as_str() {
+            "xml" => format!("CAST({quoted} AS NVARCHAR(MAX)) AS {quoted}"),
+            "sql_variant" => format!("CAST({quoted} AS NVARCHAR(4000)) AS {quoted}"),
+            "geography" | "geometry" | "hierarchyid" => {
+                format!("{quoted}.ToString() AS {quoted}")
+            }
+            _ => quoted,
+        },
+        Dialect::Postgres if column.key_position.is_some() => quoted,
+        Dialect::Postgres => match ValueKind::of(dialect, column) {
+            ValueKind::Timestamp | ValueKind::Decimal => {
+                format!("CAST({quoted} AS text) AS {quoted}")
+            }
+            _ => quoted,
+        },
+        Dialect::Sqlite => quoted,
     }
 }
 
@@ -175,6 +189,19 @@ mod tests {
         c.source_type = "int".into();
         assert_eq!(select_expression(Dialect::SqlServer, &c), "[doc]");
         c.source_type = "xml".into();
+        assert_eq!(select_expression(Dialect::Postgres, &c), "\"doc\"");
+        c.source_type = "timestamp without time zone".into();
+        assert_eq!(
+            select_expression(Dialect::Postgres, &c),
+            "CAST(\"doc\" AS text) AS \"doc\""
+        );
+        c.source_type = "numeric".into();
+        assert_eq!(
+            select_expression(Dialect::Postgres, &c),
+            "CAST(\"doc\" AS text) AS \"doc\""
+        );
+        assert_eq!(select_expression(Dialect::Sqlite, &c), "\"doc\"");
+        c.key_position = Some(1);
         assert_eq!(select_expression(Dialect::Postgres, &c), "\"doc\"");
     }
 }
