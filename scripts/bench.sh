@@ -11,6 +11,8 @@
 #   BENCH_REPEAT       runs per measurement; the best time is kept (default 1)
 #   BENCH_REBUILD=1    drop and regenerate the tables even when they look right
 #   BENCH_TOOLS        subset of: psql ehi-sync-csv ehi-sync-ndjson odbcsv pyodbc
+#   BENCH_FETCH        psqlODBC's Fetch (rows per server round trip, cached per connection;
+#                      default 5000)
 #   BENCH_PROFILE=1    afterwards, profile one ehi-sync CSV run per table with `perf record -a`
 #                      (CPU by process, thread kind and library; not part of the timings);
 #                      BENCH_PROFILE=only skips the measurements and only profiles
@@ -53,7 +55,10 @@ WIDE_COLUMNS=209 # besides row_id
 FLAT_ROWS=1000000
 # Bump when the generated data changes, so old tables are rebuilt instead of reused.
 DATA_VERSION=v1
-CONNECTION="Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=$DB;Uid=postgres;Pwd=;UseDeclareFetch=1;Fetch=5000;CommLog=0;Debug=0;"
+# psqlODBC keeps FETCH rows per connection in its own memory (about 20 KB a row on the wide
+# table), so BENCH_FETCH moves every tool's memory; the same value is used for all of them.
+FETCH=${BENCH_FETCH:-5000}
+CONNECTION="Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=$DB;Uid=postgres;Pwd=;UseDeclareFetch=1;Fetch=$FETCH;CommLog=0;Debug=0;"
 PSQL=(psql -X -w -q -h 127.0.0.1 -p 5432 -U postgres -v ON_ERROR_STOP=1)
 
 log() {
