@@ -12,7 +12,7 @@
 #   BENCH_REBUILD=1    drop and regenerate the tables even when they look right
 #   BENCH_TOOLS        subset of: psql ehi-sync-csv ehi-sync-ndjson odbcsv pyodbc
 #   BENCH_FETCH        psqlODBC's Fetch (rows per server round trip, cached per connection;
-#                      default 5000)
+#                      default 1000, which keeps its cache of the wide table near 70 MiB)
 #   BENCH_PROFILE=1    afterwards, profile one ehi-sync CSV run per table with `perf record -a`
 #                      (CPU by process, thread kind and library; not part of the timings);
 #                      BENCH_PROFILE=only skips the measurements and only profiles
@@ -57,7 +57,7 @@ FLAT_ROWS=1000000
 DATA_VERSION=v1
 # psqlODBC keeps FETCH rows per connection in its own memory (about 20 KB a row on the wide
 # table), so BENCH_FETCH moves every tool's memory; the same value is used for all of them.
-FETCH=${BENCH_FETCH:-5000}
+FETCH=${BENCH_FETCH:-1000}
 CONNECTION="Driver={PostgreSQL Unicode};Server=127.0.0.1;Port=5432;Database=$DB;Uid=postgres;Pwd=;UseDeclareFetch=1;Fetch=$FETCH;CommLog=0;Debug=0;"
 PSQL=(psql -X -w -q -h 127.0.0.1 -p 5432 -U postgres -v ON_ERROR_STOP=1)
 
