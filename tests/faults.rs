@@ -143,11 +143,9 @@ fn terminated_backends_are_retried_and_output_equals_source() {
     assert_output_equals_source(&s, &[]);
 }
 
-/// Another session holds an exclusive lock on a table until the sync has run into it: the
-/// sync's read times out on the lock, is retried, and succeeds once the lock is released.
-#[test]
-fn lock_held_for_a_while_is_waited_out_with_retries() {
-    let s = setup("fault_lock_released", None, SCALE);
+/// Another session's open transaction holding an exclusive lock on `public.encounter`; the
+/// lock goes when the connection rolls back or drops.
+fn lock_encounter(s: &Setup) -> odbc_api::Connection<'static> {
     let connection = common::connect(&s.db.connection_string());
     connection.set_autocommit(false).expect("begin");
     connection
@@ -157,15 +155,20 @@ fn lock_held_for_a_while_is_waited_out_with_retries() {
             None,
         )
         .expect("lock");
-    let run = Running::sync(&s.config, &[]);
-    let started = Instant::now();
-    while !run.saw("public.encounter: lock_timeout (SQLSTATE 55P03") {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no lock timeout seen"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    connection
+}
+
+/// Another session holds an exclusive lock on a table until the sync has run into it: the
+/// sync's read times out on the lock, is retried, and succeeds once the lock is released.
+#[test]
+fn lock_held_for_a_while_is_waited_out_with_retries() {
+    let s = setup("fault_lock_released", None, SCALE);
+    let connection = lock_encounter(&s);
+    let mut run = Running::sync(&s.config, &[]);
+    assert!(run.wait_for(
+        "public.encounter: lock_timeout (SQLSTATE 55P03",
+        Duration::from_secs(60)
+    ));
     connection.rollback().expect("release the lock");
     let Finished { code, stderr, .. } = run.wait(Duration::from_secs(120));
     assert_eq!(code, 0, "{stderr}");
@@ -177,15 +180,7 @@ fn lock_held_for_a_while_is_waited_out_with_retries() {
 #[test]
 fn lock_never_released_fails_only_that_table() {
     let s = setup("fault_lock_held", None, SCALE);
-    let connection = common::connect(&s.db.connection_string());
-    connection.set_autocommit(false).expect("begin");
-    connection
-        .execute(
-            "LOCK TABLE public.encounter IN ACCESS EXCLUSIVE MODE",
-            (),
-            None,
-        )
-        .expect("lock");
+    let connection = lock_encounter(&s);
     let mut config: Value =
         serde_json::from_slice(&std::fs::read(&s.config).expect("config")).expect("JSON");
     config["max_retries"] = json!(2);
