@@ -4,10 +4,14 @@ use std::io::Write;
 use std::time::Duration;
 use std::time::Instant;
 
+use std::collections::HashMap;
+
 use crate::config::Config;
 use crate::demo;
+use crate::error::ConfigError;
 use crate::error::{Error, Result, exit_code};
 use crate::extract::{self, RunSummary};
+use crate::incremental;
 use crate::lock::{self, RunLock};
 use crate::manifest;
 use crate::plan::{self, MeasuredRates, Plan};
@@ -66,7 +70,14 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<i32> {
 
 /// `ehi-sync plan`: discover, size and print the processing plan.
 pub fn plan(config: &Config, json: bool, out: &mut dyn Write) -> Result<i32> {
-    let plan = make_plan(config)?;
+    let previous = match state::load(&extract::state_path(config)) {
+        Ok(previous) => previous,
+        Err(e) => {
+            log::warn!("{e}; the plan assumes no earlier run");
+            None
+        }
+    };
+    let plan = make_plan(config, previous.as_ref())?;
     if json {
         let text = serde_json::to_string_pretty(&plan).map_err(|e| {
             Error::Discovery(format!("the plan could not be rendered as JSON: {e}"))
@@ -123,23 +134,23 @@ pub fn sync(config: &Config, restart: bool, out: &mut dyn Write) -> Result<i32> 
     }
     let state_path = extract::state_path(config);
     let previous = if restart {
-        discard_unfinished_run(&state_path, output_dir, out)?;
-        None
+        discard_unfinished_run(&state_path, output_dir, out)?
     } else {
-        state::load(&state_path)?.filter(|s| !s.finished)
+        state::load(&state_path)?
     };
     // Discovery survives a dropped connection or a failover like the reads do.
     let plan = retry::with_retries(
         "reading the catalog",
         config.max_retries,
         Duration::from_secs_f64(config.retry_sleep_seconds),
-        || make_plan(config),
+        || make_plan(config, previous.as_ref()),
     )?;
-    if let Some(previous) = &previous {
+    let previous = previous.filter(|p| !p.finished || same_source(p, &plan, config));
+    if let Some(previous) = previous.as_ref().filter(|p| !p.finished) {
         previous.check_source(&state_path, &plan.source_identity(config.compression))?;
     }
     write!(out, "{}", plan.render()).map_err(stdout_error)?;
-    if let Some(previous) = &previous {
+    if let Some(previous) = previous.as_ref().filter(|p| !p.finished) {
         write!(out, "{}", render_resume(previous)).map_err(stdout_error)?;
     }
     writeln!(out).map_err(stdout_error)?;
@@ -162,34 +173,41 @@ pub fn sync(config: &Config, restart: bool, out: &mut dyn Write) -> Result<i32> 
     })
 }
 
-/// `--restart`: says what it deletes, then removes the partial output of the unfinished run
-/// and its state file. A damaged state file is removed too (the tables' folders are cleaned as
-/// each table starts again).
+/// `--restart`: says what it deletes, removes the partial output of the unfinished run and
+/// returns the state it leaves: the run marked finished, with the positions earlier loads
+/// committed (tables whose load was discarded are loaded again, incrementally where they can
+/// be). A damaged state file is removed (every table is then loaded in full).
 fn discard_unfinished_run(
     state_path: &std::path::Path,
     output_dir: &std::path::Path,
     out: &mut dyn Write,
-) -> Result<()> {
+) -> Result<Option<RunState>> {
     let previous = match state::load(state_path) {
-        Ok(Some(previous)) => Some(previous),
-        Ok(None) => return Ok(()),
+        Ok(Some(previous)) => previous,
+        Ok(None) => return Ok(None),
         Err(e) => {
             writeln!(out, "Discarding the unreadable state file: {e}").map_err(stdout_error)?;
-            None
+            remove_state_file(state_path)?;
+            return Ok(None);
         }
     };
-    if let Some(previous) = previous.filter(|p| !p.finished) {
-        writeln!(
-            out,
-            "Discarding unfinished run {} (started {}):",
-            previous.run_id, previous.started_at
-        )
-        .map_err(stdout_error)?;
-        for table in previous
-            .tables
-            .iter()
-            .filter(|t| t.status != TableStatus::Done && !t.files.is_empty())
-        {
+    if previous.finished {
+        return Ok(Some(previous));
+    }
+    let mut previous = previous;
+    writeln!(
+        out,
+        "Discarding unfinished run {} (started {}):",
+        previous.run_id, previous.started_at
+    )
+    .map_err(stdout_error)?;
+    let run_id = previous.run_id.clone();
+    for table in previous
+        .tables
+        .iter_mut()
+        .filter(|t| t.status != TableStatus::Done)
+    {
+        if !table.files.is_empty() {
             writeln!(
                 out,
                 "  removing the partial output of {} ({} files, {} rows) in {}",
@@ -199,15 +217,30 @@ fn discard_unfinished_run(
                 table.folder
             )
             .map_err(stdout_error)?;
-            crate::sink::remove_part_files(&output_dir.join(&table.folder), &[]).map_err(|e| {
-                Error::Io {
-                    context: "cannot remove",
-                    path: e.path,
-                    source: e.source,
-                }
-            })?;
         }
+        crate::sink::discard_table_output(output_dir, table, &run_id).map_err(|e| Error::Io {
+            context: "cannot remove",
+            path: e.path,
+            source: e.source,
+        })?;
+        table.status = TableStatus::Pending;
+        table.rows = 0;
+        table.files.clear();
+        table.partitions.clear();
+        table.load = None;
+        table.key_list_writing = None;
+        table.error = None;
     }
+    previous.finished = true;
+    previous.save(state_path).map_err(|source| Error::Io {
+        context: "cannot write the state file",
+        path: state_path.to_owned(),
+        source,
+    })?;
+    Ok(Some(previous))
+}
+
+fn remove_state_file(state_path: &std::path::Path) -> Result<()> {
     match std::fs::remove_file(state_path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -217,6 +250,17 @@ fn discard_unfinished_run(
             source,
         }),
     }
+}
+
+/// A finished run's positions are only worth carrying over on the same database and format.
+fn same_source(previous: &RunState, plan: &Plan, config: &Config) -> bool {
+    let same = previous.source == plan.source_identity(config.compression);
+    if !same {
+        log::warn!(
+            "the last run's state belongs to another database or output format; every table is              loaded in full"
+        );
+    }
+    same
 }
 
 /// `ehi-sync status`: what the state file says, and whether a run holds the lock. Reads only;
@@ -366,8 +410,9 @@ fn render_summary(summary: &RunSummary, output_dir: &std::path::Path) -> String 
     text
 }
 
-/// Connects, discovers the selected tables and builds their plan.
-pub fn make_plan(config: &Config) -> Result<Plan> {
+/// Connects, discovers the selected tables and builds their plan, with each table's load
+/// decided from what `previous` (the last run's state) committed.
+pub fn make_plan(config: &Config, previous: Option<&RunState>) -> Result<Plan> {
     let source = Source::from_config(config);
     let connection = source.connect()?;
     let dialect = source::detect_dialect(&source, &connection)?;
@@ -377,7 +422,46 @@ pub fn make_plan(config: &Config) -> Result<Plan> {
     session::check_isolation(config.isolation, versioning.as_ref())?;
     let database = database_name(&source, &connection, dialect)?;
     let rates = MeasuredRates::from_output_dir(&config.output_dir);
-    Ok(plan::build(config, dialect, &database, tables, rates))
+    let change_tracking = change_tracking_tables(&source, &connection, dialect);
+    let mut plan = plan::build(config, dialect, &database, tables, rates);
+    let previous =
+        previous.filter(|p| !p.finished || p.source == plan.source_identity(config.compression));
+    incremental::plan_loads(&mut plan, config, previous, &change_tracking)
+        .map_err(|e| Error::Config(ConfigError::Other(e.to_string())))?;
+    Ok(plan)
+}
+
+/// SQL Server tables with change tracking enabled (`schema.table`) and their minimum valid
+/// versions. Without the permission to see them, every table falls back to a cursor or full.
+fn change_tracking_tables(
+    source: &Source,
+    connection: &odbc_api::Connection<'_>,
+    dialect: Dialect,
+) -> HashMap<String, Option<i64>> {
+    if dialect != Dialect::SqlServer {
+        return HashMap::new();
+    }
+    match source::query_text(
+        source,
+        connection,
+        "reading the change tracking tables",
+        incremental::sql::CHANGE_TRACKING_TABLES,
+    ) {
+        Ok(rows) => rows
+            .into_iter()
+            .filter_map(|row| {
+                let mut row = row.into_iter();
+                let schema = row.next().flatten()?;
+                let table = row.next().flatten()?;
+                let min_valid = row.next().flatten().and_then(|v| v.trim().parse().ok());
+                Some((format!("{schema}.{table}"), min_valid))
+            })
+            .collect(),
+        Err(e) => {
+            log::warn!("{e}; change tracking is not used in this run");
+            HashMap::new()
+        }
+    }
 }
 
 fn database_name(

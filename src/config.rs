@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::ConfigError;
+use crate::incremental::settings::{IncrementalConfig, read_incremental};
 use crate::sink::files::Compression;
 use crate::source::session::Isolation;
 
@@ -54,6 +55,8 @@ pub struct Config {
     pub small_table_threshold: u64,
     pub large_table_threshold: u64,
     pub tiers: Tiers,
+    /// How later runs read only what changed (the `incremental` object).
+    pub incremental: IncrementalConfig,
     /// Problems that do not stop the run (unknown keys, deprecated spellings).
     pub warnings: Vec<String>,
 }
@@ -314,6 +317,7 @@ const KNOWN_KEYS: &[&str] = &[
     "small_table_threshold",
     "large_table_threshold",
     "tiers",
+    "incremental",
 ];
 
 const TIER_KEYS: &[&str] = &[
@@ -550,6 +554,7 @@ impl Config {
             small_table_threshold,
             large_table_threshold,
             tiers: read_tiers(&map, &mut warnings)?,
+            incremental: read_incremental(map.get("incremental"), &mut warnings)?,
             warnings,
         })
     }
@@ -832,9 +837,9 @@ fn substitute_env(
 }
 
 /// Lenient, key-naming readers over one JSON object.
-struct Keys<'a> {
-    map: &'a Map<String, Value>,
-    env: &'a dyn Fn(&str) -> Option<String>,
+pub(crate) struct Keys<'a> {
+    pub(crate) map: &'a Map<String, Value>,
+    pub(crate) env: &'a dyn Fn(&str) -> Option<String>,
 }
 
 impl Keys<'_> {
@@ -855,7 +860,7 @@ impl Keys<'_> {
 
     /// Like `raw_string`, trimmed, with empty strings treated as absent (the specification's
     /// configs leave unused keys as "").
-    fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
+    pub(crate) fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
         Ok(self
             .raw_string(key)?
             .map(|s| s.trim().to_owned())
@@ -866,7 +871,7 @@ impl Keys<'_> {
         self.u64_named(key, key)
     }
 
-    fn u64_at(&self, prefix: &str, key: &str) -> Result<Option<u64>, ConfigError> {
+    pub(crate) fn u64_at(&self, prefix: &str, key: &str) -> Result<Option<u64>, ConfigError> {
         self.u64_named(key, &format!("{prefix}.{key}"))
     }
 
@@ -931,7 +936,7 @@ impl Keys<'_> {
         }
     }
 
-    fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+    pub(crate) fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
         let expected = "true or false (also \"true\", \"false\", \"yes\", \"no\", \"1\", \"0\")";
         match self.map.get(key) {
             None | Some(Value::Null) => Ok(None),
@@ -988,7 +993,7 @@ impl Keys<'_> {
     }
 }
 
-fn kind(value: &Value) -> &'static str {
+pub(crate) fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -1083,6 +1088,59 @@ mod tests {
                 "config.example.json does not document '{key}'"
             );
         }
+        use crate::incremental::settings::{INCREMENTAL_KEYS, TABLE_KEYS};
+        let incremental = &json["incremental"];
+        for key in INCREMENTAL_KEYS {
+            assert!(
+                incremental.get(format!("_{key}")).is_some(),
+                "config.example.json does not document 'incremental.{key}'"
+            );
+        }
+        for key in TABLE_KEYS {
+            assert!(
+                incremental["tables"].get(format!("_{key}")).is_some(),
+                "config.example.json does not document 'incremental.tables.<schema.table>.{key}'"
+            );
+        }
+        let example = &config.incremental;
+        assert_eq!(
+            example.cursor_columns,
+            ["_LastUpdatedInstant", "UPDATE_DATE"]
+        );
+        assert_eq!(example.tables.len(), 1);
+    }
+
+    #[test]
+    fn incremental_object_is_read_with_the_rest() {
+        let config = parse(r#"{"connection_string": "DSN=x"}"#).unwrap();
+        assert_eq!(config.incremental, IncrementalConfig::default());
+        let config = parse(
+            r#"{"connection_string": "DSN=x", "incremental": {"lookback_minutes": "30",
+                "tables": {"dbo.PATIENT": {"cursor_column": "UPDATE_DATE", "cursr": 1}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(config.incremental.lookback_minutes, 30);
+        assert_eq!(
+            config
+                .incremental
+                .for_table("dbo", "patient")
+                .cursor_columns,
+            ["UPDATE_DATE"]
+        );
+        assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+        assert!(
+            config.warnings[0].contains("incremental.tables.dbo.PATIENT.cursr"),
+            "{:?}",
+            config.warnings
+        );
+        let err =
+            parse(r#"{"connection_string": "DSN=x", "incremental": {"detect_deletes": "always"}}"#)
+                .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("'incremental.detect_deletes': unknown value 'always'"),
+            "{err}"
+        );
     }
 
     #[test]

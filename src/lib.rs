@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod incremental;
 pub mod lock;
 pub mod manifest;
 pub mod plan;

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Format, Tier};
+use crate::incremental::{SchemaChange, SyncMode};
 use crate::sink::files::{self, Compression};
 use crate::source::catalog::Column;
 use crate::source::types::ValueKind;
@@ -14,22 +15,79 @@ use crate::source::types::ValueKind;
 pub const MANIFEST_FILE: &str = "_manifest.json";
 pub use crate::plan::VALIDATION_FILE;
 
-/// The manifest of one finished table.
+/// The manifest of a table folder, rewritten by every load that finishes. It lists every file
+/// a loader must apply, in order: the last full load's files, then each incremental load's.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub table: String,
     pub schema: String,
     pub name: String,
+    /// The run that wrote this manifest.
     pub run_id: String,
+    /// `full` (a loader replaces the table with `files`) or `incremental` (a loader applies the
+    /// files of `run_id` to what it holds).
     pub sync_type: String,
+    #[serde(default = "full_mode")]
+    pub sync_mode: SyncMode,
+    /// Why this load was full or incremental.
+    #[serde(default)]
+    pub reason: String,
     pub format: Format,
     pub compression: Compression,
     pub started_at: String,
     pub finished_at: String,
+    /// Rows written by this run's load.
     pub row_count: u64,
+    /// The position this load read after (incremental loads).
+    #[serde(default)]
+    pub position_from: Option<String>,
+    /// The position the table's files are complete up to.
+    #[serde(default)]
+    pub position_to: Option<String>,
+    #[serde(default)]
+    pub changes: ChangeCounts,
     pub primary_key: Vec<String>,
     pub columns: Vec<ManifestColumn>,
+    /// Appended to every row after `columns` (`_ehi_op`, `_ehi_synced_at`), or none.
+    #[serde(default)]
+    pub change_columns: Vec<String>,
+    /// Columns added, dropped or retyped since the previous load.
+    #[serde(default)]
+    pub schema_changes: Vec<SchemaChange>,
+    /// The loads whose files are listed, oldest first: the last full load, then incremental
+    /// ones.
+    #[serde(default)]
+    pub loads: Vec<LoadRecord>,
     pub files: Vec<FileEntry>,
+}
+
+fn full_mode() -> SyncMode {
+    SyncMode::Full { reload: true }
+}
+
+/// What one load changed. `inserted` and `updated` are known with change tracking (its own
+/// count) and with a key scan (keys new since the previous list); a cursor alone cannot tell an
+/// insert from an update.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeCounts {
+    pub upserted: u64,
+    pub deleted: u64,
+    pub inserted: Option<u64>,
+    pub updated: Option<u64>,
+}
+
+/// One load of a table, as the manifest's history lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadRecord {
+    pub run_id: String,
+    pub sync_type: String,
+    pub position_from: Option<String>,
+    pub position_to: Option<String>,
+    pub changes: ChangeCounts,
+    pub schema_changes: Vec<SchemaChange>,
+    /// Column names of this load's files, in order (change columns excluded).
+    pub columns: Vec<String>,
+    pub finished_at: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +121,9 @@ impl ManifestColumn {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
     pub name: String,
+    /// The run that wrote it.
+    #[serde(default)]
+    pub run_id: String,
     pub bytes: u64,
     pub rows: u64,
     pub sha256: String,
@@ -86,6 +147,24 @@ pub struct ValidationRecord {
     pub rows_per_second: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `full`, `incremental` or `skip`.
+    #[serde(default)]
+    pub sync_type: String,
+    #[serde(default)]
+    pub changes: ChangeCounts,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schema_changes: Vec<SchemaChange>,
+}
+
+/// Reads a table folder's manifest; `Ok(None)` when there is none.
+pub fn read_manifest(folder: &Path) -> std::io::Result<Option<Manifest>> {
+    match std::fs::read(folder.join(MANIFEST_FILE)) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(std::io::Error::other),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes the manifest into the table folder, atomically.

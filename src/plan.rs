@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::{Config, Format, Tier, TierSettings};
+use crate::incremental::{CursorKind, Load, LoadKind, SyncMode};
 use crate::sink::files::Compression;
 use crate::source::Dialect;
 use crate::source::catalog::Table;
@@ -40,6 +41,8 @@ pub struct Plan {
     pub estimated_seconds: f64,
     /// Tables without a primary key: one stream each, restarted from zero on failure.
     pub keyless_tables: Vec<String>,
+    /// Problems of the incremental settings that do not stop the run.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -63,6 +66,8 @@ pub struct TablePlan {
     pub rows_exact: bool,
     pub partitions: u64,
     pub primary_key: Vec<String>,
+    /// Full, incremental or skipped in this run, and why.
+    pub load: Load,
     #[serde(skip)]
     pub table: Table,
 }
@@ -189,6 +194,7 @@ pub fn build(
             rows_exact: table.rows_exact,
             partitions,
             primary_key: table.primary_key.clone(),
+            load: Load::full_default(),
             table,
         });
     }
@@ -211,6 +217,7 @@ pub fn build(
         total_rows,
         estimated_seconds,
         keyless_tables,
+        warnings: Vec::new(),
     }
 }
 
@@ -265,8 +272,105 @@ impl Plan {
                 let _ = writeln!(out, "  {name}");
             }
         }
+        render_loads(&mut out, self);
         render_summary(&mut out, self);
         out
+    }
+}
+
+/// What each table's load is: incremental ones with their mode and position, full and skipped
+/// ones grouped by reason, and every schema change.
+fn render_loads(out: &mut String, plan: &Plan) {
+    let tables: Vec<&TablePlan> = plan.tables().map(|(_, t)| t).collect();
+    let count = |kind| tables.iter().filter(|t| t.load.kind == kind).count() as u64;
+    let _ = writeln!(
+        out,
+        "\nLoads: {} incremental, {} full, {} skipped",
+        group_digits(count(LoadKind::Incremental)),
+        group_digits(count(LoadKind::Full)),
+        group_digits(count(LoadKind::Skip))
+    );
+    let incremental: Vec<&&TablePlan> = tables
+        .iter()
+        .filter(|t| t.load.kind == LoadKind::Incremental)
+        .collect();
+    for table in incremental.iter().take(TABLES_SHOWN_PER_TIER) {
+        let load = &table.load;
+        let mut line = format!(
+            "  incremental  {}: {} after {}",
+            table.full_name(),
+            load.mode.describe(),
+            load.from.as_deref().unwrap_or("the start")
+        );
+        if matches!(
+            load.mode,
+            SyncMode::Cursor {
+                kind: CursorKind::Timestamp,
+                ..
+            }
+        ) {
+            line.push_str(&format!(" less {} min lookback", load.lookback_minutes));
+        }
+        if load.key_scan {
+            line.push_str(", deletes by key scan");
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    if incremental.len() > TABLES_SHOWN_PER_TIER {
+        let _ = writeln!(
+            out,
+            "  ... and {} more incremental",
+            incremental.len() - TABLES_SHOWN_PER_TIER
+        );
+    }
+    let mut groups: Vec<(LoadKind, &str, Vec<String>)> = Vec::new();
+    for table in tables
+        .iter()
+        .filter(|t| t.load.kind != LoadKind::Incremental)
+    {
+        let key = (table.load.kind, table.load.reason.as_str());
+        match groups.iter_mut().find(|(k, r, _)| (*k, *r) == key) {
+            Some((_, _, names)) => names.push(table.full_name()),
+            None => groups.push((key.0, key.1, vec![table.full_name()])),
+        }
+    }
+    for (kind, reason, names) in groups {
+        let shown: Vec<&str> = names
+            .iter()
+            .take(TABLES_SHOWN_PER_TIER)
+            .map(String::as_str)
+            .collect();
+        let more = names.len().saturating_sub(TABLES_SHOWN_PER_TIER);
+        let _ = writeln!(
+            out,
+            "  {:<11}  {reason}: {}{}",
+            kind.name(),
+            shown.join(", "),
+            if more > 0 {
+                format!(" ... and {more} more")
+            } else {
+                String::new()
+            }
+        );
+    }
+    let changed: Vec<&&TablePlan> = tables
+        .iter()
+        .filter(|t| !t.load.schema_changes.is_empty())
+        .collect();
+    if !changed.is_empty() {
+        let _ = writeln!(out, "\nSchema changes since the previous load:");
+        for table in changed {
+            let changes: Vec<String> = table
+                .load
+                .schema_changes
+                .iter()
+                .map(|c| c.describe())
+                .collect();
+            let _ = writeln!(out, "  {}: {}", table.full_name(), changes.join("; "));
+        }
+    }
+    for warning in &plan.warnings {
+        let _ = writeln!(out, "  warning: {warning}");
     }
 }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Format, Tier};
 use crate::extract::partition::PartitionSpec;
 use crate::extract::select::KeyValue;
+use crate::incremental::{Load, Position};
 use crate::sink::files::{self, Compression};
 use crate::source::Dialect;
 
@@ -65,6 +66,50 @@ pub struct TableState {
     pub finished_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What this run reads of the table (full or incremental, with its range).
+    #[serde(default)]
+    pub load: Option<Load>,
+    /// What the table's files are complete up to. Carried from run to run; moved only in the
+    /// checkpoint that marks the table done.
+    #[serde(default)]
+    pub position: Option<Position>,
+    /// The key list of the last finished load (a file in the table folder), for `key_scan`.
+    #[serde(default)]
+    pub key_list: Option<String>,
+    /// This run's key list and its durable length.
+    #[serde(default)]
+    pub key_list_writing: Option<CommittedFile>,
+    /// Delete rows durably written by this run's load.
+    #[serde(default)]
+    pub deleted: u64,
+    /// Keys of this run's key scan that the previous list did not hold.
+    #[serde(default)]
+    pub new_keys: u64,
+}
+
+impl TableState {
+    /// A table not yet started in this run, keeping what earlier runs committed.
+    pub fn fresh(table: String, tier: Tier, folder: String) -> TableState {
+        TableState {
+            table,
+            tier,
+            folder,
+            status: TableStatus::Pending,
+            expected_rows: None,
+            rows: 0,
+            files: Vec::new(),
+            partitions: Vec::new(),
+            started_at: None,
+            finished_at: None,
+            error: None,
+            load: None,
+            position: None,
+            key_list: None,
+            key_list_writing: None,
+            deleted: 0,
+            new_keys: 0,
+        }
+    }
 }
 
 /// A part file and how much of it is durable.

@@ -179,6 +179,11 @@ fn csv_output_loads_back_into_postgres_with_copy() {
         let name = table.trim_start_matches("public.");
         let copy = format!("copy of {name}");
         db.execute(&format!("CREATE TABLE \"{copy}\" (LIKE public.\"{name}\")"));
+        // The change columns every row carries; a loader keeps or drops them.
+        db.execute(&format!(
+            "ALTER TABLE \"{copy}\" ADD COLUMN _ehi_op text NOT NULL, \
+             ADD COLUMN _ehi_synced_at timestamptz NOT NULL"
+        ));
         let files: TableFiles = read_table(&out.join(&table));
         let names = files.column_names();
         let kinds = files.kinds();

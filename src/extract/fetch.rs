@@ -9,7 +9,7 @@
 use odbc_api::buffers::{BufferDesc, ColumnarDynBuffer};
 
 use super::select::KeyValue;
-use crate::sink::encode::{Cell, EncodeError, RowEncoder};
+use crate::sink::encode::{Cell, EncodeError, RowEncoder, RowOp};
 use crate::source::catalog::Column;
 use crate::source::types::ValueKind;
 
@@ -217,20 +217,63 @@ pub fn views(batch: &ColumnarDynBuffer) -> Vec<ColumnView<'_>> {
         .collect()
 }
 
-/// Encodes every row of the batch into `out`.
+/// Encodes every row of the batch into `out` and returns how many were deletes. Without
+/// `op_column` every row is an upsert; with it, the view after the encoder's columns holds each
+/// row's op (`delete` or `upsert`), as the change tracking read selects it.
 pub fn encode_batch(
     views: &[ColumnView<'_>],
     rows: usize,
     encoder: &mut RowEncoder,
+    op_column: bool,
     out: &mut Vec<u8>,
-) -> Result<(), EncodeError> {
+) -> Result<u64, EncodeError> {
+    let width = encoder.width();
+    let ops = views.get(width).filter(|_| op_column);
+    let mut deletes = 0;
     for row in 0..rows {
         encoder.begin_row(out);
-        for (index, view) in views.iter().enumerate() {
+        for (index, view) in views[..width.min(views.len())].iter().enumerate() {
             encoder.cell(out, index, view.cell(row))?;
         }
-        encoder.end_row(out);
+        let op = match ops.map(|v| v.cell(row)) {
+            Some(Cell::Text(b"delete")) => {
+                deletes += 1;
+                RowOp::Delete
+            }
+            _ => RowOp::Upsert,
+        };
+        encoder.end_row(out, op);
     }
+    Ok(deletes)
+}
+
+/// A delete row for `key`: the key columns (at `key_indices`) hold the key, the others NULL.
+pub fn encode_delete(
+    encoder: &mut RowEncoder,
+    key_indices: &[usize],
+    key: &[KeyValue],
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    encoder.begin_row(out);
+    for index in 0..encoder.width() {
+        let value = key_indices
+            .iter()
+            .position(|&k| k == index)
+            .and_then(|i| key.get(i));
+        // A decimal key compared as an integer is still written as the decimal it is.
+        let digits;
+        let cell = match value {
+            Some(KeyValue::Int(v)) if encoder.kind(index) == ValueKind::Integer => Cell::Int(*v),
+            Some(KeyValue::Int(v)) => {
+                digits = v.to_string();
+                Cell::Text(digits.as_bytes())
+            }
+            Some(KeyValue::Text(text)) => Cell::Text(text.as_bytes()),
+            None => Cell::Null,
+        };
+        encoder.cell(out, index, cell)?;
+    }
+    encoder.end_row(out, RowOp::Delete);
     Ok(())
 }
 

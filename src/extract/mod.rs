@@ -14,17 +14,18 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, bounded, unbounded};
 use fetch::BufferPolicy;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::config::{Config, Format, Tier, TierSettings};
 use crate::error::{Error, Result};
+use crate::incremental::{self, Load, LoadKind, SyncMode, sql::InvalidPosition};
 use crate::manifest::{self, ManifestColumn};
-use crate::plan::Plan;
+use crate::plan::{Plan, TablePlan};
 use crate::shutdown::StopFlag;
 use crate::sink::encode::RowEncoder;
 use crate::sink::files::{self, Compression};
 use crate::sink::{Message, TableOutcome, TableOutput, WriteError, Writer, WriterSettings};
-use crate::source::catalog::Table;
+use crate::source::catalog::{Column, Table};
 use crate::source::types::ValueKind;
 use crate::source::{Dialect, Source, session};
 use crate::state::{RunState, SourceIdentity, TableState, TableStatus};
@@ -62,12 +63,18 @@ pub struct TableJob {
     pub table: Table,
     pub tier: Tier,
     pub settings: TierSettings,
-    pub query: TableQuery,
+    pub dialect: Dialect,
     pub kinds: Vec<ValueKind>,
     /// Positions of the key columns in the SELECT list, in key order.
     pub key_indices: Vec<usize>,
     pub mode: ReadMode,
+    /// This run's load; its upper bound is set when the table is prepared.
+    pub load: RwLock<Load>,
     format: Format,
+    /// The run's start, written as `_ehi_synced_at`; `None` without change columns.
+    synced_at: Option<String>,
+    /// The key list of the table's last finished load, for a key scan to compare with.
+    pub previous_key_list: Option<PathBuf>,
 }
 
 impl TableJob {
@@ -77,6 +84,7 @@ impl TableJob {
         tier: Tier,
         settings: TierSettings,
         format: Format,
+        load: Load,
     ) -> TableJob {
         let kinds: Vec<ValueKind> = table
             .columns
@@ -110,19 +118,22 @@ impl TableJob {
             table.primary_key.clear();
         }
         TableJob {
-            query: TableQuery::new(dialect, &table),
             table,
             tier,
             settings,
+            dialect,
             kinds,
             key_indices,
             mode,
+            load: RwLock::new(load),
             format,
+            synced_at: None,
+            previous_key_list: None,
         }
     }
 
     fn encoder(&self) -> RowEncoder {
-        RowEncoder::new(
+        let encoder = RowEncoder::new(
             self.format,
             self.table
                 .columns
@@ -130,7 +141,75 @@ impl TableJob {
                 .zip(&self.kinds)
                 .map(|(c, k)| (c.name.clone(), *k))
                 .collect(),
-        )
+        );
+        match &self.synced_at {
+            Some(at) => encoder.with_change_columns(at),
+            None => encoder,
+        }
+    }
+
+    /// The statements of this run's load: the whole table, its cursor range, or its changes.
+    pub fn query(&self) -> Result<TableQuery, InvalidPosition> {
+        let load = self.load.read();
+        let whole = TableQuery::new(self.dialect, &self.table);
+        if load.kind != LoadKind::Incremental {
+            return Ok(whole);
+        }
+        match &load.mode {
+            SyncMode::ChangeTracking => {
+                let version = |v: Option<&String>| {
+                    v.and_then(|v| v.parse::<i64>().ok())
+                        .ok_or_else(|| InvalidPosition {
+                            column: "change tracking version".into(),
+                            kind: "integer",
+                        })
+                };
+                Ok(incremental::sql::change_tracking_query(
+                    &self.table,
+                    version(load.from.as_ref())?,
+                    version(load.to.as_ref())?,
+                ))
+            }
+            SyncMode::Cursor { column, kind } => {
+                let Some(column) = self.table.columns.iter().find(|c| &c.name == column) else {
+                    return Err(InvalidPosition {
+                        column: column.clone(),
+                        kind: kind.name(),
+                    });
+                };
+                let filter = incremental::sql::cursor_filter(
+                    self.dialect,
+                    column,
+                    *kind,
+                    load.from.as_deref(),
+                    load.to.as_deref(),
+                    load.lookback_minutes,
+                )?;
+                Ok(whole.filtered(Some(filter)))
+            }
+            SyncMode::Full { .. } => Ok(whole),
+        }
+    }
+
+    /// The columns a read fetches: the table's, and the op of a change tracking read.
+    pub fn fetch_columns(&self) -> (Vec<Column>, Vec<ValueKind>, bool) {
+        let mut columns = self.table.columns.clone();
+        let mut kinds = self.kinds.clone();
+        let load = self.load.read();
+        let op_column = load.kind == LoadKind::Incremental && load.mode == SyncMode::ChangeTracking;
+        if op_column {
+            columns.push(Column {
+                name: incremental::OP_COLUMN.into(),
+                source_type: "varchar".into(),
+                length: Some(6),
+                precision: None,
+                scale: None,
+                nullable: false,
+                key_position: None,
+            });
+            kinds.push(ValueKind::Text);
+        }
+        (columns, kinds, op_column)
     }
 }
 
@@ -152,6 +231,8 @@ enum Start {
     Resume,
     /// Finished by the interrupted run.
     Done,
+    /// Loaded by an earlier run and not read again (`full_reload: false`).
+    Skip,
 }
 
 /// Copies every table of the plan into `config.output_dir`. With `previous`, the state of an
@@ -189,32 +270,60 @@ pub fn run(
         ),
         stall_timeout: Duration::from_secs(config.stall_timeout_seconds),
     };
-    let planned: Vec<(Tier, &Table)> = plan
+    let planned: Vec<(Tier, &TablePlan)> = plan
         .tables()
-        .map(|(tier, table)| (tier.tier, &table.table))
+        .map(|(tier, table)| (tier.tier, table))
         .collect();
     let names: Vec<String> = planned.iter().map(|(_, t)| t.full_name()).collect();
-    let folders = files::unique_folder_names(&names);
-    let jobs: Vec<TableJob> = planned
+    let mut folders = files::unique_folder_names(&names);
+    // A table keeps its folder from run to run: its manifest and key list are there.
+    if let Some(previous) = &previous {
+        for (name, folder) in names.iter().zip(folders.iter_mut()) {
+            if let Some(table) = previous.table(name) {
+                folder.clone_from(&table.folder);
+            }
+        }
+    }
+    let mut jobs: Vec<TableJob> = planned
         .iter()
         .map(|(tier, table)| {
             TableJob::new(
                 plan.dialect,
-                (*table).clone(),
+                table.table.clone(),
                 *tier,
                 config.tier_settings(*tier),
                 config.format,
+                table.load.clone(),
             )
         })
         .collect();
-    let outputs = table_outputs(&jobs, &folders, read.compression)?;
     let (state, starts) = initial_state(config, plan, &jobs, &folders, previous);
+    for (((job, table), folder), start) in jobs
+        .iter_mut()
+        .zip(&state.tables)
+        .zip(&folders)
+        .zip(&starts)
+    {
+        if let (Some(load), Start::Resume) = (&table.load, start) {
+            // A resumed table goes on with the load it started.
+            *job.load.write() = load.clone();
+        }
+        job.synced_at = config
+            .incremental
+            .change_columns
+            .then(|| state.started_at.clone());
+        job.previous_key_list = table
+            .key_list
+            .as_ref()
+            .map(|name| output_dir.join(folder).join(name));
+    }
+    let outputs = table_outputs(&jobs, &folders, read.compression)?;
     let run_id = state.run_id.clone();
     let mut outcomes: Vec<TableOutcome> = starts
         .iter()
         .enumerate()
-        .filter(|(_, start)| **start == Start::Done)
-        .map(|(t, _)| {
+        .filter(|(_, start)| matches!(start, Start::Done | Start::Skip))
+        .map(|(t, start)| {
             let table = &state.tables[t];
             TableOutcome {
                 table: table.table.clone(),
@@ -224,12 +333,18 @@ pub fn run(
                 rows: table.rows,
                 seconds: 0.0,
                 error: None,
+                load: match start {
+                    Start::Skip => LoadKind::Skip,
+                    _ => table.load.as_ref().map_or(LoadKind::Full, |l| l.kind),
+                },
+                changes: Default::default(),
             }
         })
         .collect();
     let mut writer = Writer::new(
         WriterSettings {
             output_dir: output_dir.clone(),
+            change_columns: config.incremental.change_columns,
             state_path: state_path(config),
             format: config.format,
             compression: config.compression,
@@ -242,7 +357,7 @@ pub fn run(
     for (t, start) in starts.iter().enumerate() {
         work.push(match start {
             Start::Fresh => vec![WorkItem::Prepare(t)],
-            Start::Done => Vec::new(),
+            Start::Done | Start::Skip => Vec::new(),
             Start::Resume => writer
                 .resume_table(t)
                 .map_err(writer_error)?
@@ -331,6 +446,8 @@ pub fn run(
                 rows: 0,
                 seconds: 0.0,
                 error: None,
+                load: job.load.read().kind,
+                changes: Default::default(),
             });
         }
     }
@@ -388,8 +505,9 @@ fn table_outputs(
         .collect()
 }
 
-/// The state the run starts from, in plan order, and what to do with each table. Tables of
-/// `previous` that the plan no longer selects are kept at the end, untouched.
+/// The state the run starts from, in plan order, and what to do with each table. An unfinished
+/// run is resumed; a finished one hands on what it committed (positions, key lists). Tables
+/// of `previous` that the plan no longer selects are kept at the end, untouched.
 fn initial_state(
     config: &Config,
     plan: &Plan,
@@ -397,72 +515,71 @@ fn initial_state(
     folders: &[String],
     previous: Option<RunState>,
 ) -> (RunState, Vec<Start>) {
-    let fresh_table = |job: &TableJob, folder: &String| TableState {
-        table: job.table.full_name(),
-        tier: job.tier,
-        folder: folder.clone(),
-        status: TableStatus::Pending,
-        expected_rows: None,
-        rows: 0,
-        files: Vec::new(),
-        partitions: Vec::new(),
-        started_at: None,
-        finished_at: None,
-        error: None,
-    };
     let source = SourceIdentity {
         dialect: plan.dialect,
         database: plan.database.clone(),
         format: config.format,
         compression: config.compression,
     };
-    let Some(mut previous) = previous else {
-        let state = RunState {
-            version: crate::state::STATE_VERSION,
-            run_id: new_run_id(),
-            started_at: manifest::now_rfc3339(),
-            last_checkpoint_at: None,
-            finished: false,
-            source,
-            tables: jobs
-                .iter()
-                .zip(folders)
-                .map(|(j, f)| fresh_table(j, f))
-                .collect(),
-        };
-        return (state, vec![Start::Fresh; jobs.len()]);
+    let (unfinished, mut state) = match previous {
+        Some(previous) if !previous.finished => (
+            true,
+            RunState {
+                finished: false,
+                ..previous
+            },
+        ),
+        other => (
+            false,
+            RunState {
+                version: crate::state::STATE_VERSION,
+                run_id: new_run_id(),
+                started_at: manifest::now_rfc3339(),
+                last_checkpoint_at: None,
+                finished: false,
+                source,
+                tables: other.map(|p| p.tables).unwrap_or_default(),
+            },
+        ),
     };
-    let mut tables = Vec::with_capacity(jobs.len());
+    let mut earlier = std::mem::take(&mut state.tables);
     let mut starts = Vec::with_capacity(jobs.len());
     for (job, folder) in jobs.iter().zip(folders) {
         let name = job.table.full_name();
-        let carried = previous
-            .tables
+        let carried = earlier
             .iter()
             .position(|t| t.table == name)
-            .map(|i| previous.tables.remove(i));
+            .map(|i| earlier.remove(i));
+        let load = job.load.read().kind;
         let (mut table, start) = match carried {
-            Some(t) if t.status == TableStatus::Done => (t, Start::Done),
+            Some(t) if unfinished && t.status == TableStatus::Done => (t, Start::Done),
             Some(t)
-                if matches!(t.status, TableStatus::InProgress | TableStatus::Failed)
+                if unfinished
+                    && matches!(t.status, TableStatus::InProgress | TableStatus::Failed)
                     && !t.partitions.is_empty()
                     && job.mode != ReadMode::Stream =>
             {
                 (t, Start::Resume)
             }
-            // Not started, or without a key to resume after: read it again from the start.
-            _ => (fresh_table(job, folder), Start::Fresh),
+            Some(t) if load == LoadKind::Skip => (t, Start::Skip),
+            // Not started, or without a key to resume after: read it again from the start,
+            // keeping what earlier loads committed.
+            Some(t) => {
+                let mut fresh = TableState::fresh(name, job.tier, folder.clone());
+                fresh.position = t.position;
+                fresh.key_list = t.key_list;
+                (fresh, Start::Fresh)
+            }
+            None => (
+                TableState::fresh(name, job.tier, folder.clone()),
+                Start::Fresh,
+            ),
         };
         table.tier = job.tier;
-        tables.push(table);
+        state.tables.push(table);
         starts.push(start);
     }
-    tables.append(&mut previous.tables);
-    let state = RunState {
-        tables,
-        finished: false,
-        ..previous
-    };
+    state.tables.append(&mut earlier);
     (state, starts)
 }
 
@@ -558,7 +675,7 @@ fn partition_hint(jobs: &[TableJob], tables: &[usize]) -> usize {
         .iter()
         .map(|&t| match jobs[t].mode {
             ReadMode::Range => usize::MAX,
-            ReadMode::Keyset | ReadMode::Stream => 1,
+            ReadMode::Keyset | ReadMode::Stream | ReadMode::KeyScan => 1,
         })
         .max()
         .unwrap_or(1)

@@ -15,6 +15,9 @@ pub enum ReadMode {
     Keyset,
     /// No primary key: one unordered stream, restarted from the first row on failure.
     Stream,
+    /// Every key in order, compared with the previous run's key list to find deleted rows.
+    /// Read after the table's other partitions; restarted from the first key on failure.
+    KeyScan,
 }
 
 /// One partition of a table.

@@ -3,14 +3,15 @@
 //! It starts with one "prepare" item per table in plan order. Preparing a table (exact count,
 //! key bounds) yields its partitions, which go to the front of the queue so the tier's workers
 //! finish one table before they start the next, and idle workers wait while a table is being
-//! prepared instead of leaving early.
+//! prepared instead of leaving early. A table's key scan is held back until every other
+//! partition of the table is finished, so its delete rows follow the table's upserts.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::partition::Partition;
+use super::partition::{Partition, ReadMode};
 
 pub enum WorkItem {
     Prepare(usize),
@@ -23,9 +24,52 @@ struct Queue {
     /// Prepare items taken but not yet answered: their partitions may still come.
     preparing: usize,
     failed: HashSet<usize>,
+    /// Partitions of each table handed in and not yet finished (key scans excluded).
+    outstanding: HashMap<usize, usize>,
+    /// Key scans waiting for their table's other partitions.
+    deferred: HashMap<usize, Partition>,
     /// When each table's first item was handed out, for the tier timeout.
     started: HashMap<usize, Instant>,
     stopped: bool,
+}
+
+impl Queue {
+    fn add(&mut self, item: WorkItem) {
+        match item {
+            WorkItem::Partition(p) => {
+                if let Some(p) = self.count(p) {
+                    self.items.push_back(WorkItem::Partition(p));
+                }
+            }
+            other => self.items.push_back(other),
+        }
+    }
+
+    /// Counts a data partition as outstanding, or holds a key scan back (returns `None`).
+    fn count(&mut self, partition: Partition) -> Option<Partition> {
+        if partition.spec.mode == ReadMode::KeyScan {
+            self.deferred.insert(partition.table, partition);
+            None
+        } else {
+            *self.outstanding.entry(partition.table).or_default() += 1;
+            Some(partition)
+        }
+    }
+
+    /// Queues the key scans whose tables have no partition left to read.
+    fn release_ready(&mut self) {
+        let ready: Vec<usize> = self
+            .deferred
+            .keys()
+            .copied()
+            .filter(|t| self.outstanding.get(t).copied().unwrap_or(0) == 0)
+            .collect();
+        for table in ready {
+            if let Some(p) = self.deferred.remove(&table) {
+                self.items.push_front(WorkItem::Partition(p));
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -36,11 +80,13 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(items: impl IntoIterator<Item = WorkItem>) -> Scheduler {
+        let mut queue = Queue::default();
+        for item in items {
+            queue.add(item);
+        }
+        queue.release_ready();
         Scheduler {
-            queue: Mutex::new(Queue {
-                items: items.into_iter().collect(),
-                ..Queue::default()
-            }),
+            queue: Mutex::new(queue),
             changed: Condvar::new(),
         }
     }
@@ -66,7 +112,7 @@ impl Scheduler {
                     queue.started.entry(table).or_insert_with(Instant::now);
                     return Some(item);
                 }
-                None if queue.preparing == 0 => return None,
+                None if queue.preparing == 0 && queue.deferred.is_empty() => return None,
                 None => self.changed.wait(&mut queue),
             }
         }
@@ -76,9 +122,26 @@ impl Scheduler {
     pub fn prepared(&self, partitions: Vec<Partition>) {
         let mut queue = self.queue.lock();
         queue.preparing = queue.preparing.saturating_sub(1);
-        for partition in partitions.into_iter().rev() {
-            queue.items.push_front(WorkItem::Partition(partition));
+        let mut front = VecDeque::new();
+        for partition in partitions {
+            if let Some(p) = queue.count(partition) {
+                front.push_back(WorkItem::Partition(p));
+            }
         }
+        while let Some(item) = front.pop_back() {
+            queue.items.push_front(item);
+        }
+        queue.release_ready();
+        self.changed.notify_all();
+    }
+
+    /// A partition (not a key scan) of `table` is read to its end.
+    pub fn partition_finished(&self, table: usize) {
+        let mut queue = self.queue.lock();
+        if let Some(n) = queue.outstanding.get_mut(&table) {
+            *n = n.saturating_sub(1);
+        }
+        queue.release_ready();
         self.changed.notify_all();
     }
 
@@ -106,6 +169,7 @@ impl Scheduler {
     pub fn fail_table(&self, table: usize) {
         let mut queue = self.queue.lock();
         queue.failed.insert(table);
+        queue.deferred.remove(&table);
         self.changed.notify_all();
     }
 

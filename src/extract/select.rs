@@ -46,6 +46,8 @@ pub struct TableQuery {
     from: String,
     select_list: String,
     key: Vec<String>,
+    /// A condition every statement adds: an incremental read's cursor or version range.
+    filter: Option<String>,
 }
 
 impl TableQuery {
@@ -65,7 +67,32 @@ impl TableQuery {
                 .iter()
                 .map(|k| dialect.quote_identifier(k))
                 .collect(),
+            filter: None,
         }
+    }
+
+    /// A query over any row source: `from` is a FROM clause (a table, or a join), `key` the
+    /// key expressions in order, `filter` a condition every statement adds.
+    pub fn from_parts(
+        dialect: Dialect,
+        from: String,
+        select_list: String,
+        key: Vec<String>,
+        filter: Option<String>,
+    ) -> TableQuery {
+        TableQuery {
+            dialect,
+            from,
+            select_list,
+            key,
+            filter,
+        }
+    }
+
+    /// The same query restricted to the rows matching `filter`.
+    pub fn filtered(mut self, filter: Option<String>) -> TableQuery {
+        self.filter = filter;
+        self
     }
 
     /// One statement reading `range` in key order, after `after` (the last key already sent),
@@ -77,7 +104,7 @@ impl TableQuery {
         after: Option<&[KeyValue]>,
         limit: Option<u64>,
     ) -> String {
-        let mut conditions = Vec::new();
+        let mut conditions: Vec<String> = self.filter.iter().cloned().collect();
         if let Some(first) = self.key.first() {
             if let Some(lower) = range.lower_exclusive {
                 conditions.push(format!("{first} > {lower}"));
@@ -133,8 +160,9 @@ impl TableQuery {
     pub fn key_bounds(&self) -> Option<String> {
         let first = self.key.first()?;
         Some(format!(
-            "SELECT MIN({first}) AS min_key, MAX({first}) AS max_key FROM {}",
-            self.from
+            "SELECT MIN({first}) AS min_key, MAX({first}) AS max_key FROM {}{}",
+            self.from,
+            self.where_filter()
         ))
     }
 
@@ -144,7 +172,18 @@ impl TableQuery {
             Dialect::SqlServer => "COUNT_BIG(*)",
             Dialect::Postgres | Dialect::Sqlite => "COUNT(*)",
         };
-        format!("SELECT {count} AS row_count FROM {}", self.from)
+        format!(
+            "SELECT {count} AS row_count FROM {}{}",
+            self.from,
+            self.where_filter()
+        )
+    }
+
+    fn where_filter(&self) -> String {
+        self.filter
+            .as_ref()
+            .map(|f| format!(" WHERE {f}"))
+            .unwrap_or_default()
     }
 }
 

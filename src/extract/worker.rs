@@ -15,18 +15,22 @@ use crossbeam_channel::Sender;
 use odbc_api::handles::{AsStatementRef, Statement};
 use odbc_api::{ConcurrentBlockCursor, Connection, ConnectionTransitions, Cursor};
 
-use super::fetch::{FetchLayout, encode_batch, key_of_row, views};
+use super::fetch::{FetchLayout, encode_batch, encode_delete, key_of_row, views};
 use super::partition::{self, Partition, PartitionSpec, ReadMode};
 use super::scheduler::{Scheduler, WorkItem};
+use super::select::KeyRange;
 use super::select::KeyValue;
 use super::watchdog::{InHand, StatementHandle, WorkerSlot};
 use super::{Context, TableJob};
 use crate::error::{DbError, Error};
+use crate::incremental::{Load, keys};
+use crate::incremental::{LoadKind, OperationCounts, SyncMode, sql};
 use crate::retry::backoff;
 use crate::sink::{Chunk, Message};
 use crate::source::catalog::parse_count;
 use crate::source::errors::classify;
 use crate::source::query_text;
+use crate::source::types::ValueKind;
 
 /// Why a worker stopped working on an item.
 #[derive(Debug)]
@@ -265,11 +269,12 @@ impl Worker {
         self.statement_started(None);
         let counted = self.count_and_split(table);
         self.statement_finished();
-        let (expected_rows, specs) = counted?;
+        let (expected_rows, specs, load) = counted?;
         self.send(Message::TableStarted {
             table,
             expected_rows,
             partitions: specs.clone(),
+            load: Box::new(load),
         })?;
         self.prepared(
             specs
@@ -283,22 +288,95 @@ impl Worker {
         )
     }
 
-    fn count_and_split(&mut self, table: usize) -> Result<(u64, Vec<PartitionSpec>), WorkerError> {
+    /// Captures the load's upper bound, takes the exact count of the rows to read and splits
+    /// them into partitions (plus the key scan, last, when deletes are detected by keys).
+    fn count_and_split(
+        &mut self,
+        table: usize,
+    ) -> Result<(u64, Vec<PartitionSpec>, Load), WorkerError> {
         let context = Arc::clone(&self.context);
         let job = &context.jobs[table];
         let connection = self.connection()?;
-        let single_row = |what: &str, sql: &str| -> Result<Vec<Option<String>>, WorkerError> {
-            let rows = query_text(&context.source, &connection, what, sql)
-                .map_err(WorkerError::from_error)?;
-            Ok(rows.into_iter().next().unwrap_or_default())
+        let rows_of = |what: &str, sql: &str| -> Result<Vec<Vec<Option<String>>>, WorkerError> {
+            query_text(&context.source, &connection, what, sql).map_err(WorkerError::from_error)
         };
-        let count = single_row("taking the exact row count", &job.query.count())?;
-        let expected_rows = count
-            .first()
-            .and_then(|c| c.as_deref())
-            .and_then(parse_count)
-            .unwrap_or(0);
-        let specs = match (job.mode, job.query.key_bounds()) {
+        let single_row = |what: &str, sql: &str| -> Result<Vec<Option<String>>, WorkerError> {
+            Ok(rows_of(what, sql)?.into_iter().next().unwrap_or_default())
+        };
+        let mut load = job.load.read().clone();
+        if let Some(sql) = sql::upper_bound(job.dialect, &job.table, &load.mode) {
+            let bound = single_row("capturing the upper bound of the load", &sql)?;
+            let value = |i: usize| bound.get(i).cloned().flatten().map(|v| v.trim().to_owned());
+            load.to = value(0);
+            if load.mode == SyncMode::ChangeTracking {
+                let Some(current) = value(0).and_then(|v| v.parse::<i64>().ok()) else {
+                    return Err(WorkerError::Table(
+                        "CHANGE_TRACKING_CURRENT_VERSION() returned no version: change                          tracking is not enabled on the database"
+                            .into(),
+                    ));
+                };
+                let min_valid = value(1).and_then(|v| v.parse::<i64>().ok());
+                let from = load.from.as_deref().and_then(|v| v.parse::<i64>().ok());
+                if let (LoadKind::Incremental, Some(from), Some(min_valid)) =
+                    (load.kind, from, min_valid)
+                    && from < min_valid
+                {
+                    log::warn!(
+                        "{}: change tracking was cleaned up past the saved version; reloading                          the table in full",
+                        job.table.full_name()
+                    );
+                    load.kind = LoadKind::Full;
+                    load.from = None;
+                    load.reason = format!(
+                        "change tracking was cleaned up past the saved version ({from} is older                          than the minimum valid version {min_valid})"
+                    );
+                }
+                load.to = Some(current.to_string());
+            }
+        }
+        *job.load.write() = load.clone();
+        let query = job.query().map_err(|e| WorkerError::Table(e.to_string()))?;
+        let change_tracking =
+            load.kind == LoadKind::Incremental && load.mode == SyncMode::ChangeTracking;
+        let expected_rows = if change_tracking {
+            let (Some(from), Some(to)) = (load.from.as_deref(), load.to.as_deref()) else {
+                return Err(WorkerError::Table("no change tracking versions".into()));
+            };
+            let (Ok(from), Ok(to)) = (from.parse::<i64>(), to.parse::<i64>()) else {
+                return Err(WorkerError::Table(
+                    "invalid change tracking versions".into(),
+                ));
+            };
+            let mut operations = OperationCounts::default();
+            for row in rows_of(
+                "counting the changes",
+                &sql::change_tracking_counts(&job.table, from, to),
+            )? {
+                let count = row
+                    .get(1)
+                    .and_then(|c| c.as_deref())
+                    .and_then(parse_count)
+                    .unwrap_or(0);
+                match row.first().and_then(|o| o.as_deref()).map(str::trim) {
+                    Some("I") => operations.inserts += count,
+                    Some("U") => operations.updates += count,
+                    _ => operations.deletes += count,
+                }
+            }
+            load.operations = Some(operations);
+            *job.load.write() = load.clone();
+            operations.inserts + operations.updates + operations.deletes
+        } else {
+            let count = single_row("taking the exact row count", &query.count())?;
+            count
+                .first()
+                .and_then(|c| c.as_deref())
+                .and_then(parse_count)
+                .unwrap_or(0)
+        };
+        let mut specs = match (job.mode, query.key_bounds()) {
+            // Changes are read as one keyset stream: CHANGETABLE is evaluated per statement.
+            _ if change_tracking => partition::whole_table(ReadMode::Keyset),
             (ReadMode::Range, Some(sql)) => {
                 let bounds = single_row("reading the key bounds", &sql)?;
                 let parse = |i: usize| {
@@ -319,7 +397,14 @@ impl Worker {
             }
             (mode, _) => partition::whole_table(mode),
         };
-        Ok((expected_rows, specs))
+        if load.key_scan {
+            specs.push(PartitionSpec {
+                id: specs.len(),
+                mode: ReadMode::KeyScan,
+                range: KeyRange::ALL,
+            });
+        }
+        Ok((expected_rows, specs, load))
     }
 
     /// Reads one partition to its end and tells the writer it is done. `partition.after`
@@ -327,6 +412,11 @@ impl Worker {
     fn read_partition(&mut self, partition: &mut Partition) -> Result<(), WorkerError> {
         let context = Arc::clone(&self.context);
         let job = &context.jobs[partition.table];
+        if partition.spec.mode == ReadMode::KeyScan {
+            return self.key_scan(partition);
+        }
+        let query = job.query().map_err(|e| WorkerError::Table(e.to_string()))?;
+        let (columns, kinds, op_column) = job.fetch_columns();
         if partition.spec.mode == ReadMode::Stream {
             // No key to resume after: whatever an earlier attempt wrote is discarded.
             self.send(Message::RestartTable {
@@ -334,8 +424,8 @@ impl Worker {
             })?;
         }
         let mut layout = FetchLayout::new(
-            &job.table.columns,
-            &job.kinds,
+            &columns,
+            &kinds,
             job.settings.batch_size,
             context.read.buffers,
         );
@@ -346,12 +436,12 @@ impl Worker {
                 return Ok(());
             }
             self.check_deadline(partition.table, job)?;
-            let sql = job.query.select(
+            let sql = query.select(
                 partition.spec.range,
                 partition.after.as_deref(),
                 chunk_limit,
             );
-            match self.stream(partition, job, &sql, &layout)? {
+            match self.stream(partition, job, &sql, &layout, op_column)? {
                 StreamEnd::Complete { rows } => {
                     let more_chunks = chunk_limit.is_some_and(|limit| rows >= limit);
                     if !more_chunks {
@@ -378,6 +468,168 @@ impl Worker {
                         })?;
                     }
                 }
+            }
+        }
+        self.send(Message::PartitionDone {
+            table: partition.table,
+            partition: partition.spec.id,
+        })?;
+        self.scheduler.partition_finished(partition.table);
+        Ok(())
+    }
+
+    /// Streams the table's keys in order, merges them with the previous run's key list and
+    /// sends a delete row for every key that vanished, with the new key list frame by frame.
+    /// A retry or a resumed run scans again from the first key (the writer starts the list
+    /// anew) and sends only the deletes after `partition.after`, the last one written.
+    fn key_scan(&mut self, partition: &mut Partition) -> Result<(), WorkerError> {
+        let context = Arc::clone(&self.context);
+        let job = &context.jobs[partition.table];
+        let name = job.table.full_name();
+        let key_error = |e: keys::KeyListError| WorkerError::Table(format!("{name}: {e}"));
+        self.send(Message::KeyScanStarted {
+            table: partition.table,
+        })?;
+        let previous = match (&job.previous_key_list, job.load.read().kind) {
+            (Some(path), LoadKind::Incremental) => {
+                Some(keys::KeyListReader::open(path).map_err(key_error)?)
+            }
+            _ => None,
+        };
+        let mut merge = keys::KeyMerge::new(previous);
+        let key_columns: Vec<_> = job
+            .key_indices
+            .iter()
+            .map(|&i| job.table.columns[i].clone())
+            .collect();
+        let key_kinds: Vec<ValueKind> = job.key_indices.iter().map(|&i| job.kinds[i]).collect();
+        let positions: Vec<usize> = (0..key_kinds.len()).collect();
+        let layout = FetchLayout::new(
+            &key_columns,
+            &key_kinds,
+            job.settings.batch_size,
+            context.read.buffers,
+        );
+        let sql = sql::key_scan(job.dialect, &job.table, &job.kinds);
+        let secret = self.context.source.secret().map(str::to_owned);
+        let db_error = |e: &odbc_api::Error| WorkerError::Db {
+            context: format!("scanning the keys of {name}"),
+            error: DbError::from_odbc(e, secret.as_deref()).without_values(),
+        };
+        let after = partition.after.clone();
+        let mut encoder = job.encoder();
+        // Deletes at or before `after` were written by an earlier attempt.
+        let emit = |deleted: &mut Vec<Vec<KeyValue>>,
+                    encoder: &mut crate::sink::encode::RowEncoder|
+         -> Result<(Vec<u8>, u64), WorkerError> {
+            let mut bytes = Vec::new();
+            let mut rows = 0;
+            for key in deleted.drain(..) {
+                if after
+                    .as_deref()
+                    .is_some_and(|a| keys::compare_keys(&key, a) != std::cmp::Ordering::Greater)
+                {
+                    continue;
+                }
+                encode_delete(encoder, &job.key_indices, &key, &mut bytes)
+                    .map_err(|e| WorkerError::Table(format!("{name}: {e}")))?;
+                rows += 1;
+            }
+            let bytes = context
+                .read
+                .compression
+                .compress(bytes)
+                .map_err(|e| WorkerError::Table(format!("{name}: compression failed: {e}")))?;
+            Ok((bytes, rows))
+        };
+        let mut deleted = Vec::new();
+        self.statement_started(None);
+        let timeout = usize::try_from(job.settings.timeout_seconds).ok();
+        let opened = self.connection().and_then(|connection| {
+            connection
+                .into_cursor(&sql, (), timeout)
+                .map_err(|failed| db_error(&failed.error))
+        });
+        let cursor = match opened {
+            Ok(cursor) => cursor,
+            Err(e) => {
+                self.statement_finished();
+                return Err(e);
+            }
+        };
+        if let Some(mut cursor) = cursor {
+            self.statement_started(Some(StatementHandle::new(cursor.as_stmt_ref().as_sys())));
+            let scanned = (|| {
+                let buffer = layout.allocate().map_err(|e| db_error(&e))?;
+                let mut block = cursor.bind_buffer(buffer).map_err(|e| db_error(&e))?;
+                while let Some(batch) = block
+                    .fetch_with_truncation_check(true)
+                    .map_err(|e| db_error(&e))?
+                {
+                    let columns = views(batch);
+                    let mut scanned = Vec::with_capacity(batch.num_rows());
+                    let mut new_keys = 0;
+                    for row in 0..batch.num_rows() {
+                        let key = key_of_row(&columns, &key_kinds, &positions, row)
+                            .map(|key| comparable_key(key, &key_kinds))
+                            .ok_or_else(|| {
+                                WorkerError::Table(format!(
+                                    "{name}: a primary key value could not be read"
+                                ))
+                            })?;
+                        if merge.next(&key, &mut deleted).map_err(key_error)? {
+                            new_keys += 1;
+                        }
+                        scanned.push(key);
+                    }
+                    let (bytes, rows) = emit(&mut deleted, &mut encoder)?;
+                    let frame = keys::encode_frame(&scanned).map_err(|e| {
+                        WorkerError::Table(format!("{name}: cannot encode the key list: {e}"))
+                    })?;
+                    let chunk = Chunk {
+                        table: partition.table,
+                        partition: partition.spec.id,
+                        rows,
+                        bytes,
+                        last_key: max_key(scanned.pop(), &after),
+                        deletes: rows,
+                        keys: Some(frame),
+                        new_keys,
+                    };
+                    self.send_chunk(partition, chunk)?;
+                    if self.context.stop.is_set() {
+                        return Err(WorkerError::Stopped);
+                    }
+                }
+                Ok(())
+            })();
+            self.statement_finished();
+            scanned?;
+        } else {
+            self.statement_finished();
+        }
+        // Keys after the last one scanned were all deleted: sent in bounded batches.
+        loop {
+            let more = merge
+                .drain_remaining(job.settings.batch_size.max(1), &mut deleted)
+                .map_err(key_error)?;
+            let last = deleted.last().cloned();
+            let (bytes, rows) = emit(&mut deleted, &mut encoder)?;
+            if rows > 0 {
+                let chunk = Chunk {
+                    table: partition.table,
+                    partition: partition.spec.id,
+                    rows,
+                    bytes,
+                    last_key: max_key(last, &after),
+                    deletes: rows,
+                    keys: None,
+                    new_keys: 0,
+                };
+                self.send_chunk(partition, chunk)?;
+            }
+            if !more {
+                break;
             }
         }
         self.send(Message::PartitionDone {
@@ -422,6 +674,7 @@ impl Worker {
         job: &TableJob,
         sql: &str,
         layout: &FetchLayout,
+        op_column: bool,
     ) -> Result<StreamEnd, WorkerError> {
         let name = job.table.full_name();
         let secret = self.context.source.secret().map(str::to_owned);
@@ -445,7 +698,7 @@ impl Worker {
             }
         };
         self.statement_started(Some(StatementHandle::new(cursor.as_stmt_ref().as_sys())));
-        let outcome = self.fetch_all(partition, job, cursor, layout, &db_error);
+        let outcome = self.fetch_all(partition, job, cursor, layout, op_column, &db_error);
         self.statement_finished();
         outcome
     }
@@ -456,6 +709,7 @@ impl Worker {
         job: &TableJob,
         cursor: odbc_api::OwnedCursor<Arc<Connection<'static>>>,
         layout: &FetchLayout,
+        op_column: bool,
         db_error: &dyn Fn(&odbc_api::Error) -> WorkerError,
     ) -> Result<StreamEnd, WorkerError> {
         let name = job.table.full_name();
@@ -490,12 +744,13 @@ impl Worker {
             let rows = batch.num_rows();
             let columns = views(&batch);
             let mut bytes = Vec::with_capacity(capacity_hint);
-            if let Err(e) = encode_batch(&columns, rows, &mut encoder, &mut bytes) {
-                break Err(WorkerError::Table(format!("{name}: {e}")));
-            }
+            let deletes = match encode_batch(&columns, rows, &mut encoder, op_column, &mut bytes) {
+                Ok(deletes) => deletes,
+                Err(e) => break Err(WorkerError::Table(format!("{name}: {e}"))),
+            };
             capacity_hint = bytes.len() + bytes.len() / 8;
             let last_key = match job.mode {
-                ReadMode::Stream => None,
+                ReadMode::Stream | ReadMode::KeyScan => None,
                 _ => match key_of_row(
                     &columns,
                     &job.kinds,
@@ -519,7 +774,17 @@ impl Worker {
                     )));
                 }
             };
-            if let Err(e) = self.send_chunk(partition, rows as u64, bytes, last_key) {
+            let chunk = Chunk {
+                table: partition.table,
+                partition: partition.spec.id,
+                rows: rows as u64,
+                bytes,
+                last_key,
+                deletes,
+                keys: None,
+                new_keys: 0,
+            };
+            if let Err(e) = self.send_chunk(partition, chunk) {
                 break Err(e);
             }
             rows_sent += rows as u64;
@@ -540,24 +805,12 @@ impl Worker {
 
     /// Sends one chunk and records its last key as the partition's resume point, both at once
     /// with respect to the watchdog.
-    fn send_chunk(
-        &self,
-        partition: &mut Partition,
-        rows: u64,
-        bytes: Vec<u8>,
-        last_key: Option<Vec<KeyValue>>,
-    ) -> Result<(), WorkerError> {
+    fn send_chunk(&self, partition: &mut Partition, chunk: Chunk) -> Result<(), WorkerError> {
         let mut slot = self.slot.state.lock();
         if slot.abandoned {
             return Err(WorkerError::Abandoned);
         }
-        let chunk = Chunk {
-            table: partition.table,
-            partition: partition.spec.id,
-            rows,
-            bytes,
-            last_key: last_key.clone(),
-        };
+        let last_key = chunk.last_key.clone();
         self.writer
             .send(Message::Chunk(chunk))
             .map_err(|_| WorkerError::WriterGone)?;
@@ -569,6 +822,34 @@ impl Worker {
             in_hand.after.clone_from(&partition.after);
         }
         Ok(())
+    }
+}
+
+/// A key as the key lists compare it: whole-number decimals (`NUMERIC(18,0)` keys are common)
+/// as integers, so they order by value and not by their digits.
+fn comparable_key(key: Vec<KeyValue>, kinds: &[ValueKind]) -> Vec<KeyValue> {
+    key.into_iter()
+        .zip(kinds)
+        .map(|(value, kind)| match (value, kind) {
+            (KeyValue::Text(text), ValueKind::Decimal) => match text.trim().parse::<i64>() {
+                Ok(v) => KeyValue::Int(v),
+                Err(_) => KeyValue::Text(text),
+            },
+            (value, _) => value,
+        })
+        .collect()
+}
+
+/// The resume point after a batch of a key scan: it never moves back behind `after`.
+fn max_key(key: Option<Vec<KeyValue>>, after: &Option<Vec<KeyValue>>) -> Option<Vec<KeyValue>> {
+    match (key, after) {
+        (Some(key), Some(after))
+            if keys::compare_keys(&key, after) != std::cmp::Ordering::Greater =>
+        {
+            Some(after.clone())
+        }
+        (Some(key), _) => Some(key),
+        (None, after) => after.clone(),
     }
 }
 

@@ -7,6 +7,7 @@
 use base64::Engine as _;
 
 use crate::config::Format;
+use crate::incremental::{OP_COLUMN, SYNCED_AT_COLUMN};
 use crate::source::types::ValueKind;
 
 /// One fetched value, borrowed from the fetch buffer.
@@ -40,6 +41,17 @@ pub struct RowEncoder {
     /// NDJSON `"name":` prefixes, escaped once.
     json_keys: Vec<Vec<u8>>,
     scratch: String,
+    /// `_ehi_op` and `_ehi_synced_at` of an upsert row and of a delete row, encoded once;
+    /// empty when change columns are off.
+    upsert_suffix: Vec<u8>,
+    delete_suffix: Vec<u8>,
+}
+
+/// What a row does to the table a loader keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowOp {
+    Upsert,
+    Delete,
 }
 
 impl RowEncoder {
@@ -60,7 +72,40 @@ impl RowEncoder {
             names,
             json_keys,
             scratch: String::new(),
+            upsert_suffix: Vec::new(),
+            delete_suffix: Vec::new(),
         }
+    }
+
+    /// Appends `_ehi_op` and `_ehi_synced_at` (the run's start, `synced_at`) to every row.
+    pub fn with_change_columns(mut self, synced_at: &str) -> RowEncoder {
+        let suffix = |op: &str| {
+            let mut out = Vec::new();
+            for (name, value) in [(OP_COLUMN, op), (SYNCED_AT_COLUMN, synced_at)] {
+                out.push(b',');
+                match self.format {
+                    Format::Csv => write_csv_text(&mut out, value.as_bytes()),
+                    Format::Ndjson => {
+                        write_json_string(&mut out, name);
+                        out.push(b':');
+                        write_json_string(&mut out, value);
+                    }
+                }
+            }
+            out
+        };
+        self.upsert_suffix = suffix("upsert");
+        self.delete_suffix = suffix("delete");
+        self
+    }
+
+    pub fn kind(&self, index: usize) -> ValueKind {
+        self.kinds[index]
+    }
+
+    /// Columns each row has before the change columns.
+    pub fn width(&self) -> usize {
+        self.names.len()
     }
 
     /// The CSV header line; NDJSON has none.
@@ -73,6 +118,12 @@ impl RowEncoder {
                 }
                 write_csv_text(&mut out, name.as_bytes());
             }
+            if !self.upsert_suffix.is_empty() {
+                for name in [OP_COLUMN, SYNCED_AT_COLUMN] {
+                    out.push(b',');
+                    write_csv_text(&mut out, name.as_bytes());
+                }
+            }
             out.extend_from_slice(b"\r\n");
         }
         out
@@ -84,7 +135,11 @@ impl RowEncoder {
         }
     }
 
-    pub fn end_row(&self, out: &mut Vec<u8>) {
+    pub fn end_row(&self, out: &mut Vec<u8>, op: RowOp) {
+        out.extend_from_slice(match op {
+            RowOp::Upsert => &self.upsert_suffix,
+            RowOp::Delete => &self.delete_suffix,
+        });
         match self.format {
             Format::Csv => out.extend_from_slice(b"\r\n"),
             Format::Ndjson => out.extend_from_slice(b"}\n"),
@@ -338,7 +393,7 @@ mod tests {
         for (i, cell) in cells.iter().enumerate() {
             encoder.cell(&mut out, i, *cell).unwrap();
         }
-        encoder.end_row(&mut out);
+        encoder.end_row(&mut out, RowOp::Upsert);
         String::from_utf8(out).unwrap()
     }
 

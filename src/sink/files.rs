@@ -105,9 +105,12 @@ pub fn unique_folder_names(names: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// `<table>-00001.csv`, `<table>-00002.ndjson.zst`, ...
+/// `<table>-00001.csv`, `<table>-00002.ndjson.zst`, ... for a full load;
+/// `<table>-<run id>-00001.csv` for an incremental one, so names sort in the order a loader
+/// applies them (run ids sort by time).
 pub fn part_file_name(
     table: &str,
+    run_id: Option<&str>,
     sequence: u32,
     format: Format,
     compression: Compression,
@@ -116,8 +119,11 @@ pub fn part_file_name(
         Format::Csv => "csv",
         Format::Ndjson => "ndjson",
     };
+    let run = run_id
+        .map(|r| format!("{}-", safe_name(r)))
+        .unwrap_or_default();
     format!(
-        "{}-{sequence:05}.{extension}{}",
+        "{}-{run}{sequence:05}.{extension}{}",
         safe_name(table),
         compression.extension()
     )
@@ -235,11 +241,11 @@ mod tests {
     #[test]
     fn part_file_names() {
         assert_eq!(
-            part_file_name("Order Detail", 3, Format::Csv, Compression::None),
+            part_file_name("Order Detail", None, 3, Format::Csv, Compression::None),
             "Order Detail-00003.csv"
         );
         assert_eq!(
-            part_file_name("x", 12, Format::Ndjson, Compression::Zstd),
+            part_file_name("x", None, 12, Format::Ndjson, Compression::Zstd),
             "x-00012.ndjson.zst"
         );
     }
@@ -247,6 +253,15 @@ mod tests {
     #[test]
     fn part_file_names_are_recognised() {
         assert!(is_part_file_name("Order Detail-00003.csv"));
+        let incremental = part_file_name(
+            "x",
+            Some("20261125T143301Z-1a2b"),
+            2,
+            Format::Csv,
+            Compression::Gzip,
+        );
+        assert_eq!(incremental, "x-20261125T143301Z-1a2b-00002.csv.gz");
+        assert!(is_part_file_name(&incremental));
         assert!(is_part_file_name("x-00012.ndjson.zst"));
         assert!(is_part_file_name("x-100000.csv.gz"));
         assert!(!is_part_file_name("_manifest.json"));

@@ -20,10 +20,17 @@ use sha2::{Digest, Sha256};
 use crate::config::{Format, Tier};
 use crate::extract::partition::PartitionSpec;
 use crate::extract::select::KeyValue;
+use crate::incremental::{Load, LoadKind, OP_COLUMN, Position, SYNCED_AT_COLUMN, SyncMode};
 use crate::manifest::{self, FileEntry, Manifest, ManifestColumn, ValidationRecord};
+use crate::manifest::{ChangeCounts, LoadRecord};
 use crate::plan::group_digits;
 use crate::progress::Progress;
-use crate::state::{CommittedFile, PartitionState, PartitionStatus, RunState, TableStatus};
+use crate::state::{
+    CommittedFile, PartitionState, PartitionStatus, RunState, TableState, TableStatus,
+};
+
+/// This run's key list is `_keys-<run id>.bin` in the table folder.
+const KEY_LIST_PREFIX: &str = "_keys-";
 use files::Compression;
 
 /// What workers tell the writer.
@@ -33,6 +40,13 @@ pub enum Message {
         table: usize,
         expected_rows: u64,
         partitions: Vec<PartitionSpec>,
+        /// Full or incremental, with the upper bound captured for this load (boxed: it is
+        /// large and rare next to chunks).
+        load: Box<Load>,
+    },
+    /// A key scan starts (again) from the first key: its key list is written anew.
+    KeyScanStarted {
+        table: usize,
     },
     Chunk(Chunk),
     PartitionDone {
@@ -60,6 +74,11 @@ pub struct Chunk {
     pub bytes: Vec<u8>,
     /// Key of the last row in `bytes`; `None` for tables without a key.
     pub last_key: Option<Vec<KeyValue>>,
+    /// How many of `rows` are delete rows.
+    pub deletes: u64,
+    /// A key scan's frame of the new key list, and how many of its keys are new.
+    pub keys: Option<Vec<u8>>,
+    pub new_keys: u64,
 }
 
 /// What the writer knows of a table before any row arrives.
@@ -86,6 +105,8 @@ impl TableOutput {
 
 pub struct WriterSettings {
     pub output_dir: PathBuf,
+    /// `_ehi_op` and `_ehi_synced_at` are appended to every row.
+    pub change_columns: bool,
     pub state_path: PathBuf,
     pub format: Format,
     pub compression: Compression,
@@ -102,6 +123,9 @@ pub struct TableOutcome {
     pub rows: u64,
     pub seconds: f64,
     pub error: Option<String>,
+    /// Full, incremental or skipped in this run.
+    pub load: LoadKind,
+    pub changes: ChangeCounts,
 }
 
 /// A failure of the writer itself (disk full, permissions): it stops the run.
@@ -124,9 +148,80 @@ struct OpenPart {
 struct OpenTable {
     folder: PathBuf,
     part: Option<OpenPart>,
+    /// This run's closed part files.
     closed: Vec<FileEntry>,
     started: Instant,
     partitions_left: usize,
+    /// Files of earlier loads that stay (an incremental load adds to them), and their loads.
+    carried: Vec<FileEntry>,
+    history: Vec<LoadRecord>,
+    /// This run's key list being written, and its length.
+    key_file: Option<(File, u64)>,
+}
+
+impl OpenTable {
+    fn new(folder: PathBuf, partitions_left: usize, carried: Carried) -> OpenTable {
+        OpenTable {
+            folder,
+            part: None,
+            closed: Vec::new(),
+            started: Instant::now(),
+            partitions_left,
+            carried: carried.files,
+            history: carried.loads,
+            key_file: None,
+        }
+    }
+
+    fn carried_names(&self) -> Vec<&str> {
+        self.carried.iter().map(|f| f.name.as_str()).collect()
+    }
+
+    fn incremental(&self, state: &TableState) -> bool {
+        state
+            .load
+            .as_ref()
+            .is_some_and(|l| l.kind == LoadKind::Incremental)
+    }
+}
+
+/// What an incremental load keeps of the table folder: the files and loads its manifest lists,
+/// less anything of the current run (a crash may have come after the manifest was written).
+#[derive(Default)]
+struct Carried {
+    files: Vec<FileEntry>,
+    loads: Vec<LoadRecord>,
+}
+
+impl Carried {
+    fn read(folder: &Path, run_id: &str) -> Result<Carried, WriteError> {
+        let manifest = manifest::read_manifest(folder).map_err(|source| WriteError {
+            what: "previous manifest",
+            path: folder.join(manifest::MANIFEST_FILE),
+            source,
+        })?;
+        let Some(manifest) = manifest else {
+            return Err(WriteError {
+                what: "previous manifest",
+                path: folder.join(manifest::MANIFEST_FILE),
+                source: std::io::Error::other(
+                    "it is missing, so an incremental load has nothing to add to; run                      `ehi-sync sync --restart` to reload the table",
+                ),
+            });
+        };
+        Ok(Carried {
+            files: manifest
+                .files
+                .into_iter()
+                .filter(|f| f.run_id != run_id)
+                .collect(),
+            loads: manifest
+                .loads
+                .into_iter()
+                .filter(|l| l.run_id != run_id)
+                .collect(),
+        })
+    }
 }
 
 pub struct Writer {
@@ -159,10 +254,24 @@ impl Writer {
     pub fn resume_table(&mut self, table: usize) -> Result<Vec<PartitionState>, WriteError> {
         let output = &self.tables[table];
         let folder = self.settings.output_dir.join(&output.folder);
+        let run_id = self.state.run_id.clone();
         let state = &mut self.state.tables[table];
+        let incremental = state
+            .load
+            .as_ref()
+            .is_some_and(|l| l.kind == LoadKind::Incremental);
+        let carried = if incremental {
+            Carried::read(&folder, &run_id)?
+        } else {
+            Carried::default()
+        };
         let committed = state.files.clone();
-        let keep: Vec<&str> = committed.iter().map(|f| f.name.as_str()).collect();
-        remove_part_files(&folder, &keep)?;
+        let keep: Vec<&str> = committed
+            .iter()
+            .map(|f| f.name.as_str())
+            .chain(carried.files.iter().map(|f| f.name.as_str()))
+            .collect();
+        remove_part_files(&folder, &keep, incremental)?;
         let mut closed = Vec::new();
         let mut part = None;
         for (i, file) in committed.iter().enumerate() {
@@ -196,6 +305,7 @@ impl Writer {
             } else {
                 closed.push(FileEntry {
                     name: file.name.clone(),
+                    run_id: run_id.clone(),
                     bytes: file.bytes,
                     rows: file.rows,
                     sha256: hex::encode(hasher.finalize()),
@@ -227,16 +337,10 @@ impl Writer {
             expected,
             rows,
         );
-        self.open.insert(
-            table,
-            OpenTable {
-                folder,
-                part,
-                closed,
-                started: Instant::now(),
-                partitions_left: remaining.len(),
-            },
-        );
+        let mut open = OpenTable::new(folder, remaining.len(), carried);
+        open.part = part;
+        open.closed = closed;
+        self.open.insert(table, open);
         if self.open.get(&table).is_some_and(|t| t.part.is_none()) {
             self.open_next_part(table)?;
         }
@@ -275,7 +379,9 @@ impl Writer {
                 table,
                 expected_rows,
                 partitions,
-            } => self.start_table(table, expected_rows, partitions),
+                load,
+            } => self.start_table(table, expected_rows, partitions, *load),
+            Message::KeyScanStarted { table } => self.start_key_list(table),
             Message::Chunk(chunk) => self.write_chunk(chunk),
             Message::PartitionDone { table, partition } => {
                 let Some(open) = self.open.get_mut(&table) else {
@@ -301,6 +407,7 @@ impl Writer {
         table: usize,
         expected_rows: u64,
         partitions: Vec<PartitionSpec>,
+        load: Load,
     ) -> Result<(), WriteError> {
         let output = &self.tables[table];
         let folder = self.settings.output_dir.join(&output.folder);
@@ -309,7 +416,19 @@ impl Writer {
             path: folder.clone(),
             source,
         })?;
-        remove_previous_output(&folder)?;
+        let incremental = load.kind == LoadKind::Incremental;
+        let carried = if incremental {
+            match Carried::read(&folder, &self.state.run_id) {
+                Ok(carried) => carried,
+                Err(e) => return self.fail_table(table, e.to_string()),
+            }
+        } else {
+            Carried::default()
+        };
+        // An incremental load keeps the earlier files and the manifest that lists them (it
+        // stays true until the new one replaces it); a full load starts from an empty folder.
+        let keep: Vec<&str> = carried.files.iter().map(|f| f.name.as_str()).collect();
+        remove_part_files(&folder, &keep, incremental)?;
         self.progress.table_started(
             table,
             output.position,
@@ -323,7 +442,15 @@ impl Writer {
         state.expected_rows = Some(expected_rows);
         state.rows = 0;
         state.files.clear();
+        state.deleted = 0;
+        state.new_keys = 0;
+        state.key_list_writing = None;
         state.started_at = Some(manifest::now_rfc3339());
+        if !incremental {
+            // The files the position described are gone.
+            state.position = None;
+        }
+        state.load = Some(load);
         state.partitions = partitions
             .iter()
             .map(|spec| PartitionState {
@@ -332,17 +459,37 @@ impl Writer {
                 last_key: None,
             })
             .collect();
-        self.open.insert(
-            table,
-            OpenTable {
-                folder,
-                part: None,
-                closed: Vec::new(),
-                started: Instant::now(),
-                partitions_left: partitions.len(),
-            },
-        );
+        self.open
+            .insert(table, OpenTable::new(folder, partitions.len(), carried));
         self.open_next_part(table)
+    }
+
+    /// Creates (or truncates) this run's key list of `table`: a key scan always starts from
+    /// the first key.
+    fn start_key_list(&mut self, table: usize) -> Result<(), WriteError> {
+        let Some(open) = self.open.get_mut(&table) else {
+            return Ok(());
+        };
+        let name = format!(
+            "{}{}.bin",
+            KEY_LIST_PREFIX,
+            files::safe_name(&self.state.run_id)
+        );
+        let path = open.folder.join(&name);
+        let file = files::open_private_file(&path, None).map_err(|source| WriteError {
+            what: "key list",
+            path,
+            source,
+        })?;
+        open.key_file = Some((file, 0));
+        let state = &mut self.state.tables[table];
+        state.key_list_writing = Some(CommittedFile {
+            name,
+            bytes: 0,
+            rows: 0,
+        });
+        state.new_keys = 0;
+        Ok(())
     }
 
     fn write_chunk(&mut self, chunk: Chunk) -> Result<(), WriteError> {
@@ -372,8 +519,18 @@ impl Writer {
         part.hasher.update(&chunk.bytes);
         part.bytes += chunk.bytes.len() as u64;
         part.rows += chunk.rows;
+        if let (Some(keys), Some((file, length))) = (&chunk.keys, open.key_file.as_mut()) {
+            file.write_all(keys).map_err(|source| WriteError {
+                what: "key list",
+                path: open.folder.join(KEY_LIST_PREFIX),
+                source,
+            })?;
+            *length += keys.len() as u64;
+        }
         let state = &mut self.state.tables[chunk.table];
         state.rows += chunk.rows;
+        state.deleted += chunk.deletes;
+        state.new_keys += chunk.new_keys;
         if let Some(p) = state.partitions.get_mut(chunk.partition) {
             p.status = PartitionStatus::InProgress;
             if chunk.last_key.is_some() {
@@ -395,8 +552,12 @@ impl Writer {
             return Ok(());
         };
         let sequence = u32::try_from(open.closed.len() + 1).unwrap_or(u32::MAX);
+        let run_id = open
+            .incremental(&self.state.tables[table])
+            .then_some(self.state.run_id.as_str());
         let name = files::part_file_name(
             &output.name,
+            run_id,
             sequence,
             self.settings.format,
             self.settings.compression,
@@ -435,6 +596,7 @@ impl Writer {
             })?;
             open.closed.push(FileEntry {
                 name: part.name,
+                run_id: self.state.run_id.clone(),
                 bytes: part.bytes,
                 rows: part.rows,
                 sha256: hex::encode(part.hasher.finalize()),
@@ -467,7 +629,18 @@ impl Writer {
                     rows: part.rows,
                 });
             }
-            self.state.tables[table].files = committed;
+            let state = &mut self.state.tables[table];
+            state.files = committed;
+            if let (Some((file, length)), Some(writing)) =
+                (&open.key_file, state.key_list_writing.as_mut())
+            {
+                file.sync_data().map_err(|source| WriteError {
+                    what: "key list",
+                    path: open.folder.join(&writing.name),
+                    source,
+                })?;
+                writing.bytes = *length;
+            }
         }
         self.state.last_checkpoint_at = Some(manifest::now_rfc3339());
         self.state
@@ -488,7 +661,6 @@ impl Writer {
         };
         let folder = open.folder.clone();
         let started = open.started;
-        let files = open.closed.clone();
         files::sync_dir(&folder).map_err(|source| WriteError {
             what: "folder",
             path: folder.clone(),
@@ -496,22 +668,55 @@ impl Writer {
         })?;
         let output = &self.tables[table];
         let state = &self.state.tables[table];
+        let load = state.load.clone().unwrap_or_else(Load::full_default);
         let finished_at = manifest::now_rfc3339();
+        let changes = change_counts(state, &load);
+        let record = LoadRecord {
+            run_id: self.state.run_id.clone(),
+            sync_type: load.kind.name().to_owned(),
+            position_from: load.from.clone(),
+            position_to: load.to.clone(),
+            changes,
+            schema_changes: load.schema_changes.clone(),
+            columns: output.columns.iter().map(|c| c.name.clone()).collect(),
+            finished_at: finished_at.clone(),
+        };
+        let mut loads = open.history.clone();
+        loads.push(record);
         let manifest = Manifest {
             table: output.full_name(),
             schema: output.schema.clone(),
             name: output.name.clone(),
             run_id: self.state.run_id.clone(),
-            sync_type: "full".to_owned(),
+            sync_type: load.kind.name().to_owned(),
+            sync_mode: load.mode.clone(),
+            reason: load.reason.clone(),
             format: self.settings.format,
             compression: self.settings.compression,
             started_at: state.started_at.clone().unwrap_or_default(),
             finished_at: finished_at.clone(),
             row_count: state.rows,
+            position_from: load.from.clone(),
+            position_to: load.to.clone(),
+            changes,
             primary_key: output.primary_key.clone(),
             columns: output.columns.clone(),
-            files,
+            change_columns: if self.settings.change_columns {
+                vec![OP_COLUMN.to_owned(), SYNCED_AT_COLUMN.to_owned()]
+            } else {
+                Vec::new()
+            },
+            schema_changes: load.schema_changes.clone(),
+            loads,
+            files: open.carried.iter().chain(&open.closed).cloned().collect(),
         };
+        if let Some((file, _)) = &open.key_file {
+            file.sync_all().map_err(|source| WriteError {
+                what: "key list",
+                path: folder.clone(),
+                source,
+            })?;
+        }
         manifest::write_manifest(&folder, &manifest).map_err(|source| WriteError {
             what: "manifest",
             path: folder.join(manifest::MANIFEST_FILE),
@@ -520,7 +725,24 @@ impl Writer {
         let state = &mut self.state.tables[table];
         state.status = TableStatus::Done;
         state.finished_at = Some(finished_at);
+        // The position moves in the same state write that marks the table done: never past
+        // rows that are not on disk.
+        state.position = Some(Position {
+            mode: load.mode.clone(),
+            value: load.to.clone().or_else(|| load.from.clone()),
+        });
+        let old_key_list = std::mem::replace(
+            &mut state.key_list,
+            state.key_list_writing.take().map(|f| f.name),
+        );
+        let new_key_list = state.key_list.clone();
         self.checkpoint()?;
+        if let Some(old) = old_key_list.filter(|old| Some(old) != new_key_list.as_ref()) {
+            // Superseded: the state no longer names it.
+            if let Err(e) = std::fs::remove_file(folder.join(&old)) {
+                log::warn!("cannot remove the superseded key list {old}: {e}");
+            }
+        }
         self.open.remove(&table);
         self.record_outcome(table, started, None)
     }
@@ -532,7 +754,10 @@ impl Writer {
         open.part = None;
         open.closed.clear();
         let folder = open.folder.clone();
-        remove_previous_output(&folder)?;
+        let incremental = open.incremental(&self.state.tables[table]);
+        let keep: Vec<String> = open.carried_names().into_iter().map(String::from).collect();
+        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+        remove_part_files(&folder, &keep, incremental)?;
         let state = &mut self.state.tables[table];
         state.rows = 0;
         state.files.clear();
@@ -571,7 +796,14 @@ impl Writer {
         let state = &self.state.tables[table];
         let seconds = started.elapsed().as_secs_f64();
         let expected = state.expected_rows.unwrap_or(0);
-        let difference = i64::try_from(state.rows).unwrap_or(i64::MAX)
+        let load = state.load.clone().unwrap_or_else(Load::full_default);
+        let changes = change_counts(state, &load);
+        // The count taken at the start covers the rows read, not a key scan's deletes.
+        let counted = match load.mode {
+            SyncMode::ChangeTracking => state.rows,
+            _ => state.rows - state.deleted.min(state.rows),
+        };
+        let difference = i64::try_from(counted).unwrap_or(i64::MAX)
             - i64::try_from(expected).unwrap_or(i64::MAX);
         let status = match (&error, difference) {
             (Some(_), _) => "failed",
@@ -596,6 +828,9 @@ impl Writer {
             duration_seconds: seconds,
             rows_per_second: rate,
             error: error.clone(),
+            sync_type: load.kind.name().to_owned(),
+            changes,
+            schema_changes: load.schema_changes.clone(),
         };
         manifest::append_validation(&self.settings.output_dir, &record).map_err(|source| {
             WriteError {
@@ -606,6 +841,13 @@ impl Writer {
         })?;
         let summary = match (&error, status) {
             (Some(reason), _) => format!("{} FAILED: {reason}", output.full_name()),
+            (None, "ok") if load.kind == LoadKind::Incremental => format!(
+                "{} done (incremental): {} upserts, {} deletes in {:.1}s",
+                output.full_name(),
+                group_digits(changes.upserted),
+                group_digits(changes.deleted),
+                seconds
+            ),
             (None, "ok") => format!(
                 "{} done: {} rows in {:.1}s ({} rows/s)",
                 output.full_name(),
@@ -630,29 +872,92 @@ impl Writer {
             rows: state.rows,
             seconds,
             error,
+            load: load.kind,
+            changes,
         });
         Ok(())
     }
 }
 
-/// Removes a table folder's manifest and part files before the table is written anew.
-fn remove_previous_output(folder: &Path) -> Result<(), WriteError> {
-    remove_part_files(folder, &[])
+/// Removes what an unfinished load of `table` wrote in run `run_id`: every part file for a
+/// full load (and its manifest); for an incremental load only this run's files, so the
+/// earlier loads and the manifest listing them stay.
+pub fn discard_table_output(
+    output_dir: &Path,
+    table: &TableState,
+    run_id: &str,
+) -> Result<(), WriteError> {
+    let folder = output_dir.join(&table.folder);
+    if !folder.exists() {
+        return Ok(());
+    }
+    let incremental = table
+        .load
+        .as_ref()
+        .is_some_and(|l| l.kind == LoadKind::Incremental);
+    if incremental {
+        let carried = Carried::read(&folder, run_id)?;
+        let keep: Vec<&str> = carried.files.iter().map(|f| f.name.as_str()).collect();
+        remove_part_files(&folder, &keep, true)?;
+    } else if table.load.is_some() || !table.files.is_empty() {
+        remove_part_files(&folder, &[], false)?;
+    }
+    if let Some(list) = &table.key_list_writing {
+        let path = folder.join(&list.name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(WriteError {
+                    what: "key list",
+                    path,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
-/// Removes the manifest (first, so no loader trusts it any longer) and every part file not in
-/// `keep`.
-pub fn remove_part_files(folder: &Path, keep: &[&str]) -> Result<(), WriteError> {
+/// What one load changed, from the writer's tallies.
+fn change_counts(state: &TableState, load: &Load) -> ChangeCounts {
+    let upserted = state.rows - state.deleted.min(state.rows);
+    let (inserted, updated) = match (load.kind, &load.operations) {
+        (LoadKind::Incremental, Some(ops)) => (Some(ops.inserts), Some(ops.updates)),
+        (LoadKind::Incremental, None) if load.key_scan => (
+            Some(state.new_keys.min(upserted)),
+            Some(upserted - state.new_keys.min(upserted)),
+        ),
+        (LoadKind::Incremental, None) => (None, None),
+        _ => (Some(upserted), Some(0)),
+    };
+    ChangeCounts {
+        upserted,
+        deleted: state.deleted,
+        inserted,
+        updated,
+    }
+}
+
+/// Removes every part file not in `keep` and, unless `keep_manifest`, the manifest (first, so
+/// no loader trusts it any longer).
+pub fn remove_part_files(
+    folder: &Path,
+    keep: &[&str],
+    keep_manifest: bool,
+) -> Result<(), WriteError> {
     let fail = |path: &Path, source| WriteError {
         what: "previous output",
         path: path.to_owned(),
         source,
     };
     let manifest_path = folder.join(manifest::MANIFEST_FILE);
-    match std::fs::remove_file(&manifest_path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(fail(&manifest_path, e)),
+    if !keep_manifest {
+        match std::fs::remove_file(&manifest_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fail(&manifest_path, e)),
+        }
     }
     let entries = match std::fs::read_dir(folder) {
         Ok(entries) => entries,

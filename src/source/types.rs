@@ -97,21 +97,33 @@ impl ValueKind {
 /// columns are never cast: `ORDER BY` names the output column, and it must order like the
 /// `WHERE` keyset condition on the table's column.
 pub fn select_expression(dialect: Dialect, column: &Column) -> String {
-    let quoted = dialect.quote_identifier(&column.name);
+    qualified_select_expression(dialect, column, None)
+}
+
+/// [`select_expression`] for a column of the table known as `qualifier` in a join (the change
+/// tracking read joins the table to its change table).
+pub fn qualified_select_expression(
+    dialect: Dialect,
+    column: &Column,
+    qualifier: Option<&str>,
+) -> String {
+    let name = dialect.quote_identifier(&column.name);
+    let quoted = match qualifier {
+        Some(q) => format!("{}.{name}", dialect.quote_identifier(q)),
+        None => name.clone(),
+    };
+    let aliased = |expression: String| format!("{expression} AS {name}");
     match dialect {
         Dialect::SqlServer => match column.source_type.to_ascii_lowercase().as_str() {
-            "xml" => format!("CAST({quoted} AS NVARCHAR(MAX)) AS {quoted}"),
-            "sql_variant" => format!("CAST({quoted} AS NVARCHAR(4000)) AS {quoted}"),
-            "geography" | "geometry" | "hierarchyid" => {
-                format!("{quoted}.ToString() AS {quoted}")
-            }
+            "xml" => aliased(format!("CAST({quoted} AS NVARCHAR(MAX))")),
+            "sql_variant" => aliased(format!("CAST({quoted} AS NVARCHAR(4000))")),
+            "geography" | "geometry" | "hierarchyid" => aliased(format!("{quoted}.ToString()")),
+            _ if qualifier.is_some() => aliased(quoted),
             _ => quoted,
         },
         Dialect::Postgres if column.key_position.is_some() => quoted,
         Dialect::Postgres => match ValueKind::of(dialect, column) {
-            ValueKind::Timestamp | ValueKind::Decimal => {
-                format!("CAST({quoted} AS text) AS {quoted}")
-            }
+            ValueKind::Timestamp | ValueKind::Decimal => aliased(format!("CAST({quoted} AS text)")),
             _ => quoted,
         },
         Dialect::Sqlite => quoted,

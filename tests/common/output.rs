@@ -12,10 +12,14 @@ use base64::Engine as _;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-/// One table's output: its manifest and every row, as canonical text per column kind.
+/// One table's output: its manifest and every row, as canonical text per column kind, in the
+/// order of the manifest's files.
 pub struct TableFiles {
     pub manifest: Value,
     pub rows: Vec<Vec<Option<String>>>,
+    /// Each row's `_ehi_op` (`upsert` or `delete`) and the run that wrote it.
+    pub ops: Vec<String>,
+    pub runs: Vec<String>,
 }
 
 impl TableFiles {
@@ -60,8 +64,40 @@ pub fn read_table(folder: &Path) -> TableFiles {
             )
         })
         .collect();
-    let mut rows = Vec::new();
-    let mut manifest_rows = 0;
+    let change_columns: Vec<String> = manifest["change_columns"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|n| n.as_str().expect("change column name").to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    // Each load's files have the columns of their load (columns may be added or dropped).
+    let load_columns = |run: &str| -> Vec<(String, String)> {
+        let names = manifest["loads"].as_array().and_then(|loads| {
+            loads
+                .iter()
+                .find(|l| l["run_id"] == run)
+                .and_then(|l| l["columns"].as_array())
+        });
+        match names {
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    let name = n.as_str().expect("column name").to_owned();
+                    let kind = columns
+                        .iter()
+                        .find(|(c, _)| *c == name)
+                        .map_or("text".to_owned(), |(_, k)| k.clone());
+                    (name, kind)
+                })
+                .collect(),
+            None => columns.clone(),
+        }
+    };
+    let run_id = manifest["run_id"].as_str().expect("run_id").to_owned();
+    let (mut rows, mut ops, mut runs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut this_run_rows = 0;
     for file in manifest["files"].as_array().expect("files") {
         let name = file["name"].as_str().expect("file name");
         let bytes = std::fs::read(folder.join(name)).expect("part file readable");
@@ -76,9 +112,17 @@ pub fn read_table(folder: &Path) -> TableFiles {
             "{name}: sha256 in manifest"
         );
         let text = decompress(name, &bytes);
+        let file_run = file["run_id"].as_str().expect("file run_id").to_owned();
+        let mut all_columns = load_columns(&file_run);
+        let width = all_columns.len();
+        all_columns.extend(
+            change_columns
+                .iter()
+                .map(|n| (n.clone(), "text".to_owned())),
+        );
         let file_rows = match format.as_str() {
-            "csv" => parse_csv_file(&text, &columns),
-            "ndjson" => parse_ndjson_file(&text, &columns),
+            "csv" => parse_csv_file(&text, &all_columns),
+            "ndjson" => parse_ndjson_file(&text, &all_columns),
             other => panic!("unknown format {other}"),
         };
         assert_eq!(
@@ -86,15 +130,32 @@ pub fn read_table(folder: &Path) -> TableFiles {
             Some(file_rows.len() as u64),
             "{name}: rows in manifest"
         );
-        manifest_rows += file_rows.len() as u64;
-        rows.extend(file_rows);
+        if file_run == run_id {
+            this_run_rows += file_rows.len() as u64;
+        }
+        for mut row in file_rows {
+            let change = row.split_off(width);
+            if !change_columns.is_empty() {
+                let op = change[0].clone().expect("_ehi_op is never NULL");
+                assert!(op == "upsert" || op == "delete", "_ehi_op {op}");
+                assert!(change[1].is_some(), "_ehi_synced_at is never NULL");
+                ops.push(op);
+            }
+            runs.push(file_run.clone());
+            rows.push(row);
+        }
     }
     assert_eq!(
         manifest["row_count"].as_u64(),
-        Some(manifest_rows),
-        "row_count"
+        Some(this_run_rows),
+        "row_count: the rows of the manifest's run"
     );
-    TableFiles { manifest, rows }
+    TableFiles {
+        manifest,
+        rows,
+        ops,
+        runs,
+    }
 }
 
 fn decompress(name: &str, bytes: &[u8]) -> String {
@@ -335,4 +396,28 @@ pub fn assert_postgres_output_equals_source(
         );
         assert_same_rows(&table, files.rows, source);
     }
+}
+
+/// What a loader ends up with: the table's files applied in manifest order to an empty table,
+/// upserts replacing the row with their key, deletes removing it.
+pub fn apply_changes(files: &TableFiles) -> Vec<Vec<Option<String>>> {
+    let mut key: Vec<(u64, usize)> = files.manifest["columns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c["key_position"].as_u64().map(|p| (p, i)))
+        .collect();
+    key.sort();
+    assert!(!key.is_empty(), "applying changes needs a key");
+    let mut table = BTreeMap::new();
+    for (row, op) in files.rows.iter().zip(&files.ops) {
+        let k: Vec<Option<String>> = key.iter().map(|&(_, i)| row[i].clone()).collect();
+        if op == "delete" {
+            table.remove(&k);
+        } else {
+            table.insert(k, row.clone());
+        }
+    }
+    table.into_values().collect()
 }

@@ -1,0 +1,540 @@
+//! Incremental sync: after a table's first full load, later runs read only what changed.
+//!
+//! Each table gets a sync mode at plan time (SQL Server change tracking, a cursor column, or
+//! full), and each run a load: full (first load, position lost, schema retyped, ...),
+//! incremental from the committed position up to an upper bound captured when the table
+//! starts, or skipped. The position moves only when the table's files are durable, in the
+//! same state-file write that marks the table done, so a crash never advances it past rows
+//! that were not written.
+
+pub mod keys;
+pub mod settings;
+pub mod sql;
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Format};
+use crate::manifest::{Manifest, ManifestColumn, read_manifest};
+use crate::plan::Plan;
+use crate::sink::files::Compression;
+use crate::source::Dialect;
+use crate::source::catalog::Table;
+use crate::source::types::ValueKind;
+use crate::state::RunState;
+use settings::{DetectDeletes, TableIncremental};
+
+/// The columns appended to every row when `change_columns` is on.
+pub const OP_COLUMN: &str = "_ehi_op";
+pub const SYNCED_AT_COLUMN: &str = "_ehi_synced_at";
+
+/// How a table is kept up to date from run to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum SyncMode {
+    /// SQL Server Change Tracking is enabled on the table.
+    ChangeTracking,
+    /// A column that grows with every insert and update.
+    Cursor { column: String, kind: CursorKind },
+    /// Neither: reloaded whole each run (`reload`), or skipped after its first load.
+    Full { reload: bool },
+}
+
+impl SyncMode {
+    pub fn describe(&self) -> String {
+        match self {
+            SyncMode::ChangeTracking => "change tracking".into(),
+            SyncMode::Cursor { column, kind } => format!("cursor {column} ({})", kind.name()),
+            SyncMode::Full { reload: true } => "full reload".into(),
+            SyncMode::Full { reload: false } => "full once".into(),
+        }
+    }
+
+    /// Two modes whose positions are interchangeable.
+    fn same_position_space(&self, other: &SyncMode) -> bool {
+        match (self, other) {
+            (SyncMode::Full { .. }, SyncMode::Full { .. }) => true,
+            _ => self == other,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CursorKind {
+    /// SQL Server `rowversion`: read up to `MIN_ACTIVE_ROWVERSION()`, so rows of transactions
+    /// still open are not skipped.
+    Rowversion,
+    /// A date/time column: the lookback window re-reads the last minutes before the position.
+    Timestamp,
+    Integer,
+}
+
+impl CursorKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            CursorKind::Rowversion => "rowversion",
+            CursorKind::Timestamp => "timestamp",
+            CursorKind::Integer => "integer",
+        }
+    }
+}
+
+/// What a table's output is complete up to; committed with the table's last checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub mode: SyncMode,
+    /// Change tracking version or cursor value; `None` for full mode, or an empty table.
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadKind {
+    Full,
+    Incremental,
+    Skip,
+}
+
+impl LoadKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            LoadKind::Full => "full",
+            LoadKind::Incremental => "incremental",
+            LoadKind::Skip => "skip",
+        }
+    }
+}
+
+/// What one run reads of a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Load {
+    pub kind: LoadKind,
+    pub mode: SyncMode,
+    /// Why this kind of load, in words for the plan and the manifest.
+    pub reason: String,
+    /// The committed position an incremental load reads after.
+    pub from: Option<String>,
+    /// The upper bound, captured when the table starts; the next position.
+    pub to: Option<String>,
+    pub lookback_minutes: u32,
+    /// Stream the keys after the rows and compare them with the previous key list.
+    pub key_scan: bool,
+    pub schema_changes: Vec<SchemaChange>,
+    /// Change tracking's own count of inserts, updates and deletes in the range.
+    pub operations: Option<OperationCounts>,
+}
+
+impl Load {
+    /// A plain full load (a state written before incremental sync existed has no load).
+    pub fn full_default() -> Load {
+        Load {
+            kind: LoadKind::Full,
+            mode: SyncMode::Full { reload: true },
+            reason: "full load".into(),
+            from: None,
+            to: None,
+            lookback_minutes: 0,
+            key_scan: false,
+            schema_changes: Vec::new(),
+            operations: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationCounts {
+    pub inserts: u64,
+    pub updates: u64,
+    pub deletes: u64,
+}
+
+/// A column that differs from the previous load's manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaChange {
+    pub column: String,
+    pub change: ColumnChange,
+    /// The source type before (dropped, retyped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    /// The source type now (added, retyped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnChange {
+    Added,
+    Dropped,
+    Retyped,
+}
+
+impl SchemaChange {
+    pub fn describe(&self) -> String {
+        match self.change {
+            ColumnChange::Added => format!(
+                "added {} ({})",
+                self.column,
+                self.after.as_deref().unwrap_or("?")
+            ),
+            ColumnChange::Dropped => format!("dropped {}", self.column),
+            ColumnChange::Retyped => format!(
+                "retyped {} ({} -> {})",
+                self.column,
+                self.before.as_deref().unwrap_or("?"),
+                self.after.as_deref().unwrap_or("?")
+            ),
+        }
+    }
+}
+
+/// How the output of a table must look for new files to sit beside the previous ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputShape {
+    pub format: Format,
+    pub compression: Compression,
+    pub change_columns: bool,
+}
+
+/// What earlier runs left for a table.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Previous<'a> {
+    pub position: Option<&'a Position>,
+    /// The key list of the last finished load, if it scanned keys.
+    pub key_list: Option<&'a str>,
+    pub manifest: Option<&'a Manifest>,
+    /// `CHANGE_TRACKING_MIN_VALID_VERSION` when change tracking is enabled on the table
+    /// (`Some(None)` when the server reported no value).
+    pub change_tracking: Option<Option<i64>>,
+}
+
+/// A configuration that cannot work for a table; stops the plan (exit code 2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SyncConfigError(pub String);
+
+/// Decides the mode and this run's load of `table`.
+pub fn decide(
+    dialect: Dialect,
+    table: &Table,
+    settings: &TableIncremental,
+    shape: OutputShape,
+    previous: Previous<'_>,
+) -> Result<Load, SyncConfigError> {
+    let name = table.full_name();
+    let kinds: Vec<ValueKind> = table
+        .columns
+        .iter()
+        .map(|c| ValueKind::of(dialect, c))
+        .collect();
+    let has_key = usable_key(table, &kinds);
+    let mode = sync_mode(dialect, table, &kinds, settings, previous, has_key)?;
+    if !shape.change_columns && mode == SyncMode::ChangeTracking {
+        return Err(SyncConfigError(format!(
+            "{name} has change tracking, whose deletes need the {OP_COLUMN} column; set \
+             incremental.change_columns to true"
+        )));
+    }
+    // Change tracking reports deletes itself; a table without a cursor is read whole.
+    let key_scan = settings.detect_deletes == DetectDeletes::KeyScan
+        && has_key
+        && matches!(mode, SyncMode::Cursor { .. });
+    if settings.detect_deletes == DetectDeletes::KeyScan && key_scan && !shape.change_columns {
+        return Err(SyncConfigError(format!(
+            "{name}: detect_deletes \"key_scan\" writes delete rows, which need the {OP_COLUMN} \
+             column; set incremental.change_columns to true or detect_deletes to \"none\""
+        )));
+    }
+    let schema_changes = previous
+        .manifest
+        .map(|m| schema_changes(&m.columns, table, &kinds))
+        .unwrap_or_default();
+    let load = |kind, reason: String, from: Option<String>| Load {
+        kind,
+        mode: mode.clone(),
+        reason,
+        from,
+        to: None,
+        lookback_minutes: settings.lookback_minutes,
+        key_scan,
+        schema_changes: schema_changes.clone(),
+        operations: None,
+    };
+    let full = |reason: String| Ok(load(LoadKind::Full, reason, None));
+    let (Some(position), Some(manifest)) = (previous.position, previous.manifest) else {
+        return full(match previous.position {
+            None => "first load".into(),
+            Some(_) => "the previous load's manifest is missing".into(),
+        });
+    };
+    if !position.mode.same_position_space(&mode) {
+        return full(format!(
+            "the sync mode changed from {} to {}",
+            position.mode.describe(),
+            mode.describe()
+        ));
+    }
+    if manifest.format != shape.format
+        || manifest.compression != shape.compression
+        || manifest.change_columns.is_empty() == shape.change_columns
+    {
+        return full("the output format, compression or change_columns changed".into());
+    }
+    let retyped: Vec<&SchemaChange> = schema_changes
+        .iter()
+        .filter(|c| c.change == ColumnChange::Retyped)
+        .collect();
+    if !retyped.is_empty() && mode != (SyncMode::Full { reload: false }) {
+        return full(format!(
+            "column types changed: {}",
+            retyped
+                .iter()
+                .map(|c| c.describe())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    match &mode {
+        SyncMode::Full { reload: true } => full("no change tracking and no cursor column".into()),
+        SyncMode::Full { reload: false } => Ok(load(
+            LoadKind::Skip,
+            "loaded before; incremental.full_reload is false".into(),
+            None,
+        )),
+        SyncMode::ChangeTracking => {
+            let saved = position
+                .value
+                .as_deref()
+                .and_then(|v| v.parse::<i64>().ok());
+            let min_valid = previous.change_tracking.flatten();
+            match (saved, min_valid) {
+                (None, _) => full("no change tracking version was saved".into()),
+                (Some(saved), Some(min)) if saved < min => full(format!(
+                    "change tracking was cleaned up past the saved version ({saved} is older \
+                     than the minimum valid version {min})"
+                )),
+                (Some(saved), _) => Ok(load(
+                    LoadKind::Incremental,
+                    "changes since the last run".into(),
+                    Some(saved.to_string()),
+                )),
+            }
+        }
+        SyncMode::Cursor { .. } => {
+            if key_scan && previous.key_list.is_none() {
+                return full(
+                    "detect_deletes is \"key_scan\" but the previous load saved no key list".into(),
+                );
+            }
+            Ok(load(
+                LoadKind::Incremental,
+                "changes since the last run".into(),
+                position.value.clone(),
+            ))
+        }
+    }
+}
+
+/// A key that can order reads and resume them (floats and bytes cannot).
+pub fn usable_key(table: &Table, kinds: &[ValueKind]) -> bool {
+    !table.primary_key.is_empty()
+        && table.primary_key.iter().all(|k| {
+            table
+                .columns
+                .iter()
+                .position(|c| &c.name == k)
+                .is_some_and(|i| !matches!(kinds[i], ValueKind::Float | ValueKind::Binary))
+        })
+}
+
+fn sync_mode(
+    dialect: Dialect,
+    table: &Table,
+    kinds: &[ValueKind],
+    settings: &TableIncremental,
+    previous: Previous<'_>,
+    has_key: bool,
+) -> Result<SyncMode, SyncConfigError> {
+    if previous.change_tracking.is_some() && has_key {
+        return Ok(SyncMode::ChangeTracking);
+    }
+    let find = |name: &str| {
+        table
+            .columns
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(name))
+    };
+    let cursor_kind = |i: usize| match (dialect, table.columns[i].source_type.as_str(), kinds[i]) {
+        (Dialect::SqlServer, t, _)
+            if t.eq_ignore_ascii_case("timestamp") || t.eq_ignore_ascii_case("rowversion") =>
+        {
+            Some(CursorKind::Rowversion)
+        }
+        (_, _, ValueKind::Timestamp) => Some(CursorKind::Timestamp),
+        (_, _, ValueKind::Integer) => Some(CursorKind::Integer),
+        _ => None,
+    };
+    let cursor = |i: usize, kind| SyncMode::Cursor {
+        column: table.columns[i].name.clone(),
+        kind,
+    };
+    if let Some(configured) = &settings.cursor_column {
+        let name = table.full_name();
+        let Some(i) = find(configured) else {
+            return Err(SyncConfigError(format!(
+                "incremental.tables.{name}.cursor_column names '{configured}', which {name} \
+                 does not have; name one of its columns or remove the setting"
+            )));
+        };
+        return match cursor_kind(i) {
+            Some(kind) => Ok(cursor(i, kind)),
+            None => Err(SyncConfigError(format!(
+                "incremental.tables.{name}.cursor_column '{configured}' has type {}; a cursor \
+                 must be a date/time, an integer or a rowversion column",
+                table.columns[i].source_type
+            ))),
+        };
+    }
+    if let Some(i) =
+        (0..table.columns.len()).find(|&i| matches!(cursor_kind(i), Some(CursorKind::Rowversion)))
+    {
+        return Ok(cursor(i, CursorKind::Rowversion));
+    }
+    for configured in &settings.cursor_columns {
+        if let Some(i) = find(configured) {
+            match cursor_kind(i) {
+                Some(kind) => return Ok(cursor(i, kind)),
+                None => log::warn!(
+                    "{}: cursor column '{}' has type {}, which cannot be a cursor; trying the \
+                     next one",
+                    table.full_name(),
+                    table.columns[i].name,
+                    table.columns[i].source_type
+                ),
+            }
+        }
+    }
+    Ok(SyncMode::Full {
+        reload: settings.full_reload,
+    })
+}
+
+/// Columns added, dropped or retyped since the previous load.
+pub fn schema_changes(
+    before: &[ManifestColumn],
+    table: &Table,
+    kinds: &[ValueKind],
+) -> Vec<SchemaChange> {
+    let mut changes = Vec::new();
+    for old in before {
+        match table.columns.iter().position(|c| c.name == old.name) {
+            None => changes.push(SchemaChange {
+                column: old.name.clone(),
+                change: ColumnChange::Dropped,
+                before: Some(old.source_type.clone()),
+                after: None,
+            }),
+            Some(i) => {
+                let now = &table.columns[i];
+                let same = now.source_type.eq_ignore_ascii_case(&old.source_type)
+                    && kinds[i] == old.value_kind
+                    && now.precision == old.precision
+                    && now.scale == old.scale;
+                if !same {
+                    changes.push(SchemaChange {
+                        column: old.name.clone(),
+                        change: ColumnChange::Retyped,
+                        before: Some(type_text(&old.source_type, old.precision, old.scale)),
+                        after: Some(type_text(&now.source_type, now.precision, now.scale)),
+                    });
+                }
+            }
+        }
+    }
+    for column in &table.columns {
+        if !before.iter().any(|old| old.name == column.name) {
+            changes.push(SchemaChange {
+                column: column.name.clone(),
+                change: ColumnChange::Added,
+                before: None,
+                after: Some(column.source_type.clone()),
+            });
+        }
+    }
+    changes
+}
+
+fn type_text(source_type: &str, precision: Option<i64>, scale: Option<i64>) -> String {
+    match (precision, scale) {
+        (Some(p), Some(s)) if s > 0 => format!("{source_type}({p},{s})"),
+        _ => source_type.to_owned(),
+    }
+}
+
+/// Decides every table's load for the plan, from what `previous` (the last run's state)
+/// committed and the manifests in the output folder. `change_tracking` maps `schema.table` (as
+/// discovered) to its minimum valid version, for the tables with change tracking enabled.
+pub fn plan_loads(
+    plan: &mut Plan,
+    config: &Config,
+    previous: Option<&RunState>,
+    change_tracking: &HashMap<String, Option<i64>>,
+) -> Result<(), SyncConfigError> {
+    let shape = OutputShape {
+        format: config.format,
+        compression: config.compression,
+        change_columns: config.incremental.change_columns,
+    };
+    let names: Vec<(String, String)> = plan
+        .tables()
+        .map(|(_, t)| (t.schema.clone(), t.name.clone()))
+        .collect();
+    for name in config.incremental.unmatched_overrides(&names) {
+        plan.warnings.push(format!(
+            "incremental.tables.{name} names no table of this run (check the name, or the \
+             include/exclude patterns)"
+        ));
+    }
+    let dialect = plan.dialect;
+    let mut warnings = Vec::new();
+    for tier in &mut plan.tiers {
+        for table in &mut tier.tables {
+            let name = table.full_name();
+            let earlier = previous.and_then(|p| p.table(&name));
+            let manifest = match earlier {
+                Some(t) => match read_manifest(&config.output_dir.join(&t.folder)) {
+                    Ok(manifest) => manifest,
+                    Err(e) => {
+                        warnings.push(format!(
+                            "{name}: the previous manifest cannot be read ({e}); the table is \
+                             reloaded in full"
+                        ));
+                        None
+                    }
+                },
+                None => None,
+            };
+            let settings = config.incremental.for_table(&table.schema, &table.name);
+            let previous = Previous {
+                position: earlier.and_then(|t| t.position.as_ref()),
+                key_list: earlier.and_then(|t| t.key_list.as_deref()),
+                manifest: manifest.as_ref(),
+                change_tracking: change_tracking.get(&name).copied(),
+            };
+            table.load = decide(dialect, &table.table, &settings, shape, previous)?;
+            if settings.detect_deletes == DetectDeletes::KeyScan
+                && !table.load.key_scan
+                && matches!(table.load.mode, SyncMode::Cursor { .. })
+            {
+                warnings.push(format!(
+                    "{name}: detect_deletes \"key_scan\" needs a primary key; deletes in this \
+                     table are not detected"
+                ));
+            }
+        }
+    }
+    plan.warnings.append(&mut warnings);
+    Ok(())
+}
