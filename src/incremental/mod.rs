@@ -538,3 +538,233 @@ pub fn plan_loads(
     plan.warnings.append(&mut warnings);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::catalog::Column;
+
+    fn column(name: &str, source_type: &str, key_position: Option<usize>) -> Column {
+        Column {
+            name: name.into(),
+            source_type: source_type.into(),
+            length: None,
+            precision: None,
+            scale: None,
+            nullable: key_position.is_none(),
+            key_position,
+        }
+    }
+
+    fn patient() -> Table {
+        Table {
+            schema: "dbo".into(),
+            name: "PATIENT".into(),
+            columns: vec![
+                column("PAT_ID", "varchar", Some(1)),
+                column("UPDATE_DATE", "datetime", None),
+                column("RV", "timestamp", None),
+                column("NAME", "nvarchar", None),
+            ],
+            primary_key: vec!["PAT_ID".into()],
+            rows: 10,
+            rows_exact: true,
+        }
+    }
+
+    fn settings() -> TableIncremental {
+        TableIncremental {
+            cursor_columns: vec!["_LastUpdatedInstant".into(), "UPDATE_DATE".into()],
+            cursor_column: None,
+            lookback_minutes: 15,
+            detect_deletes: DetectDeletes::None,
+            full_reload: true,
+        }
+    }
+
+    const SHAPE: OutputShape = OutputShape {
+        format: Format::Csv,
+        compression: Compression::None,
+        change_columns: true,
+    };
+
+    fn manifest_of(table: &Table) -> Manifest {
+        let columns: Vec<serde_json::Value> = table
+            .columns
+            .iter()
+            .map(|c| {
+                serde_json::to_value(ManifestColumn::new(c, ValueKind::of(Dialect::SqlServer, c)))
+                    .unwrap()
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "table": "dbo.PATIENT", "schema": "dbo", "name": "PATIENT", "run_id": "r1",
+            "sync_type": "full", "format": "csv", "compression": "none",
+            "started_at": "", "finished_at": "", "row_count": 0, "primary_key": ["PAT_ID"],
+            "columns": columns, "change_columns": ["_ehi_op", "_ehi_synced_at"], "files": []
+        }))
+        .unwrap()
+    }
+
+    fn decide_with(
+        table: &Table,
+        settings: &TableIncremental,
+        position: Option<Position>,
+        change_tracking: Option<Option<i64>>,
+    ) -> Result<Load, SyncConfigError> {
+        let manifest = manifest_of(&patient());
+        decide(
+            Dialect::SqlServer,
+            table,
+            settings,
+            SHAPE,
+            Previous {
+                position: position.as_ref(),
+                key_list: Some("_keys-r1.bin"),
+                manifest: Some(&manifest),
+                change_tracking,
+            },
+        )
+    }
+
+    fn at(mode: SyncMode, value: &str) -> Option<Position> {
+        Some(Position {
+            mode,
+            value: Some(value.into()),
+        })
+    }
+
+    #[test]
+    fn first_load_is_full_and_rowversion_wins_over_the_cursor_list() {
+        let load = decide_with(&patient(), &settings(), None, None).unwrap();
+        assert_eq!(load.kind, LoadKind::Full);
+        assert_eq!(load.reason, "first load");
+        assert_eq!(
+            load.mode,
+            SyncMode::Cursor {
+                column: "RV".into(),
+                kind: CursorKind::Rowversion
+            }
+        );
+    }
+
+    #[test]
+    fn cursor_column_from_the_list_and_incremental_from_the_position() {
+        let mut table = patient();
+        table.columns.remove(2);
+        let mode = SyncMode::Cursor {
+            column: "UPDATE_DATE".into(),
+            kind: CursorKind::Timestamp,
+        };
+        let load = decide_with(
+            &table,
+            &settings(),
+            at(mode.clone(), "2026-11-24 01:00:00.000"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(load.kind, LoadKind::Incremental);
+        assert_eq!(load.mode, mode);
+        assert_eq!(load.from.as_deref(), Some("2026-11-24 01:00:00.000"));
+        assert_eq!(load.lookback_minutes, 15);
+        assert_eq!(load.schema_changes.len(), 1, "RV was dropped");
+    }
+
+    #[test]
+    fn change_tracking_falls_back_to_full_when_the_history_was_cleaned_up() {
+        let saved = at(SyncMode::ChangeTracking, "41");
+        let load = decide_with(&patient(), &settings(), saved.clone(), Some(Some(57))).unwrap();
+        assert_eq!(load.kind, LoadKind::Full);
+        assert_eq!(
+            load.reason,
+            "change tracking was cleaned up past the saved version (41 is older than the \
+             minimum valid version 57)"
+        );
+        let load = decide_with(&patient(), &settings(), saved, Some(Some(41))).unwrap();
+        assert_eq!(load.kind, LoadKind::Incremental);
+        assert_eq!(load.from.as_deref(), Some("41"));
+        assert!(!load.key_scan, "change tracking reports deletes itself");
+    }
+
+    #[test]
+    fn a_changed_mode_or_retyped_column_reloads() {
+        let cursor = SyncMode::Cursor {
+            column: "RV".into(),
+            kind: CursorKind::Rowversion,
+        };
+        let load = decide_with(
+            &patient(),
+            &settings(),
+            at(cursor.clone(), "0x01"),
+            Some(None),
+        )
+        .unwrap();
+        assert_eq!(load.kind, LoadKind::Full);
+        assert!(
+            load.reason.starts_with("the sync mode changed"),
+            "{}",
+            load.reason
+        );
+        let mut retyped = patient();
+        retyped.columns[3].source_type = "varchar".into();
+        let load = decide_with(&retyped, &settings(), at(cursor, "0x01"), None).unwrap();
+        assert_eq!(load.kind, LoadKind::Full);
+        assert_eq!(
+            load.reason,
+            "column types changed: retyped NAME (nvarchar -> varchar)"
+        );
+    }
+
+    #[test]
+    fn full_once_is_skipped_and_a_missing_cursor_column_is_an_error() {
+        let mut table = patient();
+        table.columns.truncate(1);
+        table.columns.push(column("NAME", "nvarchar", None));
+        let mut once = settings();
+        once.full_reload = false;
+        let load = decide_with(
+            &table,
+            &once,
+            at(SyncMode::Full { reload: false }, "x"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(load.kind, LoadKind::Skip);
+        let mut explicit = settings();
+        explicit.cursor_column = Some("CHANGED_AT".into());
+        let error = decide_with(&table, &explicit, None, None).unwrap_err();
+        assert_eq!(
+            error.0,
+            "incremental.tables.dbo.PATIENT.cursor_column names 'CHANGED_AT', which \
+             dbo.PATIENT does not have; name one of its columns or remove the setting"
+        );
+    }
+
+    #[test]
+    fn key_scan_needs_the_previous_key_list() {
+        let mut scan = settings();
+        scan.detect_deletes = DetectDeletes::KeyScan;
+        let mode = SyncMode::Cursor {
+            column: "RV".into(),
+            kind: CursorKind::Rowversion,
+        };
+        let manifest = manifest_of(&patient());
+        let position = at(mode, "0x01");
+        let load = decide(
+            Dialect::SqlServer,
+            &patient(),
+            &scan,
+            SHAPE,
+            Previous {
+                position: position.as_ref(),
+                key_list: None,
+                manifest: Some(&manifest),
+                change_tracking: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(load.kind, LoadKind::Full);
+        assert!(load.key_scan);
+        assert!(load.reason.contains("no key list"), "{}", load.reason);
+    }
+}
