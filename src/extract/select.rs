@@ -193,28 +193,16 @@ mod tests {
     use crate::source::catalog::Column;
     use crate::source::tsql_test::{parse, table_names};
 
-    fn column(name: &str, source_type: &str, key_position: Option<usize>) -> Column {
-        Column {
-            name: name.into(),
-            source_type: source_type.into(),
-            length: None,
-            precision: None,
-            scale: None,
-            nullable: key_position.is_none(),
-            key_position,
-        }
-    }
-
     fn lab_result() -> Table {
         Table {
             schema: "dbo".into(),
             name: "LAB RESULT".into(),
             columns: vec![
-                column("ORDER_ID", "bigint", Some(1)),
-                column("LINE", "int", Some(2)),
-                column("COMPONENT", "varchar", Some(3)),
-                column("VALUE", "decimal", None),
-                column("REPORT", "xml", None),
+                Column::for_test("ORDER_ID", "bigint", Some(1)),
+                Column::for_test("LINE", "int", Some(2)),
+                Column::for_test("COMPONENT", "varchar", Some(3)),
+                Column::for_test("VALUE", "decimal", None),
+                Column::for_test("REPORT", "xml", None),
             ],
             primary_key: vec!["ORDER_ID".into(), "LINE".into(), "COMPONENT".into()],
             rows: 10,

@@ -544,27 +544,15 @@ mod tests {
     use super::*;
     use crate::source::catalog::Column;
 
-    fn column(name: &str, source_type: &str, key_position: Option<usize>) -> Column {
-        Column {
-            name: name.into(),
-            source_type: source_type.into(),
-            length: None,
-            precision: None,
-            scale: None,
-            nullable: key_position.is_none(),
-            key_position,
-        }
-    }
-
     fn patient() -> Table {
         Table {
             schema: "dbo".into(),
             name: "PATIENT".into(),
             columns: vec![
-                column("PAT_ID", "varchar", Some(1)),
-                column("UPDATE_DATE", "datetime", None),
-                column("RV", "timestamp", None),
-                column("NAME", "nvarchar", None),
+                Column::for_test("PAT_ID", "varchar", Some(1)),
+                Column::for_test("UPDATE_DATE", "datetime", None),
+                Column::for_test("RV", "timestamp", None),
+                Column::for_test("NAME", "nvarchar", None),
             ],
             primary_key: vec!["PAT_ID".into()],
             rows: 10,
@@ -719,7 +707,9 @@ mod tests {
     fn full_once_is_skipped_and_a_missing_cursor_column_is_an_error() {
         let mut table = patient();
         table.columns.truncate(1);
-        table.columns.push(column("NAME", "nvarchar", None));
+        table
+            .columns
+            .push(Column::for_test("NAME", "nvarchar", None));
         let mut once = settings();
         once.full_reload = false;
         let load = decide_with(

@@ -278,28 +278,16 @@ mod tests {
     use crate::extract::select::{KeyRange, KeyValue};
     use crate::source::tsql_test::{parse, table_names};
 
-    fn column(name: &str, source_type: &str, key_position: Option<usize>) -> Column {
-        Column {
-            name: name.into(),
-            source_type: source_type.into(),
-            length: None,
-            precision: None,
-            scale: None,
-            nullable: key_position.is_none(),
-            key_position,
-        }
-    }
-
     fn patient() -> Table {
         Table {
             schema: "dbo".into(),
             name: "PAT ENC".into(),
             columns: vec![
-                column("PAT_ID", "varchar", Some(1)),
-                column("LINE", "int", Some(2)),
-                column("NOTE", "xml", None),
-                column("UPDATE_DATE", "datetime", None),
-                column("RV", "timestamp", None),
+                Column::for_test("PAT_ID", "varchar", Some(1)),
+                Column::for_test("LINE", "int", Some(2)),
+                Column::for_test("NOTE", "xml", None),
+                Column::for_test("UPDATE_DATE", "datetime", None),
+                Column::for_test("RV", "timestamp", None),
             ],
             primary_key: vec!["PAT_ID".into(), "LINE".into()],
             rows: 10,
@@ -370,7 +358,7 @@ mod tests {
 
     #[test]
     fn rowversion_range_is_half_open_up_to_min_active_rowversion() {
-        let rv = column("RV", "timestamp", None);
+        let rv = Column::for_test("RV", "timestamp", None);
         let mode = SyncMode::Cursor {
             column: "RV".into(),
             kind: CursorKind::Rowversion,
@@ -429,7 +417,7 @@ mod tests {
         );
         let filter = cursor_filter(
             Dialect::SqlServer,
-            &column("UPDATE_DATE", "datetime", None),
+            &Column::for_test("UPDATE_DATE", "datetime", None),
             CursorKind::Timestamp,
             Some("2026-11-24 01:00:00.123"),
             Some("2026-11-25 01:00:00.457"),
@@ -457,7 +445,7 @@ mod tests {
         );
         let offset = cursor_filter(
             Dialect::SqlServer,
-            &column("CHANGED", "datetimeoffset", None),
+            &Column::for_test("CHANGED", "datetimeoffset", None),
             CursorKind::Timestamp,
             None,
             Some("2026-11-25 01:00:00.1234567 +01:00"),
@@ -472,7 +460,7 @@ mod tests {
 
     #[test]
     fn integer_cursor_and_empty_table() {
-        let c = column("SEQ", "bigint", None);
+        let c = Column::for_test("SEQ", "bigint", None);
         assert_eq!(
             cursor_filter(
                 Dialect::SqlServer,
@@ -512,7 +500,7 @@ mod tests {
 
     #[test]
     fn postgres_timestamp_cursor() {
-        let c = column("updated_at", "timestamp with time zone", None);
+        let c = Column::for_test("updated_at", "timestamp with time zone", None);
         assert_eq!(
             cursor_filter(
                 Dialect::Postgres,

@@ -26,6 +26,22 @@ pub struct Column {
     pub key_position: Option<usize>,
 }
 
+#[cfg(test)]
+impl Column {
+    /// A column for unit tests: nullable unless it is part of the key.
+    pub fn for_test(name: &str, source_type: &str, key_position: Option<usize>) -> Column {
+        Column {
+            name: name.into(),
+            source_type: source_type.into(),
+            length: None,
+            precision: None,
+            scale: None,
+            nullable: key_position.is_none(),
+            key_position,
+        }
+    }
+}
+
 /// A user table selected for copying.
 #[derive(Debug, Clone, Serialize)]
 pub struct Table {
