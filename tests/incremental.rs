@@ -401,3 +401,77 @@ fn schema_changes_are_reported_and_retyping_reloads() {
     );
     assert_eq!(patient.manifest["loads"].as_array().map(Vec::len), Some(1));
 }
+
+/// SQLite through sqliteodbc: an integer cursor, a text key compared in SQLite's own binary
+/// order, and a SIGTERM in the middle of an incremental load (exit 7, then resumed).
+#[test]
+fn sqlite_integer_cursor_and_graceful_stop() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let connection_string = common::sqlite_database(dir.path());
+    let config = common::write_config(dir.path(), {
+        let mut json = config_json(&connection_string, &out, "csv");
+        json["incremental"]["cursor_columns"] = json!(["version"]);
+        json
+    });
+    let run = |sql: &str| common::execute_on(&connection_string, sql);
+    run("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT, version INTEGER NOT NULL)");
+    run(
+        "INSERT INTO item WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g \
+         WHERE n < 100000) SELECT n, 'item ' || n, n FROM g",
+    );
+    run("CREATE TABLE tag (code TEXT PRIMARY KEY, version INTEGER NOT NULL)");
+    run("INSERT INTO tag VALUES ('b', 1), ('B', 2), ('a', 3), ('é', 4)");
+    sync(&config);
+
+    run("UPDATE item SET name = name || ' v2', version = 100000 + id WHERE id % 2 = 0");
+    run("DELETE FROM item WHERE id % 5 = 0");
+    run("UPDATE tag SET version = 10 WHERE code = 'B'");
+    run("DELETE FROM tag WHERE code = 'a'");
+    run("INSERT INTO tag VALUES ('A', 11)");
+
+    let mut stopping = Running::sync(&config, &[]);
+    let stopped_early = stopping.wait_for("main.item (", Duration::from_secs(60)) && {
+        std::thread::sleep(Duration::from_millis(50));
+        stopping.is_running()
+    };
+    if stopped_early {
+        stopping.signal("TERM");
+    }
+    let first = stopping.wait(Duration::from_secs(60));
+    // 50,000 changed rows take far longer than 50 ms to read in a debug build.
+    assert!(
+        stopped_early,
+        "the SIGTERM must land while main.item is read"
+    );
+    assert_eq!(
+        first.code, 7,
+        "SIGTERM stops after a final checkpoint:\n{}\n{}",
+        first.stdout, first.stderr
+    );
+    sync(&config);
+    for table in ["item", "tag"] {
+        let files = read_table(&out.join(format!("main.{table}")));
+        assert_eq!(files.manifest["sync_type"], "incremental", "{table}");
+        let source = source_rows(
+            &|sql| common::query_on(&connection_string, sql),
+            &format!("\"{table}\""),
+            &files,
+            &|c| format!("\"{c}\""),
+            &|c| format!("lower(hex({c}))"),
+        );
+        assert_same_rows(table, apply_changes(&files), source);
+    }
+    // The changes are in the load after the full one (the stopped run may have finished
+    // `tag`, small tables go first; the last run then had nothing new for it).
+    let tag = read_table(&out.join("main.tag"));
+    let second = tag.manifest["loads"][1]["run_id"]
+        .as_str()
+        .expect("a second load")
+        .to_owned();
+    assert_eq!(keys_of(&tag, &second, "delete"), ["a".to_owned()].into());
+    assert_eq!(
+        keys_of(&tag, &second, "upsert"),
+        ["A", "B"].map(String::from).into()
+    );
+}

@@ -221,6 +221,58 @@ mod tests {
         });
     }
 
+    fn key_scan(table: usize) -> Partition {
+        Partition {
+            table,
+            spec: whole_table(ReadMode::KeyScan).remove(0),
+            after: None,
+        }
+    }
+
+    #[test]
+    fn key_scan_waits_for_the_tables_other_partitions() {
+        let scheduler = Scheduler::new([WorkItem::Prepare(0)]);
+        scheduler.next();
+        scheduler.prepared(vec![partition(0), partition(0), key_scan(0)]);
+        let first = scheduler.next();
+        let second = scheduler.next();
+        assert!(matches!(&first, Some(WorkItem::Partition(p)) if p.spec.mode == ReadMode::Stream));
+        assert!(matches!(&second, Some(WorkItem::Partition(p)) if p.spec.mode == ReadMode::Stream));
+        std::thread::scope(|scope| {
+            // An idle worker waits for the key scan instead of leaving.
+            let waiting = scope.spawn(|| match scheduler.next() {
+                Some(WorkItem::Partition(p)) => Some(p.spec.mode),
+                _ => None,
+            });
+            scheduler.partition_finished(0);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(!waiting.is_finished(), "one partition is still being read");
+            scheduler.partition_finished(0);
+            assert_eq!(waiting.join().unwrap(), Some(ReadMode::KeyScan));
+        });
+        assert!(scheduler.next().is_none());
+    }
+
+    #[test]
+    fn resumed_key_scan_alone_is_ready_and_stop_releases_waiters() {
+        let scheduler = Scheduler::new([WorkItem::Partition(key_scan(3))]);
+        assert!(matches!(scheduler.next(), Some(WorkItem::Partition(p)) if p.table == 3));
+        let scheduler = Scheduler::new([
+            WorkItem::Partition(partition(1)),
+            WorkItem::Partition(key_scan(1)),
+        ]);
+        assert!(scheduler.next().is_some());
+        std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| scheduler.next().is_none());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            scheduler.stop();
+            assert!(
+                waiting.join().unwrap(),
+                "a stopped run hands out nothing more"
+            );
+        });
+    }
+
     #[test]
     fn failed_tables_are_skipped_and_stop_ends_the_queue() {
         let scheduler = Scheduler::new([WorkItem::Prepare(0), WorkItem::Prepare(1)]);

@@ -88,6 +88,7 @@ impl Worker {
     pub fn run(&mut self) {
         while let Some(item) = self.scheduler.next() {
             if self.context.stop.is_set() {
+                self.scheduler.stop();
                 return;
             }
             let (table, in_hand) = match item {
@@ -106,7 +107,12 @@ impl Worker {
                     self.scheduler.stop();
                     return;
                 }
-                Err(WorkerError::Stopped | WorkerError::Abandoned) => return,
+                Err(WorkerError::Stopped) => {
+                    // Workers waiting for a key scan to be released must not wait for it.
+                    self.scheduler.stop();
+                    return;
+                }
+                Err(WorkerError::Abandoned) => return,
                 Err(failure @ (WorkerError::Table(_) | WorkerError::Db { .. })) => {
                     let fatal = matches!(
                         &failure,

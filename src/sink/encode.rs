@@ -536,6 +536,43 @@ mod tests {
     }
 
     #[test]
+    fn change_columns_follow_every_row() {
+        for (format, header, upsert, delete) in [
+            (
+                Format::Csv,
+                "ID,NOTE,_ehi_op,_ehi_synced_at\r\n",
+                "7,\"a,b\",upsert,2026-11-25T17:00:00.000Z\r\n",
+                "7,,delete,2026-11-25T17:00:00.000Z\r\n",
+            ),
+            (
+                Format::Ndjson,
+                "",
+                "{\"ID\":7,\"NOTE\":\"a,b\",\"_ehi_op\":\"upsert\",\
+                 \"_ehi_synced_at\":\"2026-11-25T17:00:00.000Z\"}\n",
+                "{\"ID\":7,\"NOTE\":null,\"_ehi_op\":\"delete\",\
+                 \"_ehi_synced_at\":\"2026-11-25T17:00:00.000Z\"}\n",
+            ),
+        ] {
+            let mut encoder =
+                RowEncoder::new(format, vec![("ID".into(), Integer), ("NOTE".into(), Text)])
+                    .with_change_columns("2026-11-25T17:00:00.000Z");
+            assert_eq!(String::from_utf8(encoder.header()).unwrap(), header);
+            let mut out = Vec::new();
+            encoder.begin_row(&mut out);
+            encoder.cell(&mut out, 0, Cell::Int(7)).unwrap();
+            encoder.cell(&mut out, 1, Cell::Text(b"a,b")).unwrap();
+            encoder.end_row(&mut out, RowOp::Upsert);
+            assert_eq!(String::from_utf8(out).unwrap(), upsert);
+            let mut out = Vec::new();
+            encoder.begin_row(&mut out);
+            encoder.cell(&mut out, 0, Cell::Int(7)).unwrap();
+            encoder.cell(&mut out, 1, Cell::Null).unwrap();
+            encoder.end_row(&mut out, RowOp::Delete);
+            assert_eq!(String::from_utf8(out).unwrap(), delete);
+        }
+    }
+
+    #[test]
     fn csv_header_quotes_names_that_need_it() {
         let encoder = RowEncoder::new(
             Format::Csv,
