@@ -426,8 +426,15 @@ pub fn make_plan(config: &Config, previous: Option<&RunState>) -> Result<Plan> {
     let mut plan = plan::build(config, dialect, &database, tables, rates);
     let previous =
         previous.filter(|p| !p.finished || p.source == plan.source_identity(config.compression));
-    incremental::plan_loads(&mut plan, config, previous, &change_tracking)
-        .map_err(|e| Error::Config(ConfigError::Other(e.to_string())))?;
+    let snapshot_allowed = versioning.as_ref().is_some_and(|(state, _)| state == "ON");
+    incremental::plan_loads(
+        &mut plan,
+        config,
+        previous,
+        &change_tracking,
+        snapshot_allowed,
+    )
+    .map_err(|e| Error::Config(ConfigError::Other(e.to_string())))?;
     Ok(plan)
 }
 

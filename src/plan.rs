@@ -314,6 +314,9 @@ fn render_loads(out: &mut String, plan: &Plan) {
         if load.key_scan {
             line.push_str(", deletes by key scan");
         }
+        if load.snapshot {
+            line.push_str(", in snapshot isolation");
+        }
         let _ = writeln!(out, "{line}");
     }
     if incremental.len() > TABLES_SHOWN_PER_TIER {

@@ -195,8 +195,7 @@ impl TableJob {
     pub fn fetch_columns(&self) -> (Vec<Column>, Vec<ValueKind>, bool) {
         let mut columns = self.table.columns.clone();
         let mut kinds = self.kinds.clone();
-        let load = self.load.read();
-        let op_column = load.kind == LoadKind::Incremental && load.mode == SyncMode::ChangeTracking;
+        let op_column = self.load.read().reads_changes();
         if op_column {
             columns.push(Column {
                 name: incremental::OP_COLUMN.into(),

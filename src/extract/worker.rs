@@ -29,8 +29,8 @@ use crate::retry::backoff;
 use crate::sink::{Chunk, Message};
 use crate::source::catalog::parse_count;
 use crate::source::errors::classify;
-use crate::source::query_text;
 use crate::source::types::ValueKind;
+use crate::source::{query_text, session};
 
 /// Why a worker stopped working on an item.
 #[derive(Debug)]
@@ -421,6 +421,44 @@ impl Worker {
         if partition.spec.mode == ReadMode::KeyScan {
             return self.key_scan(partition);
         }
+        let snapshot = {
+            let load = job.load.read();
+            load.snapshot && load.reads_changes()
+        };
+        if !snapshot {
+            return self.read_rows(partition);
+        }
+        self.run_on_connection(&[session::SQLSERVER_SNAPSHOT_STATEMENT.to_owned()])?;
+        let read = self.read_rows(partition);
+        // Back to the isolation every other table is read with; a connection that cannot be
+        // set back is dropped (the next item opens a new one).
+        if self.connection.is_some() {
+            let setup = self.context.read.session_setup.clone();
+            if self.run_on_connection(&setup).is_err() {
+                self.connection = None;
+            }
+        }
+        read
+    }
+
+    /// Runs settings statements on the worker's connection.
+    fn run_on_connection(&mut self, statements: &[String]) -> Result<(), WorkerError> {
+        let connection = self.connection()?;
+        for statement in statements {
+            connection
+                .execute(statement, (), None)
+                .map_err(|e| WorkerError::Db {
+                    context: "setting the isolation level".into(),
+                    error: DbError::from_odbc(&e, self.context.source.secret()).without_values(),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Reads the rows of a partition: one streaming statement, or keyset chunks.
+    fn read_rows(&mut self, partition: &mut Partition) -> Result<(), WorkerError> {
+        let context = Arc::clone(&self.context);
+        let job = &context.jobs[partition.table];
         let query = job.query().map_err(|e| WorkerError::Table(e.to_string()))?;
         let (columns, kinds, op_column) = job.fetch_columns();
         if partition.spec.mode == ReadMode::Stream {

@@ -124,6 +124,10 @@ pub struct Load {
     pub schema_changes: Vec<SchemaChange>,
     /// Change tracking's own count of inserts, updates and deletes in the range.
     pub operations: Option<OperationCounts>,
+    /// Read the changes in SNAPSHOT isolation (change tracking, where the database allows it),
+    /// so the change table and the rows joined to it are one consistent version.
+    #[serde(default)]
+    pub snapshot: bool,
 }
 
 impl Load {
@@ -139,7 +143,13 @@ impl Load {
             key_scan: false,
             schema_changes: Vec::new(),
             operations: None,
+            snapshot: false,
         }
+    }
+
+    /// An incremental change tracking read, which needs the op column and reports deletes.
+    pub fn reads_changes(&self) -> bool {
+        self.kind == LoadKind::Incremental && self.mode == SyncMode::ChangeTracking
     }
 }
 
@@ -261,6 +271,7 @@ pub fn decide(
         key_scan,
         schema_changes: schema_changes.clone(),
         operations: None,
+        snapshot: false,
     };
     let full = |reason: String| Ok(load(LoadKind::Full, reason, None));
     let (Some(position), Some(manifest)) = (previous.position, previous.manifest) else {
@@ -475,12 +486,14 @@ fn type_text(source_type: &str, precision: Option<i64>, scale: Option<i64>) -> S
 
 /// Decides every table's load for the plan, from what `previous` (the last run's state)
 /// committed and the manifests in the output folder. `change_tracking` maps `schema.table` (as
-/// discovered) to its minimum valid version, for the tables with change tracking enabled.
+/// discovered) to its minimum valid version, for the tables with change tracking enabled;
+/// `snapshot_allowed` says whether the database allows SNAPSHOT isolation for their reads.
 pub fn plan_loads(
     plan: &mut Plan,
     config: &Config,
     previous: Option<&RunState>,
     change_tracking: &HashMap<String, Option<i64>>,
+    snapshot_allowed: bool,
 ) -> Result<(), SyncConfigError> {
     let shape = OutputShape {
         format: config.format,
@@ -524,6 +537,7 @@ pub fn plan_loads(
                 change_tracking: change_tracking.get(&name).copied(),
             };
             table.load = decide(dialect, &table.table, &settings, shape, previous)?;
+            table.load.snapshot = snapshot_allowed && table.load.mode == SyncMode::ChangeTracking;
             if settings.detect_deletes == DetectDeletes::KeyScan
                 && !table.load.key_scan
                 && matches!(table.load.mode, SyncMode::Cursor { .. })

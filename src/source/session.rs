@@ -71,6 +71,10 @@ pub fn setup_statements(
     statements
 }
 
+/// SQL Server: the isolation of change tracking reads where the database allows it; the
+/// connection's own setup statements are run again afterwards.
+pub const SQLSERVER_SNAPSHOT_STATEMENT: &str = "SET TRANSACTION ISOLATION LEVEL SNAPSHOT";
+
 /// SQL Server: whether the database allows SNAPSHOT isolation and uses row versioning for READ
 /// COMMITTED (`ehi-sync check` reports both).
 pub const SQLSERVER_SNAPSHOT_STATE_SQL: &str = "\
@@ -145,6 +149,14 @@ mod tests {
         assert_eq!(
             parse(&nolock[0]),
             "SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED"
+        );
+    }
+
+    #[test]
+    fn sqlserver_snapshot_statement_parses() {
+        assert_eq!(
+            parse(SQLSERVER_SNAPSHOT_STATEMENT),
+            SQLSERVER_SNAPSHOT_STATEMENT
         );
     }
 
