@@ -160,7 +160,8 @@ impl RowEncoder {
         if self.format == Format::Ndjson {
             out.extend_from_slice(&self.json_keys[index]);
         }
-        let text: &[u8] = match cell {
+        // The text and whether it holds a byte CSV must quote.
+        let text: (&[u8], bool) = match cell {
             Cell::Null => {
                 if self.format == Format::Ndjson {
                     out.extend_from_slice(b"null");
@@ -180,10 +181,12 @@ impl RowEncoder {
                 return Ok(());
             }
             Cell::Text(bytes) => {
-                if std::str::from_utf8(bytes).is_err() {
+                let scan = Scan::of(bytes);
+                // ASCII is valid UTF-8: only text with other bytes needs the full check.
+                if scan.non_ascii && std::str::from_utf8(bytes).is_err() {
                     return Err(self.invalid_text(index, "UTF-8"));
                 }
-                bytes
+                (bytes, scan.csv_special)
             }
             Cell::WideText(units) => {
                 self.scratch.clear();
@@ -194,12 +197,13 @@ impl RowEncoder {
                     }
                 }
                 let scratch = std::mem::take(&mut self.scratch);
-                self.text(out, kind, scratch.as_bytes());
+                let special = Scan::of(scratch.as_bytes()).csv_special;
+                self.text(out, kind, scratch.as_bytes(), special);
                 self.scratch = scratch;
                 return Ok(());
             }
         };
-        self.text(out, kind, text);
+        self.text(out, kind, text.0, text.1);
         Ok(())
     }
 
@@ -210,13 +214,14 @@ impl RowEncoder {
         }
     }
 
-    /// Text of a valid UTF-8 value, shaped by the column's kind.
-    fn text(&self, out: &mut Vec<u8>, kind: ValueKind, text: &[u8]) {
+    /// Text of a valid UTF-8 value, shaped by the column's kind. `special`: the text holds `,`
+    /// `"` CR or LF (no shaping below adds or removes one).
+    fn text(&self, out: &mut Vec<u8>, kind: ValueKind, text: &[u8], special: bool) {
         match kind {
             ValueKind::Boolean => match boolean(text) {
                 Some(true) => out.extend_from_slice(b"true"),
                 Some(false) => out.extend_from_slice(b"false"),
-                None => self.string(out, text),
+                None => self.string(out, text, special),
             },
             ValueKind::Integer | ValueKind::Float if self.format == Format::Ndjson => {
                 // Integers and floats fetched as text (SQLite may hold anything): a number when
@@ -224,7 +229,7 @@ impl RowEncoder {
                 if is_json_number(text) {
                     out.extend_from_slice(text);
                 } else {
-                    self.string(out, text);
+                    self.string(out, text, special);
                 }
             }
             ValueKind::Decimal => {
@@ -238,23 +243,29 @@ impl RowEncoder {
                     fixed.extend_from_slice(sign);
                     fixed.push(b'0');
                     fixed.extend_from_slice(digits);
-                    self.string(out, &fixed);
+                    self.string(out, &fixed, special);
                 } else {
-                    self.string(out, text);
+                    self.string(out, text, special);
                 }
             }
             ValueKind::Timestamp if text.len() > 10 && text[10] == b' ' => {
-                let mut iso = text.to_vec();
-                iso[10] = b'T';
-                self.string(out, &iso);
+                if self.format == Format::Csv && !special {
+                    out.extend_from_slice(&text[..10]);
+                    out.push(b'T');
+                    out.extend_from_slice(&text[11..]);
+                } else {
+                    let mut iso = text.to_vec();
+                    iso[10] = b'T';
+                    self.string(out, &iso, special);
+                }
             }
-            _ => self.string(out, text),
+            _ => self.string(out, text, special),
         }
     }
 
-    fn string(&self, out: &mut Vec<u8>, text: &[u8]) {
+    fn string(&self, out: &mut Vec<u8>, text: &[u8], special: bool) {
         match self.format {
-            Format::Csv => write_csv_text(out, text),
+            Format::Csv => write_csv_field(out, text, special),
             // Validated as UTF-8 by the caller.
             Format::Ndjson => write_json_string(out, &String::from_utf8_lossy(text)),
         }
@@ -352,13 +363,37 @@ fn is_json_number(text: &[u8]) -> bool {
     i == text.len()
 }
 
+/// What one pass over a value's bytes tells: whether it is all ASCII (so valid UTF-8 without
+/// further checks) and whether CSV must quote it. Branch-free over the bytes, so the compiler
+/// vectorises it; most values are short and plain.
+struct Scan {
+    non_ascii: bool,
+    csv_special: bool,
+}
+
+impl Scan {
+    fn of(text: &[u8]) -> Scan {
+        let mut high = 0u8;
+        let mut special = false;
+        for &b in text {
+            high |= b;
+            special |= (b == b',') | (b == b'"') | (b == b'\r') | (b == b'\n');
+        }
+        Scan {
+            non_ascii: high >= 0x80,
+            csv_special: special,
+        }
+    }
+}
+
 /// A CSV field: quoted when empty or holding `,` `"` CR or LF, with `"` doubled.
 fn write_csv_text(out: &mut Vec<u8>, text: &[u8]) {
-    let needs_quotes = text.is_empty()
-        || text
-            .iter()
-            .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'));
-    if !needs_quotes {
+    write_csv_field(out, text, Scan::of(text).csv_special);
+}
+
+/// A CSV field whose `special` flag (holds `,` `"` CR or LF) is already known.
+fn write_csv_field(out: &mut Vec<u8>, text: &[u8], special: bool) {
+    if !special && !text.is_empty() {
         out.extend_from_slice(text);
         return;
     }
@@ -441,6 +476,24 @@ mod tests {
             row,
             "-42,0.1,true,false,-0.5000000000,1234567890123456789012345678.0123456789,\
              2024-02-29T23:59:59.1234567,00dead,\"\"\r\n"
+        );
+    }
+
+    #[test]
+    fn one_scan_decides_validation_and_quoting() {
+        let row = encode(
+            Format::Csv,
+            &[Timestamp, Timestamp, Text, Text],
+            &[
+                Cell::Text(b"2024-01-02 03:04:05"),
+                Cell::Text(b"2024-01-02 03:04:05,5"),
+                Cell::Text("Straße,\"7\"".as_bytes()),
+                Cell::Text("Ünïcödé".as_bytes()),
+            ],
+        );
+        assert_eq!(
+            row,
+            "2024-01-02T03:04:05,\"2024-01-02T03:04:05,5\",\"Straße,\"\"7\"\"\",Ünïcödé\r\n"
         );
     }
 
