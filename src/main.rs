@@ -9,12 +9,6 @@ use ehi_sync::commands;
 use ehi_sync::config::Config;
 use ehi_sync::error::Error;
 
-/// mimalloc for Rust and, through its exported `malloc`/`free`, for the ODBC driver loaded into
-/// this process (see Cargo.toml).
-#[cfg(target_os = "linux")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Copies every table of a SQL Server (Epic Caboodle / Clarity) database through ODBC into CSV or
 /// NDJSON files. Exit codes: 0 ok, 1 internal error, 2 configuration error, 3 connection error,
 /// 4 partial failure, 5 catalog could not be read, 6 another run holds the output folder,
