@@ -241,15 +241,11 @@ fn discard_unfinished_run(
 }
 
 fn remove_state_file(state_path: &std::path::Path) -> Result<()> {
-    match std::fs::remove_file(state_path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(Error::Io {
-            context: "cannot remove the state file",
-            path: state_path.to_owned(),
-            source,
-        }),
-    }
+    files::remove_if_exists(state_path).map_err(|source| Error::Io {
+        context: "cannot remove the state file",
+        path: state_path.to_owned(),
+        source,
+    })
 }
 
 /// A finished run's positions are only worth carrying over on the same database and format.

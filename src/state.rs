@@ -88,6 +88,13 @@ pub struct TableState {
 }
 
 impl TableState {
+    /// This run reads the table incrementally: earlier loads' files and manifest stay.
+    pub fn incremental_load(&self) -> bool {
+        self.load
+            .as_ref()
+            .is_some_and(|l| l.kind == crate::incremental::LoadKind::Incremental)
+    }
+
     /// A table not yet started in this run, keeping what earlier runs committed.
     pub fn fresh(table: String, tier: Tier, folder: String) -> TableState {
         TableState {

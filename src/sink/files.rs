@@ -179,6 +179,14 @@ pub fn open_private_file(path: &Path, truncate_to: Option<u64>) -> std::io::Resu
     Ok(file)
 }
 
+/// Removes a file; one that is not there is no error.
+pub fn remove_if_exists(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new content:
 /// write a temporary file, fsync it, rename it over `path`, fsync the folder.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -176,13 +176,6 @@ impl OpenTable {
     fn carried_names(&self) -> Vec<&str> {
         self.carried.iter().map(|f| f.name.as_str()).collect()
     }
-
-    fn incremental(&self, state: &TableState) -> bool {
-        state
-            .load
-            .as_ref()
-            .is_some_and(|l| l.kind == LoadKind::Incremental)
-    }
 }
 
 /// What an incremental load keeps of the table folder: the files and loads its manifest lists,
@@ -256,10 +249,7 @@ impl Writer {
         let folder = self.settings.output_dir.join(&output.folder);
         let run_id = self.state.run_id.clone();
         let state = &mut self.state.tables[table];
-        let incremental = state
-            .load
-            .as_ref()
-            .is_some_and(|l| l.kind == LoadKind::Incremental);
+        let incremental = state.incremental_load();
         let carried = if incremental {
             Carried::read(&folder, &run_id)?
         } else {
@@ -552,8 +542,8 @@ impl Writer {
             return Ok(());
         };
         let sequence = u32::try_from(open.closed.len() + 1).unwrap_or(u32::MAX);
-        let run_id = open
-            .incremental(&self.state.tables[table])
+        let run_id = self.state.tables[table]
+            .incremental_load()
             .then_some(self.state.run_id.as_str());
         let name = files::part_file_name(
             &output.name,
@@ -754,7 +744,7 @@ impl Writer {
         open.part = None;
         open.closed.clear();
         let folder = open.folder.clone();
-        let incremental = open.incremental(&self.state.tables[table]);
+        let incremental = self.state.tables[table].incremental_load();
         let keep: Vec<String> = open.carried_names().into_iter().map(String::from).collect();
         let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
         remove_part_files(&folder, &keep, incremental)?;
@@ -891,11 +881,7 @@ pub fn discard_table_output(
     if !folder.exists() {
         return Ok(());
     }
-    let incremental = table
-        .load
-        .as_ref()
-        .is_some_and(|l| l.kind == LoadKind::Incremental);
-    if incremental {
+    if table.incremental_load() {
         let carried = Carried::read(&folder, run_id)?;
         let keep: Vec<&str> = carried.files.iter().map(|f| f.name.as_str()).collect();
         remove_part_files(&folder, &keep, true)?;
@@ -904,17 +890,11 @@ pub fn discard_table_output(
     }
     if let Some(list) = &table.key_list_writing {
         let path = folder.join(&list.name);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(WriteError {
-                    what: "key list",
-                    path,
-                    source,
-                });
-            }
-        }
+        files::remove_if_exists(&path).map_err(|source| WriteError {
+            what: "key list",
+            path,
+            source,
+        })?;
     }
     Ok(())
 }
@@ -953,11 +933,7 @@ pub fn remove_part_files(
     };
     let manifest_path = folder.join(manifest::MANIFEST_FILE);
     if !keep_manifest {
-        match std::fs::remove_file(&manifest_path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(fail(&manifest_path, e)),
-        }
+        files::remove_if_exists(&manifest_path).map_err(|e| fail(&manifest_path, e))?;
     }
     let entries = match std::fs::read_dir(folder) {
         Ok(entries) => entries,
