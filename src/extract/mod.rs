@@ -96,11 +96,7 @@ impl TableJob {
             .iter()
             .filter_map(|k| table.columns.iter().position(|c| &c.name == k))
             .collect();
-        let usable_key = !key_indices.is_empty()
-            && key_indices.len() == table.primary_key.len()
-            && key_indices
-                .iter()
-                .all(|&i| !matches!(kinds[i], ValueKind::Float | ValueKind::Binary));
+        let usable_key = incremental::usable_key(&table, &kinds);
         if !table.primary_key.is_empty() && !usable_key {
             log::warn!(
                 "{}: its primary key has float or binary columns, which cannot be resume \
@@ -157,17 +153,11 @@ impl TableJob {
         }
         match &load.mode {
             SyncMode::ChangeTracking => {
-                let version = |v: Option<&String>| {
-                    v.and_then(|v| v.parse::<i64>().ok())
-                        .ok_or_else(|| InvalidPosition {
-                            column: "change tracking version".into(),
-                            kind: "integer",
-                        })
-                };
+                let (from, to) = load.change_tracking_versions()?;
                 Ok(incremental::sql::change_tracking_query(
                     &self.table,
-                    version(load.from.as_ref())?,
-                    version(load.to.as_ref())?,
+                    from,
+                    to,
                 ))
             }
             SyncMode::Cursor { column, kind } => {

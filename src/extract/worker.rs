@@ -254,14 +254,11 @@ impl Worker {
             .source
             .connect()
             .map_err(WorkerError::from_error)?;
-        for statement in &self.context.read.session_setup {
-            connection
-                .execute(statement, (), None)
-                .map_err(|e| WorkerError::Db {
-                    context: "setting up the session".into(),
-                    error: DbError::from_odbc(&e, self.context.source.secret()).without_values(),
-                })?;
-        }
+        self.execute_all(
+            &connection,
+            &self.context.read.session_setup,
+            "setting up the session",
+        )?;
         // The Arc never leaves this thread; it lets a statement run on odbc-api's fetch thread
         // keep the connection alive (odbc-api's `StatementParent` for `Arc<Connection>`).
         #[allow(clippy::arc_with_non_send_sync)]
@@ -342,17 +339,11 @@ impl Worker {
         }
         *job.load.write() = load.clone();
         let query = job.query().map_err(|e| WorkerError::Table(e.to_string()))?;
-        let change_tracking =
-            load.kind == LoadKind::Incremental && load.mode == SyncMode::ChangeTracking;
+        let change_tracking = load.reads_changes();
         let expected_rows = if change_tracking {
-            let (Some(from), Some(to)) = (load.from.as_deref(), load.to.as_deref()) else {
-                return Err(WorkerError::Table("no change tracking versions".into()));
-            };
-            let (Ok(from), Ok(to)) = (from.parse::<i64>(), to.parse::<i64>()) else {
-                return Err(WorkerError::Table(
-                    "invalid change tracking versions".into(),
-                ));
-            };
+            let (from, to) = load
+                .change_tracking_versions()
+                .map_err(|e| WorkerError::Table(e.to_string()))?;
             let mut operations = OperationCounts::default();
             for row in rows_of(
                 "counting the changes",
@@ -444,11 +435,21 @@ impl Worker {
     /// Runs settings statements on the worker's connection.
     fn run_on_connection(&mut self, statements: &[String]) -> Result<(), WorkerError> {
         let connection = self.connection()?;
+        self.execute_all(&connection, statements, "setting the isolation level")
+    }
+
+    /// Runs statements that return no rows (session settings), in order.
+    fn execute_all(
+        &self,
+        connection: &Connection<'static>,
+        statements: &[String],
+        context: &str,
+    ) -> Result<(), WorkerError> {
         for statement in statements {
             connection
                 .execute(statement, (), None)
                 .map_err(|e| WorkerError::Db {
-                    context: "setting the isolation level".into(),
+                    context: context.into(),
                     error: DbError::from_odbc(&e, self.context.source.secret()).without_values(),
                 })?;
         }

@@ -147,6 +147,18 @@ impl Load {
         }
     }
 
+    /// The versions a change tracking read goes from and to.
+    pub fn change_tracking_versions(&self) -> Result<(i64, i64), sql::InvalidPosition> {
+        let version = |v: Option<&String>| {
+            v.and_then(|v| v.parse::<i64>().ok())
+                .ok_or_else(|| sql::InvalidPosition {
+                    column: "change tracking version".into(),
+                    kind: "integer",
+                })
+        };
+        Ok((version(self.from.as_ref())?, version(self.to.as_ref())?))
+    }
+
     /// An incremental change tracking read, which needs the op column and reports deletes.
     pub fn reads_changes(&self) -> bool {
         self.kind == LoadKind::Incremental && self.mode == SyncMode::ChangeTracking
