@@ -588,22 +588,7 @@ impl Worker {
             Ok((bytes, rows))
         };
         let mut deleted = Vec::new();
-        self.statement_started(None);
-        let timeout = usize::try_from(job.settings.timeout_seconds).ok();
-        let opened = self.connection().and_then(|connection| {
-            connection
-                .into_cursor(&sql, (), timeout)
-                .map_err(|failed| db_error(&failed.error))
-        });
-        let cursor = match opened {
-            Ok(cursor) => cursor,
-            Err(e) => {
-                self.statement_finished();
-                return Err(e);
-            }
-        };
-        if let Some(mut cursor) = cursor {
-            self.statement_started(Some(StatementHandle::new(cursor.as_stmt_ref().as_sys())));
+        if let Some(cursor) = self.open_watched(&sql, job.settings.timeout_seconds, &db_error)? {
             let scanned = (|| {
                 let buffer = layout.allocate().map_err(|e| db_error(&e))?;
                 let mut block = cursor.bind_buffer(buffer).map_err(|e| db_error(&e))?;
@@ -650,8 +635,6 @@ impl Worker {
             })();
             self.statement_finished();
             scanned?;
-        } else {
-            self.statement_finished();
         }
         // Keys after the last one scanned were all deleted: sent in bounded batches.
         loop {
@@ -727,25 +710,41 @@ impl Worker {
             context: format!("reading {name}"),
             error: DbError::from_odbc(e, secret.as_deref()).without_values(),
         };
-        // Connecting and executing are watched too (no handle to cancel yet).
+        let Some(cursor) = self.open_watched(sql, job.settings.timeout_seconds, &db_error)? else {
+            return Ok(StreamEnd::Complete { rows: 0 });
+        };
+        let outcome = self.fetch_all(partition, job, cursor, layout, op_column, &db_error);
+        self.statement_finished();
+        outcome
+    }
+
+    /// Executes `sql` on the worker's connection with the table's statement timeout, watched by
+    /// the watchdog from the start (connecting and executing too, before there is a handle to
+    /// cancel). `None` when the statement returned no result set; otherwise the caller ends the
+    /// watch with `statement_finished` once it is done with the cursor.
+    fn open_watched(
+        &mut self,
+        sql: &str,
+        timeout_seconds: u64,
+        db_error: &dyn Fn(&odbc_api::Error) -> WorkerError,
+    ) -> Result<Option<odbc_api::OwnedCursor<Arc<Connection<'static>>>>, WorkerError> {
         self.statement_started(None);
-        let timeout = usize::try_from(job.settings.timeout_seconds).ok();
+        let timeout = usize::try_from(timeout_seconds).ok();
         let opened = self.connection().and_then(|connection| {
             connection
                 .into_cursor(sql, (), timeout)
                 .map_err(|failed| db_error(&failed.error))
         });
-        let mut cursor = match opened {
-            Ok(Some(cursor)) => cursor,
+        match opened {
+            Ok(Some(mut cursor)) => {
+                self.statement_started(Some(StatementHandle::new(cursor.as_stmt_ref().as_sys())));
+                Ok(Some(cursor))
+            }
             other => {
                 self.statement_finished();
-                return other.map(|_| StreamEnd::Complete { rows: 0 });
+                other
             }
-        };
-        self.statement_started(Some(StatementHandle::new(cursor.as_stmt_ref().as_sys())));
-        let outcome = self.fetch_all(partition, job, cursor, layout, op_column, &db_error);
-        self.statement_finished();
-        outcome
+        }
     }
 
     fn fetch_all(
