@@ -30,9 +30,11 @@ pub struct BufferPolicy {
     pub budget_bytes: usize,
     /// The largest value a buffer may grow to hold.
     pub max_value_bytes: usize,
-    /// Fetch integers and floats as text. For drivers whose wire format is text (psqlODBC),
-    /// this saves parsing them into binary and formatting them back; the text is exact.
-    pub numbers_as_text: bool,
+    /// Fetch floats as text, for drivers whose wire format is text (psqlODBC): the server's
+    /// text is already the shortest exact form. Integers are always fetched binary: psqlODBC's
+    /// text path costs more per value (it looks the client encoding up by name for every
+    /// value) than parsing an integer does.
+    pub floats_as_text: bool,
 }
 
 /// The buffer shape of one statement: one description per column and the rows per fetch.
@@ -83,10 +85,8 @@ impl FetchLayout {
             .iter()
             .zip(&self.capacities)
             .map(|(kind, capacity)| match kind {
-                ValueKind::Integer if !self.policy.numbers_as_text => {
-                    BufferDesc::I64 { nullable: true }
-                }
-                ValueKind::Float if !self.policy.numbers_as_text => {
+                ValueKind::Integer => BufferDesc::I64 { nullable: true },
+                ValueKind::Float if !self.policy.floats_as_text => {
                     BufferDesc::F64 { nullable: true }
                 }
                 ValueKind::Binary => BufferDesc::Binary {
@@ -323,12 +323,12 @@ mod tests {
         BufferPolicy {
             budget_bytes,
             max_value_bytes,
-            numbers_as_text: false,
+            floats_as_text: false,
         }
     }
 
     #[test]
-    fn numbers_as_text_for_text_protocol_drivers() {
+    fn floats_as_text_for_text_protocol_drivers_and_integers_always_binary() {
         let columns = vec![column("bigint", None), column("double", None)];
         let kinds = [ValueKind::Integer, ValueKind::Float];
         let typed = FetchLayout::new(&columns, &kinds, 10, policy(1 << 20, 1 << 20));
@@ -337,12 +337,15 @@ mod tests {
             [BufferDesc::I64 { .. }, BufferDesc::F64 { .. }]
         ));
         let mut as_text = policy(1 << 20, 1 << 20);
-        as_text.numbers_as_text = true;
+        as_text.floats_as_text = true;
         let text = FetchLayout::new(&columns, &kinds, 10, as_text);
-        assert!(
-            text.descs()
-                .all(|d| matches!(d, BufferDesc::Text { .. } | BufferDesc::WText { .. }))
-        );
+        assert!(matches!(
+            text.descs().collect::<Vec<_>>()[..],
+            [
+                BufferDesc::I64 { .. },
+                BufferDesc::Text { .. } | BufferDesc::WText { .. }
+            ]
+        ));
     }
 
     #[test]

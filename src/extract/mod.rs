@@ -246,9 +246,8 @@ pub fn run(
         buffers: BufferPolicy {
             budget_bytes: config.fetch_buffer_bytes,
             max_value_bytes: config.max_value_bytes,
-            // psqlODBC receives every value as text: parsing numbers only to format them
-            // again would be wasted work. Binary wire formats keep typed buffers.
-            numbers_as_text: plan.dialect == Dialect::Postgres,
+            // psqlODBC receives every value as text; binary wire formats keep typed buffers.
+            floats_as_text: plan.dialect == Dialect::Postgres,
         },
         max_retries: config.max_retries,
         retry_base: Duration::from_secs_f64(config.retry_sleep_seconds),
