@@ -160,7 +160,7 @@ impl RowEncoder {
         if self.format == Format::Ndjson {
             out.extend_from_slice(&self.json_keys[index]);
         }
-        // The text and whether it holds a byte CSV must quote.
+        // The text and whether it holds a byte the format must quote or escape.
         let text: (&[u8], bool) = match cell {
             Cell::Null => {
                 if self.format == Format::Ndjson {
@@ -181,12 +181,12 @@ impl RowEncoder {
                 return Ok(());
             }
             Cell::Text(bytes) => {
-                let scan = Scan::of(bytes);
+                let scan = Scan::of(bytes, self.format);
                 // ASCII is valid UTF-8: only text with other bytes needs the full check.
                 if scan.non_ascii && std::str::from_utf8(bytes).is_err() {
                     return Err(self.invalid_text(index, "UTF-8"));
                 }
-                (bytes, scan.csv_special)
+                (bytes, scan.special)
             }
             Cell::WideText(units) => {
                 self.scratch.clear();
@@ -197,7 +197,7 @@ impl RowEncoder {
                     }
                 }
                 let scratch = std::mem::take(&mut self.scratch);
-                let special = Scan::of(scratch.as_bytes()).csv_special;
+                let special = Scan::of(scratch.as_bytes(), self.format).special;
                 self.text(out, kind, scratch.as_bytes(), special);
                 self.scratch = scratch;
                 return Ok(());
@@ -214,8 +214,8 @@ impl RowEncoder {
         }
     }
 
-    /// Text of a valid UTF-8 value, shaped by the column's kind. `special`: the text holds `,`
-    /// `"` CR or LF (no shaping below adds or removes one).
+    /// Text of a valid UTF-8 value, shaped by the column's kind. `special`: the text holds a
+    /// byte the format must quote or escape (no shaping below adds or removes one).
     fn text(&self, out: &mut Vec<u8>, kind: ValueKind, text: &[u8], special: bool) {
         match kind {
             ValueKind::Boolean => match boolean(text) {
@@ -249,10 +249,16 @@ impl RowEncoder {
                 }
             }
             ValueKind::Timestamp if text.len() > 10 && text[10] == b' ' => {
-                if self.format == Format::Csv && !special {
+                if !special {
+                    let quote: &[u8] = match self.format {
+                        Format::Csv => b"",
+                        Format::Ndjson => b"\"",
+                    };
+                    out.extend_from_slice(quote);
                     out.extend_from_slice(&text[..10]);
                     out.push(b'T');
                     out.extend_from_slice(&text[11..]);
+                    out.extend_from_slice(quote);
                 } else {
                     let mut iso = text.to_vec();
                     iso[10] = b'T';
@@ -266,6 +272,11 @@ impl RowEncoder {
     fn string(&self, out: &mut Vec<u8>, text: &[u8], special: bool) {
         match self.format {
             Format::Csv => write_csv_field(out, text, special),
+            Format::Ndjson if !special => {
+                out.push(b'"');
+                out.extend_from_slice(text);
+                out.push(b'"');
+            }
             // Validated as UTF-8 by the caller.
             Format::Ndjson => write_json_string(out, &String::from_utf8_lossy(text)),
         }
@@ -368,27 +379,39 @@ fn is_json_number(text: &[u8]) -> bool {
 /// vectorises it; most values are short and plain.
 struct Scan {
     non_ascii: bool,
-    csv_special: bool,
+    /// The text holds a byte the format must quote or escape: `,` `"` CR LF for CSV; `"` `\`
+    /// and control characters for JSON.
+    special: bool,
 }
 
 impl Scan {
-    fn of(text: &[u8]) -> Scan {
+    fn of(text: &[u8], format: Format) -> Scan {
         let mut high = 0u8;
         let mut special = false;
-        for &b in text {
-            high |= b;
-            special |= (b == b',') | (b == b'"') | (b == b'\r') | (b == b'\n');
+        match format {
+            Format::Csv => {
+                for &b in text {
+                    high |= b;
+                    special |= (b == b',') | (b == b'"') | (b == b'\r') | (b == b'\n');
+                }
+            }
+            Format::Ndjson => {
+                for &b in text {
+                    high |= b;
+                    special |= (b < 0x20) | (b == b'"') | (b == b'\\');
+                }
+            }
         }
         Scan {
             non_ascii: high >= 0x80,
-            csv_special: special,
+            special,
         }
     }
 }
 
 /// A CSV field: quoted when empty or holding `,` `"` CR or LF, with `"` doubled.
 fn write_csv_text(out: &mut Vec<u8>, text: &[u8]) {
-    write_csv_field(out, text, Scan::of(text).csv_special);
+    write_csv_field(out, text, Scan::of(text, Format::Csv).special);
 }
 
 /// A CSV field whose `special` flag (holds `,` `"` CR or LF) is already known.
@@ -520,6 +543,31 @@ mod tests {
         );
         let value: serde_json::Value = serde_json::from_str(row.trim_end()).unwrap();
         assert_eq!(value["c4"], "é\n\"x\"\u{1}");
+    }
+
+    #[test]
+    fn ndjson_strings_without_escapes_are_copied_and_the_rest_escaped() {
+        let row = encode(
+            Format::Ndjson,
+            &[Text, Text, Text, Text, Timestamp, Timestamp],
+            &[
+                Cell::Text("plain Zoë 😀\u{7f}".as_bytes()),
+                Cell::Text(b"back\\slash"),
+                Cell::Text(b"tab\there"),
+                Cell::Text(b""),
+                Cell::Text(b"2024-02-29 23:59:59.123456"),
+                Cell::Text(b"2024-02-29T00:00:00+05:30"),
+            ],
+        );
+        assert_eq!(
+            row,
+            "{\"c0\":\"plain Zoë 😀\u{7f}\",\"c1\":\"back\\\\slash\",\"c2\":\"tab\\there\",\
+             \"c3\":\"\",\"c4\":\"2024-02-29T23:59:59.123456\",\"c5\":\"2024-02-29T00:00:00+05:30\"}\n"
+        );
+        let value: serde_json::Value = serde_json::from_str(row.trim_end()).unwrap();
+        assert_eq!(value["c0"], "plain Zoë 😀\u{7f}");
+        assert_eq!(value["c1"], "back\\slash");
+        assert_eq!(value["c2"], "tab\there");
     }
 
     #[test]
