@@ -278,27 +278,20 @@ pub fn encode_delete(
 }
 
 /// The key of row `row`, read from the key columns at `key_indices`; `None` if a key value is
-/// NULL or not representable (which a primary key never is). Integer keys fetched as text are
-/// kept as integers, so they stay integer literals in the resumed statement.
+/// NULL or not representable (which a primary key never is). Integer columns are always
+/// fetched binary, so integer keys stay integer literals in the resumed statement.
 pub fn key_of_row(
     views: &[ColumnView<'_>],
-    kinds: &[ValueKind],
     key_indices: &[usize],
     row: usize,
 ) -> Option<Vec<KeyValue>> {
     key_indices
         .iter()
-        .map(|&i| {
-            let text = match views.get(i)?.cell(row) {
-                Cell::Int(v) => return Some(KeyValue::Int(v)),
-                Cell::Text(bytes) => std::str::from_utf8(bytes).ok()?.to_owned(),
-                Cell::WideText(units) => String::from_utf16(units).ok()?,
-                Cell::Null | Cell::Float(_) | Cell::Bytes(_) => return None,
-            };
-            match kinds.get(i) {
-                Some(ValueKind::Integer) => text.trim().parse().ok().map(KeyValue::Int),
-                _ => Some(KeyValue::Text(text)),
-            }
+        .map(|&i| match views.get(i)?.cell(row) {
+            Cell::Int(v) => Some(KeyValue::Int(v)),
+            Cell::Text(bytes) => Some(KeyValue::Text(std::str::from_utf8(bytes).ok()?.to_owned())),
+            Cell::WideText(units) => Some(KeyValue::Text(String::from_utf16(units).ok()?)),
+            Cell::Null | Cell::Float(_) | Cell::Bytes(_) => None,
         })
         .collect()
 }

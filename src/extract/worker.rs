@@ -600,7 +600,7 @@ impl Worker {
                     let mut scanned = Vec::with_capacity(batch.num_rows());
                     let mut new_keys = 0;
                     for row in 0..batch.num_rows() {
-                        let key = key_of_row(&columns, &key_kinds, &positions, row)
+                        let key = key_of_row(&columns, &positions, row)
                             .map(|key| comparable_key(key, &key_kinds))
                             .ok_or_else(|| {
                                 WorkerError::Table(format!(
@@ -795,12 +795,7 @@ impl Worker {
             capacity_hint = bytes.len() + bytes.len() / 8;
             let last_key = match job.mode {
                 ReadMode::Stream | ReadMode::KeyScan => None,
-                _ => match key_of_row(
-                    &columns,
-                    &job.kinds,
-                    &job.key_indices,
-                    rows.saturating_sub(1),
-                ) {
+                _ => match key_of_row(&columns, &job.key_indices, rows.saturating_sub(1)) {
                     Some(key) => Some(key),
                     None => {
                         break Err(WorkerError::Table(format!(

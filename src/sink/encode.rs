@@ -224,8 +224,8 @@ impl RowEncoder {
                 None => self.string(out, text, special),
             },
             ValueKind::Integer | ValueKind::Float if self.format == Format::Ndjson => {
-                // Integers and floats fetched as text (SQLite may hold anything): a number when
-                // it is one, else a string, never a broken JSON document.
+                // Numbers that arrive as text (psqlODBC's floats): a number when it is one, else
+                // a string, never a broken JSON document.
                 if is_json_number(text) {
                     out.extend_from_slice(text);
                 } else {
