@@ -566,17 +566,21 @@ if [[ $PROFILE != only ]]; then
 
     render_table() {
         awk -F'\t' '
-            BEGIN { printf "%-16s %-19s %11s %9s %11s %9s %7s %8s %7s %6s %7s  %s\n",
-                    "tool", "table", "rows", "seconds", "rows/s", "RSS MiB", "x psql", "cli CPU", "db CPU", "other", "own s", "row check" }
-            { rows[NR] = $0; if ($1 == "psql" && $9 == "ok") psql[$2] = $4 }
+            BEGIN { printf "%-16s %-19s %11s %9s %11s %9s %7s %9s %8s %7s %6s %7s  %s\n",
+                    "tool", "table", "rows", "seconds", "rows/s", "RSS MiB", "x psql", "pyodbc/x", "cli CPU", "db CPU", "other", "own s", "row check" }
+            { rows[NR] = $0
+              if ($9 == "ok" && $1 == "psql") psql[$2] = $4
+              if ($9 == "ok" && $1 == "pyodbc") pyodbc[$2] = $4 }
             END {
                 for (i = 1; i <= NR; i++) {
                     split(rows[i], f, "\t")
-                    rate = (f[4] + 0 > 0 && f[9] == "ok") ? sprintf("%.0f", f[3] / f[4]) : "-"
-                    ratio = (f[2] in psql && f[9] == "ok" && psql[f[2]] + 0 > 0) ? sprintf("%.2f", f[4] / psql[f[2]]) : "-"
+                    ok = f[9] == "ok" && f[4] + 0 > 0
+                    rate = ok ? sprintf("%.0f", f[3] / f[4]) : "-"
+                    ratio = (ok && psql[f[2]] + 0 > 0) ? sprintf("%.2f", f[4] / psql[f[2]]) : "-"
+                    speedup = (ok && f[2] in pyodbc) ? sprintf("%.2f", pyodbc[f[2]] / f[4]) : "-"
                     check = f[9] == "ok" ? "ok (" f[8] ")" : f[9] " (" f[8] ")"
-                    printf "%-16s %-19s %11s %9.2f %11s %9.1f %7s %8s %7s %6s %7s  %s\n",
-                        f[1], f[2], f[3], f[4], rate, f[5] / 1024, ratio, f[6], f[7], f[10], f[11], check
+                    printf "%-16s %-19s %11s %9.2f %11s %9.1f %7s %9s %8s %7s %6s %7s  %s\n",
+                        f[1], f[2], f[3], f[4], rate, f[5] / 1024, ratio, speedup, f[6], f[7], f[10], f[11], check
                 }
             }' "$BEST"
     }
@@ -626,7 +630,8 @@ if [[ $PROFILE != only ]]; then
         flatness
         echo
         echo "seconds: wall time; RSS: peak resident memory of the client process (psql: psql itself, the"
-        echo "server does the work); x psql: time relative to psql \\copy on the same table."
+        echo "server does the work); x psql: time relative to psql \\copy on the same table;"
+        echo "pyodbc/x: how many times faster than the pyodbc loop on the same table."
         echo "cli CPU / db CPU / other: CPU seconds of the client, of PostgreSQL (all its processes), and"
         echo "of everything else on the host during the run (other > 1 s: the figures are disturbed)."
         echo "own s: ehi-sync's own table time (duration_seconds of its validation record), without"
