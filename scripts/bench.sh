@@ -31,7 +31,8 @@
 # PostgreSQL and of anything else, checks each tool's row count, and writes the table to
 # bench-results/results-<timestamp>.txt and bench-results/latest.txt. Each run's output goes to
 # a scratch folder that is deleted afterwards; logs stay in $BENCH_WORK_DIR/logs.
-# A full run takes about 10 minutes on 2 cores (about 100 s of it generating the tables).
+# A full run takes about 7 minutes on 2 cores (about 40 s of it generating the tables); each
+# further BENCH_REPEAT adds about 6 minutes.
 
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
