@@ -401,9 +401,10 @@ pub fn run(
                 .threads
                 .min(tables.len().max(partition_hint(&context.jobs, &tables)));
             log::info!(
-                "{} tier: {} tables with {} worker{}",
+                "{} tier: {} table{} with {} worker{}",
                 tier,
                 tables.len(),
+                if tables.len() == 1 { "" } else { "s" },
                 workers,
                 if workers == 1 { "" } else { "s" }
             );
