@@ -570,14 +570,14 @@ if [[ $PROFILE != only ]]; then
             BEGIN { printf "%-16s %-19s %11s %9s %11s %9s %7s %9s %8s %7s %6s %7s  %s\n",
                     "tool", "table", "rows", "seconds", "rows/s", "RSS MiB", "x psql", "pyodbc/x", "cli CPU", "db CPU", "other", "own s", "row check" }
             { rows[NR] = $0
-              if ($9 == "ok" && $1 == "psql") psql[$2] = $4
-              if ($9 == "ok" && $1 == "pyodbc") pyodbc[$2] = $4 }
+              if ($9 == "ok" && $4 + 0 > 0 && $1 == "psql") psql[$2] = $4
+              if ($9 == "ok" && $4 + 0 > 0 && $1 == "pyodbc") pyodbc[$2] = $4 }
             END {
                 for (i = 1; i <= NR; i++) {
                     split(rows[i], f, "\t")
                     ok = f[9] == "ok" && f[4] + 0 > 0
                     rate = ok ? sprintf("%.0f", f[3] / f[4]) : "-"
-                    ratio = (ok && psql[f[2]] + 0 > 0) ? sprintf("%.2f", f[4] / psql[f[2]]) : "-"
+                    ratio = (ok && f[2] in psql) ? sprintf("%.2f", f[4] / psql[f[2]]) : "-"
                     speedup = (ok && f[2] in pyodbc) ? sprintf("%.2f", pyodbc[f[2]] / f[4]) : "-"
                     check = f[9] == "ok" ? "ok (" f[8] ")" : f[9] " (" f[8] ")"
                     printf "%-16s %-19s %11s %9.2f %11s %9.1f %7s %9s %8s %7s %6s %7s  %s\n",
