@@ -16,7 +16,15 @@
 
 set -euo pipefail
 
-SETUP_PACKAGES=(unixodbc unixodbc-dev odbcinst odbc-postgresql libsqliteodbc sqlite3)
+SETUP_PACKAGES=(unixodbc unixodbc-dev odbcinst odbc-postgresql libsqliteodbc sqlite3 tdsodbc freetds-bin)
+
+# Microsoft ODBC Driver 18 for SQL Server, Microsoft's own Linux build as shipped in the PyPI
+# wheel mssql-python-odbc (pinned by version and sha256). Its Debian/Ubuntu tree is unpacked into
+# MSODBC_HOME and registered as [ODBC Driver 18 for SQL Server].
+MSODBC_WHEEL_VERSION=18.6.2.2
+MSODBC_WHEEL_SHA256=f5ed985f6d9854345e3e65dbc38e0b574ff13d8e04e6a58492d37bb19e714553
+MSODBC_HOME=${MSODBC_HOME:-/opt/ehi-sync/msodbcsql18-$MSODBC_WHEEL_VERSION}
+MSODBC_LIBRARY=$MSODBC_HOME/lib/libmsodbcsql-18.6.so.2.1
 SETUP_APT_UPDATED=0
 
 setup_log() {
@@ -74,6 +82,34 @@ is_registered() {
     [[ -n $1 ]]
 }
 
+msodbc_registered() {
+    grep -qx "Driver=$MSODBC_LIBRARY" <<<"$1"
+}
+
+# Unpacks Driver 18 from its wheel unless this version is already in place. The wheel is
+# checked against its pinned sha256 before anything is unpacked.
+ensure_msodbc() {
+    [[ -f $MSODBC_LIBRARY && -f $MSODBC_HOME/share/resources/en_US/msodbcsqlr18.rll ]] && return 0
+    command -v python3 >/dev/null || apt_install python3 python3-pip
+    apt_install unzip libgssapi-krb5-2
+    local scratch wheel
+    scratch=$(mktemp -d)
+    setup_log "downloading Microsoft ODBC Driver 18 (PyPI mssql-python-odbc==$MSODBC_WHEEL_VERSION)"
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$scratch" \
+        "mssql-python-odbc==$MSODBC_WHEEL_VERSION"
+    wheel=$(find "$scratch" -name 'mssql_python_odbc-*.whl' | head -1)
+    if [[ -z $wheel ]] || ! sha256sum "$wheel" | grep -q "^$MSODBC_WHEEL_SHA256 "; then
+        setup_log "the mssql-python-odbc wheel does not match its pinned sha256; not installing it"
+        rm -rf "$scratch"
+        return 1
+    fi
+    unzip -q -o "$wheel" 'mssql_python_odbc/libs/linux/debian_ubuntu/x86_64/*' -d "$scratch/unpacked"
+    as_root mkdir -p "$MSODBC_HOME"
+    as_root cp -a "$scratch/unpacked/mssql_python_odbc/libs/linux/debian_ubuntu/x86_64/." "$MSODBC_HOME/"
+    rm -rf "$scratch"
+    setup_log "Microsoft ODBC Driver 18 unpacked into $MSODBC_HOME"
+}
+
 ensure_odbc_drivers() {
     apt_install "${SETUP_PACKAGES[@]}"
     register_driver "PostgreSQL Unicode" "[PostgreSQL Unicode]
@@ -88,6 +124,15 @@ Driver=psqlodbca.so
 Setup=libodbcpsqlS.so
 Debug=0
 CommLog=0" no_driver_logging
+    ensure_msodbc
+    register_driver "ODBC Driver 18 for SQL Server" "[ODBC Driver 18 for SQL Server]
+Description=Microsoft ODBC Driver 18 for SQL Server (from the PyPI wheel mssql-python-odbc $MSODBC_WHEEL_VERSION)
+Driver=$MSODBC_LIBRARY
+UsageCount=1" msodbc_registered
+    register_driver "FreeTDS" "[FreeTDS]
+Description=FreeTDS ODBC driver (TDS 7.4)
+Driver=/usr/lib/x86_64-linux-gnu/odbc/libtdsodbc.so
+UsageCount=1" is_registered
     register_driver "SQLite3" "[SQLite3]
 Description=SQLite3 ODBC Driver
 Driver=libsqlite3odbc.so
