@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::OnceLock;
 
-use odbc_api::{ConnectionOptions, Cursor, Environment};
+use odbc_api::{ConnectionOptions, Cursor, Environment, ResultSetMetadata};
 use tds_test_server::TlsMode;
 
 use common::{DATABASE, PASSWORD, USER};
@@ -50,4 +50,156 @@ fn logs_in_without_encryption() {
     assert_eq!(n, ["0", "1", "2"]);
     let login = &server.logins()[0];
     eprintln!("Driver 18 login: {login:?}");
+}
+
+fn query_one(conn: &odbc_api::Connection<'_>, sql: &str) -> Vec<Option<String>> {
+    let mut cursor = conn
+        .execute(sql, (), None)
+        .expect("runs")
+        .expect("a cursor");
+    let cols = cursor.num_result_cols().expect("columns") as u16;
+    let mut row = cursor.next_row().expect("fetches").expect("a row");
+    let mut out = Vec::new();
+    for c in 1..=cols {
+        let mut buf = Vec::new();
+        let present = row.get_text(c, &mut buf).expect("reads");
+        out.push(present.then(|| String::from_utf8(buf).expect("utf-8")));
+    }
+    out
+}
+
+#[test]
+fn logs_in_with_tls_trusting_the_certificate() {
+    for tls in [TlsMode::Optional, TlsMode::Required] {
+        let server = common::start(tls);
+        let conn = connect(server.port(), "Encrypt=yes;TrustServerCertificate=yes")
+            .expect("Driver 18 logs in over TLS");
+        assert_eq!(query_one(&conn, "select ints 1"), [Some("0".to_owned())]);
+        assert_eq!(
+            server.logins()[0].prelogin_encryption,
+            1,
+            "Encrypt=yes sends ENCRYPT_ON"
+        );
+    }
+}
+
+/// Encrypt=no against a server that offers TLS: both sides ENCRYPT_OFF, only LOGIN7 travels
+/// inside TLS, and Driver 18 does not validate the certificate.
+#[test]
+fn encrypt_no_against_an_optional_tls_server_encrypts_the_login_only() {
+    let server = common::start(TlsMode::Optional);
+    let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
+    assert_eq!(query_one(&conn, "select ints 1"), [Some("0".to_owned())]);
+    assert_eq!(
+        server.logins()[0].prelogin_encryption,
+        0,
+        "Encrypt=no sends ENCRYPT_OFF"
+    );
+}
+
+/// Encrypt=no against a server that requires TLS (ENCRYPT_REQ): everything is encrypted and
+/// Driver 18 validates the certificate, so a self-signed one needs TrustServerCertificate=yes.
+#[test]
+fn encrypt_no_against_a_tls_required_server_validates_the_certificate() {
+    let server = common::start(TlsMode::Required);
+    let error = connect(server.port(), "Encrypt=no")
+        .map(drop)
+        .expect_err("validation fails");
+    let text = format!("{error:?}");
+    assert!(
+        text.contains("08001") && text.contains("certificate verify failed"),
+        "{text}"
+    );
+    let conn =
+        connect(server.port(), "Encrypt=no;TrustServerCertificate=yes").expect("Driver 18 logs in");
+    assert_eq!(query_one(&conn, "select ints 1"), [Some("0".to_owned())]);
+}
+
+/// Encrypt=yes validates the self-signed certificate and fails; ServerCertificate (pinning)
+/// does not help there: Driver 18.6 uses it under Encrypt=strict only (see the next test).
+#[test]
+fn an_untrusted_certificate_fails_validation() {
+    let server = common::start(TlsMode::Required);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pem = dir.path().join("server.pem");
+    std::fs::write(&pem, server.certificate_pem().expect("a certificate")).expect("writes");
+    for extra in [
+        "Encrypt=yes;TrustServerCertificate=no".to_owned(),
+        format!("Encrypt=yes;ServerCertificate={}", pem.display()),
+    ] {
+        let error = connect(server.port(), &extra)
+            .map(drop)
+            .expect_err("the certificate is refused");
+        let text = format!("{error:?}");
+        assert!(text.contains("08001"), "{extra}: {text}");
+        assert!(
+            text.contains("certificate verify failed:self-signed certificate"),
+            "{extra}: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_wrong_password_is_18456_and_28000() {
+    let server = common::start(TlsMode::Off);
+    let error = env()
+        .connect_with_connection_string(
+            &format!(
+                "Driver={{ODBC Driver 18 for SQL Server}};Server=tcp:127.0.0.1,{};UID={USER};\
+                 PWD=wrong;Database={DATABASE};Encrypt=no",
+                server.port()
+            ),
+            ConnectionOptions {
+                login_timeout_sec: Some(5),
+                ..ConnectionOptions::default()
+            },
+        )
+        .map(drop)
+        .expect_err("a wrong password is refused");
+    let text = format!("{error:?}");
+    eprintln!("wrong password: {text}");
+    assert!(text.contains("28000"), "{text}");
+    assert!(text.contains("18456"), "{text}");
+    assert!(text.contains("Login failed for user 'ehi'."), "{text}");
+    assert!(
+        !text.contains("wrong"),
+        "the password is not echoed: {text}"
+    );
+}
+
+#[test]
+fn an_unknown_database_is_4060() {
+    let server = common::start(TlsMode::Off);
+    let error = env()
+        .connect_with_connection_string(
+            &format!(
+                "Driver={{ODBC Driver 18 for SQL Server}};Server=tcp:127.0.0.1,{};UID={USER};\
+                 PWD={{{PASSWORD}}};Database=nosuch;Encrypt=no",
+                server.port()
+            ),
+            ConnectionOptions {
+                login_timeout_sec: Some(5),
+                ..ConnectionOptions::default()
+            },
+        )
+        .map(drop)
+        .expect_err("an unknown database is refused");
+    let text = format!("{error:?}");
+    eprintln!("unknown database: {text}");
+    assert!(text.contains("4060"), "{text}");
+}
+
+#[test]
+fn strict_encryption_with_a_pinned_certificate() {
+    let server = common::start(TlsMode::Required);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pem = dir.path().join("server.pem");
+    std::fs::write(&pem, server.certificate_pem().expect("a certificate")).expect("writes");
+    let conn = connect(
+        server.port(),
+        &format!("Encrypt=strict;ServerCertificate={}", pem.display()),
+    )
+    .expect("a pinned certificate is accepted under strict encryption");
+    assert_eq!(query_one(&conn, "select ints 1"), [Some("0".to_owned())]);
+    eprintln!("strict login: {:?}", server.logins()[0]);
 }

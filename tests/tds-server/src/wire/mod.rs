@@ -158,6 +158,8 @@ pub(crate) enum RowFault {
 /// The certificate and rustls configuration of a server with TLS.
 pub(crate) struct Tls {
     pub(crate) config: Arc<rustls::ServerConfig>,
+    /// TDS 8 strict encryption: TLS before PRELOGIN.
+    pub(crate) strict: Arc<rustls::ServerConfig>,
     pem: String,
 }
 

@@ -92,6 +92,37 @@ impl Link {
         Ok(())
     }
 
+    /// Whether the client starts with a TLS record (TDS 8 strict encryption) instead of a
+    /// PRELOGIN packet.
+    pub(crate) fn starts_with_tls(&self) -> io::Result<bool> {
+        let mut first = [0u8; 1];
+        let n = self.tcp.peek(&mut first)?;
+        // 0x16: a TLS handshake record; a TDS packet starts with its type (0x12 PRELOGIN).
+        Ok(n == 1 && first[0] == 0x16)
+    }
+
+    /// TDS 8 strict encryption ([MS-TDS] 3.3.5.1): TLS directly on TCP before any TDS packet.
+    pub(crate) fn start_strict_tls(&mut self, config: Arc<ServerConfig>) -> io::Result<()> {
+        let mut conn = ServerConnection::new(config).map_err(io::Error::other)?;
+        conn.set_buffer_limit(None);
+        while conn.is_handshaking() {
+            if conn.wants_write() {
+                conn.write_tls(&mut self.tcp)?;
+                continue;
+            }
+            if conn.read_tls(&mut self.tcp)? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            conn.process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        }
+        while conn.wants_write() {
+            conn.write_tls(&mut self.tcp)?;
+        }
+        self.tls = Some(Box::new(conn));
+        Ok(())
+    }
+
     fn send_tls_records(&mut self, conn: &mut ServerConnection) -> io::Result<()> {
         let mut records = Vec::new();
         while conn.wants_write() {

@@ -41,16 +41,30 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
 
 /// PRELOGIN, TLS if negotiated, LOGIN7. Returns the backend of an accepted login.
 fn login(link: &mut Link, shared: &Shared) -> io::Result<Option<Box<dyn Backend>>> {
+    let strict = link.starts_with_tls()?;
+    if strict {
+        let config = shared
+            .tls
+            .as_ref()
+            .map(|tls| tls.strict.clone())
+            .ok_or_else(|| invalid("TDS 8 strict encryption asked of a server without TLS"))?;
+        link.start_strict_tls(config)?;
+    }
     let first = link.read_message()?;
     if first.packet_type != packet_type::PRELOGIN {
         return Err(invalid(format!(
-            "expected PRELOGIN, got packet type 0x{:02X} (TDS 8 strict encryption is not supported)",
+            "expected PRELOGIN, got packet type 0x{:02X}",
             first.packet_type
         )));
     }
     let prelogin = login::read_prelogin(&first.payload).map_err(invalid)?;
-    let Some((answer, encryption)) = login::negotiate(shared.options.tls, prelogin.encryption)
-    else {
+    let negotiated = if strict {
+        // Already inside TLS: the PRELOGIN answer echoes the client's value.
+        Some((prelogin.encryption, Encryption::None))
+    } else {
+        login::negotiate(shared.options.tls, prelogin.encryption)
+    };
+    let Some((answer, encryption)) = negotiated else {
         // [MS-TDS] 2.2.6.5: the server terminates a client that cannot encrypt.
         return Ok(None);
     };

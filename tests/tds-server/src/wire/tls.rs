@@ -1,6 +1,6 @@
 //! The server's TLS: a self-signed certificate for `localhost` generated at start (rcgen) and
-//! a rustls configuration limited to TLS 1.2, as SQL Server offers it under TDS 7.x (TLS 1.3
-//! comes with TDS 8 only).
+//! two rustls configurations: TLS 1.2 inside PRELOGIN, as SQL Server offers it under TDS 7.x,
+//! and TDS 8 strict encryption (TLS 1.2 or 1.3 first, ALPN `tds/8.0`, [MS-TDS] 3.3.5.1).
 
 use std::io;
 use std::sync::Arc;
@@ -19,19 +19,25 @@ pub(crate) fn self_signed() -> io::Result<Tls> {
     name.push(DnType::CommonName, "localhost");
     params.distinguished_name = name;
     let cert = params.self_signed(&key).map_err(io::Error::other)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .map_err(io::Error::other)?
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .map_err(io::Error::other)?;
-    config.send_tls13_tickets = 0;
+    let config = |versions: &[&'static rustls::SupportedProtocolVersion]| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .map_err(io::Error::other)?
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .map_err(io::Error::other)?;
+        config.send_tls13_tickets = 0;
+        Ok::<_, io::Error>(config)
+    };
+    let mut strict = config(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    strict.alpn_protocols = vec![b"tds/8.0".to_vec()];
     Ok(Tls {
-        config: Arc::new(config),
+        config: Arc::new(config(&[&rustls::version::TLS12])?),
+        strict: Arc::new(strict),
         pem: cert.pem(),
     })
 }
