@@ -203,3 +203,142 @@ fn strict_encryption_with_a_pinned_certificate() {
     assert_eq!(query_one(&conn, "select ints 1"), [Some("0".to_owned())]);
     eprintln!("strict login: {:?}", server.logins()[0]);
 }
+
+/// Reads one row, every column with SQLGetData: binary types as bytes, the rest as text.
+fn read_row(row: &mut odbc_api::CursorRow<'_>, binary: &[bool]) -> Vec<Option<Vec<u8>>> {
+    let mut out = Vec::new();
+    for (i, &is_binary) in binary.iter().enumerate() {
+        let mut buf = Vec::new();
+        let col = i as u16 + 1;
+        let present = if is_binary {
+            row.get_binary(col, &mut buf)
+        } else {
+            row.get_text(col, &mut buf)
+        }
+        .unwrap_or_else(|e| panic!("column {col}: {e:?}"));
+        out.push(present.then_some(buf));
+    }
+    out
+}
+
+#[test]
+fn every_type_reads_back_value_for_value() {
+    let server = common::start(TlsMode::Off);
+    let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
+    let mut cursor = conn
+        .execute("select every type", (), None)
+        .expect("runs")
+        .expect("a cursor");
+    let fixture = common::every_type();
+    let binary: Vec<bool> = fixture
+        .iter()
+        .map(|(c, _)| {
+            matches!(
+                c.ty,
+                tds_test_server::SqlType::Binary { .. }
+                    | tds_test_server::SqlType::VarBinary { .. }
+                    | tds_test_server::SqlType::Image
+                    | tds_test_server::SqlType::RowVersion
+            )
+        })
+        .collect();
+    // (max) types are described with column size 0 (None), text/ntext/image with 2^31-1
+    // and 2^30-1.
+    let described: Vec<String> = (1..=fixture.len() as u16)
+        .map(|i| {
+            let mut d = odbc_api::ColumnDescription::default();
+            cursor.describe_col(i, &mut d).expect("describes");
+            format!("{:?}", d.data_type)
+        })
+        .collect();
+    assert_eq!(described[24], "Varchar { length: None }");
+    assert_eq!(described[25], "WVarchar { length: None }");
+    assert_eq!(described[26], "Varbinary { length: None }");
+    assert_eq!(described[27], "LongVarchar { length: Some(2147483647) }");
+    assert_eq!(described[28], "WLongVarchar { length: Some(1073741823) }");
+    assert_eq!(
+        described[33],
+        "Other { data_type: SqlDataType(-152), column_size: None, decimal_digits: 0 }"
+    );
+    let values = {
+        let mut row = cursor.next_row().expect("fetches").expect("row 1");
+        read_row(&mut row, &binary)
+    };
+    let nulls = {
+        let mut row = cursor.next_row().expect("fetches").expect("row 2");
+        read_row(&mut row, &binary)
+    };
+    assert!(cursor.next_row().expect("fetches").is_none());
+    let text = |i: usize| String::from_utf8(values[i].clone().expect("not NULL")).expect("utf-8");
+    let expected_text = [
+        "-9223372036854775808",
+        "9223372036854775807",
+        "-2147483648",
+        "-32768",
+        "255",
+        "1",
+        "-9999999999999999999999999999.9999999999",
+        "12345678901234.5678",
+        "-922337203685477.5808",
+        "214748.3647",
+    ];
+    for (i, expected) in expected_text.iter().enumerate() {
+        assert_eq!(text(i), *expected, "{}", fixture[i].0.name);
+    }
+    assert_eq!(
+        text(10).parse::<f64>().expect("a float"),
+        -1.2345678901234567e-300
+    );
+    assert_eq!(text(11).parse::<f32>().expect("a real"), 3.4028235e38f32);
+    let expected_text = [
+        "0001-01-01",
+        "9999-12-31",
+        "23:59:59.9999999",
+        "2024-02-29 23:59:59.997",
+        "2079-06-06 23:59:00",
+        "9999-12-31 23:59:59.9999999",
+        "2024-01-01 01:30:00.1234567 +05:30",
+        "2000-06-15 12:00:00.0000000 -08:00",
+        "Ñ€é       ",
+        "Ñ€é abc",
+        "ü€😀 ",
+        "ü€😀",
+    ];
+    for (i, expected) in expected_text.iter().enumerate() {
+        assert_eq!(text(12 + i), *expected, "{}", fixture[12 + i].0.name);
+    }
+    assert!(
+        text(24) == common::varchar_max_value(),
+        "varchar(max) differs"
+    );
+    assert!(
+        text(25) == common::nvarchar_max_value(),
+        "nvarchar(max) differs"
+    );
+    assert!(
+        values[26].as_deref() == Some(&common::varbinary_max_value()[..]),
+        "varbinary(max)"
+    );
+    assert_eq!(text(27), "Ñ€é text");
+    assert_eq!(text(28), "ü€😀 ntext");
+    assert_eq!(values[29].as_deref(), Some(&[0, 1, 2, 0xFF][..]));
+    assert_eq!(
+        values[30].as_deref(),
+        Some(&[1, 2, 3, 0][..]),
+        "binary(4) is zero-padded"
+    );
+    assert_eq!(values[31].as_deref(), Some(&[0xDE, 0xAD][..]));
+    assert_eq!(text(32), "6F9619FF-8B86-D011-B42D-00C04FC964FF");
+    assert_eq!(text(33), "<a b=\"ü\">€</a>");
+    assert_eq!(text(34), "42");
+    assert_eq!(text(35), "1.5");
+    assert_eq!(text(36), "2024-01-02 03:04:05.007");
+    assert_eq!(
+        values[37].as_deref(),
+        Some(&[0, 0, 0, 0, 0, 0, 0x07, 0xD1][..])
+    );
+    assert!(
+        nulls.iter().all(Option::is_none),
+        "row 2 is all NULL: {nulls:?}"
+    );
+}
