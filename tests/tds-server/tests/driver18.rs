@@ -342,3 +342,139 @@ fn every_type_reads_back_value_for_value() {
         "row 2 is all NULL: {nulls:?}"
     );
 }
+
+#[test]
+fn parameters_arrive_with_the_type_the_driver_sent() {
+    use odbc_api::parameter::{VarCharSlice, VarWCharBox, WithDataType};
+    use odbc_api::{DataType, IntoParameter, sys::Timestamp};
+    use tds_test_server::{Param, RequestKind, SqlType, Value};
+
+    let server = common::start(TlsMode::Off);
+    let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
+    let decimal = WithDataType {
+        value: VarCharSlice::new(b"-12345.6789"),
+        data_type: DataType::Decimal {
+            precision: 38,
+            scale: 4,
+        },
+    };
+    let timestamp = WithDataType {
+        value: Timestamp {
+            year: 2024,
+            month: 2,
+            day: 29,
+            hour: 12,
+            minute: 34,
+            second: 56,
+            fraction: 123_456_700,
+        },
+        data_type: DataType::Timestamp { precision: 7 },
+    };
+    let params = (
+        &i64::MIN.into_parameter(),
+        &VarCharSlice::new("Ñ€é".as_bytes()),
+        &VarWCharBox::from_str_slice("ü€😀"),
+        &decimal,
+        &timestamp,
+    );
+    let sql = "select params ?, ?, ?, ?, ?";
+    let mut cursor = conn
+        .execute(sql, params, None)
+        .expect("runs")
+        .expect("a cursor");
+    let mut row = cursor.next_row().expect("fetches").expect("a row");
+    let mut buf = Vec::new();
+    row.get_text(1, &mut buf).expect("reads");
+    assert_eq!(buf, b"5");
+    drop(cursor);
+    let received = server.received();
+    let last = received.last().expect("a request");
+    eprintln!("Driver 18 sent: {last:#?}");
+    assert_eq!(last.kind, RequestKind::Rpc("sp_executesql".to_owned()));
+    assert_eq!(last.sql, "select params @P1, @P2, @P3, @P4, @P5");
+    let p = |name: &str, ty: SqlType, value: Value| Param {
+        name: name.to_owned(),
+        ty,
+        value,
+    };
+    let expected = [
+        p("@P1", SqlType::BigInt, Value::Int(i64::MIN)),
+        // Narrow text arrives as varchar in the CP1252 collation, converted from UTF-8, and
+        // declared with the length of the UTF-8 buffer (7 bytes for 3 characters).
+        p(
+            "@P2",
+            SqlType::VarChar {
+                length: Some(7),
+                collation: tds_test_server::Collation::default_collation(),
+            },
+            Value::Text("Ñ€é".to_owned()),
+        ),
+        p(
+            "@P3",
+            SqlType::NVarChar { length: Some(4) },
+            Value::Text("ü€😀".to_owned()),
+        ),
+        p(
+            "@P4",
+            SqlType::Decimal {
+                precision: 38,
+                scale: 4,
+            },
+            Value::Text("-12345.6789".to_owned()),
+        ),
+        p(
+            "@P5",
+            SqlType::DateTime2 { scale: 7 },
+            Value::Text("2024-02-29 12:34:56.1234567".to_owned()),
+        ),
+    ];
+    assert_eq!(last.params, expected);
+    assert_eq!(
+        last.declarations.as_deref(),
+        Some("@P1 bigint,@P2 varchar(7),@P3 nvarchar(4),@P4 decimal(38,4),@P5 datetime2")
+    );
+}
+
+#[test]
+fn a_prepared_statement_rebound_is_prepared_again() {
+    use odbc_api::IntoParameter;
+    use tds_test_server::RequestKind;
+
+    let server = common::start(TlsMode::Off);
+    let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
+    let mut prepared = conn.prepare("select params ?").expect("prepares");
+    for i in 0..3i32 {
+        let mut cursor = prepared
+            .execute(&i.into_parameter())
+            .expect("runs")
+            .expect("a cursor");
+        let mut row = cursor.next_row().expect("fetches").expect("a row");
+        let mut buf = Vec::new();
+        row.get_text(1, &mut buf).expect("reads");
+        assert_eq!(buf, b"1");
+    }
+    drop(prepared);
+    let kinds: Vec<(RequestKind, Option<String>)> = server
+        .received()
+        .into_iter()
+        .map(|r| (r.kind, r.declarations))
+        .collect();
+    // odbc-api binds the parameters again for each execution, and Driver 18 then prepares
+    // again each time (sp_prepexec), unpreparing only the last handle.
+    let prepexec = (
+        RequestKind::Rpc("sp_prepexec".to_owned()),
+        Some("@P1 int".to_owned()),
+    );
+    let unprepare = (RequestKind::Rpc("sp_unprepare".to_owned()), None);
+    assert_eq!(
+        kinds,
+        [prepexec.clone(), prepexec.clone(), prepexec, unprepare]
+    );
+    let values: Vec<_> = server.received().iter().map(|r| r.params.clone()).collect();
+    assert_eq!(values[1][0].value, tds_test_server::Value::Int(1));
+    assert_eq!(
+        values[3][0].value,
+        tds_test_server::Value::Int(3),
+        "the last handle"
+    );
+}

@@ -191,6 +191,37 @@ fn read_rpc(payload: &[u8]) -> Result<Rpc, DecodeError> {
     Ok(Rpc { name, params })
 }
 
+/// Driver 18 sends parameters without names (positional), named only in the declarations
+/// (`@P1 bigint,@P2 decimal(38,4)`): take the names from there.
+fn name_from_declarations(params: &mut [Param], declarations: &str) {
+    let mut depth = 0;
+    let mut names = Vec::new();
+    let mut item = String::new();
+    for c in declarations.chars().chain(std::iter::once(',')) {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                names.push(
+                    item.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+                item.clear();
+                continue;
+            }
+            _ => {}
+        }
+        item.push(c);
+    }
+    for (param, name) in params.iter_mut().zip(names) {
+        if param.name.is_empty() {
+            param.name = name;
+        }
+    }
+}
+
 /// A prepared statement of this connection (`sp_prepare`, `sp_prepexec`).
 struct Prepared {
     sql: String,
@@ -383,6 +414,10 @@ impl Session<'_> {
                 // A named procedure reaches the backend as `EXEC name` with its parameters.
                 name => (format!("EXEC {name}"), None, params, None),
             };
+        let mut rest = rest;
+        if let Some(declarations) = &declarations {
+            name_from_declarations(&mut rest, declarations);
+        }
         self.shared.record(Received {
             kind: RequestKind::Rpc(rpc.name.clone()),
             sql: sql.clone(),
