@@ -478,3 +478,212 @@ fn a_prepared_statement_rebound_is_prepared_again() {
         "the last handle"
     );
 }
+
+/// Runs `sql` and fetches every row: the rows read and the error that stopped them.
+fn fetch_all(
+    conn: &odbc_api::Connection<'_>,
+    sql: &str,
+    timeout_sec: Option<usize>,
+) -> (usize, Option<String>) {
+    let mut cursor = match conn.execute(sql, (), timeout_sec) {
+        Ok(Some(cursor)) => cursor,
+        Ok(None) => return (0, None),
+        Err(e) => return (0, Some(format!("{e:?}"))),
+    };
+    let mut rows = 0;
+    let mut buf = Vec::new();
+    loop {
+        match cursor.next_row() {
+            Ok(Some(mut row)) => {
+                if let Err(e) = row.get_text(1, &mut buf) {
+                    return (rows, Some(format!("{e:?}")));
+                }
+                rows += 1;
+            }
+            Ok(None) => return (rows, None),
+            Err(e) => return (rows, Some(format!("{e:?}"))),
+        }
+    }
+}
+
+fn error_at_row(number: i32, state: u8, class: u8, message: &str) -> tds_test_server::Fault {
+    tds_test_server::Fault::ErrorAtRow {
+        statement_contains: "ints".to_owned(),
+        row: 5,
+        error: tds_test_server::ServerError::new(number, state, class, message),
+        times: 1,
+    }
+}
+
+#[test]
+fn errors_at_a_row_give_the_sqlstate_and_native_error() {
+    let server = common::start(TlsMode::Off);
+    let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
+    let cases = [
+        (
+            1205,
+            51,
+            13,
+            "Transaction (Process ID 57) was deadlocked on lock resources with another process and has been chosen as the deadlock victim. Rerun the transaction.",
+            "40001",
+        ),
+        (
+            1222,
+            56,
+            16,
+            "Lock request time out period exceeded.",
+            "42000",
+        ),
+        (
+            40613,
+            1,
+            17,
+            "Database 'fixture' on server 'tds-test-server' is not currently available.  Please retry the connection later.",
+            "42000",
+        ),
+    ];
+    for (number, state, class, message, sqlstate) in cases {
+        server.add_fault(error_at_row(number, state, class, message));
+        let (rows, error) = fetch_all(&conn, "select ints 100", None);
+        let error = error.expect("the fault stops the rows");
+        eprintln!("{number}: after {rows} rows: {error}");
+        assert_eq!(rows, 5, "{number}");
+        assert!(
+            error.contains(&format!("State: {sqlstate}")),
+            "{number}: {error}"
+        );
+        assert!(
+            error.contains(&format!("Native error: {number}")),
+            "{number}: {error}"
+        );
+        assert!(error.contains(message), "{number}: {error}");
+        // The connection goes on.
+        assert_eq!(fetch_all(&conn, "select ints 3", None), (3, None));
+    }
+}
+
+#[test]
+fn a_fatal_error_and_a_cut_link_end_the_connection() {
+    let server = common::start(TlsMode::Off);
+    let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
+    server.add_fault(error_at_row(
+        233,
+        0,
+        20,
+        "A transport-level error has occurred when receiving results from the server.",
+    ));
+    let (rows, error) = fetch_all(&conn, "select ints 100", None);
+    let error = error.expect("the fault stops the rows");
+    eprintln!("233: after {rows} rows: {error}");
+    let (_, after) = fetch_all(&conn, "select ints 3", None);
+    eprintln!("233, then: {after:?}");
+    assert!(
+        error.contains("State: 23000") && error.contains("Native error: 233"),
+        "{error}"
+    );
+    assert!(
+        after
+            .expect("the connection is gone")
+            .contains("State: 08S01")
+    );
+
+    let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
+    // Cut after some packets went out: the driver has rows, then SQLFetch fails.
+    server.add_fault(tds_test_server::Fault::CutAtRow {
+        statement_contains: "ints".to_owned(),
+        row: 5000,
+        times: 1,
+    });
+    let (rows, error) = fetch_all(&conn, "select ints 100000", None);
+    let error = error.expect("the cut stops the rows");
+    eprintln!("cut: after {rows} rows: {error}");
+    assert!(rows > 0 && rows <= 5000, "{rows}");
+    assert!(
+        error.contains("State: 08S01") && error.contains("Native error: 10054"),
+        "{error}"
+    );
+}
+
+/// time(7) and datetime2(7) with the time at 24:00:00: SQLGetData fails with 22007.
+#[test]
+fn a_value_the_driver_cannot_convert() {
+    let server = common::start(TlsMode::Off);
+    let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
+    for column in [0, 1] {
+        server.add_fault(tds_test_server::Fault::BadValueAtRow {
+            statement_contains: "bad datetime".to_owned(),
+            row: 1,
+            column,
+            times: 1,
+        });
+        let mut cursor = conn
+            .execute("select bad datetime", (), None)
+            .expect("runs")
+            .expect("a cursor");
+        let mut buf = Vec::new();
+        let mut row = cursor.next_row().expect("row 1").expect("row 1");
+        row.get_text(1, &mut buf).expect("row 1 converts");
+        let second = cursor.next_row();
+        let error = match second {
+            Ok(Some(mut row)) => row
+                .get_text(column as u16 + 1, &mut buf)
+                .map(|_| String::from_utf8_lossy(&buf).into_owned()),
+            Ok(None) => Ok("no row".to_owned()),
+            Err(e) => Err(e),
+        };
+        let error = format!("{:?}", error.expect_err("the value does not convert"));
+        assert!(
+            error.contains("State: 22007") && error.contains("Invalid time format"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn a_query_timeout_sends_attention_while_the_server_stalls() {
+    let server = common::start(TlsMode::Off);
+    let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
+    server.add_fault(tds_test_server::Fault::StallAtRow {
+        statement_contains: "ints".to_owned(),
+        row: 0,
+        duration: std::time::Duration::from_secs(2),
+        times: 1,
+    });
+    let started = std::time::Instant::now();
+    let (rows, error) = fetch_all(&conn, "select ints 200000", Some(1));
+    let elapsed = started.elapsed();
+    eprintln!("timeout: after {rows} rows in {elapsed:?}: {error:?}");
+    let error = error.expect("the timeout stops the statement");
+    assert!(error.contains("HYT00"), "{error}");
+    // The connection goes on after the ATTENTION was acknowledged.
+    assert_eq!(fetch_all(&conn, "select ints 3", None), (3, None));
+    eprintln!(
+        "{:?}",
+        server
+            .received()
+            .iter()
+            .map(|r| r.kind.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_login_error_fault_refuses_the_login() {
+    let server = common::start(TlsMode::Off);
+    server.add_fault(tds_test_server::Fault::LoginError {
+        error: tds_test_server::ServerError::new(
+            4060,
+            1,
+            11,
+            "Cannot open database \"fixture\" requested by the login. The login failed.",
+        ),
+        times: 1,
+    });
+    let error = connect(server.port(), "Encrypt=no")
+        .map(drop)
+        .expect_err("refused");
+    let text = format!("{error:?}");
+    eprintln!("login fault: {text}");
+    assert!(text.contains("Native error: 4060"), "{text}");
+    connect(server.port(), "Encrypt=no").expect("the next login succeeds");
+}
