@@ -300,3 +300,80 @@ impl Backend for FixtureBackend {
         }
     }
 }
+
+/// Whether a fixture column is read with SQLGetData as bytes (else as text).
+pub fn is_binary(ty: &SqlType) -> bool {
+    matches!(
+        ty,
+        SqlType::Binary { .. } | SqlType::VarBinary { .. } | SqlType::Image | SqlType::RowVersion
+    )
+}
+
+/// Asserts row 1 of `select every type` as a driver returned it (text as UTF-8, binary types
+/// as bytes). `date_min` is how the driver writes 0001-01-01 (FreeTDS: `1-01-01`).
+pub fn assert_fixture_row(values: &[Option<Vec<u8>>], date_min: &str) {
+    let fixture = every_type();
+    assert_eq!(values.len(), fixture.len());
+    let text = |i: usize| String::from_utf8(values[i].clone().expect("not NULL")).expect("utf-8");
+    let expected_text = [
+        "-9223372036854775808",
+        "9223372036854775807",
+        "-2147483648",
+        "-32768",
+        "255",
+        "1",
+        "-9999999999999999999999999999.9999999999",
+        "12345678901234.5678",
+        "-922337203685477.5808",
+        "214748.3647",
+    ];
+    for (i, expected) in expected_text.iter().enumerate() {
+        assert_eq!(text(i), *expected, "{}", fixture[i].0.name);
+    }
+    assert_eq!(
+        text(10).parse::<f64>().expect("a float"),
+        -1.2345678901234567e-300
+    );
+    assert_eq!(text(11).parse::<f32>().expect("a real"), 3.4028235e38f32);
+    let expected_text = [
+        date_min,
+        "9999-12-31",
+        "23:59:59.9999999",
+        "2024-02-29 23:59:59.997",
+        "2079-06-06 23:59:00",
+        "9999-12-31 23:59:59.9999999",
+        "2024-01-01 01:30:00.1234567 +05:30",
+        "2000-06-15 12:00:00.0000000 -08:00",
+        "Ñ€é       ",
+        "Ñ€é abc",
+        "ü€😀 ",
+        "ü€😀",
+    ];
+    for (i, expected) in expected_text.iter().enumerate() {
+        assert_eq!(text(12 + i), *expected, "{}", fixture[12 + i].0.name);
+    }
+    assert!(text(24) == varchar_max_value(), "varchar(max) differs");
+    assert!(text(25) == nvarchar_max_value(), "nvarchar(max) differs");
+    assert!(
+        values[26].as_deref() == Some(&varbinary_max_value()[..]),
+        "varbinary(max)"
+    );
+    assert_eq!(text(27), "Ñ€é text");
+    assert_eq!(text(28), "ü€😀 ntext");
+    assert_eq!(values[29].as_deref(), Some(&[0, 1, 2, 0xFF][..]));
+    assert_eq!(
+        values[30].as_deref(),
+        Some(&[1, 2, 3, 0][..]),
+        "binary(4) is zero-padded"
+    );
+    assert_eq!(values[31].as_deref(), Some(&[0xDE, 0xAD][..]));
+    assert_eq!(text(32), "6F9619FF-8B86-D011-B42D-00C04FC964FF");
+    assert_eq!(text(33), "<a b=\"ü\">€</a>");
+    assert_eq!(text(34), "42");
+    assert_eq!(text(35), "1.5");
+    assert_eq!(text(36), "2024-01-02 03:04:05.007");
+    assert_eq!(
+        values[37].as_deref(),
+        Some(&[0, 0, 0, 0, 0, 0, 0x07, 0xD1][..])
+    );
+}
