@@ -8,6 +8,7 @@
 //! the TDS version where a server sends its product version. What a server needs from it is a
 //! few dozen lines here.
 
+pub mod cli;
 mod login;
 mod packet;
 mod reader;
@@ -47,6 +48,8 @@ pub struct ServerOptions {
     pub tls: TlsMode,
     /// The server name in ERROR and INFO tokens.
     pub server_name: String,
+    /// The port on 127.0.0.1; 0 lets the OS choose a free one (what tests want).
+    pub port: u16,
 }
 
 impl Default for ServerOptions {
@@ -55,6 +58,7 @@ impl Default for ServerOptions {
             users: vec![("ehi".to_owned(), "Ehi-Test-Passw0rd".to_owned())],
             tls: TlsMode::Optional,
             server_name: "tds-test-server".to_owned(),
+            port: 0,
         }
     }
 }
@@ -275,7 +279,7 @@ impl TestServer {
             TlsMode::Off => None,
             TlsMode::Optional | TlsMode::Required => Some(tls::self_signed()?),
         };
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, options.port))?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             options,

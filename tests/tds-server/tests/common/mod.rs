@@ -24,6 +24,7 @@ pub fn start(tls: TlsMode) -> TestServer {
         users: vec![(USER.to_owned(), PASSWORD.to_owned())],
         tls,
         server_name: "tds-test-server".to_owned(),
+        port: 0,
     };
     TestServer::start(options, Arc::new(Fixture)).expect("the test server starts")
 }
