@@ -620,3 +620,53 @@ fn a_login_error_fault_refuses_the_login() {
     assert!(text.contains("Native error: 4060"), "{text}");
     connect(server.port(), "Encrypt=no").expect("the next login succeeds");
 }
+
+/// Runs `tests/python/driver18_odbc.py` (pyodbc: `pip install pyodbc`) and parses its JSON.
+fn pyodbc(args: &[&str]) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/driver18_odbc.py");
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "driver18_odbc.py failed (pyodbc installed? pip install pyodbc): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+/// Statement text with non-ASCII characters: intact through the wide SQLExecDirectW (pyodbc),
+/// read as Latin-1 by Driver 18 through the narrow SQLExecDirect (what odbc-api uses on Linux
+/// without its `wide` feature).
+#[test]
+fn non_ascii_statement_text_is_intact_only_through_the_wide_functions() {
+    let server = common::start(TlsMode::Off);
+    let sql = "select params 'Ñ€é ü😀' as [Ünï col]";
+    let out = pyodbc(&["wide", &connection_string(server.port(), "Encrypt=no"), sql]);
+    assert_eq!(out["value"], "0");
+    assert_eq!(server.received().pop().expect("a request").sql, sql);
+
+    let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
+    fetch_all(&conn, sql, None);
+    let narrow = server.received().pop().expect("a request").sql;
+    assert_eq!(
+        narrow, "select params 'Ã\u{91}â\u{82}¬Ã© Ã¼ð\u{9f}\u{98}\u{80}' as [Ã\u{9c}nÃ¯ col]",
+        "the UTF-8 bytes, each read as one Latin-1 character"
+    );
+}
+
+/// SQLCancel from another thread while rows stream: Driver 18 sends ATTENTION, the server
+/// stops at a row boundary and answers DONE_ATTN, the fetch fails with HY008 and the
+/// connection goes on.
+#[test]
+fn sqlcancel_while_rows_stream() {
+    let server = common::start(TlsMode::Off);
+    let out = pyodbc(&["cancel", &connection_string(server.port(), "Encrypt=no")]);
+    eprintln!("cancel: {out}");
+    assert_eq!(out["state"], "HY008");
+    let rows = out["rows"].as_u64().expect("rows");
+    assert!(rows < 5_000_000, "the cancel stopped the stream: {rows}");
+    assert_eq!(out["after"], 3);
+}
