@@ -670,3 +670,55 @@ fn sqlcancel_while_rows_stream() {
     assert!(rows < 5_000_000, "the cancel stopped the stream: {rows}");
     assert_eq!(out["after"], 3);
 }
+
+/// A 100 MB value streams as PLP chunks, packet by packet, and arrives whole (text of
+/// (max) types takes the same path, with a few MB in `every_type`).
+#[test]
+fn values_of_100_mb_arrive_whole() {
+    let server = common::start(TlsMode::Off);
+    let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
+    let started = std::time::Instant::now();
+    let mut cursor = conn
+        .execute("select huge 100", (), None)
+        .expect("runs")
+        .expect("a cursor");
+    let mut row = cursor.next_row().expect("fetches").expect("a row");
+    let mut bytes = Vec::new();
+    assert!(row.get_binary(1, &mut bytes).expect("reads"));
+    eprintln!("100 MB in {:?}", started.elapsed());
+    assert!(
+        bytes == common::huge_bytes(100),
+        "varbinary(max) of 100 MB differs"
+    );
+}
+
+#[test]
+fn several_result_sets_and_a_backend_error() {
+    let server = common::start(TlsMode::Off);
+    let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
+    let cursor = conn
+        .execute("select two", (), None)
+        .expect("runs")
+        .expect("a cursor");
+    let mut sets = Vec::new();
+    let mut next = Some(cursor);
+    while let Some(mut cursor) = next {
+        let mut values = Vec::new();
+        let mut buf = Vec::new();
+        while let Some(mut row) = cursor.next_row().expect("fetches") {
+            row.get_text(1, &mut buf).expect("reads");
+            values.push(String::from_utf8(buf.clone()).expect("utf-8"));
+        }
+        sets.push(values);
+        next = cursor.more_results().expect("more results");
+    }
+    assert_eq!(sets, [vec!["1"], vec!["zwei", "deux"]]);
+
+    let (_, error) = fetch_all(&conn, "select from nowhere", None);
+    let error = error.expect("Msg 208");
+    assert!(
+        error.contains("State: 42S02") && error.contains("Native error: 208"),
+        "{error}"
+    );
+    assert_eq!(fetch_all(&conn, "select ints 2", None), (2, None));
+}

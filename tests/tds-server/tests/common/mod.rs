@@ -77,6 +77,18 @@ pub fn varbinary_max_value() -> Vec<u8> {
     (0..VARBINARY_MAX_LEN).map(|i| (i % 251) as u8).collect()
 }
 
+/// `mb` MB of bytes for `select huge` (built by copying, fast in a debug build).
+pub fn huge_bytes(mb: usize) -> Vec<u8> {
+    let len = mb * 1024 * 1024;
+    let pattern: Vec<u8> = (0..=252).collect();
+    let mut bytes = Vec::with_capacity(len);
+    while bytes.len() < len {
+        let n = pattern.len().min(len - bytes.len());
+        bytes.extend_from_slice(&pattern[..n]);
+    }
+    bytes
+}
+
 /// Every type: (column, value in row 1). Row 2 is all NULL.
 pub fn every_type() -> Vec<(ColumnMeta, Value)> {
     vec![
@@ -286,6 +298,14 @@ impl Backend for FixtureBackend {
             sink.row(&[text("zwei")])?;
             sink.row(&[text("deux")])?;
             sink.done(Some(2))
+        } else if let Some(mb) = lower.strip_prefix("select huge ") {
+            let mb: usize = mb
+                .trim()
+                .parse()
+                .map_err(|_| ServerError::syntax("select huge MB"))?;
+            sink.columns(&[col("b", SqlType::VarBinary { length: None })])?;
+            sink.row(&[Value::Bytes(huge_bytes(mb))])?;
+            sink.done(Some(1))
         } else if lower.starts_with("set ") {
             sink.done(None)
         } else if lower.starts_with("select bad datetime") {
