@@ -722,3 +722,61 @@ fn several_result_sets_and_a_backend_error() {
     );
     assert_eq!(fetch_all(&conn, "select ints 2", None), (2, None));
 }
+
+/// SQLPrepare then SQLNumResultCols/SQLDescribeCol: Driver 18 sends sp_prepare and reads the
+/// COLMETADATA it returns; SQLExecute then runs the handle with sp_execute.
+#[test]
+fn a_prepared_statement_is_described_before_it_runs() {
+    use tds_test_server::RequestKind;
+
+    let server = common::start(TlsMode::Off);
+    let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
+    let mut prepared = conn.prepare("select ints 3").expect("prepares");
+    assert_eq!(prepared.num_result_cols().expect("described"), 1);
+    let mut d = odbc_api::ColumnDescription::default();
+    prepared.describe_col(1, &mut d).expect("describes");
+    assert_eq!(d.name_to_string().expect("a name"), "n");
+    let mut cursor = prepared.execute(()).expect("runs").expect("a cursor");
+    let mut rows = 0;
+    while cursor.next_row().expect("fetches").is_some() {
+        rows += 1;
+    }
+    assert_eq!(rows, 3);
+    drop(cursor);
+    drop(prepared);
+    let kinds: Vec<RequestKind> = server.received().into_iter().map(|r| r.kind).collect();
+    let rpc = |name: &str| RequestKind::Rpc(name.to_owned());
+    assert_eq!(
+        kinds,
+        [rpc("sp_prepare"), rpc("sp_execute"), rpc("sp_unprepare")]
+    );
+}
+
+/// Autocommit off: Driver 18 begins a transaction with a transaction manager request, commits
+/// with "commit and begin the next", and rolls that one back when autocommit goes on again.
+#[test]
+fn autocommit_off_is_transaction_manager_requests() {
+    use tds_test_server::RequestKind;
+
+    let server = common::start(TlsMode::Off);
+    let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
+    conn.set_autocommit(false).expect("autocommit off");
+    assert_eq!(fetch_all(&conn, "select ints 2", None), (2, None));
+    conn.commit().expect("commits");
+    conn.set_autocommit(true).expect("autocommit on");
+    let received: Vec<(RequestKind, String)> = server
+        .received()
+        .into_iter()
+        .map(|r| (r.kind, r.sql))
+        .collect();
+    let tm = |sql: &str| (RequestKind::Transaction, sql.to_owned());
+    assert_eq!(
+        received,
+        [
+            tm("BEGIN TRANSACTION"),
+            (RequestKind::Batch, "select ints 2".to_owned()),
+            tm("COMMIT TRANSACTION; BEGIN TRANSACTION"),
+            tm("ROLLBACK TRANSACTION"),
+        ]
+    );
+}

@@ -73,6 +73,10 @@ pub enum RequestKind {
     Rpc(String),
     /// An ATTENTION (cancel) that arrived when no response was streaming.
     Attention,
+    /// A transaction manager request (Driver 18 with autocommit off); `sql` says what it did:
+    /// `BEGIN TRANSACTION`, `COMMIT TRANSACTION`, `ROLLBACK TRANSACTION` (followed by
+    /// `; BEGIN TRANSACTION` when the request begins the next one at once).
+    Transaction,
 }
 
 /// A request as the server received it.

@@ -12,7 +12,9 @@ use super::reader::{DecodeError, Reader, utf16_string};
 use super::tokens::{self, CMD_SELECT, DONE, DONEINPROC, DONEPROC, done_status};
 use super::types;
 use super::{Received, RequestKind, RowFault, Shared};
-use crate::model::{Backend, ColumnMeta, Interrupt, Param, ResultSink, ServerError, Value};
+use crate::model::{
+    Backend, Collation, ColumnMeta, Interrupt, Param, ResultSink, ServerError, SqlType, Value,
+};
 
 /// Serves a connection until the client leaves, a fault cuts it, or the server stops.
 pub(crate) fn serve(link: &mut Link, shared: &Shared) -> io::Result<()> {
@@ -24,6 +26,7 @@ pub(crate) fn serve(link: &mut Link, shared: &Shared) -> io::Result<()> {
         shared,
         prepared: HashMap::new(),
         next_handle: 1,
+        transaction: None,
         next_transaction: 1,
     };
     loop {
@@ -194,32 +197,115 @@ fn read_rpc(payload: &[u8]) -> Result<Rpc, DecodeError> {
 /// Driver 18 sends parameters without names (positional), named only in the declarations
 /// (`@P1 bigint,@P2 decimal(38,4)`): take the names from there.
 fn name_from_declarations(params: &mut [Param], declarations: &str) {
-    let mut depth = 0;
-    let mut names = Vec::new();
+    let names = split_declarations(declarations).into_iter().map(|item| {
+        item.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    });
+    for (param, name) in params.iter_mut().zip(names) {
+        if param.name.is_empty() {
+            param.name = name;
+        }
+    }
+}
+
+/// NULL parameters of the types in a declaration string, for describing a prepared statement.
+fn declared_nulls(declarations: &str) -> Vec<Param> {
+    let mut params: Vec<Param> = split_declarations(declarations)
+        .iter()
+        .map(|item| {
+            let mut words = item.splitn(2, char::is_whitespace);
+            let name = words.next().unwrap_or_default().to_owned();
+            let ty = declared_type(words.next().unwrap_or_default().trim());
+            Param {
+                name,
+                ty,
+                value: Value::Null,
+            }
+        })
+        .collect();
+    params.retain(|p| !p.name.is_empty());
+    params
+}
+
+/// A T-SQL type name as written in a declaration (`decimal(38,4)`, `nvarchar(max)`); what the
+/// test server does not know is nvarchar(max).
+fn declared_type(text: &str) -> SqlType {
+    let lower = text.to_ascii_lowercase();
+    let (name, args) = match lower.split_once('(') {
+        Some((name, rest)) => (name.trim(), rest.trim_end_matches(')')),
+        None => (lower.trim(), ""),
+    };
+    let mut numbers = args.split(',').map(|a| a.trim().parse::<u16>().ok());
+    let first = numbers.next().flatten();
+    let second = numbers.next().flatten();
+    let length = first; // None for (max) or no length
+    let scale = |default: u8| first.map_or(default, |s| s.min(7) as u8);
+    let collation = Collation::default_collation;
+    match name {
+        "bigint" => SqlType::BigInt,
+        "int" => SqlType::Int,
+        "smallint" => SqlType::SmallInt,
+        "tinyint" => SqlType::TinyInt,
+        "bit" => SqlType::Bit,
+        "float" => SqlType::Float,
+        "real" => SqlType::Real,
+        "money" => SqlType::Money,
+        "smallmoney" => SqlType::SmallMoney,
+        "decimal" | "numeric" => SqlType::Decimal {
+            precision: first.map_or(18, |p| p.min(38) as u8),
+            scale: second.map_or(0, |s| s.min(38) as u8),
+        },
+        "date" => SqlType::Date,
+        "time" => SqlType::Time { scale: scale(7) },
+        "datetime" => SqlType::DateTime,
+        "smalldatetime" => SqlType::SmallDateTime,
+        "datetime2" => SqlType::DateTime2 { scale: scale(7) },
+        "datetimeoffset" => SqlType::DateTimeOffset { scale: scale(7) },
+        "char" => SqlType::Char {
+            length: length.unwrap_or(1),
+            collation: collation(),
+        },
+        "varchar" => SqlType::VarChar {
+            length,
+            collation: collation(),
+        },
+        "nchar" => SqlType::NChar {
+            length: length.unwrap_or(1),
+        },
+        "binary" => SqlType::Binary {
+            length: length.unwrap_or(1),
+        },
+        "varbinary" => SqlType::VarBinary { length },
+        "uniqueidentifier" => SqlType::UniqueIdentifier,
+        "xml" => SqlType::Xml,
+        "nvarchar" => SqlType::NVarChar { length },
+        _ => SqlType::NVarChar { length: None },
+    }
+}
+
+/// The items of a declaration string, split at the commas outside parentheses.
+fn split_declarations(declarations: &str) -> Vec<String> {
+    let mut depth = 0i32;
+    let mut items = Vec::new();
     let mut item = String::new();
-    for c in declarations.chars().chain(std::iter::once(',')) {
+    for c in declarations.chars() {
         match c {
             '(' => depth += 1,
             ')' => depth -= 1,
             ',' if depth == 0 => {
-                names.push(
-                    item.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
-                item.clear();
+                items.push(std::mem::take(&mut item).trim().to_owned());
                 continue;
             }
             _ => {}
         }
         item.push(c);
     }
-    for (param, name) in params.iter_mut().zip(names) {
-        if param.name.is_empty() {
-            param.name = name;
-        }
+    if !item.trim().is_empty() {
+        items.push(item.trim().to_owned());
     }
+    items
 }
 
 /// A prepared statement of this connection (`sp_prepare`, `sp_prepexec`).
@@ -233,14 +319,18 @@ struct Session<'a> {
     shared: &'a Shared,
     prepared: HashMap<i32, Prepared>,
     next_handle: i32,
+    /// The descriptor of the open transaction ([MS-TDS] 2.2.5.3.2), if any.
+    transaction: Option<u64>,
     next_transaction: u64,
 }
 
-/// What a statement runs as: a batch's DONE tokens, or a procedure's DONEINPROC/DONEPROC.
+/// What a statement runs as: a batch's DONE tokens, a procedure's DONEINPROC/DONEPROC, or
+/// `sp_prepare`'s description of the result (COLMETADATA only, no rows).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Frame {
     Batch,
     Proc,
+    Describe,
 }
 
 impl Session<'_> {
@@ -301,30 +391,56 @@ impl Session<'_> {
         Ok(true)
     }
 
-    /// [MS-TDS] 2.2.6.9 Transaction Manager Request: begin, commit, rollback, answered with
-    /// the ENVCHANGE SQL Server sends (8 begin, 9 commit, 10 rollback) and DONE.
+    /// [MS-TDS] 2.2.6.9 Transaction Manager Request (Driver 18 with autocommit off): begin,
+    /// commit, rollback, answered with the ENVCHANGE SQL Server sends (8 begin, 9 commit,
+    /// 10 rollback, [MS-TDS] 2.2.7.9) and DONE. The backend is not told.
     fn transaction(&mut self, payload: &[u8]) -> io::Result<bool> {
+        const TM_BEGIN_XACT: u16 = 5;
+        const TM_COMMIT_XACT: u16 = 7;
+        const TM_ROLLBACK_XACT: u16 = 8;
         let mut r = Reader::new(payload);
         let request = skip_all_headers(&mut r).and_then(|()| r.u16());
-        let mut out = Out::new(self.link, packet_type::TABULAR_RESULT);
-        let descriptor = self.next_transaction.to_le_bytes();
-        let (env_type, new, old): (u8, &[u8], &[u8]) = match request {
-            Ok(5) => {
-                self.next_transaction += 1;
-                (8, &descriptor, &[])
-            }
-            Ok(7) => (9, &[], &descriptor),
-            Ok(8) => (10, &[], &descriptor),
-            _ => (0, &[], &[]),
+        // COMMIT and ROLLBACK: XactName, then fBeginXact (1: begin a new one at once).
+        let mut begin_after = || -> Result<bool, DecodeError> {
+            r.b_varchar()?;
+            Ok(r.remaining() > 0 && r.u8()? & 0x01 != 0)
         };
-        if env_type != 0 {
-            let mut body = vec![env_type, new.len() as u8];
-            body.extend(new);
-            body.push(old.len() as u8);
-            body.extend(old);
-            out.u8(0xE3)?;
-            out.u16(body.len() as u16)?;
-            out.put(&body)?;
+        let (ends, begins, sql) = match request {
+            Ok(TM_BEGIN_XACT) => (None, true, "BEGIN TRANSACTION"),
+            Ok(TM_COMMIT_XACT) => match begin_after() {
+                Ok(begins) => (Some(9), begins, "COMMIT TRANSACTION"),
+                Err(e) => return self.protocol_error(&e),
+            },
+            Ok(TM_ROLLBACK_XACT) => match begin_after() {
+                Ok(begins) => (Some(10), begins, "ROLLBACK TRANSACTION"),
+                Err(e) => return self.protocol_error(&e),
+            },
+            Ok(other) => {
+                let e = DecodeError::new(format!("transaction manager request {other}"));
+                return self.protocol_error(&e);
+            }
+            Err(e) => return self.protocol_error(&e),
+        };
+        self.shared.record(Received {
+            kind: RequestKind::Transaction,
+            sql: if begins && ends.is_some() {
+                format!("{sql}; BEGIN TRANSACTION")
+            } else {
+                sql.to_owned()
+            },
+            params: Vec::new(),
+            declarations: None,
+        });
+        let mut out = Out::new(self.link, packet_type::TABULAR_RESULT);
+        if let Some(env_type) = ends {
+            let old = self.transaction.take().map(u64::to_le_bytes);
+            tokens::envchange_bytes(&mut out, env_type, &[], old.as_ref().map_or(&[], |d| d))?;
+        }
+        if begins {
+            let descriptor = self.next_transaction;
+            self.next_transaction += 1;
+            self.transaction = Some(descriptor);
+            tokens::envchange_bytes(&mut out, 8, &descriptor.to_le_bytes(), &[])?;
         }
         tokens::done(&mut out, DONE, done_status::FINAL, 0, 0)?;
         out.finish()?;
@@ -422,17 +538,16 @@ impl Session<'_> {
             kind: RequestKind::Rpc(rpc.name.clone()),
             sql: sql.clone(),
             params: rest.clone(),
-            declarations,
+            declarations: declarations.clone(),
         });
         if rpc.name == "sp_prepare" {
-            let mut out = Out::new(self.link, packet_type::TABULAR_RESULT);
-            if let Some((name, handle)) = &handle_out {
-                tokens::returnstatus(&mut out, 0)?;
-                tokens::returnvalue_int(&mut out, 0, name, *handle)?;
-            }
-            tokens::done(&mut out, DONEPROC, done_status::FINAL, 0, 0)?;
-            out.finish()?;
-            return Ok(true);
+            // Like SQL Server, describe the result (drivers ask for it before executing): the
+            // statement runs with NULL parameters of the declared types until COLMETADATA.
+            let nulls = declarations
+                .as_deref()
+                .map(declared_nulls)
+                .unwrap_or_default();
+            return self.run(backend, &sql, &nulls, Frame::Describe, handle_out);
         }
         self.run(backend, &sql, &rest, Frame::Proc, handle_out)
     }
@@ -450,7 +565,11 @@ impl Session<'_> {
     fn send_error(&mut self, frame: Frame, error: &ServerError) -> io::Result<bool> {
         let mut out = Out::new(self.link, packet_type::TABULAR_RESULT);
         tokens::error(&mut out, error, &self.shared.options.server_name)?;
-        let token = if frame == Frame::Proc { DONEPROC } else { DONE };
+        let token = if frame != Frame::Batch {
+            DONEPROC
+        } else {
+            DONE
+        };
         tokens::done(&mut out, token, done_status::ERROR, 0, 0)?;
         out.finish()?;
         Ok(true)
@@ -475,24 +594,29 @@ impl Session<'_> {
             pending_done: None,
             any_done: false,
             statement_has_columns: false,
+            described: false,
             io_error: None,
         };
         let result = backend.execute(sql, params, &mut sink);
         if let Some(e) = sink.io_error.take() {
             return Err(e);
         }
+        let result = match result {
+            Err(Interrupt::Attention) if sink.described => Ok(()),
+            other => other,
+        };
         let server = &self.shared.options.server_name;
         let result_was_attention = matches!(result, Err(Interrupt::Attention));
         let after = match result {
             Ok(()) => {
-                sink.flush_pending(frame == Frame::Proc)?;
+                sink.flush_pending(frame != Frame::Batch)?;
                 let out = &mut sink.out;
                 match frame {
                     Frame::Batch if !sink.any_done => {
                         tokens::done(out, DONE, done_status::FINAL, 0, 0)?;
                     }
                     Frame::Batch => {}
-                    Frame::Proc => {
+                    Frame::Proc | Frame::Describe => {
                         tokens::returnstatus(out, 0)?;
                         if let Some((name, handle)) = &handle_out {
                             tokens::returnvalue_int(out, 0, name, *handle)?;
@@ -506,7 +630,11 @@ impl Session<'_> {
                 sink.flush_pending(true)?;
                 let out = &mut sink.out;
                 tokens::error(out, &error, server)?;
-                let token = if frame == Frame::Proc { DONEPROC } else { DONE };
+                let token = if frame != Frame::Batch {
+                    DONEPROC
+                } else {
+                    DONE
+                };
                 tokens::done(out, token, done_status::ERROR, 0, 0)?;
                 // Severity 20 and above ends the connection.
                 if error.class < 20 {
@@ -551,6 +679,8 @@ struct WireSink<'a, 'l> {
     any_done: bool,
     /// The current statement sent COLMETADATA (its DONE says SELECT).
     statement_has_columns: bool,
+    /// `sp_prepare` got its COLMETADATA and stopped the backend.
+    described: bool,
     io_error: Option<io::Error>,
 }
 
@@ -574,7 +704,7 @@ impl WireSink<'_, '_> {
     fn flush_pending(&mut self, more: bool) -> io::Result<()> {
         if let Some((rows, had_columns)) = self.pending_done.take() {
             self.any_done = true;
-            let token = if self.frame == Frame::Proc {
+            let token = if self.frame != Frame::Batch {
                 DONEINPROC
             } else {
                 DONE
@@ -611,6 +741,11 @@ impl ResultSink for WireSink<'_, '_> {
         self.columns = columns.to_vec();
         self.rows_sent = 0;
         self.statement_has_columns = true;
+        if self.frame == Frame::Describe {
+            // No rows: the backend is stopped here, and run() ends the response normally.
+            self.described = true;
+            return Err(Interrupt::Attention);
+        }
         Ok(())
     }
 

@@ -89,12 +89,18 @@ pub(crate) fn envchange(out: &mut Out<'_>, ty: u8, new: &str, old: &str) -> io::
     with_length(out, ENVCHANGE, &body)
 }
 
+/// ENVCHANGE with B_VARBYTE values (collation, transaction descriptors).
+pub(crate) fn envchange_bytes(out: &mut Out<'_>, ty: u8, new: &[u8], old: &[u8]) -> io::Result<()> {
+    let mut body = vec![ty, new.len() as u8];
+    body.extend(new);
+    body.push(old.len() as u8);
+    body.extend(old);
+    with_length(out, ENVCHANGE, &body)
+}
+
 /// ENVCHANGE SQL collation: new value as B_VARBYTE, old value empty.
 pub(crate) fn envchange_collation(out: &mut Out<'_>, collation: [u8; 5]) -> io::Result<()> {
-    let mut body = vec![env::COLLATION, 5];
-    body.extend(collation);
-    body.push(0);
-    with_length(out, ENVCHANGE, &body)
+    envchange_bytes(out, env::COLLATION, &collation, &[])
 }
 
 /// LOGINACK ([MS-TDS] 2.2.7.14): SQL_TSQL, TDS 7.4, "Microsoft SQL Server" 16.0.4135.
