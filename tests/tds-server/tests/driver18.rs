@@ -537,20 +537,27 @@ fn a_fatal_error_and_a_cut_link_end_the_connection() {
     );
 }
 
-/// time(7) and datetime2(7) with the time at 24:00:00: SQLGetData fails with 22007.
+/// time(7), datetime2(7) at 24:00:00 and a date after 9999-12-31: SQLGetData fails with 22007;
+/// a datetime past the day with 22018.
 #[test]
 fn a_value_the_driver_cannot_convert() {
     let server = common::start(TlsMode::Off);
     let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
-    for column in [0, 1] {
+    let expected = [
+        ("22007", "Invalid time format"),
+        ("22007", "Invalid time format"),
+        ("22007", "Invalid date format"),
+        ("22018", "Invalid character value for cast specification"),
+    ];
+    for (column, (state, message)) in expected.into_iter().enumerate() {
         server.add_fault(tds_test_server::Fault::BadValueAtRow {
-            statement_contains: "bad datetime".to_owned(),
+            statement_contains: "bad values".to_owned(),
             row: 1,
             column,
             times: 1,
         });
         let mut cursor = conn
-            .execute("select bad datetime", (), None)
+            .execute("select bad values", (), None)
             .expect("runs")
             .expect("a cursor");
         let mut buf = Vec::new();
@@ -566,8 +573,8 @@ fn a_value_the_driver_cannot_convert() {
         };
         let error = format!("{:?}", error.expect_err("the value does not convert"));
         assert!(
-            error.contains("State: 22007") && error.contains("Invalid time format"),
-            "{error}"
+            error.contains(&format!("State: {state}")) && error.contains(message),
+            "column {column}: {error}"
         );
     }
 }

@@ -143,8 +143,9 @@ pub enum Fault {
         times: u32,
     },
     /// Sends one value the driver cannot convert in column `column` (0-based) of row `row`:
-    /// a time / datetime2 / datetimeoffset of 24:00:00, a date after 9999-12-31, a datetime
-    /// time past the day, a decimal one digit over its precision.
+    /// a time / datetime2 / datetimeoffset at 24:00:00 (Driver 18: 22007 "Invalid time
+    /// format"), a date after 9999-12-31 (22007 "Invalid date format"), a datetime whose time
+    /// is past the day (22018). Other column types are refused with an error naming them.
     BadValueAtRow {
         statement_contains: String,
         row: u64,

@@ -654,7 +654,8 @@ fn time_bytes(ticks: i64, scale: u8) -> Vec<u8> {
 }
 
 /// A value Driver 18 cannot convert, for [`crate::wire::Fault::BadValueAtRow`]: the right
-/// framing for the column's type with content out of the type's range.
+/// framing for the column's type with content out of the type's range. (A decimal one digit
+/// over its precision is no such value: Driver 18 returns it as text without complaint.)
 pub(crate) fn bad_value(ty: &SqlType) -> Result<Encoded<'static>, String> {
     let data = match ty {
         // 24:00:00 and past: time ticks beyond the day.
@@ -677,17 +678,10 @@ pub(crate) fn bad_value(ty: &SqlType) -> Result<Encoded<'static>, String> {
             b.extend((DATETIME_TICKS_PER_DAY as u32).to_le_bytes());
             b
         }
-        // 10^precision: one digit more than the column holds.
-        SqlType::Decimal { precision, .. } => {
-            let len = usize::from(decimal_len(*precision)) - 1;
-            let mut b = vec![1u8];
-            b.extend(&10u128.pow(u32::from(*precision)).to_le_bytes()[..len]);
-            b
-        }
         other => {
             return Err(format!(
-                "BadValueAtRow needs a time, datetime2, datetimeoffset, date, datetime or \
-                 decimal column, not {other:?}"
+                "BadValueAtRow needs a time, datetime2, datetimeoffset, date or datetime \
+                 column, not {other:?}"
             ));
         }
     };

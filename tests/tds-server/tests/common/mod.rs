@@ -257,6 +257,8 @@ pub fn every_type() -> Vec<(ColumnMeta, Value)> {
 /// - `select ints N`: N rows of one int column 0..N;
 /// - `select params`: one row, the parameters' count;
 /// - `select two`: two result sets;
+/// - `select bad values`: two rows of time, datetime2, date, datetime;
+/// - `select huge MB`: one varbinary(max) of MB megabytes;
 /// - `set ...`: nothing (DONE without a count);
 /// - anything else: Msg 208.
 pub struct FixtureBackend;
@@ -308,13 +310,21 @@ impl Backend for FixtureBackend {
             sink.done(Some(1))
         } else if lower.starts_with("set ") {
             sink.done(None)
-        } else if lower.starts_with("select bad datetime") {
+        } else if lower.starts_with("select bad values") {
             sink.columns(&[
                 col("t", SqlType::Time { scale: 7 }),
-                col("d", SqlType::DateTime2 { scale: 7 }),
+                col("d2", SqlType::DateTime2 { scale: 7 }),
+                col("d", SqlType::Date),
+                col("dt", SqlType::DateTime),
             ])?;
-            sink.row(&[text("01:00:00"), text("2024-01-01 00:00:00")])?;
-            sink.row(&[text("02:00:00"), text("2024-01-02 00:00:00")])?;
+            for day in 1..=2 {
+                sink.row(&[
+                    text("01:00:00"),
+                    text(&format!("2024-01-0{day} 00:00:00")),
+                    text(&format!("2024-01-0{day}")),
+                    text(&format!("2024-01-0{day} 00:00:00")),
+                ])?;
+            }
             sink.done(Some(2))
         } else {
             Err(ServerError::invalid_object(sql).into())
