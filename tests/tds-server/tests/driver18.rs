@@ -48,8 +48,23 @@ fn logs_in_without_encryption() {
         n.push(String::from_utf8(buf.clone()).expect("utf-8"));
     }
     assert_eq!(n, ["0", "1", "2"]);
+    // What Driver 18.6 sends: PRELOGIN VERSION, ENCRYPTION, INSTOPT, THREADID, MARS, TRACEID;
+    // LOGIN7 for TDS 7.4 with packet size 0 (the server's choice), OptionFlags1 fUseDB |
+    // fDatabase | fSetLang, OptionFlags2 fLanguage | fODBC, OptionFlags3 fExtension, and the
+    // features 0x10, SESSIONRECOVERY (0x01), DATACLASSIFICATION (0x09), UTF8_SUPPORT (0x0A),
+    // AZURESQLDNSCACHING (0x0B). None is acknowledged: the driver goes on without them.
     let login = &server.logins()[0];
-    eprintln!("Driver 18 login: {login:?}");
+    assert_eq!(login.prelogin_options, [0, 1, 2, 3, 4, 5]);
+    assert_eq!(login.prelogin_encryption, 0, "Encrypt=no is ENCRYPT_OFF");
+    assert_eq!(login.tds_version, 0x7400_0004);
+    assert_eq!(login.packet_size, 0);
+    assert_eq!(login.option_flags, [0xE0, 0x03, 0x00, 0x10]);
+    assert_eq!(login.features, [0x10, 0x01, 0x09, 0x0A, 0x0B]);
+    assert_eq!(login.library, "ODBC");
+    assert_eq!(
+        (login.user.as_str(), login.database.as_str()),
+        (USER, DATABASE)
+    );
 }
 
 fn query_one(conn: &odbc_api::Connection<'_>, sql: &str) -> Vec<Option<String>> {

@@ -61,6 +61,10 @@ fn every_type_reads_back_value_for_value() {
     let login = &server.logins()[0];
     assert_eq!(login.tds_version, 0x7400_0004);
     assert_eq!(login.features, [0x0A], "FreeTDS asks for UTF8_SUPPORT only");
+    assert_eq!(login.prelogin_options, [0, 1, 2, 3, 4]);
+    assert_eq!(login.packet_size, 4096);
+    // OptionFlags3: fExtension | fUnknownCollationHandling.
+    assert_eq!(login.option_flags, [0xE0, 0x03, 0x00, 0x18]);
 }
 
 #[test]
