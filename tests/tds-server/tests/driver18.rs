@@ -239,7 +239,17 @@ fn read_row(row: &mut odbc_api::CursorRow<'_>, binary: &[bool]) -> Vec<Option<Ve
 #[test]
 fn every_type_reads_back_value_for_value() {
     let server = common::start(TlsMode::Off);
-    let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
+    every_type_through(&server, "Encrypt=no");
+}
+
+#[test]
+fn every_type_reads_back_value_for_value_over_tls() {
+    let server = common::start(TlsMode::Required);
+    every_type_through(&server, "Encrypt=yes;TrustServerCertificate=yes");
+}
+
+fn every_type_through(server: &tds_test_server::TestServer, extra: &str) {
+    let conn = connect(server.port(), extra).expect("Driver 18 logs in");
     let mut cursor = conn
         .execute("select every type", (), None)
         .expect("runs")
@@ -684,13 +694,20 @@ fn non_ascii_statement_text_is_intact_only_through_the_wide_functions() {
 /// connection goes on.
 #[test]
 fn sqlcancel_while_rows_stream() {
-    let server = common::start(TlsMode::Off);
-    let out = pyodbc(&["cancel", &connection_string(server.port(), "Encrypt=no")]);
-    eprintln!("cancel: {out}");
-    assert_eq!(out["state"], "HY008");
-    let rows = out["rows"].as_u64().expect("rows");
-    assert!(rows < 5_000_000, "the cancel stopped the stream: {rows}");
-    assert_eq!(out["after"], 3);
+    for (tls, extra) in [
+        (TlsMode::Off, "Encrypt=no"),
+        (TlsMode::Required, "Encrypt=yes;TrustServerCertificate=yes"),
+    ] {
+        let server = common::start(tls);
+        let out = pyodbc(&["cancel", &connection_string(server.port(), extra)]);
+        assert_eq!(out["state"], "HY008", "{extra}: {out}");
+        let rows = out["rows"].as_u64().expect("rows");
+        assert!(
+            rows < 5_000_000,
+            "{extra}: the cancel stopped the stream: {rows}"
+        );
+        assert_eq!(out["after"], 3, "{extra}: the connection goes on");
+    }
 }
 
 /// A 100 MB value streams as PLP chunks, packet by packet, and arrives whole (text of

@@ -144,3 +144,62 @@ fn parameters_arrive_with_the_type_freetds_sent() {
         ]
     );
 }
+
+/// The rows read before an error stops them, and the error.
+fn fetch_all(conn: &odbc_api::Connection<'_>, sql: &str) -> (usize, Option<String>) {
+    let mut cursor = match conn.execute(sql, (), None) {
+        Ok(Some(cursor)) => cursor,
+        Ok(None) => return (0, None),
+        Err(e) => return (0, Some(format!("{e:?}"))),
+    };
+    let mut rows = 0;
+    loop {
+        match cursor.next_row() {
+            Ok(Some(_)) => rows += 1,
+            Ok(None) => return (rows, None),
+            Err(e) => return (rows, Some(format!("{e:?}"))),
+        }
+    }
+}
+
+#[test]
+fn a_deadlock_and_a_cut_link_as_freetds_reports_them() {
+    use tds_test_server::{Fault, ServerError};
+
+    let server = common::start(TlsMode::Off);
+    let conn = connect(server.port(), "").expect("FreeTDS logs in");
+    server.add_fault(Fault::ErrorAtRow {
+        statement_contains: "ints".to_owned(),
+        row: 5,
+        error: ServerError::new(1205, 51, 13, "Transaction (Process ID 57) was deadlocked."),
+        times: 1,
+    });
+    let (rows, error) = fetch_all(&conn, "select ints 100");
+    let error = error.expect("the deadlock stops the rows");
+    assert_eq!(rows, 5);
+    // FreeTDS reports the deadlock victim as 42000 (Driver 18: 40001): classify by the native
+    // error.
+    assert!(
+        error.contains("State: 42000") && error.contains("Native error: 1205"),
+        "{error}"
+    );
+    assert_eq!(fetch_all(&conn, "select ints 3"), (3, None));
+
+    server.add_fault(Fault::CutAtRow {
+        statement_contains: "ints".to_owned(),
+        row: 5000,
+        times: 1,
+    });
+    let (rows, error) = fetch_all(&conn, "select ints 100000");
+    let error = error.expect("the cut stops the rows");
+
+    assert!(rows > 0 && rows <= 5000, "{rows}");
+    // FreeTDS's first diagnostic record for a cut link is a warning state: 01000, native
+    // 20017 "Unexpected EOF from the server" (Driver 18: 08S01 / 10054).
+    assert!(
+        error.contains("State: 01000")
+            && error.contains("Native error: 20017")
+            && error.contains("Unexpected EOF from the server"),
+        "{error}"
+    );
+}
