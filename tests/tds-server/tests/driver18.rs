@@ -819,3 +819,12 @@ fn autocommit_off_is_transaction_manager_requests() {
         ]
     );
 }
+
+#[test]
+fn varchar_in_other_collations() {
+    let server = common::start(TlsMode::Off);
+    let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
+    // UTF-8 collated varchar is decoded as UTF-8 although UTF8_SUPPORT was not acknowledged.
+    let row = query_one(&conn, "select utf8");
+    assert_eq!(row, [Some("Ñ€😀".to_owned()), Some("Ñ€é".to_owned())]);
+}

@@ -203,3 +203,21 @@ fn a_deadlock_and_a_cut_link_as_freetds_reports_them() {
         "{error}"
     );
 }
+
+#[test]
+fn varchar_in_other_collations() {
+    let server = common::start(TlsMode::Off);
+    let conn = connect(server.port(), "").expect("FreeTDS logs in");
+    let mut cursor = conn
+        .execute("select utf8", (), None)
+        .expect("runs")
+        .expect("a cursor");
+    let mut row = cursor.next_row().expect("fetches").expect("a row");
+    let mut values = Vec::new();
+    for col in 1..=2 {
+        let mut buf = Vec::new();
+        row.get_text(col, &mut buf).expect("reads");
+        values.push(String::from_utf8(buf).expect("utf-8"));
+    }
+    assert_eq!(values, ["Ñ€😀", "Ñ€é"]);
+}

@@ -259,6 +259,7 @@ pub fn every_type() -> Vec<(ColumnMeta, Value)> {
 /// - `select two`: two result sets;
 /// - `select bad values`: two rows of time, datetime2, date, datetime;
 /// - `select huge MB`: one varbinary(max) of MB megabytes;
+/// - `select utf8`: varchar in a UTF-8 collation and in Latin1_General_BIN2;
 /// - `set ...`: nothing (DONE without a count);
 /// - anything else: Msg 208.
 pub struct FixtureBackend;
@@ -307,6 +308,27 @@ impl Backend for FixtureBackend {
                 .map_err(|_| ServerError::syntax("select huge MB"))?;
             sink.columns(&[col("b", SqlType::VarBinary { length: None })])?;
             sink.row(&[Value::Bytes(huge_bytes(mb))])?;
+            sink.done(Some(1))
+        } else if lower.starts_with("select utf8") {
+            let utf8 = Collation("Latin1_General_100_CI_AS_SC_UTF8".to_owned());
+            let bin2 = Collation("Latin1_General_BIN2".to_owned());
+            sink.columns(&[
+                col(
+                    "utf8",
+                    SqlType::VarChar {
+                        length: Some(20),
+                        collation: utf8,
+                    },
+                ),
+                col(
+                    "bin2",
+                    SqlType::VarChar {
+                        length: Some(20),
+                        collation: bin2,
+                    },
+                ),
+            ])?;
+            sink.row(&[text("Ñ€😀"), text("Ñ€é")])?;
             sink.done(Some(1))
         } else if lower.starts_with("set ") {
             sink.done(None)
