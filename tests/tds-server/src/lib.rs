@@ -12,3 +12,9 @@
 pub mod backend;
 pub mod model;
 pub mod wire;
+
+pub use model::{
+    Backend, BackendFactory, Collation, ColumnMeta, Interrupt, Param, ResultSink, ServerError,
+    SqlType, Value,
+};
+pub use wire::{Fault, LoginRecord, Received, RequestKind, ServerOptions, TestServer, TlsMode};
