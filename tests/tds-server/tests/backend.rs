@@ -572,7 +572,7 @@ fn casts_converts_and_variant_properties() {
         set.rows[0],
         [
             Value::Variant(Box::new(nvarchar(4000)), Box::new(text("float"))),
-            text("1.0000000000000001e-1"),
+            text("1.0000000000000001E-1"),
             text("<note lang=\"de\">Grüße 😀</note>"),
             text("0x0102030405060708"),
             Value::Null
@@ -637,6 +637,76 @@ fn session_settings_are_kept_and_each_statement_is_done() {
     assert_eq!(set.rows, [vec![Value::Int(0)]]);
     let set = single(b.as_mut(), SQLSERVER_SNAPSHOT_STATE_SQL, &[]);
     assert_eq!(set.rows, [vec![text("ON"), Value::Int(1)]]);
+    // How drivers describe a statement before running it: columns only, parameters unbound.
+    let c = run(
+        b.as_mut(),
+        "SET FMTONLY ON SELECT [PAT_ID], [BIRTH_DATE] FROM [dbo].[PATIENT] WHERE [PAT_ID] > @P1 \
+         SET FMTONLY OFF",
+        &[],
+    );
+    assert_eq!(c.dones, [None, Some(0), None]);
+    assert_eq!(names(&c.sets[0]), ["PAT_ID", "BIRTH_DATE"]);
+    assert!(c.sets[0].rows.is_empty());
+}
+
+#[test]
+fn tables_in_other_schemas_and_datetime_cursors() {
+    use tds_test_server::backend::ColumnDef;
+    let f = clarity(2);
+    f.db.create_table(
+        "sales",
+        "ORDERS",
+        &[
+            ColumnDef::new("ID", "bigint", false),
+            ColumnDef::new("CHANGED", "datetime", true),
+        ],
+        &["ID"],
+    )
+    .unwrap();
+    f.db.insert_rows(
+        "sales",
+        "ORDERS",
+        (1..=5).map(|i| vec![Value::Int(i), text(&format!("2026-11-24 0{i}:00:00.123"))]),
+    )
+    .unwrap();
+    let mut b = connect(&f.db);
+    let sizes = single(b.as_mut(), SIZES_SQL, &[]);
+    assert!(
+        sizes
+            .rows
+            .contains(&vec![text("sales"), text("ORDERS"), Value::Int(5)])
+    );
+    let table = Table {
+        schema: "sales".into(),
+        name: "ORDERS".into(),
+        columns: vec![
+            column("ID", "bigint", Some(1)),
+            column("CHANGED", "datetime", None),
+        ],
+        primary_key: vec!["ID".into()],
+        rows: 0,
+        rows_exact: false,
+    };
+    let filter = incremental_sql::cursor_filter(
+        Dialect::SqlServer,
+        &column("CHANGED", "datetime", None),
+        ehi_sync::incremental::CursorKind::Timestamp,
+        Some("2026-11-24 02:00:00.123"),
+        Some("2026-11-24 04:00:00.123"),
+        15,
+    )
+    .unwrap();
+    let query = TableQuery::new(Dialect::SqlServer, &table).filtered(Some(filter));
+    let set = single(b.as_mut(), &query.select(KeyRange::ALL, None, None), &[]);
+    let ids: Vec<&Value> = set.rows.iter().map(|r| &r[0]).collect();
+    assert_eq!(
+        ids,
+        [&Value::Int(2), &Value::Int(3), &Value::Int(4)],
+        "lookback of 15 minutes"
+    );
+    assert_eq!(set.rows[0][1], text("2026-11-24 02:00:00.123"));
+    let count = single(b.as_mut(), &query.count(), &[]);
+    assert_eq!(count.rows, [vec![Value::Int(3)]]);
 }
 
 #[test]

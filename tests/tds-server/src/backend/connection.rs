@@ -151,6 +151,7 @@ impl Session {
             text_size: self.text_size,
             language: &self.language,
             server_name: "localhost",
+            describe_only: self.option("fmtonly"),
         }
     }
 

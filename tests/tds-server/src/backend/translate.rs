@@ -34,6 +34,8 @@ pub struct Context<'a> {
     pub text_size: i64,
     pub language: &'a str,
     pub server_name: &'a str,
+    /// SET FMTONLY ON: only the result's columns are wanted, parameters may be missing.
+    pub describe_only: bool,
 }
 
 /// A statement ready for SQLite.
@@ -1064,19 +1066,25 @@ impl<'a> Translator<'a> {
     }
 
     fn parameter(&mut self, name: &str) -> Result<Typed, ServerError> {
-        let param = self
+        let found = self
             .ctx
             .params
             .iter()
-            .find(|p| p.name.eq_ignore_ascii_case(name))
-            .ok_or_else(|| {
-                ServerError::new(
-                    137,
-                    2,
-                    15,
-                    format!("Must declare the scalar variable \"{name}\"."),
-                )
-            })?;
+            .find(|p| p.name.eq_ignore_ascii_case(name));
+        if found.is_none() && self.ctx.describe_only {
+            return Ok(Typed::atom(
+                "NULL".into(),
+                SqlType::NVarChar { length: Some(4000) },
+            ));
+        }
+        let param = found.ok_or_else(|| {
+            ServerError::new(
+                137,
+                2,
+                15,
+                format!("Must declare the scalar variable \"{name}\"."),
+            )
+        })?;
         let slot = match self.bound.iter().position(|b| b.eq_ignore_ascii_case(name)) {
             Some(i) => i + 1,
             None => {

@@ -658,34 +658,118 @@ pub fn convert_with_style(
 fn to_text(source: &SqlType, value: &Stored, style: Option<i64>) -> String {
     match (value, source) {
         (Stored::Real(r), SqlType::Real) => match style {
+            Some(1) => scientific(*r, 8),
+            Some(2) => scientific(*r, 16),
             Some(3) => format_shortest_f32(*r as f32),
-            _ => float_text(*r),
+            _ => general(*r),
         },
         (Stored::Real(r), _) => match style {
-            Some(1) => format!("{r:.7e}"),
-            Some(2) => format!("{r:.15e}"),
+            Some(1) => scientific(*r, 8),
+            Some(2) => scientific(*r, 16),
             Some(3) => format_exponent(*r),
-            _ => float_text(*r),
+            _ => general(*r),
         },
+        (Stored::Text(t), SqlType::Money | SqlType::SmallMoney) if style != Some(2) => {
+            normalize_decimal(t, 2).unwrap_or_else(|| t.clone())
+        }
         (Stored::Blob(b), _) => match style {
             Some(1) => format!("0x{}", hex(b)),
             Some(2) => hex(b),
             _ => String::from_utf8_lossy(b).into_owned(),
         },
         (Stored::Text(t), _) if is_temporal(source) => match Timestamp::parse(t) {
-            Some(ts) => {
-                let iso = matches!(style, Some(126 | 127));
-                let text = ts.canonical(source);
-                if iso {
-                    text.replacen(' ', "T", 1)
-                } else {
-                    text
-                }
-            }
+            Some(ts) => temporal_text(ts, source, style),
             None => t.clone(),
         },
         (other, _) => other.as_text().unwrap_or_default(),
     }
+}
+
+/// A date/time value as CONVERT to a character type prints it in `style` ("CAST and CONVERT",
+/// date and time styles): `datetime`/`smalldatetime` default to style 0 (`Feb 29 2024 11:59PM`),
+/// the newer types to ISO text; 120/121 ODBC canonical, 126/127 ISO 8601 with `T`.
+fn temporal_text(ts: Timestamp, source: &SqlType, style: Option<i64>) -> String {
+    let canonical = ts.canonical(source);
+    let legacy = matches!(source, SqlType::DateTime | SqlType::SmallDateTime);
+    match style {
+        None | Some(0 | 100) if legacy => {
+            const MONTHS: [&str; 12] = [
+                "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+            ];
+            let t = ts.rounded(source);
+            let (y, m, d) = civil_from_days(t.days);
+            let minutes = t.ticks / 600_000_000;
+            let (h, mi) = (minutes / 60, minutes % 60);
+            let (h12, half) = match h {
+                0 => (12, "AM"),
+                1..=11 => (h, "AM"),
+                12 => (12, "PM"),
+                _ => (h - 12, "PM"),
+            };
+            format!(
+                "{} {d:>2} {y} {h12:>2}:{mi:02}{half}",
+                MONTHS[(m - 1) as usize]
+            )
+        }
+        Some(120) => canonical.chars().take(19).collect(),
+        Some(126 | 127) => {
+            let iso = canonical.replacen(' ', "T", 1);
+            match source {
+                SqlType::DateTimeOffset { .. } if style == Some(127) => match ts.offset_minutes {
+                    Some(0) | None => format!("{}Z", iso.split(' ').next().unwrap_or("")),
+                    _ => iso.replacen(' ', "", 1),
+                },
+                SqlType::DateTimeOffset { .. } => iso.replacen(' ', "", 1),
+                _ => iso,
+            }
+        }
+        _ => canonical,
+    }
+}
+
+/// CONVERT(…, float, 0): at most six significant digits, scientific notation when the exponent
+/// is below -4 or at least 6, with a three-digit exponent (`1.23457e+006`).
+fn general(r: f64) -> String {
+    if r == 0.0 || !r.is_finite() {
+        return format!("{r}");
+    }
+    let exponent = r.abs().log10().floor() as i32;
+    let rounded: f64 = format!("{r:.5e}").parse().unwrap_or(r);
+    let exponent = if rounded.abs().log10().floor() as i32 > exponent {
+        exponent + 1
+    } else {
+        exponent
+    };
+    if (-4..6).contains(&exponent) {
+        let decimals = (5 - exponent).max(0) as usize;
+        let s = format!("{r:.decimals$}");
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_owned()
+        } else {
+            s
+        }
+    } else {
+        let s = format!("{r:.5e}");
+        let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+        let mantissa = if mantissa.contains('.') {
+            mantissa.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            mantissa
+        };
+        exponent_suffix(mantissa, exp)
+    }
+}
+
+/// CONVERT(…, float, 1|2): `digits` significant digits, always scientific (`1.2345600e+002`).
+fn scientific(r: f64, digits: usize) -> String {
+    let s = format!("{r:.prec$e}", prec = digits - 1);
+    let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+    exponent_suffix(mantissa, exp)
+}
+
+fn exponent_suffix(mantissa: &str, exp: &str) -> String {
+    let e: i32 = exp.parse().unwrap_or(0);
+    format!("{mantissa}e{}{:03}", if e < 0 { '-' } else { '+' }, e.abs())
 }
 
 /// Converts a stored value to the canonical [`Value`] of a result column of type `ty`.
@@ -950,8 +1034,11 @@ pub fn float_text(r: f64) -> String {
     }
 }
 
+/// Seventeen significant digits (CONVERT style 3: every float a distinct text).
 fn format_exponent(r: f64) -> String {
-    format!("{r:.16e}")
+    let s = format!("{r:.16e}");
+    let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+    format!("{mantissa}E{exp}")
 }
 
 fn format_shortest_f32(r: f32) -> String {
@@ -1424,5 +1511,43 @@ mod tests {
             Stored::Text("ab   ".into())
         );
         assert_eq!(cp1252_bytes("Ñ€é"), vec![0xD1, 0x80, 0xE9]);
+    }
+
+    #[test]
+    fn text_conversions_follow_convert_styles() {
+        let float = |r: f64, style| to_text(&SqlType::Float, &Stored::Real(r), style);
+        assert_eq!(float(0.1, None), "0.1");
+        assert_eq!(float(123_456.0, None), "123456");
+        assert_eq!(float(1_234_567.0, None), "1.23457e+006");
+        assert_eq!(float(0.000_01, None), "1e-005");
+        assert_eq!(float(123.456, Some(1)), "1.2345600e+002");
+        assert_eq!(float(0.1, Some(3)), "1.0000000000000001E-1");
+        let datetime = |t: &str, style| to_text(&SqlType::DateTime, &Stored::Text(t.into()), style);
+        assert_eq!(
+            datetime("2024-02-29 23:59:59.997", None),
+            "Feb 29 2024 11:59PM"
+        );
+        assert_eq!(datetime("2024-01-01 00:05:00", None), "Jan  1 2024 12:05AM");
+        assert_eq!(
+            datetime("2024-02-29 23:59:59.997", Some(126)),
+            "2024-02-29T23:59:59.997"
+        );
+        assert_eq!(
+            datetime("2024-02-29 23:59:59.997", Some(120)),
+            "2024-02-29 23:59:59"
+        );
+        let dto = SqlType::DateTimeOffset { scale: 7 };
+        assert_eq!(
+            to_text(
+                &dto,
+                &Stored::Text("2024-02-29 10:00:00.5 +05:30".into()),
+                Some(126)
+            ),
+            "2024-02-29T10:00:00.5000000+05:30"
+        );
+        assert_eq!(
+            to_text(&SqlType::Money, &Stored::Text("12.3456".into()), None),
+            "12.35"
+        );
     }
 }
