@@ -1,0 +1,1064 @@
+//! The SQLite backend without the wire: ehi-sync's own statements (catalog, sizing, keyset and
+//! range reads, change tracking, key scans, session settings) run against the fixtures, with a
+//! sink that collects results in memory; types and values are asserted exactly.
+
+use ehi_sync::extract::select::{KeyRange, KeyValue, TableQuery};
+use ehi_sync::incremental::sql as incremental_sql;
+use ehi_sync::source::Dialect;
+use ehi_sync::source::catalog::{Column, Table, count_sql};
+use ehi_sync::source::session::SQLSERVER_SNAPSHOT_STATE_SQL;
+use ehi_sync::source::sqlserver::{COLUMNS_SQL, PRIMARY_KEYS_SQL, SIZES_FALLBACK_SQL, SIZES_SQL};
+use tds_test_server::backend::fixtures::{self, EVERY_TYPE_COLUMNS, SPECIAL_PATIENT_IDS};
+use tds_test_server::backend::{SqliteDatabase, types};
+use tds_test_server::model::{
+    Backend, BackendFactory, Collation, ColumnMeta, Interrupt, Param, ResultSink, ServerError,
+    SqlType, Value,
+};
+
+/// A result set as the sink received it.
+#[derive(Debug, Default)]
+struct ResultSet {
+    columns: Vec<ColumnMeta>,
+    rows: Vec<Vec<Value>>,
+}
+
+/// Collects everything in memory; `stop_after` rows makes it answer ATTENTION.
+#[derive(Debug, Default)]
+struct Collect {
+    sets: Vec<ResultSet>,
+    dones: Vec<Option<u64>>,
+    stop_after: Option<usize>,
+}
+
+impl ResultSink for Collect {
+    fn columns(&mut self, columns: &[ColumnMeta]) -> Result<(), Interrupt> {
+        self.sets.push(ResultSet {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+        });
+        Ok(())
+    }
+
+    fn row(&mut self, values: &[Value]) -> Result<(), Interrupt> {
+        let set = self.sets.last_mut().expect("columns before rows");
+        assert_eq!(values.len(), set.columns.len(), "one value per column");
+        set.rows.push(values.to_vec());
+        if self.stop_after.is_some_and(|n| set.rows.len() >= n) {
+            return Err(Interrupt::Attention);
+        }
+        Ok(())
+    }
+
+    fn done(&mut self, rows: Option<u64>) -> Result<(), Interrupt> {
+        self.dones.push(rows);
+        Ok(())
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    db: SqliteDatabase,
+}
+
+fn clarity(rows: u64) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixtures::clarity(&dir.path().join("clarity.sqlite"), "Clarity", rows).unwrap();
+    Fixture { _dir: dir, db }
+}
+
+fn every_type() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixtures::every_type(&dir.path().join("types.sqlite"), "Types").unwrap();
+    Fixture { _dir: dir, db }
+}
+
+fn connect(db: &SqliteDatabase) -> Box<dyn Backend> {
+    db.open(db.database_name()).unwrap()
+}
+
+fn run(backend: &mut dyn Backend, sql: &str, params: &[Param]) -> Collect {
+    let mut sink = Collect::default();
+    match backend.execute(sql, params, &mut sink) {
+        Ok(()) => sink,
+        Err(e) => panic!("{sql}\n→ {e:?}"),
+    }
+}
+
+fn fail(backend: &mut dyn Backend, sql: &str, params: &[Param]) -> ServerError {
+    let mut sink = Collect::default();
+    match backend.execute(sql, params, &mut sink) {
+        Err(Interrupt::Error(e)) => e,
+        other => panic!("{sql}\n→ expected an error, got {other:?} with {sink:?}"),
+    }
+}
+
+fn single(backend: &mut dyn Backend, sql: &str, params: &[Param]) -> ResultSet {
+    let mut c = run(backend, sql, params);
+    assert_eq!(c.sets.len(), 1, "{sql}");
+    c.sets.remove(0)
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_owned())
+}
+
+fn param(name: &str, ty: SqlType, value: Value) -> Param {
+    Param {
+        name: name.to_owned(),
+        ty,
+        value,
+    }
+}
+
+fn nvarchar(n: u16) -> SqlType {
+    SqlType::NVarChar { length: Some(n) }
+}
+
+fn varchar(n: u16) -> SqlType {
+    SqlType::VarChar {
+        length: Some(n),
+        collation: Collation::default_collation(),
+    }
+}
+
+fn names(set: &ResultSet) -> Vec<&str> {
+    set.columns.iter().map(|c| c.name.as_str()).collect()
+}
+
+const CLARITY_TABLES: [&str; 8] = [
+    "AUDIT_LOG",
+    "DEVICE",
+    "FLOWSHEET",
+    "NOTE_TEXT",
+    "ORDER_PROC",
+    "PAT_ENC",
+    "PATIENT",
+    "Ünï tàble",
+];
+
+#[test]
+fn sizing_statement_reports_real_row_counts_in_sql_server_types() {
+    let f = clarity(20);
+    let mut b = connect(&f.db);
+    let set = single(b.as_mut(), SIZES_SQL, &[]);
+    assert_eq!(names(&set), ["schema_name", "table_name", "row_count"]);
+    assert_eq!(set.columns[0].ty, nvarchar(128));
+    assert_eq!(set.columns[2].ty, SqlType::BigInt);
+    let tables: Vec<&Value> = set.rows.iter().map(|r| &r[1]).collect();
+    assert_eq!(
+        tables,
+        CLARITY_TABLES
+            .iter()
+            .map(|t| text(t))
+            .collect::<Vec<_>>()
+            .iter()
+            .collect::<Vec<_>>()
+    );
+    let count = |t: &str| {
+        set.rows
+            .iter()
+            .find(|r| r[1] == text(t))
+            .map(|r| r[2].clone())
+            .unwrap()
+    };
+    assert_eq!(count("PATIENT"), Value::Int(25));
+    assert_eq!(count("PAT_ENC"), Value::Int(75));
+    assert_eq!(count("FLOWSHEET"), Value::Int(80));
+    assert_eq!(count("AUDIT_LOG"), Value::Int(20));
+    assert!(set.rows.iter().all(|r| r[0] == text("dbo")));
+}
+
+#[test]
+fn sizing_without_view_database_state_fails_as_sql_server_does_and_falls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixtures::clarity(&dir.path().join("c.sqlite"), "Clarity", 5)
+        .unwrap()
+        .deny_view_database_state(true);
+    let mut b = connect(&db);
+    let e = fail(b.as_mut(), SIZES_SQL, &[]);
+    assert_eq!((e.number, e.class, e.state), (300, 14, 1));
+    assert_eq!(
+        e.message,
+        "VIEW DATABASE STATE permission denied in database 'Clarity'."
+    );
+    let set = single(b.as_mut(), SIZES_FALLBACK_SQL, &[]);
+    let patient = set.rows.iter().find(|r| r[1] == text("PATIENT")).unwrap();
+    assert_eq!(patient[2], Value::Int(10));
+    assert_eq!(set.rows.len(), CLARITY_TABLES.len());
+}
+
+#[test]
+fn column_catalog_reports_lengths_precision_and_nullability() {
+    let f = clarity(3);
+    let mut b = connect(&f.db);
+    let set = single(b.as_mut(), COLUMNS_SQL, &[]);
+    assert_eq!(
+        names(&set),
+        [
+            "schema_name",
+            "table_name",
+            "column_id",
+            "column_name",
+            "type_name",
+            "max_length",
+            "precision",
+            "scale",
+            "is_nullable"
+        ]
+    );
+    // CASE … THEN -1 … ELSE c.max_length END: int has the higher precedence, as on SQL Server.
+    assert_eq!(set.columns[5].ty, SqlType::Int);
+    assert_eq!(set.columns[8].ty, SqlType::Bit);
+    let row = |table: &str, column: &str| -> Vec<Value> {
+        set.rows
+            .iter()
+            .find(|r| r[1] == text(table) && r[3] == text(column))
+            .unwrap_or_else(|| panic!("{table}.{column}"))[4..]
+            .to_vec()
+    };
+    assert_eq!(
+        row("PAT_ENC", "PAT_ENC_CSN_ID"),
+        [
+            text("numeric"),
+            Value::Int(9),
+            Value::Int(18),
+            Value::Int(0),
+            Value::Int(0)
+        ]
+    );
+    assert_eq!(
+        row("PATIENT", "PAT_NAME"),
+        [
+            text("nvarchar"),
+            Value::Int(200),
+            Value::Int(0),
+            Value::Int(0),
+            Value::Int(1)
+        ]
+    );
+    assert_eq!(
+        row("PATIENT", "PAT_ID")[..2],
+        [text("varchar"), Value::Int(18)]
+    );
+    assert_eq!(
+        row("NOTE_TEXT", "NOTE")[..2],
+        [text("nvarchar"), Value::Int(-1)]
+    );
+    assert_eq!(
+        row("ORDER_PROC", "RV")[..2],
+        [text("timestamp"), Value::Int(8)]
+    );
+    assert_eq!(
+        row("FLOWSHEET", "MEAS_DATE_REAL")[..3],
+        [text("float"), Value::Int(8), Value::Int(53)]
+    );
+    assert_eq!(
+        row("PAT_ENC", "UPDATE_DATE")[..4],
+        [
+            text("datetime2"),
+            Value::Int(8),
+            Value::Int(27),
+            Value::Int(7)
+        ]
+    );
+    assert_eq!(
+        row("Ünï tàble", "Ünï col")[..2],
+        [text("nvarchar"), Value::Int(50)]
+    );
+    // Ordinal order within a table.
+    let flowsheet: Vec<&Value> = set
+        .rows
+        .iter()
+        .filter(|r| r[1] == text("FLOWSHEET"))
+        .map(|r| &r[2])
+        .collect();
+    assert_eq!(
+        flowsheet,
+        [
+            &Value::Int(1),
+            &Value::Int(2),
+            &Value::Int(3),
+            &Value::Int(4),
+            &Value::Int(5)
+        ]
+    );
+}
+
+#[test]
+fn primary_keys_come_in_key_order() {
+    let f = clarity(3);
+    let mut b = connect(&f.db);
+    let set = single(b.as_mut(), PRIMARY_KEYS_SQL, &[]);
+    let flowsheet: Vec<(Value, Value)> = set
+        .rows
+        .iter()
+        .filter(|r| r[1] == text("FLOWSHEET"))
+        .map(|r| (r[2].clone(), r[3].clone()))
+        .collect();
+    assert_eq!(
+        flowsheet,
+        [
+            (Value::Int(1), text("FLO_MEAS_ID")),
+            (Value::Int(2), text("MEAS_DATE_REAL")),
+            (Value::Int(3), text("LINE"))
+        ]
+    );
+    assert_eq!(set.columns[2].ty, SqlType::TinyInt);
+    assert!(
+        !set.rows.iter().any(|r| r[1] == text("AUDIT_LOG")),
+        "no key, no rows"
+    );
+}
+
+#[test]
+fn exact_counts_union_all_with_non_ascii_names() {
+    let f = clarity(4);
+    let mut b = connect(&f.db);
+    let sql = count_sql(
+        Dialect::SqlServer,
+        &[
+            ("dbo".into(), "PATIENT".into()),
+            ("dbo".into(), "Ünï tàble".into()),
+        ],
+    );
+    let set = single(b.as_mut(), &sql, &[]);
+    assert_eq!(set.columns[2].ty, SqlType::BigInt);
+    assert_eq!(
+        set.columns[1].ty,
+        nvarchar(9),
+        "the longer of N'PATIENT' and N'Ünï tàble'"
+    );
+    assert_eq!(
+        set.rows,
+        [
+            vec![text("dbo"), text("PATIENT"), Value::Int(9)],
+            vec![text("dbo"), text("Ünï tàble"), Value::Int(3)]
+        ]
+    );
+}
+
+fn column(name: &str, source_type: &str, key: Option<usize>) -> Column {
+    Column {
+        name: name.into(),
+        source_type: source_type.into(),
+        length: None,
+        precision: None,
+        scale: None,
+        nullable: key.is_none(),
+        key_position: key,
+    }
+}
+
+fn patient_table() -> Table {
+    Table {
+        schema: "dbo".into(),
+        name: "PATIENT".into(),
+        columns: vec![
+            column("PAT_ID", "varchar", Some(1)),
+            column("PAT_NAME", "nvarchar", None),
+            column("BIRTH_DATE", "datetime", None),
+            column("SEX_C", "varchar", None),
+            column("ZIP", "varchar", None),
+        ],
+        primary_key: vec!["PAT_ID".into()],
+        rows: 0,
+        rows_exact: false,
+    }
+}
+
+/// Reads the whole table in keyset chunks as a worker does: every chunk starts after the last
+/// key of the one before; returns the keys in order.
+fn keyset_read(b: &mut dyn Backend, chunk: u64) -> Vec<String> {
+    let query = TableQuery::new(Dialect::SqlServer, &patient_table());
+    let mut keys = Vec::new();
+    loop {
+        let after = keys
+            .last()
+            .map(|k: &String| vec![KeyValue::Text(k.clone())]);
+        let sql = query.select(KeyRange::ALL, after.as_deref(), Some(chunk));
+        let set = single(b, &sql, &[]);
+        if set.rows.is_empty() {
+            return keys;
+        }
+        for row in &set.rows {
+            let Value::Text(k) = &row[0] else {
+                panic!("{row:?}")
+            };
+            keys.push(k.clone());
+        }
+    }
+}
+
+#[test]
+fn keyset_chunks_read_every_row_once_across_non_ascii_boundaries() {
+    let f = clarity(10);
+    let mut b = connect(&f.db);
+    let keys = keyset_read(b.as_mut(), 3);
+    assert_eq!(keys.len(), 15);
+    let mut unique = keys.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 15, "no key twice: {keys:?}");
+    for special in SPECIAL_PATIENT_IDS {
+        assert!(keys.contains(&special.to_owned()), "{special}");
+    }
+    // The order is the column's collation (case-insensitive): 'a-c' < 'ab' < 'N…' < 'Ñ1'.
+    let position = |k: &str| keys.iter().position(|x| x == k).unwrap();
+    assert!(position("a-c") < position("ab"));
+    assert!(position("O'Neil") < position("Z0000001"));
+}
+
+#[test]
+fn keyset_with_typed_parameters_as_sp_executesql_sends_them() {
+    let f = clarity(10);
+    let mut b = connect(&f.db);
+    let sql = "SELECT TOP (3) [PAT_ID], [PAT_NAME], [BIRTH_DATE] FROM [dbo].[PATIENT] \
+               WHERE (([PAT_ID] > @P1)) ORDER BY [PAT_ID]";
+    let set = single(
+        b.as_mut(),
+        sql,
+        &[param("@P1", varchar(18), text("Z0000007"))],
+    );
+    assert_eq!(
+        set.columns,
+        [
+            ColumnMeta {
+                name: "PAT_ID".into(),
+                ty: varchar(18),
+                nullable: false
+            },
+            ColumnMeta {
+                name: "PAT_NAME".into(),
+                ty: nvarchar(200),
+                nullable: true
+            },
+            ColumnMeta {
+                name: "BIRTH_DATE".into(),
+                ty: SqlType::DateTime,
+                nullable: true
+            },
+        ]
+    );
+    let keys: Vec<&Value> = set.rows.iter().map(|r| &r[0]).collect();
+    assert_eq!(
+        keys,
+        [&text("Z0000008"), &text("Z0000009"), &text("Z0000010")]
+    );
+    assert_eq!(set.rows[0][2], text("1937-08-08 08:30:00.997"));
+    // The same with an nvarchar parameter (the column's collation still decides).
+    let set = single(b.as_mut(), sql, &[param("@P1", nvarchar(18), text("Ñ1"))]);
+    assert_eq!(set.rows[0][0], text("Ñ2"));
+    // A composite keyset: numeric(18,0) and datetime parameters.
+    let sql = "SELECT TOP (2) [PAT_ENC_CSN_ID], [CONTACT_DATE] FROM [dbo].[PAT_ENC] \
+               WHERE [PAT_ENC_CSN_ID] > @P1 AND [PAT_ENC_CSN_ID] <= @P2 AND [CONTACT_DATE] >= @P3 \
+               ORDER BY [PAT_ENC_CSN_ID]";
+    let decimal = SqlType::Decimal {
+        precision: 18,
+        scale: 0,
+    };
+    let set = single(
+        b.as_mut(),
+        sql,
+        &[
+            param("@P1", decimal.clone(), text("700000000011")),
+            param("@P2", decimal.clone(), text("700000000110")),
+            param(
+                "@P3",
+                SqlType::DateTime2 { scale: 3 },
+                text("2020-05-01 00:00:00.000"),
+            ),
+        ],
+    );
+    assert_eq!(set.columns[0].ty, decimal);
+    assert_eq!(
+        set.rows,
+        [
+            vec![text("700000000044"), text("2020-05-05 00:00:00.000")],
+            vec![text("700000000055"), text("2020-06-06 00:00:00.000")]
+        ]
+    );
+}
+
+#[test]
+fn range_partition_bounds_and_counts() {
+    let f = clarity(10);
+    let mut b = connect(&f.db);
+    let table = Table {
+        schema: "dbo".into(),
+        name: "PAT_ENC".into(),
+        columns: vec![
+            column("PAT_ENC_CSN_ID", "numeric", Some(1)),
+            column("PAT_ID", "varchar", None),
+        ],
+        primary_key: vec!["PAT_ENC_CSN_ID".into()],
+        rows: 0,
+        rows_exact: false,
+    };
+    let query = TableQuery::new(Dialect::SqlServer, &table);
+    let bounds = single(b.as_mut(), &query.key_bounds().unwrap(), &[]);
+    let decimal = SqlType::Decimal {
+        precision: 18,
+        scale: 0,
+    };
+    assert_eq!(bounds.columns[0].ty, decimal);
+    assert_eq!(
+        bounds.rows,
+        [vec![text("700000000000"), text("700000000484")]]
+    );
+    let count = single(b.as_mut(), &query.count(), &[]);
+    assert_eq!(count.columns[0].ty, SqlType::BigInt);
+    assert_eq!(count.rows, [vec![Value::Int(45)]]);
+    let range = KeyRange {
+        lower_exclusive: Some(700_000_000_100),
+        upper_inclusive: Some(700_000_000_200),
+    };
+    let set = single(b.as_mut(), &query.select(range, None, None), &[]);
+    let keys: Vec<&Value> = set.rows.iter().map(|r| &r[0]).collect();
+    assert_eq!(
+        keys,
+        (10..=18)
+            .map(|i| text(&(700_000_000_000u64 + i * 11).to_string()))
+            .collect::<Vec<_>>()
+            .iter()
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn every_type_reads_back_in_its_own_type_and_canonical_value() {
+    let f = every_type();
+    let mut b = connect(&f.db);
+    let set = single(
+        b.as_mut(),
+        "SELECT * FROM [dbo].[ALL_TYPES] ORDER BY [ID]",
+        &[],
+    );
+    for ((name, ty), meta) in EVERY_TYPE_COLUMNS.iter().zip(&set.columns) {
+        assert_eq!(meta.name, *name);
+        assert_eq!(
+            meta.ty,
+            types::parse_type(ty, Collation::DEFAULT).unwrap(),
+            "{name}"
+        );
+    }
+    let expected = fixtures::every_type_rows();
+    assert_eq!(set.rows.len(), expected.len());
+    for (row, want) in set.rows.iter().zip(&expected) {
+        for ((value, want), (name, _)) in row.iter().zip(want).zip(EVERY_TYPE_COLUMNS) {
+            match want {
+                Some(want) => assert_eq!(value, want, "{name} of row {:?}", row[0]),
+                None => assert!(matches!(value, Value::Bytes(b) if b.len() == 8), "{name}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn casts_converts_and_variant_properties() {
+    let f = every_type();
+    let mut b = connect(&f.db);
+    let set = single(
+        b.as_mut(),
+        "SELECT SQL_VARIANT_PROPERTY([C_VARIANT], 'BaseType') AS base, \
+         CONVERT(nvarchar(4000), [C_VARIANT], 3) AS v, CAST([C_XML] AS NVARCHAR(MAX)) AS [C_XML], \
+         CONVERT(varchar(18), [C_BINARY], 1) AS b, TRY_CONVERT(int, [C_VARCHAR]) AS t \
+         FROM [dbo].[ALL_TYPES] WHERE [ID] IN (1, 3) ORDER BY [ID]",
+        &[],
+    );
+    assert_eq!(set.columns[1].ty, nvarchar(4000));
+    assert_eq!(set.columns[2].ty, SqlType::NVarChar { length: None });
+    assert_eq!(set.columns[3].ty, varchar(18));
+    assert_eq!(
+        set.rows[0],
+        [
+            Value::Variant(Box::new(nvarchar(4000)), Box::new(text("float"))),
+            text("1.0000000000000001E-1"),
+            text("<note lang=\"de\">Grüße 😀</note>"),
+            text("0x0102030405060708"),
+            Value::Null
+        ]
+    );
+    assert_eq!(set.rows[1][1], text("-42"));
+    let set = single(
+        b.as_mut(),
+        "SELECT N'ü€😀' AS t, CAST('Ñ€é' AS varchar(10)) COLLATE SQL_Latin1_General_CP1_CI_AS AS v, \
+         DATABASEPROPERTYEX(DB_NAME(), 'Collation') AS c, DB_NAME() AS d",
+        &[],
+    );
+    assert_eq!(
+        set.columns[0].ty,
+        nvarchar(4),
+        "😀 is two UTF-16 code units"
+    );
+    assert_eq!(set.columns[1].ty, varchar(10));
+    assert_eq!(set.columns[2].ty, SqlType::SqlVariant);
+    assert_eq!(
+        set.rows,
+        [vec![
+            text("ü€😀"),
+            text("Ñ€é"),
+            Value::Variant(Box::new(nvarchar(128)), Box::new(text(Collation::DEFAULT))),
+            text("Types")
+        ]]
+    );
+}
+
+#[test]
+fn session_settings_are_kept_and_each_statement_is_done() {
+    let f = clarity(2);
+    let mut b = connect(&f.db);
+    let c = run(
+        b.as_mut(),
+        "SET ANSI_NULLS ON SET QUOTED_IDENTIFIER ON; SET TEXTSIZE 2147483647 \
+         SET DEADLOCK_PRIORITY LOW SET LOCK_TIMEOUT 30000 \
+         SET TRANSACTION ISOLATION LEVEL SNAPSHOT SELECT @@LOCK_TIMEOUT AS lt",
+        &[],
+    );
+    assert_eq!(c.dones, [None, None, None, None, None, None, Some(1)]);
+    assert_eq!(c.sets[0].rows, [vec![Value::Int(30000)]]);
+    let set = single(
+        b.as_mut(),
+        "SELECT transaction_isolation_level, deadlock_priority, lock_timeout FROM \
+         sys.dm_exec_sessions WHERE session_id = @@SPID",
+        &[],
+    );
+    assert_eq!(
+        set.rows,
+        [vec![Value::Int(5), Value::Int(-5), Value::Int(30000)]]
+    );
+    let c = run(
+        b.as_mut(),
+        "BEGIN TRAN; SELECT @@TRANCOUNT AS n; IF @@TRANCOUNT > 0 COMMIT",
+        &[],
+    );
+    assert_eq!(c.sets[0].rows, [vec![Value::Int(1)]]);
+    assert_eq!(c.dones, [None, Some(1), None]);
+    let set = single(b.as_mut(), "SELECT @@TRANCOUNT", &[]);
+    assert_eq!(set.rows, [vec![Value::Int(0)]]);
+    let set = single(b.as_mut(), SQLSERVER_SNAPSHOT_STATE_SQL, &[]);
+    assert_eq!(set.rows, [vec![text("ON"), Value::Int(1)]]);
+    // How drivers describe a statement before running it: columns only, parameters unbound.
+    let c = run(
+        b.as_mut(),
+        "SET FMTONLY ON SELECT [PAT_ID], [BIRTH_DATE] FROM [dbo].[PATIENT] WHERE [PAT_ID] > @P1 \
+         SET FMTONLY OFF",
+        &[],
+    );
+    assert_eq!(c.dones, [None, Some(0), None]);
+    assert_eq!(names(&c.sets[0]), ["PAT_ID", "BIRTH_DATE"]);
+    assert!(c.sets[0].rows.is_empty());
+}
+
+#[test]
+fn tables_in_other_schemas_and_datetime_cursors() {
+    use tds_test_server::backend::ColumnDef;
+    let f = clarity(2);
+    f.db.create_table(
+        "sales",
+        "ORDERS",
+        &[
+            ColumnDef::new("ID", "bigint", false),
+            ColumnDef::new("CHANGED", "datetime", true),
+        ],
+        &["ID"],
+    )
+    .unwrap();
+    f.db.insert_rows(
+        "sales",
+        "ORDERS",
+        (1..=5).map(|i| vec![Value::Int(i), text(&format!("2026-11-24 0{i}:00:00.123"))]),
+    )
+    .unwrap();
+    let mut b = connect(&f.db);
+    let sizes = single(b.as_mut(), SIZES_SQL, &[]);
+    assert!(
+        sizes
+            .rows
+            .contains(&vec![text("sales"), text("ORDERS"), Value::Int(5)])
+    );
+    let table = Table {
+        schema: "sales".into(),
+        name: "ORDERS".into(),
+        columns: vec![
+            column("ID", "bigint", Some(1)),
+            column("CHANGED", "datetime", None),
+        ],
+        primary_key: vec!["ID".into()],
+        rows: 0,
+        rows_exact: false,
+    };
+    let filter = incremental_sql::cursor_filter(
+        Dialect::SqlServer,
+        &column("CHANGED", "datetime", None),
+        ehi_sync::incremental::CursorKind::Timestamp,
+        Some("2026-11-24 02:00:00.123"),
+        Some("2026-11-24 04:00:00.123"),
+        15,
+    )
+    .unwrap();
+    let query = TableQuery::new(Dialect::SqlServer, &table).filtered(Some(filter));
+    let set = single(b.as_mut(), &query.select(KeyRange::ALL, None, None), &[]);
+    let ids: Vec<&Value> = set.rows.iter().map(|r| &r[0]).collect();
+    assert_eq!(
+        ids,
+        [&Value::Int(2), &Value::Int(3), &Value::Int(4)],
+        "lookback of 15 minutes"
+    );
+    assert_eq!(set.rows[0][1], text("2026-11-24 02:00:00.123"));
+    let count = single(b.as_mut(), &query.count(), &[]);
+    assert_eq!(count.rows, [vec![Value::Int(3)]]);
+}
+
+#[test]
+fn snapshot_reads_fail_where_the_database_does_not_allow_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixtures::clarity(&dir.path().join("c.sqlite"), "Clarity", 2)
+        .unwrap()
+        .row_versioning(false, false);
+    let mut b = connect(&db);
+    let set = single(b.as_mut(), SQLSERVER_SNAPSHOT_STATE_SQL, &[]);
+    assert_eq!(set.rows, [vec![text("OFF"), Value::Int(0)]]);
+    run(b.as_mut(), "SET TRANSACTION ISOLATION LEVEL SNAPSHOT", &[]);
+    let e = fail(b.as_mut(), "SELECT COUNT_BIG(*) FROM [dbo].[PATIENT]", &[]);
+    assert_eq!((e.number, e.class), (3952, 16));
+}
+
+#[test]
+fn errors_are_sql_servers() {
+    let f = clarity(2);
+    let mut b = connect(&f.db);
+    let e = fail(b.as_mut(), "SELECT [X] FROM [dbo].[NOPE]", &[]);
+    assert_eq!(
+        (e.number, e.class, e.message.as_str()),
+        (208, 16, "Invalid object name 'dbo.NOPE'.")
+    );
+    let e = fail(b.as_mut(), "SELECT [NOPE] FROM [dbo].[PATIENT]", &[]);
+    assert_eq!(
+        (e.number, e.message.as_str()),
+        (207, "Invalid column name 'NOPE'.")
+    );
+    let e = fail(
+        b.as_mut(),
+        "SELECT [PAT_ID] FROM [dbo].[PATIENT] WHERE [PAT_ID] > @P9",
+        &[],
+    );
+    assert_eq!(e.number, 137);
+    let e = fail(
+        b.as_mut(),
+        "SELECT [PAT_ID] FROM [dbo].[PATIENT] ORDER BY [PAT_ID] OFFSET 5 ROWS",
+        &[],
+    );
+    assert_eq!(e.number, 102);
+    assert!(e.message.contains("OFFSET"), "{}", e.message);
+    let e = fail(b.as_mut(), "SET ANSI_NULLS MAYBE", &[]);
+    assert_eq!(e.number, 195);
+    let e = f.db.open("Other").err().unwrap();
+    assert_eq!((e.number, e.class), (4060, 11));
+    assert_eq!(
+        e.message,
+        "Cannot open database \"Other\" requested by the login. The login failed."
+    );
+}
+
+#[test]
+fn rows_stream_and_stop_at_attention() {
+    let f = clarity(50);
+    let mut b = connect(&f.db);
+    let mut sink = Collect {
+        stop_after: Some(3),
+        ..Collect::default()
+    };
+    let result = b.execute(
+        "SELECT [PAT_ID] FROM [dbo].[PATIENT] ORDER BY [PAT_ID]",
+        &[],
+        &mut sink,
+    );
+    assert_eq!(result, Err(Interrupt::Attention));
+    assert_eq!(sink.sets[0].rows.len(), 3);
+    assert!(sink.dones.is_empty());
+    // The connection is usable afterwards.
+    let set = single(b.as_mut(), "SELECT COUNT(*) AS n FROM [dbo].[PATIENT]", &[]);
+    assert_eq!(set.rows, [vec![Value::Int(55)]]);
+    assert_eq!(set.columns[0].ty, SqlType::Int);
+}
+
+fn order_proc_table() -> Table {
+    Table {
+        schema: "dbo".into(),
+        name: "ORDER_PROC".into(),
+        columns: vec![
+            column("ORDER_PROC_ID", "numeric", Some(1)),
+            column("PAT_ID", "varchar", None),
+            column("NOTE", "nvarchar", None),
+            column("RV", "timestamp", None),
+        ],
+        primary_key: vec!["ORDER_PROC_ID".into()],
+        rows: 0,
+        rows_exact: false,
+    }
+}
+
+#[test]
+fn change_tracking_reports_inserts_updates_and_deletes_after_a_version() {
+    let f = clarity(3);
+    let mut b = connect(&f.db);
+    let table = order_proc_table();
+    let mode = ehi_sync::incremental::SyncMode::ChangeTracking;
+    let bound = incremental_sql::upper_bound(Dialect::SqlServer, &table, &mode).unwrap();
+    let set = single(b.as_mut(), &bound, &[]);
+    assert_eq!(set.columns[0].ty, SqlType::BigInt);
+    assert_eq!(set.rows, [vec![Value::Int(0), Value::Int(0)]]);
+    let tracked = single(b.as_mut(), incremental_sql::CHANGE_TRACKING_TABLES, &[]);
+    assert_eq!(
+        tracked.rows,
+        [vec![text("dbo"), text("ORDER_PROC"), Value::Int(0)]]
+    );
+
+    let key = |n: u64| vec![text(&(900_000 + n).to_string())];
+    assert!(
+        f.db.update_row("dbo", "ORDER_PROC", &key(1), &[("NOTE", text("changed ü"))])
+            .unwrap()
+    );
+    assert!(f.db.delete_row("dbo", "ORDER_PROC", &key(2)).unwrap());
+    f.db.insert_rows(
+        "dbo",
+        "ORDER_PROC",
+        [vec![
+            text("999999"),
+            text("Z0000001"),
+            Value::Null,
+            text("new"),
+            text("inserted"),
+            Value::Null,
+        ]],
+    )
+    .unwrap();
+    let now = f.db.change_tracking_version().unwrap();
+    assert_eq!(now, 3);
+    let set = single(b.as_mut(), &bound, &[]);
+    assert_eq!(set.rows, [vec![Value::Int(3), Value::Int(0)]]);
+
+    let counts = single(
+        b.as_mut(),
+        &incremental_sql::change_tracking_counts(&table, 0, now),
+        &[],
+    );
+    assert_eq!(counts.columns[0].ty, SqlType::NChar { length: 1 });
+    let mut counts = counts.rows;
+    counts.sort_by_key(|r| format!("{:?}", r[0]));
+    assert_eq!(
+        counts,
+        [
+            vec![text("D"), Value::Int(1)],
+            vec![text("I"), Value::Int(1)],
+            vec![text("U"), Value::Int(1)]
+        ]
+    );
+    let query = incremental_sql::change_tracking_query(&table, 0, now);
+    let set = single(
+        b.as_mut(),
+        &query.select(KeyRange::ALL, None, Some(10)),
+        &[],
+    );
+    let decimal = SqlType::Decimal {
+        precision: 18,
+        scale: 0,
+    };
+    assert_eq!(set.columns[0].ty, decimal);
+    let ops: Vec<(Value, Value, Value)> = set
+        .rows
+        .iter()
+        .map(|r| (r[0].clone(), r[2].clone(), r[4].clone()))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            (text("900001"), text("changed ü"), text("upsert")),
+            (text("900002"), Value::Null, text("delete")),
+            (text("999999"), text("inserted"), text("upsert")),
+        ]
+    );
+    // After version 1 only the later two changes remain.
+    let set = single(
+        b.as_mut(),
+        &incremental_sql::change_tracking_counts(&table, 1, now),
+        &[],
+    );
+    assert_eq!(set.rows.len(), 2);
+}
+
+#[test]
+fn rowversion_bumps_on_update_and_min_active_rowversion_is_past_it() {
+    let f = clarity(2);
+    let mut b = connect(&f.db);
+    let read = |b: &mut dyn Backend| {
+        single(
+            b,
+            "SELECT [RV] FROM [dbo].[ORDER_PROC] WHERE [ORDER_PROC_ID] = 900000",
+            &[],
+        )
+        .rows[0][0]
+            .clone()
+    };
+    let before = read(b.as_mut());
+    f.db.update_row(
+        "dbo",
+        "ORDER_PROC",
+        &[text("900000")],
+        &[("NOTE", text("x"))],
+    )
+    .unwrap();
+    let after = read(b.as_mut());
+    let (Value::Bytes(before), Value::Bytes(after)) = (before, after) else {
+        panic!()
+    };
+    assert!(after > before, "{before:?} → {after:?}");
+    let mode = ehi_sync::incremental::SyncMode::Cursor {
+        column: "RV".into(),
+        kind: ehi_sync::incremental::CursorKind::Rowversion,
+    };
+    let sql = incremental_sql::upper_bound(Dialect::SqlServer, &order_proc_table(), &mode).unwrap();
+    let set = single(b.as_mut(), &sql, &[]);
+    assert_eq!(set.columns[0].ty, varchar(18));
+    let mut next = after.clone();
+    let last = u64::from_be_bytes(next.clone().try_into().unwrap()) + 1;
+    next = last.to_be_bytes().to_vec();
+    assert_eq!(
+        set.rows,
+        [vec![Value::Text(format!("0x{}", types::hex(&next)))]]
+    );
+    let filter = incremental_sql::cursor_filter(
+        Dialect::SqlServer,
+        &column("RV", "timestamp", None),
+        ehi_sync::incremental::CursorKind::Rowversion,
+        Some(&format!("0x{}", types::hex(&after))),
+        Some(&format!("0x{}", types::hex(&next))),
+        0,
+    )
+    .unwrap();
+    let query = TableQuery::new(Dialect::SqlServer, &order_proc_table()).filtered(Some(filter));
+    let set = single(b.as_mut(), &query.select(KeyRange::ALL, None, None), &[]);
+    assert_eq!(set.rows.len(), 1);
+    assert_eq!(set.rows[0][0], text("900000"));
+}
+
+#[test]
+fn key_scans_in_binary_order() {
+    let f = clarity(5);
+    let mut b = connect(&f.db);
+    let kinds = [ehi_sync::source::types::ValueKind::Text; 5];
+    let sql = incremental_sql::key_scan(Dialect::SqlServer, &patient_table(), &kinds);
+    let set = single(b.as_mut(), &sql, &[]);
+    let keys: Vec<&Value> = set.rows.iter().map(|r| &r[0]).collect();
+    // Latin1_General_100_BIN2 on varchar: code-page bytes, upper case before lower, Ñ (0xD1) last.
+    assert_eq!(
+        keys,
+        [
+            &text("O'Neil"),
+            &text("Z0000001"),
+            &text("Z0000002"),
+            &text("Z0000003"),
+            &text("Z0000004"),
+            &text("Z0000005"),
+            &text("a-c"),
+            &text("ab"),
+            &text("Ñ1"),
+            &text("Ñ2"),
+        ]
+    );
+    let device = Table {
+        schema: "dbo".into(),
+        name: "DEVICE".into(),
+        columns: vec![column("DEVICE_GUID", "uniqueidentifier", Some(1))],
+        primary_key: vec!["DEVICE_GUID".into()],
+        rows: 0,
+        rows_exact: false,
+    };
+    let sql = incremental_sql::key_scan(Dialect::SqlServer, &device, &kinds[..1]);
+    let set = single(b.as_mut(), &sql, &[]);
+    assert_eq!(set.columns[0].ty, SqlType::NChar { length: 36 });
+    let keys: Vec<String> = set
+        .rows
+        .iter()
+        .map(|r| match &r[0] {
+            Value::Text(t) => t.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "binary order of the text form");
+}
+
+#[test]
+fn guid_keys_order_and_compare_as_sql_server_does() {
+    let f = clarity(20);
+    let mut b = connect(&f.db);
+    let set = single(
+        b.as_mut(),
+        "SELECT [DEVICE_GUID] FROM [dbo].[DEVICE] ORDER BY [DEVICE_GUID]",
+        &[],
+    );
+    let keys: Vec<String> = set
+        .rows
+        .iter()
+        .map(|r| match &r[0] {
+            Value::Text(t) => t.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    for pair in keys.windows(2) {
+        assert_eq!(
+            types::compare_guid(&pair[0], &pair[1]),
+            std::cmp::Ordering::Less
+        );
+    }
+    let after = param(
+        "@P1",
+        SqlType::UniqueIdentifier,
+        text(&keys[9].to_lowercase()),
+    );
+    let set = single(
+        b.as_mut(),
+        "SELECT [DEVICE_GUID] FROM [dbo].[DEVICE] WHERE [DEVICE_GUID] > @P1 ORDER BY [DEVICE_GUID]",
+        &[after],
+    );
+    assert_eq!(set.rows.len(), 10);
+    assert_eq!(set.rows[0][0], text(&keys[10]));
+}
+
+#[test]
+fn histogram_steps_come_from_the_data() {
+    let f = clarity(300);
+    let mut b = connect(&f.db);
+    let sql = "SELECT h.step_number, h.range_high_key, h.range_rows, h.equal_rows \
+               FROM sys.stats AS s CROSS APPLY sys.dm_db_stats_histogram(s.object_id, s.stats_id) AS h \
+               WHERE s.object_id = OBJECT_ID(N'[dbo].[PATIENT]') ORDER BY h.step_number";
+    let set = single(b.as_mut(), sql, &[]);
+    assert_eq!(set.columns[1].ty, SqlType::SqlVariant);
+    assert_eq!(set.columns[3].ty, SqlType::Real);
+    assert!(
+        set.rows.len() > 100 && set.rows.len() <= 200,
+        "{}",
+        set.rows.len()
+    );
+    let key = |r: &Vec<Value>| match &r[1] {
+        Value::Variant(ty, v) => {
+            assert_eq!(**ty, varchar(18));
+            v.as_ref().clone()
+        }
+        other => panic!("{other:?}"),
+    };
+    let keys = keyset_read(b.as_mut(), 1000);
+    assert_eq!(key(&set.rows[0]), text(&keys[0]));
+    assert_eq!(key(set.rows.last().unwrap()), text(keys.last().unwrap()));
+    let total: f64 = set
+        .rows
+        .iter()
+        .map(|r| match (&r[2], &r[3]) {
+            (Value::Float(a), Value::Float(b)) => a + b,
+            other => panic!("{other:?}"),
+        })
+        .sum();
+    assert_eq!(total, 305.0);
+}
