@@ -447,7 +447,7 @@ impl Worker {
     ) -> Result<(), WorkerError> {
         for statement in statements {
             connection
-                .execute(statement, (), None)
+                .execute(&self.context.source.sql(statement), (), None)
                 .map_err(|e| WorkerError::Db {
                     context: context.into(),
                     error: DbError::from_odbc(&e, self.context.source.secret()).without_values(),
@@ -732,7 +732,7 @@ impl Worker {
         let timeout = usize::try_from(timeout_seconds).ok();
         let opened = self.connection().and_then(|connection| {
             connection
-                .into_cursor(sql, (), timeout)
+                .into_cursor(&self.context.source.sql(sql), (), timeout)
                 .map_err(|failed| db_error(&failed.error))
         });
         match opened {
