@@ -24,6 +24,10 @@ pub struct Column {
     pub nullable: bool,
     /// 1-based position in the primary key.
     pub key_position: Option<usize>,
+    /// The collation of a text column (SQL Server `sys.columns.collation_name`, PostgreSQL's
+    /// explicit column collation), which orders and compares its keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collation: Option<String>,
 }
 
 #[cfg(test)]
@@ -38,6 +42,7 @@ impl Column {
             scale: None,
             nullable: key_position.is_none(),
             key_position,
+            collation: None,
         }
     }
 }
@@ -248,7 +253,7 @@ pub(super) struct Facets {
 }
 
 /// Parses the rows of the SQL Server and PostgreSQL column queries, which share one layout:
-/// schema, table, ordinal, name, type, length, precision, scale, nullable.
+/// schema, table, ordinal, name, type, length, precision, scale, nullable, collation.
 pub(super) fn parse_column_rows(
     rows: Vec<Vec<Option<String>>>,
     type_name: impl Fn(&str) -> String,
@@ -266,6 +271,7 @@ pub(super) fn parse_column_rows(
                 precision,
                 scale,
                 nullable,
+                collation,
             ] => {
                 let source_type = type_name(source_type);
                 let facets = facets(&source_type);
@@ -280,6 +286,7 @@ pub(super) fn parse_column_rows(
                         source_type,
                         nullable: parse_flag(nullable),
                         key_position: None,
+                        collation: collation.clone(),
                     },
                 })
             }
