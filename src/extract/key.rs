@@ -329,7 +329,7 @@ impl KeyType {
                     sql_type: format!("{t}({})", scale(7)),
                 },
                 "bit" => KeyType::Converted {
-                    sql_type: "bit".into(),
+                    sql_type: "BIT".into(),
                 },
                 _ => return None,
             },

@@ -503,4 +503,130 @@ mod tests {
             select.params
         );
     }
+
+    /// Every SQL Server key type in one composite key: each `?` is bound in the column's type,
+    /// the three ODBC has no parameter type for are converted from text on the server.
+    #[test]
+    fn sqlserver_every_key_type_binds_in_its_own_type() {
+        let column = |name: &str, t: &str, length: Option<i64>, scale: Option<i64>| {
+            let mut c = Column::for_test(name, t, Some(1));
+            c.length = length;
+            c.scale = scale;
+            c
+        };
+        let columns = vec![
+            column("AT", "datetime", None, None),
+            column("DAY", "date", None, None),
+            column("ID", "uniqueidentifier", None, None),
+            column("OFFSET", "datetimeoffset", None, Some(7)),
+            column("CODE", "nchar", Some(4), None),
+            column("HASH", "varbinary", Some(32), None),
+            column("FLAG", "bit", None, None),
+        ];
+        let table = Table {
+            schema: "dbo".into(),
+            name: "T".into(),
+            primary_key: columns.iter().map(|c| c.name.clone()).collect(),
+            columns,
+            rows: 1,
+            rows_exact: true,
+        };
+        let query = TableQuery::new(Dialect::SqlServer, &table);
+        let key_types: Vec<&KeyType> = query.key_columns().iter().map(|(_, t)| t).collect();
+        let values: Vec<KeyValue> = [
+            "2024-02-29 23:59:59.997",
+            "2024-02-29",
+            "6F9619FF-8B86-D011-B42D-00C04FD430C8",
+            "2024-02-29 23:59:59.1234567 +01:00",
+            "Ñ1  ",
+        ]
+        .iter()
+        .zip(&key_types)
+        .map(|(text, key_type)| {
+            key_type
+                .conform(KeyValue::Text((*text).to_owned()))
+                .expect("conforms")
+        })
+        .chain([
+            KeyValue::Binary(vec![0xde, 0xad]),
+            KeyValue::Text("1".into()),
+        ])
+        .collect();
+        let select = query.select(KeyRange::ALL, Some(&values), Some(10));
+        assert!(
+            select.sql.contains(
+                "([AT] = ? AND [DAY] = ? AND [ID] = ? AND [OFFSET] = CAST(? AS datetimeoffset(7)) \
+                 AND [CODE] = ? AND [HASH] = ? AND [FLAG] > CAST(? AS BIT))"
+            ),
+            "{}",
+            select.sql
+        );
+        assert_eq!(parse(&select.sql), select.sql);
+        let last_term = &data_types(&select)[21..];
+        assert_eq!(
+            last_term,
+            [
+                DataType::Other {
+                    data_type: odbc_api::sys::SqlDataType::TIMESTAMP,
+                    column_size: NonZeroUsize::new(23),
+                    decimal_digits: 3
+                },
+                DataType::Date,
+                DataType::Other {
+                    data_type: odbc_api::sys::SqlDataType::EXT_GUID,
+                    column_size: NonZeroUsize::new(36),
+                    decimal_digits: 0
+                },
+                DataType::WVarchar {
+                    length: NonZeroUsize::new(34)
+                },
+                DataType::WVarchar {
+                    length: NonZeroUsize::new(4)
+                },
+                DataType::Varbinary {
+                    length: NonZeroUsize::new(32)
+                },
+                DataType::WVarchar {
+                    length: NonZeroUsize::new(1)
+                },
+            ]
+        );
+    }
+
+    /// The statement shapes of one table: first and last range partitions, a middle one, each
+    /// resumed; keyset first and resumed chunks. Each parses and has as many values as markers.
+    #[test]
+    fn sqlserver_statement_shapes_parse_with_their_markers() {
+        let query = TableQuery::new(Dialect::SqlServer, &flowsheet());
+        let after = [
+            KeyValue::Decimal("5".into()),
+            KeyValue::Float(1.0f64.to_bits()),
+            KeyValue::Text("Z".into()),
+        ];
+        let ranges = [
+            (None, Some(10)),
+            (Some(10), Some(20)),
+            (Some(20), None),
+            (None, None),
+        ];
+        for (lower, upper) in ranges {
+            let range = KeyRange {
+                lower_exclusive: lower,
+                upper_inclusive: upper,
+            };
+            for resumed in [None, Some(&after[..])] {
+                for limit in [None, Some(100)] {
+                    let select = query.select(range, resumed, limit);
+                    assert_eq!(parse(&select.sql), select.sql);
+                    assert_eq!(
+                        select.sql.matches('?').count(),
+                        select.params.len(),
+                        "{}",
+                        select.sql
+                    );
+                    assert_eq!(data_types(&select).len(), select.params.len());
+                }
+            }
+        }
+    }
 }

@@ -384,6 +384,51 @@ mod tests {
     }
 
     #[test]
+    fn column_rows_carry_the_collation() {
+        let text = |v: &str| Some(v.to_owned());
+        let rows = vec![
+            vec![
+                text("dbo"),
+                text("PATIENT"),
+                text("1"),
+                text("PAT_ID"),
+                text("varchar"),
+                text("18"),
+                text("0"),
+                text("0"),
+                text("0"),
+                text("SQL_Latin1_General_CP1_CI_AS"),
+            ],
+            vec![
+                text("dbo"),
+                text("PATIENT"),
+                text("2"),
+                text("BIRTH_DATE"),
+                text("datetime"),
+                text("8"),
+                text("23"),
+                text("3"),
+                text("1"),
+                None,
+            ],
+        ];
+        let facets = |t: &str| Facets {
+            length: t == "varchar",
+            precision: false,
+            scale: false,
+        };
+        let columns = parse_column_rows(rows, str::to_owned, facets);
+        assert_eq!(columns.len(), 2);
+        assert_eq!(
+            columns[0].column.collation.as_deref(),
+            Some("SQL_Latin1_General_CP1_CI_AS")
+        );
+        assert_eq!(columns[0].column.length, Some(18));
+        assert!(!columns[0].column.nullable);
+        assert_eq!(columns[1].column.collation, None);
+    }
+
+    #[test]
     fn exact_count_sql_quotes_names() {
         let sql = count_sql(
             Dialect::Postgres,
