@@ -348,3 +348,69 @@ fn plan_of_a_clarity_shaped_schema_has_no_keyed_stream() {
         "{text}"
     );
 }
+
+/// A state file written before keys were typed holds a `numeric` key as a string and a
+/// timestamp as the text the driver printed. Resuming from such a state reads on exactly.
+#[test]
+fn a_state_of_the_previous_layout_resumes_exactly() {
+    let db = common::pg_database("keys_old_state");
+    db.execute(
+        "CREATE TABLE pat_enc_hx (\"PAT_ENC_CSN_ID\" numeric(18,0), changed timestamp(6), \
+         note text, PRIMARY KEY (\"PAT_ENC_CSN_ID\", changed))",
+    );
+    db.execute(
+        "INSERT INTO pat_enc_hx SELECT 100000000000 + n / 10, \
+         TIMESTAMP '2024-01-01 00:00:00' + n * INTERVAL '1.000001 second', 'change ' || n \
+         FROM generate_series(1, 40000) AS n",
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let mut config_json = config_json(&db.connection_string(), &out);
+    config_json["tiers"]["small"] =
+        json!({"batch_size": 20, "partition_size": 8000, "checkpoint_interval": 40});
+    let config = common::write_config(dir.path(), config_json);
+    let state_path = out.join("_state.json");
+    let mut downgraded = 0;
+    for attempt in 0..10 {
+        let mut running = Running::sync(&config, &[]);
+        if running.wait_for("Processing table", Duration::from_secs(60)) {
+            std::thread::sleep(Duration::from_millis(300 + 100 * attempt));
+        }
+        assert!(
+            running.is_running(),
+            "the run ended before it could be killed"
+        );
+        running.signal("KILL");
+        running.wait(Duration::from_secs(60));
+        let mut state = state(&out);
+        for table in state["tables"].as_array_mut().expect("tables") {
+            for partition in table["partitions"].as_array_mut().expect("partitions") {
+                let Some(key) = partition["last_key"].as_array_mut() else {
+                    continue;
+                };
+                for value in key.iter_mut() {
+                    let old = if let Some(digits) = value.get("decimal") {
+                        digits.clone()
+                    } else if let Some(ts) = value.get("timestamp").and_then(Value::as_str) {
+                        // psqlODBC's text: a space, microseconds.
+                        json!(ts.replacen('T', " ", 1)[..26])
+                    } else {
+                        continue;
+                    };
+                    *value = old;
+                    downgraded += 1;
+                }
+            }
+        }
+        if downgraded > 0 {
+            std::fs::write(&state_path, serde_json::to_vec(&state).expect("JSON"))
+                .expect("write the state");
+            break;
+        }
+    }
+    assert!(downgraded >= 2, "no resume point was checkpointed");
+    let last = Running::sync(&config, &[]).wait(Duration::from_secs(120));
+    assert_eq!(last.code, 0, "{}\n{}", last.stdout, last.stderr);
+    assert!(last.stdout.contains("Resuming run"), "{}", last.stdout);
+    assert_pg_table_equals_source(&db, &out, "pat_enc_hx");
+}
