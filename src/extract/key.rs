@@ -245,6 +245,10 @@ pub enum KeyType {
     },
 }
 
+/// The declared length of text converted by the server (`CAST(? AS datetimeoffset(7))`): longer
+/// than any such SQL Server value's text.
+const CONVERTED_TEXT_LENGTH: NonZeroUsize = NonZeroUsize::new(64).expect("non-zero");
+
 /// A key value that does not fit its column's type (a resume point of another schema).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -337,6 +341,10 @@ impl KeyType {
                 "bigint" | "int8" => KeyType::Integer(IntegerType::BigInt),
                 "integer" | "int4" => KeyType::Integer(IntegerType::Integer),
                 "smallint" | "int2" => KeyType::Integer(IntegerType::SmallInt),
+                // An unconstrained numeric has no scale to bind with: converted from its text.
+                "numeric" | "decimal" if column.scale.is_none() => KeyType::Converted {
+                    sql_type: "numeric".into(),
+                },
                 "numeric" | "decimal" => decimal(),
                 "double precision" | "float8" => KeyType::Double,
                 "real" | "float4" => KeyType::Real,
@@ -530,11 +538,12 @@ impl KeyType {
                     },
                 })
             }
+            // One declared length for every value, so SQL Server caches one plan per shape.
             (KeyType::Guid(GuidOrder::Bytes) | KeyType::Converted { .. }, KeyValue::Text(text)) => {
                 Box::new(WithDataType {
                     value: wide(text),
                     data_type: DataType::WVarchar {
-                        length: units(text),
+                        length: units(text).map(|n| n.max(CONVERTED_TEXT_LENGTH)),
                     },
                 })
             }
@@ -937,6 +946,24 @@ mod tests {
             }
         );
         assert!(PARAMETER_PROBE.encode_utf16().count() <= 32);
+    }
+
+    #[test]
+    fn postgres_numeric_without_scale_is_converted_from_text() {
+        let mut numeric = column("numeric");
+        assert_eq!(
+            KeyType::of(Dialect::Postgres, &numeric),
+            Some(KeyType::Converted {
+                sql_type: "numeric".into()
+            })
+        );
+        numeric.precision = Some(18);
+        numeric.scale = Some(0);
+        assert!(
+            KeyType::of(Dialect::Postgres, &numeric)
+                .expect("key type")
+                .splits_as_integer()
+        );
     }
 
     #[test]

@@ -562,6 +562,16 @@ mod tests {
             select.sql
         );
         assert_eq!(parse(&select.sql), select.sql);
+        // Other values declare the same parameter types: one cached plan on the server.
+        let mut other = values.clone();
+        other[3] = KeyValue::Text("0001-01-01 00:00:00 +00:00".into());
+        other[4] = KeyValue::Text("A".into());
+        other[5] = KeyValue::Binary(vec![1; 20]);
+        let other = query.select(KeyRange::ALL, Some(&other), Some(10));
+        assert_eq!(
+            (&other.sql, data_types(&other)),
+            (&select.sql, data_types(&select))
+        );
         let last_term = &data_types(&select)[21..];
         assert_eq!(
             last_term,
@@ -578,7 +588,7 @@ mod tests {
                     decimal_digits: 0
                 },
                 DataType::WVarchar {
-                    length: NonZeroUsize::new(34)
+                    length: NonZeroUsize::new(64)
                 },
                 DataType::WVarchar {
                     length: NonZeroUsize::new(4)
@@ -587,7 +597,7 @@ mod tests {
                     length: NonZeroUsize::new(32)
                 },
                 DataType::WVarchar {
-                    length: NonZeroUsize::new(1)
+                    length: NonZeroUsize::new(64)
                 },
             ]
         );
