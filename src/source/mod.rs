@@ -154,6 +154,10 @@ impl Source {
             _ => "",
         };
         let sql = format!("SELECT {prefix}'{STATEMENT_TEXT_PROBE}'");
+        // A mangled literal may also fail to parse: an error only counts when no way returned
+        // text at all.
+        let mut mangled = false;
+        let mut last_error = None;
         for (way, text) in [
             (StatementText::Wide, sql.clone()),
             (
@@ -174,9 +178,14 @@ impl Source {
                         .then(|| String::from_utf16_lossy(&buffer)),
                 )
             })();
-            if read.ok().flatten().as_deref() == Some(STATEMENT_TEXT_PROBE) {
-                return Ok(way);
+            match read {
+                Ok(Some(text)) if text == STATEMENT_TEXT_PROBE => return Ok(way),
+                Ok(_) => mangled = true,
+                Err(e) => last_error = Some(e),
             }
+        }
+        if let (Some(e), false) = (last_error, mangled) {
+            return Err(self.db_error("checking that statement text reaches the driver intact", &e));
         }
         Err(Error::Discovery(format!(
             "the ODBC driver does not receive non-ASCII statement text intact (a literal \
@@ -366,6 +375,28 @@ mod tests {
             Dialect::Sqlite.qualified_table("main", "select"),
             "\"select\""
         );
+    }
+
+    #[test]
+    fn statement_text_for_a_driver_without_wide_functions_is_its_utf8_bytes() {
+        let source = Source {
+            connection_string: String::new(),
+            secret: None,
+            login_timeout_sec: 1,
+            statement_text: Arc::new(OnceLock::new()),
+        };
+        let sql = "SELECT \"Ünï col\" FROM t";
+        assert_eq!(source.sql(sql), sql, "before the probe");
+        source
+            .statement_text
+            .set(StatementText::Utf8Bytes)
+            .expect("unset");
+        let passed = source.sql(sql);
+        // unixODBC narrows each UTF-16 unit to one byte: the driver gets the UTF-8 bytes.
+        let narrowed: Vec<u8> = passed.encode_utf16().map(|u| u as u8).collect();
+        assert!(passed.encode_utf16().all(|u| u <= 0xFF));
+        assert_eq!(narrowed, sql.as_bytes());
+        assert!(matches!(source.sql("SELECT 1"), Cow::Borrowed(_)));
     }
 
     #[test]
