@@ -328,6 +328,11 @@ impl KeyType {
                     unicode: true,
                     length,
                 },
+                // nvarchar(128); sys.columns reports its length in bytes.
+                "sysname" => KeyType::Text {
+                    unicode: true,
+                    length: Some(128),
+                },
                 "binary" | "varbinary" | "timestamp" | "rowversion" => KeyType::Binary { length },
                 "time" | "datetimeoffset" => KeyType::Converted {
                     sql_type: format!("{t}({})", scale(7)),
