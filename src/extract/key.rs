@@ -454,9 +454,13 @@ impl KeyType {
             (KeyType::Double, KeyValue::Text(t)) => {
                 parse_float(&t).map(|v| KeyValue::Float(v.to_bits()))
             }
-            (KeyType::Real, KeyValue::Text(t)) => parse_float(&t)
-                .map(|v| KeyValue::Float(f64::from(v as f32).to_bits()))
-                .filter(|_| t.trim().parse::<f32>().is_ok()),
+            // Parsed as f32 itself: through f64 first, a value could round twice.
+            (KeyType::Real, KeyValue::Text(t)) => match t.trim() {
+                "Infinity" => Some(f32::INFINITY),
+                "-Infinity" => Some(f32::NEG_INFINITY),
+                t => t.parse::<f32>().ok(),
+            }
+            .map(|v| KeyValue::Float(f64::from(v).to_bits())),
             (KeyType::Timestamp { .. }, KeyValue::Timestamp(ts)) => Some(KeyValue::Timestamp(ts)),
             (KeyType::Timestamp { .. }, KeyValue::Text(t)) => {
                 Timestamp::parse(&t).map(KeyValue::Timestamp)
