@@ -416,7 +416,7 @@ pub fn make_plan(config: &Config, previous: Option<&RunState>) -> Result<Plan> {
         catalog::discover(&source, &connection, dialect, &config.tables)?;
     let versioning = session::sqlserver_row_versioning(&source, &connection, dialect)?;
     session::check_isolation(config.isolation, versioning.as_ref())?;
-    let database = database_name(&source, &connection, dialect)?;
+    let database = source::current_database(&source, &connection, dialect)?;
     let rates = MeasuredRates::from_output_dir(&config.output_dir);
     let change_tracking = change_tracking_tables(&source, &connection, dialect);
     let mut plan = plan::build(config, dialect, &database, tables, rates);
@@ -465,21 +465,6 @@ fn change_tracking_tables(
             HashMap::new()
         }
     }
-}
-
-fn database_name(
-    source: &Source,
-    connection: &odbc_api::Connection<'_>,
-    dialect: Dialect,
-) -> Result<String> {
-    let name = connection
-        .current_catalog()
-        .map_err(|e| source.db_error("reading the current database", &e))?;
-    Ok(match dialect {
-        // sqliteodbc reports no catalog; the file is the database.
-        Dialect::Sqlite if name.is_empty() => "main".to_owned(),
-        _ => name,
-    })
 }
 
 fn stdout_error(source: std::io::Error) -> Error {

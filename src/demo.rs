@@ -139,21 +139,27 @@ pub fn generate(
         .map_err(|e| source.db_error("preparing the demo statements", &e))?;
     if dialect == Dialect::Postgres {
         statement
-            .execute(QUIET, ())
+            .execute(&source.sql(QUIET), ())
             .map_err(|e| source.db_error("setting client_min_messages", &e))?;
     }
     let mut counts = Vec::with_capacity(TABLES.len());
     for table in table_statements(dialect, scale) {
         let fail = |e: odbc_api::Error| source.db_error(format!("generating {}", table.name), &e);
-        statement.execute(&table.drop, ()).map_err(fail)?;
-        statement.execute(&table.create, ()).map_err(fail)?;
-        statement.execute(&table.insert, ()).map_err(fail)?;
+        statement
+            .execute(&source.sql(&table.drop), ())
+            .map_err(fail)?;
+        statement
+            .execute(&source.sql(&table.create), ())
+            .map_err(fail)?;
+        statement
+            .execute(&source.sql(&table.insert), ())
+            .map_err(fail)?;
         let rows = statement.row_count().map_err(fail)?.unwrap_or(0);
         counts.push((table.name, u64::try_from(rows).unwrap_or(u64::MAX)));
     }
     if dialect == Dialect::Postgres {
         statement
-            .execute(ANALYZE, ())
+            .execute(&source.sql(ANALYZE), ())
             .map_err(|e| source.db_error("analyzing the demo tables", &e))?;
     }
     Ok(counts)

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::{Config, Format, Tier, TierSettings};
+use crate::extract::partition::{ReadChoice, ReadMode};
 use crate::incremental::{CursorKind, Load, LoadKind, SyncMode};
 use crate::sink::files::Compression;
 use crate::source::Dialect;
@@ -39,7 +40,8 @@ pub struct Plan {
     pub total_tables: usize,
     pub total_rows: u64,
     pub estimated_seconds: f64,
-    /// Tables without a primary key: one stream each, restarted from zero on failure.
+    /// Tables read as one stream (no primary key, or one that cannot be a resume point),
+    /// restarted from zero on failure.
     pub keyless_tables: Vec<String>,
     /// Problems of the incremental settings that do not stop the run.
     pub warnings: Vec<String>,
@@ -66,6 +68,10 @@ pub struct TablePlan {
     pub rows_exact: bool,
     pub partitions: u64,
     pub primary_key: Vec<String>,
+    /// How the table is read: key ranges in parallel, keyset chunks, or one stream.
+    pub read_mode: ReadMode,
+    /// Why: "range on integer key", "keyset on composite key", "one stream: no primary key".
+    pub read_reason: String,
     /// Full, incremental or skipped in this run, and why.
     pub load: Load,
     #[serde(skip)]
@@ -174,18 +180,26 @@ pub fn build(
             }
         })
         .collect();
+    let mut warnings = Vec::new();
     for table in tables {
         let tier = config.tier_for(table.rows);
         let tier_plan = &mut tiers[tier as usize];
-        let partitions = if table.primary_key.is_empty() {
-            keyless_tables.push(table.full_name());
-            1
-        } else {
-            table
+        let choice = ReadChoice::of(dialect, &table);
+        let partitions = match choice.mode {
+            ReadMode::Range => table
                 .rows
                 .div_ceil(tier_plan.settings.partition_size)
-                .max(1)
+                .max(1),
+            _ => 1,
         };
+        if choice.mode == ReadMode::Stream {
+            keyless_tables.push(table.full_name());
+            warnings.push(format!(
+                "{} is read as {}; a failure restarts it from its first row",
+                table.full_name(),
+                choice.reason
+            ));
+        }
         tier_plan.rows += table.rows;
         tier_plan.tables.push(TablePlan {
             schema: table.schema.clone(),
@@ -194,6 +208,8 @@ pub fn build(
             rows_exact: table.rows_exact,
             partitions,
             primary_key: table.primary_key.clone(),
+            read_mode: choice.mode,
+            read_reason: choice.reason,
             load: Load::full_default(),
             table,
         });
@@ -217,7 +233,7 @@ pub fn build(
         total_rows,
         estimated_seconds,
         keyless_tables,
-        warnings: Vec::new(),
+        warnings,
     }
 }
 
@@ -264,8 +280,8 @@ impl Plan {
         if !self.keyless_tables.is_empty() {
             let _ = writeln!(
                 out,
-                "\nTables without a primary key ({}): each is read as one stream and restarted \
-                 from its first row if it fails:",
+                "\nTables read as one stream ({}): each is restarted from its first row if it \
+                 fails:",
                 self.keyless_tables.len()
             );
             for name in &self.keyless_tables {
@@ -404,17 +420,13 @@ fn render_tier(out: &mut String, tier: &TierPlan) {
     );
     let _ = writeln!(out, "  {:>15}  {:>10}  table", "rows", "partitions");
     for table in tier.tables.iter().take(TABLES_SHOWN_PER_TIER) {
-        let key_note = if table.primary_key.is_empty() {
-            "  (no primary key: one stream)"
-        } else {
-            ""
-        };
         let _ = writeln!(
             out,
-            "  {:>15}  {:>10}  {}{key_note}",
+            "  {:>15}  {:>10}  {}  ({})",
             group_digits(table.rows),
             group_digits(table.partitions),
-            table.full_name()
+            table.full_name(),
+            table.read_reason
         );
     }
     if tier.tables.len() > TABLES_SHOWN_PER_TIER {
@@ -518,15 +530,10 @@ mod tests {
         Table {
             schema: "dbo".into(),
             name: name.into(),
-            columns: vec![Column {
-                name: "id".into(),
-                source_type: "bigint".into(),
-                length: None,
-                precision: None,
-                scale: None,
-                nullable: false,
-                key_position: Some(1),
-            }],
+            columns: ["id", "a", "b"]
+                .into_iter()
+                .map(|column| Column::for_test(column, "bigint", Some(1)))
+                .collect(),
             primary_key: key.iter().map(|k| k.to_string()).collect(),
             rows,
             rows_exact: true,
@@ -571,6 +578,13 @@ mod tests {
         );
         assert_eq!(plan.total_rows, 6_153);
         assert_eq!(plan.keyless_tables, ["dbo.AUDIT"]);
+        assert_eq!(
+            plan.warnings,
+            [
+                "dbo.AUDIT is read as one stream: no primary key; a failure restarts it from its \
+              first row"
+            ]
+        );
     }
 
     #[test]
@@ -599,10 +613,15 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("dbo.AUDIT  (no primary key: one stream)"),
+            text.contains("dbo.AUDIT  (one stream: no primary key)"),
             "{text}"
         );
-        assert!(text.contains("Tables without a primary key (1)"), "{text}");
+        assert!(text.contains("dbo.BIG  (range on integer key)"), "{text}");
+        assert!(
+            text.contains("dbo.MID_A  (range on integer composite key)"),
+            "{text}"
+        );
+        assert!(text.contains("Tables read as one stream (1)"), "{text}");
         assert!(text.contains("total"), "{text}");
         assert!(
             text.contains("Default rates assume 25,000 rows/s"),

@@ -128,10 +128,10 @@ fn check_and_plan_on_postgres() {
     assert_eq!(code, 0);
     assert!(text.contains("LARGE tier: 1 tables, 6,000 rows"), "{text}");
     assert!(
-        text.contains("public.audit_log  (no primary key: one stream)"),
+        text.contains("public.audit_log  (one stream: no primary key)"),
         "{text}"
     );
-    assert!(text.contains("Tables without a primary key (1)"), "{text}");
+    assert!(text.contains("Tables read as one stream (1)"), "{text}");
 }
 
 #[test]

@@ -8,6 +8,7 @@
 
 use odbc_api::buffers::{BufferDesc, ColumnarDynBuffer};
 
+use super::key::KeyType;
 use super::select::KeyValue;
 use crate::sink::encode::{Cell, EncodeError, RowEncoder, RowOp};
 use crate::source::catalog::Column;
@@ -268,7 +269,13 @@ pub fn encode_delete(
                 digits = v.to_string();
                 Cell::Text(digits.as_bytes())
             }
-            Some(KeyValue::Text(text)) => Cell::Text(text.as_bytes()),
+            Some(KeyValue::Text(text) | KeyValue::Decimal(text)) => Cell::Text(text.as_bytes()),
+            Some(KeyValue::Float(bits)) => Cell::Float(f64::from_bits(*bits)),
+            Some(KeyValue::Binary(bytes)) => Cell::Bytes(bytes),
+            Some(other @ (KeyValue::Timestamp(_) | KeyValue::Date(_))) => {
+                digits = other.to_text();
+                Cell::Text(digits.as_bytes())
+            }
             None => Cell::Null,
         };
         encoder.cell(out, index, cell)?;
@@ -277,22 +284,18 @@ pub fn encode_delete(
     Ok(())
 }
 
-/// The key of row `row`, read from the key columns at `key_indices`; `None` if a key value is
-/// NULL or not representable (which a primary key never is). Integer columns are always
-/// fetched binary, so integer keys stay integer literals in the resumed statement.
+/// The key of row `row`, read from the key columns at `key_indices` as values of their key
+/// types; `None` if a key value is NULL or not of its type (which a primary key never is).
 pub fn key_of_row(
     views: &[ColumnView<'_>],
     key_indices: &[usize],
+    key_types: &[KeyType],
     row: usize,
 ) -> Option<Vec<KeyValue>> {
     key_indices
         .iter()
-        .map(|&i| match views.get(i)?.cell(row) {
-            Cell::Int(v) => Some(KeyValue::Int(v)),
-            Cell::Text(bytes) => Some(KeyValue::Text(std::str::from_utf8(bytes).ok()?.to_owned())),
-            Cell::WideText(units) => Some(KeyValue::Text(String::from_utf16(units).ok()?)),
-            Cell::Null | Cell::Float(_) | Cell::Bytes(_) => None,
-        })
+        .zip(key_types)
+        .map(|(&i, key_type)| key_type.value_of(views.get(i)?.cell(row)))
         .collect()
 }
 
@@ -309,6 +312,7 @@ mod tests {
             scale: None,
             nullable: true,
             key_position: None,
+            collation: None,
         }
     }
 

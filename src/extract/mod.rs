@@ -2,6 +2,7 @@
 //! connection) feeding the one writer thread through a bounded channel.
 
 pub mod fetch;
+pub mod key;
 pub mod partition;
 mod scheduler;
 pub mod select;
@@ -29,7 +30,8 @@ use crate::source::catalog::{Column, Table};
 use crate::source::types::ValueKind;
 use crate::source::{Dialect, Source, session};
 use crate::state::{RunState, SourceIdentity, TableState, TableStatus};
-use partition::{Partition, ReadMode};
+use key::KeyType;
+use partition::{Partition, ReadChoice, ReadMode};
 use scheduler::{Scheduler, WorkItem};
 use select::TableQuery;
 use watchdog::{Watchdog, WatchdogEvent, WorkerSlot};
@@ -67,6 +69,8 @@ pub struct TableJob {
     pub kinds: Vec<ValueKind>,
     /// Positions of the key columns in the SELECT list, in key order.
     pub key_indices: Vec<usize>,
+    /// The key columns' types, in key order.
+    pub key_types: Vec<KeyType>,
     pub mode: ReadMode,
     /// This run's load; its upper bound is set when the table is prepared.
     pub load: RwLock<Load>,
@@ -91,28 +95,19 @@ impl TableJob {
             .iter()
             .map(|c| ValueKind::of(dialect, c))
             .collect();
+        let choice = ReadChoice::of(dialect, &table);
+        let mut table = table;
+        if choice.mode == ReadMode::Stream {
+            if !table.primary_key.is_empty() {
+                log::warn!("{}: read as {}", table.full_name(), choice.reason);
+            }
+            table.primary_key.clear();
+        }
         let key_indices: Vec<usize> = table
             .primary_key
             .iter()
             .filter_map(|k| table.columns.iter().position(|c| &c.name == k))
             .collect();
-        let usable_key = incremental::usable_key(&table, &kinds);
-        if !table.primary_key.is_empty() && !usable_key {
-            log::warn!(
-                "{}: its primary key has float or binary columns, which cannot be resume \
-                 points; it is read as one stream",
-                table.full_name()
-            );
-        }
-        let mode = match (usable_key, key_indices.first().map(|&i| kinds[i])) {
-            (true, Some(ValueKind::Integer)) => ReadMode::Range,
-            (true, _) => ReadMode::Keyset,
-            (false, _) => ReadMode::Stream,
-        };
-        let mut table = table;
-        if !usable_key {
-            table.primary_key.clear();
-        }
         TableJob {
             table,
             tier,
@@ -120,7 +115,8 @@ impl TableJob {
             dialect,
             kinds,
             key_indices,
-            mode,
+            key_types: choice.key_types,
+            mode: choice.mode,
             load: RwLock::new(load),
             format,
             synced_at: None,
@@ -195,6 +191,7 @@ impl TableJob {
                 scale: None,
                 nullable: false,
                 key_position: None,
+                collation: None,
             });
             kinds.push(ValueKind::Text);
         }

@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::key::KeyType;
 use super::select::{KeyRange, KeyValue};
+use crate::source::Dialect;
+use crate::source::catalog::Table;
 
 /// How a partition's rows are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +21,79 @@ pub enum ReadMode {
     /// Every key in order, compared with the previous run's key list to find deleted rows.
     /// Read after the table's other partitions; restarted from the first key on failure.
     KeyScan,
+}
+
+/// How a table is read and why, as the plan shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadChoice {
+    pub mode: ReadMode,
+    /// Key types in key order; empty for a stream.
+    pub key_types: Vec<KeyType>,
+    pub reason: String,
+}
+
+impl ReadChoice {
+    /// Ranges of the leading key read in parallel when it splits arithmetically (integers,
+    /// whole-number decimals); keyset chunks for any other key; one stream without a key or
+    /// with a key column that cannot be a resume point.
+    pub fn of(dialect: Dialect, table: &Table) -> ReadChoice {
+        let stream = |reason: String| ReadChoice {
+            mode: ReadMode::Stream,
+            key_types: Vec::new(),
+            reason,
+        };
+        if table.primary_key.is_empty() {
+            return stream("one stream: no primary key".into());
+        }
+        let mut key_types = Vec::with_capacity(table.primary_key.len());
+        for name in &table.primary_key {
+            let Some(column) = table.columns.iter().find(|c| &c.name == name) else {
+                return stream(format!(
+                    "one stream: key column '{name}' was not discovered"
+                ));
+            };
+            match KeyType::of(dialect, column) {
+                Some(key_type) => key_types.push(key_type),
+                None => {
+                    return stream(format!(
+                        "one stream: key column '{name}' is {}, which cannot be a resume point",
+                        column.source_type
+                    ));
+                }
+            }
+        }
+        let composite = if key_types.len() > 1 {
+            "composite key"
+        } else {
+            "key"
+        };
+        let (mode, reason) = match &key_types[0] {
+            KeyType::Integer(_) => (ReadMode::Range, format!("range on integer {composite}")),
+            leading if leading.splits_as_integer() => (
+                ReadMode::Range,
+                format!("range on whole-number decimal {composite}"),
+            ),
+            _ if key_types.len() > 1 => (ReadMode::Keyset, "keyset on composite key".to_owned()),
+            _ => (
+                ReadMode::Keyset,
+                format!("keyset on {} key", table_key_type(table)),
+            ),
+        };
+        ReadChoice {
+            mode,
+            key_types,
+            reason,
+        }
+    }
+}
+
+/// The leading key column's declared type, for the plan.
+fn table_key_type(table: &Table) -> String {
+    table
+        .primary_key
+        .first()
+        .and_then(|k| table.columns.iter().find(|c| &c.name == k))
+        .map_or_else(String::new, |c| c.source_type.clone())
 }
 
 /// One partition of a table.

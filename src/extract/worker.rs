@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use odbc_api::handles::{AsStatementRef, Statement};
+use odbc_api::parameter::InputParameter;
 use odbc_api::{ConcurrentBlockCursor, Connection, ConnectionTransitions, Cursor};
 
 use super::fetch::{FetchLayout, encode_batch, encode_delete, key_of_row, views};
+use super::key::{self, Advance, KeyMismatch};
 use super::partition::{self, Partition, PartitionSpec, ReadMode};
 use super::scheduler::{Scheduler, WorkItem};
-use super::select::KeyRange;
-use super::select::KeyValue;
+use super::select::{KeyRange, KeyValue, Select};
 use super::watchdog::{InHand, StatementHandle, WorkerSlot};
 use super::{Context, TableJob};
 use crate::error::{DbError, Error};
@@ -259,6 +260,7 @@ impl Worker {
             &self.context.read.session_setup,
             "setting up the session",
         )?;
+        self.check_text_parameters(&connection)?;
         // The Arc never leaves this thread; it lets a statement run on odbc-api's fetch thread
         // keep the connection alive (odbc-api's `StatementParent` for `Arc<Connection>`).
         #[allow(clippy::arc_with_non_send_sync)]
@@ -438,6 +440,38 @@ impl Worker {
         self.execute_all(&connection, statements, "setting the isolation level")
     }
 
+    /// Binds a text parameter and compares what the server selects back: a key bound mangled
+    /// would make a keyset read skip or repeat rows.
+    fn check_text_parameters(&self, connection: &Connection<'static>) -> Result<(), WorkerError> {
+        let Some(dialect) = self.context.jobs.first().map(|j| j.dialect) else {
+            return Ok(());
+        };
+        let sql = self.context.source.sql(key::parameter_probe_sql(dialect));
+        let failed = |e: odbc_api::Error| WorkerError::Db {
+            context: "checking that text parameters reach the server intact".into(),
+            error: DbError::from_odbc(&e, self.context.source.secret()).without_values(),
+        };
+        let probe = [key::parameter_probe()];
+        let mut returned = None;
+        if let Some(mut cursor) = connection.execute(&sql, &probe[..], None).map_err(failed)?
+            && let Some(mut row) = cursor.next_row().map_err(failed)?
+        {
+            let mut buffer = Vec::new();
+            if row.get_wide_text(1, &mut buffer).map_err(failed)? {
+                returned = Some(String::from_utf16_lossy(&buffer));
+            }
+        }
+        if returned.as_deref() == Some(key::PARAMETER_PROBE) {
+            return Ok(());
+        }
+        Err(WorkerError::Table(format!(
+            "a text parameter ('{}') came back changed from the server: key bounds would not \
+             reach it intact, so keyset reads could skip or repeat rows; check the ODBC \
+             driver's character set settings",
+            key::PARAMETER_PROBE
+        )))
+    }
+
     /// Runs statements that return no rows (session settings), in order.
     fn execute_all(
         &self,
@@ -447,7 +481,7 @@ impl Worker {
     ) -> Result<(), WorkerError> {
         for statement in statements {
             connection
-                .execute(statement, (), None)
+                .execute(&self.context.source.sql(statement), (), None)
                 .map_err(|e| WorkerError::Db {
                     context: context.into(),
                     error: DbError::from_odbc(&e, self.context.source.secret()).without_values(),
@@ -461,7 +495,7 @@ impl Worker {
         let context = Arc::clone(&self.context);
         let job = &context.jobs[partition.table];
         let query = job.query().map_err(|e| WorkerError::Table(e.to_string()))?;
-        let (columns, kinds, op_column) = job.fetch_columns();
+        let (columns, kinds, _) = job.fetch_columns();
         if partition.spec.mode == ReadMode::Stream {
             // No key to resume after: whatever an earlier attempt wrote is discarded.
             self.send(Message::RestartTable {
@@ -476,17 +510,43 @@ impl Worker {
         );
         let chunk_limit =
             (partition.spec.mode == ReadMode::Keyset).then_some(job.settings.partition_size);
+        let key_columns = query.key_columns();
+        if let Some(after) = partition.after.take() {
+            // A resume point from the state file: typed by the key columns (older states
+            // saved some types as text).
+            let conformed = after
+                .into_iter()
+                .zip(key_columns)
+                .map(|(value, (name, key_type))| {
+                    key_type.conform(value).ok_or_else(|| KeyMismatch {
+                        column: name.clone(),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| WorkerError::Table(e.to_string()))?;
+            partition.after = Some(conformed);
+        }
+        let mut advance = Advance::new(
+            key_columns.iter().map(|(_, t)| t.clone()).collect(),
+            key_columns.iter().map(|(n, _)| n.clone()).collect(),
+            partition.after.clone(),
+            match (partition.spec.range.lower_exclusive, key_columns.first()) {
+                (Some(lower), Some((_, key_type))) => Some(key_type.bound(lower)),
+                _ => None,
+            },
+        );
         loop {
             if self.scheduler.is_failed(partition.table) {
                 return Ok(());
             }
             self.check_deadline(partition.table, job)?;
-            let sql = query.select(
+            let select = query.select(
                 partition.spec.range,
                 partition.after.as_deref(),
                 chunk_limit,
             );
-            match self.stream(partition, job, &sql, &layout, op_column)? {
+            advance.next_statement();
+            match self.stream(partition, job, &select, &layout, &mut advance)? {
                 StreamEnd::Complete { rows } => {
                     let more_chunks = chunk_limit.is_some_and(|limit| rows >= limit);
                     if !more_chunks {
@@ -588,7 +648,9 @@ impl Worker {
             Ok((bytes, rows))
         };
         let mut deleted = Vec::new();
-        if let Some(cursor) = self.open_watched(&sql, job.settings.timeout_seconds, &db_error)? {
+        if let Some(cursor) =
+            self.open_watched(&sql, &[], job.settings.timeout_seconds, &db_error)?
+        {
             let scanned = (|| {
                 let buffer = layout.allocate().map_err(|e| db_error(&e))?;
                 let mut block = cursor.bind_buffer(buffer).map_err(|e| db_error(&e))?;
@@ -600,8 +662,8 @@ impl Worker {
                     let mut scanned = Vec::with_capacity(batch.num_rows());
                     let mut new_keys = 0;
                     for row in 0..batch.num_rows() {
-                        let key = key_of_row(&columns, &positions, row)
-                            .map(|key| comparable_key(key, &key_kinds))
+                        let key = key_of_row(&columns, &positions, &job.key_types, row)
+                            .map(comparable_key)
                             .ok_or_else(|| {
                                 WorkerError::Table(format!(
                                     "{name}: a primary key value could not be read"
@@ -695,25 +757,35 @@ impl Worker {
         slot.statement = None;
     }
 
-    /// Runs one statement and sends its rows to the writer, batch by batch.
+    /// Runs one statement and sends its rows to the writer, batch by batch, each row checked
+    /// to come after the last key sent.
     fn stream(
         &mut self,
         partition: &mut Partition,
         job: &TableJob,
-        sql: &str,
+        select: &Select,
         layout: &FetchLayout,
-        op_column: bool,
+        advance: &mut Advance,
     ) -> Result<StreamEnd, WorkerError> {
         let name = job.table.full_name();
+        let params = select
+            .parameters()
+            .map_err(|e| WorkerError::Table(format!("{name}: {e}")))?;
         let secret = self.context.source.secret().map(str::to_owned);
         let db_error = |e: &odbc_api::Error| WorkerError::Db {
             context: format!("reading {name}"),
             error: DbError::from_odbc(e, secret.as_deref()).without_values(),
         };
-        let Some(cursor) = self.open_watched(sql, job.settings.timeout_seconds, &db_error)? else {
+        let Some(cursor) = self.open_watched(
+            &select.sql,
+            &params,
+            job.settings.timeout_seconds,
+            &db_error,
+        )?
+        else {
             return Ok(StreamEnd::Complete { rows: 0 });
         };
-        let outcome = self.fetch_all(partition, job, cursor, layout, op_column, &db_error);
+        let outcome = self.fetch_all(partition, job, cursor, layout, advance, &db_error);
         self.statement_finished();
         outcome
     }
@@ -725,6 +797,7 @@ impl Worker {
     fn open_watched(
         &mut self,
         sql: &str,
+        params: &[Box<dyn InputParameter>],
         timeout_seconds: u64,
         db_error: &dyn Fn(&odbc_api::Error) -> WorkerError,
     ) -> Result<Option<odbc_api::OwnedCursor<Arc<Connection<'static>>>>, WorkerError> {
@@ -732,7 +805,7 @@ impl Worker {
         let timeout = usize::try_from(timeout_seconds).ok();
         let opened = self.connection().and_then(|connection| {
             connection
-                .into_cursor(sql, (), timeout)
+                .into_cursor(&self.context.source.sql(sql), params, timeout)
                 .map_err(|failed| db_error(&failed.error))
         });
         match opened {
@@ -753,10 +826,12 @@ impl Worker {
         job: &TableJob,
         cursor: odbc_api::OwnedCursor<Arc<Connection<'static>>>,
         layout: &FetchLayout,
-        op_column: bool,
+        advance: &mut Advance,
         db_error: &dyn Fn(&odbc_api::Error) -> WorkerError,
     ) -> Result<StreamEnd, WorkerError> {
         let name = job.table.full_name();
+        // A change tracking read selects each row's op after the table's columns.
+        let op_column = job.load.read().reads_changes();
         let first = layout.allocate().map_err(|e| db_error(&e))?;
         let second = layout.allocate().map_err(|e| db_error(&e))?;
         let block = cursor.bind_buffer(first).map_err(|e| db_error(&e))?;
@@ -795,13 +870,9 @@ impl Worker {
             capacity_hint = bytes.len() + bytes.len() / 8;
             let last_key = match job.mode {
                 ReadMode::Stream | ReadMode::KeyScan => None,
-                _ => match key_of_row(&columns, &job.key_indices, rows.saturating_sub(1)) {
-                    Some(key) => Some(key),
-                    None => {
-                        break Err(WorkerError::Table(format!(
-                            "{name}: a primary key value could not be read as a resume point"
-                        )));
-                    }
+                _ => match checked_keys(&columns, job, advance, rows) {
+                    Ok(last) => last,
+                    Err(e) => break Err(WorkerError::Table(format!("{name}: {e}"))),
                 },
             };
             drop(columns);
@@ -864,19 +935,37 @@ impl Worker {
     }
 }
 
-/// A key as the key lists compare it: whole-number decimals (`NUMERIC(18,0)` keys are common)
-/// as integers, so they order by value and not by their digits.
-fn comparable_key(key: Vec<KeyValue>, kinds: &[ValueKind]) -> Vec<KeyValue> {
+/// A key as the key lists hold it, integers and text: whole-number decimals (`NUMERIC(18,0)`
+/// keys are common) as integers, so they order by value and not by their digits; other values
+/// as their text form.
+fn comparable_key(key: Vec<KeyValue>) -> Vec<KeyValue> {
     key.into_iter()
-        .zip(kinds)
-        .map(|(value, kind)| match (value, kind) {
-            (KeyValue::Text(text), ValueKind::Decimal) => match text.trim().parse::<i64>() {
+        .map(|value| match value {
+            KeyValue::Int(v) => KeyValue::Int(v),
+            KeyValue::Text(text) => KeyValue::Text(text),
+            KeyValue::Decimal(text) => match text.trim().parse::<i64>() {
                 Ok(v) => KeyValue::Int(v),
                 Err(_) => KeyValue::Text(text),
             },
-            (value, _) => value,
+            other => KeyValue::Text(other.to_text()),
         })
         .collect()
+}
+
+/// Checks every row's key of a batch against the read's advance and returns the last one,
+/// the partition's next resume point.
+fn checked_keys(
+    columns: &[super::fetch::ColumnView<'_>],
+    job: &TableJob,
+    advance: &mut Advance,
+    rows: usize,
+) -> Result<Option<Vec<KeyValue>>, String> {
+    for row in 0..rows {
+        let key = key_of_row(columns, &job.key_indices, &job.key_types, row)
+            .ok_or_else(|| "a primary key value could not be read as a resume point".to_owned())?;
+        advance.check(key).map_err(|e| e.to_string())?;
+    }
+    Ok(advance.last().filter(|_| rows > 0).cloned())
 }
 
 /// The resume point after a batch of a key scan: it never moves back behind `after`.

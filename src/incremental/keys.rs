@@ -105,8 +105,10 @@ pub fn compare_keys(a: &[KeyValue], b: &[KeyValue]) -> Ordering {
         let ord = match (x, y) {
             (KeyValue::Int(x), KeyValue::Int(y)) => x.cmp(y),
             (KeyValue::Text(x), KeyValue::Text(y)) => x.as_bytes().cmp(y.as_bytes()),
-            (KeyValue::Int(_), KeyValue::Text(_)) => Ordering::Less,
-            (KeyValue::Text(_), KeyValue::Int(_)) => Ordering::Greater,
+            (KeyValue::Int(_), _) => Ordering::Less,
+            (_, KeyValue::Int(_)) => Ordering::Greater,
+            // Key lists hold integers and text; other values as their text form.
+            (x, y) => x.to_text().as_bytes().cmp(y.to_text().as_bytes()),
         };
         if ord != Ordering::Equal {
             return ord;
@@ -144,6 +146,12 @@ pub fn encode_frame(keys: &[Vec<KeyValue>]) -> io::Result<Vec<u8>> {
                     put_varint(&mut raw, s.len() as u64);
                     raw.extend_from_slice(s.as_bytes());
                 }
+                other => {
+                    let s = other.to_text();
+                    raw.push(TAG_TEXT);
+                    put_varint(&mut raw, s.len() as u64);
+                    raw.extend_from_slice(s.as_bytes());
+                }
             }
         }
         remember_ints(&mut previous, key);
@@ -175,7 +183,7 @@ fn remember_ints(previous: &mut Vec<Option<i64>>, key: &[KeyValue]) {
     previous.clear();
     previous.extend(key.iter().map(|v| match v {
         KeyValue::Int(n) => Some(*n),
-        KeyValue::Text(_) => None,
+        _ => None,
     }));
 }
 

@@ -251,7 +251,7 @@ pub fn decide(
         .iter()
         .map(|c| ValueKind::of(dialect, c))
         .collect();
-    let has_key = usable_key(table, &kinds);
+    let has_key = usable_key(dialect, table);
     let mode = sync_mode(dialect, table, &kinds, settings, previous, has_key)?;
     if !shape.change_columns && mode == SyncMode::ChangeTracking {
         return Err(SyncConfigError(format!(
@@ -360,16 +360,11 @@ pub fn decide(
     }
 }
 
-/// A key that can order reads and resume them (floats and bytes cannot).
-pub fn usable_key(table: &Table, kinds: &[ValueKind]) -> bool {
-    !table.primary_key.is_empty()
-        && table.primary_key.iter().all(|k| {
-            table
-                .columns
-                .iter()
-                .position(|c| &c.name == k)
-                .is_some_and(|i| !matches!(kinds[i], ValueKind::Float | ValueKind::Binary))
-        })
+/// Whether the table's primary key can be a resume point and a keyset bound: every key column
+/// has a key type (see `extract::key::KeyType`).
+pub fn usable_key(dialect: Dialect, table: &Table) -> bool {
+    crate::extract::partition::ReadChoice::of(dialect, table).mode
+        != crate::extract::partition::ReadMode::Stream
 }
 
 fn sync_mode(

@@ -196,6 +196,7 @@ pub fn change_tracking_query(table: &Table, from: i64, to: i64) -> TableQuery {
     ));
     TableQuery::from_parts(
         dialect,
+        table,
         format!(
             "CHANGETABLE(CHANGES {name}, {from}) AS {changes} LEFT OUTER JOIN {name} AS {rows} \
              ON {join}"
@@ -323,7 +324,7 @@ mod tests {
     #[test]
     fn change_tracking_read_joins_back_and_marks_deletes() {
         let query = change_tracking_query(&patient(), 41, 57);
-        let sql = query.select(KeyRange::ALL, None, Some(5000));
+        let sql = query.select(KeyRange::ALL, None, Some(5000)).sql;
         let expected = "SELECT TOP (5000) [ct].[PAT_ID] AS [PAT_ID], [ct].[LINE] AS [LINE], \
              CAST([t].[NOTE] AS NVARCHAR(MAX)) AS [NOTE], [t].[UPDATE_DATE] AS [UPDATE_DATE], \
              [t].[RV] AS [RV], CASE WHEN [t].[PAT_ID] IS NULL THEN 'delete' ELSE 'upsert' END \
@@ -333,11 +334,11 @@ mod tests {
         assert_eq!(sql, expected);
         assert_eq!(parse_changetable(&sql), expected);
         let after = [KeyValue::Text("Z'1".into()), KeyValue::Int(3)];
-        let resumed = query.select(KeyRange::ALL, Some(&after), Some(5000));
+        let resumed = query.select(KeyRange::ALL, Some(&after), Some(5000)).sql;
         assert!(
             resumed.contains(
-                "WHERE [ct].[SYS_CHANGE_VERSION] <= 57 AND (([ct].[PAT_ID] > N'Z''1') OR \
-                 ([ct].[PAT_ID] = N'Z''1' AND [ct].[LINE] > 3)) ORDER BY"
+                "WHERE [ct].[SYS_CHANGE_VERSION] <= 57 AND (([ct].[PAT_ID] > ?) OR \
+                 ([ct].[PAT_ID] = ? AND [ct].[LINE] > ?)) ORDER BY"
             ),
             "{resumed}"
         );
@@ -383,7 +384,7 @@ mod tests {
         );
         let query = crate::extract::select::TableQuery::new(Dialect::SqlServer, &patient())
             .filtered(Some(filter));
-        let sql = query.select(KeyRange::ALL, None, Some(1000));
+        let sql = query.select(KeyRange::ALL, None, Some(1000)).sql;
         assert_eq!(
             parse(&sql),
             "SELECT TOP (1000) [PAT_ID], [LINE], CAST([NOTE] AS NVARCHAR(MAX)) AS [NOTE], \
@@ -432,7 +433,7 @@ mod tests {
         let query = TableQuery::new(Dialect::SqlServer, &patient()).filtered(Some(filter));
         for sql in [
             query.count(),
-            query.select(KeyRange::ALL, None, None),
+            query.select(KeyRange::ALL, None, None).sql,
             query.key_bounds().unwrap(),
         ] {
             assert_eq!(parse(&sql), sql);

@@ -24,6 +24,10 @@ pub struct Column {
     pub nullable: bool,
     /// 1-based position in the primary key.
     pub key_position: Option<usize>,
+    /// The collation of a text column (SQL Server `sys.columns.collation_name`, PostgreSQL's
+    /// explicit column collation), which orders and compares its keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collation: Option<String>,
 }
 
 #[cfg(test)]
@@ -38,6 +42,7 @@ impl Column {
             scale: None,
             nullable: key_position.is_none(),
             key_position,
+            collation: None,
         }
     }
 }
@@ -248,7 +253,7 @@ pub(super) struct Facets {
 }
 
 /// Parses the rows of the SQL Server and PostgreSQL column queries, which share one layout:
-/// schema, table, ordinal, name, type, length, precision, scale, nullable.
+/// schema, table, ordinal, name, type, length, precision, scale, nullable, collation.
 pub(super) fn parse_column_rows(
     rows: Vec<Vec<Option<String>>>,
     type_name: impl Fn(&str) -> String,
@@ -266,6 +271,7 @@ pub(super) fn parse_column_rows(
                 precision,
                 scale,
                 nullable,
+                collation,
             ] => {
                 let source_type = type_name(source_type);
                 let facets = facets(&source_type);
@@ -280,6 +286,7 @@ pub(super) fn parse_column_rows(
                         source_type,
                         nullable: parse_flag(nullable),
                         key_position: None,
+                        collation: collation.clone(),
                     },
                 })
             }
@@ -374,6 +381,51 @@ mod tests {
         ]);
         assert_eq!(keys[&("dbo".into(), "LAB".into())], ["ORDER_ID", "LINE"]);
         assert_eq!(keys[&("dbo".into(), "PAT".into())], ["PAT_ID"]);
+    }
+
+    #[test]
+    fn column_rows_carry_the_collation() {
+        let text = |v: &str| Some(v.to_owned());
+        let rows = vec![
+            vec![
+                text("dbo"),
+                text("PATIENT"),
+                text("1"),
+                text("PAT_ID"),
+                text("varchar"),
+                text("18"),
+                text("0"),
+                text("0"),
+                text("0"),
+                text("SQL_Latin1_General_CP1_CI_AS"),
+            ],
+            vec![
+                text("dbo"),
+                text("PATIENT"),
+                text("2"),
+                text("BIRTH_DATE"),
+                text("datetime"),
+                text("8"),
+                text("23"),
+                text("3"),
+                text("1"),
+                None,
+            ],
+        ];
+        let facets = |t: &str| Facets {
+            length: t == "varchar",
+            precision: false,
+            scale: false,
+        };
+        let columns = parse_column_rows(rows, str::to_owned, facets);
+        assert_eq!(columns.len(), 2);
+        assert_eq!(
+            columns[0].column.collation.as_deref(),
+            Some("SQL_Latin1_General_CP1_CI_AS")
+        );
+        assert_eq!(columns[0].column.length, Some(18));
+        assert!(!columns[0].column.nullable);
+        assert_eq!(columns[1].column.collation, None);
     }
 
     #[test]

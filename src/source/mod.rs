@@ -15,7 +15,10 @@ pub mod sqlserver;
 pub(crate) mod tsql_test;
 pub mod types;
 
-use odbc_api::{Connection, ConnectionOptions, Environment};
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
+
+use odbc_api::{Connection, ConnectionOptions, Cursor, Environment};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, SourceConfig};
@@ -92,7 +95,25 @@ pub struct Source {
     connection_string: String,
     secret: Option<String>,
     login_timeout_sec: u32,
+    /// How statement text must be handed over, found on the first connection.
+    statement_text: Arc<OnceLock<StatementText>>,
 }
+
+/// How statement text reaches the driver. Statements go through the wide (UTF-16) ODBC
+/// functions, which a Unicode driver (Microsoft ODBC Driver 18, psqlODBC Unicode, FreeTDS)
+/// receives as they are. A driver without wide functions (sqliteodbc) gets them from unixODBC
+/// converted to 8 bits, one byte per UTF-16 unit, in the process's "C" locale: there, passing
+/// each UTF-8 byte as the character of the same number delivers the exact UTF-8 bytes.
+/// A probe on the first connection decides, and refuses a driver that mangles both ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatementText {
+    Wide,
+    Utf8Bytes,
+}
+
+/// Non-ASCII text whose round trip through a literal proves statement text arrives intact:
+/// Latin-1, a BMP character beyond it, and one outside the BMP (a surrogate pair in UTF-16).
+const STATEMENT_TEXT_PROBE: &str = "é€😀";
 
 impl Source {
     pub fn from_config(config: &Config) -> Source {
@@ -108,7 +129,69 @@ impl Source {
             connection_string,
             secret: config.source.secret().map(str::to_owned),
             login_timeout_sec: config.login_timeout_sec,
+            statement_text: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// `sql` as it must be passed to odbc-api for the driver to receive exactly `sql`.
+    pub fn sql<'a>(&self, sql: &'a str) -> Cow<'a, str> {
+        match self.statement_text.get() {
+            Some(StatementText::Utf8Bytes) if !sql.is_ascii() => {
+                Cow::Owned(sql.bytes().map(char::from).collect())
+            }
+            _ => Cow::Borrowed(sql),
+        }
+    }
+
+    /// Finds how statement text reaches this driver: a literal holding
+    /// [`STATEMENT_TEXT_PROBE`] is selected each way and compared with what comes back.
+    fn probe_statement_text(&self, connection: &Connection<'_>) -> Result<StatementText> {
+        let dbms = connection
+            .database_management_system_name()
+            .map_err(|e| self.db_error("reading the DBMS name", &e))?;
+        let prefix = match Dialect::from_dbms_name(&dbms) {
+            Some(Dialect::SqlServer) => "N",
+            _ => "",
+        };
+        let sql = format!("SELECT {prefix}'{STATEMENT_TEXT_PROBE}'");
+        // A mangled literal may also fail to parse: an error only counts when no way returned
+        // text at all.
+        let mut mangled = false;
+        let mut last_error = None;
+        for (way, text) in [
+            (StatementText::Wide, sql.clone()),
+            (
+                StatementText::Utf8Bytes,
+                sql.bytes().map(char::from).collect(),
+            ),
+        ] {
+            let read = (|| {
+                let Some(mut cursor) = connection.execute(&text, (), None)? else {
+                    return Ok(None);
+                };
+                let Some(mut row) = cursor.next_row()? else {
+                    return Ok(None);
+                };
+                let mut buffer = Vec::new();
+                Ok::<_, odbc_api::Error>(
+                    row.get_wide_text(1, &mut buffer)?
+                        .then(|| String::from_utf16_lossy(&buffer)),
+                )
+            })();
+            match read {
+                Ok(Some(text)) if text == STATEMENT_TEXT_PROBE => return Ok(way),
+                Ok(_) => mangled = true,
+                Err(e) => last_error = Some(e),
+            }
+        }
+        if let (Some(e), false) = (last_error, mangled) {
+            return Err(self.db_error("checking that statement text reaches the driver intact", &e));
+        }
+        Err(Error::Discovery(format!(
+            "the ODBC driver does not receive non-ASCII statement text intact (a literal \
+             '{STATEMENT_TEXT_PROBE}' came back changed): table and column names with accents \
+             would be misread; check the driver and the process locale (LANG, LC_ALL)"
+        )))
     }
 
     /// The connection string with the password replaced by `***`: the only form ever shown.
@@ -128,11 +211,17 @@ impl Source {
             login_timeout_sec: Some(self.login_timeout_sec),
             packet_size: None,
         };
-        env.connect_with_connection_string(&self.connection_string, options)
+        let connection = env
+            .connect_with_connection_string(&self.connection_string, options)
             .map_err(|e| Error::Connect {
                 connection: self.redacted(),
                 source: DbError::from_odbc(&e, self.secret()),
-            })
+            })?;
+        if self.statement_text.get().is_none() {
+            let way = self.probe_statement_text(&connection)?;
+            let _ = self.statement_text.set(way);
+        }
+        Ok(connection)
     }
 
     /// Converts an odbc-api error raised while doing `context` on this source.
@@ -176,6 +265,27 @@ pub fn detect_dialect(source: &Source, connection: &Connection<'_>) -> Result<Di
     })
 }
 
+/// The name of the database the connection reads. Asked with a query: psqlODBC's wide
+/// `SQLGetConnectAttrW(SQL_ATTR_CURRENT_CATALOG)` reports a length that cuts the name short.
+pub fn current_database(
+    source: &Source,
+    connection: &Connection<'_>,
+    dialect: Dialect,
+) -> Result<String> {
+    let sql = match dialect {
+        Dialect::SqlServer => "SELECT DB_NAME()",
+        Dialect::Postgres => "SELECT current_database()",
+        // The file is the database; sqliteodbc reports no catalog.
+        Dialect::Sqlite => return Ok("main".to_owned()),
+    };
+    let rows = query_text(source, connection, "the current database", sql)?;
+    Ok(rows
+        .into_iter()
+        .next()
+        .and_then(|row| row.into_iter().next().flatten())
+        .unwrap_or_default())
+}
+
 /// Reads the DBMS and driver names and versions. Takes the connection because the driver
 /// information needs its raw handle.
 pub fn server_info(source: &Source, connection: Connection<'static>) -> Result<ServerInfo> {
@@ -183,9 +293,7 @@ pub fn server_info(source: &Source, connection: Connection<'static>) -> Result<S
     let dbms_name = connection
         .database_management_system_name()
         .map_err(|e| source.db_error("reading the DBMS name", &e))?;
-    let database = connection
-        .current_catalog()
-        .map_err(|e| source.db_error("reading the current database", &e))?;
+    let database = current_database(source, &connection, dialect)?;
     let handle = connection.into_handle();
     let info = |info_type| raw_info_string(handle.as_sys(), info_type);
     let server = ServerInfo {
@@ -267,6 +375,28 @@ mod tests {
             Dialect::Sqlite.qualified_table("main", "select"),
             "\"select\""
         );
+    }
+
+    #[test]
+    fn statement_text_for_a_driver_without_wide_functions_is_its_utf8_bytes() {
+        let source = Source {
+            connection_string: String::new(),
+            secret: None,
+            login_timeout_sec: 1,
+            statement_text: Arc::new(OnceLock::new()),
+        };
+        let sql = "SELECT \"Ünï col\" FROM t";
+        assert_eq!(source.sql(sql), sql, "before the probe");
+        source
+            .statement_text
+            .set(StatementText::Utf8Bytes)
+            .expect("unset");
+        let passed = source.sql(sql);
+        // unixODBC narrows each UTF-16 unit to one byte: the driver gets the UTF-8 bytes.
+        let narrowed: Vec<u8> = passed.encode_utf16().map(|u| u as u8).collect();
+        assert!(passed.encode_utf16().all(|u| u <= 0xFF));
+        assert_eq!(narrowed, sql.as_bytes());
+        assert!(matches!(source.sql("SELECT 1"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub const COLUMNS_SQL: &str = "\
 SELECT table_schema, table_name, ordinal_position, column_name, \
 CASE WHEN data_type IN ('USER-DEFINED', 'ARRAY') THEN udt_name ELSE data_type END, \
 character_maximum_length, numeric_precision, \
-COALESCE(numeric_scale, datetime_precision), is_nullable \
+COALESCE(numeric_scale, datetime_precision), is_nullable, collation_name \
 FROM information_schema.columns \
 WHERE table_schema NOT IN ('pg_catalog', 'information_schema') \
 ORDER BY table_schema, table_name, ordinal_position";

@@ -20,7 +20,10 @@ pub fn query_text(
     sql: &str,
 ) -> Result<Vec<Vec<Option<String>>>> {
     let fail = |e: odbc_api::Error| source.db_error(format!("reading {what}"), &e);
-    let Some(mut cursor) = connection.execute(sql, (), None).map_err(fail)? else {
+    let Some(mut cursor) = connection
+        .execute(&source.sql(sql), (), None)
+        .map_err(fail)?
+    else {
         return Ok(Vec::new());
     };
     let columns = usize::try_from(cursor.num_result_cols().map_err(fail)?).unwrap_or(0);

@@ -60,6 +60,7 @@ pub(super) fn columns(source: &Source, connection: &Connection<'_>) -> Result<Ve
                         // except the INTEGER PRIMARY KEY rowid alias; report what is declared.
                         nullable: !parse_flag(not_null),
                         key_position,
+                        collation: None,
                     },
                 })
             }

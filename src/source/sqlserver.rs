@@ -31,14 +31,15 @@ GROUP BY s.name, t.name \
 ORDER BY s.name, t.name";
 
 /// Columns of all user tables in ordinal order. Alias types report their base type; lengths of
-/// `nchar`/`nvarchar` are converted from bytes to characters; `-1` means `(max)`.
+/// `nchar`/`nvarchar` are converted from bytes to characters; `-1` means `(max)`. Text columns
+/// carry their collation, which orders and compares their keys.
 pub const COLUMNS_SQL: &str = "\
 SELECT s.name AS schema_name, t.name AS table_name, c.column_id, c.name AS column_name, \
 COALESCE(bt.name, ty.name) AS type_name, \
 CASE WHEN c.max_length = -1 THEN -1 \
 WHEN COALESCE(bt.name, ty.name) IN ('nchar', 'nvarchar') THEN c.max_length / 2 \
 ELSE c.max_length END AS max_length, \
-c.precision, c.scale, c.is_nullable \
+c.precision, c.scale, c.is_nullable, c.collation_name \
 FROM sys.columns AS c \
 JOIN sys.tables AS t ON t.object_id = c.object_id \
 JOIN sys.schemas AS s ON s.schema_id = t.schema_id \
@@ -147,6 +148,21 @@ mod tests {
     #[test]
     fn columns_statement() {
         assert_eq!(parse(COLUMNS_SQL), COLUMNS_SQL);
+        assert_eq!(
+            COLUMNS_SQL,
+            "SELECT s.name AS schema_name, t.name AS table_name, c.column_id, \
+             c.name AS column_name, COALESCE(bt.name, ty.name) AS type_name, \
+             CASE WHEN c.max_length = -1 THEN -1 \
+             WHEN COALESCE(bt.name, ty.name) IN ('nchar', 'nvarchar') THEN c.max_length / 2 \
+             ELSE c.max_length END AS max_length, c.precision, c.scale, c.is_nullable, \
+             c.collation_name FROM sys.columns AS c \
+             JOIN sys.tables AS t ON t.object_id = c.object_id \
+             JOIN sys.schemas AS s ON s.schema_id = t.schema_id \
+             JOIN sys.types AS ty ON ty.user_type_id = c.user_type_id \
+             LEFT JOIN sys.types AS bt ON bt.user_type_id = ty.system_type_id \
+             AND ty.is_user_defined = 1 WHERE t.is_ms_shipped = 0 \
+             ORDER BY s.name, t.name, c.column_id"
+        );
         assert!(COLUMNS_SQL.contains("ORDER BY s.name, t.name, c.column_id"));
     }
 

@@ -143,6 +143,7 @@ mod tests {
             scale: None,
             nullable: true,
             key_position: None,
+            collation: None,
         }
     }
 
