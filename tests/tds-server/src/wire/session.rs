@@ -734,6 +734,16 @@ impl WireSink<'_, '_> {
 impl ResultSink for WireSink<'_, '_> {
     fn columns(&mut self, columns: &[ColumnMeta]) -> Result<(), Interrupt> {
         self.check_attention()?;
+        for (i, column) in columns.iter().enumerate() {
+            types::check_type(&column.ty).map_err(|why| {
+                ServerError::new(
+                    50000,
+                    1,
+                    16,
+                    format!("test server: column {} ({}): {why}", i + 1, column.name),
+                )
+            })?;
+        }
         let flushed = self.flush_pending(true);
         self.io(flushed)?;
         let written = tokens::colmetadata(&mut self.out, columns);

@@ -129,10 +129,6 @@ fn time_len(scale: u8) -> u8 {
     }
 }
 
-fn char_bytes(length: u16) -> u16 {
-    length
-}
-
 fn nchar_bytes(length: u16) -> Result<u16, String> {
     length
         .checked_mul(2)
@@ -146,7 +142,39 @@ pub(crate) fn write_type_info(out: &mut Out<'_>, ty: &SqlType) -> io::Result<()>
     out.put(&bytes)
 }
 
+/// Whether the wire can send a column of this type (known collation, scales 0..=7,
+/// precision 1..=38, lengths within 8000 bytes).
+pub(crate) fn check_type(ty: &SqlType) -> Result<(), String> {
+    type_info_bytes(ty).map(drop)
+}
+
 fn type_info_bytes(ty: &SqlType) -> Result<Vec<u8>, String> {
+    match ty {
+        SqlType::Time { scale }
+        | SqlType::DateTime2 { scale }
+        | SqlType::DateTimeOffset { scale }
+            if *scale > 7 =>
+        {
+            return Err(format!("{ty:?}: the scale is over 7"));
+        }
+        SqlType::Decimal { precision, scale }
+            if !(1..=38).contains(precision) || scale > precision =>
+        {
+            return Err(format!("{ty:?}: precision 1..=38 and scale up to it"));
+        }
+        SqlType::Char { length, .. }
+        | SqlType::Binary { length }
+        | SqlType::VarChar {
+            length: Some(length),
+            ..
+        }
+        | SqlType::VarBinary {
+            length: Some(length),
+        } if *length > 8000 => {
+            return Err(format!("{ty:?}: over 8000 bytes (use None for (max))"));
+        }
+        _ => {}
+    }
     let mut b = Vec::with_capacity(16);
     match ty {
         SqlType::TinyInt => b.extend([INTN, 1]),
@@ -169,12 +197,13 @@ fn type_info_bytes(ty: &SqlType) -> Result<Vec<u8>, String> {
         SqlType::DateTimeOffset { scale } => b.extend([DATETIMEOFFSETN, *scale]),
         SqlType::Char { length, collation } => {
             b.push(BIGCHAR);
-            b.extend(char_bytes(*length).to_le_bytes());
+            // varchar(n) and char(n) count bytes (one per character in CP1252).
+            b.extend(length.to_le_bytes());
             b.extend(collation_info(collation)?.0);
         }
         SqlType::VarChar { length, collation } => {
             b.push(BIGVARCHR);
-            b.extend(length.map_or(MAX_LEN, char_bytes).to_le_bytes());
+            b.extend(length.unwrap_or(MAX_LEN).to_le_bytes());
             b.extend(collation_info(collation)?.0);
         }
         SqlType::NChar { length } => {
@@ -579,6 +608,16 @@ fn scalar_bytes(ty: &SqlType, value: &Value) -> Result<Vec<u8>, String> {
             let days = parse_date(text()?.trim())?;
             days_bytes(days)
         }
+        SqlType::DateTimeOffset { scale } => {
+            let (days, ticks, offset) = parse_datetimeoffset(text()?, *scale)?;
+            if !(0..=MAX_DATE_DAYS).contains(&days) {
+                return Err("a datetimeoffset is out of range in UTC".to_owned());
+            }
+            let mut b = time_bytes(ticks, *scale);
+            b.extend(days_bytes(days));
+            b.extend(offset.to_le_bytes());
+            b
+        }
         SqlType::Time { scale } => {
             let ticks = parse_time(text()?.trim(), *scale)?;
             time_bytes(ticks, *scale)
@@ -587,13 +626,6 @@ fn scalar_bytes(ty: &SqlType, value: &Value) -> Result<Vec<u8>, String> {
             let (days, ticks) = parse_datetime(text()?, *scale)?;
             let mut b = time_bytes(ticks, *scale);
             b.extend(days_bytes(days));
-            b
-        }
-        SqlType::DateTimeOffset { scale } => {
-            let (days, ticks, offset) = parse_datetimeoffset(text()?, *scale)?;
-            let mut b = time_bytes(ticks, *scale);
-            b.extend(days_bytes(days));
-            b.extend(offset.to_le_bytes());
             b
         }
         SqlType::DateTime => {
@@ -1046,19 +1078,22 @@ pub(crate) fn read_type_info(r: &mut Reader<'_>) -> Result<WireType, DecodeError
             let len = r.u8()?;
             let precision = r.u8()?;
             let scale = r.u8()?;
+            if !(1..=38).contains(&precision) || scale > precision {
+                return Err(DecodeError::new(format!("decimal({precision},{scale})")));
+            }
             (SqlType::Decimal { precision, scale }, u32::from(len))
         }
         DATEN => (SqlType::Date, 3),
         TIMEN => {
-            let scale = r.u8()?;
+            let scale = read_scale(r)?;
             (SqlType::Time { scale }, 5)
         }
         DATETIME2N => {
-            let scale = r.u8()?;
+            let scale = read_scale(r)?;
             (SqlType::DateTime2 { scale }, 8)
         }
         DATETIMEOFFSETN => {
-            let scale = r.u8()?;
+            let scale = read_scale(r)?;
             (SqlType::DateTimeOffset { scale }, 10)
         }
         BIGVARCHR | BIGCHAR => {
@@ -1165,6 +1200,17 @@ pub(crate) fn read_type_info(r: &mut Reader<'_>) -> Result<WireType, DecodeError
     })
 }
 
+/// The scale of time, datetime2 and datetimeoffset: 0..=7.
+fn read_scale(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
+    let scale = r.u8()?;
+    if scale > 7 {
+        return Err(DecodeError::new(format!(
+            "a time scale of {scale} is over 7"
+        )));
+    }
+    Ok(scale)
+}
+
 /// Reads a parameter value of a type read by [`read_type_info`] into its canonical form.
 pub(crate) fn read_value(r: &mut Reader<'_>, t: &WireType) -> Result<Value, DecodeError> {
     let data: Vec<u8> = match t.code {
@@ -1229,7 +1275,11 @@ fn read_variant(r: &mut Reader<'_>) -> Result<Value, DecodeError> {
             .unwrap_or([0; 5]);
         collation_from_bytes(bytes)
     };
-    let max_len = || u16::from_le_bytes([prop(prop_len as usize - 2), prop(prop_len as usize - 1)]);
+    // The last two property bytes of character and binary types: the declared length.
+    let max_len = || {
+        let at = usize::from(prop_len).saturating_sub(2);
+        u16::from_le_bytes([prop(at), prop(at + 1)])
+    };
     let (ty, encoding) = match code {
         INT1 => (SqlType::TinyInt, WINDOWS_1252),
         INT2 => (SqlType::SmallInt, WINDOWS_1252),
@@ -1244,16 +1294,29 @@ fn read_variant(r: &mut Reader<'_>) -> Result<Value, DecodeError> {
         DATETIME => (SqlType::DateTime, WINDOWS_1252),
         DATEN => (SqlType::Date, WINDOWS_1252),
         GUID => (SqlType::UniqueIdentifier, WINDOWS_1252),
-        TIMEN => (SqlType::Time { scale: prop(0) }, WINDOWS_1252),
-        DATETIME2N => (SqlType::DateTime2 { scale: prop(0) }, WINDOWS_1252),
-        DATETIMEOFFSETN => (SqlType::DateTimeOffset { scale: prop(0) }, WINDOWS_1252),
-        DECIMALN | NUMERICN => (
-            SqlType::Decimal {
-                precision: prop(0),
-                scale: prop(1),
+        TIMEN => (
+            SqlType::Time {
+                scale: prop(0).min(7),
             },
             WINDOWS_1252,
         ),
+        DATETIME2N => (
+            SqlType::DateTime2 {
+                scale: prop(0).min(7),
+            },
+            WINDOWS_1252,
+        ),
+        DATETIMEOFFSETN => (
+            SqlType::DateTimeOffset {
+                scale: prop(0).min(7),
+            },
+            WINDOWS_1252,
+        ),
+        DECIMALN | NUMERICN => {
+            let precision = prop(0).clamp(1, 38);
+            let scale = prop(1).min(precision);
+            (SqlType::Decimal { precision, scale }, WINDOWS_1252)
+        }
         BIGVARCHR | BIGCHAR => {
             let (collation, encoding) = collation();
             let length = max_len();
@@ -1350,9 +1413,15 @@ fn value_from_bytes(
             }
             Value::Text(format_date(uint(0, 3)))
         }
-        SqlType::Time { scale } => Value::Text(format_time(le(data.len())?, *scale)),
+        SqlType::Time { scale } if (3..=5).contains(&data.len()) => {
+            Value::Text(format_time(le(data.len())?, *scale))
+        }
         SqlType::DateTime2 { scale } => {
-            let t = data.len().checked_sub(3).ok_or_else(bad)?;
+            let t = data
+                .len()
+                .checked_sub(3)
+                .filter(|t| (3..=5).contains(t))
+                .ok_or_else(bad)?;
             let ticks = uint(0, t);
             Value::Text(format!(
                 "{} {}",
@@ -1361,9 +1430,16 @@ fn value_from_bytes(
             ))
         }
         SqlType::DateTimeOffset { scale } => {
-            let t = data.len().checked_sub(5).ok_or_else(bad)?;
+            let t = data
+                .len()
+                .checked_sub(5)
+                .filter(|t| (3..=5).contains(t))
+                .ok_or_else(bad)?;
             let per_day = 86_400 * 10i64.pow(u32::from(*scale));
             let offset = i64::from(i16::from_le_bytes([data[t + 3], data[t + 4]]));
+            if uint(t, 3) > MAX_DATE_DAYS || uint(0, t) >= per_day || offset.abs() > 14 * 60 {
+                return Err(bad());
+            }
             let local =
                 uint(t, 3) * per_day + uint(0, t) + offset * 60 * 10i64.pow(u32::from(*scale));
             let sign = if offset < 0 { '-' } else { '+' };
@@ -1422,7 +1498,7 @@ fn value_from_bytes(
         | SqlType::VarBinary { .. }
         | SqlType::Image
         | SqlType::RowVersion => Value::Bytes(data.to_vec()),
-        SqlType::SqlVariant => return Err(bad()),
+        SqlType::Time { .. } | SqlType::SqlVariant => return Err(bad()),
     })
 }
 
@@ -1532,6 +1608,28 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn malformed_parameter_bytes_are_errors_not_panics() {
+        for ty in [
+            SqlType::Time { scale: 7 },
+            SqlType::DateTime2 { scale: 7 },
+            SqlType::DateTimeOffset { scale: 7 },
+        ] {
+            for len in [0, 2, 9, 12, 40] {
+                assert!(value_from_bytes(&ty, &vec![0xFF; len], WINDOWS_1252).is_err());
+            }
+        }
+        let mut r = Reader::new(&[SSVARIANT, 8, 0, 0, 0, BIGVARCHR, 0, 0, 0, 0, 0]);
+        let wire = read_type_info(&mut r).expect("sql_variant");
+        assert!(read_value(&mut r, &wire).is_err());
+    }
+
+    #[test]
+    fn a_datetimeoffset_before_year_1_in_utc_is_refused() {
+        let value = Value::Text("0001-01-01 00:00:00 +01:00".to_owned());
+        assert!(scalar_bytes(&SqlType::DateTimeOffset { scale: 7 }, &value).is_err());
     }
 
     #[test]
