@@ -270,10 +270,11 @@ fn push_table_name(b: &mut Vec<u8>) {
     }
 }
 
-/// One value ready to be written: short values whole, long ones streamed from the source.
+/// One value ready to be written: short values already appended to the row's inline bytes,
+/// long ones streamed from their source.
 pub(crate) enum Encoded<'v> {
-    /// The complete TYPE_VARBYTE, length prefix included.
-    Bytes(Vec<u8>),
+    /// The complete TYPE_VARBYTE, length prefix included, is in the inline bytes.
+    Inline,
     /// A PLP value ([MS-TDS] 2.2.5.2.3), `None` for NULL.
     Plp(Option<Source<'v>>),
     /// A text/ntext/image value with its TextPointer ([MS-TDS] 2.2.5.2.4), `None` for NULL.
@@ -340,10 +341,10 @@ impl Source<'_> {
     }
 }
 
-/// Writes an encoded value (a column of a ROW, or a RETURNVALUE).
-pub(crate) fn write_encoded(out: &mut Out<'_>, value: &Encoded<'_>) -> io::Result<()> {
+/// Writes a long value (PLP or text/ntext/image); inline values are written by the caller.
+pub(crate) fn write_long(out: &mut Out<'_>, value: &Encoded<'_>) -> io::Result<()> {
     match value {
-        Encoded::Bytes(bytes) => out.put(bytes),
+        Encoded::Inline => Ok(()),
         Encoded::Plp(None) => out.put(&PLP_NULL.to_le_bytes()),
         Encoded::Plp(Some(source)) => {
             out.put(&PLP_UNKNOWN_LEN.to_le_bytes())?;
@@ -367,9 +368,40 @@ pub(crate) fn write_encoded(out: &mut Out<'_>, value: &Encoded<'_>) -> io::Resul
     }
 }
 
-/// Encodes a value for a column or parameter of type `ty`. The error names what does not fit
-/// (never the value itself).
-pub(crate) fn encode<'v>(ty: &SqlType, value: &'v Value) -> Result<Encoded<'v>, String> {
+/// USHORTLEN-prefixed data appended to `inline` by `data`, which must not write more than
+/// `max` bytes; `pad_to` pads with `pad` (char, nchar, binary).
+fn short_len(
+    inline: &mut Vec<u8>,
+    ty: &SqlType,
+    max: usize,
+    pad: Option<(usize, &[u8])>,
+    data: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
+) -> Result<(), String> {
+    let at = inline.len();
+    inline.extend([0, 0]);
+    data(inline)?;
+    if let Some((len, unit)) = pad {
+        while inline.len() - at - 2 < len {
+            inline.extend_from_slice(unit);
+        }
+    }
+    let len = inline.len() - at - 2;
+    if len > max {
+        inline.truncate(at);
+        return Err(format!("a value of {len} bytes does not fit {ty:?}"));
+    }
+    inline[at..at + 2].copy_from_slice(&(len as u16).to_le_bytes());
+    Ok(())
+}
+
+/// Encodes a value for a column or parameter of type `ty`: short values are appended to
+/// `inline` (and `Encoded::Inline` returned), long ones returned to be streamed. The error
+/// names what does not fit (never the value itself).
+pub(crate) fn encode<'v>(
+    ty: &SqlType,
+    value: &'v Value,
+    inline: &mut Vec<u8>,
+) -> Result<Encoded<'v>, String> {
     let text = || match value {
         Value::Text(s) => Ok(s.as_str()),
         _ => Err(format!("{ty:?} needs a Text value, got {}", kind(value))),
@@ -379,116 +411,143 @@ pub(crate) fn encode<'v>(ty: &SqlType, value: &'v Value) -> Result<Encoded<'v>, 
         _ => Err(format!("{ty:?} needs a Bytes value, got {}", kind(value))),
     };
     let null = matches!(value, Value::Null);
-    Ok(match ty {
-        SqlType::Char { length, collation } => {
-            if null {
-                return Ok(Encoded::Bytes(vec![0xFF, 0xFF]));
-            }
-            let encoding = collation_info(collation)?.1;
-            let mut data = narrow(text()?, encoding);
-            pad(&mut data, usize::from(*length), b' ', ty)?;
-            short_bytes(data)
+    // CHARBIN_NULL: USHORTLEN 0xFFFF.
+    let short_null = |inline: &mut Vec<u8>| {
+        inline.extend([0xFF, 0xFF]);
+        Ok(Encoded::Inline)
+    };
+    match ty {
+        SqlType::Char { .. }
+        | SqlType::VarChar {
+            length: Some(_), ..
         }
-        SqlType::VarChar { length, collation } => {
-            let encoding = collation_info(collation)?.1;
-            match length {
-                None if null => Encoded::Plp(None),
-                None => Encoded::Plp(Some(Source::Narrow(text()?, encoding))),
-                Some(_) if null => Encoded::Bytes(vec![0xFF, 0xFF]),
-                Some(n) => {
-                    let data = narrow(text()?, encoding);
-                    check_len(data.len(), usize::from(*n), ty)?;
-                    short_bytes(data)
-                }
-            }
+        | SqlType::NChar { .. }
+        | SqlType::NVarChar { length: Some(_) }
+        | SqlType::Binary { .. }
+        | SqlType::VarBinary { length: Some(_) }
+        | SqlType::RowVersion
+            if null =>
+        {
+            short_null(inline)
+        }
+        SqlType::Char { length, collation } => {
+            let (text, encoding) = (text()?, collation_info(collation)?.1);
+            let n = usize::from(*length);
+            short_len(inline, ty, n, Some((n, b" ")), |b| {
+                append_narrow(b, text, encoding);
+                Ok(())
+            })?;
+            Ok(Encoded::Inline)
+        }
+        SqlType::VarChar {
+            length: Some(n),
+            collation,
+        } => {
+            let (text, encoding) = (text()?, collation_info(collation)?.1);
+            short_len(inline, ty, usize::from(*n), None, |b| {
+                append_narrow(b, text, encoding);
+                Ok(())
+            })?;
+            Ok(Encoded::Inline)
         }
         SqlType::NChar { length } => {
-            if null {
-                return Ok(Encoded::Bytes(vec![0xFF, 0xFF]));
-            }
-            let mut data = utf16(text()?);
-            let mut pad_unit: Vec<u8> = Vec::new();
-            while data.len() + pad_unit.len() < usize::from(*length) * 2 {
-                pad_unit.extend(b" \0");
-            }
-            data.extend(pad_unit);
-            check_len(data.len(), usize::from(*length) * 2, ty)?;
-            short_bytes(data)
+            let (text, n) = (text()?, usize::from(*length) * 2);
+            short_len(inline, ty, n, Some((n, b" \0")), |b| {
+                append_utf16(b, text);
+                Ok(())
+            })?;
+            Ok(Encoded::Inline)
         }
-        SqlType::NVarChar { length } => match length {
-            None if null => Encoded::Plp(None),
-            None => Encoded::Plp(Some(Source::Utf16(text()?))),
-            Some(_) if null => Encoded::Bytes(vec![0xFF, 0xFF]),
-            Some(n) => {
-                let data = utf16(text()?);
-                check_len(data.len(), usize::from(*n) * 2, ty)?;
-                short_bytes(data)
-            }
-        },
+        SqlType::NVarChar { length: Some(n) } => {
+            let text = text()?;
+            short_len(inline, ty, usize::from(*n) * 2, None, |b| {
+                append_utf16(b, text);
+                Ok(())
+            })?;
+            Ok(Encoded::Inline)
+        }
         SqlType::Binary { length } => {
-            if null {
-                return Ok(Encoded::Bytes(vec![0xFF, 0xFF]));
-            }
-            let mut data = bytes()?.to_vec();
-            pad(&mut data, usize::from(*length), 0, ty)?;
-            short_bytes(data)
+            let (data, n) = (bytes()?, usize::from(*length));
+            short_len(inline, ty, n, Some((n, &[0])), |b| {
+                b.extend_from_slice(data);
+                Ok(())
+            })?;
+            Ok(Encoded::Inline)
         }
-        SqlType::VarBinary { length } => match length {
-            None if null => Encoded::Plp(None),
-            None => Encoded::Plp(Some(Source::Raw(bytes()?))),
-            Some(_) if null => Encoded::Bytes(vec![0xFF, 0xFF]),
-            Some(n) => {
-                let data = bytes()?;
-                check_len(data.len(), usize::from(*n), ty)?;
-                short_bytes(data.to_vec())
-            }
-        },
+        SqlType::VarBinary { length: Some(n) } => {
+            let data = bytes()?;
+            short_len(inline, ty, usize::from(*n), None, |b| {
+                b.extend_from_slice(data);
+                Ok(())
+            })?;
+            Ok(Encoded::Inline)
+        }
         SqlType::RowVersion => {
-            if null {
-                return Ok(Encoded::Bytes(vec![0xFF, 0xFF]));
-            }
             let data = match value {
                 Value::Int(i) => i.to_be_bytes().to_vec(),
                 _ => bytes()?.to_vec(),
             };
-            check_len(data.len(), 8, ty)?;
-            let mut data = data;
-            pad(&mut data, 8, 0, ty)?;
-            short_bytes(data)
+            short_len(inline, ty, 8, Some((8, &[0])), |b| {
+                b.extend_from_slice(&data);
+                Ok(())
+            })?;
+            Ok(Encoded::Inline)
         }
-        SqlType::Text { collation } if !null => {
-            Encoded::Long(Some(Source::Narrow(text()?, collation_info(collation)?.1)))
+        SqlType::VarChar {
+            length: None,
+            collation,
+        } => {
+            let encoding = collation_info(collation)?.1;
+            Ok(Encoded::Plp(if null {
+                None
+            } else {
+                Some(Source::Narrow(text()?, encoding))
+            }))
         }
-        SqlType::NText if !null => Encoded::Long(Some(Source::Utf16(text()?))),
-        SqlType::Image if !null => Encoded::Long(Some(Source::Raw(bytes()?))),
-        SqlType::Text { .. } | SqlType::NText | SqlType::Image => Encoded::Long(None),
-        SqlType::Xml if null => Encoded::Plp(None),
-        SqlType::Xml => Encoded::Plp(Some(Source::Utf16(text()?))),
+        SqlType::NVarChar { length: None } | SqlType::Xml => Ok(Encoded::Plp(if null {
+            None
+        } else {
+            Some(Source::Utf16(text()?))
+        })),
+        SqlType::VarBinary { length: None } => Ok(Encoded::Plp(if null {
+            None
+        } else {
+            Some(Source::Raw(bytes()?))
+        })),
+        SqlType::Text { .. } | SqlType::NText | SqlType::Image if null => Ok(Encoded::Long(None)),
+        SqlType::Text { collation } => Ok(Encoded::Long(Some(Source::Narrow(
+            text()?,
+            collation_info(collation)?.1,
+        )))),
+        SqlType::NText => Ok(Encoded::Long(Some(Source::Utf16(text()?)))),
+        SqlType::Image => Ok(Encoded::Long(Some(Source::Raw(bytes()?)))),
         SqlType::SqlVariant => match value {
-            Value::Null => Encoded::Bytes(0u32.to_le_bytes().to_vec()),
+            Value::Null => {
+                inline.extend(0u32.to_le_bytes());
+                Ok(Encoded::Inline)
+            }
             Value::Variant(base, inner) => {
                 let data = variant_bytes(base, inner)?;
-                let mut b = (data.len() as u32).to_le_bytes().to_vec();
-                b.extend(data);
-                Encoded::Bytes(b)
+                inline.extend((data.len() as u32).to_le_bytes());
+                inline.extend(data);
+                Ok(Encoded::Inline)
             }
-            _ => {
-                return Err(format!(
-                    "sql_variant needs a Variant value, got {}",
-                    kind(value)
-                ));
-            }
+            _ => Err(format!(
+                "sql_variant needs a Variant value, got {}",
+                kind(value)
+            )),
         },
         fixed => {
             if null {
-                return Ok(Encoded::Bytes(vec![0]));
+                inline.push(0);
+            } else {
+                let data = scalar_bytes(fixed, value)?;
+                inline.push(data.len() as u8);
+                inline.extend(data);
             }
-            let data = scalar_bytes(fixed, value)?;
-            let mut b = vec![data.len() as u8];
-            b.extend(data);
-            Encoded::Bytes(b)
+            Ok(Encoded::Inline)
         }
-    })
+    }
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -502,38 +561,30 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-fn short_bytes(data: Vec<u8>) -> Encoded<'static> {
-    let mut b = (data.len() as u16).to_le_bytes().to_vec();
-    b.extend(data);
-    Encoded::Bytes(b)
-}
-
-fn check_len(len: usize, max: usize, ty: &SqlType) -> Result<(), String> {
-    if len > max {
-        Err(format!("a value of {len} bytes does not fit {ty:?}"))
-    } else {
-        Ok(())
+/// Appends text in a code page; like SQL Server, a character the code page lacks becomes '?'.
+fn append_narrow(out: &mut Vec<u8>, text: &str, encoding: &'static Encoding) {
+    if encoding == UTF_8 {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
+    let mut encoder = encoding.new_encoder();
+    let mut rest = text;
+    out.reserve(rest.len());
+    loop {
+        let (result, read) = encoder.encode_from_utf8_to_vec_without_replacement(rest, out, true);
+        rest = &rest[read..];
+        match result {
+            encoding_rs::EncoderResult::InputEmpty => return,
+            encoding_rs::EncoderResult::OutputFull => out.reserve(rest.len() + 16),
+            encoding_rs::EncoderResult::Unmappable(_) => out.push(b'?'),
+        }
     }
 }
 
-fn pad(data: &mut Vec<u8>, len: usize, with: u8, ty: &SqlType) -> Result<(), String> {
-    check_len(data.len(), len, ty)?;
-    data.resize(len, with);
-    Ok(())
-}
-
-fn narrow(text: &str, encoding: &'static Encoding) -> Vec<u8> {
-    let mut data = Vec::with_capacity(text.len());
-    // Writing to a Vec cannot fail.
-    let _ = Source::Narrow(text, encoding).chunks(&mut |c| {
-        data.extend_from_slice(c);
-        Ok(())
-    });
-    data
-}
-
-fn utf16(text: &str) -> Vec<u8> {
-    text.encode_utf16().flat_map(u16::to_le_bytes).collect()
+fn append_utf16(out: &mut Vec<u8>, text: &str) {
+    for unit in text.encode_utf16() {
+        out.extend(unit.to_le_bytes());
+    }
 }
 
 /// The data bytes (no length prefix) of a fixed-size value: integers, floats, money, decimals,
@@ -685,10 +736,10 @@ fn time_bytes(ticks: i64, scale: u8) -> Vec<u8> {
     ticks.to_le_bytes()[..usize::from(time_len(scale))].to_vec()
 }
 
-/// A value Driver 18 cannot convert, for [`crate::wire::Fault::BadValueAtRow`]: the right
-/// framing for the column's type with content out of the type's range. (A decimal one digit
+/// A value Driver 18 cannot convert, for [`crate::wire::Fault::BadValueAtRow`], length prefix
+/// included: the right framing for the column's type with content out of the type's range. (A decimal one digit
 /// over its precision is no such value: Driver 18 returns it as text without complaint.)
-pub(crate) fn bad_value(ty: &SqlType) -> Result<Encoded<'static>, String> {
+pub(crate) fn bad_value(ty: &SqlType) -> Result<Vec<u8>, String> {
     let data = match ty {
         // 24:00:00 and past: time ticks beyond the day.
         SqlType::Time { scale } => time_bytes(86_400 * 10i64.pow(u32::from(*scale)), *scale),
@@ -719,7 +770,7 @@ pub(crate) fn bad_value(ty: &SqlType) -> Result<Encoded<'static>, String> {
     };
     let mut b = vec![data.len() as u8];
     b.extend(data);
-    Ok(Encoded::Bytes(b))
+    Ok(b)
 }
 
 /// [MS-TDS] 2.2.5.5.1.9 sql_variant: BaseType, the count of property bytes, the properties,
@@ -786,11 +837,14 @@ fn variant_bytes(base: &SqlType, value: &Value) -> Result<Vec<u8>, String> {
         | SqlType::NVarChar { .. }
         | SqlType::NChar { .. }
         | SqlType::VarBinary { .. }
-        | SqlType::Binary { .. } => match encode(base, value)? {
-            // Drop the USHORTLEN prefix: the variant's own length covers the value.
-            Encoded::Bytes(b) => b[2..].to_vec(),
-            _ => return Err("a sql_variant value cannot be NULL or long".to_owned()),
-        },
+        | SqlType::Binary { .. } => {
+            let mut b = Vec::new();
+            match encode(base, value, &mut b)? {
+                // Drop the USHORTLEN prefix: the variant's own length covers the value.
+                Encoded::Inline if b.len() >= 2 && b[..2] != [0xFF, 0xFF] => b[2..].to_vec(),
+                _ => return Err("a sql_variant value cannot be NULL or long".to_owned()),
+            }
+        }
         _ => {
             if matches!(value, Value::Null) {
                 return Err("a sql_variant's base value cannot be NULL: use Value::Null".into());
@@ -1641,7 +1695,20 @@ mod tests {
 
     #[test]
     fn varchar_is_sent_in_the_collation_code_page() {
-        assert_eq!(narrow("Ñ€é", WINDOWS_1252), vec![0xD1, 0x80, 0xE9]);
-        assert_eq!(narrow("a😀b", WINDOWS_1252), b"a?b".to_vec());
+        let narrow = |text: &str| {
+            let mut out = Vec::new();
+            append_narrow(&mut out, text, WINDOWS_1252);
+            out
+        };
+        assert_eq!(narrow("Ñ€é"), vec![0xD1, 0x80, 0xE9]);
+        assert_eq!(narrow("a😀b"), b"a?b".to_vec());
+        let mut streamed = Vec::new();
+        Source::Narrow("a😀b€", WINDOWS_1252)
+            .chunks(&mut |c| {
+                streamed.extend_from_slice(c);
+                Ok(())
+            })
+            .expect("streams");
+        assert_eq!(streamed, b"a?b\x80".to_vec());
     }
 }
