@@ -828,3 +828,42 @@ fn varchar_in_other_collations() {
     let row = query_one(&conn, "select utf8");
     assert_eq!(row, [Some("Ñ€😀".to_owned()), Some("Ñ€é".to_owned())]);
 }
+
+/// `cut_all` drops live connections: the next statement fails with 08S01, a new connection
+/// works; dropping the server closes the rest.
+#[test]
+fn cut_all_drops_live_connections() {
+    let server = common::start(TlsMode::Off);
+    let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
+    assert_eq!(fetch_all(&conn, "select ints 1", None), (1, None));
+    server.cut_all();
+    let (_, error) = fetch_all(&conn, "select ints 1", None);
+    let error = error.expect("the connection is gone");
+    assert!(error.contains("State: 08S01"), "{error}");
+    let again = connect(server.port(), "Encrypt=no").expect("a new connection");
+    assert_eq!(fetch_all(&again, "select ints 2", None), (2, None));
+    drop(server);
+    let (_, error) = fetch_all(&again, "select ints 1", None);
+    assert!(error.expect("the server is gone").contains("State: 08S01"));
+}
+
+/// `{call name(?)}` is an RPC by name; the backend sees `EXEC name` with the parameters.
+#[test]
+fn an_odbc_call_is_an_rpc_by_name() {
+    use odbc_api::IntoParameter;
+    use tds_test_server::{RequestKind, Value};
+
+    let server = common::start(TlsMode::Off);
+    let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
+    let result = conn.execute("{call dbo.some_proc(?)}", &42i32.into_parameter(), None);
+    let error = format!(
+        "{:?}",
+        result.map(drop).expect_err("the fixture has no procedures")
+    );
+    assert!(error.contains("Native error: 208"), "{error}");
+    let last = server.received().pop().expect("a request");
+    assert_eq!(last.kind, RequestKind::Rpc("dbo.some_proc".to_owned()));
+    assert_eq!(last.sql, "EXEC dbo.some_proc");
+    assert_eq!(last.params.len(), 1);
+    assert_eq!(last.params[0].value, Value::Int(42));
+}

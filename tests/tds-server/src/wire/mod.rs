@@ -27,8 +27,6 @@ use std::time::Duration;
 
 use crate::model::{BackendFactory, Param, ServerError};
 
-pub use reader::DecodeError;
-
 /// Whether the server offers TLS ([MS-TDS] 2.2.6.5 PRELOGIN ENCRYPTION).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsMode {

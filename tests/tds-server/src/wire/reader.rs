@@ -4,7 +4,7 @@ use std::fmt;
 
 /// A message the server cannot read: malformed or of a kind it does not support.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeError(String);
+pub(crate) struct DecodeError(String);
 
 impl DecodeError {
     pub(crate) fn new(message: impl Into<String>) -> DecodeError {

@@ -595,6 +595,7 @@ impl Session<'_> {
             any_done: false,
             statement_has_columns: false,
             described: false,
+            inline: Vec::new(),
             io_error: None,
         };
         let result = backend.execute(sql, params, &mut sink);
@@ -681,6 +682,8 @@ struct WireSink<'a, 'l> {
     statement_has_columns: bool,
     /// `sp_prepare` got its COLMETADATA and stopped the backend.
     described: bool,
+    /// The current row's short values, encoded back to back (reused from row to row).
+    inline: Vec<u8>,
     io_error: Option<io::Error>,
 }
 
@@ -734,6 +737,16 @@ impl WireSink<'_, '_> {
 impl ResultSink for WireSink<'_, '_> {
     fn columns(&mut self, columns: &[ColumnMeta]) -> Result<(), Interrupt> {
         self.check_attention()?;
+        for (i, column) in columns.iter().enumerate() {
+            types::check_type(&column.ty).map_err(|why| {
+                ServerError::new(
+                    50000,
+                    1,
+                    16,
+                    format!("test server: column {} ({}): {why}", i + 1, column.name),
+                )
+            })?;
+        }
         let flushed = self.flush_pending(true);
         self.io(flushed)?;
         let written = tokens::colmetadata(&mut self.out, columns);
@@ -774,16 +787,22 @@ impl ResultSink for WireSink<'_, '_> {
             Some(RowFault::Stall(duration)) => self.stall(duration),
             Some(RowFault::BadValue(column)) => bad_column = Some(column),
         }
+        let mut inline = std::mem::take(&mut self.inline);
+        inline.clear();
         let mut encoded = Vec::with_capacity(values.len());
         for (i, (column, value)) in self.columns.iter().zip(values).enumerate() {
             let e = if bad_column == Some(i) {
-                types::bad_value(&column.ty)
+                types::bad_value(&column.ty).map(|bytes| {
+                    inline.extend(bytes);
+                    types::Encoded::Inline
+                })
             } else {
-                types::encode(&column.ty, value)
+                types::encode(&column.ty, value, &mut inline)
             };
             match e {
-                Ok(e) => encoded.push(e),
+                Ok(e) => encoded.push((inline.len(), e)),
                 Err(why) => {
+                    self.inline = inline;
                     return Err(Interrupt::Error(ServerError::new(
                         50000,
                         1,
@@ -793,8 +812,9 @@ impl ResultSink for WireSink<'_, '_> {
                 }
             }
         }
-        let written = tokens::row(&mut self.out, &encoded);
+        let written = tokens::row(&mut self.out, &inline, &encoded);
         drop(encoded);
+        self.inline = inline;
         self.io(written)?;
         self.rows_sent += 1;
         Ok(())

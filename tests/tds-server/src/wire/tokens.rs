@@ -155,13 +155,27 @@ pub(crate) fn colmetadata(out: &mut Out<'_>, columns: &[ColumnMeta]) -> io::Resu
     Ok(())
 }
 
-/// ROW ([MS-TDS] 2.2.7.19): the values in column order.
-pub(crate) fn row(out: &mut Out<'_>, values: &[Encoded<'_>]) -> io::Result<()> {
+/// ROW ([MS-TDS] 2.2.7.19): the values in column order. `inline` holds the short values back
+/// to back; `values` says for each column whether its bytes are there (and where they end) or
+/// it is long and streams now.
+pub(crate) fn row(
+    out: &mut Out<'_>,
+    inline: &[u8],
+    values: &[(usize, Encoded<'_>)],
+) -> io::Result<()> {
     out.u8(ROW)?;
-    for value in values {
-        types::write_encoded(out, value)?;
+    let mut start = 0;
+    for (end, value) in values {
+        match value {
+            Encoded::Inline => {}
+            long => {
+                out.put(&inline[start..*end])?;
+                start = *end;
+                types::write_long(out, long)?;
+            }
+        }
     }
-    Ok(())
+    out.put(&inline[start..])
 }
 
 pub(crate) fn returnstatus(out: &mut Out<'_>, status: i32) -> io::Result<()> {

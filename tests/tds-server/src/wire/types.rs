@@ -129,10 +129,6 @@ fn time_len(scale: u8) -> u8 {
     }
 }
 
-fn char_bytes(length: u16) -> u16 {
-    length
-}
-
 fn nchar_bytes(length: u16) -> Result<u16, String> {
     length
         .checked_mul(2)
@@ -146,7 +142,39 @@ pub(crate) fn write_type_info(out: &mut Out<'_>, ty: &SqlType) -> io::Result<()>
     out.put(&bytes)
 }
 
+/// Whether the wire can send a column of this type (known collation, scales 0..=7,
+/// precision 1..=38, lengths within 8000 bytes).
+pub(crate) fn check_type(ty: &SqlType) -> Result<(), String> {
+    type_info_bytes(ty).map(drop)
+}
+
 fn type_info_bytes(ty: &SqlType) -> Result<Vec<u8>, String> {
+    match ty {
+        SqlType::Time { scale }
+        | SqlType::DateTime2 { scale }
+        | SqlType::DateTimeOffset { scale }
+            if *scale > 7 =>
+        {
+            return Err(format!("{ty:?}: the scale is over 7"));
+        }
+        SqlType::Decimal { precision, scale }
+            if !(1..=38).contains(precision) || scale > precision =>
+        {
+            return Err(format!("{ty:?}: precision 1..=38 and scale up to it"));
+        }
+        SqlType::Char { length, .. }
+        | SqlType::Binary { length }
+        | SqlType::VarChar {
+            length: Some(length),
+            ..
+        }
+        | SqlType::VarBinary {
+            length: Some(length),
+        } if *length > 8000 => {
+            return Err(format!("{ty:?}: over 8000 bytes (use None for (max))"));
+        }
+        _ => {}
+    }
     let mut b = Vec::with_capacity(16);
     match ty {
         SqlType::TinyInt => b.extend([INTN, 1]),
@@ -169,12 +197,13 @@ fn type_info_bytes(ty: &SqlType) -> Result<Vec<u8>, String> {
         SqlType::DateTimeOffset { scale } => b.extend([DATETIMEOFFSETN, *scale]),
         SqlType::Char { length, collation } => {
             b.push(BIGCHAR);
-            b.extend(char_bytes(*length).to_le_bytes());
+            // varchar(n) and char(n) count bytes (one per character in CP1252).
+            b.extend(length.to_le_bytes());
             b.extend(collation_info(collation)?.0);
         }
         SqlType::VarChar { length, collation } => {
             b.push(BIGVARCHR);
-            b.extend(length.map_or(MAX_LEN, char_bytes).to_le_bytes());
+            b.extend(length.unwrap_or(MAX_LEN).to_le_bytes());
             b.extend(collation_info(collation)?.0);
         }
         SqlType::NChar { length } => {
@@ -241,10 +270,11 @@ fn push_table_name(b: &mut Vec<u8>) {
     }
 }
 
-/// One value ready to be written: short values whole, long ones streamed from the source.
+/// One value ready to be written: short values already appended to the row's inline bytes,
+/// long ones streamed from their source.
 pub(crate) enum Encoded<'v> {
-    /// The complete TYPE_VARBYTE, length prefix included.
-    Bytes(Vec<u8>),
+    /// The complete TYPE_VARBYTE, length prefix included, is in the inline bytes.
+    Inline,
     /// A PLP value ([MS-TDS] 2.2.5.2.3), `None` for NULL.
     Plp(Option<Source<'v>>),
     /// A text/ntext/image value with its TextPointer ([MS-TDS] 2.2.5.2.4), `None` for NULL.
@@ -311,10 +341,10 @@ impl Source<'_> {
     }
 }
 
-/// Writes an encoded value (a column of a ROW, or a RETURNVALUE).
-pub(crate) fn write_encoded(out: &mut Out<'_>, value: &Encoded<'_>) -> io::Result<()> {
+/// Writes a long value (PLP or text/ntext/image); inline values are written by the caller.
+pub(crate) fn write_long(out: &mut Out<'_>, value: &Encoded<'_>) -> io::Result<()> {
     match value {
-        Encoded::Bytes(bytes) => out.put(bytes),
+        Encoded::Inline => Ok(()),
         Encoded::Plp(None) => out.put(&PLP_NULL.to_le_bytes()),
         Encoded::Plp(Some(source)) => {
             out.put(&PLP_UNKNOWN_LEN.to_le_bytes())?;
@@ -338,9 +368,40 @@ pub(crate) fn write_encoded(out: &mut Out<'_>, value: &Encoded<'_>) -> io::Resul
     }
 }
 
-/// Encodes a value for a column or parameter of type `ty`. The error names what does not fit
-/// (never the value itself).
-pub(crate) fn encode<'v>(ty: &SqlType, value: &'v Value) -> Result<Encoded<'v>, String> {
+/// USHORTLEN-prefixed data appended to `inline` by `data`, which must not write more than
+/// `max` bytes; `pad_to` pads with `pad` (char, nchar, binary).
+fn short_len(
+    inline: &mut Vec<u8>,
+    ty: &SqlType,
+    max: usize,
+    pad: Option<(usize, &[u8])>,
+    data: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
+) -> Result<(), String> {
+    let at = inline.len();
+    inline.extend([0, 0]);
+    data(inline)?;
+    if let Some((len, unit)) = pad {
+        while inline.len() - at - 2 < len {
+            inline.extend_from_slice(unit);
+        }
+    }
+    let len = inline.len() - at - 2;
+    if len > max {
+        inline.truncate(at);
+        return Err(format!("a value of {len} bytes does not fit {ty:?}"));
+    }
+    inline[at..at + 2].copy_from_slice(&(len as u16).to_le_bytes());
+    Ok(())
+}
+
+/// Encodes a value for a column or parameter of type `ty`: short values are appended to
+/// `inline` (and `Encoded::Inline` returned), long ones returned to be streamed. The error
+/// names what does not fit (never the value itself).
+pub(crate) fn encode<'v>(
+    ty: &SqlType,
+    value: &'v Value,
+    inline: &mut Vec<u8>,
+) -> Result<Encoded<'v>, String> {
     let text = || match value {
         Value::Text(s) => Ok(s.as_str()),
         _ => Err(format!("{ty:?} needs a Text value, got {}", kind(value))),
@@ -350,116 +411,143 @@ pub(crate) fn encode<'v>(ty: &SqlType, value: &'v Value) -> Result<Encoded<'v>, 
         _ => Err(format!("{ty:?} needs a Bytes value, got {}", kind(value))),
     };
     let null = matches!(value, Value::Null);
-    Ok(match ty {
-        SqlType::Char { length, collation } => {
-            if null {
-                return Ok(Encoded::Bytes(vec![0xFF, 0xFF]));
-            }
-            let encoding = collation_info(collation)?.1;
-            let mut data = narrow(text()?, encoding);
-            pad(&mut data, usize::from(*length), b' ', ty)?;
-            short_bytes(data)
+    // CHARBIN_NULL: USHORTLEN 0xFFFF.
+    let short_null = |inline: &mut Vec<u8>| {
+        inline.extend([0xFF, 0xFF]);
+        Ok(Encoded::Inline)
+    };
+    match ty {
+        SqlType::Char { .. }
+        | SqlType::VarChar {
+            length: Some(_), ..
         }
-        SqlType::VarChar { length, collation } => {
-            let encoding = collation_info(collation)?.1;
-            match length {
-                None if null => Encoded::Plp(None),
-                None => Encoded::Plp(Some(Source::Narrow(text()?, encoding))),
-                Some(_) if null => Encoded::Bytes(vec![0xFF, 0xFF]),
-                Some(n) => {
-                    let data = narrow(text()?, encoding);
-                    check_len(data.len(), usize::from(*n), ty)?;
-                    short_bytes(data)
-                }
-            }
+        | SqlType::NChar { .. }
+        | SqlType::NVarChar { length: Some(_) }
+        | SqlType::Binary { .. }
+        | SqlType::VarBinary { length: Some(_) }
+        | SqlType::RowVersion
+            if null =>
+        {
+            short_null(inline)
+        }
+        SqlType::Char { length, collation } => {
+            let (text, encoding) = (text()?, collation_info(collation)?.1);
+            let n = usize::from(*length);
+            short_len(inline, ty, n, Some((n, b" ")), |b| {
+                append_narrow(b, text, encoding);
+                Ok(())
+            })?;
+            Ok(Encoded::Inline)
+        }
+        SqlType::VarChar {
+            length: Some(n),
+            collation,
+        } => {
+            let (text, encoding) = (text()?, collation_info(collation)?.1);
+            short_len(inline, ty, usize::from(*n), None, |b| {
+                append_narrow(b, text, encoding);
+                Ok(())
+            })?;
+            Ok(Encoded::Inline)
         }
         SqlType::NChar { length } => {
-            if null {
-                return Ok(Encoded::Bytes(vec![0xFF, 0xFF]));
-            }
-            let mut data = utf16(text()?);
-            let mut pad_unit: Vec<u8> = Vec::new();
-            while data.len() + pad_unit.len() < usize::from(*length) * 2 {
-                pad_unit.extend(b" \0");
-            }
-            data.extend(pad_unit);
-            check_len(data.len(), usize::from(*length) * 2, ty)?;
-            short_bytes(data)
+            let (text, n) = (text()?, usize::from(*length) * 2);
+            short_len(inline, ty, n, Some((n, b" \0")), |b| {
+                append_utf16(b, text);
+                Ok(())
+            })?;
+            Ok(Encoded::Inline)
         }
-        SqlType::NVarChar { length } => match length {
-            None if null => Encoded::Plp(None),
-            None => Encoded::Plp(Some(Source::Utf16(text()?))),
-            Some(_) if null => Encoded::Bytes(vec![0xFF, 0xFF]),
-            Some(n) => {
-                let data = utf16(text()?);
-                check_len(data.len(), usize::from(*n) * 2, ty)?;
-                short_bytes(data)
-            }
-        },
+        SqlType::NVarChar { length: Some(n) } => {
+            let text = text()?;
+            short_len(inline, ty, usize::from(*n) * 2, None, |b| {
+                append_utf16(b, text);
+                Ok(())
+            })?;
+            Ok(Encoded::Inline)
+        }
         SqlType::Binary { length } => {
-            if null {
-                return Ok(Encoded::Bytes(vec![0xFF, 0xFF]));
-            }
-            let mut data = bytes()?.to_vec();
-            pad(&mut data, usize::from(*length), 0, ty)?;
-            short_bytes(data)
+            let (data, n) = (bytes()?, usize::from(*length));
+            short_len(inline, ty, n, Some((n, &[0])), |b| {
+                b.extend_from_slice(data);
+                Ok(())
+            })?;
+            Ok(Encoded::Inline)
         }
-        SqlType::VarBinary { length } => match length {
-            None if null => Encoded::Plp(None),
-            None => Encoded::Plp(Some(Source::Raw(bytes()?))),
-            Some(_) if null => Encoded::Bytes(vec![0xFF, 0xFF]),
-            Some(n) => {
-                let data = bytes()?;
-                check_len(data.len(), usize::from(*n), ty)?;
-                short_bytes(data.to_vec())
-            }
-        },
+        SqlType::VarBinary { length: Some(n) } => {
+            let data = bytes()?;
+            short_len(inline, ty, usize::from(*n), None, |b| {
+                b.extend_from_slice(data);
+                Ok(())
+            })?;
+            Ok(Encoded::Inline)
+        }
         SqlType::RowVersion => {
-            if null {
-                return Ok(Encoded::Bytes(vec![0xFF, 0xFF]));
-            }
             let data = match value {
                 Value::Int(i) => i.to_be_bytes().to_vec(),
                 _ => bytes()?.to_vec(),
             };
-            check_len(data.len(), 8, ty)?;
-            let mut data = data;
-            pad(&mut data, 8, 0, ty)?;
-            short_bytes(data)
+            short_len(inline, ty, 8, Some((8, &[0])), |b| {
+                b.extend_from_slice(&data);
+                Ok(())
+            })?;
+            Ok(Encoded::Inline)
         }
-        SqlType::Text { collation } if !null => {
-            Encoded::Long(Some(Source::Narrow(text()?, collation_info(collation)?.1)))
+        SqlType::VarChar {
+            length: None,
+            collation,
+        } => {
+            let encoding = collation_info(collation)?.1;
+            Ok(Encoded::Plp(if null {
+                None
+            } else {
+                Some(Source::Narrow(text()?, encoding))
+            }))
         }
-        SqlType::NText if !null => Encoded::Long(Some(Source::Utf16(text()?))),
-        SqlType::Image if !null => Encoded::Long(Some(Source::Raw(bytes()?))),
-        SqlType::Text { .. } | SqlType::NText | SqlType::Image => Encoded::Long(None),
-        SqlType::Xml if null => Encoded::Plp(None),
-        SqlType::Xml => Encoded::Plp(Some(Source::Utf16(text()?))),
+        SqlType::NVarChar { length: None } | SqlType::Xml => Ok(Encoded::Plp(if null {
+            None
+        } else {
+            Some(Source::Utf16(text()?))
+        })),
+        SqlType::VarBinary { length: None } => Ok(Encoded::Plp(if null {
+            None
+        } else {
+            Some(Source::Raw(bytes()?))
+        })),
+        SqlType::Text { .. } | SqlType::NText | SqlType::Image if null => Ok(Encoded::Long(None)),
+        SqlType::Text { collation } => Ok(Encoded::Long(Some(Source::Narrow(
+            text()?,
+            collation_info(collation)?.1,
+        )))),
+        SqlType::NText => Ok(Encoded::Long(Some(Source::Utf16(text()?)))),
+        SqlType::Image => Ok(Encoded::Long(Some(Source::Raw(bytes()?)))),
         SqlType::SqlVariant => match value {
-            Value::Null => Encoded::Bytes(0u32.to_le_bytes().to_vec()),
+            Value::Null => {
+                inline.extend(0u32.to_le_bytes());
+                Ok(Encoded::Inline)
+            }
             Value::Variant(base, inner) => {
                 let data = variant_bytes(base, inner)?;
-                let mut b = (data.len() as u32).to_le_bytes().to_vec();
-                b.extend(data);
-                Encoded::Bytes(b)
+                inline.extend((data.len() as u32).to_le_bytes());
+                inline.extend(data);
+                Ok(Encoded::Inline)
             }
-            _ => {
-                return Err(format!(
-                    "sql_variant needs a Variant value, got {}",
-                    kind(value)
-                ));
-            }
+            _ => Err(format!(
+                "sql_variant needs a Variant value, got {}",
+                kind(value)
+            )),
         },
         fixed => {
             if null {
-                return Ok(Encoded::Bytes(vec![0]));
+                inline.push(0);
+            } else {
+                let data = scalar_bytes(fixed, value)?;
+                inline.push(data.len() as u8);
+                inline.extend(data);
             }
-            let data = scalar_bytes(fixed, value)?;
-            let mut b = vec![data.len() as u8];
-            b.extend(data);
-            Encoded::Bytes(b)
+            Ok(Encoded::Inline)
         }
-    })
+    }
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -473,38 +561,30 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-fn short_bytes(data: Vec<u8>) -> Encoded<'static> {
-    let mut b = (data.len() as u16).to_le_bytes().to_vec();
-    b.extend(data);
-    Encoded::Bytes(b)
-}
-
-fn check_len(len: usize, max: usize, ty: &SqlType) -> Result<(), String> {
-    if len > max {
-        Err(format!("a value of {len} bytes does not fit {ty:?}"))
-    } else {
-        Ok(())
+/// Appends text in a code page; like SQL Server, a character the code page lacks becomes '?'.
+fn append_narrow(out: &mut Vec<u8>, text: &str, encoding: &'static Encoding) {
+    if encoding == UTF_8 {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
+    let mut encoder = encoding.new_encoder();
+    let mut rest = text;
+    out.reserve(rest.len());
+    loop {
+        let (result, read) = encoder.encode_from_utf8_to_vec_without_replacement(rest, out, true);
+        rest = &rest[read..];
+        match result {
+            encoding_rs::EncoderResult::InputEmpty => return,
+            encoding_rs::EncoderResult::OutputFull => out.reserve(rest.len() + 16),
+            encoding_rs::EncoderResult::Unmappable(_) => out.push(b'?'),
+        }
     }
 }
 
-fn pad(data: &mut Vec<u8>, len: usize, with: u8, ty: &SqlType) -> Result<(), String> {
-    check_len(data.len(), len, ty)?;
-    data.resize(len, with);
-    Ok(())
-}
-
-fn narrow(text: &str, encoding: &'static Encoding) -> Vec<u8> {
-    let mut data = Vec::with_capacity(text.len());
-    // Writing to a Vec cannot fail.
-    let _ = Source::Narrow(text, encoding).chunks(&mut |c| {
-        data.extend_from_slice(c);
-        Ok(())
-    });
-    data
-}
-
-fn utf16(text: &str) -> Vec<u8> {
-    text.encode_utf16().flat_map(u16::to_le_bytes).collect()
+fn append_utf16(out: &mut Vec<u8>, text: &str) {
+    for unit in text.encode_utf16() {
+        out.extend(unit.to_le_bytes());
+    }
 }
 
 /// The data bytes (no length prefix) of a fixed-size value: integers, floats, money, decimals,
@@ -579,6 +659,16 @@ fn scalar_bytes(ty: &SqlType, value: &Value) -> Result<Vec<u8>, String> {
             let days = parse_date(text()?.trim())?;
             days_bytes(days)
         }
+        SqlType::DateTimeOffset { scale } => {
+            let (days, ticks, offset) = parse_datetimeoffset(text()?, *scale)?;
+            if !(0..=MAX_DATE_DAYS).contains(&days) {
+                return Err("a datetimeoffset is out of range in UTC".to_owned());
+            }
+            let mut b = time_bytes(ticks, *scale);
+            b.extend(days_bytes(days));
+            b.extend(offset.to_le_bytes());
+            b
+        }
         SqlType::Time { scale } => {
             let ticks = parse_time(text()?.trim(), *scale)?;
             time_bytes(ticks, *scale)
@@ -587,13 +677,6 @@ fn scalar_bytes(ty: &SqlType, value: &Value) -> Result<Vec<u8>, String> {
             let (days, ticks) = parse_datetime(text()?, *scale)?;
             let mut b = time_bytes(ticks, *scale);
             b.extend(days_bytes(days));
-            b
-        }
-        SqlType::DateTimeOffset { scale } => {
-            let (days, ticks, offset) = parse_datetimeoffset(text()?, *scale)?;
-            let mut b = time_bytes(ticks, *scale);
-            b.extend(days_bytes(days));
-            b.extend(offset.to_le_bytes());
             b
         }
         SqlType::DateTime => {
@@ -653,10 +736,10 @@ fn time_bytes(ticks: i64, scale: u8) -> Vec<u8> {
     ticks.to_le_bytes()[..usize::from(time_len(scale))].to_vec()
 }
 
-/// A value Driver 18 cannot convert, for [`crate::wire::Fault::BadValueAtRow`]: the right
-/// framing for the column's type with content out of the type's range. (A decimal one digit
+/// A value Driver 18 cannot convert, for [`crate::wire::Fault::BadValueAtRow`], length prefix
+/// included: the right framing for the column's type with content out of the type's range. (A decimal one digit
 /// over its precision is no such value: Driver 18 returns it as text without complaint.)
-pub(crate) fn bad_value(ty: &SqlType) -> Result<Encoded<'static>, String> {
+pub(crate) fn bad_value(ty: &SqlType) -> Result<Vec<u8>, String> {
     let data = match ty {
         // 24:00:00 and past: time ticks beyond the day.
         SqlType::Time { scale } => time_bytes(86_400 * 10i64.pow(u32::from(*scale)), *scale),
@@ -687,7 +770,7 @@ pub(crate) fn bad_value(ty: &SqlType) -> Result<Encoded<'static>, String> {
     };
     let mut b = vec![data.len() as u8];
     b.extend(data);
-    Ok(Encoded::Bytes(b))
+    Ok(b)
 }
 
 /// [MS-TDS] 2.2.5.5.1.9 sql_variant: BaseType, the count of property bytes, the properties,
@@ -754,11 +837,14 @@ fn variant_bytes(base: &SqlType, value: &Value) -> Result<Vec<u8>, String> {
         | SqlType::NVarChar { .. }
         | SqlType::NChar { .. }
         | SqlType::VarBinary { .. }
-        | SqlType::Binary { .. } => match encode(base, value)? {
-            // Drop the USHORTLEN prefix: the variant's own length covers the value.
-            Encoded::Bytes(b) => b[2..].to_vec(),
-            _ => return Err("a sql_variant value cannot be NULL or long".to_owned()),
-        },
+        | SqlType::Binary { .. } => {
+            let mut b = Vec::new();
+            match encode(base, value, &mut b)? {
+                // Drop the USHORTLEN prefix: the variant's own length covers the value.
+                Encoded::Inline if b.len() >= 2 && b[..2] != [0xFF, 0xFF] => b[2..].to_vec(),
+                _ => return Err("a sql_variant value cannot be NULL or long".to_owned()),
+            }
+        }
         _ => {
             if matches!(value, Value::Null) {
                 return Err("a sql_variant's base value cannot be NULL: use Value::Null".into());
@@ -1046,19 +1132,22 @@ pub(crate) fn read_type_info(r: &mut Reader<'_>) -> Result<WireType, DecodeError
             let len = r.u8()?;
             let precision = r.u8()?;
             let scale = r.u8()?;
+            if !(1..=38).contains(&precision) || scale > precision {
+                return Err(DecodeError::new(format!("decimal({precision},{scale})")));
+            }
             (SqlType::Decimal { precision, scale }, u32::from(len))
         }
         DATEN => (SqlType::Date, 3),
         TIMEN => {
-            let scale = r.u8()?;
+            let scale = read_scale(r)?;
             (SqlType::Time { scale }, 5)
         }
         DATETIME2N => {
-            let scale = r.u8()?;
+            let scale = read_scale(r)?;
             (SqlType::DateTime2 { scale }, 8)
         }
         DATETIMEOFFSETN => {
-            let scale = r.u8()?;
+            let scale = read_scale(r)?;
             (SqlType::DateTimeOffset { scale }, 10)
         }
         BIGVARCHR | BIGCHAR => {
@@ -1165,6 +1254,17 @@ pub(crate) fn read_type_info(r: &mut Reader<'_>) -> Result<WireType, DecodeError
     })
 }
 
+/// The scale of time, datetime2 and datetimeoffset: 0..=7.
+fn read_scale(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
+    let scale = r.u8()?;
+    if scale > 7 {
+        return Err(DecodeError::new(format!(
+            "a time scale of {scale} is over 7"
+        )));
+    }
+    Ok(scale)
+}
+
 /// Reads a parameter value of a type read by [`read_type_info`] into its canonical form.
 pub(crate) fn read_value(r: &mut Reader<'_>, t: &WireType) -> Result<Value, DecodeError> {
     let data: Vec<u8> = match t.code {
@@ -1229,7 +1329,11 @@ fn read_variant(r: &mut Reader<'_>) -> Result<Value, DecodeError> {
             .unwrap_or([0; 5]);
         collation_from_bytes(bytes)
     };
-    let max_len = || u16::from_le_bytes([prop(prop_len as usize - 2), prop(prop_len as usize - 1)]);
+    // The last two property bytes of character and binary types: the declared length.
+    let max_len = || {
+        let at = usize::from(prop_len).saturating_sub(2);
+        u16::from_le_bytes([prop(at), prop(at + 1)])
+    };
     let (ty, encoding) = match code {
         INT1 => (SqlType::TinyInt, WINDOWS_1252),
         INT2 => (SqlType::SmallInt, WINDOWS_1252),
@@ -1244,16 +1348,29 @@ fn read_variant(r: &mut Reader<'_>) -> Result<Value, DecodeError> {
         DATETIME => (SqlType::DateTime, WINDOWS_1252),
         DATEN => (SqlType::Date, WINDOWS_1252),
         GUID => (SqlType::UniqueIdentifier, WINDOWS_1252),
-        TIMEN => (SqlType::Time { scale: prop(0) }, WINDOWS_1252),
-        DATETIME2N => (SqlType::DateTime2 { scale: prop(0) }, WINDOWS_1252),
-        DATETIMEOFFSETN => (SqlType::DateTimeOffset { scale: prop(0) }, WINDOWS_1252),
-        DECIMALN | NUMERICN => (
-            SqlType::Decimal {
-                precision: prop(0),
-                scale: prop(1),
+        TIMEN => (
+            SqlType::Time {
+                scale: prop(0).min(7),
             },
             WINDOWS_1252,
         ),
+        DATETIME2N => (
+            SqlType::DateTime2 {
+                scale: prop(0).min(7),
+            },
+            WINDOWS_1252,
+        ),
+        DATETIMEOFFSETN => (
+            SqlType::DateTimeOffset {
+                scale: prop(0).min(7),
+            },
+            WINDOWS_1252,
+        ),
+        DECIMALN | NUMERICN => {
+            let precision = prop(0).clamp(1, 38);
+            let scale = prop(1).min(precision);
+            (SqlType::Decimal { precision, scale }, WINDOWS_1252)
+        }
         BIGVARCHR | BIGCHAR => {
             let (collation, encoding) = collation();
             let length = max_len();
@@ -1350,9 +1467,15 @@ fn value_from_bytes(
             }
             Value::Text(format_date(uint(0, 3)))
         }
-        SqlType::Time { scale } => Value::Text(format_time(le(data.len())?, *scale)),
+        SqlType::Time { scale } if (3..=5).contains(&data.len()) => {
+            Value::Text(format_time(le(data.len())?, *scale))
+        }
         SqlType::DateTime2 { scale } => {
-            let t = data.len().checked_sub(3).ok_or_else(bad)?;
+            let t = data
+                .len()
+                .checked_sub(3)
+                .filter(|t| (3..=5).contains(t))
+                .ok_or_else(bad)?;
             let ticks = uint(0, t);
             Value::Text(format!(
                 "{} {}",
@@ -1361,9 +1484,16 @@ fn value_from_bytes(
             ))
         }
         SqlType::DateTimeOffset { scale } => {
-            let t = data.len().checked_sub(5).ok_or_else(bad)?;
+            let t = data
+                .len()
+                .checked_sub(5)
+                .filter(|t| (3..=5).contains(t))
+                .ok_or_else(bad)?;
             let per_day = 86_400 * 10i64.pow(u32::from(*scale));
             let offset = i64::from(i16::from_le_bytes([data[t + 3], data[t + 4]]));
+            if uint(t, 3) > MAX_DATE_DAYS || uint(0, t) >= per_day || offset.abs() > 14 * 60 {
+                return Err(bad());
+            }
             let local =
                 uint(t, 3) * per_day + uint(0, t) + offset * 60 * 10i64.pow(u32::from(*scale));
             let sign = if offset < 0 { '-' } else { '+' };
@@ -1422,7 +1552,7 @@ fn value_from_bytes(
         | SqlType::VarBinary { .. }
         | SqlType::Image
         | SqlType::RowVersion => Value::Bytes(data.to_vec()),
-        SqlType::SqlVariant => return Err(bad()),
+        SqlType::Time { .. } | SqlType::SqlVariant => return Err(bad()),
     })
 }
 
@@ -1535,6 +1665,28 @@ mod tests {
     }
 
     #[test]
+    fn malformed_parameter_bytes_are_errors_not_panics() {
+        for ty in [
+            SqlType::Time { scale: 7 },
+            SqlType::DateTime2 { scale: 7 },
+            SqlType::DateTimeOffset { scale: 7 },
+        ] {
+            for len in [0, 2, 9, 12, 40] {
+                assert!(value_from_bytes(&ty, &vec![0xFF; len], WINDOWS_1252).is_err());
+            }
+        }
+        let mut r = Reader::new(&[SSVARIANT, 8, 0, 0, 0, BIGVARCHR, 0, 0, 0, 0, 0]);
+        let wire = read_type_info(&mut r).expect("sql_variant");
+        assert!(read_value(&mut r, &wire).is_err());
+    }
+
+    #[test]
+    fn a_datetimeoffset_before_year_1_in_utc_is_refused() {
+        let value = Value::Text("0001-01-01 00:00:00 +01:00".to_owned());
+        assert!(scalar_bytes(&SqlType::DateTimeOffset { scale: 7 }, &value).is_err());
+    }
+
+    #[test]
     fn guid_groups_are_little_endian() {
         let b = parse_guid("6F9619FF-8B86-D011-B42D-00C04FC964FF").expect("parses");
         assert_eq!(&b[..8], &[0xFF, 0x19, 0x96, 0x6F, 0x86, 0x8B, 0x11, 0xD0]);
@@ -1543,7 +1695,20 @@ mod tests {
 
     #[test]
     fn varchar_is_sent_in_the_collation_code_page() {
-        assert_eq!(narrow("Ñ€é", WINDOWS_1252), vec![0xD1, 0x80, 0xE9]);
-        assert_eq!(narrow("a😀b", WINDOWS_1252), b"a?b".to_vec());
+        let narrow = |text: &str| {
+            let mut out = Vec::new();
+            append_narrow(&mut out, text, WINDOWS_1252);
+            out
+        };
+        assert_eq!(narrow("Ñ€é"), vec![0xD1, 0x80, 0xE9]);
+        assert_eq!(narrow("a😀b"), b"a?b".to_vec());
+        let mut streamed = Vec::new();
+        Source::Narrow("a😀b€", WINDOWS_1252)
+            .chunks(&mut |c| {
+                streamed.extend_from_slice(c);
+                Ok(())
+            })
+            .expect("streams");
+        assert_eq!(streamed, b"a?b\x80".to_vec());
     }
 }
