@@ -67,6 +67,22 @@ fn every_type_reads_back_value_for_value() {
     assert_eq!(login.option_flags, [0xE0, 0x03, 0x00, 0x18]);
 }
 
+/// Against a server that offers TLS: FreeTDS's default (Encryption=request) sends ENCRYPT_OFF
+/// (so only LOGIN7 is encrypted), Encryption=off sends ENCRYPT_NOT_SUP (no TLS at all).
+#[test]
+fn logs_in_against_an_optional_tls_server() {
+    for (extra, sent) in [("", 0), ("Encryption=off", 2), ("Encryption=request", 0)] {
+        let server = common::start(TlsMode::Optional);
+        let conn = connect(server.port(), extra).expect("FreeTDS logs in");
+        let mut cursor = conn
+            .execute("select ints 1", (), None)
+            .expect("runs")
+            .expect("a cursor");
+        assert!(cursor.next_row().expect("fetches").is_some());
+        assert_eq!(server.logins()[0].prelogin_encryption, sent, "{extra}");
+    }
+}
+
 #[test]
 fn logs_in_over_tls_and_refuses_a_wrong_password() {
     let server = common::start(TlsMode::Required);
