@@ -867,3 +867,25 @@ fn an_odbc_call_is_an_rpc_by_name() {
     assert_eq!(last.params.len(), 1);
     assert_eq!(last.params[0].value, Value::Int(42));
 }
+
+/// A stall without a query timeout: the rows arrive, late.
+#[test]
+fn a_stall_delays_the_rows() {
+    let server = common::start(TlsMode::Off);
+    let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
+    server.add_fault(tds_test_server::Fault::StallAtRow {
+        statement_contains: "ints".to_owned(),
+        row: 2,
+        duration: std::time::Duration::from_millis(800),
+        times: 1,
+    });
+    let started = std::time::Instant::now();
+    assert_eq!(fetch_all(&conn, "select ints 5", None), (5, None));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(800));
+    let started = std::time::Instant::now();
+    assert_eq!(fetch_all(&conn, "select ints 5", None), (5, None));
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(800),
+        "fired once"
+    );
+}
