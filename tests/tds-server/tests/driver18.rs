@@ -113,7 +113,8 @@ fn encrypt_no_against_an_optional_tls_server_encrypts_the_login_only() {
 }
 
 /// Encrypt=no against a server that requires TLS (ENCRYPT_REQ): everything is encrypted and
-/// Driver 18 validates the certificate, so a self-signed one needs TrustServerCertificate=yes.
+/// Driver 18 validates the certificate, so one from an untrusted CA needs
+/// TrustServerCertificate=yes.
 #[test]
 fn encrypt_no_against_a_tls_required_server_validates_the_certificate() {
     let server = common::start(TlsMode::Required);
@@ -130,7 +131,8 @@ fn encrypt_no_against_a_tls_required_server_validates_the_certificate() {
     assert_eq!(query_one(&conn, "select ints 1"), [Some("0".to_owned())]);
 }
 
-/// Encrypt=yes validates the self-signed certificate and fails; ServerCertificate (pinning)
+/// Encrypt=yes validates the certificate (signed by the untrusted test CA) and fails;
+/// ServerCertificate (pinning)
 /// does not help there: Driver 18.6 uses it under Encrypt=strict only (see the next test).
 #[test]
 fn an_untrusted_certificate_fails_validation() {
@@ -148,7 +150,7 @@ fn an_untrusted_certificate_fails_validation() {
         let text = format!("{error:?}");
         assert!(text.contains("08001"), "{extra}: {text}");
         assert!(
-            text.contains("certificate verify failed:self-signed certificate"),
+            text.contains("certificate verify failed:self-signed certificate in certificate chain"),
             "{extra}: {text}"
         );
     }
@@ -655,10 +657,15 @@ fn a_login_error_fault_refuses_the_login() {
 
 /// Runs `tests/python/driver18_odbc.py` (pyodbc: `pip install pyodbc`) and parses its JSON.
 fn pyodbc(args: &[&str]) -> serde_json::Value {
+    pyodbc_with_env(args, &[])
+}
+
+fn pyodbc_with_env(args: &[&str], env: &[(&str, &std::path::Path)]) -> serde_json::Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/driver18_odbc.py");
     let output = std::process::Command::new("python3")
         .arg(script)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("python3 runs");
     assert!(
@@ -888,4 +895,50 @@ fn a_stall_delays_the_rows() {
         started.elapsed() < std::time::Duration::from_millis(800),
         "fired once"
     );
+}
+
+/// With the test CA as its trust store (OpenSSL's SSL_CERT_FILE, in a child process) Driver 18
+/// validates the certificate like a real server's: Encrypt=yes with TrustServerCertificate=no
+/// succeeds for Server=localhost, fails the host name check for 127.0.0.1 unless
+/// HostNameInCertificate=localhost. Surprise: Server=localhost with HostNameInCertificate naming
+/// another host still succeeds (Driver 18.6 accepts the server name too).
+#[test]
+fn a_trusted_ca_validates_the_certificate_and_its_host_name() {
+    let server = common::start(TlsMode::Required);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, server.ca_certificate_pem().expect("a CA")).expect("writes");
+    let port = server.port();
+    let login = format!(
+        "UID={USER};PWD={{{PASSWORD}}};Database={DATABASE};Encrypt=yes;TrustServerCertificate=no"
+    );
+    let driver = "Driver={ODBC Driver 18 for SQL Server}";
+    let host_mismatch = Some("certificate verify failed:subject name does not match host name");
+    let cases = [
+        ("localhost", "", None),
+        ("127.0.0.1", "", host_mismatch),
+        ("127.0.0.1", ";HostNameInCertificate=localhost", None),
+        (
+            "127.0.0.1",
+            ";HostNameInCertificate=other.example",
+            host_mismatch,
+        ),
+        ("localhost", ";HostNameInCertificate=other.example", None),
+    ];
+    for (host, extra, failure) in cases {
+        let case = format!("{driver};Server=tcp:{host},{port};{login}{extra}");
+        let out = pyodbc_with_env(&["connect", &case], &[("SSL_CERT_FILE", &ca)]);
+        match failure {
+            None => assert_eq!(out["ok"], true, "{host}{extra}: {out}"),
+            Some(message) => {
+                assert_eq!(out["state"], "08001", "{host}{extra}: {out}");
+                let text = out["message"].as_str().unwrap_or_default();
+                assert!(text.contains(message), "{host}{extra}: {out}");
+            }
+        }
+    }
+    // Without the CA, the same connection fails: the chain is not trusted.
+    let case = format!("{driver};Server=tcp:localhost,{port};{login}");
+    let out = pyodbc(&["connect", &case]);
+    assert_eq!(out["ok"], false, "{out}");
 }
