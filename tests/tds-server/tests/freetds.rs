@@ -237,3 +237,20 @@ fn varchar_in_other_collations() {
     }
     assert_eq!(values, ["Ñ€😀", "Ñ€é"]);
 }
+
+/// Encryption=require encrypts without validating: FreeTDS 1.3 takes no CA file from the ODBC
+/// connection string (`CAFile`, `ca file` are ignored; only freetds.conf sets one), so a
+/// certificate no CA vouches for is accepted.
+#[test]
+fn encryption_require_does_not_validate_the_certificate() {
+    let server = common::start(TlsMode::Required);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    // Not the CA that signed the server's certificate.
+    let wrong_ca = dir.path().join("wrong-ca.pem");
+    std::fs::write(&wrong_ca, server.certificate_pem().expect("a certificate")).expect("writes");
+    for key in ["CAFile", "ca file"] {
+        let extra = format!("Encryption=require;{key}={}", wrong_ca.display());
+        connect(server.port(), &extra).unwrap_or_else(|e| panic!("{extra}: {e:?}"));
+    }
+    assert!(server.logins().iter().all(|l| l.prelogin_encryption == 1));
+}
