@@ -278,6 +278,28 @@ fn every_type_through(server: &tds_test_server::TestServer, extra: &str) {
             format!("{:?}", d.data_type)
         })
         .collect();
+    let other = |t: i16, size: &str, digits: u8| {
+        format!(
+            "Other {{ data_type: SqlDataType({t}), column_size: {size}, decimal_digits: {digits} }}"
+        )
+    };
+    assert_eq!(
+        described[14],
+        other(-154, "Some(16)", 7),
+        "time(7): SQL_SS_TIME2"
+    );
+    assert_eq!(
+        described[18],
+        other(-155, "Some(34)", 7),
+        "datetimeoffset(7)"
+    );
+    assert_eq!(
+        described[32],
+        other(-11, "Some(36)", 0),
+        "uniqueidentifier: SQL_GUID"
+    );
+    assert_eq!(described[34], other(-150, "Some(8000)", 0), "sql_variant");
+    assert_eq!(described[37], "Binary { length: Some(8) }", "rowversion");
     assert_eq!(described[24], "Varchar { length: None }");
     assert_eq!(described[25], "WVarchar { length: None }");
     assert_eq!(described[26], "Varbinary { length: None }");
