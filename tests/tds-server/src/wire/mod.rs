@@ -69,7 +69,8 @@ pub enum RequestKind {
     /// An RPC: the procedure's name (`sp_executesql`, `sp_prepexec`, `sp_execute`, ... for the
     /// ProcIDs of [MS-TDS] 2.2.6.6, or the name sent).
     Rpc(String),
-    /// An ATTENTION (cancel) that arrived when no response was streaming.
+    /// An ATTENTION (cancel). `sql` is the statement it stopped while its results streamed,
+    /// empty when it arrived after the response had ended.
     Attention,
     /// A transaction manager request (Driver 18 with autocommit off); `sql` says what it did:
     /// `BEGIN TRANSACTION`, `COMMIT TRANSACTION`, `ROLLBACK TRANSACTION` (followed by
