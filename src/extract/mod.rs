@@ -189,14 +189,14 @@ impl TableJob {
         if op_column {
             columns.push(Column {
                 name: incremental::OP_COLUMN.into(),
-                source_type: "varchar".into(),
-                length: Some(6),
+                source_type: "int".into(),
+                length: None,
                 precision: None,
                 scale: None,
                 nullable: false,
                 key_position: None,
             });
-            kinds.push(ValueKind::Text);
+            kinds.push(ValueKind::Integer);
         }
         (columns, kinds, op_column)
     }

@@ -372,8 +372,7 @@ impl Worker {
                 .unwrap_or(0)
         };
         let mut specs = match (job.mode, query.key_bounds()) {
-            // Changes are read as one keyset stream: CHANGETABLE is evaluated per statement.
-            _ if change_tracking => partition::whole_table(ReadMode::Keyset),
+            _ if change_tracking => partition::change_tracking_read(),
             (ReadMode::Range, Some(sql)) => {
                 let bounds = single_row("reading the key bounds", &sql)?;
                 let parse = |i: usize| {
@@ -475,7 +474,7 @@ impl Worker {
             context.read.buffers,
         );
         let chunk_limit =
-            (partition.spec.mode == ReadMode::Keyset).then_some(job.settings.partition_size);
+            partition::rows_per_statement(partition.spec.mode, job.settings.partition_size);
         loop {
             if self.scheduler.is_failed(partition.table) {
                 return Ok(());

@@ -157,7 +157,12 @@ fn timestamp_literal(dialect: Dialect, column: &Column, value: &str) -> String {
 
 /// The change tracking read (SQL Server): every key changed after version `from` up to `to`,
 /// joined back to the table for the current row. A key whose row is gone is a delete; its
-/// other columns are NULL. The op is the last column of the select list.
+/// other columns are NULL. The op is the last column of the select list, an `INT` (1 delete,
+/// 0 upsert) so it reads the same through the narrow and the wide ODBC functions.
+///
+/// The changes are read as one statement in key order without `TOP`: `CHANGETABLE(CHANGES …)`
+/// is evaluated again by every statement, so keyset chunks would cost time quadratic in the
+/// number of changes. A retry resumes after the last key sent (one more evaluation).
 pub fn change_tracking_query(table: &Table, from: i64, to: i64) -> TableQuery {
     let dialect = Dialect::SqlServer;
     let name = dialect.qualified_table(&table.schema, &table.name);
@@ -191,7 +196,7 @@ pub fn change_tracking_query(table: &Table, from: i64, to: i64) -> TableQuery {
         .collect();
     let first_key = dialect.quote_identifier(table.primary_key.first().map_or("", |k| k));
     select.push(format!(
-        "CASE WHEN {rows}.{first_key} IS NULL THEN 'delete' ELSE 'upsert' END AS {}",
+        "CAST(CASE WHEN {rows}.{first_key} IS NULL THEN 1 ELSE 0 END AS INT) AS {}",
         dialect.quote_identifier(OP_COLUMN)
     ));
     TableQuery::from_parts(
@@ -321,25 +326,29 @@ mod tests {
     }
 
     #[test]
-    fn change_tracking_read_joins_back_and_marks_deletes() {
+    fn change_tracking_read_joins_back_and_marks_deletes_as_an_integer() {
         let query = change_tracking_query(&patient(), 41, 57);
-        let sql = query.select(KeyRange::ALL, None, Some(5000));
-        let expected = "SELECT TOP (5000) [ct].[PAT_ID] AS [PAT_ID], [ct].[LINE] AS [LINE], \
+        let plan = crate::extract::partition::change_tracking_read();
+        let limit = crate::extract::partition::rows_per_statement(plan[0].mode, 5000);
+        let sql = query.select(plan[0].range, None, limit);
+        let expected = "SELECT [ct].[PAT_ID] AS [PAT_ID], [ct].[LINE] AS [LINE], \
              CAST([t].[NOTE] AS NVARCHAR(MAX)) AS [NOTE], [t].[UPDATE_DATE] AS [UPDATE_DATE], \
-             [t].[RV] AS [RV], CASE WHEN [t].[PAT_ID] IS NULL THEN 'delete' ELSE 'upsert' END \
+             [t].[RV] AS [RV], CAST(CASE WHEN [t].[PAT_ID] IS NULL THEN 1 ELSE 0 END AS INT) \
              AS [_ehi_op] FROM CHANGETABLE(CHANGES [dbo].[PAT ENC], 41) AS [ct] LEFT OUTER JOIN \
              [dbo].[PAT ENC] AS [t] ON [t].[PAT_ID] = [ct].[PAT_ID] AND [t].[LINE] = [ct].[LINE] \
              WHERE [ct].[SYS_CHANGE_VERSION] <= 57 ORDER BY [ct].[PAT_ID], [ct].[LINE]";
         assert_eq!(sql, expected);
         assert_eq!(parse_changetable(&sql), expected);
+        // A retry reads on after the last key sent, still in one statement.
         let after = [KeyValue::Text("Z'1".into()), KeyValue::Int(3)];
-        let resumed = query.select(KeyRange::ALL, Some(&after), Some(5000));
-        assert!(
-            resumed.contains(
+        let resumed = query.select(plan[0].range, Some(&after), limit);
+        assert_eq!(
+            resumed,
+            expected.replace(
+                "WHERE [ct].[SYS_CHANGE_VERSION] <= 57 ORDER BY",
                 "WHERE [ct].[SYS_CHANGE_VERSION] <= 57 AND (([ct].[PAT_ID] > N'Z''1') OR \
                  ([ct].[PAT_ID] = N'Z''1' AND [ct].[LINE] > 3)) ORDER BY"
-            ),
-            "{resumed}"
+            )
         );
         assert_eq!(parse_changetable(&resumed), resumed);
     }
