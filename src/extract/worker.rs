@@ -22,6 +22,7 @@ use super::select::KeyRange;
 use super::select::KeyValue;
 use super::watchdog::{InHand, StatementHandle, WorkerSlot};
 use super::{Context, TableJob};
+use crate::config::RowCounts;
 use crate::error::{DbError, Error};
 use crate::incremental::{Load, keys};
 use crate::incremental::{LoadKind, OperationCounts, SyncMode, sql};
@@ -29,8 +30,19 @@ use crate::retry::backoff;
 use crate::sink::{Chunk, Message};
 use crate::source::catalog::parse_count;
 use crate::source::errors::classify;
+use crate::source::session;
+use crate::source::text_rows;
 use crate::source::types::ValueKind;
-use crate::source::{query_text, session};
+
+/// The step of a table's preparation that takes the exact row count (named in messages).
+const COUNT_STEP: &str = "taking the exact row count";
+
+/// The row count a table's validation is checked against.
+struct ExpectedRows {
+    rows: u64,
+    /// From the catalog: a difference from the rows read does not fail the table.
+    estimated: bool,
+}
 
 /// Why a worker stopped working on an item.
 #[derive(Debug)]
@@ -158,7 +170,22 @@ impl Worker {
     }
 
     fn retry(&mut self, in_hand: &mut InHand) -> Result<(), WorkerError> {
-        let mut failures = 0u32;
+        // A preparation the watchdog abandoned counts as failed: requeued without a limit, each
+        // round would leave another count running on the server.
+        let mut failures = match in_hand {
+            InHand::Prepare(table) => self.scheduler.prepare_abandons(*table),
+            InHand::Partition(_) => 0,
+        };
+        if failures > self.context.read.max_retries
+            && let InHand::Prepare(table) = in_hand
+        {
+            return Err(WorkerError::Table(format!(
+                "gave up after {} retries: preparing the table did not finish within \
+                 stall_timeout_seconds and the connection did not answer the cancel{}",
+                self.context.read.max_retries,
+                self.prepare_hint(*table, COUNT_STEP)
+            )));
+        }
         loop {
             let progress_before = progress_marker(in_hand);
             let result = match in_hand {
@@ -183,9 +210,10 @@ impl Worker {
             let class = classify(&error);
             if failures > self.context.read.max_retries {
                 return Err(WorkerError::Table(format!(
-                    "gave up after {} retries: {context}: {error} [{}]",
+                    "gave up after {} retries: {context}: {error} [{}]{}",
                     self.context.read.max_retries,
-                    class.name()
+                    class.name(),
+                    self.prepare_hint(table, &context)
                 )));
             }
             let delay = backoff(self.context.read.retry_base, failures);
@@ -201,6 +229,21 @@ impl Worker {
             self.connection = None;
             self.sleep(delay)?;
         }
+    }
+
+    /// What to change when the exact count of a table keeps failing: the count is a scan of the
+    /// whole table, which the catalog's estimate spares.
+    fn prepare_hint(&self, table: usize, step: &str) -> String {
+        let job = &self.context.jobs[table];
+        if step != COUNT_STEP || job.settings.row_counts == RowCounts::Catalog {
+            return String::new();
+        }
+        format!(
+            ". The exact row count (COUNT_BIG(*)) scans the whole table: set \
+             tiers.{}.row_counts to \"catalog\" to use the catalog's row count instead, or raise \
+             stall_timeout_seconds and tiers.{}.timeout_seconds",
+            job.tier, job.tier
+        )
     }
 
     /// Waits, waking up for a graceful stop.
@@ -267,15 +310,14 @@ impl Worker {
         Ok(connection)
     }
 
-    /// Takes the exact count and key bounds, splits the table into partitions and queues them.
+    /// Takes the count and key bounds, splits the table into partitions and queues them.
     fn prepare(&mut self, table: usize) -> Result<(), WorkerError> {
-        self.statement_started(None);
         let counted = self.count_and_split(table);
-        self.statement_finished();
-        let (expected_rows, specs, load) = counted?;
+        let (expected, specs, load) = counted?;
         self.send(Message::TableStarted {
             table,
-            expected_rows,
+            expected_rows: expected.rows,
+            expected_estimated: expected.estimated,
             partitions: specs.clone(),
             load: Box::new(load),
         })?;
@@ -291,24 +333,21 @@ impl Worker {
         )
     }
 
-    /// Captures the load's upper bound, takes the exact count of the rows to read and splits
-    /// them into partitions (plus the key scan, last, when deletes are detected by keys).
+    /// Captures the load's upper bound, counts the rows to read and splits them into partitions
+    /// (plus the key scan, last, when deletes are detected by keys). Every statement is watched
+    /// (a stalled one is cancelled and the preparation retried) and has the tier's statement
+    /// timeout, so neither a count nor a bound can hold a worker, or leave a scan running on the
+    /// server, without limit.
     fn count_and_split(
         &mut self,
         table: usize,
-    ) -> Result<(u64, Vec<PartitionSpec>, Load), WorkerError> {
+    ) -> Result<(ExpectedRows, Vec<PartitionSpec>, Load), WorkerError> {
         let context = Arc::clone(&self.context);
         let job = &context.jobs[table];
-        let connection = self.connection()?;
-        let rows_of = |what: &str, sql: &str| -> Result<Vec<Vec<Option<String>>>, WorkerError> {
-            query_text(&context.source, &connection, what, sql).map_err(WorkerError::from_error)
-        };
-        let single_row = |what: &str, sql: &str| -> Result<Vec<Option<String>>, WorkerError> {
-            Ok(rows_of(what, sql)?.into_iter().next().unwrap_or_default())
-        };
+        let timeout = job.settings.timeout_seconds;
         let mut load = job.load.read().clone();
         if let Some(sql) = sql::upper_bound(job.dialect, &job.table, &load.mode) {
-            let bound = single_row("capturing the upper bound of the load", &sql)?;
+            let bound = self.single_row("capturing the upper bound of the load", &sql, timeout)?;
             let value = |i: usize| bound.get(i).cloned().flatten().map(|v| v.trim().to_owned());
             load.to = value(0);
             if load.mode == SyncMode::ChangeTracking {
@@ -345,9 +384,10 @@ impl Worker {
                 .change_tracking_versions()
                 .map_err(|e| WorkerError::Table(e.to_string()))?;
             let mut operations = OperationCounts::default();
-            for row in rows_of(
+            for row in self.watched_rows(
                 "counting the changes",
                 &sql::change_tracking_counts(&job.table, from, to),
+                timeout,
             )? {
                 let count = row
                     .get(1)
@@ -362,19 +402,17 @@ impl Worker {
             }
             load.operations = Some(operations);
             *job.load.write() = load.clone();
-            operations.inserts + operations.updates + operations.deletes
+            ExpectedRows {
+                rows: operations.inserts + operations.updates + operations.deletes,
+                estimated: false,
+            }
         } else {
-            let count = single_row("taking the exact row count", &query.count())?;
-            count
-                .first()
-                .and_then(|c| c.as_deref())
-                .and_then(parse_count)
-                .unwrap_or(0)
+            self.expected_rows(job, &load, &query)?
         };
         let mut specs = match (job.mode, query.key_bounds()) {
             _ if change_tracking => partition::change_tracking_read(),
             (ReadMode::Range, Some(sql)) => {
-                let bounds = single_row("reading the key bounds", &sql)?;
+                let bounds = self.single_row("reading the key bounds", &sql, timeout)?;
                 let parse = |i: usize| {
                     bounds
                         .get(i)
@@ -385,7 +423,7 @@ impl Worker {
                     (Some(min), Some(max)) => partition::split_integer_range(
                         min,
                         max,
-                        expected_rows.div_ceil(job.settings.partition_size),
+                        expected_rows.rows.div_ceil(job.settings.partition_size),
                     ),
                     // An empty table: one partition that reads nothing.
                     _ => partition::whole_table(ReadMode::Range),
@@ -401,6 +439,67 @@ impl Worker {
             });
         }
         Ok((expected_rows, specs, load))
+    }
+
+    /// The expected row count of a load that reads rows (not changes): `COUNT_BIG(*)` of what
+    /// it reads, or for a full load with `row_counts: catalog`, the catalog's count from sizing
+    /// (no statement at all). An incremental cursor load always counts its range exactly: the
+    /// catalog knows nothing of it.
+    fn expected_rows(
+        &mut self,
+        job: &TableJob,
+        load: &Load,
+        query: &crate::extract::select::TableQuery,
+    ) -> Result<ExpectedRows, WorkerError> {
+        if job.settings.row_counts == RowCounts::Catalog && load.kind != LoadKind::Incremental {
+            return Ok(ExpectedRows {
+                rows: job.table.rows,
+                estimated: !job.table.rows_exact,
+            });
+        }
+        let count = self.single_row(COUNT_STEP, &query.count(), job.settings.timeout_seconds)?;
+        Ok(ExpectedRows {
+            rows: count
+                .first()
+                .and_then(|c| c.as_deref())
+                .and_then(parse_count)
+                .unwrap_or(0),
+            estimated: false,
+        })
+    }
+
+    /// Runs a small statement of a table's preparation, watched like a partition read, and
+    /// returns its rows as text.
+    fn watched_rows(
+        &mut self,
+        what: &str,
+        sql: &str,
+        timeout_seconds: u64,
+    ) -> Result<Vec<Vec<Option<String>>>, WorkerError> {
+        let secret = self.context.source.secret().map(str::to_owned);
+        let db_error = |e: &odbc_api::Error| WorkerError::Db {
+            context: what.to_owned(),
+            error: DbError::from_odbc(e, secret.as_deref()).without_values(),
+        };
+        let Some(cursor) = self.open_watched(sql, timeout_seconds, &db_error)? else {
+            return Ok(Vec::new());
+        };
+        let rows = text_rows(cursor).map_err(|e| db_error(&e));
+        self.statement_finished();
+        rows
+    }
+
+    fn single_row(
+        &mut self,
+        what: &str,
+        sql: &str,
+        timeout_seconds: u64,
+    ) -> Result<Vec<Option<String>>, WorkerError> {
+        Ok(self
+            .watched_rows(what, sql, timeout_seconds)?
+            .into_iter()
+            .next()
+            .unwrap_or_default())
     }
 
     /// Reads one partition to its end and tells the writer it is done. `partition.after`
@@ -718,9 +817,11 @@ impl Worker {
     }
 
     /// Executes `sql` on the worker's connection with the table's statement timeout, watched by
-    /// the watchdog from the start (connecting and executing too, before there is a handle to
-    /// cancel). `None` when the statement returned no result set; otherwise the caller ends the
-    /// watch with `statement_finished` once it is done with the cursor.
+    /// the watchdog from the start: while connecting (only the stall clock, there is no handle
+    /// yet), then with the statement handle registered before the statement executes, so a
+    /// statement that blocks in execution (a count, a lock wait) is cancelled, not only
+    /// abandoned. `None` when the statement returned no result set; otherwise the caller ends
+    /// the watch with `statement_finished` once it is done with the cursor.
     fn open_watched(
         &mut self,
         sql: &str,
@@ -728,22 +829,18 @@ impl Worker {
         db_error: &dyn Fn(&odbc_api::Error) -> WorkerError,
     ) -> Result<Option<odbc_api::OwnedCursor<Arc<Connection<'static>>>>, WorkerError> {
         self.statement_started(None);
-        let timeout = usize::try_from(timeout_seconds).ok();
         let opened = self.connection().and_then(|connection| {
-            connection
-                .into_cursor(sql, (), timeout)
-                .map_err(|failed| db_error(&failed.error))
+            let mut statement = connection.into_preallocated().map_err(|e| db_error(&e))?;
+            statement
+                .set_query_timeout_sec(usize::try_from(timeout_seconds).unwrap_or(usize::MAX))
+                .map_err(|e| db_error(&e))?;
+            self.statement_started(Some(StatementHandle::new(statement.as_stmt_ref().as_sys())));
+            statement.into_cursor(sql, ()).map_err(|e| db_error(&e))
         });
-        match opened {
-            Ok(Some(mut cursor)) => {
-                self.statement_started(Some(StatementHandle::new(cursor.as_stmt_ref().as_sys())));
-                Ok(Some(cursor))
-            }
-            other => {
-                self.statement_finished();
-                other
-            }
+        if !matches!(opened, Ok(Some(_))) {
+            self.statement_finished();
         }
+        opened
     }
 
     fn fetch_all(
