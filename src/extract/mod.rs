@@ -75,6 +75,8 @@ pub struct TableJob {
     synced_at: Option<String>,
     /// The key list of the table's last finished load, for a key scan to compare with.
     pub previous_key_list: Option<PathBuf>,
+    /// Where this run's key scan keeps its buckets (see `incremental::key_diff`).
+    pub key_scan_dir: PathBuf,
 }
 
 impl TableJob {
@@ -125,6 +127,7 @@ impl TableJob {
             format,
             synced_at: None,
             previous_key_list: None,
+            key_scan_dir: PathBuf::new(),
         }
     }
 
@@ -304,6 +307,7 @@ pub fn run(
             .key_list
             .as_ref()
             .map(|name| output_dir.join(folder).join(name));
+        job.key_scan_dir = incremental::key_diff::work_dir(&output_dir.join(folder), &state.run_id);
     }
     let outputs = table_outputs(&jobs, &folders, read.compression)?;
     let run_id = state.run_id.clone();

@@ -24,6 +24,7 @@ use super::watchdog::{InHand, StatementHandle, WorkerSlot};
 use super::{Context, TableJob};
 use crate::config::RowCounts;
 use crate::error::{DbError, Error};
+use crate::incremental::key_diff::{self, KeyKind};
 use crate::incremental::{Load, keys};
 use crate::incremental::{LoadKind, OperationCounts, SyncMode, sql};
 use crate::retry::backoff;
@@ -33,6 +34,9 @@ use crate::source::errors::classify;
 use crate::source::session;
 use crate::source::text_rows;
 use crate::source::types::ValueKind;
+
+/// The largest piece of a key list sent to the writer at once.
+const KEY_LIST_PIECE_BYTES: usize = 4 * 1024 * 1024;
 
 /// The step of a table's preparation that takes the exact row count (named in messages).
 const COUNT_STEP: &str = "taking the exact row count";
@@ -621,25 +625,132 @@ impl Worker {
         Ok(())
     }
 
-    /// Streams the table's keys in order, merges them with the previous run's key list and
-    /// sends a delete row for every key that vanished, with the new key list frame by frame.
-    /// A retry or a resumed run scans again from the first key (the writer starts the list
-    /// anew) and sends only the deletes after `partition.after`, the last one written.
+    /// Finds the rows deleted since the previous key scan: scans every key of the table into
+    /// hash buckets on disk, then compares them bucket by bucket with the previous run's key
+    /// list (`incremental::key_diff`), sending the new key list and a delete row for every key
+    /// that vanished. No delete is sent before the scan is complete and durable, so a retried
+    /// scan has nothing to take back; a resumed run compares the same finished scan again and
+    /// sends only the deletes after `partition.after`, the last one written.
     fn key_scan(&mut self, partition: &mut Partition) -> Result<(), WorkerError> {
         let context = Arc::clone(&self.context);
         let job = &context.jobs[partition.table];
         let name = job.table.full_name();
         let key_error = |e: keys::KeyListError| WorkerError::Table(format!("{name}: {e}"));
+        let kinds: Vec<KeyKind> = job
+            .key_indices
+            .iter()
+            .map(|&i| KeyKind::of(job.kinds[i], &job.table.columns[i].source_type))
+            .collect();
+        let previous = match (&job.previous_key_list, job.load.read().kind) {
+            (Some(path), LoadKind::Incremental) => Some(path.clone()),
+            _ => None,
+        };
+        let scanned = match key_diff::ScannedKeys::open(&job.key_scan_dir) {
+            Some(scanned) => {
+                log::info!(
+                    "{name}: comparing the key scan this run finished earlier ({} keys) again",
+                    scanned.keys()
+                );
+                scanned
+            }
+            None => {
+                if partition.after.is_some() {
+                    log::warn!(
+                        "{name}: the finished key scan of this run is gone; scanning again (a \
+                         key deleted since the interrupted run, ordered before the last delete \
+                         written, is not reported)"
+                    );
+                }
+                self.scan_keys(job, &kinds, previous.as_deref())?
+            }
+        };
+        let previous = previous
+            .map(|path| keys::KeyListReader::open(&path))
+            .transpose()
+            .map_err(key_error)?;
+        let mut diff = key_diff::KeyDiff::new(
+            &job.key_scan_dir,
+            &scanned,
+            previous,
+            &kinds,
+            key_diff::MEMORY_BYTES,
+        )
+        .map_err(key_error)?;
+        // The new key list starts over, header first.
         self.send(Message::KeyScanStarted {
             table: partition.table,
         })?;
-        let previous = match (&job.previous_key_list, job.load.read().kind) {
-            (Some(path), LoadKind::Incremental) => {
-                Some(keys::KeyListReader::open(path).map_err(key_error)?)
+        self.send_keys(partition, keys::KEY_LIST_HEADER.to_vec(), 0)?;
+        let after = partition
+            .after
+            .as_deref()
+            .map(|key| key_diff::position(key, &kinds));
+        let mut encoder = job.encoder();
+        while let Some(leaf) = diff.next_leaf().map_err(key_error)? {
+            let mut new_keys = leaf.new_keys;
+            for piece in frame_pieces(&leaf.key_list) {
+                self.send_keys(partition, piece.to_vec(), std::mem::take(&mut new_keys))?;
             }
-            _ => None,
-        };
-        let mut merge = keys::KeyMerge::new(previous);
+            // Deletes at or before `after` were written by an earlier attempt.
+            let deleted: Vec<Vec<KeyValue>> = leaf
+                .deleted
+                .into_iter()
+                .filter(|(position, _)| after.as_ref().is_none_or(|a| position > a))
+                .map(|(_, key)| key)
+                .collect();
+            for batch in deleted.chunks(job.settings.batch_size.max(1)) {
+                let mut bytes = Vec::new();
+                for key in batch {
+                    encode_delete(&mut encoder, &job.key_indices, key, &mut bytes)
+                        .map_err(|e| WorkerError::Table(format!("{name}: {e}")))?;
+                }
+                let bytes =
+                    context.read.compression.compress(bytes).map_err(|e| {
+                        WorkerError::Table(format!("{name}: compression failed: {e}"))
+                    })?;
+                let chunk = Chunk {
+                    table: partition.table,
+                    partition: partition.spec.id,
+                    rows: batch.len() as u64,
+                    bytes,
+                    last_key: batch.last().cloned(),
+                    deletes: batch.len() as u64,
+                    keys: None,
+                    new_keys: 0,
+                };
+                self.send_chunk(partition, chunk)?;
+            }
+            if self.context.stop.is_set() {
+                return Err(WorkerError::Stopped);
+            }
+        }
+        self.send(Message::PartitionDone {
+            table: partition.table,
+            partition: partition.spec.id,
+        })
+    }
+
+    /// Streams every key of the table into this run's buckets and marks the scan complete.
+    fn scan_keys(
+        &mut self,
+        job: &TableJob,
+        kinds: &[KeyKind],
+        previous: Option<&std::path::Path>,
+    ) -> Result<key_diff::ScannedKeys, WorkerError> {
+        let context = Arc::clone(&self.context);
+        let name = job.table.full_name();
+        let key_error = |e: keys::KeyListError| WorkerError::Table(format!("{name}: {e}"));
+        // The previous list holds a few bytes per key: its size bounds its key count.
+        let previous_bytes = previous
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len());
+        let mut buckets = key_diff::ScanBuckets::create(
+            &job.key_scan_dir,
+            kinds,
+            job.table.rows.max(previous_bytes),
+            key_diff::MEMORY_BYTES,
+        )
+        .map_err(key_error)?;
         let key_columns: Vec<_> = job
             .key_indices
             .iter()
@@ -653,39 +764,12 @@ impl Worker {
             job.settings.batch_size,
             context.read.buffers,
         );
-        let sql = sql::key_scan(job.dialect, &job.table, &job.kinds);
+        let sql = sql::key_scan(job.dialect, &job.table);
         let secret = self.context.source.secret().map(str::to_owned);
         let db_error = |e: &odbc_api::Error| WorkerError::Db {
             context: format!("scanning the keys of {name}"),
             error: DbError::from_odbc(e, secret.as_deref()).without_values(),
         };
-        let after = partition.after.clone();
-        let mut encoder = job.encoder();
-        // Deletes at or before `after` were written by an earlier attempt.
-        let emit = |deleted: &mut Vec<Vec<KeyValue>>,
-                    encoder: &mut crate::sink::encode::RowEncoder|
-         -> Result<(Vec<u8>, u64), WorkerError> {
-            let mut bytes = Vec::new();
-            let mut rows = 0;
-            for key in deleted.drain(..) {
-                if after
-                    .as_deref()
-                    .is_some_and(|a| keys::compare_keys(&key, a) != std::cmp::Ordering::Greater)
-                {
-                    continue;
-                }
-                encode_delete(encoder, &job.key_indices, &key, &mut bytes)
-                    .map_err(|e| WorkerError::Table(format!("{name}: {e}")))?;
-                rows += 1;
-            }
-            let bytes = context
-                .read
-                .compression
-                .compress(bytes)
-                .map_err(|e| WorkerError::Table(format!("{name}: compression failed: {e}")))?;
-            Ok((bytes, rows))
-        };
-        let mut deleted = Vec::new();
         if let Some(cursor) = self.open_watched(&sql, job.settings.timeout_seconds, &db_error)? {
             let scanned = (|| {
                 let buffer = layout.allocate().map_err(|e| db_error(&e))?;
@@ -695,36 +779,15 @@ impl Worker {
                     .map_err(|e| db_error(&e))?
                 {
                     let columns = views(batch);
-                    let mut scanned = Vec::with_capacity(batch.num_rows());
-                    let mut new_keys = 0;
                     for row in 0..batch.num_rows() {
-                        let key = key_of_row(&columns, &positions, row)
-                            .map(|key| comparable_key(key, &key_kinds))
-                            .ok_or_else(|| {
-                                WorkerError::Table(format!(
-                                    "{name}: a primary key value could not be read"
-                                ))
-                            })?;
-                        if merge.next(&key, &mut deleted).map_err(key_error)? {
-                            new_keys += 1;
-                        }
-                        scanned.push(key);
+                        let key = key_of_row(&columns, &positions, row).ok_or_else(|| {
+                            WorkerError::Table(format!(
+                                "{name}: a primary key value could not be read"
+                            ))
+                        })?;
+                        buckets.add(key).map_err(key_error)?;
                     }
-                    let (bytes, rows) = emit(&mut deleted, &mut encoder)?;
-                    let frame = keys::encode_frame(&scanned).map_err(|e| {
-                        WorkerError::Table(format!("{name}: cannot encode the key list: {e}"))
-                    })?;
-                    let chunk = Chunk {
-                        table: partition.table,
-                        partition: partition.spec.id,
-                        rows,
-                        bytes,
-                        last_key: max_key(scanned.pop(), &after),
-                        deletes: rows,
-                        keys: Some(frame),
-                        new_keys,
-                    };
-                    self.send_chunk(partition, chunk)?;
+                    self.made_progress()?;
                     if self.context.stop.is_set() {
                         return Err(WorkerError::Stopped);
                     }
@@ -734,34 +797,37 @@ impl Worker {
             self.statement_finished();
             scanned?;
         }
-        // Keys after the last one scanned were all deleted: sent in bounded batches.
-        loop {
-            let more = merge
-                .drain_remaining(job.settings.batch_size.max(1), &mut deleted)
-                .map_err(key_error)?;
-            let last = deleted.last().cloned();
-            let (bytes, rows) = emit(&mut deleted, &mut encoder)?;
-            if rows > 0 {
-                let chunk = Chunk {
-                    table: partition.table,
-                    partition: partition.spec.id,
-                    rows,
-                    bytes,
-                    last_key: max_key(last, &after),
-                    deletes: rows,
-                    keys: None,
-                    new_keys: 0,
-                };
-                self.send_chunk(partition, chunk)?;
-            }
-            if !more {
-                break;
-            }
-        }
-        self.send(Message::PartitionDone {
+        self.guarded(|| buckets.finish())?.map_err(key_error)
+    }
+
+    /// Sends a piece of the new key list (whole frames) with the count of its new keys.
+    fn send_keys(
+        &self,
+        partition: &mut Partition,
+        keys: Vec<u8>,
+        new_keys: u64,
+    ) -> Result<(), WorkerError> {
+        let chunk = Chunk {
             table: partition.table,
             partition: partition.spec.id,
-        })
+            rows: 0,
+            bytes: Vec::new(),
+            last_key: None,
+            deletes: 0,
+            keys: Some(keys),
+            new_keys,
+        };
+        self.send_chunk(partition, chunk)
+    }
+
+    /// Tells the watchdog that a statement delivers rows, though nothing went to the writer.
+    fn made_progress(&self) -> Result<(), WorkerError> {
+        let mut slot = self.slot.state.lock();
+        if slot.abandoned {
+            return Err(WorkerError::Abandoned);
+        }
+        slot.last_progress = Instant::now();
+        Ok(())
     }
 
     /// Fails the table once it has run longer than its tier's timeout.
@@ -960,32 +1026,28 @@ impl Worker {
     }
 }
 
-/// A key as the key lists compare it: whole-number decimals (`NUMERIC(18,0)` keys are common)
-/// as integers, so they order by value and not by their digits.
-fn comparable_key(key: Vec<KeyValue>, kinds: &[ValueKind]) -> Vec<KeyValue> {
-    key.into_iter()
-        .zip(kinds)
-        .map(|(value, kind)| match (value, kind) {
-            (KeyValue::Text(text), ValueKind::Decimal) => match text.trim().parse::<i64>() {
-                Ok(v) => KeyValue::Int(v),
-                Err(_) => KeyValue::Text(text),
-            },
-            (value, _) => value,
-        })
-        .collect()
-}
-
-/// The resume point after a batch of a key scan: it never moves back behind `after`.
-fn max_key(key: Option<Vec<KeyValue>>, after: &Option<Vec<KeyValue>>) -> Option<Vec<KeyValue>> {
-    match (key, after) {
-        (Some(key), Some(after))
-            if keys::compare_keys(&key, after) != std::cmp::Ordering::Greater =>
-        {
-            Some(after.clone())
+/// Splits a key list into pieces of whole frames of about [`KEY_LIST_PIECE_BYTES`], so no chunk
+/// to the writer is larger than that (a damaged length ends the split: the writer gets the rest
+/// as it is, and the next run's reader reports it).
+fn frame_pieces(list: &[u8]) -> Vec<&[u8]> {
+    let mut pieces = Vec::new();
+    let (mut start, mut end) = (0, 0);
+    while end + 4 <= list.len() {
+        let len = u32::from_le_bytes([list[end], list[end + 1], list[end + 2], list[end + 3]]);
+        let next = end + 4 + len as usize;
+        if next > list.len() {
+            break;
         }
-        (Some(key), _) => Some(key),
-        (None, after) => after.clone(),
+        end = next;
+        if end - start >= KEY_LIST_PIECE_BYTES {
+            pieces.push(&list[start..end]);
+            start = end;
+        }
     }
+    if start < list.len() {
+        pieces.push(&list[start..]);
+    }
+    pieces
 }
 
 /// Changes whenever the work in hand moved on (a chunk was sent).

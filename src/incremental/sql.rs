@@ -5,7 +5,7 @@
 use crate::extract::select::TableQuery;
 use crate::source::Dialect;
 use crate::source::catalog::{Column, Table};
-use crate::source::types::{ValueKind, qualified_select_expression};
+use crate::source::types::qualified_select_expression;
 
 use super::{CursorKind, OP_COLUMN, SyncMode};
 
@@ -223,58 +223,20 @@ pub fn change_tracking_counts(table: &Table, from: i64, to: i64) -> String {
     )
 }
 
-/// Every key of the table in binary order, the order the key lists are merged in: text keys
-/// are sorted with a binary collation (a case-insensitive collation would interleave keys
-/// differently from a byte comparison).
-pub fn key_scan(dialect: Dialect, table: &Table, kinds: &[ValueKind]) -> String {
-    let expressions: Vec<(String, String)> = table
+/// Every key of the table, in the order of the key as declared: the primary key index serves it
+/// without a sort, and the comparison with the previous key list depends on no order (see
+/// `key_diff`), so no `COLLATE` is needed that would make the server sort every key in tempdb.
+pub fn key_scan(dialect: Dialect, table: &Table) -> String {
+    let key = table
         .primary_key
         .iter()
-        .filter_map(|k| table.columns.iter().position(|c| &c.name == k))
-        .map(|i| key_scan_expression(dialect, &table.columns[i], kinds[i]))
-        .collect();
-    let select = expressions
-        .iter()
-        .map(|(s, _)| s.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let order = expressions
-        .iter()
-        .map(|(_, o)| o.as_str())
+        .map(|k| dialect.quote_identifier(k))
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "SELECT {select} FROM {} ORDER BY {order}",
+        "SELECT {key} FROM {} ORDER BY {key}",
         dialect.qualified_table(&table.schema, &table.name)
     )
-}
-
-/// The select expression and the ORDER BY term of one key column.
-fn key_scan_expression(dialect: Dialect, column: &Column, kind: ValueKind) -> (String, String) {
-    let quoted = dialect.quote_identifier(&column.name);
-    let source_type = column.source_type.to_ascii_lowercase();
-    match dialect {
-        Dialect::SqlServer if source_type == "uniqueidentifier" => {
-            let text = format!("CONVERT(nchar(36), {quoted})");
-            (
-                format!("{text} AS {quoted}"),
-                format!("{text} COLLATE Latin1_General_100_BIN2"),
-            )
-        }
-        Dialect::SqlServer if matches!(kind, ValueKind::Text) => (
-            quoted.clone(),
-            format!("{quoted} COLLATE Latin1_General_100_BIN2"),
-        ),
-        Dialect::Postgres
-            if matches!(
-                source_type.as_str(),
-                "text" | "character varying" | "varchar" | "character" | "char" | "bpchar"
-            ) =>
-        {
-            (quoted.clone(), format!("{quoted} COLLATE \"C\""))
-        }
-        _ => (quoted.clone(), quoted),
-    }
 }
 
 #[cfg(test)]
@@ -527,36 +489,23 @@ mod tests {
     }
 
     #[test]
-    fn key_scan_orders_text_keys_by_binary_collation() {
-        let kinds = [
-            ValueKind::Text,
-            ValueKind::Integer,
-            ValueKind::Text,
-            ValueKind::Timestamp,
-            ValueKind::Binary,
-        ];
-        let sql = key_scan(Dialect::SqlServer, &patient(), &kinds);
+    fn key_scan_reads_the_key_in_its_own_index_order() {
+        let sql = key_scan(Dialect::SqlServer, &patient());
         assert_eq!(
             sql,
-            "SELECT [PAT_ID], [LINE] FROM [dbo].[PAT ENC] ORDER BY [PAT_ID] COLLATE \
-             Latin1_General_100_BIN2, [LINE]"
+            "SELECT [PAT_ID], [LINE] FROM [dbo].[PAT ENC] ORDER BY [PAT_ID], [LINE]"
         );
         assert_eq!(parse(&sql), sql);
+        assert_eq!(table_names(&sql), [["dbo", "PAT ENC"]]);
+        // A uniqueidentifier key is read as it is: no conversion that would hide the index.
         let mut guid = patient();
         guid.columns[0].source_type = "uniqueidentifier".into();
-        let sql = key_scan(Dialect::SqlServer, &guid, &kinds);
-        assert_eq!(
-            sql,
-            "SELECT CONVERT(nchar(36), [PAT_ID]) AS [PAT_ID], [LINE] FROM [dbo].[PAT ENC] \
-             ORDER BY CONVERT(nchar(36), [PAT_ID]) COLLATE Latin1_General_100_BIN2, [LINE]"
-        );
-        assert_eq!(parse(&sql), sql);
+        assert_eq!(key_scan(Dialect::SqlServer, &guid), sql);
         let mut pg = patient();
         pg.columns[0].source_type = "character varying".into();
         assert_eq!(
-            key_scan(Dialect::Postgres, &pg, &kinds),
-            "SELECT \"PAT_ID\", \"LINE\" FROM \"dbo\".\"PAT ENC\" ORDER BY \"PAT_ID\" COLLATE \
-             \"C\", \"LINE\""
+            key_scan(Dialect::Postgres, &pg),
+            "SELECT \"PAT_ID\", \"LINE\" FROM \"dbo\".\"PAT ENC\" ORDER BY \"PAT_ID\", \"LINE\""
         );
     }
 }

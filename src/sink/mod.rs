@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{Format, Tier};
 use crate::extract::partition::PartitionSpec;
 use crate::extract::select::KeyValue;
+use crate::incremental::key_diff;
 use crate::incremental::{Load, LoadKind, OP_COLUMN, Position, SYNCED_AT_COLUMN, SyncMode};
 use crate::manifest::{self, FileEntry, Manifest, ManifestColumn, ValidationRecord};
 use crate::manifest::{ChangeCounts, LoadRecord};
@@ -740,6 +741,14 @@ impl Writer {
                 log::warn!("cannot remove the superseded key list {old}: {e}");
             }
         }
+        // The key scan's buckets served their purpose once the table is done.
+        let work = key_diff::work_dir(&folder, &self.state.run_id);
+        if let Err(e) = files::remove_dir_if_exists(&work) {
+            log::warn!(
+                "cannot remove the key scan's work folder {}: {e}",
+                work.display()
+            );
+        }
         self.open.remove(&table);
         self.record_outcome(table, started, None)
     }
@@ -917,6 +926,12 @@ pub fn discard_table_output(
             source,
         })?;
     }
+    let work = key_diff::work_dir(&folder, run_id);
+    files::remove_dir_if_exists(&work).map_err(|source| WriteError {
+        what: "key scan work folder",
+        path: work.clone(),
+        source,
+    })?;
     Ok(())
 }
 
