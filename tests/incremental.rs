@@ -352,6 +352,103 @@ fn key_scan_finds_exactly_the_deletes_whatever_order_the_server_sorts_keys_in() 
     );
 }
 
+/// SIGKILL once the key scan has written some of its deletes: the resumed run compares the
+/// scan it kept (no second scan of the table) and writes each remaining delete once.
+#[test]
+fn a_run_killed_while_writing_deletes_resumes_from_the_kept_scan() {
+    let db = common::pg_database("incr_kill_deletes");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let mut json = config_json(&db.connection_string(), &out, "csv");
+    json["tiers"]["medium"]["checkpoint_interval"] = json!(5000);
+    let config = common::write_config(dir.path(), json);
+    let members = 200_000;
+    db.execute(
+        "CREATE TABLE member (id bigint PRIMARY KEY, \
+         updated_at timestamptz NOT NULL DEFAULT clock_timestamp())",
+    );
+    db.execute(&format!(
+        "INSERT INTO member (id) SELECT g FROM generate_series(1, {members}) AS g"
+    ));
+    sync(&config);
+    let full_run = read_table(&out.join("public.member")).manifest["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_owned();
+    db.execute("DELETE FROM member WHERE id % 4 <> 0");
+    let deleted: BTreeSet<String> = (1..=members)
+        .filter(|k| k % 4 != 0)
+        .map(|k| k.to_string())
+        .collect();
+
+    let mut run = Running::sync(&config, &[]);
+    let state_path = out.join("_state.json");
+    let started = std::time::Instant::now();
+    let deletes_written = || -> bool {
+        let Ok(bytes) = std::fs::read(&state_path) else {
+            return false;
+        };
+        let Ok(state) = serde_json::from_slice::<Value>(&bytes) else {
+            return false;
+        };
+        state["tables"].as_array().into_iter().flatten().any(|t| {
+            t["table"] == "public.member"
+                && t["partitions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["spec"]["mode"] == "key_scan" && !p["last_key"].is_null())
+        })
+    };
+    while !deletes_written() {
+        assert!(
+            run.is_running(),
+            "the run ended before its deletes could be interrupted"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no delete written"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    run.signal("KILL");
+    run.wait(Duration::from_secs(60));
+
+    let resumed = Running::sync(&config, &[]).wait(Duration::from_secs(300));
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert!(
+        resumed.stderr.contains(
+            "public.member: comparing the key scan this run finished earlier (50000 keys)"
+        ),
+        "{}",
+        resumed.stderr
+    );
+    let files = assert_applied_equals_source(&db, &out, "member");
+    let deletes: Vec<&String> = files
+        .rows
+        .iter()
+        .zip(&files.ops)
+        .zip(&files.runs)
+        .filter(|((_, op), run)| op.as_str() == "delete" && run.as_str() != full_run)
+        .map(|((row, _), _)| row[0].as_ref().expect("key"))
+        .collect();
+    assert_eq!(deletes.len(), deleted.len(), "each delete exactly once");
+    assert_eq!(
+        deletes.into_iter().cloned().collect::<BTreeSet<_>>(),
+        deleted
+    );
+    assert!(
+        !std::fs::read_dir(out.join("public.member"))
+            .expect("folder")
+            .any(|e| e
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .starts_with("_keyscan-")),
+        "the key scan's work folder is removed with the table done"
+    );
+}
+
 /// SIGKILL while the incremental load reads its changes and scans its keys, again and again;
 /// after the final run every change is in the files exactly once.
 #[test]

@@ -630,12 +630,16 @@ impl Worker {
     /// list (`incremental::key_diff`), sending the new key list and a delete row for every key
     /// that vanished. No delete is sent before the scan is complete and durable, so a retried
     /// scan has nothing to take back; a resumed run compares the same finished scan again and
-    /// sends only the deletes after `partition.after`, the last one written.
+    /// sends only the deletes after `partition.after`, the last one written, in the
+    /// comparison's own order.
     fn key_scan(&mut self, partition: &mut Partition) -> Result<(), WorkerError> {
         let context = Arc::clone(&self.context);
         let job = &context.jobs[partition.table];
         let name = job.table.full_name();
-        let key_error = |e: keys::KeyListError| WorkerError::Table(format!("{name}: {e}"));
+        let key_error = |e: keys::KeyListError| match e {
+            keys::KeyListError::Interrupted => WorkerError::Stopped,
+            e => WorkerError::Table(format!("{name}: {e}")),
+        };
         let kinds: Vec<KeyKind> = job
             .key_indices
             .iter()
@@ -653,22 +657,24 @@ impl Worker {
                 );
                 scanned
             }
-            None => {
-                if partition.after.is_some() {
-                    log::warn!(
-                        "{name}: the finished key scan of this run is gone; scanning again (a \
-                         key deleted since the interrupted run, ordered before the last delete \
-                         written, is not reported)"
-                    );
-                }
-                self.scan_keys(job, &kinds, previous.as_deref())?
+            // Deletes were written from a scan that is gone (removed, or kept by an older
+            // ehi-sync in another order): a new scan's deletes cannot be told apart from them.
+            None if partition.after.is_some() => {
+                return Err(WorkerError::Table(format!(
+                    "{name}: its key scan was interrupted after it wrote deletes, and the scan \
+                     they came from is gone (its work folder was removed, or an older ehi-sync \
+                     ran it); run `ehi-sync sync --restart` to load the table again from its \
+                     last committed position"
+                )));
             }
+            None => self.scan_keys(job, &kinds, previous.as_deref())?,
         };
         let previous = previous
             .map(|path| keys::KeyListReader::open(&path))
             .transpose()
             .map_err(key_error)?;
         let mut diff = key_diff::KeyDiff::new(
+            context.stop,
             &job.key_scan_dir,
             &scanned,
             previous,

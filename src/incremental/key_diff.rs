@@ -36,8 +36,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::keys::{KeyListError, KeyListReader, encode_frame};
+use super::keys::{FrameEncoder, KeyListError, KeyListReader};
 use crate::extract::select::KeyValue;
+use crate::shutdown::StopFlag;
 use crate::sink::files::safe_name;
 use crate::source::types::ValueKind;
 
@@ -246,19 +247,26 @@ impl BucketWriter {
         })
     }
 
-    fn push(&mut self, key: Vec<KeyValue>, identity_len: usize) -> Result<(), KeyListError> {
+    fn push(
+        &mut self,
+        key: Vec<KeyValue>,
+        identity_len: usize,
+        encoder: &mut FrameEncoder,
+    ) -> Result<(), KeyListError> {
         self.pending.push(key);
         self.pending_bytes += identity_len;
         self.size.keys += 1;
         self.size.identity_bytes += identity_len as u64;
         if self.pending_bytes >= FRAME_TARGET_BYTES {
-            self.write_frame()?;
+            self.write_frame(encoder)?;
         }
         Ok(())
     }
 
-    fn write_frame(&mut self) -> Result<(), KeyListError> {
-        let frame = encode_frame(&self.pending).map_err(|e| io(&self.path, e))?;
+    fn write_frame(&mut self, encoder: &mut FrameEncoder) -> Result<(), KeyListError> {
+        let frame = encoder
+            .encode(&self.pending)
+            .map_err(|e| io(&self.path, e))?;
         self.file.write_all(&frame).map_err(|e| io(&self.path, e))?;
         self.pending.clear();
         self.pending_bytes = 0;
@@ -266,8 +274,12 @@ impl BucketWriter {
     }
 
     /// Writes what is pending, and with `durable` makes the file durable.
-    fn finish(mut self, durable: bool) -> Result<BucketSize, KeyListError> {
-        self.write_frame()?;
+    fn finish(
+        mut self,
+        durable: bool,
+        encoder: &mut FrameEncoder,
+    ) -> Result<BucketSize, KeyListError> {
+        self.write_frame(encoder)?;
         let file = self
             .file
             .into_inner()
@@ -283,6 +295,8 @@ impl BucketWriter {
 /// the first `bits_used`.
 struct Partitioner {
     writers: Vec<BucketWriter>,
+    /// One compression context for every bucket of the level.
+    encoder: FrameEncoder,
     bits_used: u32,
     bits: u32,
     scratch: Vec<u8>,
@@ -296,6 +310,7 @@ impl Partitioner {
             .collect::<Result<_, _>>()?;
         Ok(Partitioner {
             writers,
+            encoder: FrameEncoder::new().map_err(|e| io(dir, e))?,
             bits_used,
             bits,
             scratch: Vec::new(),
@@ -306,13 +321,14 @@ impl Partitioner {
         self.scratch.clear();
         identity(&key, kinds, &mut self.scratch);
         let bucket = bucket_of(hash(&self.scratch), self.bits_used, self.bits);
-        self.writers[bucket].push(key, self.scratch.len())
+        self.writers[bucket].push(key, self.scratch.len(), &mut self.encoder)
     }
 
-    fn finish(self, durable: bool) -> Result<Vec<BucketSize>, KeyListError> {
+    fn finish(mut self, durable: bool) -> Result<Vec<BucketSize>, KeyListError> {
+        let encoder = &mut self.encoder;
         self.writers
             .into_iter()
-            .map(|w| w.finish(durable))
+            .map(|w| w.finish(durable, encoder))
             .collect()
     }
 }
@@ -485,6 +501,9 @@ pub struct Leaf {
 /// Compares this run's scan with the previous run's key list, bucket pair by bucket pair, in
 /// ascending hash order.
 pub struct KeyDiff {
+    /// A graceful stop interrupts the splitting of large lists (checked every
+    /// [`STOP_CHECK_KEYS`] keys).
+    stop: &'static StopFlag,
     work_dir: PathBuf,
     kinds: Vec<KeyKind>,
     memory_bytes: u64,
@@ -496,6 +515,7 @@ pub struct KeyDiff {
 impl KeyDiff {
     /// Splits `previous` (none on a table's first key scan) into buckets like the scan's.
     pub fn new(
+        stop: &'static StopFlag,
         work_dir: &Path,
         scanned: &ScannedKeys,
         previous: Option<KeyListReader>,
@@ -509,7 +529,8 @@ impl KeyDiff {
                 previous_name = reader.path().to_path_buf();
                 let dir = attempt_dir(work_dir, "previous");
                 let mut partitioner = Partitioner::create(&dir, 0, top_bits)?;
-                for key in reader {
+                for (n, key) in reader.enumerate() {
+                    check_stop(stop, n)?;
                     partitioner.add(key?, kinds)?;
                 }
                 Some((dir, partitioner.finish(false)?))
@@ -533,6 +554,7 @@ impl KeyDiff {
             })
             .collect();
         Ok(KeyDiff {
+            stop,
             work_dir: work_dir.to_path_buf(),
             kinds: kinds.to_vec(),
             memory_bytes,
@@ -566,7 +588,8 @@ impl KeyDiff {
         let split = |path: &Path, side: &str| -> Result<Vec<BucketSize>, KeyListError> {
             let mut partitioner =
                 Partitioner::create(&dir.join(side), pending.bits_used, SPLIT_BITS)?;
-            for key in KeyListReader::open(path)? {
+            for (n, key) in KeyListReader::open(path)?.enumerate() {
+                check_stop(self.stop, n)?;
                 partitioner.add(key?, &self.kinds)?;
             }
             partitioner.finish(false)
@@ -653,6 +676,16 @@ impl KeyDiff {
     }
 }
 
+/// How often a long split looks at the stop flag.
+const STOP_CHECK_KEYS: usize = 1 << 16;
+
+fn check_stop(stop: &StopFlag, keys_done: usize) -> Result<(), KeyListError> {
+    if keys_done.is_multiple_of(STOP_CHECK_KEYS) && stop.is_set() {
+        return Err(KeyListError::Interrupted);
+    }
+    Ok(())
+}
+
 fn remove_file(path: &Path) -> Result<(), KeyListError> {
     crate::sink::files::remove_if_exists(path).map_err(|e| io(path, e))
 }
@@ -660,7 +693,36 @@ fn remove_file(path: &Path) -> Result<(), KeyListError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::incremental::keys::encode_frame;
     use KeyValue::{Int, Text};
+
+    static NEVER: StopFlag = StopFlag::new();
+
+    #[test]
+    fn a_graceful_stop_interrupts_splitting_the_previous_list() {
+        static STOPPED: StopFlag = StopFlag::new();
+        STOPPED.set();
+        let kinds = [KeyKind::Number];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let scanned = ScanBuckets::create(dir.path(), &kinds, 1, 1 << 20)
+            .expect("create")
+            .finish()
+            .expect("finish");
+        let path = dir.path().join("prev.keys");
+        fs::write(&path, encode_frame(&[vec![Int(1)]]).expect("frame")).expect("write");
+        let reader = KeyListReader::open(&path).expect("open");
+        assert!(matches!(
+            KeyDiff::new(
+                &STOPPED,
+                dir.path(),
+                &scanned,
+                Some(reader),
+                &kinds,
+                1 << 20
+            ),
+            Err(KeyListError::Interrupted)
+        ));
+    }
 
     fn ident(key: &[KeyValue], kinds: &[KeyKind]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -697,7 +759,8 @@ mod tests {
             fs::write(&path, bytes).expect("write");
             KeyListReader::open(&path).expect("open")
         });
-        let mut diff = KeyDiff::new(&work, &scanned, previous, kinds, memory).expect("diff");
+        let mut diff =
+            KeyDiff::new(&NEVER, &work, &scanned, previous, kinds, memory).expect("diff");
         let (mut deleted, mut new_keys, mut listed) = (Vec::new(), 0, Vec::new());
         let mut last: Option<Position> = None;
         while let Some(leaf) = diff.next_leaf().expect("leaf") {
@@ -821,7 +884,8 @@ mod tests {
         scan.add(text("1.0")).expect("add");
         scan.add(text("1")).expect("add");
         let scanned = scan.finish().expect("finish");
-        let mut diff = KeyDiff::new(dir.path(), &scanned, None, &kinds, 1 << 20).expect("diff");
+        let mut diff =
+            KeyDiff::new(&NEVER, dir.path(), &scanned, None, &kinds, 1 << 20).expect("diff");
         assert!(matches!(diff.next_leaf(), Err(KeyListError::DuplicateKey)));
         let message = KeyListError::DuplicateKey.to_string();
         assert!(message.contains("twice"), "{message}");
@@ -846,7 +910,8 @@ mod tests {
         let run = || {
             let scanned = ScannedKeys::open(&work).expect("finished scan");
             let reader = KeyListReader::open(&path).expect("open");
-            let mut diff = KeyDiff::new(&work, &scanned, Some(reader), &kinds, 4096).expect("diff");
+            let mut diff =
+                KeyDiff::new(&NEVER, &work, &scanned, Some(reader), &kinds, 4096).expect("diff");
             let mut deleted = Vec::new();
             while let Some(leaf) = diff.next_leaf().expect("leaf") {
                 deleted.extend(leaf.deleted.into_iter().map(|(p, _)| p));
@@ -878,10 +943,14 @@ mod tests {
             let mut file = BufWriter::new(File::create(&path).expect("create"));
             file.write_all(crate::incremental::keys::KEY_LIST_HEADER)
                 .expect("header");
-            let keys: Vec<_> = (0..N + 2_500).filter(|i| i % 10 != 3).map(key).collect();
-            for chunk in keys.chunks(10_000) {
-                file.write_all(&encode_frame(chunk).expect("frame"))
-                    .expect("write");
+            let mut batch = Vec::with_capacity(10_000);
+            for i in (0..N + 2_500).filter(|i| i % 10 != 3) {
+                batch.push(key(i));
+                if batch.len() == 10_000 || i == N + 2_499 {
+                    file.write_all(&encode_frame(&batch).expect("frame"))
+                        .expect("write");
+                    batch.clear();
+                }
             }
             file.flush().expect("flush");
         }
@@ -894,7 +963,8 @@ mod tests {
         }
         let scanned = scan.finish().expect("finish");
         let reader = KeyListReader::open(&path).expect("open");
-        let mut diff = KeyDiff::new(&work, &scanned, Some(reader), &kinds, memory).expect("diff");
+        let mut diff =
+            KeyDiff::new(&NEVER, &work, &scanned, Some(reader), &kinds, memory).expect("diff");
         let (mut deletes, mut delete_sum, mut new_keys, mut listed, mut leaves) =
             (0, 0i64, 0, 0, 0);
         while let Some(leaf) = diff.next_leaf().expect("leaf") {

@@ -103,61 +103,90 @@ pub enum KeyListError {
          `ehi-sync sync --restart` to reload the table and rebuild its key list"
     )]
     PreviousDuplicate { path: PathBuf },
+    /// A graceful stop was asked for while large key lists were being split.
+    #[error("stopped while the key lists were being compared")]
+    Interrupted,
 }
 
 /// Encodes `keys` as one frame (length prefix included), ready to be appended to a key list.
-///
-/// An empty batch gives an empty `Vec`: no frame at all, so appending it changes nothing. Fails
-/// (`InvalidInput`) only when the batch encodes to more than [`MAX_FRAME_BYTES`], which the reader
-/// would refuse; split such a batch.
+/// For many frames, [`FrameEncoder`] reuses its compression context.
 pub fn encode_frame(keys: &[Vec<KeyValue>]) -> io::Result<Vec<u8>> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
+    FrameEncoder::new()?.encode(keys)
+}
+
+/// Encodes frames with one zstd context (creating one per frame costs more than compressing a
+/// small frame).
+pub struct FrameEncoder {
+    compressor: zstd::bulk::Compressor<'static>,
+    raw: Vec<u8>,
+}
+
+impl FrameEncoder {
+    pub fn new() -> io::Result<FrameEncoder> {
+        let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)?;
+        // The checksum turns a flipped bit into an error instead of a wrong key (a wrong
+        // delete).
+        compressor.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
+        Ok(FrameEncoder {
+            compressor,
+            raw: Vec::new(),
+        })
     }
-    let mut raw = Vec::new();
-    put_varint(&mut raw, keys.len() as u64);
-    let mut previous: Vec<Option<i64>> = Vec::new();
-    for key in keys {
-        put_varint(&mut raw, key.len() as u64);
-        for (column, value) in key.iter().enumerate() {
-            match value {
-                KeyValue::Int(v) => {
-                    raw.push(TAG_INT);
-                    let delta = match previous.get(column) {
-                        Some(Some(p)) => v.wrapping_sub(*p),
-                        _ => *v,
-                    };
-                    put_varint(&mut raw, zigzag(delta));
-                }
-                KeyValue::Text(s) => {
-                    raw.push(TAG_TEXT);
-                    put_varint(&mut raw, s.len() as u64);
-                    raw.extend_from_slice(s.as_bytes());
+
+    /// Encodes `keys` as one frame (length prefix included).
+    ///
+    /// An empty batch gives an empty `Vec`: no frame at all, so appending it changes nothing.
+    /// Fails (`InvalidInput`) only when the batch encodes to more than [`MAX_FRAME_BYTES`],
+    /// which the reader would refuse; split such a batch.
+    pub fn encode(&mut self, keys: &[Vec<KeyValue>]) -> io::Result<Vec<u8>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw = &mut self.raw;
+        raw.clear();
+        put_varint(raw, keys.len() as u64);
+        let mut previous: Vec<Option<i64>> = Vec::new();
+        for key in keys {
+            put_varint(raw, key.len() as u64);
+            for (column, value) in key.iter().enumerate() {
+                match value {
+                    KeyValue::Int(v) => {
+                        raw.push(TAG_INT);
+                        let delta = match previous.get(column) {
+                            Some(Some(p)) => v.wrapping_sub(*p),
+                            _ => *v,
+                        };
+                        put_varint(raw, zigzag(delta));
+                    }
+                    KeyValue::Text(s) => {
+                        raw.push(TAG_TEXT);
+                        put_varint(raw, s.len() as u64);
+                        raw.extend_from_slice(s.as_bytes());
+                    }
                 }
             }
+            remember_ints(&mut previous, key);
         }
-        remember_ints(&mut previous, key);
+        if raw.len() > MAX_FRAME_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a key frame may hold at most {MAX_FRAME_BYTES} bytes; write smaller batches"
+                ),
+            ));
+        }
+        let compressed = self.compressor.compress(raw)?;
+        let len = u32::try_from(compressed.len()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a compressed key frame does not fit a u32 length; write smaller batches",
+            )
+        })?;
+        let mut frame = Vec::with_capacity(4 + compressed.len());
+        frame.extend_from_slice(&len.to_le_bytes());
+        frame.extend_from_slice(&compressed);
+        Ok(frame)
     }
-    if raw.len() > MAX_FRAME_BYTES {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("a key frame may hold at most {MAX_FRAME_BYTES} bytes; write smaller batches"),
-        ));
-    }
-    let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)?;
-    // The checksum turns a flipped bit into an error instead of a wrong key (a wrong delete).
-    compressor.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
-    let compressed = compressor.compress(&raw)?;
-    let len = u32::try_from(compressed.len()).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "a compressed key frame does not fit a u32 length; write smaller batches",
-        )
-    })?;
-    let mut frame = Vec::with_capacity(4 + compressed.len());
-    frame.extend_from_slice(&len.to_le_bytes());
-    frame.extend_from_slice(&compressed);
-    Ok(frame)
 }
 
 /// Records which columns of `key` are `Int`, the bases for the next key's deltas.
