@@ -377,3 +377,50 @@ fn catalog_row_counts_send_no_count_and_report_an_estimate() {
     assert_eq!(plain["status"], "ok");
     assert_eq!(plain["expected_rows"], 900);
 }
+
+/// The connection goes silent while the exact count waits on a lock: the cancel cannot come
+/// back, so the watchdog abandons the worker and requeues the table's preparation. That round
+/// counts against `max_retries` like a cancelled one: the table fails after its retries
+/// instead of being requeued without end, and the other tables finish.
+#[test]
+fn an_abandoned_count_counts_against_max_retries() {
+    let proxy = FaultProxy::start(upstream());
+    let s = setup("fault_count_abandoned", Some(proxy.port()), SCALE);
+    s.db.execute("ANALYZE");
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(&s.config).expect("config")).expect("JSON");
+    config["max_retries"] = json!(2);
+    config["lock_timeout_seconds"] = json!(0);
+    config["stall_timeout_seconds"] = json!(2);
+    std::fs::write(&s.config, serde_json::to_vec(&config).expect("JSON")).expect("write");
+    let connection = lock_encounter(&s);
+    let mut run = Running::sync(&s.config, &[]);
+    // The count is blocked on the lock; then every live connection goes silent.
+    assert!(run.wait_for(
+        "public.encounter: no rows for 2s; cancelling the statement",
+        Duration::from_secs(60)
+    ));
+    proxy.stall_live_connections();
+    let Finished { code, stderr, .. } = run.wait(Duration::from_secs(120));
+    connection.rollback().expect("release");
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.contains(
+            "public.encounter: the connection did not answer the cancel within 1s; abandoning it"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("public.encounter FAILED: gave up after 2 retries"),
+        "{stderr}"
+    );
+    let cancels = stderr
+        .matches("public.encounter: no rows for 2s; cancelling the statement")
+        .count();
+    assert!(
+        cancels <= 3,
+        "an abandoned round counts as an attempt: {cancels} cancels\n{stderr}"
+    );
+    assert!(!s.out.join("public.encounter/_manifest.json").exists());
+    assert_output_equals_source(&s, &["encounter"]);
+}
