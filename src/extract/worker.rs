@@ -694,7 +694,7 @@ impl Worker {
         let mut encoder = job.encoder();
         while let Some(leaf) = diff.next_leaf().map_err(key_error)? {
             let mut new_keys = leaf.new_keys;
-            for piece in frame_pieces(&leaf.key_list) {
+            for piece in frame_pieces(&leaf.key_list, KEY_LIST_PIECE_BYTES) {
                 self.send_keys(partition, piece.to_vec(), std::mem::take(&mut new_keys))?;
             }
             // Deletes at or before `after` were written by an earlier attempt.
@@ -1032,10 +1032,10 @@ impl Worker {
     }
 }
 
-/// Splits a key list into pieces of whole frames of about [`KEY_LIST_PIECE_BYTES`], so no chunk
-/// to the writer is larger than that (a damaged length ends the split: the writer gets the rest
-/// as it is, and the next run's reader reports it).
-fn frame_pieces(list: &[u8]) -> Vec<&[u8]> {
+/// Splits a key list into pieces of whole frames, each closed once it reaches `piece_bytes`, so
+/// chunks to the writer stay about that size (a damaged length ends the split: the writer gets
+/// the rest as it is, and the next run's reader reports it).
+fn frame_pieces(list: &[u8], piece_bytes: usize) -> Vec<&[u8]> {
     let mut pieces = Vec::new();
     let (mut start, mut end) = (0, 0);
     while end + 4 <= list.len() {
@@ -1045,7 +1045,7 @@ fn frame_pieces(list: &[u8]) -> Vec<&[u8]> {
             break;
         }
         end = next;
-        if end - start >= KEY_LIST_PIECE_BYTES {
+        if end - start >= piece_bytes {
             pieces.push(&list[start..end]);
             start = end;
         }
@@ -1061,5 +1061,38 @@ fn progress_marker(in_hand: &InHand) -> Option<Vec<KeyValue>> {
     match in_hand {
         InHand::Prepare(_) => None,
         InHand::Partition(p) => p.after.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_lists_are_sent_in_pieces_of_whole_frames() {
+        let frames: Vec<Vec<u8>> = (0..10i64)
+            .map(|i| {
+                let keys: Vec<Vec<KeyValue>> = (0..=i).map(|k| vec![KeyValue::Int(k)]).collect();
+                keys::encode_frame(&keys).unwrap()
+            })
+            .collect();
+        let list = frames.concat();
+        for piece_bytes in [1, 30, 100, list.len(), list.len() * 2] {
+            let pieces = frame_pieces(&list, piece_bytes);
+            assert_eq!(pieces.concat(), list);
+            for piece in &pieces[..pieces.len() - 1] {
+                assert!(piece.len() >= piece_bytes);
+            }
+            // Every piece decodes on its own: it holds whole frames.
+            let keys: usize = pieces
+                .iter()
+                .map(|p| {
+                    keys::KeyListReader::from_reader(std::io::Cursor::new(p.to_vec()), "p").count()
+                })
+                .sum();
+            assert_eq!(keys, 55);
+        }
+        assert_eq!(frame_pieces(&list, 1).len(), 10);
+        assert!(frame_pieces(&[], 1).is_empty());
     }
 }
