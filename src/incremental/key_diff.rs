@@ -522,6 +522,7 @@ impl KeyDiff {
         kinds: &[KeyKind],
         memory_bytes: u64,
     ) -> Result<KeyDiff, KeyListError> {
+        remove_comparison_leftovers(work_dir)?;
         let top_bits = scanned.layout.top_bits;
         let mut previous_name = PathBuf::new();
         let previous_buckets = match previous {
@@ -674,6 +675,26 @@ impl KeyDiff {
             new_keys: spans.len() as u64 - matched,
         })
     }
+}
+
+/// Removes what an interrupted comparison left (its split previous list and split buckets): a
+/// comparison runs on one thread at a time, after the scan, so none of it is in use. Scan folders
+/// are left alone: an abandoned scan may still be writing its own.
+fn remove_comparison_leftovers(work_dir: &Path) -> Result<(), KeyListError> {
+    let entries = match fs::read_dir(work_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(work_dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io(work_dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("previous-") || name.starts_with("split-") {
+            crate::sink::files::remove_dir_if_exists(&entry.path())
+                .map_err(|e| io(&entry.path(), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// How often a long split looks at the stop flag.
@@ -920,11 +941,15 @@ mod tests {
         };
         let first = run();
         assert_eq!(first.len(), 500);
+        // An interrupted comparison's leftovers go when the next one starts.
+        let leftover = work.join("split-0000000000000001");
+        fs::create_dir_all(&leftover).expect("leftover");
         assert_eq!(
             run(),
             first,
             "a resumed comparison sends the same deletes in the same order"
         );
+        assert!(!leftover.exists());
     }
 
     /// A million keys with a memory bound small enough that buckets are split on disk: every
