@@ -667,7 +667,14 @@ impl Worker {
                      last committed position"
                 )));
             }
-            None => self.scan_keys(job, &kinds, previous.as_deref())?,
+            None => {
+                let scanned = self.scan_keys(job, &kinds, previous.as_deref())?;
+                log::info!(
+                    "{name}: {} keys scanned; comparing them with the previous key list",
+                    scanned.keys()
+                );
+                scanned
+            }
         };
         let previous = previous
             .map(|path| keys::KeyListReader::open(&path))
