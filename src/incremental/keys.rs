@@ -83,8 +83,8 @@ pub enum KeyListError {
     },
     /// The key list starts with a header of another version.
     #[error(
-        "the key list '{path}' is of a version this ehi-sync does not know (written by a newer \
-         one?); run `ehi-sync sync --restart` to reload the table and rebuild its key list"
+        "the key list '{path}' is of a version this ehi-sync does not know; it was written by a \
+         newer ehi-sync, which has to run this table's loads"
     )]
     UnknownVersion { path: PathBuf },
     /// The key scan's work files (its buckets) could not be written or read.
@@ -99,8 +99,8 @@ pub enum KeyListError {
     /// The previous list holds one key twice; comparing with it could report a live row as
     /// deleted.
     #[error(
-        "the key list '{path}' holds a key twice; it cannot be used to detect deletes: run \
-         `ehi-sync sync --restart` to reload the table and rebuild its key list"
+        "the key list '{path}' holds a key twice (it is damaged); it cannot be used to detect \
+         deletes"
     )]
     PreviousDuplicate { path: PathBuf },
     /// A graceful stop was asked for while large key lists were being split.
@@ -805,7 +805,7 @@ mod tests {
         );
         let message = err.to_string();
         assert!(message.contains("keys/test.keys"), "{message}");
-        assert!(message.contains("--restart"), "{message}");
+        assert!(message.contains("newer ehi-sync"), "{message}");
         // Damage after the header is reported at its real offset.
         let mut damaged = KEY_LIST_HEADER.to_vec();
         damaged.extend(raw_frame(&[1, 1, 7, 0]));
