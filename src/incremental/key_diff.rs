@@ -304,7 +304,7 @@ struct Partitioner {
 
 impl Partitioner {
     fn create(dir: &Path, bits_used: u32, bits: u32) -> Result<Partitioner, KeyListError> {
-        fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        crate::sink::files::create_private_dir(dir).map_err(|e| io(dir, e))?;
         let writers = (0..1usize << bits)
             .map(|i| BucketWriter::create(bucket_path(dir, i)))
             .collect::<Result<_, _>>()?;
@@ -925,6 +925,15 @@ mod tests {
         // Not finished: nothing to resume from.
         assert!(ScannedKeys::open(&work).is_none());
         scan.finish().expect("finish");
+        // Keys can be patient identifiers: private folders and files.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+            assert_eq!(mode(&work), 0o700);
+            assert_eq!(mode(&work.join(CURRENT_DIR)), 0o700);
+            assert_eq!(mode(&bucket_path(&work.join(CURRENT_DIR), 0)), 0o600);
+        }
         let previous: Vec<Vec<KeyValue>> = (500..1500).map(|i| vec![Int(i)]).collect();
         let path = dir.path().join("prev.keys");
         fs::write(&path, encode_frame(&previous).expect("frame")).expect("write");
