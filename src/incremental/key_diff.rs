@@ -12,9 +12,9 @@
 //! # Memory
 //!
 //! A bucket pair is compared in memory only when its estimated cost fits `memory_bytes`
-//! ([`MEMORY_BYTES`] by default): this run's identities plus [`SET_BYTES_PER_KEY`] per key, and
-//! the previous run's identities plus [`DELETE_BYTES_PER_KEY`] per key (the case where all of
-//! them were deleted and are held for sorting). A pair that does not fit is split again by the
+//! ([`MEMORY_BYTES`] by default): this run's identities and frames plus [`SET_BYTES_PER_KEY`]
+//! per key, and the previous run's identities twice plus [`DELETE_BYTES_PER_KEY`] per key (the
+//! case where all of them were deleted and are held for sorting). A pair that does not fit is split again by the
 //! next bits of the hash, on disk, until it does. While the scan runs, each bucket holds at most
 //! [`FRAME_TARGET_BYTES`] of identities before it is written out as a frame. So memory does not
 //! grow with the table: 1.6 billion keys make more buckets, not larger ones.
@@ -44,19 +44,22 @@ use crate::source::types::ValueKind;
 
 /// Memory for comparing one bucket pair.
 pub const MEMORY_BYTES: u64 = 256 * 1024 * 1024;
-/// Memory per key of this run's bucket beyond its identity: the hash map entry (a slice and a
-/// flag), its control byte and the map's spare capacity.
-pub const SET_BYTES_PER_KEY: u64 = 48;
-/// Memory per key of the previous run's bucket beyond its identity, should it be deleted: the
-/// key's values and its position, held to be sorted.
-pub const DELETE_BYTES_PER_KEY: u64 = 160;
+/// Memory per key of this run's bucket beyond its identity (and the bucket's frames): the hash
+/// map entry (a slice and a flag, 25 bytes with its control byte) times the map's spare
+/// capacity (up to 2.3), and the identity's span (16 bytes).
+pub const SET_BYTES_PER_KEY: u64 = 80;
+/// Memory per key of the previous run's bucket beyond its identity (counted twice: in its
+/// position and in its values), should it be deleted: the key's values and its position, held
+/// to be sorted, with the list's spare capacity.
+pub const DELETE_BYTES_PER_KEY: u64 = 200;
 /// Identity bytes a bucket collects before it writes them out as one frame.
 pub const FRAME_TARGET_BYTES: usize = 16 * 1024;
 /// At most 2^8 buckets at the first level, and 2^4 more for each split.
 const TOP_BITS_MAX: u32 = 8;
 const SPLIT_BITS: u32 = 4;
-/// Expected memory per key, for choosing the first level's bucket count.
-const ESTIMATED_BYTES_PER_KEY: u64 = 256;
+/// Expected memory per key (both lists, a short key), for choosing the first level's bucket
+/// count.
+const ESTIMATED_BYTES_PER_KEY: u64 = 400;
 const CURRENT_DIR: &str = "current";
 const COMPLETE_FILE: &str = "complete.json";
 
@@ -479,10 +482,12 @@ struct Pending {
 }
 
 impl Pending {
+    /// Memory to compare the pair: this run's identities and frames, and the previous run's
+    /// keys should all of them be deleted.
     fn cost(&self) -> u64 {
         self.current_size.identity_bytes * 2
             + self.current_size.keys * SET_BYTES_PER_KEY
-            + self.previous_size.identity_bytes
+            + self.previous_size.identity_bytes * 2
             + self.previous_size.keys * DELETE_BYTES_PER_KEY
     }
 }
