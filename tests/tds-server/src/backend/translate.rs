@@ -1357,6 +1357,11 @@ impl<'a> Translator<'a> {
             Expr::Collate { expr, collation } => {
                 let inner = self.expr(expr, scope)?;
                 let name = ident_parts(collation)?.join(".");
+                let name = if name.eq_ignore_ascii_case("DATABASE_DEFAULT") {
+                    self.collation().to_owned()
+                } else {
+                    name
+                };
                 let ty = match inner.ty.clone() {
                     SqlType::Char { length, .. } => SqlType::Char {
                         length,
@@ -2029,13 +2034,23 @@ fn convert_expr(target: SqlType, value: Typed, style: Option<i64>, is_try: bool)
     )
 }
 
-/// The other side of a comparison with a date/time value, converted to its type (stored
-/// date/time texts compare as times only in the same form).
+/// The other side of a comparison with a date/time value, converted to its type when their
+/// stored texts differ in form (a date against a datetime, a string against either): stored
+/// date/time texts compare as times only in the same form. `datetime`, `smalldatetime` and
+/// `datetime2` share one form, so a key compared with a parameter of another of them keeps its
+/// index.
 fn coerce(reference: &Typed, other: Typed) -> Typed {
-    if is_temporal(&reference.ty)
-        && other.ty != reference.ty
-        && precedence(&other.ty) < precedence(&reference.ty)
-    {
+    fn form(ty: &SqlType) -> Option<u8> {
+        match ty {
+            SqlType::Date => Some(1),
+            SqlType::Time { .. } => Some(2),
+            SqlType::DateTime | SqlType::SmallDateTime | SqlType::DateTime2 { .. } => Some(3),
+            SqlType::DateTimeOffset { .. } => Some(4),
+            _ => None,
+        }
+    }
+    let differs = form(&reference.ty).is_some() && form(&other.ty) != form(&reference.ty);
+    if differs && precedence(&other.ty) <= precedence(&reference.ty) {
         convert_expr(reference.ty.clone(), other, None, false)
     } else {
         other
