@@ -1062,3 +1062,102 @@ fn histogram_steps_come_from_the_data() {
         .sum();
     assert_eq!(total, 305.0);
 }
+
+/// The per-base-type conversion of a `sql_variant` (styles 3, 126, 23, 2, 1), as ehi-sync
+/// writes it for issue 13 item 7.
+#[test]
+fn sql_variant_converted_by_its_base_type() {
+    let f = every_type();
+    let mut b = connect(&f.db);
+    let v = "[C_VARIANT]";
+    let text_of = |e: &str, style: Option<u8>| match style {
+        Some(s) => format!("CONVERT(NVARCHAR(MAX), {e}, {s})"),
+        None => format!("CAST({e} AS NVARCHAR(MAX))"),
+    };
+    let branches = [
+        ("float", text_of(&format!("CAST({v} AS FLOAT)"), Some(3))),
+        ("real", text_of(&format!("CAST({v} AS FLOAT)"), Some(3))),
+        (
+            "datetime",
+            text_of(&format!("CAST({v} AS DATETIME)"), Some(126)),
+        ),
+        (
+            "datetime2",
+            text_of(&format!("CAST({v} AS DATETIME2(7))"), Some(126)),
+        ),
+        (
+            "datetimeoffset",
+            text_of(&format!("CAST({v} AS DATETIMEOFFSET(7))"), Some(126)),
+        ),
+        ("date", text_of(&format!("CAST({v} AS DATE)"), Some(23))),
+        ("time", text_of(&format!("CAST({v} AS TIME(7))"), None)),
+        ("money", text_of(&format!("CAST({v} AS MONEY)"), Some(2))),
+        (
+            "varbinary",
+            text_of(&format!("CAST({v} AS VARBINARY(8000))"), Some(1)),
+        ),
+    ];
+    let mut case = format!("CASE CAST(SQL_VARIANT_PROPERTY({v}, 'BaseType') AS NVARCHAR(128))");
+    for (base, e) in branches {
+        case.push_str(&format!(" WHEN '{base}' THEN {e}"));
+    }
+    case.push_str(&format!(" ELSE {} END AS {v}", text_of(v, None)));
+    let set = single(
+        b.as_mut(),
+        &format!("SELECT [ID], {case} FROM [dbo].[ALL_TYPES] ORDER BY [ID]"),
+        &[],
+    );
+    assert_eq!(names(&set), ["ID", "C_VARIANT"]);
+    assert_eq!(set.columns[1].ty, SqlType::NVarChar { length: None });
+    let values: Vec<&Value> = set.rows.iter().map(|r| &r[1]).collect();
+    assert_eq!(
+        values,
+        [
+            &text("1.0000000000000001E-1"),
+            &Value::Null,
+            &text("-42"),
+            &text("2024-02-29T23:59:59.1234567")
+        ]
+    );
+}
+
+/// Keyset terms as ehi-sync binds them: `?` markers that the drivers send as `@P1…`, with
+/// CASTs where a parameter type alone would not compare right.
+#[test]
+fn keyset_terms_with_cast_parameters() {
+    let f = every_type();
+    let mut b = connect(&f.db);
+    let sql = "SELECT [ID] FROM [dbo].[ALL_TYPES] WHERE ([C_DATETIMEOFFSET] = CAST(@P1 AS \
+               datetimeoffset(7)) AND [C_BIT] = CAST(@P2 AS BIT)) OR ([C_DATETIME2] > @P3 AND \
+               [C_FLOAT] >= @P4 AND [C_DECIMAL] > @P5 AND [C_GUID] = @P6) ORDER BY [ID]";
+    let params = [
+        param(
+            "@P1",
+            nvarchar(34),
+            text("0001-01-01 00:00:00.0000000 -14:00"),
+        ),
+        param("@P2", SqlType::Int, Value::Int(0)),
+        param(
+            "@P3",
+            SqlType::DateTime2 { scale: 7 },
+            text("2024-02-29 23:59:59.1234566"),
+        ),
+        param("@P4", SqlType::Float, Value::Float(0.1)),
+        param(
+            "@P5",
+            SqlType::Decimal {
+                precision: 38,
+                scale: 10,
+            },
+            text("12345678901234567890123456.0123456788"),
+        ),
+        param(
+            "@P6",
+            SqlType::UniqueIdentifier,
+            text("6f9619ff-8b86-d011-b42d-00c04fc964ff"),
+        ),
+    ];
+    let set = single(b.as_mut(), sql, &params);
+    // Row 3 by its offset and bit; row 1 by the datetime2, float, decimal and GUID terms.
+    assert_eq!(set.rows, [vec![Value::Int(1)], vec![Value::Int(3)]]);
+}
