@@ -1161,3 +1161,80 @@ fn keyset_terms_with_cast_parameters() {
     // Row 3 by its offset and bit; row 1 by the datetime2, float, decimal and GUID terms.
     assert_eq!(set.rows, [vec![Value::Int(1)], vec![Value::Int(3)]]);
 }
+
+#[test]
+fn bench_tables_have_the_benchmark_values_and_are_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.sqlite");
+    let db = fixtures::bench(&path, "ehi_bench", 1000, 20).unwrap();
+    let mut b = connect(&db);
+    let set = single(
+        b.as_mut(),
+        "SELECT [fsv_id], [encounter_id], [flo_meas_id], [recorded_at], [value_num], [value_text] \
+         FROM [dbo].[flowsheet_value] WHERE [fsv_id] IN (1, 5, 10) ORDER BY [fsv_id]",
+        &[],
+    );
+    assert_eq!(set.columns[3].ty, SqlType::DateTime2 { scale: 6 });
+    assert_eq!(
+        set.rows,
+        [
+            vec![
+                Value::Int(1),
+                Value::Int(40_000_000),
+                Value::Int(3920),
+                text("2014-01-01 00:00:03.000001"),
+                Value::Float(4357.61),
+                text("101/61")
+            ],
+            vec![
+                Value::Int(5),
+                Value::Int(40_000_000),
+                Value::Int(3596),
+                text("2014-01-01 00:00:15.000005"),
+                Value::Null,
+                text("Pt resting comfortably; RR 17, SpO2 95%")
+            ],
+            vec![
+                Value::Int(10),
+                Value::Int(40_000_000),
+                Value::Int(3191),
+                text("2014-01-01 00:00:30.000010"),
+                Value::Null,
+                text("")
+            ],
+        ]
+    );
+    let wide = single(
+        b.as_mut(),
+        "SELECT * FROM [dbo].[wide_table] WHERE [row_id] = 3",
+        &[],
+    );
+    assert_eq!(wide.columns.len(), 210);
+    assert_eq!(
+        wide.columns[4].ty,
+        SqlType::Decimal {
+            precision: 18,
+            scale: 4
+        }
+    );
+    assert_eq!(
+        wide.rows[0][..9],
+        [
+            Value::Int(3),
+            Value::Int(3),
+            Value::Int(3002),
+            text("V3-3"),
+            text("0.0012"),
+            text("2018-01-01 00:03:05.000000"),
+            Value::Int(1),
+            Value::Float(21.0 / 7.0),
+            text("Note 8 for row 3: stable"),
+        ]
+    );
+    drop(b);
+    drop(db);
+    let again = fixtures::bench(&path, "ehi_bench", 1000, 20).unwrap();
+    assert_eq!(again.row_counts().unwrap().len(), 3);
+    let other = fixtures::bench(&path, "ehi_bench", 2000, 20).err().unwrap();
+    assert!(other.to_string().contains("delete it"), "{other}");
+}

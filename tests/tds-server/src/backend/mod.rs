@@ -1,10 +1,31 @@
 //! The SQLite backend: a SQLite file holds the user tables (values in storage forms that sort
 //! right, see [`types`]), the statements ehi-sync sends are translated from T-SQL to SQLite
-//! ([`translate`]), the `sys.*` catalog views are answered from the schema ([`catalog`]), and
+//! (`translate`), the `sys.*` catalog views are answered from the schema (`catalog`), and
 //! result column types are inferred from the statement, as SQL Server would report them.
 //!
-//! What it proves is the wire and the client's binding, not SQL Server's semantics: collations
-//! are approximated (see [`functions`]), plans and locking are not emulated.
+//! What it proves is the wire and the client's binding, not SQL Server's semantics.
+//!
+//! Supported: SELECT with TOP, DISTINCT, joins (inner, left, right, full, cross, CROSS/OUTER
+//! APPLY of `sys.dm_db_stats_histogram`/`_properties`), derived tables, subqueries, UNION
+//! [ALL], WHERE/GROUP BY/HAVING/ORDER BY (output names and positions too), `@P1`-style
+//! parameters, CAST/CONVERT/TRY_CAST/TRY_CONVERT with styles, COLLATE, CASE, IIF, ISNULL,
+//! COALESCE, NULLIF, COUNT/COUNT_BIG/MIN/MAX/SUM/AVG, string functions (LEN, SUBSTRING, LEFT,
+//! RIGHT, …), DATEADD, GETDATE and the like, DB_NAME, DB_ID, OBJECT_ID (of a literal or a
+//! parameter), OBJECT_NAME, SCHEMA_NAME, DATABASEPROPERTYEX, SERVERPROPERTY,
+//! SQL_VARIANT_PROPERTY, CHANGETABLE(CHANGES …), CHANGE_TRACKING_CURRENT_VERSION,
+//! CHANGE_TRACKING_MIN_VALID_VERSION, MIN_ACTIVE_ROWVERSION, `@@VERSION`, `@@SPID`,
+//! `@@TRANCOUNT` and other `@@` values; `SET` options (kept per session), BEGIN TRAN, COMMIT,
+//! ROLLBACK, `IF cond statement`, USE of the current database; several statements per batch.
+//!
+//! Approximated: collation order (`_CI_` case-insensitive by Unicode lower case, `_BIN`/`_BIN2`
+//! by code point, Windows-1252 bytes for `varchar`; no linguistic rules), datetimeoffset
+//! compared by its local time, CHANGETABLE's operation for a key inserted and deleted after the
+//! version ('D'), change tracking versions per row (SQL Server: per transaction), float styles
+//! of CONVERT. Exact: decimal arithmetic order and text, uniqueidentifier order (SQL Server's
+//! byte groups), datetime rounding to 1/300 s, `sys.columns` lengths, precisions and type ids.
+//!
+//! Not supported (Msg 102 naming the construct): WITH, OFFSET/FETCH, window functions,
+//! DECLARE/variables, temporary tables, INSERT/UPDATE/DELETE from clients, EXEC, FOR XML/JSON.
 
 mod catalog;
 mod connection;
@@ -385,6 +406,26 @@ impl SqliteDatabase {
             [],
             |r| r.get(0),
         )?)
+    }
+
+    /// Every user table (`schema.name`, or the bare name in `dbo`) with its row count.
+    pub fn row_counts(&self) -> Result<Vec<(String, u64)>, BackendError> {
+        let admin = self.admin.lock();
+        let tables: Vec<(String, String)> = admin
+            .prepare("SELECT schema_name, table_name FROM _tds_tables ORDER BY 1, 2")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut counts = Vec::new();
+        for (schema, name) in tables {
+            let sqlite_name = sqlite_table_name(&schema, &name);
+            let count: i64 = admin.query_row(
+                &format!("SELECT COUNT(*) FROM {}", quote_ident(&sqlite_name)),
+                [],
+                |r| r.get(0),
+            )?;
+            counts.push((sqlite_name, count.max(0) as u64));
+        }
+        Ok(counts)
     }
 
     /// Runs SQLite statements on the backing file directly (test set-up). Triggers keep change
