@@ -885,6 +885,42 @@ fn change_tracking_reports_inserts_updates_and_deletes_after_a_version() {
         &[],
     );
     assert_eq!(set.rows.len(), 2);
+    // Cleanup past version 2: the minimum valid version moves, older change rows are gone.
+    f.db.set_min_valid_version("dbo", "ORDER_PROC", 2).unwrap();
+    let set = single(b.as_mut(), &bound, &[]);
+    assert_eq!(set.rows, [vec![Value::Int(3), Value::Int(2)]]);
+    let set = single(
+        b.as_mut(),
+        &incremental_sql::change_tracking_counts(&table, 0, now),
+        &[],
+    );
+    assert_eq!(set.rows.len(), 2, "the update at version 1 was cleaned up");
+}
+
+#[test]
+fn min_valid_version_is_null_without_view_change_tracking() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixtures::clarity(&dir.path().join("c.sqlite"), "Clarity", 2)
+        .unwrap()
+        .deny_view_change_tracking(true);
+    let mut b = connect(&db);
+    let mode = ehi_sync::incremental::SyncMode::ChangeTracking;
+    let bound =
+        incremental_sql::upper_bound(Dialect::SqlServer, &order_proc_table(), &mode).unwrap();
+    let set = single(b.as_mut(), &bound, &[]);
+    assert_eq!(set.rows, [vec![Value::Int(0), Value::Null]]);
+    let e = fail(
+        b.as_mut(),
+        "SELECT [ct].[SYS_CHANGE_VERSION] FROM CHANGETABLE(CHANGES [dbo].[PATIENT], 0) AS [ct]",
+        &[],
+    );
+    assert_eq!(
+        (e.number, e.message.as_str()),
+        (
+            22105,
+            "Change tracking is not enabled on table 'dbo.PATIENT'."
+        )
+    );
 }
 
 #[test]

@@ -96,6 +96,8 @@ pub(crate) struct Settings {
     pub collation: String,
     /// `sys.dm_db_*` views answer Msg 300 (no VIEW DATABASE STATE).
     pub deny_view_database_state: bool,
+    /// CHANGE_TRACKING_MIN_VALID_VERSION answers NULL (no VIEW CHANGE TRACKING).
+    pub deny_view_change_tracking: bool,
     pub allow_snapshot_isolation: bool,
     pub read_committed_snapshot: bool,
 }
@@ -122,6 +124,7 @@ impl SqliteDatabase {
                 database_name: database_name.to_owned(),
                 collation: Collation::DEFAULT.to_owned(),
                 deny_view_database_state: false,
+                deny_view_change_tracking: false,
                 allow_snapshot_isolation: true,
                 read_committed_snapshot: true,
             },
@@ -133,6 +136,13 @@ impl SqliteDatabase {
     /// any `sys.dm_db_*` view) fails with Msg 300, as SQL Server answers it.
     pub fn deny_view_database_state(mut self, deny: bool) -> SqliteDatabase {
         self.settings.deny_view_database_state = deny;
+        self
+    }
+
+    /// Simulates a login without VIEW CHANGE TRACKING on the tables:
+    /// `CHANGE_TRACKING_MIN_VALID_VERSION` answers NULL, as SQL Server does then.
+    pub fn deny_view_change_tracking(mut self, deny: bool) -> SqliteDatabase {
+        self.settings.deny_view_change_tracking = deny;
         self
     }
 

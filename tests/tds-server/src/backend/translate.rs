@@ -1899,6 +1899,10 @@ impl<'a> Translator<'a> {
                     SqlType::BigInt,
                 )
             }
+            "CHANGE_TRACKING_MIN_VALID_VERSION" if ctx.settings.deny_view_change_tracking => {
+                arity(1)?;
+                Typed::atom("NULL".into(), SqlType::BigInt)
+            }
             "CHANGE_TRACKING_MIN_VALID_VERSION" => {
                 arity(1)?;
                 Typed::atom(
