@@ -1274,3 +1274,28 @@ fn bench_tables_have_the_benchmark_values_and_are_reused() {
     let other = fixtures::bench(&path, "ehi_bench", 2000, 20).err().unwrap();
     assert!(other.to_string().contains("delete it"), "{other}");
 }
+
+#[test]
+fn fixtures_by_name_for_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixtures::from_spec("clarity:7", &dir.path().join("a.sqlite"), "Clarity").unwrap();
+    let counts = db.row_counts().unwrap();
+    assert!(counts.contains(&("PATIENT".to_owned(), 12)), "{counts:?}");
+    let db = fixtures::from_spec("bench:100:3", &dir.path().join("b.sqlite"), "ehi_bench").unwrap();
+    assert_eq!(
+        db.row_counts().unwrap(),
+        [
+            ("flowsheet_value".to_owned(), 100),
+            ("flowsheet_value_1m".to_owned(), 100),
+            ("wide_table".to_owned(), 3)
+        ]
+    );
+    let e = fixtures::from_spec("clarity:many", &dir.path().join("c.sqlite"), "x")
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("is not a row count"), "{e}");
+    let e = fixtures::from_spec("epic", &dir.path().join("d.sqlite"), "x")
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("unknown fixture"), "{e}");
+}

@@ -573,3 +573,34 @@ pub fn bench(
     )?;
     Ok(db)
 }
+
+/// Builds the fixture a command line names: `clarity[:ROWS]` (default 1000), `every-type`, or
+/// `bench[:NARROW_ROWS[:WIDE_ROWS]]` (defaults 10,000,000 and 500,000, as `scripts/bench.sh`).
+pub fn from_spec(spec: &str, path: &Path, database: &str) -> Result<SqliteDatabase, BackendError> {
+    let mut parts = spec.split(':');
+    let kind = parts.next().unwrap_or_default();
+    let mut number = |default: u64| -> Result<u64, BackendError> {
+        match parts.next() {
+            None => Ok(default),
+            Some(n) => n.replace('_', "").parse().map_err(|_| {
+                BackendError::Invalid(format!(
+                    "fixture {spec:?}: {n:?} is not a row count (e.g. clarity:1000, \
+                     bench:10000000:500000)"
+                ))
+            }),
+        }
+    };
+    match kind {
+        "clarity" => clarity(path, database, number(1000)?),
+        "every-type" => every_type(path, database),
+        "bench" => {
+            let narrow = number(10_000_000)?;
+            let wide = number(500_000)?;
+            bench(path, database, narrow, wide)
+        }
+        other => Err(BackendError::Invalid(format!(
+            "unknown fixture {other:?}: use clarity[:ROWS], every-type or \
+             bench[:NARROW_ROWS[:WIDE_ROWS]]"
+        ))),
+    }
+}
