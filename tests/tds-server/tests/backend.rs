@@ -1299,3 +1299,43 @@ fn fixtures_by_name_for_the_command_line() {
         .unwrap();
     assert!(e.to_string().contains("unknown fixture"), "{e}");
 }
+
+/// Issue 13 item 1 as the server shows it: a `varchar` key compared with an `nvarchar` value is
+/// compared by the collation's Unicode rules (hyphen ignored), not by the code-page rules its
+/// ORDER BY uses, so the row after `a-c` in key order is skipped; a `varchar` value keeps it.
+#[test]
+fn varchar_keys_compared_with_nvarchar_lose_the_row_after_a_hyphen() {
+    let f = clarity(3);
+    let mut b = connect(&f.db);
+    let order = single(
+        b.as_mut(),
+        "SELECT [PAT_ID] FROM [dbo].[PATIENT] ORDER BY [PAT_ID]",
+        &[],
+    );
+    let keys: Vec<&Value> = order.rows.iter().map(|r| &r[0]).collect();
+    assert_eq!(keys[..2], [&text("a-c"), &text("ab")]);
+    let next =
+        "SELECT TOP (1) [PAT_ID] FROM [dbo].[PATIENT] WHERE [PAT_ID] > @P1 ORDER BY [PAT_ID]";
+    let set = single(b.as_mut(), next, &[param("@P1", varchar(18), text("a-c"))]);
+    assert_eq!(set.rows, [vec![text("ab")]]);
+    let set = single(b.as_mut(), next, &[param("@P1", nvarchar(18), text("a-c"))]);
+    assert_eq!(
+        set.rows,
+        [vec![text("O'Neil")]],
+        "'ab' < N'a-c' by Unicode rules"
+    );
+    let literal =
+        "SELECT TOP (1) [PAT_ID] FROM [dbo].[PATIENT] WHERE [PAT_ID] > N'a-c' ORDER BY [PAT_ID]";
+    assert_eq!(
+        single(b.as_mut(), literal, &[]).rows,
+        [vec![text("O'Neil")]]
+    );
+    let typed = "SELECT TOP (1) [PAT_ID] FROM [dbo].[PATIENT] WHERE [PAT_ID] > \
+                 CAST(@P1 AS varchar(18)) COLLATE SQL_Latin1_General_CP1_CI_AS ORDER BY [PAT_ID]";
+    let set = single(
+        b.as_mut(),
+        typed,
+        &[param("@P1", nvarchar(18), text("a-c"))],
+    );
+    assert_eq!(set.rows, [vec![text("ab")]]);
+}

@@ -17,8 +17,10 @@
 //! `@@TRANCOUNT` and other `@@` values; `SET` options (kept per session), BEGIN TRAN, COMMIT,
 //! ROLLBACK, `IF cond statement`, USE of the current database; several statements per batch.
 //!
-//! Approximated: collation order (`_CI_` case-insensitive by Unicode lower case, `_BIN`/`_BIN2`
-//! by code point, Windows-1252 bytes for `varchar`; no linguistic rules), datetimeoffset
+//! Approximated: collation order (`_CI_` case-insensitive by Unicode lower case; Unicode rules
+//! ignore hyphens and apostrophes first, a SQL_ collation's `varchar` rules do not, and a
+//! `varchar` compared with an `nvarchar` takes the Unicode rules, as on SQL Server; `_BIN`/`_BIN2`
+//! by UTF-16 code unit, Windows-1252 bytes for `varchar`; no other linguistic rules), datetimeoffset
 //! compared by its local time, CHANGETABLE's operation for a key inserted and deleted after the
 //! version ('D'), change tracking versions per row (SQL Server: per transaction), float styles
 //! of CONVERT. Exact: decimal arithmetic order and text, uniqueidentifier order (SQL Server's

@@ -1206,6 +1206,7 @@ impl<'a> Translator<'a> {
                 let high = self.expr(high, scope)?;
                 let low = coerce(&e, low);
                 let high = coerce(&e, high);
+                let e = unicode_rules(unicode_rules(e, &low.ty), &high.ty);
                 Ok(Typed::new(
                     format!(
                         "{} {}BETWEEN {} AND {}",
@@ -2062,11 +2063,39 @@ fn coerce(reference: &Typed, other: Typed) -> Typed {
 }
 
 fn coerce_pair(l: Typed, r: Typed) -> (Typed, Typed) {
-    if precedence(&l.ty) >= precedence(&r.ty) {
+    let (l, r) = if precedence(&l.ty) >= precedence(&r.ty) {
         let r = coerce(&l, r);
         (l, r)
     } else {
         let l = coerce(&r, l);
         (l, r)
+    };
+    let l_ty = l.ty.clone();
+    let l = unicode_rules(l, &r.ty);
+    let r = unicode_rules(r, &l_ty);
+    (l, r)
+}
+
+/// A `varchar` compared with an `nvarchar` is converted to `nvarchar` (data type precedence),
+/// and so compared by its collation's Unicode rules, not its code-page rules: under a SQL_
+/// collation they order hyphens differently.
+fn unicode_rules(text: Typed, other: &SqlType) -> Typed {
+    let unicode = matches!(
+        other,
+        SqlType::NChar { .. } | SqlType::NVarChar { .. } | SqlType::NText
+    );
+    let collation = match &text.ty {
+        SqlType::Char { collation, .. }
+        | SqlType::VarChar { collation, .. }
+        | SqlType::Text { collation } => collation.0.clone(),
+        _ => return text,
+    };
+    if !unicode {
+        return text;
+    }
+    Typed {
+        sql: format!("{} COLLATE {}", text.wrapped(), quote_ident(&collation)),
+        atomic: false,
+        ..text
     }
 }
