@@ -1339,3 +1339,20 @@ fn varchar_keys_compared_with_nvarchar_lose_the_row_after_a_hyphen() {
     );
     assert_eq!(set.rows, [vec![text("ab")]]);
 }
+
+#[test]
+fn writes_made_directly_in_sqlite_are_change_tracked_too() {
+    let f = clarity(2);
+    let mut b = connect(&f.db);
+    f.db.execute_sqlite(
+        "UPDATE \"ORDER_PROC\" SET \"NOTE\" = 'raw' WHERE \"ORDER_PROC_ID\" = '900003'",
+    )
+    .unwrap();
+    let table = order_proc_table();
+    let set = single(
+        b.as_mut(),
+        &incremental_sql::change_tracking_counts(&table, 0, 10),
+        &[],
+    );
+    assert_eq!(set.rows, [vec![text("U"), Value::Int(1)]]);
+}

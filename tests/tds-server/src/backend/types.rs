@@ -314,13 +314,6 @@ pub fn is_temporal(ty: &SqlType) -> bool {
     )
 }
 
-pub fn is_exact_numeric(ty: &SqlType) -> bool {
-    matches!(
-        ty,
-        SqlType::Decimal { .. } | SqlType::Money | SqlType::SmallMoney
-    )
-}
-
 /// The SQLite column definition (type and collation) that stores values of `ty`.
 pub fn storage_declaration(ty: &SqlType, database_default: &str) -> String {
     match ty {
