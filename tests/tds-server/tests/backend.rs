@@ -185,6 +185,18 @@ fn sizing_without_view_database_state_fails_as_sql_server_does_and_falls_back() 
     let patient = set.rows.iter().find(|r| r[1] == text("PATIENT")).unwrap();
     assert_eq!(patient[2], Value::Int(10));
     assert_eq!(set.rows.len(), CLARITY_TABLES.len());
+    // Stale statistics: the catalog reports what it is told, the table keeps its rows.
+    db.set_catalog_row_count("dbo", "PATIENT", Some(1_000_000))
+        .unwrap();
+    let set = single(b.as_mut(), SIZES_FALLBACK_SQL, &[]);
+    let patient = set.rows.iter().find(|r| r[1] == text("PATIENT")).unwrap();
+    assert_eq!(patient[2], Value::Int(1_000_000));
+    let count = single(b.as_mut(), "SELECT COUNT_BIG(*) FROM [dbo].[PATIENT]", &[]);
+    assert_eq!(count.rows, [vec![Value::Int(10)]]);
+    db.set_catalog_row_count("dbo", "PATIENT", None).unwrap();
+    let set = single(b.as_mut(), SIZES_FALLBACK_SQL, &[]);
+    let patient = set.rows.iter().find(|r| r[1] == text("PATIENT")).unwrap();
+    assert_eq!(patient[2], Value::Int(10));
 }
 
 #[test]

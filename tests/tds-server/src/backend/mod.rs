@@ -410,6 +410,30 @@ impl SqliteDatabase {
         Ok(())
     }
 
+    /// Makes `sys.partitions` and `sys.dm_db_partition_stats` report `rows` for a table instead
+    /// of its real count (stale statistics, as after bulk loads); `None` reports the real count
+    /// again.
+    pub fn set_catalog_row_count(
+        &self,
+        schema: &str,
+        name: &str,
+        rows: Option<u64>,
+    ) -> Result<(), BackendError> {
+        let admin = self.admin.lock();
+        let id = object_id(schema, name);
+        match rows {
+            Some(rows) => admin.execute(
+                "INSERT OR REPLACE INTO _tds_catalog_rows (object_id, row_count) VALUES (?1, ?2)",
+                params![id, rows as i64],
+            )?,
+            None => admin.execute(
+                "DELETE FROM _tds_catalog_rows WHERE object_id = ?1",
+                params![id],
+            )?,
+        };
+        Ok(())
+    }
+
     /// The database's change tracking version now (`CHANGE_TRACKING_CURRENT_VERSION()`).
     pub fn change_tracking_version(&self) -> Result<i64, BackendError> {
         let admin = self.admin.lock();
@@ -478,6 +502,8 @@ CREATE TABLE IF NOT EXISTS _tds_columns (schema_name TEXT NOT NULL, table_name T
   is_nullable INTEGER NOT NULL, PRIMARY KEY (schema_name, table_name, column_id));
 CREATE TABLE IF NOT EXISTS _tds_state (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO _tds_state (name, value) VALUES ('ct_version', 0), ('rowversion', 2000);
+CREATE TABLE IF NOT EXISTS _tds_catalog_rows (object_id INTEGER PRIMARY KEY, \
+  row_count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS _tds_ct_tables (object_id INTEGER PRIMARY KEY, \
   schema_name TEXT NOT NULL, table_name TEXT NOT NULL, side_table TEXT NOT NULL, \
   begin_version INTEGER NOT NULL, min_valid_version INTEGER NOT NULL);";
