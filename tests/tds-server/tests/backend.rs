@@ -1368,3 +1368,18 @@ fn writes_made_directly_in_sqlite_are_change_tracked_too() {
     );
     assert_eq!(set.rows, [vec![text("U"), Value::Int(1)]]);
 }
+
+#[test]
+fn trailing_spaces_do_not_count_in_comparisons() {
+    let f = every_type();
+    let mut b = connect(&f.db);
+    for sql in [
+        "SELECT [ID] FROM [dbo].[ALL_TYPES] WHERE [C_CHAR] = @P1",
+        "SELECT [ID] FROM [dbo].[ALL_TYPES] WHERE [C_CHAR] COLLATE Latin1_General_100_BIN2 = @P1",
+        "SELECT [ID] FROM [dbo].[ALL_TYPES] WHERE [C_NCHAR] = N'ü€😀'",
+    ] {
+        let p = [param("@P1", varchar(10), text("Ñ€é"))];
+        let set = single(b.as_mut(), sql, &p);
+        assert_eq!(set.rows, [vec![Value::Int(1)]], "{sql}");
+    }
+}

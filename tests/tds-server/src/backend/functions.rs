@@ -39,12 +39,14 @@ fn sql_server_collation(connection: &Connection, name: &str) -> rusqlite::Result
     let case_insensitive = upper.contains("_CI");
     let code_page_rules = code_page && upper.starts_with("SQL_");
     match (binary, code_page) {
-        (true, true) => {
-            connection.create_collation(name, |a, b| cp1252_bytes(a).cmp(&cp1252_bytes(b)))
-        }
-        (true, false) => {
-            connection.create_collation(name, |a, b| a.encode_utf16().cmp(b.encode_utf16()))
-        }
+        // Trailing spaces never count, binary collations included (ANSI padding).
+        (true, true) => connection.create_collation(name, |a, b| {
+            cp1252_bytes(a.trim_end_matches(' ')).cmp(&cp1252_bytes(b.trim_end_matches(' ')))
+        }),
+        (true, false) => connection.create_collation(name, |a, b| {
+            let (a, b) = (a.trim_end_matches(' '), b.trim_end_matches(' '));
+            a.encode_utf16().cmp(b.encode_utf16())
+        }),
         (false, _) => connection.create_collation(name, move |a, b| {
             compare_text(a, b, case_insensitive, !code_page_rules)
         }),
