@@ -1383,3 +1383,25 @@ fn trailing_spaces_do_not_count_in_comparisons() {
         assert_eq!(set.rows, [vec![Value::Int(1)]], "{sql}");
     }
 }
+
+#[test]
+fn common_table_expressions() {
+    let f = clarity(5);
+    let mut b = connect(&f.db);
+    let set = single(
+        b.as_mut(),
+        "WITH enc (pat, n) AS (SELECT [PAT_ID], COUNT_BIG(*) FROM [dbo].[PAT_ENC] GROUP BY [PAT_ID]) \
+         SELECT TOP (2) p.[PAT_ID], e.n FROM [dbo].[PATIENT] AS p JOIN enc AS e ON e.pat = p.[PAT_ID] \
+         WHERE p.[PAT_ID] > @P1 ORDER BY p.[PAT_ID]",
+        &[param("@P1", varchar(18), text("Z0000003"))],
+    );
+    assert_eq!(set.columns[1].ty, SqlType::BigInt);
+    assert_eq!(names(&set), ["PAT_ID", "n"]);
+    assert_eq!(
+        set.rows,
+        [
+            vec![text("Z0000004"), Value::Int(3)],
+            vec![text("Z0000005"), Value::Int(3)]
+        ]
+    );
+}

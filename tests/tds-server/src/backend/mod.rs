@@ -5,7 +5,7 @@
 //!
 //! What it proves is the wire and the client's binding, not SQL Server's semantics.
 //!
-//! Supported: SELECT with TOP, DISTINCT, joins (inner, left, right, full, cross, CROSS/OUTER
+//! Supported: SELECT with WITH (common table expressions), TOP, DISTINCT, joins (inner, left, right, full, cross, CROSS/OUTER
 //! APPLY of `sys.dm_db_stats_histogram`/`_properties`), derived tables, subqueries, UNION
 //! [ALL], WHERE/GROUP BY/HAVING/ORDER BY (output names and positions too), `@P1`-style
 //! parameters, CAST/CONVERT/TRY_CAST/TRY_CONVERT with styles, COLLATE, CASE, IIF, ISNULL,
@@ -26,7 +26,7 @@
 //! of CONVERT. Exact: decimal arithmetic order and text, uniqueidentifier order (SQL Server's
 //! byte groups), datetime rounding to 1/300 s, `sys.columns` lengths, precisions and type ids.
 //!
-//! Not supported (Msg 102 naming the construct): WITH, OFFSET/FETCH, window functions,
+//! Not supported (Msg 102 naming the construct): WITH RECURSIVE, OFFSET/FETCH, window functions,
 //! DECLARE/variables, temporary tables, INSERT/UPDATE/DELETE from clients, EXEC, FOR XML/JSON.
 
 mod catalog;
