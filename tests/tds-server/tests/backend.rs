@@ -1,11 +1,12 @@
-//! The SQLite backend without the wire: ehi-sync's own statements (catalog, sizing, keyset and
+//! The SQLite backend without the wire: ehi-sync's statements (catalog, sizing, keyset and
 //! range reads, change tracking, key scans, session settings) run against the fixtures, with a
-//! sink that collects results in memory; types and values are asserted exactly.
+//! sink that collects results in memory; types and values are asserted exactly. The catalog
+//! statements come from ehi-sync's own constants; the per-table statements are written out in
+//! the forms ehi-sync generates (its generators' signatures change with issue 13).
 
-use ehi_sync::extract::select::{KeyRange, KeyValue, TableQuery};
-use ehi_sync::incremental::sql as incremental_sql;
+use ehi_sync::incremental::sql::CHANGE_TRACKING_TABLES;
 use ehi_sync::source::Dialect;
-use ehi_sync::source::catalog::{Column, Table, count_sql};
+use ehi_sync::source::catalog::count_sql;
 use ehi_sync::source::session::SQLSERVER_SNAPSHOT_STATE_SQL;
 use ehi_sync::source::sqlserver::{COLUMNS_SQL, PRIMARY_KEYS_SQL, SIZES_FALLBACK_SQL, SIZES_SQL};
 use tds_test_server::backend::fixtures::{self, EVERY_TYPE_COLUMNS, SPECIAL_PATIENT_IDS};
@@ -205,7 +206,7 @@ fn column_catalog_reports_lengths_precision_and_nullability() {
     let mut b = connect(&f.db);
     let set = single(b.as_mut(), COLUMNS_SQL, &[]);
     assert_eq!(
-        names(&set),
+        names(&set)[..9],
         [
             "schema_name",
             "table_name",
@@ -221,13 +222,46 @@ fn column_catalog_reports_lengths_precision_and_nullability() {
     // CASE … THEN -1 … ELSE c.max_length END: int has the higher precedence, as on SQL Server.
     assert_eq!(set.columns[5].ty, SqlType::Int);
     assert_eq!(set.columns[8].ty, SqlType::Bit);
+    let collations = single(
+        b.as_mut(),
+        "SELECT c.name, c.collation_name FROM sys.columns AS c WHERE c.object_id = \
+         OBJECT_ID(N'[dbo].[PATIENT]') ORDER BY c.column_id",
+        &[],
+    );
+    assert_eq!(collations.columns[1].ty, nvarchar(128));
+    assert_eq!(
+        collations.rows[..3],
+        [
+            vec![text("PAT_ID"), text(Collation::DEFAULT)],
+            vec![text("PAT_NAME"), text(Collation::DEFAULT)],
+            vec![text("BIRTH_DATE"), Value::Null]
+        ]
+    );
     let row = |table: &str, column: &str| -> Vec<Value> {
         set.rows
             .iter()
             .find(|r| r[1] == text(table) && r[3] == text(column))
-            .unwrap_or_else(|| panic!("{table}.{column}"))[4..]
+            .unwrap_or_else(|| panic!("{table}.{column}"))[4..9]
             .to_vec()
     };
+    // Issue 13 item 1 adds each text column's collation to the statement.
+    if let Some(at) = names(&set).iter().position(|n| *n == "collation_name") {
+        let collation = |table: &str, column: &str| {
+            set.rows
+                .iter()
+                .find(|r| r[1] == text(table) && r[3] == text(column))
+                .map(|r| r[at].clone())
+        };
+        assert_eq!(
+            collation("PATIENT", "PAT_ID"),
+            Some(text(Collation::DEFAULT))
+        );
+        assert_eq!(
+            collation("PATIENT", "PAT_NAME"),
+            Some(text(Collation::DEFAULT))
+        );
+        assert_eq!(collation("PAT_ENC", "PAT_ENC_CSN_ID"), Some(Value::Null));
+    }
     assert_eq!(
         row("PAT_ENC", "PAT_ENC_CSN_ID"),
         [
@@ -349,46 +383,23 @@ fn exact_counts_union_all_with_non_ascii_names() {
     );
 }
 
-fn column(name: &str, source_type: &str, key: Option<usize>) -> Column {
-    Column {
-        name: name.into(),
-        source_type: source_type.into(),
-        length: None,
-        precision: None,
-        scale: None,
-        nullable: key.is_none(),
-        key_position: key,
-    }
-}
-
-fn patient_table() -> Table {
-    Table {
-        schema: "dbo".into(),
-        name: "PATIENT".into(),
-        columns: vec![
-            column("PAT_ID", "varchar", Some(1)),
-            column("PAT_NAME", "nvarchar", None),
-            column("BIRTH_DATE", "datetime", None),
-            column("SEX_C", "varchar", None),
-            column("ZIP", "varchar", None),
-        ],
-        primary_key: vec!["PAT_ID".into()],
-        rows: 0,
-        rows_exact: false,
-    }
-}
-
 /// Reads the whole table in keyset chunks as a worker does: every chunk starts after the last
-/// key of the one before; returns the keys in order.
+/// key of the one before, bound as a `varchar` parameter; returns the keys in order.
 fn keyset_read(b: &mut dyn Backend, chunk: u64) -> Vec<String> {
-    let query = TableQuery::new(Dialect::SqlServer, &patient_table());
-    let mut keys = Vec::new();
+    let mut keys: Vec<String> = Vec::new();
     loop {
-        let after = keys
-            .last()
-            .map(|k: &String| vec![KeyValue::Text(k.clone())]);
-        let sql = query.select(KeyRange::ALL, after.as_deref(), Some(chunk));
-        let set = single(b, &sql, &[]);
+        let (filter, params) = match keys.last() {
+            Some(k) => (
+                " WHERE (([PAT_ID] > @P1))",
+                vec![param("@P1", varchar(18), text(k))],
+            ),
+            None => ("", Vec::new()),
+        };
+        let sql = format!(
+            "SELECT TOP ({chunk}) [PAT_ID], [PAT_NAME], [BIRTH_DATE], [SEX_C], [ZIP] FROM \
+             [dbo].[PATIENT]{filter} ORDER BY [PAT_ID]"
+        );
+        let set = single(b, &sql, &params);
         if set.rows.is_empty() {
             return keys;
         }
@@ -495,45 +506,52 @@ fn keyset_with_typed_parameters_as_sp_executesql_sends_them() {
 fn range_partition_bounds_and_counts() {
     let f = clarity(10);
     let mut b = connect(&f.db);
-    let table = Table {
-        schema: "dbo".into(),
-        name: "PAT_ENC".into(),
-        columns: vec![
-            column("PAT_ENC_CSN_ID", "numeric", Some(1)),
-            column("PAT_ID", "varchar", None),
-        ],
-        primary_key: vec!["PAT_ENC_CSN_ID".into()],
-        rows: 0,
-        rows_exact: false,
-    };
-    let query = TableQuery::new(Dialect::SqlServer, &table);
-    let bounds = single(b.as_mut(), &query.key_bounds().unwrap(), &[]);
+    let bounds = single(
+        b.as_mut(),
+        "SELECT MIN([PAT_ENC_CSN_ID]) AS min_key, MAX([PAT_ENC_CSN_ID]) AS max_key FROM \
+         [dbo].[PAT_ENC]",
+        &[],
+    );
     let decimal = SqlType::Decimal {
         precision: 18,
         scale: 0,
     };
     assert_eq!(bounds.columns[0].ty, decimal);
+    assert_eq!(names(&bounds), ["min_key", "max_key"]);
     assert_eq!(
         bounds.rows,
         [vec![text("700000000000"), text("700000000484")]]
     );
-    let count = single(b.as_mut(), &query.count(), &[]);
+    let count = single(
+        b.as_mut(),
+        "SELECT COUNT_BIG(*) AS row_count FROM [dbo].[PAT_ENC]",
+        &[],
+    );
     assert_eq!(count.columns[0].ty, SqlType::BigInt);
     assert_eq!(count.rows, [vec![Value::Int(45)]]);
-    let range = KeyRange {
-        lower_exclusive: Some(700_000_000_100),
-        upper_inclusive: Some(700_000_000_200),
-    };
-    let set = single(b.as_mut(), &query.select(range, None, None), &[]);
-    let keys: Vec<&Value> = set.rows.iter().map(|r| &r[0]).collect();
-    assert_eq!(
-        keys,
-        (10..=18)
-            .map(|i| text(&(700_000_000_000u64 + i * 11).to_string()))
-            .collect::<Vec<_>>()
-            .iter()
-            .collect::<Vec<_>>()
+    let expected: Vec<Value> = (10..=18)
+        .map(|i| text(&(700_000_000_000u64 + i * 11).to_string()))
+        .collect();
+    // As literals (today's form) and as numeric parameters (issue 13's).
+    let literal = single(
+        b.as_mut(),
+        "SELECT [PAT_ENC_CSN_ID], [PAT_ID] FROM [dbo].[PAT_ENC] WHERE [PAT_ENC_CSN_ID] > \
+         700000000100 AND [PAT_ENC_CSN_ID] <= 700000000200 ORDER BY [PAT_ENC_CSN_ID]",
+        &[],
     );
+    let keys: Vec<Value> = literal.rows.iter().map(|r| r[0].clone()).collect();
+    assert_eq!(keys, expected);
+    let params = [
+        param("@P1", decimal.clone(), text("700000000100")),
+        param("@P2", decimal.clone(), text("700000000200")),
+    ];
+    let bound = single(
+        b.as_mut(),
+        "SELECT [PAT_ENC_CSN_ID], [PAT_ID] FROM [dbo].[PAT_ENC] WHERE [PAT_ENC_CSN_ID] > @P1 \
+         AND [PAT_ENC_CSN_ID] <= @P2 ORDER BY [PAT_ENC_CSN_ID]",
+        &params,
+    );
+    assert_eq!(bound.rows, literal.rows);
 }
 
 #[test]
@@ -688,28 +706,13 @@ fn tables_in_other_schemas_and_datetime_cursors() {
             .rows
             .contains(&vec![text("sales"), text("ORDERS"), Value::Int(5)])
     );
-    let table = Table {
-        schema: "sales".into(),
-        name: "ORDERS".into(),
-        columns: vec![
-            column("ID", "bigint", Some(1)),
-            column("CHANGED", "datetime", None),
-        ],
-        primary_key: vec!["ID".into()],
-        rows: 0,
-        rows_exact: false,
-    };
-    let filter = incremental_sql::cursor_filter(
-        Dialect::SqlServer,
-        &column("CHANGED", "datetime", None),
-        ehi_sync::incremental::CursorKind::Timestamp,
-        Some("2026-11-24 02:00:00.123"),
-        Some("2026-11-24 04:00:00.123"),
-        15,
-    )
-    .unwrap();
-    let query = TableQuery::new(Dialect::SqlServer, &table).filtered(Some(filter));
-    let set = single(b.as_mut(), &query.select(KeyRange::ALL, None, None), &[]);
+    let filter = "[CHANGED] > DATEADD(MINUTE, -15, CAST(N'2026-11-24 02:00:00.123' AS \
+                  datetime2(7))) AND [CHANGED] <= CAST(N'2026-11-24 04:00:00.123' AS datetime2(7))";
+    let set = single(
+        b.as_mut(),
+        &format!("SELECT [ID], [CHANGED] FROM [sales].[ORDERS] WHERE {filter} ORDER BY [ID]"),
+        &[],
+    );
     let ids: Vec<&Value> = set.rows.iter().map(|r| &r[0]).collect();
     assert_eq!(
         ids,
@@ -717,7 +720,11 @@ fn tables_in_other_schemas_and_datetime_cursors() {
         "lookback of 15 minutes"
     );
     assert_eq!(set.rows[0][1], text("2026-11-24 02:00:00.123"));
-    let count = single(b.as_mut(), &query.count(), &[]);
+    let count = single(
+        b.as_mut(),
+        &format!("SELECT COUNT_BIG(*) AS row_count FROM [sales].[ORDERS] WHERE {filter}"),
+        &[],
+    );
     assert_eq!(count.rows, [vec![Value::Int(3)]]);
 }
 
@@ -794,33 +801,35 @@ fn rows_stream_and_stop_at_attention() {
     assert_eq!(set.columns[0].ty, SqlType::Int);
 }
 
-fn order_proc_table() -> Table {
-    Table {
-        schema: "dbo".into(),
-        name: "ORDER_PROC".into(),
-        columns: vec![
-            column("ORDER_PROC_ID", "numeric", Some(1)),
-            column("PAT_ID", "varchar", None),
-            column("NOTE", "nvarchar", None),
-            column("RV", "timestamp", None),
-        ],
-        primary_key: vec!["ORDER_PROC_ID".into()],
-        rows: 0,
-        rows_exact: false,
-    }
+/// The statements of a change tracking load of ORDER_PROC, as ehi-sync writes them.
+const CT_BOUND: &str = "SELECT CHANGE_TRACKING_CURRENT_VERSION() AS current_version, \
+     CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(N'[dbo].[ORDER_PROC]')) AS min_valid_version";
+
+fn ct_counts(from: i64, to: i64) -> String {
+    format!(
+        "SELECT [ct].[SYS_CHANGE_OPERATION] AS operation, COUNT_BIG(*) AS row_count \
+         FROM CHANGETABLE(CHANGES [dbo].[ORDER_PROC], {from}) AS [ct] \
+         WHERE [ct].[SYS_CHANGE_VERSION] <= {to} GROUP BY [ct].[SYS_CHANGE_OPERATION]"
+    )
 }
+
+/// The one streaming change read (issue 13 item 5): keys from CHANGETABLE, the row joined back,
+/// the operation as an INT (1 delete, 0 upsert).
+const CT_READ: &str = "SELECT [ct].[ORDER_PROC_ID] AS [ORDER_PROC_ID], [t].[PAT_ID] AS [PAT_ID], \
+     [t].[NOTE] AS [NOTE], [t].[RV] AS [RV], CAST(CASE WHEN [t].[ORDER_PROC_ID] IS NULL THEN 1 \
+     ELSE 0 END AS INT) AS [_ehi_op] FROM CHANGETABLE(CHANGES [dbo].[ORDER_PROC], @P1) AS [ct] \
+     LEFT OUTER JOIN [dbo].[ORDER_PROC] AS [t] ON [t].[ORDER_PROC_ID] = [ct].[ORDER_PROC_ID] \
+     WHERE [ct].[SYS_CHANGE_VERSION] <= @P2 ORDER BY [ct].[ORDER_PROC_ID]";
 
 #[test]
 fn change_tracking_reports_inserts_updates_and_deletes_after_a_version() {
     let f = clarity(3);
     let mut b = connect(&f.db);
-    let table = order_proc_table();
-    let mode = ehi_sync::incremental::SyncMode::ChangeTracking;
-    let bound = incremental_sql::upper_bound(Dialect::SqlServer, &table, &mode).unwrap();
-    let set = single(b.as_mut(), &bound, &[]);
+    let bound = CT_BOUND;
+    let set = single(b.as_mut(), bound, &[]);
     assert_eq!(set.columns[0].ty, SqlType::BigInt);
     assert_eq!(set.rows, [vec![Value::Int(0), Value::Int(0)]]);
-    let tracked = single(b.as_mut(), incremental_sql::CHANGE_TRACKING_TABLES, &[]);
+    let tracked = single(b.as_mut(), CHANGE_TRACKING_TABLES, &[]);
     assert_eq!(
         tracked.rows,
         [vec![text("dbo"), text("ORDER_PROC"), Value::Int(0)]]
@@ -847,14 +856,10 @@ fn change_tracking_reports_inserts_updates_and_deletes_after_a_version() {
     .unwrap();
     let now = f.db.change_tracking_version().unwrap();
     assert_eq!(now, 3);
-    let set = single(b.as_mut(), &bound, &[]);
+    let set = single(b.as_mut(), bound, &[]);
     assert_eq!(set.rows, [vec![Value::Int(3), Value::Int(0)]]);
 
-    let counts = single(
-        b.as_mut(),
-        &incremental_sql::change_tracking_counts(&table, 0, now),
-        &[],
-    );
+    let counts = single(b.as_mut(), &ct_counts(0, now), &[]);
     assert_eq!(counts.columns[0].ty, SqlType::NChar { length: 1 });
     let mut counts = counts.rows;
     counts.sort_by_key(|r| format!("{:?}", r[0]));
@@ -866,12 +871,12 @@ fn change_tracking_reports_inserts_updates_and_deletes_after_a_version() {
             vec![text("U"), Value::Int(1)]
         ]
     );
-    let query = incremental_sql::change_tracking_query(&table, 0, now);
-    let set = single(
-        b.as_mut(),
-        &query.select(KeyRange::ALL, None, Some(10)),
-        &[],
-    );
+    let versions = [
+        param("@P1", SqlType::BigInt, Value::Int(0)),
+        param("@P2", SqlType::BigInt, Value::Int(now)),
+    ];
+    let set = single(b.as_mut(), CT_READ, &versions);
+    assert_eq!(set.columns[4].ty, SqlType::Int);
     let decimal = SqlType::Decimal {
         precision: 18,
         scale: 0,
@@ -885,27 +890,19 @@ fn change_tracking_reports_inserts_updates_and_deletes_after_a_version() {
     assert_eq!(
         ops,
         [
-            (text("900001"), text("changed ü"), text("upsert")),
-            (text("900002"), Value::Null, text("delete")),
-            (text("999999"), text("inserted"), text("upsert")),
+            (text("900001"), text("changed ü"), Value::Int(0)),
+            (text("900002"), Value::Null, Value::Int(1)),
+            (text("999999"), text("inserted"), Value::Int(0)),
         ]
     );
     // After version 1 only the later two changes remain.
-    let set = single(
-        b.as_mut(),
-        &incremental_sql::change_tracking_counts(&table, 1, now),
-        &[],
-    );
+    let set = single(b.as_mut(), &ct_counts(1, now), &[]);
     assert_eq!(set.rows.len(), 2);
     // Cleanup past version 2: the minimum valid version moves, older change rows are gone.
     f.db.set_min_valid_version("dbo", "ORDER_PROC", 2).unwrap();
-    let set = single(b.as_mut(), &bound, &[]);
+    let set = single(b.as_mut(), bound, &[]);
     assert_eq!(set.rows, [vec![Value::Int(3), Value::Int(2)]]);
-    let set = single(
-        b.as_mut(),
-        &incremental_sql::change_tracking_counts(&table, 0, now),
-        &[],
-    );
+    let set = single(b.as_mut(), &ct_counts(0, now), &[]);
     assert_eq!(set.rows.len(), 2, "the update at version 1 was cleaned up");
 }
 
@@ -916,10 +913,7 @@ fn min_valid_version_is_null_without_view_change_tracking() {
         .unwrap()
         .deny_view_change_tracking(true);
     let mut b = connect(&db);
-    let mode = ehi_sync::incremental::SyncMode::ChangeTracking;
-    let bound =
-        incremental_sql::upper_bound(Dialect::SqlServer, &order_proc_table(), &mode).unwrap();
-    let set = single(b.as_mut(), &bound, &[]);
+    let set = single(b.as_mut(), CT_BOUND, &[]);
     assert_eq!(set.rows, [vec![Value::Int(0), Value::Null]]);
     let e = fail(
         b.as_mut(),
@@ -961,12 +955,8 @@ fn rowversion_bumps_on_update_and_min_active_rowversion_is_past_it() {
         panic!()
     };
     assert!(after > before, "{before:?} → {after:?}");
-    let mode = ehi_sync::incremental::SyncMode::Cursor {
-        column: "RV".into(),
-        kind: ehi_sync::incremental::CursorKind::Rowversion,
-    };
-    let sql = incremental_sql::upper_bound(Dialect::SqlServer, &order_proc_table(), &mode).unwrap();
-    let set = single(b.as_mut(), &sql, &[]);
+    let sql = "SELECT CONVERT(varchar(18), MIN_ACTIVE_ROWVERSION(), 1) AS upper_bound";
+    let set = single(b.as_mut(), sql, &[]);
     assert_eq!(set.columns[0].ty, varchar(18));
     let mut next = after.clone();
     let last = u64::from_be_bytes(next.clone().try_into().unwrap()) + 1;
@@ -975,17 +965,13 @@ fn rowversion_bumps_on_update_and_min_active_rowversion_is_past_it() {
         set.rows,
         [vec![Value::Text(format!("0x{}", types::hex(&next)))]]
     );
-    let filter = incremental_sql::cursor_filter(
-        Dialect::SqlServer,
-        &column("RV", "timestamp", None),
-        ehi_sync::incremental::CursorKind::Rowversion,
-        Some(&format!("0x{}", types::hex(&after))),
-        Some(&format!("0x{}", types::hex(&next))),
-        0,
-    )
-    .unwrap();
-    let query = TableQuery::new(Dialect::SqlServer, &order_proc_table()).filtered(Some(filter));
-    let set = single(b.as_mut(), &query.select(KeyRange::ALL, None, None), &[]);
+    let sql = format!(
+        "SELECT TOP (1000) [ORDER_PROC_ID], [PAT_ID], [NOTE], [RV] FROM [dbo].[ORDER_PROC] WHERE \
+         [RV] >= 0x{} AND [RV] < 0x{} ORDER BY [ORDER_PROC_ID]",
+        types::hex(&after),
+        types::hex(&next)
+    );
+    let set = single(b.as_mut(), &sql, &[]);
     assert_eq!(set.rows.len(), 1);
     assert_eq!(set.rows[0][0], text("900000"));
 }
@@ -994,9 +980,9 @@ fn rowversion_bumps_on_update_and_min_active_rowversion_is_past_it() {
 fn key_scans_in_binary_order() {
     let f = clarity(5);
     let mut b = connect(&f.db);
-    let kinds = [ehi_sync::source::types::ValueKind::Text; 5];
-    let sql = incremental_sql::key_scan(Dialect::SqlServer, &patient_table(), &kinds);
-    let set = single(b.as_mut(), &sql, &[]);
+    let sql = "SELECT [PAT_ID] FROM [dbo].[PATIENT] ORDER BY [PAT_ID] COLLATE \
+               Latin1_General_100_BIN2";
+    let set = single(b.as_mut(), sql, &[]);
     let keys: Vec<&Value> = set.rows.iter().map(|r| &r[0]).collect();
     // Latin1_General_100_BIN2 on varchar: code-page bytes, upper case before lower, Ñ (0xD1) last.
     assert_eq!(
@@ -1014,16 +1000,9 @@ fn key_scans_in_binary_order() {
             &text("Ñ2"),
         ]
     );
-    let device = Table {
-        schema: "dbo".into(),
-        name: "DEVICE".into(),
-        columns: vec![column("DEVICE_GUID", "uniqueidentifier", Some(1))],
-        primary_key: vec!["DEVICE_GUID".into()],
-        rows: 0,
-        rows_exact: false,
-    };
-    let sql = incremental_sql::key_scan(Dialect::SqlServer, &device, &kinds[..1]);
-    let set = single(b.as_mut(), &sql, &[]);
+    let sql = "SELECT CONVERT(nchar(36), [DEVICE_GUID]) AS [DEVICE_GUID] FROM [dbo].[DEVICE] \
+               ORDER BY CONVERT(nchar(36), [DEVICE_GUID]) COLLATE Latin1_General_100_BIN2";
+    let set = single(b.as_mut(), sql, &[]);
     assert_eq!(set.columns[0].ty, SqlType::NChar { length: 36 });
     let keys: Vec<String> = set
         .rows
@@ -1360,12 +1339,7 @@ fn writes_made_directly_in_sqlite_are_change_tracked_too() {
         "UPDATE \"ORDER_PROC\" SET \"NOTE\" = 'raw' WHERE \"ORDER_PROC_ID\" = '900003'",
     )
     .unwrap();
-    let table = order_proc_table();
-    let set = single(
-        b.as_mut(),
-        &incremental_sql::change_tracking_counts(&table, 0, 10),
-        &[],
-    );
+    let set = single(b.as_mut(), &ct_counts(0, 10), &[]);
     assert_eq!(set.rows, [vec![text("U"), Value::Int(1)]]);
 }
 
