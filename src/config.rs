@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use crate::error::ConfigError;
 use crate::incremental::settings::{IncrementalConfig, read_incremental};
 use crate::sink::files::Compression;
+use crate::source::connection_string::SqlServerDriver;
 use crate::source::session::Isolation;
 
 /// The default ODBC driver for SQL Server sources built from the `mssql_*` keys.
@@ -103,6 +104,8 @@ pub struct SqlServerConfig {
     pub server_certificate: Option<String>,
     /// `ApplicationIntent=ReadOnly`: read from an Availability Group secondary.
     pub read_only_intent: bool,
+    /// `MultiSubnetFailover=yes`: connect to an Availability Group listener spanning subnets.
+    pub multi_subnet_failover: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -295,6 +298,7 @@ const KNOWN_KEYS: &[&str] = &[
     "mssql_trust_server_certificate",
     "mssql_trusted_connection",
     "mssql_application_intent",
+    "mssql_multi_subnet_failover",
     "cert",
     "login_timeout_seconds",
     "threads",
@@ -691,7 +695,7 @@ fn read_source(keys: &Keys, warnings: &mut Vec<String>) -> Result<SourceConfig, 
             ));
         }
     };
-    Ok(SourceConfig::SqlServer(SqlServerConfig {
+    let config = SqlServerConfig {
         driver: keys
             .string("mssql_driver")?
             .unwrap_or_else(|| DEFAULT_SQLSERVER_DRIVER.to_owned()),
@@ -706,9 +710,88 @@ fn read_source(keys: &Keys, warnings: &mut Vec<String>) -> Result<SourceConfig, 
             .bool("mssql_trust_server_certificate")?
             .unwrap_or(false),
         host_name_in_certificate: keys.string("mssql_cert_server")?,
-        server_certificate: keys.string("cert")?,
+        server_certificate: keys.string("cert")?.filter(|path| !path.is_empty()),
         read_only_intent,
-    }))
+        multi_subnet_failover: keys.bool("mssql_multi_subnet_failover")?.unwrap_or(false),
+    };
+    check_driver_capabilities(&config, warnings)?;
+    Ok(SourceConfig::SqlServer(config))
+}
+
+/// Refuses settings the configured driver would reject or silently not apply ("DSN and
+/// Connection String Keywords and Attributes" lists the driver version of each keyword; FreeTDS
+/// has no connection string keyword for a CA file, only `ca file` in freetds.conf).
+fn check_driver_capabilities(
+    config: &SqlServerConfig,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    let driver = &config.driver;
+    match SqlServerDriver::from_name(driver) {
+        SqlServerDriver::Microsoft { major } if major < 18 => {
+            let needs = |key: &str, keyword: &str, version: &str| {
+                ConfigError::invalid(
+                    key,
+                    format!(
+                        "{keyword} needs Microsoft ODBC Driver {version} or later, and mssql_driver is '{driver}'"
+                    ),
+                    format!(
+                        "mssql_driver \"ODBC Driver 18 for SQL Server\" (install Driver 18), or remove {key}"
+                    ),
+                )
+            };
+            if config.host_name_in_certificate.is_some() {
+                return Err(needs("mssql_cert_server", "HostNameInCertificate", "18.0"));
+            }
+            if config.server_certificate.is_some() {
+                return Err(needs("cert", "ServerCertificate", "18.1"));
+            }
+            if config.encrypt == Encrypt::Strict {
+                return Err(needs("mssql_encrypt", "Encrypt=strict (TDS 8.0)", "18.0"));
+            }
+        }
+        SqlServerDriver::Microsoft { .. } => {}
+        SqlServerDriver::FreeTds => {
+            let unsupported = |key: &str, what: &str| {
+                ConfigError::invalid(
+                    key,
+                    format!("FreeTDS has no connection string keyword for {what}"),
+                    format!("mssql_driver \"ODBC Driver 18 for SQL Server\", or remove {key}"),
+                )
+            };
+            if config.host_name_in_certificate.is_some() {
+                return Err(unsupported(
+                    "mssql_cert_server",
+                    "the certificate's host name",
+                ));
+            }
+            if config.server_certificate.is_some() {
+                return Err(unsupported("cert", "a pinned server certificate"));
+            }
+            if config.encrypt == Encrypt::Strict {
+                return Err(unsupported("mssql_encrypt", "Encrypt=strict (TDS 8.0)"));
+            }
+            if config.encrypt != Encrypt::No && !config.trust_server_certificate {
+                return Err(ConfigError::invalid(
+                    "mssql_trust_server_certificate",
+                    "it is false, but FreeTDS encrypts without validating the server \
+                     certificate unless `ca file` is set in freetds.conf, which a connection \
+                     string cannot set",
+                    "mssql_driver \"ODBC Driver 18 for SQL Server\" (validates the certificate); \
+                     or a connection_string with Servername=<a freetds.conf entry that sets \
+                     `ca file`>; or mssql_trust_server_certificate: true to accept an encrypted \
+                     connection without certificate validation",
+                ));
+            }
+            if config.multi_subnet_failover {
+                warnings.push(
+                    "mssql_multi_subnet_failover is not a FreeTDS keyword and is not sent; \
+                     FreeTDS tries each address of the listener's name in turn"
+                        .to_owned(),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn read_tiers(map: &Map<String, Value>, warnings: &mut Vec<String>) -> Result<Tiers, ConfigError> {
@@ -1173,6 +1256,87 @@ mod tests {
     fn missing_server_key_says_what_to_set() {
         let err = parse(r#"{"mssql_database": "Clarity"}"#).unwrap_err();
         assert!(err.to_string().contains("'mssql_server' is required"));
+    }
+
+    /// The SPEC config with `extra` keys merged in (overriding).
+    fn spec_with(extra: &str) -> String {
+        SPEC.replace(r#""mssql_cert_server": "sql01.hospital.local","#, "")
+            .replace(r#""cert": "/etc/ssl/sql01.pem","#, "")
+            .replacen('{', &format!("{{ {extra},"), 1)
+    }
+
+    #[test]
+    fn driver17_refuses_keywords_it_does_not_know() {
+        let driver17 = r#""mssql_driver": "ODBC Driver 17 for SQL Server""#;
+        assert!(parse(&spec_with(driver17)).is_ok());
+        for (extra, key, keyword) in [
+            (
+                r#""mssql_cert_server": "sql01""#,
+                "mssql_cert_server",
+                "HostNameInCertificate needs Microsoft ODBC Driver 18.0",
+            ),
+            (
+                r#""cert": "/etc/ssl/sql01.pem""#,
+                "cert",
+                "ServerCertificate needs Microsoft ODBC Driver 18.1",
+            ),
+            (
+                r#""mssql_encrypt": "strict""#,
+                "mssql_encrypt",
+                "Encrypt=strict (TDS 8.0) needs Microsoft ODBC Driver 18.0",
+            ),
+        ] {
+            let err = parse(&spec_with(&format!("{driver17}, {extra}")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(&format!("config key '{key}'")), "{err}");
+            assert!(err.contains(keyword), "{err}");
+            assert!(err.contains("ODBC Driver 18 for SQL Server"), "{err}");
+            let driver18 = parse(&spec_with(extra));
+            assert!(driver18.is_ok(), "{extra}: {driver18:?}");
+        }
+    }
+
+    #[test]
+    fn freetds_refuses_certificate_validation_it_would_not_do() {
+        let freetds = r#""mssql_driver": "FreeTDS""#;
+        let err = parse(&spec_with(freetds)).unwrap_err().to_string();
+        assert!(
+            err.starts_with("config key 'mssql_trust_server_certificate'"),
+            "{err}"
+        );
+        assert!(
+            err.contains("without validating the server certificate"),
+            "{err}"
+        );
+        assert!(err.contains("ca file"), "{err}");
+        let trusted = spec_with(&format!(
+            "{freetds}, \"mssql_trust_server_certificate\": true"
+        ));
+        assert!(parse(&trusted).is_ok());
+        let unencrypted = spec_with(&format!("{freetds}, \"mssql_encrypt\": \"no\""));
+        assert!(parse(&unencrypted).is_ok());
+        let pinned = spec_with(&format!(
+            "{freetds}, \"mssql_trust_server_certificate\": true, \"cert\": \"/c.pem\""
+        ));
+        assert!(
+            parse(&pinned)
+                .unwrap_err()
+                .to_string()
+                .contains("config key 'cert'")
+        );
+    }
+
+    #[test]
+    fn availability_group_listener_keys() {
+        let config = parse(&spec_with(
+            r#""mssql_application_intent": "ReadOnly", "mssql_multi_subnet_failover": true"#,
+        ))
+        .unwrap();
+        let SourceConfig::SqlServer(sql) = &config.source else {
+            panic!("expected a SQL Server source");
+        };
+        assert!(sql.read_only_intent && sql.multi_subnet_failover);
     }
 
     #[test]

@@ -100,9 +100,7 @@ impl Source {
             SourceConfig::ConnectionString {
                 connection_string, ..
             } => connection_string.clone(),
-            SourceConfig::SqlServer(sql) => {
-                connection_string::sqlserver(sql, config.login_timeout_sec)
-            }
+            SourceConfig::SqlServer(sql) => connection_string::sqlserver(sql),
         };
         Source {
             connection_string,
