@@ -136,6 +136,8 @@ pub struct ValidationRecord {
     pub table: String,
     pub tier: Tier,
     pub expected_rows: u64,
+    /// The rows the expected count covers: rows read, and change tracking's deletes (its count
+    /// includes them). A key scan's delete rows are only in `changes.deleted`.
     pub extracted_rows: u64,
     /// Extracted minus expected: non-zero when rows changed while the table was read.
     pub difference: i64,

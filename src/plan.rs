@@ -387,8 +387,8 @@ fn render_tier(out: &mut String, tier: &TierPlan) {
     let s = &tier.settings;
     let _ = writeln!(
         out,
-        "{upper} tier: {} tables, {} rows",
-        group_digits(tier.tables.len() as u64),
+        "{upper} tier: {}, {} rows",
+        tables(tier.tables.len()),
         group_digits(tier.rows)
     );
     let _ = writeln!(
@@ -471,6 +471,14 @@ fn render_summary(out: &mut String, plan: &Plan) {
              are used next time.",
             group_digits(DEFAULT_ROWS_PER_SECOND_PER_CONNECTION as u64)
         );
+    }
+}
+
+/// "1 table", "2,000 tables".
+pub fn tables(count: usize) -> String {
+    match count {
+        1 => "1 table".to_owned(),
+        n => format!("{} tables", group_digits(n as u64)),
     }
 }
 

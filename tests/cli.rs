@@ -126,7 +126,7 @@ fn check_and_plan_on_postgres() {
 
     let (code, text, _) = run(&["plan", "--config", path(&config)]);
     assert_eq!(code, 0);
-    assert!(text.contains("LARGE tier: 1 tables, 6,000 rows"), "{text}");
+    assert!(text.contains("LARGE tier: 1 table, 6,000 rows"), "{text}");
     assert!(
         text.contains("public.audit_log  (no primary key: one stream)"),
         "{text}"
@@ -399,7 +399,7 @@ fn include_pattern_matching_nothing() {
     assert_user_error(
         &["plan", "--config", path(&config)],
         2,
-        "the include/exclude patterns select none of the 9 tables",
+        "the include/exclude patterns select none of the tables (9 tables in the database;",
     );
 }
 

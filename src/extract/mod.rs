@@ -319,6 +319,7 @@ pub fn run(
                 status: TableStatus::Done,
                 expected_rows: table.expected_rows.unwrap_or(table.rows),
                 rows: table.rows,
+                difference: 0,
                 seconds: 0.0,
                 error: None,
                 load: match start {
@@ -433,6 +434,7 @@ pub fn run(
                 status: TableStatus::Pending,
                 expected_rows: 0,
                 rows: 0,
+                difference: 0,
                 seconds: 0.0,
                 error: None,
                 load: job.load.read().kind,

@@ -314,7 +314,8 @@ impl Worker {
             if load.mode == SyncMode::ChangeTracking {
                 let Some(current) = value(0).and_then(|v| v.parse::<i64>().ok()) else {
                     return Err(WorkerError::Table(
-                        "CHANGE_TRACKING_CURRENT_VERSION() returned no version: change                          tracking is not enabled on the database"
+                        "CHANGE_TRACKING_CURRENT_VERSION() returned no version: change \
+                         tracking is not enabled on the database"
                             .into(),
                     ));
                 };
@@ -325,13 +326,15 @@ impl Worker {
                     && from < min_valid
                 {
                     log::warn!(
-                        "{}: change tracking was cleaned up past the saved version; reloading                          the table in full",
+                        "{}: change tracking was cleaned up past the saved version; reloading \
+                         the table in full",
                         job.table.full_name()
                     );
                     load.kind = LoadKind::Full;
                     load.from = None;
                     load.reason = format!(
-                        "change tracking was cleaned up past the saved version ({from} is older                          than the minimum valid version {min_valid})"
+                        "change tracking was cleaned up past the saved version ({from} is older \
+                         than the minimum valid version {min_valid})"
                     );
                 }
                 load.to = Some(current.to_string());

@@ -13,13 +13,14 @@ const ROWS_PER_FETCH: usize = 500;
 
 /// Runs `sql` and returns every row as text, NULL as `None`. UTF-16 buffers, so non-ASCII names
 /// arrive intact whatever the client code page. Only for result sets known to be small.
+/// `doing` says what the query is for, as the context of its errors ("reading the columns").
 pub fn query_text(
     source: &Source,
     connection: &Connection<'_>,
-    what: &str,
+    doing: &str,
     sql: &str,
 ) -> Result<Vec<Vec<Option<String>>>> {
-    let fail = |e: odbc_api::Error| source.db_error(format!("reading {what}"), &e);
+    let fail = |e: odbc_api::Error| source.db_error(doing, &e);
     let Some(mut cursor) = connection.execute(sql, (), None).map_err(fail)? else {
         return Ok(Vec::new());
     };

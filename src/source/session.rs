@@ -94,7 +94,7 @@ pub fn sqlserver_row_versioning(
     let rows = query_text(
         source,
         connection,
-        "the snapshot isolation settings",
+        "reading the snapshot isolation settings",
         SQLSERVER_SNAPSHOT_STATE_SQL,
     )?;
     Ok(rows.into_iter().next().map(|row| {
