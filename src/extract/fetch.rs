@@ -8,6 +8,7 @@
 
 use odbc_api::buffers::{BufferDesc, ColumnarDynBuffer};
 
+use super::delivery::FetchBuffer;
 use super::select::KeyValue;
 use crate::sink::encode::{Cell, EncodeError, RowEncoder, RowOp};
 use crate::source::catalog::Column;
@@ -102,8 +103,8 @@ impl FetchLayout {
     }
 
     /// Allocates one buffer of this layout, failing cleanly when memory is short.
-    pub fn allocate(&self) -> Result<ColumnarDynBuffer, odbc_api::Error> {
-        ColumnarDynBuffer::try_from_descs(self.rows_per_fetch(), self.descs())
+    pub fn allocate(&self) -> Result<FetchBuffer, odbc_api::Error> {
+        ColumnarDynBuffer::try_from_descs(self.rows_per_fetch(), self.descs()).map(FetchBuffer::new)
     }
 
     /// Grows column `column` after the driver reported a value of `needed` bytes (or an unknown

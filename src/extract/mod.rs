@@ -1,6 +1,7 @@
 //! Extraction: the tiers run in order, each with its own pool of worker threads (each with one
 //! connection) feeding the one writer thread through a bounded channel.
 
+pub mod delivery;
 pub mod fetch;
 pub mod partition;
 mod scheduler;

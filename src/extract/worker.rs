@@ -599,6 +599,10 @@ impl Worker {
                     .fetch_with_truncation_check(true)
                     .map_err(|e| db_error(&e))?
                 {
+                    if let Some(missing) = batch.undelivered() {
+                        let key_name = |i: usize| column_name(job, *job.key_indices.get(i)?);
+                        return Err(WorkerError::Table(missing.describe(&name, &key_name)));
+                    }
                     let columns = views(batch);
                     let mut scanned = Vec::with_capacity(batch.num_rows());
                     let mut new_keys = 0;
@@ -784,6 +788,11 @@ impl Worker {
                 }
                 Err(e) => return Err(db_error(&e)),
             };
+            if let Some(missing) = batch.undelivered() {
+                break Err(WorkerError::Table(
+                    missing.describe(&name, &|i| column_name(job, i)),
+                ));
+            }
             // Hand the other buffer to the fetch thread before encoding this batch.
             if let Some(buffer) = spare.take() {
                 fetcher.fill(buffer);
@@ -865,6 +874,11 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// The name of fetched column `index` of `job`'s reads, for messages.
+fn column_name(job: &TableJob, index: usize) -> Option<String> {
+    job.table.columns.get(index).map(|c| c.name.clone())
 }
 
 /// A key as the key lists compare it: whole-number decimals (`NUMERIC(18,0)` keys are common)
