@@ -154,6 +154,8 @@ fn initial_capacity(column: &Column, kind: ValueKind) -> usize {
         ValueKind::Text => match (declared, column.source_type.as_str()) {
             (_, "uuid" | "uniqueidentifier") => 36,
             (_, "date") => 10,
+            // SQL Server `time(7)`: `hh:mm:ss.nnnnnnn`.
+            (_, "time") => 16,
             (Some(len), _) if len <= FULL_WIDTH_MAX_CHARS => len * units_per_char,
             _ => LONG_VALUE_START_BYTES,
         },
@@ -388,6 +390,7 @@ mod tests {
     fn short_declared_types_fit_exactly() {
         let text = |t, len| initial_capacity(&column(t, len), ValueKind::Text);
         assert_eq!(text("uuid", None), 36);
+        assert_eq!(text("time", None), 16);
         if !WIDE_TEXT {
             assert_eq!(text("varchar", Some(20)), 80);
         }

@@ -138,6 +138,13 @@ impl TableJob {
                 .zip(&self.kinds)
                 .map(|(c, k)| (c.name.clone(), *k))
                 .collect(),
+        )
+        .with_single_precision(
+            self.table
+                .columns
+                .iter()
+                .map(|c| ValueKind::is_single_precision(self.dialect, c))
+                .collect(),
         );
         match &self.synced_at {
             Some(at) => encoder.with_change_columns(at),
