@@ -601,7 +601,7 @@ mod tests {
         let text = sample_plan().render();
         assert!(text.contains("SMALL tier: 2 tables, 3 rows"), "{text}");
         assert!(text.contains("MEDIUM tier: 3 tables, 1,150 rows"), "{text}");
-        assert!(text.contains("LARGE tier: 1 tables, 5,000 rows"), "{text}");
+        assert!(text.contains("LARGE tier: 1 table, 5,000 rows"), "{text}");
         assert!(
             text.contains("threads 4 | batch 5,000 rows | partition 50,000 rows"),
             "{text}"

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use odbc_api::handles::{AsStatementRef, Statement};
-use odbc_api::{ConcurrentBlockCursor, Connection, ConnectionTransitions, Cursor};
+use odbc_api::{ConcurrentBlockCursor, Connection, Cursor};
 
 use super::fetch::{FetchLayout, encode_batch, encode_delete, key_of_row, views};
 use super::partition::{self, Partition, PartitionSpec, ReadMode};
@@ -28,9 +28,9 @@ use crate::incremental::{LoadKind, OperationCounts, SyncMode, sql};
 use crate::retry::backoff;
 use crate::sink::{Chunk, Message};
 use crate::source::catalog::parse_count;
-use crate::source::errors::classify;
+use crate::source::errors::{self, classify};
 use crate::source::types::ValueKind;
-use crate::source::{query_text, session};
+use crate::source::{query_text, session, statement};
 
 /// Why a worker stopped working on an item.
 #[derive(Debug)]
@@ -190,8 +190,9 @@ impl Worker {
             }
             let delay = backoff(self.context.read.retry_base, failures);
             log::warn!(
-                "{name}: {} (SQLSTATE {}, native error {}) while {context}; retry {failures} of \
-                 {} in {:.1}s on a new connection",
+                "{name}: {} [{}] (SQLSTATE {}, native error {}) while {context}; retry \
+                 {failures} of {} in {:.1}s on a new connection",
+                errors::reason(&error),
                 class.name(),
                 error.state,
                 error.native,
@@ -448,13 +449,11 @@ impl Worker {
         statements: &[String],
         context: &str,
     ) -> Result<(), WorkerError> {
-        for statement in statements {
-            connection
-                .execute(statement, (), None)
-                .map_err(|e| WorkerError::Db {
-                    context: context.into(),
-                    error: DbError::from_odbc(&e, self.context.source.secret()).without_values(),
-                })?;
+        for sql in statements {
+            statement::run(connection, sql).map_err(|e| WorkerError::Db {
+                context: context.into(),
+                error: DbError::from_odbc(&e, self.context.source.secret()).without_values(),
+            })?;
         }
         Ok(())
     }
@@ -738,9 +737,7 @@ impl Worker {
         self.statement_started(None);
         let timeout = usize::try_from(timeout_seconds).ok();
         let opened = self.connection().and_then(|connection| {
-            connection
-                .into_cursor(sql, (), timeout)
-                .map_err(|failed| db_error(&failed.error))
+            statement::open_cursor(connection, sql, (), timeout).map_err(|e| db_error(&e))
         });
         match opened {
             Ok(Some(mut cursor)) => {

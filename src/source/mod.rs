@@ -11,6 +11,7 @@ mod query;
 pub mod session;
 mod sqlite;
 pub mod sqlserver;
+pub mod statement;
 #[cfg(test)]
 pub(crate) mod tsql_test;
 pub mod types;

@@ -1,9 +1,11 @@
 //! Small result sets (catalog queries, counts) read whole as text.
 
 use odbc_api::buffers::{BufferDesc, ColumnarDynBuffer};
-use odbc_api::{Connection, Cursor, ResultSetMetadata};
+use odbc_api::handles::AsStatementRef;
+use odbc_api::{Connection, Cursor};
 
 use super::Source;
+use super::statement::with_all_records;
 use crate::error::Result;
 
 /// Longest catalog value read (names are at most 128 characters on SQL Server, 63 bytes on
@@ -21,17 +23,25 @@ pub fn query_text(
     sql: &str,
 ) -> Result<Vec<Vec<Option<String>>>> {
     let fail = |e: odbc_api::Error| source.db_error(doing, &e);
-    let Some(mut cursor) = connection.execute(sql, (), None).map_err(fail)? else {
-        return Ok(Vec::new());
+    let mut statement = connection.preallocate().map_err(fail)?;
+    let error = match statement.execute(sql, ()) {
+        Ok(Some(cursor)) => return read_all(cursor).map_err(fail),
+        Ok(None) => return Ok(Vec::new()),
+        Err(error) => error,
     };
-    let columns = usize::try_from(cursor.num_result_cols().map_err(fail)?).unwrap_or(0);
+    Err(fail(with_all_records(&statement.as_stmt_ref(), error)))
+}
+
+/// Every row of `cursor` as text.
+fn read_all(mut cursor: impl Cursor) -> Result<Vec<Vec<Option<String>>>, odbc_api::Error> {
+    let columns = usize::try_from(cursor.num_result_cols()?).unwrap_or(0);
     let descs = (0..columns).map(|_| BufferDesc::WText {
         max_str_len: MAX_CATALOG_TEXT,
     });
     let buffer = ColumnarDynBuffer::from_descs(ROWS_PER_FETCH, descs);
-    let mut block = cursor.bind_buffer(buffer).map_err(fail)?;
+    let mut block = cursor.bind_buffer(buffer)?;
     let mut rows = Vec::new();
-    while let Some(batch) = block.fetch().map_err(fail)? {
+    while let Some(batch) = block.fetch()? {
         for row in 0..batch.num_rows() {
             let values = (0..columns)
                 .map(|col| {
