@@ -48,6 +48,8 @@ pub struct Config {
     pub part_file_max_bytes: u64,
     /// Memory for one fetch buffer; each worker holds two.
     pub fetch_buffer_bytes: usize,
+    /// The ODBC text buffers' encoding (`fetch_text`).
+    pub fetch_text: TextEncoding,
     /// The largest single value copied; a larger one fails its table instead of being cut.
     pub max_value_bytes: usize,
     /// The checkpoint file; `output_dir/_state.json` unless set.
@@ -114,6 +116,24 @@ pub enum Encrypt {
     Yes,
     No,
     Strict,
+}
+
+/// How text is fetched: through the narrow ODBC functions as UTF-8, or the wide ones as UTF-16.
+/// On Windows the narrow functions use the local code page, which cannot hold every patient
+/// name, so UTF-16 is the default there; elsewhere narrow means UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextEncoding {
+    Utf8,
+    Utf16,
+}
+
+impl TextEncoding {
+    pub const PLATFORM_DEFAULT: TextEncoding = if cfg!(target_os = "windows") {
+        TextEncoding::Utf16
+    } else {
+        TextEncoding::Utf8
+    };
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -314,6 +334,7 @@ const KNOWN_KEYS: &[&str] = &[
     "compression",
     "part_file_max_bytes",
     "fetch_buffer_bytes",
+    "fetch_text",
     "max_value_bytes",
     "state_file",
     "include",
@@ -435,6 +456,23 @@ impl Config {
                 ));
             }
         };
+        let fetch_text = match keys.string("fetch_text")?.as_deref() {
+            None => TextEncoding::PLATFORM_DEFAULT,
+            Some(s) if s.eq_ignore_ascii_case("utf8") || s.eq_ignore_ascii_case("utf-8") => {
+                TextEncoding::Utf8
+            }
+            Some(s) if s.eq_ignore_ascii_case("utf16") || s.eq_ignore_ascii_case("utf-16") => {
+                TextEncoding::Utf16
+            }
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    "fetch_text",
+                    format!("unknown text encoding '{other}'"),
+                    "\"utf16\" (the wide ODBC functions; the default on Windows) or \"utf8\" \
+                     (the narrow ones; the default elsewhere)",
+                ));
+            }
+        };
         let output_dir = match keys.string("output_dir")? {
             Some(dir) if dir.trim().is_empty() => {
                 return Err(ConfigError::invalid(
@@ -549,6 +587,7 @@ impl Config {
             debug: keys.bool("debug")?.unwrap_or(false),
             output_dir,
             format,
+            fetch_text,
             compression,
             part_file_max_bytes,
             fetch_buffer_bytes,
@@ -1429,6 +1468,29 @@ mod tests {
     fn invalid_json_reports_position() {
         let err = parse("{\n \"threads\": 4,\n}").unwrap_err().to_string();
         assert!(err.contains("not valid JSON (line 3"), "{err}");
+    }
+
+    #[test]
+    fn fetch_text_encoding() {
+        let fetch = |value: &str| {
+            parse(&format!(
+                r#"{{"connection_string": "DSN=x", "fetch_text": "{value}"}}"#
+            ))
+            .map(|c| c.fetch_text)
+        };
+        assert_eq!(fetch("utf16").unwrap(), TextEncoding::Utf16);
+        assert_eq!(fetch("UTF-8").unwrap(), TextEncoding::Utf8);
+        let err = fetch("latin1").unwrap_err().to_string();
+        assert!(err.starts_with("config key 'fetch_text'"), "{err}");
+        let default = parse(r#"{"connection_string": "DSN=x"}"#).unwrap();
+        assert_eq!(
+            default.fetch_text,
+            if cfg!(windows) {
+                TextEncoding::Utf16
+            } else {
+                TextEncoding::Utf8
+            }
+        );
     }
 
     #[test]

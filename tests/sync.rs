@@ -50,16 +50,22 @@ fn expected_tables(schema: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
-fn check_postgres(format: &str, compression: &str, isolation: &str) {
-    let db = common::pg_database(&format!("sync_{format}_{compression}"));
+/// The ODBC text width of a run: `utf8` (narrow functions) or `utf16` (wide, as on Windows).
+fn check_postgres(format: &str, compression: &str, isolation: &str, fetch_text: &str) {
+    let db = common::pg_database(&format!("sync_{format}_{compression}_{fetch_text}"));
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out");
     let mut config_json = sync_config(&db.connection_string(), &out, format, compression);
     config_json["isolation"] = json!(isolation);
+    config_json["fetch_text"] = json!(fetch_text);
     let config = common::write_config(dir.path(), config_json);
     common::generate(&config, SCALE);
     let (code, stdout, stderr) = run_sync(&config);
     assert_eq!(code, 0, "sync failed:\n{stdout}\n{stderr}");
+    assert!(
+        !stderr.contains("fetch_text"),
+        "fetch_text is a known key: {stderr}"
+    );
     assert!(stdout.contains("9 tables done, 0 failed"), "{stdout}");
     assert!(
         stdout.contains(&format!("reads:    {isolation} isolation")),
@@ -75,17 +81,20 @@ fn check_postgres(format: &str, compression: &str, isolation: &str) {
     );
 }
 
-fn check_sqlite(format: &str) {
+fn check_sqlite(format: &str, fetch_text: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out");
     let connection_string = common::sqlite_database(dir.path());
-    let config = common::write_config(
-        dir.path(),
-        sync_config(&connection_string, &out, format, "none"),
-    );
+    let mut config_json = sync_config(&connection_string, &out, format, "none");
+    config_json["fetch_text"] = json!(fetch_text);
+    let config = common::write_config(dir.path(), config_json);
     common::generate(&config, SCALE);
     let (code, stdout, stderr) = run_sync(&config);
     assert_eq!(code, 0, "sync failed:\n{stdout}\n{stderr}");
+    assert!(
+        !stderr.contains("fetch_text"),
+        "fetch_text is a known key: {stderr}"
+    );
     for (table, rows) in expected_tables("main") {
         let files = read_table(&out.join(&table));
         assert_eq!(files.rows.len() as u64, rows, "{table}");
@@ -136,28 +145,42 @@ fn check_validation_records(out: &Path, schema: &str) {
 
 #[test]
 fn postgres_to_csv_equals_source() {
-    check_postgres("csv", "none", "read_committed");
+    check_postgres("csv", "none", "read_committed", "utf8");
 }
 
 #[test]
 fn postgres_to_ndjson_equals_source() {
-    check_postgres("ndjson", "none", "read_uncommitted");
+    check_postgres("ndjson", "none", "read_uncommitted", "utf8");
 }
 
 #[test]
 fn postgres_to_compressed_files_equals_source() {
-    check_postgres("csv", "gzip", "snapshot");
-    check_postgres("ndjson", "zstd", "snapshot");
+    check_postgres("csv", "gzip", "snapshot", "utf8");
+    check_postgres("ndjson", "zstd", "snapshot", "utf8");
 }
 
 #[test]
 fn sqlite_to_csv_equals_source() {
-    check_sqlite("csv");
+    check_sqlite("csv", "utf8");
 }
 
 #[test]
 fn sqlite_to_ndjson_equals_source() {
-    check_sqlite("ndjson");
+    check_sqlite("ndjson", "utf8");
+}
+
+/// The wide (UTF-16) fetch path Windows runs by default, here on Linux: buffers, transcoding,
+/// keys and resume points of every table (Unicode notes, composite keys) through real drivers.
+#[test]
+fn postgres_with_utf16_text_equals_source() {
+    check_postgres("csv", "none", "read_committed", "utf16");
+    check_postgres("ndjson", "none", "read_committed", "utf16");
+}
+
+#[test]
+fn sqlite_with_utf16_text_equals_source() {
+    check_sqlite("csv", "utf16");
+    check_sqlite("ndjson", "utf16");
 }
 
 /// The loader's view: every CSV part loads with `COPY ... (FORMAT csv, HEADER)` into a table of

@@ -10,7 +10,9 @@ use odbc_api::buffers::{BufferDesc, ColumnarDynBuffer};
 
 use super::delivery::FetchBuffer;
 use super::select::KeyValue;
+use crate::config::{Config, TextEncoding};
 use crate::sink::encode::{Cell, EncodeError, RowEncoder, RowOp};
+use crate::source::Dialect;
 use crate::source::catalog::Column;
 use crate::source::types::ValueKind;
 
@@ -18,11 +20,6 @@ use crate::source::types::ValueKind;
 const LONG_VALUE_START_BYTES: usize = 4096;
 /// Declared lengths up to this many characters get a buffer that always fits.
 const FULL_WIDTH_MAX_CHARS: usize = 1024;
-
-/// Whether text is fetched through the wide (UTF-16) ODBC functions. On Windows the narrow
-/// functions use the local code page, which cannot hold every patient name; elsewhere narrow
-/// means UTF-8. This follows odbc-api's own default per platform.
-pub const WIDE_TEXT: bool = cfg!(target_os = "windows");
 
 /// How fetch buffers are sized and typed for a run.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +33,22 @@ pub struct BufferPolicy {
     /// text path costs more per value (it looks the client encoding up by name for every
     /// value) than parsing an integer does.
     pub floats_as_text: bool,
+    /// Text buffers hold UTF-16 (the wide ODBC functions) rather than UTF-8: the run's
+    /// `fetch_text`, UTF-16 by default on Windows.
+    pub wide_text: bool,
+}
+
+impl BufferPolicy {
+    /// The buffers of a run of `config` against `dialect`.
+    pub fn for_run(config: &Config, dialect: Dialect) -> BufferPolicy {
+        BufferPolicy {
+            budget_bytes: config.fetch_buffer_bytes,
+            max_value_bytes: config.max_value_bytes,
+            // psqlODBC receives every value as text; binary wire formats keep typed buffers.
+            floats_as_text: dialect == Dialect::Postgres,
+            wide_text: config.fetch_text == TextEncoding::Utf16,
+        }
+    }
 }
 
 /// The buffer shape of one statement: one description per column and the rows per fetch.
@@ -65,7 +78,7 @@ impl FetchLayout {
         let capacities = columns
             .iter()
             .zip(kinds)
-            .map(|(column, kind)| initial_capacity(column, *kind))
+            .map(|(column, kind)| initial_capacity(column, *kind, policy.wide_text))
             .collect();
         FetchLayout {
             kinds: kinds.to_vec(),
@@ -93,7 +106,7 @@ impl FetchLayout {
                 ValueKind::Binary => BufferDesc::Binary {
                     max_bytes: *capacity,
                 },
-                _ if WIDE_TEXT => BufferDesc::WText {
+                _ if self.policy.wide_text => BufferDesc::WText {
                     max_str_len: *capacity,
                 },
                 _ => BufferDesc::Text {
@@ -110,7 +123,7 @@ impl FetchLayout {
     /// Grows column `column` after the driver reported a value of `needed` bytes (or an unknown
     /// length) that did not fit.
     pub fn grow(&mut self, column: usize, needed: Option<usize>) -> Result<(), ValueTooLarge> {
-        let unit = if WIDE_TEXT && self.kinds[column] != ValueKind::Binary {
+        let unit = if self.policy.wide_text && self.kinds[column] != ValueKind::Binary {
             2
         } else {
             1
@@ -130,13 +143,13 @@ impl FetchLayout {
 }
 
 /// A buffer capacity that always fits short declared types, and a modest start for long ones.
-fn initial_capacity(column: &Column, kind: ValueKind) -> usize {
+fn initial_capacity(column: &Column, kind: ValueKind, wide_text: bool) -> usize {
     let declared = column
         .length
         .and_then(|l| usize::try_from(l).ok())
         .filter(|l| *l > 0);
     // At most 2 UTF-16 units (wide) or 4 UTF-8 bytes (narrow) per character.
-    let units_per_char = if WIDE_TEXT { 2 } else { 4 };
+    let units_per_char = if wide_text { 2 } else { 4 };
     match kind {
         // Only used when numbers are fetched as text: "-9223372036854775808",
         // "-1.2345678901234567e-308", "-Infinity".
@@ -320,6 +333,7 @@ mod tests {
             budget_bytes,
             max_value_bytes,
             floats_as_text: false,
+            wide_text: false,
         }
     }
 
@@ -388,16 +402,16 @@ mod tests {
 
     #[test]
     fn short_declared_types_fit_exactly() {
-        let text = |t, len| initial_capacity(&column(t, len), ValueKind::Text);
+        let text = |t, len| initial_capacity(&column(t, len), ValueKind::Text, false);
         assert_eq!(text("uuid", None), 36);
         assert_eq!(text("time", None), 16);
-        if !WIDE_TEXT {
-            assert_eq!(text("varchar", Some(20)), 80);
-        }
+        assert_eq!(text("varchar", Some(20)), 80);
+        let wide = initial_capacity(&column("nvarchar", Some(20)), ValueKind::Text, true);
+        assert_eq!(wide, 40, "UTF-16 units");
         assert_eq!(text("varchar", Some(-1)), LONG_VALUE_START_BYTES);
         assert_eq!(text("text", None), LONG_VALUE_START_BYTES);
         let mut decimal = column("decimal", None);
         decimal.precision = Some(38);
-        assert_eq!(initial_capacity(&decimal, ValueKind::Decimal), 41);
+        assert_eq!(initial_capacity(&decimal, ValueKind::Decimal, false), 41);
     }
 }

@@ -251,12 +251,7 @@ pub fn run(
     })?;
     let read = ReadSettings {
         compression: config.compression,
-        buffers: BufferPolicy {
-            budget_bytes: config.fetch_buffer_bytes,
-            max_value_bytes: config.max_value_bytes,
-            // psqlODBC receives every value as text; binary wire formats keep typed buffers.
-            floats_as_text: plan.dialect == Dialect::Postgres,
-        },
+        buffers: BufferPolicy::for_run(config, plan.dialect),
         max_retries: config.max_retries,
         retry_base: Duration::from_secs_f64(config.retry_sleep_seconds),
         session_setup: session::setup_statements(
