@@ -10,7 +10,8 @@ use crate::config::Config;
 use crate::demo;
 use crate::error::ConfigError;
 use crate::error::{Error, Result, exit_code};
-use crate::extract::{self, RunSummary};
+use crate::extract::fetch::BufferPolicy;
+use crate::extract::{self, RunSummary, text_check};
 use crate::incremental;
 use crate::lock::{self, RunLock};
 use crate::manifest;
@@ -29,6 +30,8 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<i32> {
     let source = Source::from_config(config);
     let connection = source.connect()?;
     let dialect = source::detect_dialect(&source, &connection)?;
+    let buffers = BufferPolicy::for_run(config, dialect);
+    text_check::run(&source, &connection, dialect, buffers)?;
     let discovery = catalog::discover(&source, &connection, dialect, &config.tables)?;
     let versioning = session::sqlserver_row_versioning(&source, &connection, dialect)?;
     let info = source::server_info(&source, connection)?;
@@ -63,6 +66,14 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<i32> {
         .map_err(stdout_error)?;
     }
     writeln!(out, "{:<11} {}", "isolation", config.isolation.name()).map_err(stdout_error)?;
+    writeln!(
+        out,
+        "{:<11} {} read back intact ({})",
+        "text",
+        text_check::PROBE,
+        if buffers.wide_text { "utf16" } else { "utf8" }
+    )
+    .map_err(stdout_error)?;
     session::check_isolation(config.isolation, versioning.as_ref())?;
     writeln!(out, "check passed").map_err(stdout_error)?;
     Ok(exit_code::OK)
@@ -419,6 +430,12 @@ pub fn make_plan(config: &Config, previous: Option<&RunState>) -> Result<Plan> {
     let source = Source::from_config(config);
     let connection = source.connect()?;
     let dialect = source::detect_dialect(&source, &connection)?;
+    text_check::run(
+        &source,
+        &connection,
+        dialect,
+        BufferPolicy::for_run(config, dialect),
+    )?;
     let Discovery { tables, .. } =
         catalog::discover(&source, &connection, dialect, &config.tables)?;
     let versioning = session::sqlserver_row_versioning(&source, &connection, dialect)?;

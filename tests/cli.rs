@@ -111,6 +111,10 @@ fn check_and_plan_on_postgres() {
     assert!(stdout.contains("driver      psqlodbcw.so"), "{stdout}");
     assert!(stdout.contains("dialect     postgres"), "{stdout}");
     assert!(
+        stdout.contains("text        ü€😀 read back intact (utf8)"),
+        "{stdout}"
+    );
+    assert!(
         stdout.contains(&format!("database    {}", db.name())),
         "{stdout}"
     );

@@ -185,7 +185,7 @@ pub enum ColumnView<'a> {
 }
 
 impl ColumnView<'_> {
-    fn cell(&self, row: usize) -> Cell<'_> {
+    pub fn cell(&self, row: usize) -> Cell<'_> {
         match self {
             ColumnView::Int(values, indicators) => {
                 if indicators[row] == odbc_api::sys::NULL_DATA {

@@ -6,6 +6,7 @@ pub mod fetch;
 pub mod partition;
 mod scheduler;
 pub mod select;
+pub mod text_check;
 mod watchdog;
 mod worker;
 
