@@ -363,6 +363,8 @@ fn output_is_private() {
     }
 }
 
+/// Every file and folder under `dir` (for the Unix permission check).
+#[cfg(unix)]
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut all = Vec::new();
     for entry in std::fs::read_dir(dir).expect("readable") {
