@@ -376,3 +376,62 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     all
 }
+
+/// SQLite's type affinity lets an INTEGER column hold text and reals, which sqliteodbc turns
+/// into NULL or a truncated number without a warning when asked for an integer. Such values
+/// arrive as SQLite holds them, in both formats; the integer key stays an integer.
+#[test]
+fn sqlite_values_outside_their_declared_type_arrive_as_stored() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let connection_string = common::sqlite_database(dir.path());
+    common::execute_on(
+        &connection_string,
+        "CREATE TABLE loose (id INTEGER PRIMARY KEY, n INTEGER, note TEXT)",
+    );
+    common::execute_on(
+        &connection_string,
+        "INSERT INTO loose VALUES (1, 5, 'int'), (2, 'abc', 'text'), (3, 1.5, 'real'), \
+         (4, NULL, 'null'), (5, -9223372036854775808, 'min')",
+    );
+    for format in ["csv", "ndjson"] {
+        let out = dir.path().join(format!("out-{format}"));
+        let config = common::write_config(
+            dir.path(),
+            sync_config(&connection_string, &out, format, "none"),
+        );
+        let (code, stdout, stderr) = run_sync(&config);
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
+        let folder = out.join("main.loose");
+        let part = std::fs::read_dir(&folder)
+            .expect("table folder")
+            .map(|e| e.expect("entry").path())
+            .find(|p| p.extension().is_some_and(|e| e == format))
+            .expect("a part file");
+        let text = std::fs::read_to_string(part).expect("part file");
+        let values: Vec<String> = if format == "csv" {
+            text.lines()
+                .skip(1)
+                .map(|l| l.split(',').take(2).collect::<Vec<_>>().join(","))
+                .collect()
+        } else {
+            text.lines()
+                .map(|l| {
+                    let row: Value = serde_json::from_str(l).expect("JSON row");
+                    format!("{},{}", row["id"], row["n"])
+                })
+                .collect()
+        };
+        let expected: &[&str] = if format == "csv" {
+            &["1,5", "2,abc", "3,1.5", "4,", "5,-9223372036854775808"]
+        } else {
+            &[
+                "1,5",
+                "2,\"abc\"",
+                "3,1.5",
+                "4,null",
+                "5,-9223372036854775808",
+            ]
+        };
+        assert_eq!(values, expected, "{format}");
+    }
+}

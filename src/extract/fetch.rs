@@ -29,13 +29,18 @@ pub struct BufferPolicy {
     /// The largest value a buffer may grow to hold.
     pub max_value_bytes: usize,
     /// Fetch floats as text, for drivers whose wire format is text (psqlODBC): the server's
-    /// text is already the shortest exact form. Integers are always fetched binary: psqlODBC's
-    /// text path costs more per value (it looks the client encoding up by name for every
-    /// value) than parsing an integer does.
+    /// text is already the shortest exact form. Integers are fetched binary (but see
+    /// `loose_integers_as_text`): psqlODBC's text path costs more per value (it looks the
+    /// client encoding up by name for every value) than parsing an integer does.
     pub floats_as_text: bool,
     /// Text buffers hold UTF-16 (the wide ODBC functions) rather than UTF-8: the run's
     /// `fetch_text`, UTF-16 by default on Windows.
     pub wide_text: bool,
+    /// Fetch integer columns other than key columns as text (SQLite). A SQLite column's
+    /// declared type does not bind its values (type affinity), and sqliteodbc turns a value it
+    /// cannot convert to an integer into NULL or its numeric prefix without any warning (`abc`
+    /// arrives as NULL, `1.5` as 1); as text every value arrives as SQLite holds it.
+    pub loose_integers_as_text: bool,
 }
 
 impl BufferPolicy {
@@ -47,6 +52,7 @@ impl BufferPolicy {
             // psqlODBC receives every value as text; binary wire formats keep typed buffers.
             floats_as_text: dialect == Dialect::Postgres,
             wide_text: config.fetch_text == TextEncoding::Utf16,
+            loose_integers_as_text: dialect == Dialect::Sqlite,
         }
     }
 }
@@ -55,6 +61,8 @@ impl BufferPolicy {
 #[derive(Debug, Clone)]
 pub struct FetchLayout {
     kinds: Vec<ValueKind>,
+    /// Whether each column is part of the primary key (keys stay typed: they are resume points).
+    keys: Vec<bool>,
     /// Capacity per value: bytes (narrow text, binary) or UTF-16 units (wide text).
     capacities: Vec<usize>,
     batch_size: usize,
@@ -82,6 +90,7 @@ impl FetchLayout {
             .collect();
         FetchLayout {
             kinds: kinds.to_vec(),
+            keys: columns.iter().map(|c| c.key_position.is_some()).collect(),
             capacities,
             batch_size: batch_size.max(1),
             policy,
@@ -98,8 +107,11 @@ impl FetchLayout {
         self.kinds
             .iter()
             .zip(&self.capacities)
-            .map(|(kind, capacity)| match kind {
-                ValueKind::Integer => BufferDesc::I64 { nullable: true },
+            .zip(&self.keys)
+            .map(|((kind, capacity), key)| match kind {
+                ValueKind::Integer if !self.policy.loose_integers_as_text || *key => {
+                    BufferDesc::I64 { nullable: true }
+                }
                 ValueKind::Float if !self.policy.floats_as_text => {
                     BufferDesc::F64 { nullable: true }
                 }
@@ -334,6 +346,7 @@ mod tests {
             max_value_bytes,
             floats_as_text: false,
             wide_text: false,
+            loose_integers_as_text: false,
         }
     }
 

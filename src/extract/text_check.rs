@@ -120,9 +120,10 @@ fn read(
             _ => None,
         }
     };
+    // An integer, fetched binary or (SQLite) as text.
     let int_at = |i: usize| match cells.get(i)?.cell(0) {
         Cell::Int(v) => Some(v),
-        _ => None,
+        _ => text_at(i)?.trim().parse().ok(),
     };
     Ok(Readback {
         unicode_text: text_at(0),
@@ -193,6 +194,7 @@ mod tests {
             max_value_bytes: 1 << 16,
             floats_as_text: false,
             wide_text,
+            loose_integers_as_text: false,
         }
     }
 
