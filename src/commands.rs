@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use std::collections::HashMap;
 
-use crate::config::Config;
+use crate::config::{Config, SourceConfig};
 use crate::demo;
 use crate::error::ConfigError;
 use crate::error::{Error, Result, exit_code};
@@ -21,6 +21,7 @@ use crate::shutdown;
 use crate::sink::TableOutcome;
 use crate::sink::files;
 use crate::source::catalog::{self, Discovery};
+use crate::source::connection_string;
 use crate::source::{self, Dialect, Source, session};
 use crate::state::{self, RunState, TableStatus};
 use crate::status;
@@ -35,6 +36,9 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<i32> {
     let discovery = catalog::discover(&source, &connection, dialect, &config.tables)?;
     let versioning = session::sqlserver_row_versioning(&source, &connection, dialect)?;
     let info = source::server_info(&source, connection)?;
+    if let SourceConfig::SqlServer(sql) = &config.source {
+        connection_string::check_driver_version(sql, &info.driver_version)?;
+    }
     let lines = [
         ("connection", source.redacted()),
         ("dbms", format!("{} {}", info.dbms_name, info.dbms_version)),
@@ -443,6 +447,12 @@ pub fn make_plan(config: &Config, previous: Option<&RunState>) -> Result<Plan> {
     let database = database_name(&source, &connection, dialect)?;
     let rates = MeasuredRates::from_output_dir(&config.output_dir);
     let change_tracking = change_tracking_tables(&source, &connection, dialect);
+    if let SourceConfig::SqlServer(sql) = &config.source
+        && connection_string::required_driver_version(sql).is_some()
+    {
+        let info = source::server_info(&source, source.connect()?)?;
+        connection_string::check_driver_version(sql, &info.driver_version)?;
+    }
     let mut plan = plan::build(config, dialect, &database, tables, rates);
     let previous =
         previous.filter(|p| !p.finished || p.source == plan.source_identity(config.compression));

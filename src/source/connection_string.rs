@@ -1,6 +1,7 @@
 //! ODBC connection strings: built from the `mssql_*` keys, and redacted for display.
 
 use crate::config::{Encrypt, SqlServerConfig};
+use crate::error::ConfigError;
 
 /// The ODBC driver a `mssql_*` config names, as far as its keywords differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,47 @@ impl SqlServerDriver {
             .unwrap_or(18);
         SqlServerDriver::Microsoft { major }
     }
+}
+
+/// The Microsoft driver version a config's keywords need beyond what its driver name says:
+/// `ServerCertificate` arrived in Driver 18.1, and an older driver does not refuse it, it only
+/// warns (01S00) and connects without pinning the certificate.
+pub fn required_driver_version(config: &SqlServerConfig) -> Option<(&'static str, (u32, u32))> {
+    let microsoft = matches!(
+        SqlServerDriver::from_name(&config.driver),
+        SqlServerDriver::Microsoft { .. }
+    );
+    (microsoft && config.server_certificate.is_some()).then_some(("cert", (18, 1)))
+}
+
+/// Refuses a driver older than the config needs. `driver_version` is `SQL_DRIVER_VER` as the
+/// driver reports it (`18.06.0002`); an unreadable version is not refused.
+pub fn check_driver_version(
+    config: &SqlServerConfig,
+    driver_version: &str,
+) -> Result<(), ConfigError> {
+    let Some((key, (major, minor))) = required_driver_version(config) else {
+        return Ok(());
+    };
+    let mut parts = driver_version
+        .trim()
+        .split('.')
+        .map(|part| part.trim().parse::<u32>().ok());
+    let (Some(Some(have_major)), Some(Some(have_minor))) = (parts.next(), parts.next()) else {
+        return Ok(());
+    };
+    if (have_major, have_minor) >= (major, minor) {
+        return Ok(());
+    }
+    Err(ConfigError::invalid(
+        key,
+        format!(
+            "ServerCertificate needs Microsoft ODBC Driver {major}.{minor} or later, and the \
+             installed driver is version {}; it would connect without pinning the certificate",
+            driver_version.trim()
+        ),
+        format!("Microsoft ODBC Driver {major}.{minor} or later installed, or remove {key}"),
+    ))
 }
 
 /// Builds the connection string for Microsoft ODBC Driver 17/18 for SQL Server, or FreeTDS when
@@ -266,6 +308,22 @@ mod tests {
         );
         assert_eq!(family("MSSQL"), SqlServerDriver::Microsoft { major: 18 });
         assert_eq!(family("FreeTDS"), SqlServerDriver::FreeTds);
+    }
+
+    #[test]
+    fn a_pinned_certificate_needs_driver_18_1() {
+        let mut config = base();
+        assert!(check_driver_version(&config, "18.00.0001").is_ok());
+        config.server_certificate = Some("/etc/ssl/sql01.pem".into());
+        let err = check_driver_version(&config, "18.00.0001")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("config key 'cert'"), "{err}");
+        assert!(err.contains("Driver 18.1 or later"), "{err}");
+        assert!(err.contains("version 18.00.0001"), "{err}");
+        assert!(check_driver_version(&config, "18.01.0000").is_ok());
+        assert!(check_driver_version(&config, "18.06.0002").is_ok());
+        assert!(check_driver_version(&config, "").is_ok(), "unknown version");
     }
 
     #[test]
