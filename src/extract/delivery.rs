@@ -30,6 +30,11 @@ const SQL_DIAG_COLUMN_NUMBER: i16 = -1247;
 /// Diagnostic records kept per fetch; one is enough to fail the table, a few help the report.
 const MAX_WARNINGS: usize = 8;
 
+/// Whether a warning's SQLSTATE may concern a fetched value (see [`FetchBuffer::undelivered`]).
+fn concerns_values(state: &str) -> bool {
+    !matches!(state, "01000" | "01003")
+}
+
 /// A column-wise fetch buffer with a row status array and the warnings of its last fetch.
 pub struct FetchBuffer {
     columns: ColumnarDynBuffer,
@@ -108,15 +113,20 @@ impl FetchBuffer {
         }
     }
 
-    /// `Some` when a value of the fetched rows did not arrive: a row the driver flagged, or a
-    /// warning of the fetch.
+    /// `Some` when a value of the fetched rows did not arrive: a row the driver flagged as an
+    /// error, a row flagged with a warning about values, or such a warning of the fetch. Only
+    /// warnings that say nothing about a value pass: a message (01000, e.g. `PRINT`) and
+    /// "NULL value eliminated in set function" (01003, SQL Server's 8153 after `MAX` over a
+    /// column with NULLs).
     pub fn undelivered(&self) -> Option<Undelivered> {
         let rows = self.columns.num_rows().min(self.row_status.len());
-        let flagged = self.row_status[..rows]
-            .iter()
-            .position(|&s| s == SQL_ROW_ERROR || s == SQL_ROW_SUCCESS_WITH_INFO);
         let warnings = self.warnings.borrow().clone();
-        if flagged.is_none() && warnings.is_empty() {
+        let about_values = warnings.iter().any(|w| concerns_values(&w.error.state));
+        let flagged = self.row_status[..rows].iter().position(|&s| {
+            s == SQL_ROW_ERROR
+                || (s == SQL_ROW_SUCCESS_WITH_INFO && (about_values || warnings.is_empty()))
+        });
+        if flagged.is_none() && !about_values {
             return None;
         }
         Some(Undelivered {
@@ -369,6 +379,34 @@ mod tests {
         assert!(message.contains("of row 2 of a fetched batch"), "{message}");
         assert!(message.contains("SQLSTATE 01004"), "{message}");
         assert!(!message.contains("far too long"), "{message}");
+    }
+
+    #[test]
+    fn warnings_about_values_fail_the_batch_and_messages_do_not() {
+        let mut buffer = text_buffer(8);
+        *buffer.mut_num_fetch_rows() = 2;
+        let warning = |state: &str| Warning {
+            error: DbError {
+                state: state.into(),
+                native: 8153,
+                message: "Warning: Null value is eliminated by an aggregate".into(),
+            },
+            row: None,
+            column: None,
+        };
+        buffer.warnings.replace(vec![warning("01003")]);
+        assert!(buffer.undelivered().is_none());
+        buffer.row_status[1] = SQL_ROW_SUCCESS_WITH_INFO;
+        assert!(buffer.undelivered().is_none(), "flagged for a message only");
+        buffer
+            .warnings
+            .replace(vec![warning("01003"), warning("22007")]);
+        assert_eq!(buffer.undelivered().and_then(|m| m.row), Some(1));
+        buffer.row_status[1] = SQL_ROW_SUCCESS;
+        assert_eq!(buffer.undelivered().map(|m| m.row), Some(None));
+        buffer.warnings.replace(Vec::new());
+        buffer.row_status[0] = SQL_ROW_ERROR;
+        assert_eq!(buffer.undelivered().and_then(|m| m.row), Some(0));
     }
 
     #[test]
