@@ -29,10 +29,7 @@ pub enum SqlType {
     BigInt,
     Bit,
     /// `decimal` and `numeric` (the same on the wire).
-    Decimal {
-        precision: u8,
-        scale: u8,
-    },
+    Decimal { precision: u8, scale: u8 },
     Money,
     SmallMoney,
     /// `float` (8 bytes).
@@ -40,42 +37,20 @@ pub enum SqlType {
     /// `real` (4 bytes).
     Real,
     Date,
-    Time {
-        scale: u8,
-    },
+    Time { scale: u8 },
     DateTime,
     SmallDateTime,
-    DateTime2 {
-        scale: u8,
-    },
-    DateTimeOffset {
-        scale: u8,
-    },
-    Char {
-        length: u16,
-        collation: Collation,
-    },
-    VarChar {
-        length: Option<u16>,
-        collation: Collation,
-    },
-    NChar {
-        length: u16,
-    },
-    NVarChar {
-        length: Option<u16>,
-    },
-    Text {
-        collation: Collation,
-    },
+    DateTime2 { scale: u8 },
+    DateTimeOffset { scale: u8 },
+    Char { length: u16, collation: Collation },
+    VarChar { length: Option<u16>, collation: Collation },
+    NChar { length: u16 },
+    NVarChar { length: Option<u16> },
+    Text { collation: Collation },
     NText,
     Image,
-    Binary {
-        length: u16,
-    },
-    VarBinary {
-        length: Option<u16>,
-    },
+    Binary { length: u16 },
+    VarBinary { length: Option<u16> },
     UniqueIdentifier,
     Xml,
     SqlVariant,
