@@ -7,8 +7,8 @@
 //! every fetch buffer carries its own row status array (`SQL_ATTR_ROW_STATUS_PTR`, which
 //! odbc-api does not bind) and keeps the diagnostic records of a fetch that returned
 //! `SQL_SUCCESS_WITH_INFO` (odbc-api only logs them); a batch with a flagged row or a warning
-//! is never encoded. A truncated value is the one warning handled elsewhere: odbc-api reports it
-//! as `TooLargeValueForBuffer` first, and the buffer grows.
+//! about values is never encoded, its table fails. A truncated value is the one warning handled
+//! elsewhere: odbc-api reports it as `TooLargeValueForBuffer` first, and the buffer grows.
 
 use std::cell::RefCell;
 use std::ops::Deref;
