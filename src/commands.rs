@@ -23,6 +23,7 @@ use crate::source::catalog::{self, Discovery};
 use crate::source::{self, Dialect, Source, session};
 use crate::state::{self, RunState, TableStatus};
 use crate::status;
+use crate::supervisor;
 
 /// `ehi-sync check`: connect, report what is there, count the visible tables.
 pub fn check(config: &Config, out: &mut dyn Write) -> Result<i32> {
@@ -63,6 +64,13 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<i32> {
         .map_err(stdout_error)?;
     }
     writeln!(out, "{:<11} {}", "isolation", config.isolation.name()).map_err(stdout_error)?;
+    writeln!(
+        out,
+        "{:<11} {}",
+        "secrets",
+        config.secret_at_rest.describe()
+    )
+    .map_err(stdout_error)?;
     session::check_isolation(config.isolation, versioning.as_ref())?;
     writeln!(out, "check passed").map_err(stdout_error)?;
     Ok(exit_code::OK)
@@ -278,7 +286,8 @@ pub fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<i32> {
         (None, true) => "finished",
         (None, false) => "stopped before the end (the next sync resumes it)",
     };
-    let report = status::Report::new(&state, run, holder);
+    let mut report = status::Report::new(&state, run, holder);
+    report.restarts = supervisor::restarts_of(&state_path, &state.run_id);
     let text = if json {
         serde_json::to_string_pretty(&report)
             .map_err(|e| Error::Discovery(format!("the status could not be rendered: {e}")))?
