@@ -131,7 +131,13 @@ pub fn sync(config: &Config, restart: bool, out: &mut dyn Write) -> Result<i32> 
         source,
     })?;
     let lock = RunLock::acquire(output_dir, &manifest::now_rfc3339())?;
-    if let Some(holder) = &lock.taken_over_from {
+    // A restarted sync process takes over the lock its crashed predecessor held for the same
+    // supervisor; the supervisor has logged that crash already.
+    if let Some(holder) = lock
+        .taken_over_from
+        .as_ref()
+        .filter(|h| h.pid != supervisor::run_pid())
+    {
         log::warn!(
             "taking over the lock of an earlier run that did not end cleanly (pid {} on {}, \
              started {})",
@@ -278,6 +284,9 @@ pub fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<i32> {
             state_path.display()
         )
         .map_err(stdout_error)?;
+        if let Some(restarts) = supervisor::restarts_of(&state_path, None) {
+            write!(out, "{}", status::render_restarts(&restarts)).map_err(stdout_error)?;
+        }
         return Ok(exit_code::OK);
     };
     let holder = lock::active_run(&config.output_dir);
@@ -287,7 +296,7 @@ pub fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<i32> {
         (None, false) => "stopped before the end (the next sync resumes it)",
     };
     let mut report = status::Report::new(&state, run, holder);
-    report.restarts = supervisor::restarts_of(&state_path, &state.run_id);
+    report.restarts = supervisor::restarts_of(&state_path, Some(&state.run_id));
     let text = if json {
         serde_json::to_string_pretty(&report)
             .map_err(|e| Error::Discovery(format!("the status could not be rendered: {e}")))?

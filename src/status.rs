@@ -112,20 +112,8 @@ impl Report {
             "  last checkpoint: {}\n",
             self.last_checkpoint_at.as_deref().unwrap_or("none yet")
         ));
-        if let Some(restarts) = &self.restarts
-            && let Some(last) = restarts.crashes.last()
-        {
-            text.push_str(&format!(
-                "  crash restarts:  {} (last crash {}: {}{})\n",
-                restarts.restarts,
-                last.at,
-                last.cause,
-                if last.tables.is_empty() {
-                    String::new()
-                } else {
-                    format!(", in {}", last.tables.join(", "))
-                }
-            ));
+        if let Some(restarts) = &self.restarts {
+            text.push_str(&render_restarts(restarts));
         }
         text.push_str(&format!(
             "  {:<7} {:>6} {:>12} {:>7} {:>8} {:>16} {:>16}\n",
@@ -182,4 +170,22 @@ impl Report {
         }
         text
     }
+}
+
+/// `  crash restarts:  2 (last crash <when>: <cause>, in <tables>)`; empty without a crash.
+pub fn render_restarts(restarts: &Restarts) -> String {
+    let Some(last) = restarts.crashes.last() else {
+        return String::new();
+    };
+    format!(
+        "  crash restarts:  {} (last crash {}: {}{})\n",
+        restarts.restarts,
+        last.at,
+        last.cause,
+        if last.tables.is_empty() {
+            String::new()
+        } else {
+            format!(", in {}", last.tables.join(", "))
+        }
+    )
 }

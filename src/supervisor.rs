@@ -108,7 +108,10 @@ pub fn run(config: &Config) -> Result<i32> {
         relay.detach();
         first = false;
         let cause = match Ending::of(status?) {
-            Ending::Exited(code) | Ending::Stopped(code) => return Ok(code),
+            Ending::Exited(code) | Ending::Stopped(code) => {
+                claim_early_crashes(&state_path);
+                return Ok(code);
+            }
             Ending::Crashed(cause) => cause,
         };
         let after = Progress::read(&state_path);
@@ -118,11 +121,10 @@ pub fn run(config: &Config) -> Result<i32> {
         } else {
             crashes_without_progress + 1
         };
-        let in_progress = &after.tables;
         log::error!(
-            "the sync process (pid {}) crashed: {cause}; in progress: {}",
+            "the sync process (pid {}) crashed: {cause}; {}",
             child.id(),
-            describe_tables(in_progress)
+            after.describe()
         );
         let give_up = crashes_without_progress > config.max_crash_restarts;
         let stopping = relay.stop_requested();
@@ -133,7 +135,7 @@ pub fn run(config: &Config) -> Result<i32> {
                 at: manifest::now_rfc3339(),
                 pid: child.id(),
                 cause: cause.clone(),
-                tables: in_progress.iter().map(|t| t.name.clone()).collect(),
+                tables: after.tables.iter().map(|t| t.name.clone()).collect(),
                 progress: progressed,
                 restarted: !give_up && !stopping,
             },
@@ -381,10 +383,23 @@ impl Progress {
     }
 }
 
-fn describe_tables(tables: &[TableInProgress]) -> String {
-    if tables.is_empty() {
-        return "no table (connecting, reading the catalog or between tables)".to_owned();
+impl Progress {
+    /// Where the crashed run was, as far as its last checkpoint tells.
+    fn describe(&self) -> String {
+        if self.run_id.is_none() {
+            return "no checkpoint written yet in this run".to_owned();
+        }
+        if self.tables.is_empty() {
+            return "no table in progress at the last checkpoint".to_owned();
+        }
+        format!(
+            "in progress at the last checkpoint: {}",
+            describe_tables(&self.tables)
+        )
     }
+}
+
+fn describe_tables(tables: &[TableInProgress]) -> String {
     tables
         .iter()
         .map(|t| match t.expected {
@@ -432,9 +447,10 @@ pub fn restarts_path(state_path: &Path) -> PathBuf {
     state_path.with_file_name(format!("{stem}.restarts.json"))
 }
 
-/// The restarts recorded for run `run_id`, if any.
-pub fn restarts_of(state_path: &Path, run_id: &str) -> Option<Restarts> {
-    read_restarts(state_path).filter(|r| r.run_id.as_deref() == Some(run_id))
+/// The restarts recorded for run `run_id`, if any; `None` for the crashes of a run that has not
+/// written its state file yet.
+pub fn restarts_of(state_path: &Path, run_id: Option<&str>) -> Option<Restarts> {
+    read_restarts(state_path).filter(|r| r.run_id.as_deref() == run_id)
 }
 
 fn read_restarts(state_path: &Path) -> Option<Restarts> {
@@ -442,23 +458,39 @@ fn read_restarts(state_path: &Path) -> Option<Restarts> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// Crashes before the run's first checkpoint were recorded without a run id: they belong to the
+/// run whose state file the last child wrote.
+fn claim_early_crashes(state_path: &Path) {
+    let Some(mut record) = read_restarts(state_path).filter(|r| r.run_id.is_none()) else {
+        return;
+    };
+    let Ok(Some(state)) = state::load(state_path) else {
+        return;
+    };
+    record.run_id = Some(state.run_id);
+    write_restarts(state_path, &record);
+}
+
 /// Adds `crash` to the run's record and writes it atomically. A record that cannot be written
 /// is only a warning: it must not stop the restart.
 fn record_crash(state_path: &Path, run_id: Option<&str>, crash: Crash) {
+    // Crashes before the first checkpoint (no run id yet) belong to the run that follows.
     let mut record = read_restarts(state_path)
-        .filter(|r| r.run_id.as_deref() == run_id)
-        .unwrap_or_else(|| Restarts {
-            run_id: run_id.map(str::to_owned),
-            ..Restarts::default()
-        });
+        .filter(|r| r.run_id.is_none() || r.run_id.as_deref() == run_id)
+        .unwrap_or_default();
+    record.run_id = run_id.map(str::to_owned);
     if crash.restarted {
         record.restarts += 1;
     }
     record.crashes.push(crash);
     let excess = record.crashes.len().saturating_sub(CRASHES_KEPT);
     record.crashes.drain(..excess);
+    write_restarts(state_path, &record);
+}
+
+fn write_restarts(state_path: &Path, record: &Restarts) {
     let path = restarts_path(state_path);
-    let written = serde_json::to_vec_pretty(&record)
+    let written = serde_json::to_vec_pretty(record)
         .map_err(std::io::Error::other)
         .and_then(|json| files::write_atomically(&path, &json));
     if let Err(e) = written {
