@@ -273,6 +273,49 @@ fn sigterm_to_the_supervisor_stops_the_sync_gracefully() {
     s.assert_output_equals_source(rows as usize);
 }
 
+/// SIGKILL to the supervisor ends the sync process with it (Linux's parent-death signal), as a
+/// kill -9 of an unsupervised run would: the lock is free at once and the next sync resumes.
+#[cfg(target_os = "linux")]
+#[test]
+fn sigkill_to_the_supervisor_ends_the_sync_process_too() {
+    let rows = 200_000;
+    let s = setup("sup_kill", rows);
+    let config = s.config(
+        &s.db.connection_string(),
+        json!({"tiers": {"small": {"batch_size": 200, "partition_size": 20000,
+                                   "checkpoint_interval": 5000}}}),
+    );
+    let mut run = Running::sync(&config, &[]);
+    assert!(
+        run.wait_for("Processing table", Duration::from_secs(60)),
+        "the sync ended before it read a row"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    run.signal("KILL");
+    let killed = run.wait(Duration::from_secs(30));
+    assert_eq!(killed.code, -1, "killed by a signal");
+    // The sync process shares the stderr pipe: a graceful stop (its fallback when it outlives
+    // the supervisor) would have said so before the pipe closed.
+    assert!(
+        !killed.stderr.contains("the supervisor has ended")
+            && !killed.stderr.contains("stopping after the batches"),
+        "{}",
+        killed.stderr
+    );
+    let started = Instant::now();
+    while s.status(&config, false).contains(": running") {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the sync process outlived its supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let last = Running::sync(&config, &[]).wait(Duration::from_secs(240));
+    assert_eq!(last.code, 0, "{}\n{}", last.stdout, last.stderr);
+    assert!(last.stdout.contains("Resuming run"), "{}", last.stdout);
+    s.assert_output_equals_source(rows as usize);
+}
+
 /// The acceptance case of the driver crash: psqlODBC with `UseDeclareFetch=1;Fetch=2000`, the
 /// default partition sizes, a proxy that cuts the first 12 connections mid-stream, a table of
 /// 300,599 rows. psqlODBC may segfault in SQLFetch on such a cut (then the supervisor restarts
