@@ -191,6 +191,8 @@ fn a_crashing_sync_process_is_restarted_until_the_output_is_complete() {
 fn crashes_without_progress_stop_after_max_crash_restarts() {
     let s = setup("sup_limit", 20_000);
     let mut extra = small_steps();
+    // Four workers' first batches (4 × 500 rows) cannot reach a checkpoint before the abort.
+    extra["tiers"]["small"]["checkpoint_interval"] = json!(5000);
     extra["max_crash_restarts"] = json!(2);
     extra["crash_restart_delay_seconds"] = json!(0.05);
     let config = s.config(&s.db.connection_string(), extra);
@@ -229,6 +231,13 @@ fn crashes_without_progress_stop_after_max_crash_restarts() {
     let ended = sync_with_env(s.dir.path(), &config, &[], Duration::from_secs(180));
     assert_eq!(ended.code, Some(0), "{}\n{}", ended.stdout, ended.stderr);
     s.assert_output_equals_source(20_000);
+    // The crashes came before any checkpoint: the run that wrote the state claims them.
+    let status = s.status(&config, false);
+    assert!(status.contains(": finished"), "{status}");
+    assert!(
+        status.contains("crash restarts:  2 (last crash "),
+        "{status}"
+    );
 }
 
 /// SIGTERM to the supervisor alone (not its process group) reaches the sync process: the
