@@ -668,6 +668,27 @@ mod tests {
         );
     }
 
+    #[cfg(windows)]
+    #[test]
+    fn exception_codes_are_crashes_and_a_ctrl_c_exit_is_a_stop() {
+        use std::os::windows::process::ExitStatusExt;
+        assert_eq!(Ending::of(ExitStatus::from_raw(7)), Ending::Exited(7));
+        assert_eq!(
+            Ending::of(ExitStatus::from_raw(0xC000_013A)),
+            Ending::Stopped(130)
+        );
+        assert_eq!(
+            Ending::of(ExitStatus::from_raw(0xC000_0005)),
+            Ending::Crashed("ended by exception 0xC0000005 (access violation)".into())
+        );
+        assert_eq!(
+            Ending::of(ExitStatus::from_raw(0xC000_0409)),
+            Ending::Crashed(
+                "ended by exception 0xC0000409 (fail-fast abort or stack buffer overrun)".into()
+            )
+        );
+    }
+
     #[cfg(unix)]
     #[test]
     fn exits_pass_through_stop_signals_stop_and_other_signals_are_crashes() {
