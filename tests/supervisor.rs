@@ -240,6 +240,60 @@ fn crashes_without_progress_stop_after_max_crash_restarts() {
     );
 }
 
+/// A stop while the supervisor waits to restart a crashed sync ends the wait at once: exit 7,
+/// nothing restarted.
+#[test]
+fn sigterm_during_the_restart_backoff_stops_without_restarting() {
+    let s = setup("sup_backoff", 20_000);
+    let mut extra = small_steps();
+    extra["crash_restart_delay_seconds"] = json!(60);
+    let config = s.config(&s.db.connection_string(), extra);
+    let stderr_path = s.dir.path().join("sync.stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ehi-sync"))
+        .args(["sync", "--config"])
+        .arg(&config)
+        .env("EHI_SYNC_TEST_CRASH_AFTER_ROWS", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start ehi-sync");
+    let started = Instant::now();
+    let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    while !stderr().contains("restarting it in 60.0 s") {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no crash within 60 s:\n{}", stderr());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(term.success());
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll") {
+            break status;
+        }
+        if signalled.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the stop did not end the backoff:\n{}", stderr());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = stderr();
+    assert_eq!(status.code(), Some(7), "{stderr}");
+    assert!(
+        stderr.contains("stopped while waiting to restart"),
+        "{stderr}"
+    );
+    assert_eq!(crashes_in(&stderr), 1, "{stderr}");
+}
+
 /// SIGTERM to the supervisor alone (not its process group) reaches the sync process: the
 /// graceful stop of an unsupervised run, exit 7, no restart; the next sync resumes exactly.
 #[test]
