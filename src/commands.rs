@@ -25,6 +25,7 @@ use crate::source::connection_string;
 use crate::source::{self, Dialect, Source, session};
 use crate::state::{self, RunState, TableStatus};
 use crate::status;
+use crate::supervisor;
 
 /// `ehi-sync check`: connect, report what is there, count the visible tables.
 pub fn check(config: &Config, out: &mut dyn Write) -> Result<i32> {
@@ -76,6 +77,13 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<i32> {
         "text",
         text_check::PROBE,
         if buffers.wide_text { "utf16" } else { "utf8" }
+    )
+    .map_err(stdout_error)?;
+    writeln!(
+        out,
+        "{:<11} {}",
+        "secrets",
+        config.secret_at_rest.describe()
     )
     .map_err(stdout_error)?;
     session::check_isolation(config.isolation, versioning.as_ref())?;
@@ -138,7 +146,13 @@ pub fn sync(config: &Config, restart: bool, out: &mut dyn Write) -> Result<i32> 
         source,
     })?;
     let lock = RunLock::acquire(output_dir, &manifest::now_rfc3339())?;
-    if let Some(holder) = &lock.taken_over_from {
+    // A restarted sync process takes over the lock its crashed predecessor held for the same
+    // supervisor; the supervisor has logged that crash already.
+    if let Some(holder) = lock
+        .taken_over_from
+        .as_ref()
+        .filter(|h| h.pid != supervisor::run_pid())
+    {
         log::warn!(
             "taking over the lock of an earlier run that did not end cleanly (pid {} on {}, \
              started {})",
@@ -286,6 +300,9 @@ pub fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<i32> {
             state_path.display()
         )
         .map_err(stdout_error)?;
+        if let Some(restarts) = supervisor::restarts_of(&state_path, None) {
+            write!(out, "{}", status::render_restarts(&restarts)).map_err(stdout_error)?;
+        }
         return Ok(exit_code::OK);
     };
     let holder = lock::active_run(&config.output_dir);
@@ -294,7 +311,8 @@ pub fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<i32> {
         (None, true) => "finished",
         (None, false) => "stopped before the end (the next sync resumes it)",
     };
-    let report = status::Report::new(&state, run, holder);
+    let mut report = status::Report::new(&state, run, holder);
+    report.restarts = supervisor::restarts_of(&state_path, Some(&state.run_id));
     let text = if json {
         serde_json::to_string_pretty(&report)
             .map_err(|e| Error::Discovery(format!("the status could not be rendered: {e}")))?

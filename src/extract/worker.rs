@@ -1113,9 +1113,13 @@ impl Worker {
             return Err(WorkerError::Abandoned);
         }
         let last_key = chunk.last_key.clone();
+        #[cfg(debug_assertions)]
+        let rows = chunk.rows;
         self.writer
             .send(Message::Chunk(chunk))
             .map_err(|_| WorkerError::WriterGone)?;
+        #[cfg(debug_assertions)]
+        crate::supervisor::crash_for_tests(rows);
         if last_key.is_some() {
             partition.after = last_key;
         }
