@@ -45,6 +45,9 @@ pub struct Config {
     pub compression: Compression,
     /// A part file is closed and the next one started once it holds this many bytes.
     pub part_file_max_bytes: u64,
+    /// A table (and each of its partitions) starts only with this much free space on the
+    /// output file system.
+    pub min_free_bytes: Option<u64>,
     /// Memory for one fetch buffer; each worker holds two.
     pub fetch_buffer_bytes: usize,
     /// The largest single value copied; a larger one fails its table instead of being cut.
@@ -309,6 +312,7 @@ const KNOWN_KEYS: &[&str] = &[
     "format",
     "compression",
     "part_file_max_bytes",
+    "min_free_bytes",
     "fetch_buffer_bytes",
     "max_value_bytes",
     "state_file",
@@ -547,6 +551,7 @@ impl Config {
             format,
             compression,
             part_file_max_bytes,
+            min_free_bytes: keys.u64("min_free_bytes")?,
             fetch_buffer_bytes,
             max_value_bytes,
             state_file,

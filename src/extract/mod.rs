@@ -23,6 +23,7 @@ use crate::incremental::{self, Load, LoadKind, SyncMode, sql::InvalidPosition};
 use crate::manifest::{self, ManifestColumn};
 use crate::plan::{Plan, TablePlan};
 use crate::shutdown::StopFlag;
+use crate::sink::durable::{self, Disk, FileOps, FreeSpaceCheck};
 use crate::sink::encode::RowEncoder;
 use crate::sink::files::{self, Compression};
 use crate::sink::{Message, TableOutcome, TableOutput, WriteError, Writer, WriterSettings};
@@ -49,6 +50,8 @@ pub struct ReadSettings {
     /// Run on every new worker connection (isolation level, lock timeout).
     pub session_setup: Vec<String>,
     pub stall_timeout: Duration,
+    /// Checked before a table and each of its partitions start.
+    pub free_space: Option<FreeSpaceCheck>,
 }
 
 /// What every worker of the run shares. Workers are plain threads that own an `Arc` of it, so
@@ -233,11 +236,12 @@ pub fn run(
 ) -> Result<RunSummary> {
     let started = Instant::now();
     let output_dir = config.output_dir.clone();
-    files::create_private_dir(&output_dir).map_err(|source| Error::Io {
-        context: "cannot create the output folder",
-        path: output_dir.clone(),
-        source,
-    })?;
+    Disk.create_dir_all(&output_dir)
+        .map_err(|source| Error::Io {
+            context: "cannot create the output folder",
+            path: output_dir.clone(),
+            source,
+        })?;
     let read = ReadSettings {
         compression: config.compression,
         buffers: BufferPolicy {
@@ -254,6 +258,10 @@ pub fn run(
             config.lock_timeout_ms,
         ),
         stall_timeout: Duration::from_secs(config.stall_timeout_seconds),
+        free_space: config.min_free_bytes.map(|min_bytes| FreeSpaceCheck {
+            dir: output_dir.clone(),
+            min_bytes,
+        }),
     };
     let planned: Vec<(Tier, &TablePlan)> = plan
         .tables()
@@ -328,6 +336,7 @@ pub fn run(
         .collect();
     let mut writer = Writer::new(
         WriterSettings {
+            fs: Arc::new(Disk),
             output_dir: output_dir.clone(),
             change_columns: config.incremental.change_columns,
             state_path: state_path(config),
@@ -448,8 +457,8 @@ pub fn run(
 fn writer_error(e: WriteError) -> Error {
     Error::Io {
         context: "the writer failed on",
+        source: durable::with_out_of_space_fix(e.source, &e.path),
         path: e.path,
-        source: e.source,
     }
 }
 
@@ -525,6 +534,7 @@ fn initial_state(
                 finished: false,
                 source,
                 tables: other.map(|p| p.tables).unwrap_or_default(),
+                validation_bytes: None,
             },
         ),
     };
