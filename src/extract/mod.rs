@@ -373,7 +373,10 @@ pub fn run(
         read,
         stop,
     });
-    let (tiers_tx, tiers_rx) = bounded::<crossbeam_channel::Receiver<Message>>(1);
+    // A rendezvous: the writer takes a tier's receiver only once it is done with the last
+    // tier. A receiver left queued for a writer that had failed would keep that tier's
+    // workers blocked on a full channel for ever.
+    let (tiers_tx, tiers_rx) = bounded::<crossbeam_channel::Receiver<Message>>(0);
     let written = std::thread::scope(|scope| {
         let writer_thread = std::thread::Builder::new()
             .name("writer".into())

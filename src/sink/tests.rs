@@ -556,6 +556,41 @@ fn a_power_cut_at_any_step_of_a_full_load_resumes_exactly() {
         PowerCutFs::reboot,
         |fs, context| check_output(fs, &run, &full_expected(), context),
     );
+    eprintln!("full load: a power cut at each of {cuts} durable steps, each resumed exactly");
+    assert!(cuts >= 20, "{cuts} cut points");
+}
+
+/// A second power cut while the first one's resume truncates and carries on.
+#[test]
+fn a_power_cut_during_the_resume_after_a_power_cut_resumes_exactly() {
+    let run = script(full_tables(), "run-1");
+    let clean = output_disk();
+    let before = clean.steps().len();
+    sync(&clean, &run).unwrap();
+    let steps = clean.steps().len();
+    let mut cuts = 0;
+    for first in (before + 1..=steps).step_by(15) {
+        let probe = output_disk();
+        probe.cut_power_at(first);
+        assert!(sync(&probe, &run).is_err());
+        probe.reboot();
+        let resume_starts = probe.steps().len();
+        sync(&probe, &run).unwrap();
+        for second in resume_starts + 1..=probe.steps().len() {
+            let fs = output_disk();
+            fs.cut_power_at(first);
+            assert!(sync(&fs, &run).is_err());
+            fs.reboot();
+            fs.cut_power_at(second);
+            assert!(sync(&fs, &run).is_err(), "cut at {first}, then {second}");
+            fs.reboot();
+            let context = format!("cut at step {first}, then at step {second}");
+            sync(&fs, &run).unwrap_or_else(|e| panic!("{context}: resumes: {e}"));
+            check_output(&fs, &run, &full_expected(), &context);
+            cuts += 1;
+        }
+    }
+    eprintln!("{cuts} second power cuts during a resume, each resumed exactly");
     assert!(cuts >= 20, "{cuts} cut points");
 }
 
@@ -575,6 +610,9 @@ fn a_power_cut_at_any_step_of_an_incremental_load_resumes_exactly() {
             check_key_list(fs, &run, context);
         },
     );
+    eprintln!(
+        "incremental load: a power cut at each of {cuts} durable steps, each resumed exactly"
+    );
     assert!(cuts >= 20, "{cuts} cut points");
 }
 
@@ -582,13 +620,14 @@ fn a_power_cut_at_any_step_of_an_incremental_load_resumes_exactly() {
 fn a_full_disk_at_any_step_stops_the_run_and_the_next_sync_resumes_exactly() {
     let run = script(full_tables(), "run-1");
     for errno in [ENOSPC, EDQUOT] {
-        at_every_step(
+        let faults = at_every_step(
             |_| {},
             &run,
             |fs, n| fs.fail_at(n, errno),
             |_| {},
             |fs, context| check_output(fs, &run, &full_expected(), context),
         );
+        eprintln!("full load: error {errno} at each of {faults} durable steps");
     }
     let first = script(full_tables()[..1].to_vec(), "run-1");
     let incremental = script(incremental_tables(), "run-2");
