@@ -785,15 +785,17 @@ impl Writer {
         let folder = open.folder.clone();
         let incremental = self.state.tables[table].incremental_load();
         let keep: Vec<String> = open.carried_names().into_iter().map(String::from).collect();
-        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
-        remove_part_files(self.settings.fs.as_ref(), &folder, &keep, incremental)?;
         let state = &mut self.state.tables[table];
         state.rows = 0;
-        state.files.clear();
         for p in &mut state.partitions {
             p.status = PartitionStatus::Pending;
             p.last_key = None;
         }
+        // The state stops naming the files before they are removed: it never names a file
+        // that is not there.
+        self.checkpoint()?;
+        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+        remove_part_files(self.settings.fs.as_ref(), &folder, &keep, incremental)?;
         self.progress.rows(table, 0);
         self.open_next_part(table)
     }

@@ -36,6 +36,9 @@ struct ScriptedTable {
     ids: (i64, i64),
     /// An incremental load with a key scan that finds `deleted` gone.
     key_scan: Option<Vec<i64>>,
+    /// No key: one stream, which the worker restarts from the first row halfway through (a
+    /// dropped connection), and a resumed run reads again from the start.
+    keyless: bool,
 }
 
 #[derive(Clone)]
@@ -83,6 +86,13 @@ impl ScriptedTable {
     }
 
     fn specs(&self) -> Vec<PartitionSpec> {
+        if self.keyless {
+            return vec![PartitionSpec {
+                id: 0,
+                mode: ReadMode::Stream,
+                range: KeyRange::ALL,
+            }];
+        }
         let mut specs: Vec<PartitionSpec> = std::iter::once(None)
             .chain(self.ranges.iter().map(|&b| Some(b)))
             .zip(
@@ -158,6 +168,26 @@ fn read_partition(
                 new_keys: 0,
             }));
         }
+    } else if spec.mode == ReadMode::Stream {
+        let ids: Vec<i64> = (table.ids.0..=table.ids.1).collect();
+        let half = &ids[..ids.len() / 2];
+        for attempt in [half, &ids[..]] {
+            for ids in attempt.chunks(script.rows_per_chunk as usize) {
+                out.push(Message::Chunk(Chunk {
+                    table: t,
+                    partition: spec.id,
+                    rows: ids.len() as u64,
+                    bytes: ids.iter().flat_map(|&id| row(id)).collect(),
+                    last_key: None,
+                    deletes: 0,
+                    keys: None,
+                    new_keys: 0,
+                }));
+            }
+            if attempt.len() < ids.len() {
+                out.push(Message::RestartTable { table: t });
+            }
+        }
     } else {
         let lo = spec.range.lower_exclusive.unwrap_or(i64::MIN);
         let hi = spec.range.upper_inclusive.unwrap_or(i64::MAX);
@@ -197,6 +227,14 @@ fn interleave(mut streams: Vec<Vec<Message>>) -> Vec<Message> {
         }
     }
     out
+}
+
+fn script_table<'a>(script: &'a Script, state: &TableState) -> &'a ScriptedTable {
+    script
+        .tables
+        .iter()
+        .find(|t| state.table == format!("dbo.{}", t.name))
+        .expect("a scripted table")
 }
 
 fn outputs(script: &Script) -> Vec<TableOutput> {
@@ -271,7 +309,9 @@ fn sync(fs: &PowerCutFs, script: &Script) -> Result<Vec<TableOutcome>, WriteErro
                 resume.push(None);
                 t
             }
-            Some(t) if unfinished && !t.partitions.is_empty() => {
+            Some(t)
+                if unfinished && !t.partitions.is_empty() && !script_table(script, &t).keyless =>
+            {
                 resume.push(Some(true));
                 t
             }
@@ -364,12 +404,21 @@ fn full_tables() -> Vec<ScriptedTable> {
             ranges: vec![20],
             ids: (1, 41),
             key_scan: None,
+            keyless: false,
         },
         ScriptedTable {
             name: "encounter",
             ranges: vec![],
             ids: (1, 25),
             key_scan: None,
+            keyless: false,
+        },
+        ScriptedTable {
+            name: "audit",
+            ranges: vec![],
+            ids: (1, 16),
+            key_scan: None,
+            keyless: true,
         },
     ]
 }
@@ -380,6 +429,7 @@ fn incremental_tables() -> Vec<ScriptedTable> {
         ranges: vec![50],
         ids: (42, 60),
         key_scan: Some(vec![3, 17, 33]),
+        keyless: false,
     }]
 }
 
@@ -486,6 +536,7 @@ fn full_expected() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     vec![
         ("patient", (1..=41).map(row).collect()),
         ("encounter", (1..=25).map(row).collect()),
+        ("audit", (1..=16).map(row).collect()),
     ]
 }
 
