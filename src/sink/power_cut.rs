@@ -39,11 +39,44 @@ struct World {
     dirs: Vec<Dir>,
     /// Durable steps taken so far, with what each did.
     steps: Vec<String>,
-    cut_at: Option<usize>,
+    cut_at: Option<(usize, Survives)>,
     fail_at: Option<(usize, i32)>,
     /// Bumped by a power cut: handles opened before it are dead.
     boot: u64,
     powered: bool,
+}
+
+/// What of the writes not yet fsynced a power cut leaves on the disk. Nothing is the rule a
+/// program must be ready for; a real disk may also have written some of it back already
+/// (file systems that journal metadata but not data keep entries and lose bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Survives {
+    pub unsynced_data: bool,
+    pub unsynced_entries: bool,
+}
+
+impl Survives {
+    pub const NOTHING: Survives = Survives {
+        unsynced_data: false,
+        unsynced_entries: false,
+    };
+
+    /// Every combination, `NOTHING` first.
+    pub const ALL: [Survives; 4] = [
+        Survives::NOTHING,
+        Survives {
+            unsynced_data: true,
+            unsynced_entries: false,
+        },
+        Survives {
+            unsynced_data: false,
+            unsynced_entries: true,
+        },
+        Survives {
+            unsynced_data: true,
+            unsynced_entries: true,
+        },
+    ];
 }
 
 /// The simulated file system. Clones share it.
@@ -78,8 +111,10 @@ impl World {
         }
         self.steps.push(what);
         let n = self.steps.len();
-        if self.cut_at == Some(n) {
-            self.power_cut();
+        if let Some((at, survives)) = self.cut_at
+            && at == n
+        {
+            self.power_cut(survives);
             return Err(std::io::Error::other("power cut"));
         }
         if let Some((at, errno)) = self.fail_at
@@ -90,14 +125,22 @@ impl World {
         Ok(())
     }
 
-    fn power_cut(&mut self) {
+    fn power_cut(&mut self, survives: Survives) {
         self.powered = false;
         self.boot += 1;
         for inode in &mut self.inodes {
-            inode.cached = inode.durable.clone();
+            if survives.unsynced_data {
+                inode.durable = inode.cached.clone();
+            } else {
+                inode.cached = inode.durable.clone();
+            }
         }
         for dir in &mut self.dirs {
-            dir.cached = dir.durable.clone();
+            if survives.unsynced_entries {
+                dir.durable = dir.cached.clone();
+            } else {
+                dir.cached = dir.durable.clone();
+            }
         }
     }
 
@@ -143,9 +186,15 @@ impl PowerCutFs {
         PowerCutFs(Arc::new(Mutex::new(world)))
     }
 
-    /// Cuts the power at durable step `n` (1-based, counted from the start).
+    /// Cuts the power at durable step `n` (1-based, counted from the start): everything not
+    /// fsynced is lost.
     pub fn cut_power_at(&self, n: usize) {
-        World::lock(self).cut_at = Some(n);
+        self.cut_power_keeping(n, Survives::NOTHING);
+    }
+
+    /// Cuts the power at step `n`, the disk keeping what `survives` says of the rest.
+    pub fn cut_power_keeping(&self, n: usize, survives: Survives) {
+        World::lock(self).cut_at = Some((n, survives));
     }
 
     /// Fails durable step `n` with OS error `errno` (ENOSPC, EDQUOT); the power stays on.
