@@ -1164,6 +1164,19 @@ mod tests {
     }
 
     #[test]
+    fn min_free_bytes_is_optional_and_a_whole_number() {
+        let none = parse(r#"{"connection_string": "DSN=x"}"#).unwrap();
+        assert_eq!(none.min_free_bytes, None);
+        let set =
+            parse(r#"{"connection_string": "DSN=x", "min_free_bytes": "1073741824"}"#).unwrap();
+        assert_eq!(set.min_free_bytes, Some(1 << 30));
+        let err = parse(r#"{"connection_string": "DSN=x", "min_free_bytes": "1 GB"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'min_free_bytes'"), "{err}");
+    }
+
+    #[test]
     fn bad_thread_count_names_key_and_form() {
         let err = parse(r#"{"connection_string": "DSN=x", "threads": "lots"}"#).unwrap_err();
         let text = err.to_string();

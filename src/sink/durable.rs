@@ -280,6 +280,43 @@ mod tests {
     }
 
     #[test]
+    fn a_full_disk_error_says_what_to_do_and_keeps_its_kind() {
+        let path = Path::new("/out/dbo.patient/patient-00001.csv");
+        for errno in [28, 122] {
+            let error = with_out_of_space_fix(std::io::Error::from_raw_os_error(errno), path);
+            assert!(is_out_of_space(&error));
+            let message = error.to_string();
+            assert!(
+                message.contains("free space on the file system holding '/out/dbo.patient'")
+                    && message.contains("run `ehi-sync sync` again to resume"),
+                "{message}"
+            );
+        }
+        let other = with_out_of_space_fix(std::io::Error::other("denied"), path);
+        assert_eq!(other.to_string(), "denied");
+    }
+
+    #[test]
+    fn min_free_bytes_says_how_much_is_free_and_what_it_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let enough = FreeSpaceCheck {
+            dir: dir.path().to_owned(),
+            min_bytes: 0,
+        };
+        assert_eq!(enough.shortage(&Disk), None);
+        let too_much = FreeSpaceCheck {
+            dir: dir.path().to_owned(),
+            min_bytes: u64::MAX,
+        };
+        let reason = too_much.shortage(&Disk).expect("no disk is that large");
+        assert!(
+            reason.contains("bytes are free on the file system holding")
+                && reason.contains(&format!("less than min_free_bytes ({})", u64::MAX)),
+            "{reason}"
+        );
+    }
+
+    #[test]
     fn a_missing_file_reads_as_none_and_removes_without_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("absent");
