@@ -213,7 +213,7 @@ pub struct RunSummary {
 
 /// What a run does with each table of the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Start {
+pub(crate) enum Start {
     /// Count, split and read it from the start.
     Fresh,
     /// Carry on from the checkpoint of an interrupted run.
@@ -550,36 +550,45 @@ fn initial_state(
             .position(|t| t.table == name)
             .map(|i| earlier.remove(i));
         let load = job.load.read().kind;
-        let (mut table, start) = match carried {
-            Some(t) if unfinished && t.status == TableStatus::Done => (t, Start::Done),
-            Some(t)
-                if unfinished
-                    && matches!(t.status, TableStatus::InProgress | TableStatus::Failed)
-                    && !t.partitions.is_empty()
-                    && job.mode != ReadMode::Stream =>
-            {
-                (t, Start::Resume)
-            }
-            Some(t) if load == LoadKind::Skip => (t, Start::Skip),
-            // Not started, or without a key to resume after: read it again from the start,
-            // keeping what earlier loads committed.
-            Some(t) => {
-                let mut fresh = TableState::fresh(name, job.tier, folder.clone());
-                fresh.position = t.position;
-                fresh.key_list = t.key_list;
-                (fresh, Start::Fresh)
-            }
-            None => (
-                TableState::fresh(name, job.tier, folder.clone()),
-                Start::Fresh,
-            ),
-        };
+        let fresh = TableState::fresh(name, job.tier, folder.clone());
+        let (mut table, start) = table_start(carried, fresh, unfinished, load, job.mode);
         table.tier = job.tier;
         state.tables.push(table);
         starts.push(start);
     }
     state.tables.append(&mut earlier);
     (state, starts)
+}
+
+/// How a table starts in this run, from what the state file holds of it (`carried`): finished
+/// or resumed after its checkpoint when the run is unfinished, else read from the start as
+/// `fresh`, keeping what earlier loads committed (position, key list).
+pub(crate) fn table_start(
+    carried: Option<TableState>,
+    mut fresh: TableState,
+    unfinished: bool,
+    load: LoadKind,
+    mode: ReadMode,
+) -> (TableState, Start) {
+    match carried {
+        Some(t) if unfinished && t.status == TableStatus::Done => (t, Start::Done),
+        Some(t)
+            if unfinished
+                && matches!(t.status, TableStatus::InProgress | TableStatus::Failed)
+                && !t.partitions.is_empty()
+                && mode != ReadMode::Stream =>
+        {
+            (t, Start::Resume)
+        }
+        Some(t) if load == LoadKind::Skip => (t, Start::Skip),
+        // Not started, or without a key to resume after: read it again from the start.
+        Some(t) => {
+            fresh.position = t.position;
+            fresh.key_list = t.key_list;
+            (fresh, Start::Fresh)
+        }
+        None => (fresh, Start::Fresh),
+    }
 }
 
 /// Runs one tier's workers and its watchdog until the tier's queue is empty (or the run stops).

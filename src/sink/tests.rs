@@ -17,6 +17,7 @@ use super::*;
 use crate::config::{Format, Tier};
 use crate::extract::partition::{PartitionSpec, ReadMode};
 use crate::extract::select::{KeyRange, KeyValue};
+use crate::extract::{Start, table_start};
 use crate::incremental::{CursorKind, Load, LoadKind, SyncMode};
 use crate::manifest::{self, MANIFEST_FILE};
 use crate::source::Dialect;
@@ -229,14 +230,6 @@ fn interleave(mut streams: Vec<Vec<Message>>) -> Vec<Message> {
     out
 }
 
-fn script_table<'a>(script: &'a Script, state: &TableState) -> &'a ScriptedTable {
-    script
-        .tables
-        .iter()
-        .find(|t| state.table == format!("dbo.{}", t.name))
-        .expect("a scripted table")
-}
-
 fn outputs(script: &Script) -> Vec<TableOutput> {
     script
         .tables
@@ -256,8 +249,9 @@ fn outputs(script: &Script) -> Vec<TableOutput> {
         .collect()
 }
 
-/// One `sync`: the start decision of `extract::run` (resume an unfinished run's tables after
-/// their checkpoint, start the others), then the writer until every message is written.
+/// One `sync`: the start decision of `extract::run` (`table_start`: resume an unfinished run's
+/// tables after their checkpoint, start the others), then the writer until every message is
+/// written.
 fn sync(fs: &PowerCutFs, script: &Script) -> Result<Vec<TableOutcome>, WriteError> {
     let fs_ops: Arc<dyn FileOps> = Arc::new(fs.clone());
     fs_ops
@@ -297,35 +291,18 @@ fn sync(fs: &PowerCutFs, script: &Script) -> Result<Vec<TableOutcome>, WriteErro
     };
     let outputs = outputs(script);
     let mut earlier = std::mem::take(&mut state.tables);
-    let mut resume = Vec::new();
-    for output in &outputs {
+    let mut starts = Vec::new();
+    for (output, table) in outputs.iter().zip(&script.tables) {
         let name = output.full_name();
         let carried = earlier
             .iter()
             .position(|t| t.table == name)
             .map(|i| earlier.remove(i));
-        let table = match carried {
-            Some(t) if unfinished && t.status == TableStatus::Done => {
-                resume.push(None);
-                t
-            }
-            Some(t)
-                if unfinished && !t.partitions.is_empty() && !script_table(script, &t).keyless =>
-            {
-                resume.push(Some(true));
-                t
-            }
-            carried => {
-                let mut fresh = TableState::fresh(name, output.tier, output.folder.clone());
-                if let Some(t) = carried {
-                    fresh.position = t.position;
-                    fresh.key_list = t.key_list;
-                }
-                resume.push(Some(false));
-                fresh
-            }
-        };
+        let fresh = TableState::fresh(name, output.tier, output.folder.clone());
+        let mode = table.specs()[0].mode;
+        let (table, start) = table_start(carried, fresh, unfinished, table.load().kind, mode);
         state.tables.push(table);
+        starts.push(start);
     }
     let mut writer = Writer::new(
         WriterSettings {
@@ -341,11 +318,11 @@ fn sync(fs: &PowerCutFs, script: &Script) -> Result<Vec<TableOutcome>, WriteErro
         state,
     );
     let mut messages = Vec::new();
-    for (t, start) in resume.iter().enumerate() {
+    for (t, start) in starts.iter().enumerate() {
         let table = &script.tables[t];
         let streams: Vec<Vec<Message>> = match start {
-            None => continue,
-            Some(true) => writer
+            Start::Done | Start::Skip => continue,
+            Start::Resume => writer
                 .resume_table(t)?
                 .into_iter()
                 .map(|p| {
@@ -354,7 +331,7 @@ fn sync(fs: &PowerCutFs, script: &Script) -> Result<Vec<TableOutcome>, WriteErro
                     out
                 })
                 .collect(),
-            Some(false) => {
+            Start::Fresh => {
                 messages.push(Message::TableStarted {
                     table: t,
                     expected_rows: 0,
