@@ -271,7 +271,7 @@ impl Worker {
 
     /// Takes the exact count and key bounds, splits the table into partitions and queues them.
     fn prepare(&mut self, table: usize) -> Result<(), WorkerError> {
-        self.check_free_space(table)?;
+        self.check_free_space(table, "not started")?;
         self.statement_started(None);
         let counted = self.count_and_split(table);
         self.statement_finished();
@@ -410,13 +410,13 @@ impl Worker {
     /// Reads one partition to its end and tells the writer it is done. `partition.after`
     /// follows the last key sent, so a retry resumes right after it.
     /// `min_free_bytes`: the table stops, resumable, before it fills the disk.
-    fn check_free_space(&self, table: usize) -> Result<(), WorkerError> {
+    fn check_free_space(&self, table: usize, what: &str) -> Result<(), WorkerError> {
         let Some(check) = &self.context.read.free_space else {
             return Ok(());
         };
         match check.shortage(&crate::sink::durable::Disk) {
             Some(reason) => Err(WorkerError::Table(format!(
-                "{}: not started: {reason}",
+                "{}: {what}: {reason}",
                 self.context.jobs[table].table.full_name()
             ))),
             None => Ok(()),
@@ -424,7 +424,7 @@ impl Worker {
     }
 
     fn read_partition(&mut self, partition: &mut Partition) -> Result<(), WorkerError> {
-        self.check_free_space(partition.table)?;
+        self.check_free_space(partition.table, "stopped before its next partition")?;
         let context = Arc::clone(&self.context);
         let job = &context.jobs[partition.table];
         if partition.spec.mode == ReadMode::KeyScan {

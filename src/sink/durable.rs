@@ -132,9 +132,10 @@ impl FreeSpaceCheck {
         match fs.available_bytes(&self.dir) {
             Ok(free) if free >= self.min_bytes => None,
             Ok(free) => Some(format!(
-                "only {free} bytes are free on the file system holding '{}', less than \
+                "only {} bytes are free on the file system holding '{}', less than \
                  min_free_bytes ({}): free space there (or lower min_free_bytes), then run \
                  `ehi-sync sync` again to resume this table",
+                crate::plan::group_digits(free),
                 self.dir.display(),
                 self.min_bytes
             )),
