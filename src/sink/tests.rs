@@ -875,3 +875,64 @@ fn an_incremental_manifest_lists_the_earlier_files_then_its_own() {
             .is_ok()
     );
 }
+
+/// Checkpoint order, read off the steps of a run: when the state file is renamed into place,
+/// every data file and key list written before has been fsynced since its last write, and
+/// every file created before has had its folder fsynced since.
+#[test]
+fn every_state_write_comes_after_the_data_and_folders_it_describes_are_synced() {
+    for (prepare, run) in [
+        (None, script(full_tables(), "run-1")),
+        (
+            Some(script(full_tables()[..1].to_vec(), "run-1")),
+            script(incremental_tables(), "run-2"),
+        ),
+    ] {
+        let fs = output_disk();
+        if let Some(first) = &prepare {
+            sync(&fs, first).unwrap();
+        }
+        let before = fs.steps().len();
+        sync(&fs, &run).unwrap();
+        let steps = fs.steps();
+        let state_rename = format!("-> {}", run.state_path.display());
+        let mut unsynced_files: Vec<String> = Vec::new();
+        let mut unsynced_entries: Vec<(String, String)> = Vec::new();
+        let mut checkpoints = 0;
+        for step in &steps[before..] {
+            let (op, rest) = step.split_once(' ').unwrap();
+            let path = rest.split(" (").next().unwrap().to_owned();
+            let folder = |p: &str| {
+                Path::new(p)
+                    .parent()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default()
+            };
+            let is_output = |p: &str| p.ends_with(".csv") || p.ends_with(".bin");
+            match op {
+                _ if step.starts_with("fsync folder ") => {
+                    let dir = step.trim_start_matches("fsync folder ");
+                    unsynced_entries.retain(|(d, _)| d != dir);
+                }
+                "write" if is_output(&path) && !unsynced_files.contains(&path) => {
+                    unsynced_files.push(path);
+                }
+                "fsync" => unsynced_files.retain(|f| *f != path),
+                "create" if is_output(&path) => unsynced_entries.push((folder(&path), path)),
+                "rename" if step.ends_with(&state_rename) => {
+                    checkpoints += 1;
+                    assert!(
+                        unsynced_files.is_empty(),
+                        "{step}: written but not fsynced: {unsynced_files:?}"
+                    );
+                    assert!(
+                        unsynced_entries.is_empty(),
+                        "{step}: created but the folder not fsynced: {unsynced_entries:?}"
+                    );
+                }
+                _ => {}
+            }
+        }
+        assert!(checkpoints >= 5, "{checkpoints} checkpoints");
+    }
+}
