@@ -48,6 +48,9 @@ pub struct Config {
     pub compression: Compression,
     /// A part file is closed and the next one started once it holds this many bytes.
     pub part_file_max_bytes: u64,
+    /// A table (and each of its partitions) starts only with this much free space on the
+    /// output file system.
+    pub min_free_bytes: Option<u64>,
     /// Memory for one fetch buffer; each worker holds two.
     pub fetch_buffer_bytes: usize,
     /// The ODBC text buffers' encoding (`fetch_text`).
@@ -367,6 +370,7 @@ const KNOWN_KEYS: &[&str] = &[
     "format",
     "compression",
     "part_file_max_bytes",
+    "min_free_bytes",
     "fetch_buffer_bytes",
     "fetch_text",
     "max_value_bytes",
@@ -641,6 +645,7 @@ impl Config {
             fetch_text,
             compression,
             part_file_max_bytes,
+            min_free_bytes: keys.u64("min_free_bytes")?,
             fetch_buffer_bytes,
             max_value_bytes,
             state_file,
@@ -1345,6 +1350,19 @@ mod tests {
             parse(r#"{"connection_string": "DSN=x", "treads": 4, "ouput_dir": "x"}"#).unwrap();
         assert_eq!(config.warnings.len(), 1);
         assert!(config.warnings[0].contains("ouput_dir, treads"));
+    }
+
+    #[test]
+    fn min_free_bytes_is_optional_and_a_whole_number() {
+        let none = parse(r#"{"connection_string": "DSN=x"}"#).unwrap();
+        assert_eq!(none.min_free_bytes, None);
+        let set =
+            parse(r#"{"connection_string": "DSN=x", "min_free_bytes": "1073741824"}"#).unwrap();
+        assert_eq!(set.min_free_bytes, Some(1 << 30));
+        let err = parse(r#"{"connection_string": "DSN=x", "min_free_bytes": "1 GB"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'min_free_bytes'"), "{err}");
     }
 
     #[test]

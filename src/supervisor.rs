@@ -39,7 +39,7 @@ use crate::extract;
 use crate::lock;
 use crate::manifest;
 use crate::plan::group_digits;
-use crate::sink::files;
+use crate::sink::durable;
 use crate::state::{self, RunState, TableStatus};
 
 /// The hidden `sync` option that makes a process the supervised child; its value is the
@@ -346,7 +346,7 @@ struct TableInProgress {
 impl Progress {
     /// An unreadable state file reads as no progress (the child reports it when it starts).
     fn read(state_path: &Path) -> Progress {
-        match state::load(state_path) {
+        match state::load(&durable::Disk, state_path) {
             Ok(Some(state)) => Progress::of(&state),
             Ok(None) | Err(_) => Progress::default(),
         }
@@ -466,7 +466,7 @@ fn claim_early_crashes(state_path: &Path) {
     let Some(mut record) = read_restarts(state_path).filter(|r| r.run_id.is_none()) else {
         return;
     };
-    let Ok(Some(state)) = state::load(state_path) else {
+    let Ok(Some(state)) = state::load(&durable::Disk, state_path) else {
         return;
     };
     record.run_id = Some(state.run_id);
@@ -494,7 +494,7 @@ fn write_restarts(state_path: &Path, record: &Restarts) {
     let path = restarts_path(state_path);
     let written = serde_json::to_vec_pretty(record)
         .map_err(std::io::Error::other)
-        .and_then(|json| files::write_atomically(&path, &json));
+        .and_then(|json| durable::write_atomically(&durable::Disk, &path, &json));
     if let Err(e) = written {
         log::warn!("cannot record the crash in '{}': {e}", path.display());
     }
