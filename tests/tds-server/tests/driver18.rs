@@ -113,7 +113,8 @@ fn encrypt_no_against_an_optional_tls_server_encrypts_the_login_only() {
 }
 
 /// Encrypt=no against a server that requires TLS (ENCRYPT_REQ): everything is encrypted and
-/// Driver 18 validates the certificate, so a self-signed one needs TrustServerCertificate=yes.
+/// Driver 18 validates the certificate, so one from an untrusted CA needs
+/// TrustServerCertificate=yes.
 #[test]
 fn encrypt_no_against_a_tls_required_server_validates_the_certificate() {
     let server = common::start(TlsMode::Required);
@@ -130,7 +131,8 @@ fn encrypt_no_against_a_tls_required_server_validates_the_certificate() {
     assert_eq!(query_one(&conn, "select ints 1"), [Some("0".to_owned())]);
 }
 
-/// Encrypt=yes validates the self-signed certificate and fails; ServerCertificate (pinning)
+/// Encrypt=yes validates the certificate (signed by the untrusted test CA) and fails;
+/// ServerCertificate (pinning)
 /// does not help there: Driver 18.6 uses it under Encrypt=strict only (see the next test).
 #[test]
 fn an_untrusted_certificate_fails_validation() {
@@ -148,7 +150,7 @@ fn an_untrusted_certificate_fails_validation() {
         let text = format!("{error:?}");
         assert!(text.contains("08001"), "{extra}: {text}");
         assert!(
-            text.contains("certificate verify failed:self-signed certificate"),
+            text.contains("certificate verify failed:self-signed certificate in certificate chain"),
             "{extra}: {text}"
         );
     }
@@ -172,7 +174,6 @@ fn a_wrong_password_is_18456_and_28000() {
         .map(drop)
         .expect_err("a wrong password is refused");
     let text = format!("{error:?}");
-    eprintln!("wrong password: {text}");
     assert!(text.contains("28000"), "{text}");
     assert!(text.contains("18456"), "{text}");
     assert!(text.contains("Login failed for user 'ehi'."), "{text}");
@@ -200,7 +201,6 @@ fn an_unknown_database_is_4060() {
         .map(drop)
         .expect_err("an unknown database is refused");
     let text = format!("{error:?}");
-    eprintln!("unknown database: {text}");
     assert!(text.contains("4060"), "{text}");
 }
 
@@ -216,7 +216,12 @@ fn strict_encryption_with_a_pinned_certificate() {
     )
     .expect("a pinned certificate is accepted under strict encryption");
     assert_eq!(query_one(&conn, "select ints 1"), [Some("0".to_owned())]);
-    eprintln!("strict login: {:?}", server.logins()[0]);
+    // Inside TLS already, Driver 18's PRELOGIN says ENCRYPT_NOT_SUP; LOGIN7 is still TDS 7.4.
+    let login = &server.logins()[0];
+    assert_eq!(
+        (login.prelogin_encryption, login.tds_version),
+        (2, 0x7400_0004)
+    );
 }
 
 /// Reads one row, every column with SQLGetData: binary types as bytes, the rest as text.
@@ -276,6 +281,28 @@ fn every_type_through(server: &tds_test_server::TestServer, extra: &str) {
             format!("{:?}", d.data_type)
         })
         .collect();
+    let other = |t: i16, size: &str, digits: u8| {
+        format!(
+            "Other {{ data_type: SqlDataType({t}), column_size: {size}, decimal_digits: {digits} }}"
+        )
+    };
+    assert_eq!(
+        described[14],
+        other(-154, "Some(16)", 7),
+        "time(7): SQL_SS_TIME2"
+    );
+    assert_eq!(
+        described[18],
+        other(-155, "Some(34)", 7),
+        "datetimeoffset(7)"
+    );
+    assert_eq!(
+        described[32],
+        other(-11, "Some(36)", 0),
+        "uniqueidentifier: SQL_GUID"
+    );
+    assert_eq!(described[34], other(-150, "Some(8000)", 0), "sql_variant");
+    assert_eq!(described[37], "Binary { length: Some(8) }", "rowversion");
     assert_eq!(described[24], "Varchar { length: None }");
     assert_eq!(described[25], "WVarchar { length: None }");
     assert_eq!(described[26], "Varbinary { length: None }");
@@ -347,7 +374,6 @@ fn parameters_arrive_with_the_type_the_driver_sent() {
     drop(cursor);
     let received = server.received();
     let last = received.last().expect("a request");
-    eprintln!("Driver 18 sent: {last:#?}");
     assert_eq!(last.kind, RequestKind::Rpc("sp_executesql".to_owned()));
     assert_eq!(last.sql, "select params @P1, @P2, @P3, @P4, @P5");
     let p = |name: &str, ty: SqlType, value: Value| Param {
@@ -504,7 +530,6 @@ fn errors_at_a_row_give_the_sqlstate_and_native_error() {
         server.add_fault(error_at_row(number, state, class, message));
         let (rows, error) = fetch_all(&conn, "select ints 100", None);
         let error = error.expect("the fault stops the rows");
-        eprintln!("{number}: after {rows} rows: {error}");
         assert_eq!(rows, 5, "{number}");
         assert!(
             error.contains(&format!("State: {sqlstate}")),
@@ -532,9 +557,8 @@ fn a_fatal_error_and_a_cut_link_end_the_connection() {
     ));
     let (rows, error) = fetch_all(&conn, "select ints 100", None);
     let error = error.expect("the fault stops the rows");
-    eprintln!("233: after {rows} rows: {error}");
+    assert_eq!(rows, 5);
     let (_, after) = fetch_all(&conn, "select ints 3", None);
-    eprintln!("233, then: {after:?}");
     assert!(
         error.contains("State: 23000") && error.contains("Native error: 233"),
         "{error}"
@@ -554,7 +578,6 @@ fn a_fatal_error_and_a_cut_link_end_the_connection() {
     });
     let (rows, error) = fetch_all(&conn, "select ints 100000", None);
     let error = error.expect("the cut stops the rows");
-    eprintln!("cut: after {rows} rows: {error}");
     assert!(rows > 0 && rows <= 5000, "{rows}");
     assert!(
         error.contains("State: 08S01") && error.contains("Native error: 10054"),
@@ -616,20 +639,23 @@ fn a_query_timeout_sends_attention_while_the_server_stalls() {
     });
     let started = std::time::Instant::now();
     let (rows, error) = fetch_all(&conn, "select ints 200000", Some(1));
-    let elapsed = started.elapsed();
-    eprintln!("timeout: after {rows} rows in {elapsed:?}: {error:?}");
+    // Driver 18 sends ATTENTION after 1 s and waits for DONE_ATTN, which comes when the stall
+    // ends and the server, streaming again, notices the ATTENTION.
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
     let error = error.expect("the timeout stops the statement");
-    assert!(error.contains("HYT00"), "{error}");
+    assert_eq!(rows, 0);
+    assert!(
+        error.contains("State: HYT00") && error.contains("Query timeout expired"),
+        "{error}"
+    );
+    let attention = server.received().pop().expect("a request");
+    assert_eq!(attention.kind, tds_test_server::RequestKind::Attention);
+    assert_eq!(
+        attention.sql, "select ints 200000",
+        "noticed while the rows streamed"
+    );
     // The connection goes on after the ATTENTION was acknowledged.
     assert_eq!(fetch_all(&conn, "select ints 3", None), (3, None));
-    eprintln!(
-        "{:?}",
-        server
-            .received()
-            .iter()
-            .map(|r| r.kind.clone())
-            .collect::<Vec<_>>()
-    );
 }
 
 #[test]
@@ -655,10 +681,15 @@ fn a_login_error_fault_refuses_the_login() {
 
 /// Runs `tests/python/driver18_odbc.py` (pyodbc: `pip install pyodbc`) and parses its JSON.
 fn pyodbc(args: &[&str]) -> serde_json::Value {
+    pyodbc_with_env(args, &[])
+}
+
+fn pyodbc_with_env(args: &[&str], env: &[(&str, &std::path::Path)]) -> serde_json::Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/driver18_odbc.py");
     let output = std::process::Command::new("python3")
         .arg(script)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("python3 runs");
     assert!(
@@ -690,8 +721,8 @@ fn non_ascii_statement_text_is_intact_only_through_the_wide_functions() {
 }
 
 /// SQLCancel from another thread while rows stream: Driver 18 sends ATTENTION, the server
-/// stops at a row boundary and answers DONE_ATTN, the fetch fails with HY008 and the
-/// connection goes on.
+/// stops at a row boundary and answers DONE_ATTN, the fetch fails with HY008 (or HY010, by
+/// timing) and the connection goes on.
 #[test]
 fn sqlcancel_while_rows_stream() {
     for (tls, extra) in [
@@ -700,13 +731,27 @@ fn sqlcancel_while_rows_stream() {
     ] {
         let server = common::start(tls);
         let out = pyodbc(&["cancel", &connection_string(server.port(), extra)]);
-        assert_eq!(out["state"], "HY008", "{extra}: {out}");
+        // HY008 when the cancel lands inside SQLFetch; HY010 when it lands between two fetches
+        // (SQLCancel then acts as SQLFreeStmt(SQL_CLOSE) and the next fetch has no cursor).
+        let state = out["state"].as_str().unwrap_or_default();
+        assert!(state == "HY008" || state == "HY010", "{extra}: {out}");
         let rows = out["rows"].as_u64().expect("rows");
         assert!(
             rows < 5_000_000,
             "{extra}: the cancel stopped the stream: {rows}"
         );
         assert_eq!(out["after"], 3, "{extra}: the connection goes on");
+        let stopped: Vec<String> = server
+            .received()
+            .into_iter()
+            .filter(|r| r.kind == tds_test_server::RequestKind::Attention)
+            .map(|r| r.sql)
+            .collect();
+        assert_eq!(
+            stopped,
+            ["select ints 5000000"],
+            "{extra}: the ATTENTION stopped the stream"
+        );
     }
 }
 
@@ -866,4 +911,72 @@ fn an_odbc_call_is_an_rpc_by_name() {
     assert_eq!(last.sql, "EXEC dbo.some_proc");
     assert_eq!(last.params.len(), 1);
     assert_eq!(last.params[0].value, Value::Int(42));
+}
+
+/// A stall without a query timeout: the rows arrive, late.
+#[test]
+fn a_stall_delays_the_rows() {
+    let server = common::start(TlsMode::Off);
+    let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
+    server.add_fault(tds_test_server::Fault::StallAtRow {
+        statement_contains: "ints".to_owned(),
+        row: 2,
+        duration: std::time::Duration::from_millis(800),
+        times: 1,
+    });
+    let started = std::time::Instant::now();
+    assert_eq!(fetch_all(&conn, "select ints 5", None), (5, None));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(800));
+    let started = std::time::Instant::now();
+    assert_eq!(fetch_all(&conn, "select ints 5", None), (5, None));
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(800),
+        "fired once"
+    );
+}
+
+/// With the test CA as its trust store (OpenSSL's SSL_CERT_FILE, in a child process) Driver 18
+/// validates the certificate like a real server's: Encrypt=yes with TrustServerCertificate=no
+/// succeeds for Server=localhost, fails the host name check for 127.0.0.1 unless
+/// HostNameInCertificate=localhost. Surprise: Server=localhost with HostNameInCertificate naming
+/// another host still succeeds (Driver 18.6 accepts the server name too).
+#[test]
+fn a_trusted_ca_validates_the_certificate_and_its_host_name() {
+    let server = common::start(TlsMode::Required);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, server.ca_certificate_pem().expect("a CA")).expect("writes");
+    let port = server.port();
+    let login = format!(
+        "UID={USER};PWD={{{PASSWORD}}};Database={DATABASE};Encrypt=yes;TrustServerCertificate=no"
+    );
+    let driver = "Driver={ODBC Driver 18 for SQL Server}";
+    let host_mismatch = Some("certificate verify failed:subject name does not match host name");
+    let cases = [
+        ("localhost", "", None),
+        ("127.0.0.1", "", host_mismatch),
+        ("127.0.0.1", ";HostNameInCertificate=localhost", None),
+        (
+            "127.0.0.1",
+            ";HostNameInCertificate=other.example",
+            host_mismatch,
+        ),
+        ("localhost", ";HostNameInCertificate=other.example", None),
+    ];
+    for (host, extra, failure) in cases {
+        let case = format!("{driver};Server=tcp:{host},{port};{login}{extra}");
+        let out = pyodbc_with_env(&["connect", &case], &[("SSL_CERT_FILE", &ca)]);
+        match failure {
+            None => assert_eq!(out["ok"], true, "{host}{extra}: {out}"),
+            Some(message) => {
+                assert_eq!(out["state"], "08001", "{host}{extra}: {out}");
+                let text = out["message"].as_str().unwrap_or_default();
+                assert!(text.contains(message), "{host}{extra}: {out}");
+            }
+        }
+    }
+    // Without the CA, the same connection fails: the chain is not trusted.
+    let case = format!("{driver};Server=tcp:localhost,{port};{login}");
+    let out = pyodbc(&["connect", &case]);
+    assert_eq!(out["ok"], false, "{out}");
 }

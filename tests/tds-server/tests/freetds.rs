@@ -67,6 +67,22 @@ fn every_type_reads_back_value_for_value() {
     assert_eq!(login.option_flags, [0xE0, 0x03, 0x00, 0x18]);
 }
 
+/// Against a server that offers TLS: FreeTDS's default (Encryption=request) sends ENCRYPT_OFF
+/// (so only LOGIN7 is encrypted), Encryption=off sends ENCRYPT_NOT_SUP (no TLS at all).
+#[test]
+fn logs_in_against_an_optional_tls_server() {
+    for (extra, sent) in [("", 0), ("Encryption=off", 2), ("Encryption=request", 0)] {
+        let server = common::start(TlsMode::Optional);
+        let conn = connect(server.port(), extra).expect("FreeTDS logs in");
+        let mut cursor = conn
+            .execute("select ints 1", (), None)
+            .expect("runs")
+            .expect("a cursor");
+        assert!(cursor.next_row().expect("fetches").is_some());
+        assert_eq!(server.logins()[0].prelogin_encryption, sent, "{extra}");
+    }
+}
+
 #[test]
 fn logs_in_over_tls_and_refuses_a_wrong_password() {
     let server = common::start(TlsMode::Required);
@@ -220,4 +236,21 @@ fn varchar_in_other_collations() {
         values.push(String::from_utf8(buf).expect("utf-8"));
     }
     assert_eq!(values, ["Ñ€😀", "Ñ€é"]);
+}
+
+/// Encryption=require encrypts without validating: FreeTDS 1.3 takes no CA file from the ODBC
+/// connection string (`CAFile`, `ca file` are ignored; only freetds.conf sets one), so a
+/// certificate no CA vouches for is accepted.
+#[test]
+fn encryption_require_does_not_validate_the_certificate() {
+    let server = common::start(TlsMode::Required);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    // Not the CA that signed the server's certificate.
+    let wrong_ca = dir.path().join("wrong-ca.pem");
+    std::fs::write(&wrong_ca, server.certificate_pem().expect("a certificate")).expect("writes");
+    for key in ["CAFile", "ca file"] {
+        let extra = format!("Encryption=require;{key}={}", wrong_ca.display());
+        connect(server.port(), &extra).unwrap_or_else(|e| panic!("{extra}: {e:?}"));
+    }
+    assert!(server.logins().iter().all(|l| l.prelogin_encryption == 1));
 }

@@ -5,6 +5,7 @@
 //! The backend is passed in by the binary, so that this half of the crate does not depend on
 //! which database serves the rows.
 
+use std::convert::Infallible;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -84,11 +85,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
 }
 
 /// Runs the server for the command line: opens the backend with `open(sqlite, database)`,
-/// prints the address, serves until the process is killed. Returns only on an error.
+/// prints the address, serves until the process is killed. Returns only on an error (bad
+/// arguments, the backend cannot open, the port is taken), which the binary prints.
 pub fn run(
     args: impl IntoIterator<Item = String>,
     open: impl FnOnce(&Path, &str) -> Result<Arc<dyn BackendFactory>, String>,
-) -> Result<(), String> {
+) -> Result<Infallible, String> {
     let args = parse(args)?;
     let backend = open(&args.sqlite, &args.database)?;
     let options = ServerOptions {

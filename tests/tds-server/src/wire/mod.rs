@@ -69,7 +69,8 @@ pub enum RequestKind {
     /// An RPC: the procedure's name (`sp_executesql`, `sp_prepexec`, `sp_execute`, ... for the
     /// ProcIDs of [MS-TDS] 2.2.6.6, or the name sent).
     Rpc(String),
-    /// An ATTENTION (cancel) that arrived when no response was streaming.
+    /// An ATTENTION (cancel). `sql` is the statement it stopped while its results streamed,
+    /// empty when it arrived after the response had ended.
     Attention,
     /// A transaction manager request (Driver 18 with autocommit off); `sql` says what it did:
     /// `BEGIN TRANSACTION`, `COMMIT TRANSACTION`, `ROLLBACK TRANSACTION` (followed by
@@ -168,6 +169,7 @@ pub(crate) struct Tls {
     /// TDS 8 strict encryption: TLS before PRELOGIN.
     pub(crate) strict: Arc<rustls::ServerConfig>,
     pem: String,
+    ca_pem: String,
 }
 
 /// State shared by the server's threads.
@@ -280,7 +282,7 @@ impl TestServer {
     ) -> io::Result<TestServer> {
         let tls = match options.tls {
             TlsMode::Off => None,
-            TlsMode::Optional | TlsMode::Required => Some(tls::self_signed()?),
+            TlsMode::Optional | TlsMode::Required => Some(tls::generate()?),
         };
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, options.port))?;
         let addr = listener.local_addr()?;
@@ -312,10 +314,18 @@ impl TestServer {
         self.addr.port()
     }
 
-    /// The self-signed certificate (CN and SAN `localhost`) generated at start, PEM; `None`
-    /// when TLS is off.
+    /// The server's certificate (CN and SAN `localhost`) generated at start, PEM, for
+    /// pinning (`ServerCertificate=`); `None` when TLS is off. It is signed by
+    /// [`TestServer::ca_certificate_pem`], a CA no client trusts unless told to.
     pub fn certificate_pem(&self) -> Option<&str> {
         self.shared.tls.as_ref().map(|tls| tls.pem.as_str())
+    }
+
+    /// The test CA that signed the server's certificate, PEM: a client given it as its trust
+    /// store (OpenSSL, so Driver 18 and FreeTDS: `SSL_CERT_FILE`) validates the certificate
+    /// and its host name as it would a real server's.
+    pub fn ca_certificate_pem(&self) -> Option<&str> {
+        self.shared.tls.as_ref().map(|tls| tls.ca_pem.as_str())
     }
 
     /// Every request received, in order.

@@ -651,9 +651,17 @@ impl Session<'_> {
             }
             Err(Interrupt::Disconnected) => return Ok(false),
         };
-        // An ATTENTION noticed after the backend's last row still needs its acknowledgment.
-        if sink.out.link().attention && !result_was_attention {
-            tokens::done(&mut sink.out, DONE, done_status::ATTN, 0, 0)?;
+        if sink.out.link().attention {
+            self.shared.record(Received {
+                kind: RequestKind::Attention,
+                sql: sql.to_owned(),
+                params: Vec::new(),
+                declarations: None,
+            });
+            // An ATTENTION noticed after the backend's last row still needs its acknowledgment.
+            if !result_was_attention {
+                tokens::done(&mut sink.out, DONE, done_status::ATTN, 0, 0)?;
+            }
         }
         sink.out.finish()?;
         Ok(after == After::KeepOpen)

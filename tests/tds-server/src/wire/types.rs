@@ -66,6 +66,8 @@ pub(crate) const USER_TYPE_TIMESTAMP: u32 = 80;
 const DATETIME_TICKS_PER_DAY: i64 = 300 * 86_400;
 /// Days from 0001-01-01 to 1900-01-01, the `datetime` epoch.
 const DAYS_0001_TO_1900: i64 = 693_595;
+/// 1753-01-01, the first `datetime`, as days since 1900-01-01.
+const DAYS_1900_TO_1753: i64 = -53_690;
 /// 9999-12-31 as days since 0001-01-01.
 const MAX_DATE_DAYS: i64 = 3_652_058;
 
@@ -541,9 +543,13 @@ pub(crate) fn encode<'v>(
             if null {
                 inline.push(0);
             } else {
-                let data = scalar_bytes(fixed, value)?;
-                inline.push(data.len() as u8);
-                inline.extend(data);
+                let at = inline.len();
+                inline.push(0);
+                if let Err(e) = put_scalar(fixed, value, inline) {
+                    inline.truncate(at);
+                    return Err(e);
+                }
+                inline[at] = (inline.len() - at - 1) as u8;
             }
             Ok(Encoded::Inline)
         }
@@ -590,6 +596,13 @@ fn append_utf16(out: &mut Vec<u8>, text: &str) {
 /// The data bytes (no length prefix) of a fixed-size value: integers, floats, money, decimals,
 /// dates and times, GUIDs.
 fn scalar_bytes(ty: &SqlType, value: &Value) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(17);
+    put_scalar(ty, value, &mut out)?;
+    Ok(out)
+}
+
+/// Appends the data bytes (no length prefix) of a fixed-size value to `out`.
+fn put_scalar(ty: &SqlType, value: &Value, out: &mut Vec<u8>) -> Result<(), String> {
     let int = || match value {
         Value::Int(i) => Ok(*i),
         Value::Text(t) => t
@@ -610,16 +623,14 @@ fn scalar_bytes(ty: &SqlType, value: &Value) -> Result<Vec<u8>, String> {
             Err(format!("{ty:?}: integer out of range"))
         }
     };
-    Ok(match ty {
-        SqlType::TinyInt => vec![range(0, 255)? as u8],
-        SqlType::SmallInt => (range(i16::MIN.into(), i16::MAX.into())? as i16)
-            .to_le_bytes()
-            .to_vec(),
-        SqlType::Int => (range(i32::MIN.into(), i32::MAX.into())? as i32)
-            .to_le_bytes()
-            .to_vec(),
-        SqlType::BigInt => int()?.to_le_bytes().to_vec(),
-        SqlType::Bit => vec![u8::from(int()? != 0)],
+    match ty {
+        SqlType::TinyInt => out.push(range(0, 255)? as u8),
+        SqlType::SmallInt => {
+            out.extend((range(i16::MIN.into(), i16::MAX.into())? as i16).to_le_bytes())
+        }
+        SqlType::Int => out.extend((range(i32::MIN.into(), i32::MAX.into())? as i32).to_le_bytes()),
+        SqlType::BigInt => out.extend(int()?.to_le_bytes()),
+        SqlType::Bit => out.push(u8::from(int()? != 0)),
         SqlType::Float | SqlType::Real => {
             let f = match value {
                 Value::Float(f) => *f,
@@ -627,9 +638,9 @@ fn scalar_bytes(ty: &SqlType, value: &Value) -> Result<Vec<u8>, String> {
                 _ => return Err(format!("{ty:?} needs a Float value, got {}", kind(value))),
             };
             if *ty == SqlType::Real {
-                (f as f32).to_le_bytes().to_vec()
+                out.extend((f as f32).to_le_bytes());
             } else {
-                f.to_le_bytes().to_vec()
+                out.extend(f.to_le_bytes());
             }
         }
         SqlType::Decimal { precision, scale } => {
@@ -637,7 +648,7 @@ fn scalar_bytes(ty: &SqlType, value: &Value) -> Result<Vec<u8>, String> {
                 Value::Int(i) => i128::from(*i) * 10i128.pow(u32::from(*scale)),
                 _ => parse_decimal(text()?, *scale)?,
             };
-            decimal_bytes(n, *precision)?
+            put_decimal(out, n, *precision)?;
         }
         SqlType::Money | SqlType::SmallMoney => {
             let n = match value {
@@ -646,38 +657,29 @@ fn scalar_bytes(ty: &SqlType, value: &Value) -> Result<Vec<u8>, String> {
             };
             if *ty == SqlType::SmallMoney {
                 let n = i32::try_from(n).map_err(|_| "smallmoney out of range".to_owned())?;
-                n.to_le_bytes().to_vec()
+                out.extend(n.to_le_bytes());
             } else {
                 // [MS-TDS] 2.2.5.5.1.4 Money: the high 32 bits first, then the low 32 bits.
                 let n = i64::try_from(n).map_err(|_| "money out of range".to_owned())?;
-                let mut b = ((n >> 32) as i32).to_le_bytes().to_vec();
-                b.extend((n as u32).to_le_bytes());
-                b
+                out.extend(((n >> 32) as i32).to_le_bytes());
+                out.extend((n as u32).to_le_bytes());
             }
         }
-        SqlType::Date => {
-            let days = parse_date(text()?.trim())?;
-            days_bytes(days)
+        SqlType::Date => put_days(out, parse_date(text()?.trim())?),
+        SqlType::Time { scale } => put_time(out, parse_time(text()?.trim(), *scale)?, *scale),
+        SqlType::DateTime2 { scale } => {
+            let (days, ticks) = parse_datetime(text()?, *scale)?;
+            put_time(out, ticks, *scale);
+            put_days(out, days);
         }
         SqlType::DateTimeOffset { scale } => {
             let (days, ticks, offset) = parse_datetimeoffset(text()?, *scale)?;
             if !(0..=MAX_DATE_DAYS).contains(&days) {
                 return Err("a datetimeoffset is out of range in UTC".to_owned());
             }
-            let mut b = time_bytes(ticks, *scale);
-            b.extend(days_bytes(days));
-            b.extend(offset.to_le_bytes());
-            b
-        }
-        SqlType::Time { scale } => {
-            let ticks = parse_time(text()?.trim(), *scale)?;
-            time_bytes(ticks, *scale)
-        }
-        SqlType::DateTime2 { scale } => {
-            let (days, ticks) = parse_datetime(text()?, *scale)?;
-            let mut b = time_bytes(ticks, *scale);
-            b.extend(days_bytes(days));
-            b
+            put_time(out, ticks, *scale);
+            put_days(out, days);
+            out.extend(offset.to_le_bytes());
         }
         SqlType::DateTime => {
             let (days, ns) = parse_datetime(text()?, 9)?;
@@ -688,10 +690,11 @@ fn scalar_bytes(ty: &SqlType, value: &Value) -> Result<Vec<u8>, String> {
                 ticks -= DATETIME_TICKS_PER_DAY;
                 days += 1;
             }
-            let days = i32::try_from(days).map_err(|_| "datetime out of range".to_owned())?;
-            let mut b = days.to_le_bytes().to_vec();
-            b.extend((ticks as u32).to_le_bytes());
-            b
+            if days < DAYS_1900_TO_1753 {
+                return Err("a datetime before 1753-01-01".to_owned());
+            }
+            out.extend((days as i32).to_le_bytes());
+            out.extend((ticks as u32).to_le_bytes());
         }
         SqlType::SmallDateTime => {
             let (days, ns) = parse_datetime(text()?, 9)?;
@@ -702,18 +705,18 @@ fn scalar_bytes(ty: &SqlType, value: &Value) -> Result<Vec<u8>, String> {
                 days += 1;
             }
             let days = u16::try_from(days).map_err(|_| "smalldatetime out of range".to_owned())?;
-            let mut b = days.to_le_bytes().to_vec();
-            b.extend((minutes as u16).to_le_bytes());
-            b
+            out.extend(days.to_le_bytes());
+            out.extend((minutes as u16).to_le_bytes());
         }
-        SqlType::UniqueIdentifier => parse_guid(text()?)?.to_vec(),
+        SqlType::UniqueIdentifier => out.extend(parse_guid(text()?)?),
         other => return Err(format!("{other:?} is not a fixed-size type")),
-    })
+    }
+    Ok(())
 }
 
 /// [MS-TDS] 2.2.5.5.1.3 Decimal/Numeric: sign (1 = positive), then the magnitude little-endian
 /// in 4, 8, 12 or 16 bytes by precision.
-fn decimal_bytes(n: i128, precision: u8) -> Result<Vec<u8>, String> {
+fn put_decimal(out: &mut Vec<u8>, n: i128, precision: u8) -> Result<(), String> {
     if precision == 0 || precision > 38 {
         return Err(format!("decimal precision {precision} is not 1..=38"));
     }
@@ -723,43 +726,42 @@ fn decimal_bytes(n: i128, precision: u8) -> Result<Vec<u8>, String> {
         ));
     }
     let len = usize::from(decimal_len(precision)) - 1;
-    let mut b = vec![u8::from(n >= 0)];
-    b.extend(&n.unsigned_abs().to_le_bytes()[..len]);
-    Ok(b)
+    out.push(u8::from(n >= 0));
+    out.extend_from_slice(&n.unsigned_abs().to_le_bytes()[..len]);
+    Ok(())
 }
 
-fn days_bytes(days: i64) -> Vec<u8> {
-    days.to_le_bytes()[..3].to_vec()
+fn put_days(out: &mut Vec<u8>, days: i64) {
+    out.extend_from_slice(&days.to_le_bytes()[..3]);
 }
 
-fn time_bytes(ticks: i64, scale: u8) -> Vec<u8> {
-    ticks.to_le_bytes()[..usize::from(time_len(scale))].to_vec()
+fn put_time(out: &mut Vec<u8>, ticks: i64, scale: u8) {
+    out.extend_from_slice(&ticks.to_le_bytes()[..usize::from(time_len(scale))]);
 }
 
 /// A value Driver 18 cannot convert, for [`crate::wire::Fault::BadValueAtRow`], length prefix
 /// included: the right framing for the column's type with content out of the type's range. (A decimal one digit
 /// over its precision is no such value: Driver 18 returns it as text without complaint.)
 pub(crate) fn bad_value(ty: &SqlType) -> Result<Vec<u8>, String> {
-    let data = match ty {
+    let day = |scale: u8| 86_400 * 10i64.pow(u32::from(scale));
+    let mut data = Vec::new();
+    match ty {
         // 24:00:00 and past: time ticks beyond the day.
-        SqlType::Time { scale } => time_bytes(86_400 * 10i64.pow(u32::from(*scale)), *scale),
+        SqlType::Time { scale } => put_time(&mut data, day(*scale), *scale),
         SqlType::DateTime2 { scale } => {
-            let mut b = time_bytes(86_400 * 10i64.pow(u32::from(*scale)), *scale);
-            b.extend(days_bytes(0));
-            b
+            put_time(&mut data, day(*scale), *scale);
+            put_days(&mut data, 0);
         }
         SqlType::DateTimeOffset { scale } => {
-            let mut b = time_bytes(86_400 * 10i64.pow(u32::from(*scale)), *scale);
-            b.extend(days_bytes(0));
-            b.extend(0i16.to_le_bytes());
-            b
+            put_time(&mut data, day(*scale), *scale);
+            put_days(&mut data, 0);
+            data.extend(0i16.to_le_bytes());
         }
         // The day after 9999-12-31.
-        SqlType::Date => days_bytes(MAX_DATE_DAYS + 1),
+        SqlType::Date => put_days(&mut data, MAX_DATE_DAYS + 1),
         SqlType::DateTime => {
-            let mut b = 0i32.to_le_bytes().to_vec();
-            b.extend((DATETIME_TICKS_PER_DAY as u32).to_le_bytes());
-            b
+            data.extend(0i32.to_le_bytes());
+            data.extend((DATETIME_TICKS_PER_DAY as u32).to_le_bytes());
         }
         other => {
             return Err(format!(
@@ -767,7 +769,7 @@ pub(crate) fn bad_value(ty: &SqlType) -> Result<Vec<u8>, String> {
                  column, not {other:?}"
             ));
         }
-    };
+    }
     let mut b = vec![data.len() as u8];
     b.extend(data);
     Ok(b)
@@ -1678,6 +1680,13 @@ mod tests {
         let mut r = Reader::new(&[SSVARIANT, 8, 0, 0, 0, BIGVARCHR, 0, 0, 0, 0, 0]);
         let wire = read_type_info(&mut r).expect("sql_variant");
         assert!(read_value(&mut r, &wire).is_err());
+    }
+
+    #[test]
+    fn datetime_starts_in_1753() {
+        let at = |s: &str| scalar_bytes(&SqlType::DateTime, &Value::Text(s.to_owned()));
+        assert!(at("1753-01-01 00:00:00").is_ok());
+        assert!(at("1752-12-31 23:59:59").is_err());
     }
 
     #[test]

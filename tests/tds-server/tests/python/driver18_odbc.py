@@ -4,6 +4,8 @@
 
 Usage:
   python3 driver18_odbc.py wide CONNECTION_STRING SQL   prints the first column of row 1
+  python3 driver18_odbc.py connect CONNECTION_STRING    prints {"ok": true} or the connect
+      error's SQLSTATE and message (run with SSL_CERT_FILE to choose the trusted CAs)
   python3 driver18_odbc.py cancel CONNECTION_STRING     streams rows, cancels from a thread;
       prints the rows fetched before the cancel took effect, the SQLSTATE, and the first
       column of a statement run afterwards on the same connection.
@@ -43,6 +45,13 @@ def cancel(conn):
 
 def main():
     mode, connection_string = sys.argv[1:3]
+    if mode == "connect":
+        try:
+            pyodbc.connect(connection_string, autocommit=True, timeout=5).close()
+            print(json.dumps({"ok": True}))
+        except pyodbc.Error as e:
+            print(json.dumps({"ok": False, "state": e.args[0], "message": e.args[1]}))
+        return
     conn = pyodbc.connect(connection_string, autocommit=True, timeout=5)
     if mode == "wide":
         wide(conn, sys.argv[3])
