@@ -686,7 +686,7 @@ fn sigkill_at_random_moments_then_resume_is_exact() {
     let target = Target::from_env(test);
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out");
-    let rows = keys_rows(3000);
+    let rows = keys_rows(12_000);
     let columns: Vec<String> = KEYS_COLUMNS.iter().map(|(c, _)| (*c).to_owned()).collect();
     let types: Vec<SqlType> = KEYS_COLUMNS
         .iter()
@@ -725,7 +725,11 @@ fn sigkill_at_random_moments_then_resume_is_exact() {
         dir.path(),
         with(
             cfg,
-            json!({"tiers": {"medium": {"batch_size": 50, "partition_size": 250, "checkpoint_interval": 100}}}),
+            json!({
+                "small_table_threshold": 100,
+                "large_table_threshold": 100_000,
+                "tiers": {"medium": {"batch_size": 50, "partition_size": 100, "checkpoint_interval": 100}}
+            }),
         ),
     );
     let plan = ehi_ok("plan", &cfg, &[]);
@@ -736,11 +740,11 @@ fn sigkill_at_random_moments_then_resume_is_exact() {
     );
     let mut random = Lcg(0x5eed_1234);
     let started = Instant::now();
-    let mut kills = 0;
+    let (mut kills, mut resumed) = (0, 0);
     while kills < 8 && started.elapsed() < Duration::from_secs(60) {
         let mut run = Running::sync(&cfg, &[]);
         if run.wait_for("Processing table", Duration::from_secs(60)) {
-            std::thread::sleep(Duration::from_millis(random.below(400)));
+            std::thread::sleep(Duration::from_millis(random.below(300)));
         }
         if !run.is_running() {
             let finished = run.wait(Duration::from_secs(60));
@@ -748,13 +752,23 @@ fn sigkill_at_random_moments_then_resume_is_exact() {
             break;
         }
         run.signal("KILL");
-        run.wait(Duration::from_secs(30));
+        if run
+            .wait(Duration::from_secs(30))
+            .stdout
+            .contains("Resuming run")
+        {
+            resumed += 1;
+        }
         kills += 1;
     }
     let last = Running::sync(&cfg, &[]).wait(Duration::from_secs(120));
     assert_eq!(last.code, 0, "{}\n{}", last.stdout, last.stderr);
-    println!("{test}: {kills} kills");
-    assert!(kills >= 3, "only {kills} kills landed");
+    println!("{test}: {kills} kills, {resumed} of them in resumed runs");
+    assert!(kills >= 5, "only {kills} kills landed");
+    assert!(
+        resumed >= 2,
+        "kills must land in resumed runs too ({resumed})"
+    );
     assert_output_equals(&read_table(&folder), &expected, "KEYS after resume");
 }
 
@@ -1095,15 +1109,16 @@ fn encrypt_and_trust_server_certificate_behave_as_driver18_documents() {
     assert_eq!(run.code, 3, "{}", run.all());
 }
 
-/// The certificate the server generated, trusted through OpenSSL's `SSL_CERT_FILE` (Driver 18
-/// on Linux validates with OpenSSL's default verify paths), so host name checks can be seen.
+/// The test CA that signed the server's certificate, trusted through OpenSSL's `SSL_CERT_FILE`
+/// (Driver 18 on Linux validates with OpenSSL's default verify paths), so that the host name
+/// check is what decides.
 #[test]
 fn host_name_in_certificate_is_checked_against_the_certificate() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir_all(dir.path().join("db")).expect("dir");
     let m = mssql::every_type(&dir.path().join("db"), TlsMode::Required);
-    let pem = dir.path().join("server.pem");
-    std::fs::write(&pem, m.server.certificate_pem().expect("a certificate")).expect("pem");
+    let pem = dir.path().join("ca.pem");
+    std::fs::write(&pem, m.server.ca_certificate_pem().expect("a CA")).expect("pem");
     let check_with_trusted_cert = |extra: Json| -> mssql::Run {
         let cfg = tls_config(
             &m,
