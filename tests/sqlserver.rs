@@ -1437,8 +1437,13 @@ fn a_rowversion_cursor_load_with_a_key_scan_writes_exactly_the_changes() {
 }
 
 /// A (max) value longer than its first fetch buffer is re-read whole through both drivers
-/// (the buffer grows by what the driver reports). ASCII, so that a cut could never be caught by
-/// the UTF-8 check: only the truncation check stands between a long note and a cut one.
+/// (the buffer grows by what the driver reports). FreeTDS 1.3 returns SQL_SUCCESS, not
+/// SQL_SUCCESS_WITH_INFO, from a bulk fetch that cut a varchar(max) value converted from its
+/// code page (the indicator says SQL_NO_TOTAL), so a truncation check that only looks at the
+/// buffers after SQL_SUCCESS_WITH_INFO misses it. `LEGACY` holds only two-byte characters in
+/// UTF-8, so the cut at the 4096-byte first buffer ends on a character boundary and the UTF-8
+/// check cannot catch it either: only a truncation check on the indicators stands between a
+/// long note and a cut one.
 #[test]
 fn long_values_through_freetds_are_never_cut() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -1451,6 +1456,7 @@ fn long_values_through_freetds_are_never_cut() {
             ColumnDef::new("NOTE", "nvarchar(max)", true),
             ColumnDef::new("LEGACY", "varchar(max)", true),
             ColumnDef::new("RAW", "varbinary(max)", true),
+            ColumnDef::new("ASCII", "varchar(max)", true),
         ],
         &["NOTE_ID"],
     )
@@ -1462,18 +1468,39 @@ fn long_values_through_freetds_are_never_cut() {
             vec![
                 text(&format!("N{n}")),
                 text(&"Progress note line. ".repeat(5_000 * n)),
-                text(&"Legacy ASCII text. ".repeat(4_000 * n)),
+                text(&"Ñ".repeat(10_000 * n)),
                 Value::Bytes(vec![b'x'; 70_000 * n]),
+                text(&"Legacy ASCII text. ".repeat(4_000 * n)),
             ]
         }),
     )
     .expect("rows");
     let m = serve(db, TlsMode::Off);
-    for driver in [FREETDS, DRIVER18] {
+    let source = source_table(&m.sqlite, "dbo", "HNO_NOTE");
+    for driver in [DRIVER18, FREETDS] {
         let out = dir.path().join(format!("out-{}", driver.len()));
         let cfg = write(dir.path(), config(m.server.port(), &out, driver, "csv"));
         let run = ehi("sync", &cfg, &[]);
         if run.code == 0 {
+            let files = read_table(&out.join("dbo.HNO_NOTE"));
+            for row in &files.rows {
+                let id = row[0].clone().expect("key");
+                let expected = source
+                    .rows
+                    .iter()
+                    .find(|r| r[0] == Value::Text(id.clone()))
+                    .expect("source row");
+                for (i, value) in row.iter().enumerate().skip(1) {
+                    let written = value.as_ref().map_or(0, String::len);
+                    let whole =
+                        mssql::expected_text(&source.types[i], &expected[i]).map_or(0, |t| t.len());
+                    assert_eq!(
+                        written, whole,
+                        "{driver}: {id}.{} written with {written} of its {whole} bytes",
+                        source.columns[i]
+                    );
+                }
+            }
             assert_output_equals_fixture(&out, &m.sqlite, "dbo", "HNO_NOTE");
         } else {
             assert_ne!(validation(&out, "dbo.HNO_NOTE")["status"], "ok", "{driver}");
