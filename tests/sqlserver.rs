@@ -711,7 +711,7 @@ fn sigkill_at_random_moments_then_resume_is_exact() {
     let target = Target::from_env(test);
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out");
-    let rows = keys_rows(12_000);
+    let rows = keys_rows(20_000);
     let columns: Vec<String> = KEYS_COLUMNS.iter().map(|(c, _)| (*c).to_owned()).collect();
     let types: Vec<SqlType> = KEYS_COLUMNS
         .iter()
@@ -769,7 +769,7 @@ fn sigkill_at_random_moments_then_resume_is_exact() {
     while kills < 8 && started.elapsed() < Duration::from_secs(60) {
         let mut run = Running::sync(&cfg, &[]);
         if run.wait_for("Processing table", Duration::from_secs(60)) {
-            std::thread::sleep(Duration::from_millis(random.below(300)));
+            std::thread::sleep(Duration::from_millis(random.below(150)));
         }
         if !run.is_running() {
             let finished = run.wait(Duration::from_secs(60));
