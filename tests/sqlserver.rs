@@ -1272,7 +1272,12 @@ fn change_tracking(fetch_text: Option<&str>) {
         cfg = with(cfg, json!({"fetch_text": width}));
     }
     let cfg = write(dir.path(), cfg);
-    ehi_ok("sync", &cfg, &[]);
+    let first = ehi_ok("sync", &cfg, &[]);
+    assert!(
+        !first.all().contains("unknown config keys ignored"),
+        "every key is read (fetch_text selects the text width):\n{}",
+        first.all()
+    );
     assert_output_equals_fixture(&out, &m.sqlite, "dbo", "ORDER_PROC");
 
     let key = |n: u64| vec![text(&(900_000 + n).to_string())];

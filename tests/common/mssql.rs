@@ -382,7 +382,11 @@ impl Target {
 pub struct RealServer {
     pub connection_string: String,
     pub schema: String,
+    connection: odbc_api::Connection<'static>,
 }
+
+/// Rows per `INSERT … VALUES` (SQL Server accepts at most 1,000).
+const ROWS_PER_INSERT: usize = 200;
 
 impl RealServer {
     fn new(connection_string: String) -> RealServer {
@@ -392,9 +396,11 @@ impl RealServer {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
+        let connection = crate::common::connect(&connection_string);
         let real = RealServer {
             connection_string,
             schema,
+            connection,
         };
         real.drop_schema();
         real.execute(&format!("CREATE SCHEMA [{}]", real.schema));
@@ -402,7 +408,9 @@ impl RealServer {
     }
 
     pub fn execute(&self, sql: &str) {
-        crate::common::execute_on(&self.connection_string, sql);
+        self.connection
+            .execute(sql, (), None)
+            .unwrap_or_else(|e| panic!("{REAL_SERVER_VARIABLE}: '{sql:.200}' failed: {e}"));
     }
 
     /// A config reading only this schema through the connection string.
@@ -453,13 +461,19 @@ impl RealServer {
             .iter()
             .map(|&i| format!("[{}]", columns[i].0))
             .collect();
-        for row in rows {
-            let values: Vec<String> = insertable
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let values: Vec<String> = chunk
                 .iter()
-                .map(|&i| tsql_literal(columns[i].1, &row[i]))
+                .map(|row| {
+                    let literals: Vec<String> = insertable
+                        .iter()
+                        .map(|&i| tsql_literal(columns[i].1, &row[i]))
+                        .collect();
+                    format!("({})", literals.join(", "))
+                })
                 .collect();
             self.execute(&format!(
-                "INSERT INTO [{}].[{name}] ({}) VALUES ({})",
+                "INSERT INTO [{}].[{name}] ({}) VALUES {}",
                 self.schema,
                 names.join(", "),
                 values.join(", ")
@@ -475,14 +489,11 @@ impl RealServer {
 
     fn drop_schema(&self) {
         // Tables first: DROP SCHEMA needs an empty schema.
-        let tables = crate::common::query_on(
-            &self.connection_string,
-            &format!(
-                "SELECT t.name FROM sys.tables AS t JOIN sys.schemas AS s ON s.schema_id = \
-                 t.schema_id WHERE s.name = N'{}'",
-                self.schema
-            ),
-        );
+        let tables = self.query(&format!(
+            "SELECT t.name FROM sys.tables AS t JOIN sys.schemas AS s ON s.schema_id = \
+             t.schema_id WHERE s.name = N'{}'",
+            self.schema
+        ));
         for table in tables.into_iter().filter_map(|mut r| r.remove(0)) {
             self.execute(&format!(
                 "DROP TABLE [{}].[{}]",
@@ -508,6 +519,12 @@ impl Drop for RealServer {
 /// language: dates in ISO 8601 with `T`, binary as `0x…`).
 fn tsql_literal(ty: &str, value: &Value) -> String {
     let cast_type = ty.split(" COLLATE").next().unwrap_or(ty);
+    let lower = cast_type.to_ascii_lowercase();
+    // Text goes in as nvarchar and the column converts it to its own collation's code page (a
+    // CAST would convert it to the database default's first).
+    let character = ["char", "varchar", "nchar", "nvarchar", "text", "ntext"]
+        .iter()
+        .any(|t| lower == *t || lower.starts_with(&format!("{t}(")));
     let literal = match value {
         Value::Null => return "NULL".to_owned(),
         Value::Int(i) => i.to_string(),
@@ -529,7 +546,7 @@ fn tsql_literal(ty: &str, value: &Value) -> String {
             );
         }
     };
-    if cast_type.eq_ignore_ascii_case("sql_variant") {
+    if character || lower == "sql_variant" {
         return literal;
     }
     format!("CAST({literal} AS {cast_type})")
