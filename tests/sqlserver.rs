@@ -206,6 +206,71 @@ fn reads(received: &[Received]) -> Vec<&Received> {
         .collect()
 }
 
+/// Every key parameter of `reads` has its key column's own type (varchar(18) in the column's
+/// collation, numeric(18,0), float, int, uniqueidentifier), except a datetime key: the driver
+/// declares it `datetime_parameter`, and the statement converts it back to datetime. Keys are
+/// never literals, and every parameterized read is one `sp_executesql`. Returns the
+/// `TABLE.COLUMN`s seen as parameters.
+fn assert_typed_key_parameters(
+    m: &Mssql,
+    reads: &[&Received],
+    datetime_parameter: SqlType,
+) -> BTreeSet<String> {
+    let mut checked = BTreeSet::new();
+    for r in reads {
+        let table = table_of(&r.sql).expect("a table");
+        let source = source_table(&m.sqlite, "dbo", table);
+        let columns = parameter_columns(&r.sql);
+        assert_eq!(
+            columns.len(),
+            r.params.len(),
+            "{table}: every parameter compared with a key column: {}",
+            r.sql
+        );
+        for p in &r.params {
+            let column = &columns[&p.name];
+            let i = source
+                .columns
+                .iter()
+                .position(|c| c == column)
+                .unwrap_or_else(|| panic!("{table}: no column {column}"));
+            let expected = match &source.types[i] {
+                SqlType::DateTime => {
+                    let cast = format!("CAST({} AS DATETIME)", p.name);
+                    assert!(
+                        r.sql.contains(&format!("[{column}] = {cast}"))
+                            || r.sql.contains(&format!("[{column}] > {cast}")),
+                        "{table}.{column}: a datetime bound converted back: {}",
+                        r.sql
+                    );
+                    datetime_parameter.clone()
+                }
+                other => other.clone(),
+            };
+            assert_eq!(
+                p.ty, expected,
+                "{table}.{column} parameter type; declared {:?}",
+                r.declarations
+            );
+            checked.insert(format!("{table}.{column}"));
+        }
+        assert!(
+            !r.sql.contains("> N'") && !r.sql.contains("> '") && !r.sql.contains("= N'"),
+            "{table}: a literal key in {}",
+            r.sql
+        );
+        if !r.params.is_empty() {
+            assert_eq!(
+                r.kind,
+                RequestKind::Rpc("sp_executesql".into()),
+                "{}",
+                r.sql
+            );
+        }
+    }
+    checked
+}
+
 // ---------------------------------------------------------------------------------------------
 // check, plan, sync through Driver 18
 // ---------------------------------------------------------------------------------------------
@@ -309,63 +374,7 @@ fn clarity_sync_through_driver18_equals_the_source_and_sends_typed_keys() {
 
     let received = m.server.received();
     let reads = reads(&received);
-    // Every key parameter has its key column's own type: varchar(18) in the column's
-    // collation, numeric(18,0), float, int, datetime, uniqueidentifier.
-    let mut checked = BTreeSet::new();
-    for r in &reads {
-        let table = table_of(&r.sql).expect("a table");
-        let source = source_table(&m.sqlite, "dbo", table);
-        let columns = parameter_columns(&r.sql);
-        assert_eq!(
-            columns.len(),
-            r.params.len(),
-            "{table}: every parameter compared with a key column: {}",
-            r.sql
-        );
-        for p in &r.params {
-            let column = &columns[&p.name];
-            let i = source
-                .columns
-                .iter()
-                .position(|c| c == column)
-                .unwrap_or_else(|| panic!("{table}: no column {column}"));
-            // Driver 18 declares every timestamp parameter datetime2; the statement converts a
-            // datetime bound back to datetime, so the column is compared in its own type.
-            let expected = match &source.types[i] {
-                SqlType::DateTime => {
-                    let cast = format!("CAST({} AS DATETIME)", p.name);
-                    assert!(
-                        r.sql.contains(&format!("[{column}] = {cast}"))
-                            || r.sql.contains(&format!("[{column}] > {cast}")),
-                        "{table}.{column}: a datetime bound converted back: {}",
-                        r.sql
-                    );
-                    SqlType::DateTime2 { scale: 3 }
-                }
-                other => other.clone(),
-            };
-            assert_eq!(
-                p.ty, expected,
-                "{table}.{column} parameter type; declared {:?}",
-                r.declarations
-            );
-            checked.insert(format!("{table}.{column}"));
-        }
-        // Keys are never literals in the text: one plan per table and shape.
-        assert!(
-            !r.sql.contains("> N'") && !r.sql.contains("> '") && !r.sql.contains("= N'"),
-            "{table}: a literal key in {}",
-            r.sql
-        );
-        if !r.params.is_empty() {
-            assert_eq!(
-                r.kind,
-                RequestKind::Rpc("sp_executesql".into()),
-                "{}",
-                r.sql
-            );
-        }
-    }
+    let checked = assert_typed_key_parameters(&m, &reads, SqlType::DateTime2 { scale: 3 });
     for key in [
         "PATIENT.PAT_ID",
         "PAT_ENC.PAT_ENC_CSN_ID",
@@ -633,23 +642,11 @@ fn clarity_sync_through_freetds_equals_the_source() {
             .any(|r| r.sql.contains("[Ünï col]") && r.sql.contains("[dbo].[Ünï tàble]")),
         "non-ASCII names intact through FreeTDS"
     );
-    for r in reads(&received) {
-        let table = table_of(&r.sql).expect("table");
-        let source = source_table(&m.sqlite, "dbo", table);
-        let columns = parameter_columns(&r.sql);
-        for p in &r.params {
-            let i = source
-                .columns
-                .iter()
-                .position(|c| *c == columns[&p.name])
-                .expect("a key column");
-            assert_eq!(
-                p.ty, source.types[i],
-                "{table}.{} through FreeTDS",
-                columns[&p.name]
-            );
-        }
-    }
+    // FreeTDS declares a timestamp parameter datetime2(7).
+    let checked =
+        assert_typed_key_parameters(&m, &reads(&received), SqlType::DateTime2 { scale: 7 });
+    assert!(checked.contains("VISIT_EVENT.EVENT_TIME"), "{checked:?}");
+    assert!(checked.contains("PAT_ENC.PAT_ENC_CSN_ID"), "{checked:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
