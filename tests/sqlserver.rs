@@ -168,7 +168,7 @@ fn write(dir: &Path, json: Json) -> std::path::PathBuf {
     common::write_config(dir, json)
 }
 
-/// The tables of `[dbo].[T]` a statement reads, by the `FROM` clause.
+/// The table `[dbo].[T]` a statement reads, by its `FROM` clause.
 fn table_of(sql: &str) -> Option<&str> {
     let from = sql.find(" FROM [dbo].[")? + " FROM [dbo].[".len();
     let end = sql[from..].find(']')? + from;
@@ -492,34 +492,51 @@ fn non_ascii_keys_are_sent_intact_as_chunk_bounds() {
     }
 }
 
-/// The every-type table on `target`: its config and the expected rows.
-fn every_type_on(
-    target: &Target,
-    dir: &Path,
-    out: &Path,
-    format: &str,
-) -> (Json, SourceTable, Option<Mssql>) {
-    match target {
-        Target::TestServer => {
-            let m = mssql::every_type(dir, TlsMode::Off);
-            let stored = source_table(&m.sqlite, "dbo", "ALL_TYPES");
-            let rowversions: BTreeMap<i64, Vec<u8>> = stored
-                .rows
-                .iter()
-                .map(|row| match (&row[0], row.last()) {
-                    (Value::Int(id), Some(Value::Bytes(rv))) => (*id, rv.clone()),
-                    other => panic!("ALL_TYPES row {other:?}"),
-                })
-                .collect();
-            let expected = mssql::every_type_source(&|id| rowversions[&id].clone());
-            // The SQLite file holds the fixture's own rows (the backend stores them exactly).
-            assert_same_values(&stored, &expected);
-            let cfg = config(m.server.port(), out, DRIVER18, format);
-            (cfg, expected, Some(m))
+/// Where the every-type table is served and what it holds.
+enum EveryTypeSource {
+    TestServer(Mssql),
+    Real(RealServer),
+}
+
+impl EveryTypeSource {
+    /// Sets up `ALL_TYPES` on `target` once; returns it with the expected rows.
+    fn new(target: Target, dir: &Path) -> (EveryTypeSource, SourceTable) {
+        match target {
+            Target::TestServer => {
+                let m = mssql::every_type(dir, TlsMode::Off);
+                let stored = source_table(&m.sqlite, "dbo", "ALL_TYPES");
+                let rowversions: BTreeMap<i64, Vec<u8>> = stored
+                    .rows
+                    .iter()
+                    .map(|row| match (&row[0], row.last()) {
+                        (Value::Int(id), Some(Value::Bytes(rv))) => (*id, rv.clone()),
+                        other => panic!("ALL_TYPES row {other:?}"),
+                    })
+                    .collect();
+                let expected = mssql::every_type_source(&|id| rowversions[&id].clone());
+                // The SQLite file holds the fixture's own rows (the backend stores them exactly).
+                assert_same_values(&stored, &expected);
+                (EveryTypeSource::TestServer(m), expected)
+            }
+            Target::Real(real) => {
+                let expected = every_type_on_real(&real);
+                (EveryTypeSource::Real(real), expected)
+            }
         }
-        Target::Real(real) => {
-            let expected = every_type_on_real(real);
-            (real.config(out, format), expected, None)
+    }
+
+    /// The config reading it with `driver` (a real server's connection string names its own).
+    fn config(&self, out: &Path, driver: &str, format: &str) -> Json {
+        match self {
+            EveryTypeSource::TestServer(m) => config(m.server.port(), out, driver, format),
+            EveryTypeSource::Real(real) => real.config(out, format),
+        }
+    }
+
+    fn folder(&self, out: &Path) -> std::path::PathBuf {
+        match self {
+            EveryTypeSource::TestServer(_) => out.join("dbo.ALL_TYPES"),
+            EveryTypeSource::Real(real) => out.join(format!("{}.ALL_TYPES", real.schema)),
         }
     }
 }
@@ -559,35 +576,22 @@ fn assert_same_values(stored: &SourceTable, expected: &SourceTable) {
 }
 
 fn every_type_exact(driver: &str, test: &str) {
-    let target = Target::from_env(test);
-    if driver == FREETDS && matches!(target, Target::Real(_)) {
-        println!("{test}: FreeTDS runs against the TDS test server only");
-    }
     let target = if driver == FREETDS {
+        println!("{test}: target = TDS test server (FreeTDS runs against it only)");
         Target::TestServer
     } else {
-        target
+        Target::from_env(test)
     };
     let dir = tempfile::tempdir().expect("temp dir");
+    let (source, expected) = EveryTypeSource::new(target, dir.path());
     for format in ["csv", "ndjson"] {
         let out = dir.path().join(format!("out-{format}"));
         let sub = dir.path().join(format);
         std::fs::create_dir_all(&sub).expect("dir");
-        let (cfg, expected, _server) = every_type_on(&target, &sub, &out, format);
-        let cfg = with(cfg, json!({"mssql_driver": driver}));
-        let cfg = if matches!(target, Target::Real(_)) {
-            with(cfg, json!({"mssql_driver": null}))
-        } else {
-            cfg
-        };
-        let cfg = write(&sub, cfg);
+        let cfg = write(&sub, source.config(&out, driver, format));
         ehi_ok("check", &cfg, &[]);
         ehi_ok("sync", &cfg, &[]);
-        let folder = match &target {
-            Target::TestServer => out.join("dbo.ALL_TYPES"),
-            Target::Real(real) => out.join(format!("{}.ALL_TYPES", real.schema)),
-        };
-        let files = read_table(&folder);
+        let files = read_table(&source.folder(&out));
         assert_output_equals(&files, &expected, &format!("ALL_TYPES {driver} {format}"));
         let kinds: BTreeMap<String, String> = files
             .column_names()
