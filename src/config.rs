@@ -222,6 +222,29 @@ pub struct TierSettings {
     pub timeout_seconds: u64,
     /// Rows between two durable checkpoints.
     pub checkpoint_interval: u64,
+    /// Where the expected row count of a full load comes from.
+    pub row_counts: RowCounts,
+}
+
+/// Where a table's expected row count (the one its validation record checks) comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RowCounts {
+    /// `COUNT_BIG(*)` when the table starts: exact, but a scan of the table (or of its
+    /// smallest index) on the server.
+    Exact,
+    /// The catalog row count read when the tables were sized: free, but an estimate, so a
+    /// difference is reported and does not fail the table.
+    Catalog,
+}
+
+impl RowCounts {
+    pub fn name(self) -> &'static str {
+        match self {
+            RowCounts::Exact => "exact",
+            RowCounts::Catalog => "catalog",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -259,6 +282,7 @@ impl Default for Tiers {
                 queue_size: 10_000,
                 timeout_seconds: 3 * 3600,
                 checkpoint_interval: 1_000_000,
+                row_counts: RowCounts::Exact,
             },
             medium: TierSettings {
                 threads: 2,
@@ -267,6 +291,7 @@ impl Default for Tiers {
                 queue_size: 5_000,
                 timeout_seconds: 6 * 3600,
                 checkpoint_interval: 500_000,
+                row_counts: RowCounts::Exact,
             },
             large: TierSettings {
                 threads: 1,
@@ -275,6 +300,7 @@ impl Default for Tiers {
                 queue_size: 1_000,
                 timeout_seconds: 12 * 3600,
                 checkpoint_interval: 100_000,
+                row_counts: RowCounts::Exact,
             },
         }
     }
@@ -327,6 +353,7 @@ const TIER_KEYS: &[&str] = &[
     "queue_size",
     "timeout_seconds",
     "checkpoint_interval",
+    "row_counts",
 ];
 
 impl Config {
@@ -787,6 +814,19 @@ fn read_tiers(map: &Map<String, Value>, warnings: &mut Vec<String>) -> Result<Ti
         )? {
             settings.checkpoint_interval = v;
         }
+        match keys.string("row_counts")?.as_deref() {
+            None => {}
+            Some("exact") => settings.row_counts = RowCounts::Exact,
+            Some("catalog") => settings.row_counts = RowCounts::Catalog,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    format!("{prefix}.row_counts"),
+                    format!("\"{other}\" is not a way to count rows"),
+                    "\"exact\" (COUNT_BIG(*) when the table starts) or \"catalog\" (the catalog's \
+                     estimate, no scan)",
+                ));
+            }
+        }
     }
     Ok(tiers)
 }
@@ -1223,6 +1263,26 @@ mod tests {
             m.queue_size = 2000;
             m
         });
+        assert_eq!(small.row_counts, RowCounts::Exact);
+        let catalog = parse(
+            r#"{"connection_string": "DSN=x", "tiers": {"large": {"row_counts": "catalog"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            catalog.tier_settings(Tier::Large).row_counts,
+            RowCounts::Catalog
+        );
+        assert_eq!(
+            catalog.tier_settings(Tier::Medium).row_counts,
+            RowCounts::Exact
+        );
+        let err = parse(
+            r#"{"connection_string": "DSN=x", "tiers": {"large": {"row_counts": "estimate"}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("tiers.large.row_counts"), "{err}");
+        assert!(err.contains("\"catalog\""), "{err}");
         let err = parse(r#"{"connection_string": "DSN=x", "tiers": {"huge": {}}}"#).unwrap_err();
         assert!(err.to_string().contains("tiers.huge"));
         let err = parse(r#"{"connection_string": "DSN=x", "tiers": {"small": {"batch_size": 0}}}"#)

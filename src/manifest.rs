@@ -136,10 +136,16 @@ pub struct ValidationRecord {
     pub table: String,
     pub tier: Tier,
     pub expected_rows: u64,
+    /// `expected_rows` is the catalog's row count (`row_counts: catalog`), an estimate.
+    #[serde(default)]
+    pub expected_rows_estimated: bool,
     pub extracted_rows: u64,
-    /// Extracted minus expected: non-zero when rows changed while the table was read.
+    /// Extracted minus expected: non-zero when rows changed while the table was read, or when
+    /// the catalog's estimate was off.
     pub difference: i64,
-    /// `ok`, `count_changed` (rows were inserted or deleted during the read) or `failed`.
+    /// `ok`, `count_changed` (rows were inserted or deleted during the read),
+    /// `estimate_differs` (the catalog's estimate was not the rows read: reported, not a
+    /// failure) or `failed`.
     pub status: String,
     pub started_at: String,
     pub finished_at: String,

@@ -58,6 +58,9 @@ pub struct TableState {
     pub folder: String,
     pub status: TableStatus,
     pub expected_rows: Option<u64>,
+    /// `expected_rows` is the catalog's estimate (`row_counts: catalog`), not a count.
+    #[serde(default)]
+    pub expected_estimated: bool,
     /// Rows durably written.
     pub rows: u64,
     pub files: Vec<CommittedFile>,
@@ -103,6 +106,7 @@ impl TableState {
             folder,
             status: TableStatus::Pending,
             expected_rows: None,
+            expected_estimated: false,
             rows: 0,
             files: Vec::new(),
             partitions: Vec::new(),

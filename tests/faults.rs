@@ -234,3 +234,193 @@ fn silent_connections_are_cancelled_abandoned_and_replaced() {
     );
     assert_output_equals_source(&s, &[]);
 }
+
+/// The exact count of a table another session holds locked blocks in execution (no lock
+/// timeout: the count waits). The watchdog cancels it like any stalled statement, the count is
+/// retried up to `max_retries`, then the table fails with a message naming the count and the
+/// setting that avoids it; the other tables finish and no count is left running on the server.
+#[test]
+fn a_blocked_exact_count_is_cancelled_retried_and_fails_only_its_table() {
+    let s = setup("fault_count_blocked", None, SCALE);
+    s.db.execute("ANALYZE");
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(&s.config).expect("config")).expect("JSON");
+    config["max_retries"] = json!(2);
+    config["lock_timeout_seconds"] = json!(0);
+    config["stall_timeout_seconds"] = json!(2);
+    std::fs::write(&s.config, serde_json::to_vec(&config).expect("JSON")).expect("write");
+    let connection = lock_encounter(&s);
+    let started = Instant::now();
+    let Finished { code, stderr, .. } =
+        Running::sync(&s.config, &[]).wait(Duration::from_secs(120));
+    let seconds = started.elapsed().as_secs_f64();
+    let counts_running = s.db.query(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND \
+         pid <> pg_backend_pid() AND state = 'active' AND query ILIKE '%count(%'",
+    );
+    connection.rollback().expect("release");
+    assert_eq!(code, 4, "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("public.encounter: no rows for 2s; cancelling the statement")
+            .count(),
+        3,
+        "the first attempt and two retries are cancelled: {stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "public.encounter FAILED: gave up after 2 retries: taking the exact row count"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[query_timeout]"), "{stderr}");
+    assert!(
+        stderr.contains("set tiers.medium.row_counts to \"catalog\""),
+        "{stderr}"
+    );
+    assert_eq!(
+        counts_running,
+        [[Some("0".to_owned())]],
+        "a count is left running"
+    );
+    assert!(!s.out.join("public.encounter/_manifest.json").exists());
+    assert_output_equals_source(&s, &["encounter"]);
+    eprintln!("blocked count failed its table after {seconds:.1}s");
+}
+
+/// Sequential scans of `table` so far (after every other session of the database has ended,
+/// so their statistics are flushed).
+fn seq_scans(db: &common::PgDatabase, table: &str) -> u64 {
+    let started = Instant::now();
+    while db.query(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND \
+         pid <> pg_backend_pid()",
+    ) != [[Some("0".to_owned())]]
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "sessions linger"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rows = db.query(&format!(
+        "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = '{table}'"
+    ));
+    rows[0][0]
+        .as_deref()
+        .and_then(|n| n.parse().ok())
+        .expect("seq_scan")
+}
+
+fn last_validation(out: &Path, table: &str) -> Value {
+    let text = std::fs::read_to_string(out.join("_validation.ndjson")).expect("validation");
+    text.lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
+        .rfind(|v| v["table"] == table)
+        .expect("record")
+}
+
+/// `row_counts: catalog` sends no count: the keyless table is scanned once (its read) instead
+/// of twice (count and read), and the validation record says its expected rows are the
+/// catalog's estimate; an estimate that is off is reported, not a failure.
+#[test]
+fn catalog_row_counts_send_no_count_and_report_an_estimate() {
+    let db = common::pg_database("count_catalog");
+    db.execute(
+        "CREATE TABLE plain AS SELECT g AS n, 'row ' || g AS note FROM generate_series(1, 900) g",
+    );
+    db.execute("CREATE TABLE keyed (id int PRIMARY KEY, v text)");
+    db.execute("INSERT INTO keyed SELECT g, 'v' || g FROM generate_series(1, 500) g");
+    db.execute("ANALYZE");
+    // The catalog now says 500; the table has 520.
+    db.execute("INSERT INTO keyed SELECT g, 'v' || g FROM generate_series(501, 520) g");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |name: &str, row_counts: &str| -> (PathBuf, Finished) {
+        let out = dir.path().join(name);
+        let mut config = config_json(&db.connection_string(), &out);
+        for tier in ["small", "medium", "large"] {
+            config["tiers"][tier]["row_counts"] = json!(row_counts);
+        }
+        let path = dir.path().join(format!("{name}.json"));
+        std::fs::write(&path, serde_json::to_vec(&config).expect("JSON")).expect("write");
+        let finished = Running::sync(&path, &[]).wait(Duration::from_secs(60));
+        (out, finished)
+    };
+    let before = seq_scans(&db, "plain");
+    let (exact_out, exact) = run("exact", "exact");
+    assert_eq!(exact.code, 0, "{}", exact.stderr);
+    let after_exact = seq_scans(&db, "plain");
+    let (catalog_out, catalog) = run("catalog", "catalog");
+    assert_eq!(catalog.code, 0, "{}", catalog.stderr);
+    let after_catalog = seq_scans(&db, "plain");
+    assert_eq!(after_exact - before, 2, "exact: the count and the read");
+    assert_eq!(after_catalog - after_exact, 1, "catalog: the read only");
+
+    let exact_record = last_validation(&exact_out, "public.keyed");
+    assert_eq!(exact_record["expected_rows"], 520);
+    assert_eq!(exact_record["expected_rows_estimated"], false);
+    assert_eq!(exact_record["status"], "ok");
+    let record = last_validation(&catalog_out, "public.keyed");
+    assert_eq!(record["expected_rows"], 500);
+    assert_eq!(record["extracted_rows"], 520);
+    assert_eq!(record["difference"], 20);
+    assert_eq!(record["expected_rows_estimated"], true);
+    assert_eq!(record["status"], "estimate_differs");
+    assert!(
+        catalog
+            .stderr
+            .contains("the catalog estimated 500 (row_counts: catalog"),
+        "{}",
+        catalog.stderr
+    );
+    let plain = last_validation(&catalog_out, "public.plain");
+    assert_eq!(plain["status"], "ok");
+    assert_eq!(plain["expected_rows"], 900);
+}
+
+/// The connection goes silent while the exact count waits on a lock: the cancel cannot come
+/// back, so the watchdog abandons the worker and requeues the table's preparation. That round
+/// counts against `max_retries` like a cancelled one: the table fails after its retries
+/// instead of being requeued without end, and the other tables finish.
+#[test]
+fn an_abandoned_count_counts_against_max_retries() {
+    let proxy = FaultProxy::start(upstream());
+    let s = setup("fault_count_abandoned", Some(proxy.port()), SCALE);
+    s.db.execute("ANALYZE");
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(&s.config).expect("config")).expect("JSON");
+    config["max_retries"] = json!(2);
+    config["lock_timeout_seconds"] = json!(0);
+    config["stall_timeout_seconds"] = json!(2);
+    std::fs::write(&s.config, serde_json::to_vec(&config).expect("JSON")).expect("write");
+    let connection = lock_encounter(&s);
+    let mut run = Running::sync(&s.config, &[]);
+    // The count is blocked on the lock; then every live connection goes silent.
+    assert!(run.wait_for(
+        "public.encounter: no rows for 2s; cancelling the statement",
+        Duration::from_secs(60)
+    ));
+    proxy.stall_live_connections();
+    let Finished { code, stderr, .. } = run.wait(Duration::from_secs(120));
+    connection.rollback().expect("release");
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.contains(
+            "public.encounter: the connection did not answer the cancel within 1s; abandoning it"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("public.encounter FAILED: gave up after 2 retries"),
+        "{stderr}"
+    );
+    let cancels = stderr
+        .matches("public.encounter: no rows for 2s; cancelling the statement")
+        .count();
+    assert!(
+        cancels <= 3,
+        "an abandoned round counts as an attempt: {cancels} cancels\n{stderr}"
+    );
+    assert!(!s.out.join("public.encounter/_manifest.json").exists());
+    assert_output_equals_source(&s, &["encounter"]);
+}

@@ -254,6 +254,201 @@ fn cursor_mode_with_key_scan_rebuilds_the_source_ndjson() {
     check_cursor_and_key_scan("ndjson");
 }
 
+/// Keys the server orders unlike their bytes: non-ASCII text under a linguistic collation
+/// (ICU `en-US`: `a-c` before `ab`, `Ärzte` next to `arzt`, `ß` next to `ss`) and decimals with
+/// a scale (`-2.50` before `-1.00`, `2.00` before `10.25`). The key scan reads them in the
+/// index's own order and finds exactly the deleted rows.
+#[test]
+fn key_scan_finds_exactly_the_deletes_whatever_order_the_server_sorts_keys_in() {
+    let db = common::pg_database("incr_collation");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let config = common::write_config(
+        dir.path(),
+        config_json(&db.connection_string(), &out, "csv"),
+    );
+    db.execute(
+        "CREATE TABLE person (name text COLLATE \"en-US-x-icu\" PRIMARY KEY, note text, \
+         updated_at timestamptz NOT NULL DEFAULT clock_timestamp())",
+    );
+    let stems = [
+        "Zoë", "zoe", "Ärzte", "arzt", "émile", "Emile", "ß", "ss", "Ñandú", "nandu", "李", "a-c",
+        "ab", "Ab", "AB", "ǅ", "z\u{301}", "😀",
+    ];
+    let names: Vec<String> = (0..60)
+        .flat_map(|i| stems.iter().map(move |s| format!("{s} {i}")))
+        .collect();
+    let values: Vec<String> = names
+        .iter()
+        .map(|n| format!("('{}', 'n')", n.replace('\'', "''")))
+        .collect();
+    db.execute(&format!(
+        "INSERT INTO person (name, note) VALUES {}",
+        values.join(", ")
+    ));
+    db.execute(
+        "CREATE TABLE measure (amount numeric(10,2) PRIMARY KEY, label text, \
+         updated_at timestamptz NOT NULL DEFAULT clock_timestamp())",
+    );
+    db.execute(
+        "INSERT INTO measure (amount, label) SELECT g * 0.25 - 100, 'm' \
+         FROM generate_series(0, 999) AS g",
+    );
+    sync(&config);
+
+    // Every third name of some stems, and a range of amounts across zero.
+    let gone: BTreeSet<String> = names
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| i % 3 == 0 && !n.starts_with('a'))
+        .map(|(_, n)| n.clone())
+        .collect();
+    let list: Vec<String> = gone
+        .iter()
+        .map(|n| format!("'{}'", n.replace('\'', "''")))
+        .collect();
+    db.execute(&format!(
+        "DELETE FROM person WHERE name IN ({})",
+        list.join(", ")
+    ));
+    db.execute("DELETE FROM measure WHERE amount BETWEEN -2.5 AND 10.25 OR amount = 149.75");
+    let gone_amounts: BTreeSet<String> = (0..1000)
+        .map(|g| f64::from(g) * 0.25 - 100.0)
+        .filter(|a| (-2.5..=10.25).contains(a) || *a == 149.75)
+        .map(|a| format!("{a:.2}"))
+        .collect();
+    let second = sync(&config);
+    assert!(second.contains("Loads: 2 incremental"), "{second}");
+    for (table, expected) in [("person", &gone), ("measure", &gone_amounts)] {
+        let files = assert_applied_equals_source(&db, &out, table);
+        let run = files.manifest["run_id"]
+            .as_str()
+            .expect("run id")
+            .to_owned();
+        assert_eq!(&keys_of(&files, &run, "delete"), expected, "{table}");
+        assert!(keys_of(&files, &run, "upsert").is_empty(), "{table}");
+        assert_eq!(files.manifest["changes"]["deleted"], expected.len() as u64);
+        assert_eq!(files.manifest["changes"]["inserted"], 0);
+    }
+    // Nothing changed since: no delete is reported twice.
+    sync(&config);
+    for table in ["person", "measure"] {
+        let files = assert_applied_equals_source(&db, &out, table);
+        let run = files.manifest["run_id"]
+            .as_str()
+            .expect("run id")
+            .to_owned();
+        assert!(keys_of(&files, &run, "delete").is_empty(), "{table}");
+    }
+    assert!(
+        !std::fs::read_dir(out.join("public.person"))
+            .expect("folder")
+            .any(|e| e
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .starts_with("_keyscan-")),
+        "the key scan's work folder is removed with the table done"
+    );
+}
+
+/// SIGKILL once the key scan has written some of its deletes: the resumed run compares the
+/// scan it kept (no second scan of the table) and writes each remaining delete once.
+#[test]
+fn a_run_killed_while_writing_deletes_resumes_from_the_kept_scan() {
+    let db = common::pg_database("incr_kill_deletes");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let mut json = config_json(&db.connection_string(), &out, "csv");
+    json["tiers"]["medium"]["checkpoint_interval"] = json!(5000);
+    let config = common::write_config(dir.path(), json);
+    let members = 200_000;
+    db.execute(
+        "CREATE TABLE member (id bigint PRIMARY KEY, \
+         updated_at timestamptz NOT NULL DEFAULT clock_timestamp())",
+    );
+    db.execute(&format!(
+        "INSERT INTO member (id) SELECT g FROM generate_series(1, {members}) AS g"
+    ));
+    sync(&config);
+    let full_run = read_table(&out.join("public.member")).manifest["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_owned();
+    db.execute("DELETE FROM member WHERE id % 4 <> 0");
+    let deleted: BTreeSet<String> = (1..=members)
+        .filter(|k| k % 4 != 0)
+        .map(|k| k.to_string())
+        .collect();
+
+    let mut run = Running::sync(&config, &[]);
+    let state_path = out.join("_state.json");
+    let started = std::time::Instant::now();
+    let deletes_written = || -> bool {
+        let Ok(bytes) = std::fs::read(&state_path) else {
+            return false;
+        };
+        let Ok(state) = serde_json::from_slice::<Value>(&bytes) else {
+            return false;
+        };
+        state["tables"].as_array().into_iter().flatten().any(|t| {
+            t["table"] == "public.member"
+                && t["partitions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["spec"]["mode"] == "key_scan" && !p["last_key"].is_null())
+        })
+    };
+    while !deletes_written() {
+        assert!(
+            run.is_running(),
+            "the run ended before its deletes could be interrupted"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no delete written"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    run.signal("KILL");
+    run.wait(Duration::from_secs(60));
+
+    let resumed = Running::sync(&config, &[]).wait(Duration::from_secs(300));
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert!(
+        resumed.stderr.contains(
+            "public.member: comparing the key scan this run finished earlier (50000 keys)"
+        ),
+        "{}",
+        resumed.stderr
+    );
+    let files = assert_applied_equals_source(&db, &out, "member");
+    let deletes: Vec<&String> = files
+        .rows
+        .iter()
+        .zip(&files.ops)
+        .zip(&files.runs)
+        .filter(|((_, op), run)| op.as_str() == "delete" && run.as_str() != full_run)
+        .map(|((row, _), _)| row[0].as_ref().expect("key"))
+        .collect();
+    assert_eq!(deletes.len(), deleted.len(), "each delete exactly once");
+    assert_eq!(
+        deletes.into_iter().cloned().collect::<BTreeSet<_>>(),
+        deleted
+    );
+    assert!(
+        !std::fs::read_dir(out.join("public.member"))
+            .expect("folder")
+            .any(|e| e
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .starts_with("_keyscan-")),
+        "the key scan's work folder is removed with the table done"
+    );
+}
+
 /// SIGKILL while the incremental load reads its changes and scans its keys, again and again;
 /// after the final run every change is in the files exactly once.
 #[test]

@@ -218,34 +218,69 @@ pub fn views(batch: &ColumnarDynBuffer) -> Vec<ColumnView<'_>> {
         .collect()
 }
 
+/// A batch that cannot be written: a value, or a change tracking read's operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The operation column held NULL or a value that is neither 1 (delete) nor 0 (upsert).
+    #[error(
+        "the change tracking read returned an operation that is neither a delete nor an \
+         upsert; no row of the batch was written"
+    )]
+    UnknownOperation,
+}
+
 /// Encodes every row of the batch into `out` and returns how many were deletes. Without
 /// `op_column` every row is an upsert; with it, the view after the encoder's columns holds each
-/// row's op (`delete` or `upsert`), as the change tracking read selects it.
+/// row's operation as the change tracking read selects it: the integer 1 for a delete, 0 for an
+/// upsert. A batch with any other operation is refused whole: guessing would turn a delete into
+/// an upsert of NULLs.
 pub fn encode_batch(
     views: &[ColumnView<'_>],
     rows: usize,
     encoder: &mut RowEncoder,
     op_column: bool,
     out: &mut Vec<u8>,
-) -> Result<u64, EncodeError> {
+) -> Result<u64, BatchError> {
     let width = encoder.width();
-    let ops = views.get(width).filter(|_| op_column);
+    let ops = match views.get(width) {
+        Some(view) if op_column => Some(view),
+        None if op_column => return Err(BatchError::UnknownOperation),
+        _ => None,
+    };
     let mut deletes = 0;
     for row in 0..rows {
+        let op = match ops {
+            Some(view) => row_op(view.cell(row))?,
+            None => RowOp::Upsert,
+        };
         encoder.begin_row(out);
         for (index, view) in views[..width.min(views.len())].iter().enumerate() {
             encoder.cell(out, index, view.cell(row))?;
         }
-        let op = match ops.map(|v| v.cell(row)) {
-            Some(Cell::Text(b"delete")) => {
-                deletes += 1;
-                RowOp::Delete
-            }
-            _ => RowOp::Upsert,
-        };
+        if op == RowOp::Delete {
+            deletes += 1;
+        }
         encoder.end_row(out, op);
     }
     Ok(deletes)
+}
+
+/// The operation of a change tracking row. The column is an integer, fetched binary; a driver
+/// that returns it as text (narrow or wide, as on Windows) gives the same answer.
+fn row_op(cell: Cell<'_>) -> Result<RowOp, BatchError> {
+    let digit = match cell {
+        Cell::Int(v) => v,
+        Cell::Text([b]) => i64::from(*b) - i64::from(b'0'),
+        Cell::WideText([u]) => i64::from(*u) - i64::from(b'0'),
+        _ => -1,
+    };
+    match digit {
+        1 => Ok(RowOp::Delete),
+        0 => Ok(RowOp::Upsert),
+        _ => Err(BatchError::UnknownOperation),
+    }
 }
 
 /// A delete row for `key`: the key columns (at `key_indices`) hold the key, the others NULL.
@@ -322,6 +357,89 @@ mod tests {
             max_value_bytes,
             floats_as_text: false,
         }
+    }
+
+    fn encoder() -> RowEncoder {
+        RowEncoder::new(
+            crate::config::Format::Csv,
+            vec![("ID".into(), ValueKind::Integer)],
+        )
+        .with_change_columns("2026-12-01T00:00:00Z")
+    }
+
+    #[test]
+    fn change_operation_is_decoded_from_an_integer_and_from_both_text_forms() {
+        use odbc_api::buffers::{Slice, TextColumn};
+        let ids = [7i64, 8, 9];
+        let present = [0isize; 3];
+        // The integer the read selects, as it is fetched (binary).
+        let ops = [1i64, 0, 1];
+        let views = [
+            ColumnView::Int(&ids, &present),
+            ColumnView::Int(&ops, &present),
+        ];
+        let mut out = Vec::new();
+        let deletes = encode_batch(&views, 3, &mut encoder(), true, &mut out).unwrap();
+        assert_eq!(deletes, 2);
+        let text = String::from_utf8(out).unwrap();
+        let ops_written: Vec<&str> = text
+            .lines()
+            .map(|l| l.split(',').nth(1).unwrap_or(""))
+            .collect();
+        assert_eq!(ops_written, ["delete", "upsert", "delete"], "{text}");
+        // The same operations as wide text (UTF-16, as on Windows) and as narrow text.
+        let mut wide = TextColumn::<u16>::new(3, 1);
+        let mut narrow = TextColumn::<u8>::new(3, 1);
+        for (row, op) in ["1", "0", "1"].iter().enumerate() {
+            let units: Vec<u16> = op.encode_utf16().collect();
+            wide.set_value(row, Some(&units));
+            narrow.set_value(row, Some(op.as_bytes()));
+        }
+        for op_view in [
+            ColumnView::Wide(wide.slice(3)),
+            ColumnView::Text(narrow.slice(3)),
+        ] {
+            let views = [ColumnView::Int(&ids, &present), op_view];
+            let mut again = Vec::new();
+            assert_eq!(
+                encode_batch(&views, 3, &mut encoder(), true, &mut again),
+                Ok(2)
+            );
+            assert_eq!(String::from_utf8(again).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn an_unknown_or_missing_change_operation_fails_the_batch() {
+        use odbc_api::buffers::{Slice, TextColumn};
+        let ids = [7i64];
+        let present = [0isize];
+        let null = [odbc_api::sys::NULL_DATA];
+        let mut old_form = TextColumn::<u16>::new(1, 8);
+        let delete: Vec<u16> = "delete".encode_utf16().collect();
+        old_form.set_value(0, Some(&delete));
+        for op_view in [
+            ColumnView::Int(&[2], &present),
+            ColumnView::Int(&[1], &null),
+            ColumnView::Wide(old_form.slice(1)),
+        ] {
+            let views = [ColumnView::Int(&ids, &present), op_view];
+            let mut out = Vec::new();
+            assert_eq!(
+                encode_batch(&views, 1, &mut encoder(), true, &mut out),
+                Err(BatchError::UnknownOperation)
+            );
+        }
+        let views = [ColumnView::Int(&ids, &present)];
+        assert_eq!(
+            encode_batch(&views, 1, &mut encoder(), true, &mut Vec::new()),
+            Err(BatchError::UnknownOperation)
+        );
+        // Without an operation column every row is an upsert.
+        assert_eq!(
+            encode_batch(&views, 1, &mut encoder(), false, &mut Vec::new()),
+            Ok(0)
+        );
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct TableJob {
     synced_at: Option<String>,
     /// The key list of the table's last finished load, for a key scan to compare with.
     pub previous_key_list: Option<PathBuf>,
+    /// Where this run's key scan keeps its buckets (see `incremental::key_diff`).
+    pub key_scan_dir: PathBuf,
 }
 
 impl TableJob {
@@ -121,6 +123,7 @@ impl TableJob {
             format,
             synced_at: None,
             previous_key_list: None,
+            key_scan_dir: PathBuf::new(),
         }
     }
 
@@ -185,15 +188,15 @@ impl TableJob {
         if op_column {
             columns.push(Column {
                 name: incremental::OP_COLUMN.into(),
-                source_type: "varchar".into(),
-                length: Some(6),
+                source_type: "int".into(),
+                length: None,
                 precision: None,
                 scale: None,
                 nullable: false,
                 key_position: None,
                 collation: None,
             });
-            kinds.push(ValueKind::Text);
+            kinds.push(ValueKind::Integer);
         }
         (columns, kinds, op_column)
     }
@@ -301,6 +304,7 @@ pub fn run(
             .key_list
             .as_ref()
             .map(|name| output_dir.join(folder).join(name));
+        job.key_scan_dir = incremental::key_diff::work_dir(&output_dir.join(folder), &state.run_id);
     }
     let outputs = table_outputs(&jobs, &folders, read.compression)?;
     let run_id = state.run_id.clone();
@@ -315,6 +319,7 @@ pub fn run(
                 tier: table.tier,
                 status: TableStatus::Done,
                 expected_rows: table.expected_rows.unwrap_or(table.rows),
+                expected_estimated: table.expected_estimated,
                 rows: table.rows,
                 seconds: 0.0,
                 error: None,
@@ -429,6 +434,7 @@ pub fn run(
                 tier: job.tier,
                 status: TableStatus::Pending,
                 expected_rows: 0,
+                expected_estimated: false,
                 rows: 0,
                 seconds: 0.0,
                 error: None,

@@ -11,7 +11,8 @@ use crate::source::catalog::Table;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReadMode {
-    /// One statement over a range of an integer leading key.
+    /// One statement over a range of an integer leading key (or, for a change tracking read,
+    /// over every key), resumed after its last key.
     Range,
     /// Sequential keyset chunks of `partition_size` rows (`TOP (n) ... WHERE key > last`), for
     /// keys that cannot be split arithmetically.
@@ -149,9 +150,31 @@ pub fn whole_table(mode: ReadMode) -> Vec<PartitionSpec> {
     }]
 }
 
+/// The partitions of a change tracking read: one, over every key, read as one statement in
+/// key order (see [`rows_per_statement`]). `CHANGETABLE(CHANGES …)` is evaluated again by every
+/// statement, so keyset chunks would cost time quadratic in the number of changes.
+pub fn change_tracking_read() -> Vec<PartitionSpec> {
+    whole_table(ReadMode::Range)
+}
+
+/// The row limit (`TOP`) of each statement of a partition: keyset partitions are read in chunks
+/// of `partition_size` rows, every other mode in one statement.
+pub fn rows_per_statement(mode: ReadMode, partition_size: u64) -> Option<u64> {
+    (mode == ReadMode::Keyset).then_some(partition_size)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn change_tracking_is_one_partition_read_in_one_statement() {
+        let specs = change_tracking_read();
+        assert_eq!(specs.len(), 1);
+        assert_eq!(specs[0].range, KeyRange::ALL);
+        assert_eq!(rows_per_statement(specs[0].mode, 5000), None);
+        assert_eq!(rows_per_statement(ReadMode::Keyset, 5000), Some(5000));
+    }
 
     fn ranges(specs: &[PartitionSpec]) -> Vec<(Option<i64>, Option<i64>)> {
         specs

@@ -30,6 +30,9 @@ struct Queue {
     deferred: HashMap<usize, Partition>,
     /// When each table's first item was handed out, for the tier timeout.
     started: HashMap<usize, Instant>,
+    /// How often each table's preparation was abandoned by the watchdog: each counts as a
+    /// failed attempt against `max_retries`.
+    prepare_abandoned: HashMap<usize, u32>,
     stopped: bool,
 }
 
@@ -152,12 +155,23 @@ impl Scheduler {
         self.changed.notify_all();
     }
 
-    /// Puts a table whose preparation was abandoned back at the front.
+    /// Puts a table whose preparation was abandoned back at the front, counting the attempt.
     pub fn requeue_prepare(&self, table: usize) {
         let mut queue = self.queue.lock();
+        *queue.prepare_abandoned.entry(table).or_default() += 1;
         queue.preparing = queue.preparing.saturating_sub(1);
         queue.items.push_front(WorkItem::Prepare(table));
         self.changed.notify_all();
+    }
+
+    /// How many attempts to prepare `table` the watchdog abandoned.
+    pub fn prepare_abandons(&self, table: usize) -> u32 {
+        self.queue
+            .lock()
+            .prepare_abandoned
+            .get(&table)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// How long ago the table's first item was handed out.
@@ -271,6 +285,18 @@ mod tests {
                 "a stopped run hands out nothing more"
             );
         });
+    }
+
+    #[test]
+    fn abandoned_preparations_are_counted_per_table() {
+        let scheduler = Scheduler::new([WorkItem::Prepare(0), WorkItem::Prepare(1)]);
+        assert!(matches!(scheduler.next(), Some(WorkItem::Prepare(0))));
+        scheduler.requeue_prepare(0);
+        assert!(matches!(scheduler.next(), Some(WorkItem::Prepare(0))));
+        scheduler.requeue_prepare(0);
+        assert_eq!(scheduler.prepare_abandons(0), 2);
+        assert_eq!(scheduler.prepare_abandons(1), 0);
+        assert!(matches!(scheduler.next(), Some(WorkItem::Prepare(0))));
     }
 
     #[test]

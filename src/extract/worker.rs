@@ -23,15 +23,31 @@ use super::scheduler::{Scheduler, WorkItem};
 use super::select::{KeyRange, KeyValue, Select};
 use super::watchdog::{InHand, StatementHandle, WorkerSlot};
 use super::{Context, TableJob};
+use crate::config::RowCounts;
 use crate::error::{DbError, Error};
+use crate::incremental::key_diff::{self, KeyKind};
 use crate::incremental::{Load, keys};
 use crate::incremental::{LoadKind, OperationCounts, SyncMode, sql};
 use crate::retry::backoff;
 use crate::sink::{Chunk, Message};
 use crate::source::catalog::parse_count;
 use crate::source::errors::classify;
+use crate::source::session;
+use crate::source::text_rows;
 use crate::source::types::ValueKind;
-use crate::source::{query_text, session};
+
+/// The largest piece of a key list sent to the writer at once.
+const KEY_LIST_PIECE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The step of a table's preparation that takes the exact row count (named in messages).
+const COUNT_STEP: &str = "taking the exact row count";
+
+/// The row count a table's validation is checked against.
+struct ExpectedRows {
+    rows: u64,
+    /// From the catalog: a difference from the rows read does not fail the table.
+    estimated: bool,
+}
 
 /// Why a worker stopped working on an item.
 #[derive(Debug)]
@@ -159,7 +175,22 @@ impl Worker {
     }
 
     fn retry(&mut self, in_hand: &mut InHand) -> Result<(), WorkerError> {
-        let mut failures = 0u32;
+        // A preparation the watchdog abandoned counts as failed: requeued without a limit, each
+        // round would leave another count running on the server.
+        let mut failures = match in_hand {
+            InHand::Prepare(table) => self.scheduler.prepare_abandons(*table),
+            InHand::Partition(_) => 0,
+        };
+        if failures > self.context.read.max_retries
+            && let InHand::Prepare(table) = in_hand
+        {
+            return Err(WorkerError::Table(format!(
+                "gave up after {} retries: preparing the table did not finish within \
+                 stall_timeout_seconds and the connection did not answer the cancel{}",
+                self.context.read.max_retries,
+                self.prepare_hint(*table, COUNT_STEP)
+            )));
+        }
         loop {
             let progress_before = progress_marker(in_hand);
             let result = match in_hand {
@@ -184,9 +215,10 @@ impl Worker {
             let class = classify(&error);
             if failures > self.context.read.max_retries {
                 return Err(WorkerError::Table(format!(
-                    "gave up after {} retries: {context}: {error} [{}]",
+                    "gave up after {} retries: {context}: {error} [{}]{}",
                     self.context.read.max_retries,
-                    class.name()
+                    class.name(),
+                    self.prepare_hint(table, &context)
                 )));
             }
             let delay = backoff(self.context.read.retry_base, failures);
@@ -202,6 +234,21 @@ impl Worker {
             self.connection = None;
             self.sleep(delay)?;
         }
+    }
+
+    /// What to change when the exact count of a table keeps failing: the count is a scan of the
+    /// whole table, which the catalog's estimate spares.
+    fn prepare_hint(&self, table: usize, step: &str) -> String {
+        let job = &self.context.jobs[table];
+        if step != COUNT_STEP || job.settings.row_counts == RowCounts::Catalog {
+            return String::new();
+        }
+        format!(
+            ". The exact row count (COUNT_BIG(*)) scans the whole table: set \
+             tiers.{}.row_counts to \"catalog\" to use the catalog's row count instead, or raise \
+             stall_timeout_seconds and tiers.{}.timeout_seconds",
+            job.tier, job.tier
+        )
     }
 
     /// Waits, waking up for a graceful stop.
@@ -269,15 +316,14 @@ impl Worker {
         Ok(connection)
     }
 
-    /// Takes the exact count and key bounds, splits the table into partitions and queues them.
+    /// Takes the count and key bounds, splits the table into partitions and queues them.
     fn prepare(&mut self, table: usize) -> Result<(), WorkerError> {
-        self.statement_started(None);
         let counted = self.count_and_split(table);
-        self.statement_finished();
-        let (expected_rows, specs, load) = counted?;
+        let (expected, specs, load) = counted?;
         self.send(Message::TableStarted {
             table,
-            expected_rows,
+            expected_rows: expected.rows,
+            expected_estimated: expected.estimated,
             partitions: specs.clone(),
             load: Box::new(load),
         })?;
@@ -293,24 +339,21 @@ impl Worker {
         )
     }
 
-    /// Captures the load's upper bound, takes the exact count of the rows to read and splits
-    /// them into partitions (plus the key scan, last, when deletes are detected by keys).
+    /// Captures the load's upper bound, counts the rows to read and splits them into partitions
+    /// (plus the key scan, last, when deletes are detected by keys). Every statement is watched
+    /// (a stalled one is cancelled and the preparation retried) and has the tier's statement
+    /// timeout, so neither a count nor a bound can hold a worker, or leave a scan running on the
+    /// server, without limit.
     fn count_and_split(
         &mut self,
         table: usize,
-    ) -> Result<(u64, Vec<PartitionSpec>, Load), WorkerError> {
+    ) -> Result<(ExpectedRows, Vec<PartitionSpec>, Load), WorkerError> {
         let context = Arc::clone(&self.context);
         let job = &context.jobs[table];
-        let connection = self.connection()?;
-        let rows_of = |what: &str, sql: &str| -> Result<Vec<Vec<Option<String>>>, WorkerError> {
-            query_text(&context.source, &connection, what, sql).map_err(WorkerError::from_error)
-        };
-        let single_row = |what: &str, sql: &str| -> Result<Vec<Option<String>>, WorkerError> {
-            Ok(rows_of(what, sql)?.into_iter().next().unwrap_or_default())
-        };
+        let timeout = job.settings.timeout_seconds;
         let mut load = job.load.read().clone();
         if let Some(sql) = sql::upper_bound(job.dialect, &job.table, &load.mode) {
-            let bound = single_row("capturing the upper bound of the load", &sql)?;
+            let bound = self.single_row("capturing the upper bound of the load", &sql, timeout)?;
             let value = |i: usize| bound.get(i).cloned().flatten().map(|v| v.trim().to_owned());
             load.to = value(0);
             if load.mode == SyncMode::ChangeTracking {
@@ -347,9 +390,10 @@ impl Worker {
                 .change_tracking_versions()
                 .map_err(|e| WorkerError::Table(e.to_string()))?;
             let mut operations = OperationCounts::default();
-            for row in rows_of(
+            for row in self.watched_rows(
                 "counting the changes",
                 &sql::change_tracking_counts(&job.table, from, to),
+                timeout,
             )? {
                 let count = row
                     .get(1)
@@ -364,20 +408,17 @@ impl Worker {
             }
             load.operations = Some(operations);
             *job.load.write() = load.clone();
-            operations.inserts + operations.updates + operations.deletes
+            ExpectedRows {
+                rows: operations.inserts + operations.updates + operations.deletes,
+                estimated: false,
+            }
         } else {
-            let count = single_row("taking the exact row count", &query.count())?;
-            count
-                .first()
-                .and_then(|c| c.as_deref())
-                .and_then(parse_count)
-                .unwrap_or(0)
+            self.expected_rows(job, &load, &query)?
         };
         let mut specs = match (job.mode, query.key_bounds()) {
-            // Changes are read as one keyset stream: CHANGETABLE is evaluated per statement.
-            _ if change_tracking => partition::whole_table(ReadMode::Keyset),
+            _ if change_tracking => partition::change_tracking_read(),
             (ReadMode::Range, Some(sql)) => {
-                let bounds = single_row("reading the key bounds", &sql)?;
+                let bounds = self.single_row("reading the key bounds", &sql, timeout)?;
                 let parse = |i: usize| {
                     bounds
                         .get(i)
@@ -388,7 +429,7 @@ impl Worker {
                     (Some(min), Some(max)) => partition::split_integer_range(
                         min,
                         max,
-                        expected_rows.div_ceil(job.settings.partition_size),
+                        expected_rows.rows.div_ceil(job.settings.partition_size),
                     ),
                     // An empty table: one partition that reads nothing.
                     _ => partition::whole_table(ReadMode::Range),
@@ -404,6 +445,67 @@ impl Worker {
             });
         }
         Ok((expected_rows, specs, load))
+    }
+
+    /// The expected row count of a load that reads rows (not changes): `COUNT_BIG(*)` of what
+    /// it reads, or for a full load with `row_counts: catalog`, the catalog's count from sizing
+    /// (no statement at all). An incremental cursor load always counts its range exactly: the
+    /// catalog knows nothing of it.
+    fn expected_rows(
+        &mut self,
+        job: &TableJob,
+        load: &Load,
+        query: &crate::extract::select::TableQuery,
+    ) -> Result<ExpectedRows, WorkerError> {
+        if job.settings.row_counts == RowCounts::Catalog && load.kind != LoadKind::Incremental {
+            return Ok(ExpectedRows {
+                rows: job.table.rows,
+                estimated: !job.table.rows_exact,
+            });
+        }
+        let count = self.single_row(COUNT_STEP, &query.count(), job.settings.timeout_seconds)?;
+        Ok(ExpectedRows {
+            rows: count
+                .first()
+                .and_then(|c| c.as_deref())
+                .and_then(parse_count)
+                .unwrap_or(0),
+            estimated: false,
+        })
+    }
+
+    /// Runs a small statement of a table's preparation, watched like a partition read, and
+    /// returns its rows as text.
+    fn watched_rows(
+        &mut self,
+        what: &str,
+        sql: &str,
+        timeout_seconds: u64,
+    ) -> Result<Vec<Vec<Option<String>>>, WorkerError> {
+        let secret = self.context.source.secret().map(str::to_owned);
+        let db_error = |e: &odbc_api::Error| WorkerError::Db {
+            context: what.to_owned(),
+            error: DbError::from_odbc(e, secret.as_deref()).without_values(),
+        };
+        let Some(cursor) = self.open_watched(sql, &[], timeout_seconds, &db_error)? else {
+            return Ok(Vec::new());
+        };
+        let rows = text_rows(cursor).map_err(|e| db_error(&e));
+        self.statement_finished();
+        rows
+    }
+
+    fn single_row(
+        &mut self,
+        what: &str,
+        sql: &str,
+        timeout_seconds: u64,
+    ) -> Result<Vec<Option<String>>, WorkerError> {
+        Ok(self
+            .watched_rows(what, sql, timeout_seconds)?
+            .into_iter()
+            .next()
+            .unwrap_or_default())
     }
 
     /// Reads one partition to its end and tells the writer it is done. `partition.after`
@@ -509,7 +611,7 @@ impl Worker {
             context.read.buffers,
         );
         let chunk_limit =
-            (partition.spec.mode == ReadMode::Keyset).then_some(job.settings.partition_size);
+            partition::rows_per_statement(partition.spec.mode, job.settings.partition_size);
         let key_columns = query.key_columns();
         if let Some(after) = partition.after.take() {
             // A resume point from the state file: typed by the key columns (older states
@@ -583,25 +685,145 @@ impl Worker {
         Ok(())
     }
 
-    /// Streams the table's keys in order, merges them with the previous run's key list and
-    /// sends a delete row for every key that vanished, with the new key list frame by frame.
-    /// A retry or a resumed run scans again from the first key (the writer starts the list
-    /// anew) and sends only the deletes after `partition.after`, the last one written.
+    /// Finds the rows deleted since the previous key scan: scans every key of the table into
+    /// hash buckets on disk, then compares them bucket by bucket with the previous run's key
+    /// list (`incremental::key_diff`), sending the new key list and a delete row for every key
+    /// that vanished. No delete is sent before the scan is complete and durable, so a retried
+    /// scan has nothing to take back; a resumed run compares the same finished scan again and
+    /// sends only the deletes after `partition.after`, the last one written, in the
+    /// comparison's own order.
     fn key_scan(&mut self, partition: &mut Partition) -> Result<(), WorkerError> {
         let context = Arc::clone(&self.context);
         let job = &context.jobs[partition.table];
         let name = job.table.full_name();
-        let key_error = |e: keys::KeyListError| WorkerError::Table(format!("{name}: {e}"));
+        let key_error = |e: keys::KeyListError| match e {
+            keys::KeyListError::Interrupted => WorkerError::Stopped,
+            e => WorkerError::Table(format!("{name}: {e}")),
+        };
+        let kinds: Vec<KeyKind> = job
+            .key_indices
+            .iter()
+            .map(|&i| KeyKind::of(job.kinds[i], &job.table.columns[i].source_type))
+            .collect();
+        let previous = match (&job.previous_key_list, job.load.read().kind) {
+            (Some(path), LoadKind::Incremental) => Some(path.clone()),
+            _ => None,
+        };
+        let scanned = match key_diff::ScannedKeys::open(&job.key_scan_dir) {
+            Some(scanned) => {
+                log::info!(
+                    "{name}: comparing the key scan this run finished earlier ({} keys) again",
+                    scanned.keys()
+                );
+                scanned
+            }
+            // Deletes were written from a scan that is gone (removed, or kept by an older
+            // ehi-sync in another order): a new scan's deletes cannot be told apart from them.
+            None if partition.after.is_some() => {
+                return Err(WorkerError::Table(format!(
+                    "{name}: its key scan was interrupted after it wrote deletes, and the scan \
+                     they came from is gone (its work folder was removed, or an older ehi-sync \
+                     ran it); run `ehi-sync sync --restart` to load the table again from its \
+                     last committed position"
+                )));
+            }
+            None => {
+                let scanned = self.scan_keys(job, &kinds, previous.as_deref())?;
+                log::info!(
+                    "{name}: {} keys scanned; comparing them with the previous key list",
+                    scanned.keys()
+                );
+                scanned
+            }
+        };
+        let previous = previous
+            .map(|path| keys::KeyListReader::open(&path))
+            .transpose()
+            .map_err(key_error)?;
+        let mut diff = key_diff::KeyDiff::new(
+            context.stop,
+            &job.key_scan_dir,
+            &scanned,
+            previous,
+            &kinds,
+            key_diff::MEMORY_BYTES,
+        )
+        .map_err(key_error)?;
+        // The new key list starts over, header first.
         self.send(Message::KeyScanStarted {
             table: partition.table,
         })?;
-        let previous = match (&job.previous_key_list, job.load.read().kind) {
-            (Some(path), LoadKind::Incremental) => {
-                Some(keys::KeyListReader::open(path).map_err(key_error)?)
+        self.send_keys(partition, keys::KEY_LIST_HEADER.to_vec(), 0)?;
+        let after = partition
+            .after
+            .as_deref()
+            .map(|key| key_diff::position(key, &kinds));
+        let mut encoder = job.encoder();
+        while let Some(leaf) = diff.next_leaf().map_err(key_error)? {
+            let mut new_keys = leaf.new_keys;
+            for piece in frame_pieces(&leaf.key_list, KEY_LIST_PIECE_BYTES) {
+                self.send_keys(partition, piece.to_vec(), std::mem::take(&mut new_keys))?;
             }
-            _ => None,
-        };
-        let mut merge = keys::KeyMerge::new(previous);
+            // Deletes at or before `after` were written by an earlier attempt.
+            let deleted: Vec<Vec<KeyValue>> = leaf
+                .deleted
+                .into_iter()
+                .filter(|(position, _)| after.as_ref().is_none_or(|a| position > a))
+                .map(|(_, key)| key)
+                .collect();
+            for batch in deleted.chunks(job.settings.batch_size.max(1)) {
+                let mut bytes = Vec::new();
+                for key in batch {
+                    encode_delete(&mut encoder, &job.key_indices, key, &mut bytes)
+                        .map_err(|e| WorkerError::Table(format!("{name}: {e}")))?;
+                }
+                let bytes =
+                    context.read.compression.compress(bytes).map_err(|e| {
+                        WorkerError::Table(format!("{name}: compression failed: {e}"))
+                    })?;
+                let chunk = Chunk {
+                    table: partition.table,
+                    partition: partition.spec.id,
+                    rows: batch.len() as u64,
+                    bytes,
+                    last_key: batch.last().cloned(),
+                    deletes: batch.len() as u64,
+                    keys: None,
+                    new_keys: 0,
+                };
+                self.send_chunk(partition, chunk)?;
+            }
+            if self.context.stop.is_set() {
+                return Err(WorkerError::Stopped);
+            }
+        }
+        self.send(Message::PartitionDone {
+            table: partition.table,
+            partition: partition.spec.id,
+        })
+    }
+
+    /// Streams every key of the table into this run's buckets and marks the scan complete.
+    fn scan_keys(
+        &mut self,
+        job: &TableJob,
+        kinds: &[KeyKind],
+        previous: Option<&std::path::Path>,
+    ) -> Result<key_diff::ScannedKeys, WorkerError> {
+        let context = Arc::clone(&self.context);
+        let name = job.table.full_name();
+        let key_error = |e: keys::KeyListError| WorkerError::Table(format!("{name}: {e}"));
+        // The previous list holds a few bytes per key: its size bounds its key count.
+        let previous_bytes = previous
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len());
+        let mut buckets = key_diff::ScanBuckets::create(
+            &job.key_scan_dir,
+            kinds,
+            job.table.rows.max(previous_bytes),
+            key_diff::MEMORY_BYTES,
+        )
+        .map_err(key_error)?;
         let key_columns: Vec<_> = job
             .key_indices
             .iter()
@@ -615,39 +837,12 @@ impl Worker {
             job.settings.batch_size,
             context.read.buffers,
         );
-        let sql = sql::key_scan(job.dialect, &job.table, &job.kinds);
+        let sql = sql::key_scan(job.dialect, &job.table);
         let secret = self.context.source.secret().map(str::to_owned);
         let db_error = |e: &odbc_api::Error| WorkerError::Db {
             context: format!("scanning the keys of {name}"),
             error: DbError::from_odbc(e, secret.as_deref()).without_values(),
         };
-        let after = partition.after.clone();
-        let mut encoder = job.encoder();
-        // Deletes at or before `after` were written by an earlier attempt.
-        let emit = |deleted: &mut Vec<Vec<KeyValue>>,
-                    encoder: &mut crate::sink::encode::RowEncoder|
-         -> Result<(Vec<u8>, u64), WorkerError> {
-            let mut bytes = Vec::new();
-            let mut rows = 0;
-            for key in deleted.drain(..) {
-                if after
-                    .as_deref()
-                    .is_some_and(|a| keys::compare_keys(&key, a) != std::cmp::Ordering::Greater)
-                {
-                    continue;
-                }
-                encode_delete(encoder, &job.key_indices, &key, &mut bytes)
-                    .map_err(|e| WorkerError::Table(format!("{name}: {e}")))?;
-                rows += 1;
-            }
-            let bytes = context
-                .read
-                .compression
-                .compress(bytes)
-                .map_err(|e| WorkerError::Table(format!("{name}: compression failed: {e}")))?;
-            Ok((bytes, rows))
-        };
-        let mut deleted = Vec::new();
         if let Some(cursor) =
             self.open_watched(&sql, &[], job.settings.timeout_seconds, &db_error)?
         {
@@ -659,8 +854,6 @@ impl Worker {
                     .map_err(|e| db_error(&e))?
                 {
                     let columns = views(batch);
-                    let mut scanned = Vec::with_capacity(batch.num_rows());
-                    let mut new_keys = 0;
                     for row in 0..batch.num_rows() {
                         let key = key_of_row(&columns, &positions, &job.key_types, row)
                             .map(comparable_key)
@@ -669,26 +862,9 @@ impl Worker {
                                     "{name}: a primary key value could not be read"
                                 ))
                             })?;
-                        if merge.next(&key, &mut deleted).map_err(key_error)? {
-                            new_keys += 1;
-                        }
-                        scanned.push(key);
+                        buckets.add(key).map_err(key_error)?;
                     }
-                    let (bytes, rows) = emit(&mut deleted, &mut encoder)?;
-                    let frame = keys::encode_frame(&scanned).map_err(|e| {
-                        WorkerError::Table(format!("{name}: cannot encode the key list: {e}"))
-                    })?;
-                    let chunk = Chunk {
-                        table: partition.table,
-                        partition: partition.spec.id,
-                        rows,
-                        bytes,
-                        last_key: max_key(scanned.pop(), &after),
-                        deletes: rows,
-                        keys: Some(frame),
-                        new_keys,
-                    };
-                    self.send_chunk(partition, chunk)?;
+                    self.made_progress()?;
                     if self.context.stop.is_set() {
                         return Err(WorkerError::Stopped);
                     }
@@ -698,34 +874,37 @@ impl Worker {
             self.statement_finished();
             scanned?;
         }
-        // Keys after the last one scanned were all deleted: sent in bounded batches.
-        loop {
-            let more = merge
-                .drain_remaining(job.settings.batch_size.max(1), &mut deleted)
-                .map_err(key_error)?;
-            let last = deleted.last().cloned();
-            let (bytes, rows) = emit(&mut deleted, &mut encoder)?;
-            if rows > 0 {
-                let chunk = Chunk {
-                    table: partition.table,
-                    partition: partition.spec.id,
-                    rows,
-                    bytes,
-                    last_key: max_key(last, &after),
-                    deletes: rows,
-                    keys: None,
-                    new_keys: 0,
-                };
-                self.send_chunk(partition, chunk)?;
-            }
-            if !more {
-                break;
-            }
-        }
-        self.send(Message::PartitionDone {
+        self.guarded(|| buckets.finish())?.map_err(key_error)
+    }
+
+    /// Sends a piece of the new key list (whole frames) with the count of its new keys.
+    fn send_keys(
+        &self,
+        partition: &mut Partition,
+        keys: Vec<u8>,
+        new_keys: u64,
+    ) -> Result<(), WorkerError> {
+        let chunk = Chunk {
             table: partition.table,
             partition: partition.spec.id,
-        })
+            rows: 0,
+            bytes: Vec::new(),
+            last_key: None,
+            deletes: 0,
+            keys: Some(keys),
+            new_keys,
+        };
+        self.send_chunk(partition, chunk)
+    }
+
+    /// Tells the watchdog that a statement delivers rows, though nothing went to the writer.
+    fn made_progress(&self) -> Result<(), WorkerError> {
+        let mut slot = self.slot.state.lock();
+        if slot.abandoned {
+            return Err(WorkerError::Abandoned);
+        }
+        slot.last_progress = Instant::now();
+        Ok(())
     }
 
     /// Fails the table once it has run longer than its tier's timeout.
@@ -791,9 +970,11 @@ impl Worker {
     }
 
     /// Executes `sql` on the worker's connection with the table's statement timeout, watched by
-    /// the watchdog from the start (connecting and executing too, before there is a handle to
-    /// cancel). `None` when the statement returned no result set; otherwise the caller ends the
-    /// watch with `statement_finished` once it is done with the cursor.
+    /// the watchdog from the start: while connecting (only the stall clock, there is no handle
+    /// yet), then with the statement handle registered before the statement executes, so a
+    /// statement that blocks in execution (a count, a lock wait) is cancelled, not only
+    /// abandoned. `None` when the statement returned no result set; otherwise the caller ends
+    /// the watch with `statement_finished` once it is done with the cursor.
     fn open_watched(
         &mut self,
         sql: &str,
@@ -802,22 +983,20 @@ impl Worker {
         db_error: &dyn Fn(&odbc_api::Error) -> WorkerError,
     ) -> Result<Option<odbc_api::OwnedCursor<Arc<Connection<'static>>>>, WorkerError> {
         self.statement_started(None);
-        let timeout = usize::try_from(timeout_seconds).ok();
         let opened = self.connection().and_then(|connection| {
-            connection
-                .into_cursor(&self.context.source.sql(sql), params, timeout)
-                .map_err(|failed| db_error(&failed.error))
+            let mut statement = connection.into_preallocated().map_err(|e| db_error(&e))?;
+            statement
+                .set_query_timeout_sec(usize::try_from(timeout_seconds).unwrap_or(usize::MAX))
+                .map_err(|e| db_error(&e))?;
+            self.statement_started(Some(StatementHandle::new(statement.as_stmt_ref().as_sys())));
+            statement
+                .into_cursor(&self.context.source.sql(sql), params)
+                .map_err(|e| db_error(&e))
         });
-        match opened {
-            Ok(Some(mut cursor)) => {
-                self.statement_started(Some(StatementHandle::new(cursor.as_stmt_ref().as_sys())));
-                Ok(Some(cursor))
-            }
-            other => {
-                self.statement_finished();
-                other
-            }
+        if !matches!(opened, Ok(Some(_))) {
+            self.statement_finished();
         }
+        opened
     }
 
     fn fetch_all(
@@ -968,17 +1147,28 @@ fn checked_keys(
     Ok(advance.last().filter(|_| rows > 0).cloned())
 }
 
-/// The resume point after a batch of a key scan: it never moves back behind `after`.
-fn max_key(key: Option<Vec<KeyValue>>, after: &Option<Vec<KeyValue>>) -> Option<Vec<KeyValue>> {
-    match (key, after) {
-        (Some(key), Some(after))
-            if keys::compare_keys(&key, after) != std::cmp::Ordering::Greater =>
-        {
-            Some(after.clone())
+/// Splits a key list into pieces of whole frames, each closed once it reaches `piece_bytes`, so
+/// chunks to the writer stay about that size (a damaged length ends the split: the writer gets
+/// the rest as it is, and the next run's reader reports it).
+fn frame_pieces(list: &[u8], piece_bytes: usize) -> Vec<&[u8]> {
+    let mut pieces = Vec::new();
+    let (mut start, mut end) = (0, 0);
+    while end + 4 <= list.len() {
+        let len = u32::from_le_bytes([list[end], list[end + 1], list[end + 2], list[end + 3]]);
+        let next = end + 4 + len as usize;
+        if next > list.len() {
+            break;
         }
-        (Some(key), _) => Some(key),
-        (None, after) => after.clone(),
+        end = next;
+        if end - start >= piece_bytes {
+            pieces.push(&list[start..end]);
+            start = end;
+        }
     }
+    if start < list.len() {
+        pieces.push(&list[start..]);
+    }
+    pieces
 }
 
 /// Changes whenever the work in hand moved on (a chunk was sent).
@@ -986,5 +1176,38 @@ fn progress_marker(in_hand: &InHand) -> Option<Vec<KeyValue>> {
     match in_hand {
         InHand::Prepare(_) => None,
         InHand::Partition(p) => p.after.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_lists_are_sent_in_pieces_of_whole_frames() {
+        let frames: Vec<Vec<u8>> = (0..10i64)
+            .map(|i| {
+                let keys: Vec<Vec<KeyValue>> = (0..=i).map(|k| vec![KeyValue::Int(k)]).collect();
+                keys::encode_frame(&keys).unwrap()
+            })
+            .collect();
+        let list = frames.concat();
+        for piece_bytes in [1, 30, 100, list.len(), list.len() * 2] {
+            let pieces = frame_pieces(&list, piece_bytes);
+            assert_eq!(pieces.concat(), list);
+            for piece in &pieces[..pieces.len() - 1] {
+                assert!(piece.len() >= piece_bytes);
+            }
+            // Every piece decodes on its own: it holds whole frames.
+            let keys: usize = pieces
+                .iter()
+                .map(|p| {
+                    keys::KeyListReader::from_reader(std::io::Cursor::new(p.to_vec()), "p").count()
+                })
+                .sum();
+            assert_eq!(keys, 55);
+        }
+        assert_eq!(frame_pieces(&list, 1).len(), 10);
+        assert!(frame_pieces(&[], 1).is_empty());
     }
 }

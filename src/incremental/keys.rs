@@ -1,16 +1,16 @@
 //! On-disk key lists for delete detection (`"detect_deletes": "key_scan"`).
 //!
-//! A key scan streams a table's primary-key values in key order. Comparing that stream with the
-//! key list saved by the previous run finds the deleted rows: keys that were there before and are
-//! gone now. Tables reach billions of rows, so nothing here holds more than one frame of keys in
-//! memory: the previous list is read frame by frame and merged against the scan as it arrives.
+//! A key scan saves every primary-key value of the table in a key list; the next run's scan is
+//! compared with it to find the deleted rows (see `key_diff`). Tables reach billions of rows, so
+//! a list is written and read one frame at a time.
 //!
 //! # File format
 //!
-//! A key list is a sequence of self-contained frames, so the writer can append one frame per
-//! batch and a crash-resume can cut the file back to any frame boundary:
+//! A key list is a header and then a sequence of self-contained frames, so the writer can
+//! append one frame per batch and a crash-resume can cut the file back to any frame boundary:
 //!
 //! ```text
+//! list    = "EHIKEYS2", frame*
 //! frame   = u32 little-endian payload length, payload
 //! payload = one zstd frame (with content checksum) of:
 //!           varint key count,
@@ -23,10 +23,13 @@
 //! Deltas never cross a frame: the first key of every frame is absolute, so each frame decodes
 //! on its own. Deltas use wrapping arithmetic, which round-trips every pair of `i64` exactly.
 //!
+//! The keys of a list are in no particular order. Lists written before the header existed
+//! (version 1: the same frames, no header, keys in binary order) are read the same way; their
+//! order is simply not used. A header other than [`KEY_LIST_HEADER`] is refused.
+//!
 //! No error in this module carries a key value: keys can be patient identifiers. Errors name the
 //! file and the byte offset of the frame at fault instead.
 
-use std::cmp::Ordering;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -41,10 +44,13 @@ pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 /// zstd level for key frames: fast, and keys (sorted, delta-encoded) compress well at any level.
 const ZSTD_LEVEL: i32 = 3;
 
+/// The first bytes of a key list of this version.
+pub const KEY_LIST_HEADER: &[u8; 8] = b"EHIKEYS2";
+
 const TAG_INT: u8 = 0;
 const TAG_TEXT: u8 = 1;
 
-/// Why a key list cannot be read, or why a key scan cannot be compared with it.
+/// Why a key list cannot be read or written, or why a key scan cannot be compared with it.
 ///
 /// Messages name files and byte offsets, never key values.
 #[derive(Debug, thiserror::Error)]
@@ -75,107 +81,110 @@ pub enum KeyListError {
         offset: u64,
         problem: &'static str,
     },
-    /// The previous list is not strictly increasing; merging against it would misreport deletes.
+    /// The key list starts with a header of another version.
     #[error(
-        "the key list '{path}' is not in strictly increasing binary key order (frame starting at \
-         byte {offset}); it cannot be used to detect deletes"
+        "the key list '{path}' is of a version this ehi-sync does not know; it was written by a \
+         newer ehi-sync, which has to run this table's loads"
     )]
-    PreviousOutOfOrder { path: PathBuf, offset: u64 },
-    /// The current scan is not strictly increasing under [`compare_keys`], typically because
-    /// the database sorts the key with a linguistic collation.
+    UnknownVersion { path: PathBuf },
+    /// The key scan's work files (its buckets) could not be written or read.
+    #[error("cannot use the key scan's work file '{path}': {source}")]
+    Work { path: PathBuf, source: io::Error },
+    /// The scan returned one key twice: a primary key is unique, so the read is not sound.
     #[error(
-        "the key scan returned keys out of binary order; key_scan needs a key whose ORDER BY \
-         matches byte order"
+        "the key scan returned the same primary key twice (rows moved while the keys were \
+         read?); no delete was written, the next run scans again"
     )]
-    OutOfOrder,
-    /// Returned by [`KeyMerge`] after the previous list failed: its position is lost, so any
-    /// further answer would be wrong.
-    #[error("an earlier error stopped the comparison with the previous key list")]
-    Stopped,
-}
-
-/// Orders keys the way the key list and the merge expect: column by column, `Int` numerically,
-/// `Text` by UTF-8 bytes (Unicode code point order, what a binary collation sorts by), any `Int`
-/// before any `Text`; a key that is a prefix of another sorts first.
-///
-/// The scan's `ORDER BY` must produce exactly this order, otherwise the merge would report live
-/// rows as deleted; [`KeyMerge::next`] checks it.
-pub fn compare_keys(a: &[KeyValue], b: &[KeyValue]) -> Ordering {
-    for (x, y) in a.iter().zip(b) {
-        let ord = match (x, y) {
-            (KeyValue::Int(x), KeyValue::Int(y)) => x.cmp(y),
-            (KeyValue::Text(x), KeyValue::Text(y)) => x.as_bytes().cmp(y.as_bytes()),
-            (KeyValue::Int(_), _) => Ordering::Less,
-            (_, KeyValue::Int(_)) => Ordering::Greater,
-            // Key lists hold integers and text; other values as their text form.
-            (x, y) => x.to_text().as_bytes().cmp(y.to_text().as_bytes()),
-        };
-        if ord != Ordering::Equal {
-            return ord;
-        }
-    }
-    a.len().cmp(&b.len())
+    DuplicateKey,
+    /// The previous list holds one key twice; comparing with it could report a live row as
+    /// deleted.
+    #[error(
+        "the key list '{path}' holds a key twice (it is damaged); it cannot be used to detect \
+         deletes"
+    )]
+    PreviousDuplicate { path: PathBuf },
+    /// A graceful stop was asked for while large key lists were being split.
+    #[error("stopped while the key lists were being compared")]
+    Interrupted,
 }
 
 /// Encodes `keys` as one frame (length prefix included), ready to be appended to a key list.
-///
-/// An empty batch gives an empty `Vec`: no frame at all, so appending it changes nothing. Fails
-/// (`InvalidInput`) only when the batch encodes to more than [`MAX_FRAME_BYTES`], which the reader
-/// would refuse; split such a batch.
+/// For many frames, [`FrameEncoder`] reuses its compression context.
 pub fn encode_frame(keys: &[Vec<KeyValue>]) -> io::Result<Vec<u8>> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
+    FrameEncoder::new()?.encode(keys)
+}
+
+/// Encodes frames with one zstd context (creating one per frame costs more than compressing a
+/// small frame).
+pub struct FrameEncoder {
+    compressor: zstd::bulk::Compressor<'static>,
+    raw: Vec<u8>,
+}
+
+impl FrameEncoder {
+    pub fn new() -> io::Result<FrameEncoder> {
+        let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)?;
+        // The checksum turns a flipped bit into an error instead of a wrong key (a wrong
+        // delete).
+        compressor.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
+        Ok(FrameEncoder {
+            compressor,
+            raw: Vec::new(),
+        })
     }
-    let mut raw = Vec::new();
-    put_varint(&mut raw, keys.len() as u64);
-    let mut previous: Vec<Option<i64>> = Vec::new();
-    for key in keys {
-        put_varint(&mut raw, key.len() as u64);
-        for (column, value) in key.iter().enumerate() {
-            match value {
-                KeyValue::Int(v) => {
-                    raw.push(TAG_INT);
-                    let delta = match previous.get(column) {
-                        Some(Some(p)) => v.wrapping_sub(*p),
-                        _ => *v,
-                    };
-                    put_varint(&mut raw, zigzag(delta));
-                }
-                KeyValue::Text(s) => {
-                    raw.push(TAG_TEXT);
-                    put_varint(&mut raw, s.len() as u64);
-                    raw.extend_from_slice(s.as_bytes());
-                }
-                other => {
-                    let s = other.to_text();
-                    raw.push(TAG_TEXT);
-                    put_varint(&mut raw, s.len() as u64);
-                    raw.extend_from_slice(s.as_bytes());
+
+    /// Encodes `keys` as one frame (length prefix included).
+    ///
+    /// An empty batch gives an empty `Vec`: no frame at all, so appending it changes nothing.
+    /// Fails (`InvalidInput`) only when the batch encodes to more than [`MAX_FRAME_BYTES`],
+    /// which the reader would refuse; split such a batch.
+    pub fn encode(&mut self, keys: &[Vec<KeyValue>]) -> io::Result<Vec<u8>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw = &mut self.raw;
+        raw.clear();
+        put_varint(raw, keys.len() as u64);
+        let mut previous: Vec<Option<i64>> = Vec::new();
+        for key in keys {
+            put_varint(raw, key.len() as u64);
+            for (column, value) in key.iter().enumerate() {
+                match value {
+                    KeyValue::Int(v) => {
+                        raw.push(TAG_INT);
+                        let delta = match previous.get(column) {
+                            Some(Some(p)) => v.wrapping_sub(*p),
+                            _ => *v,
+                        };
+                        put_varint(raw, zigzag(delta));
+                    }
+                    KeyValue::Text(s) => put_text(raw, s),
+                    // Key lists hold integers and text; other values as their text form.
+                    other => put_text(raw, &other.to_text()),
                 }
             }
+            remember_ints(&mut previous, key);
         }
-        remember_ints(&mut previous, key);
+        if raw.len() > MAX_FRAME_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a key frame may hold at most {MAX_FRAME_BYTES} bytes; write smaller batches"
+                ),
+            ));
+        }
+        let compressed = self.compressor.compress(raw)?;
+        let len = u32::try_from(compressed.len()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a compressed key frame does not fit a u32 length; write smaller batches",
+            )
+        })?;
+        let mut frame = Vec::with_capacity(4 + compressed.len());
+        frame.extend_from_slice(&len.to_le_bytes());
+        frame.extend_from_slice(&compressed);
+        Ok(frame)
     }
-    if raw.len() > MAX_FRAME_BYTES {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("a key frame may hold at most {MAX_FRAME_BYTES} bytes; write smaller batches"),
-        ));
-    }
-    let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)?;
-    // The checksum turns a flipped bit into an error instead of a wrong key (a wrong delete).
-    compressor.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
-    let compressed = compressor.compress(&raw)?;
-    let len = u32::try_from(compressed.len()).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "a compressed key frame does not fit a u32 length; write smaller batches",
-        )
-    })?;
-    let mut frame = Vec::with_capacity(4 + compressed.len());
-    frame.extend_from_slice(&len.to_le_bytes());
-    frame.extend_from_slice(&compressed);
-    Ok(frame)
 }
 
 /// Records which columns of `key` are `Int`, the bases for the next key's deltas.
@@ -185,6 +194,12 @@ fn remember_ints(previous: &mut Vec<Option<i64>>, key: &[KeyValue]) {
         KeyValue::Int(n) => Some(*n),
         _ => None,
     }));
+}
+
+fn put_text(raw: &mut Vec<u8>, text: &str) {
+    raw.push(TAG_TEXT);
+    put_varint(raw, text.len() as u64);
+    raw.extend_from_slice(text.as_bytes());
 }
 
 /// Maps signed to unsigned so small negative deltas stay short varints.
@@ -286,6 +301,18 @@ impl KeyListReader {
         }
         if got < len.len() {
             return Err(self.truncated());
+        }
+        // No version 1 frame is this long (its length would be 1.2 GB): a header.
+        if self.frame_offset == 0 && len == KEY_LIST_HEADER[..4] {
+            let mut rest = [0u8; 4];
+            let got = read_up_to(&mut self.inner, &mut rest).map_err(|e| self.read_error(e))?;
+            if got < rest.len() || rest != KEY_LIST_HEADER[4..] {
+                return Err(KeyListError::UnknownVersion {
+                    path: self.path.clone(),
+                });
+            }
+            self.next_offset = KEY_LIST_HEADER.len() as u64;
+            return self.load_frame();
         }
         let len = u32::from_le_bytes(len);
         if len == 0 {
@@ -458,143 +485,6 @@ fn read_up_to(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Merges the current key scan with the previous run's key list, both in [`compare_keys`]
-/// order, to find deleted and inserted keys while holding only one previous key (plus one frame)
-/// and the last scanned key in memory.
-pub struct KeyMerge {
-    previous: Option<KeyListReader>,
-    /// The smallest previous key not yet matched or reported as deleted.
-    pending: Option<Vec<KeyValue>>,
-    /// Whether `pending` has been loaded from `previous` yet.
-    started: bool,
-    /// The last key of the current scan, to check the scan's order.
-    last_current: Option<Vec<KeyValue>>,
-    /// Set after the previous list failed: its position is lost, so later answers would be wrong.
-    stopped: bool,
-}
-
-impl KeyMerge {
-    /// `previous` is the key list saved by the last scan, or `None` on a table's first key scan
-    /// (nothing can be deleted then, every key is new).
-    pub fn new(previous: Option<KeyListReader>) -> Self {
-        KeyMerge {
-            previous,
-            pending: None,
-            started: false,
-            last_current: None,
-            stopped: false,
-        }
-    }
-
-    /// Feeds the next key of the current scan.
-    ///
-    /// Pushes onto `deleted` every previous key smaller than `key` (the scan passed them without
-    /// seeing them, so their rows are gone) and returns whether `key` is new (an insert).
-    /// Scan keys must be strictly increasing under [`compare_keys`]; otherwise this returns
-    /// [`KeyListError::OutOfOrder`] and changes nothing, since a merge over misordered keys would
-    /// report live rows as deleted.
-    pub fn next(
-        &mut self,
-        key: &[KeyValue],
-        deleted: &mut Vec<Vec<KeyValue>>,
-    ) -> Result<bool, KeyListError> {
-        if self.stopped {
-            return Err(KeyListError::Stopped);
-        }
-        if let Some(last) = &self.last_current
-            && compare_keys(last, key) != Ordering::Less
-        {
-            return Err(KeyListError::OutOfOrder);
-        }
-        let inserted = loop {
-            let ord = match self.peek()? {
-                None => break true,
-                Some(pending) => compare_keys(pending, key),
-            };
-            match ord {
-                Ordering::Less => {
-                    if let Some(gone) = self.take()? {
-                        deleted.push(gone);
-                    }
-                }
-                Ordering::Equal => {
-                    self.take()?;
-                    break false;
-                }
-                Ordering::Greater => break true,
-            }
-        };
-        // Reuse the allocation: for integer keys this copies without allocating.
-        let last = self.last_current.get_or_insert_with(Vec::new);
-        last.clear();
-        last.extend_from_slice(key);
-        Ok(inserted)
-    }
-
-    /// After the scan ended: moves up to `max` of the remaining previous keys (all deleted, as
-    /// the scan never reached them) onto `deleted`. Returns whether more remain, so a mass
-    /// delete is reported in bounded batches.
-    pub fn drain_remaining(
-        &mut self,
-        max: usize,
-        deleted: &mut Vec<Vec<KeyValue>>,
-    ) -> Result<bool, KeyListError> {
-        if self.stopped {
-            return Err(KeyListError::Stopped);
-        }
-        for _ in 0..max {
-            match self.take()? {
-                Some(gone) => deleted.push(gone),
-                None => return Ok(false),
-            }
-        }
-        Ok(self.peek()?.is_some())
-    }
-
-    /// The smallest previous key not yet consumed.
-    fn peek(&mut self) -> Result<Option<&Vec<KeyValue>>, KeyListError> {
-        if !self.started {
-            self.started = true;
-            self.pending = self.read_previous()?;
-        }
-        Ok(self.pending.as_ref())
-    }
-
-    /// Consumes the smallest previous key and loads the one after it, checking that the
-    /// previous list increases strictly.
-    fn take(&mut self) -> Result<Option<Vec<KeyValue>>, KeyListError> {
-        if self.peek()?.is_none() {
-            return Ok(None);
-        }
-        let following = self.read_previous()?;
-        if let (Some(current), Some(following)) = (&self.pending, &following)
-            && compare_keys(current, following) != Ordering::Less
-        {
-            self.stopped = true;
-            let (path, offset) = match &self.previous {
-                Some(reader) => (reader.path.clone(), reader.frame_offset),
-                None => (PathBuf::new(), 0),
-            };
-            return Err(KeyListError::PreviousOutOfOrder { path, offset });
-        }
-        Ok(std::mem::replace(&mut self.pending, following))
-    }
-
-    fn read_previous(&mut self) -> Result<Option<Vec<KeyValue>>, KeyListError> {
-        let Some(reader) = self.previous.as_mut() else {
-            return Ok(None);
-        };
-        match reader.next() {
-            None => Ok(None),
-            Some(Ok(key)) => Ok(Some(key)),
-            Some(Err(e)) => {
-                self.stopped = true;
-                Err(e)
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -646,26 +536,6 @@ mod tests {
             Err(KeyListError::Corrupt { problem, .. }) => problem,
             other => panic!("expected a Corrupt error, got {other:?}"),
         }
-    }
-
-    type Keys = Vec<Vec<KeyValue>>;
-
-    /// Runs a whole merge; returns (inserted, deleted).
-    fn merge(
-        previous: Option<Keys>,
-        current: &[Vec<KeyValue>],
-    ) -> Result<(Keys, Keys), KeyListError> {
-        let previous = previous.map(|keys| reader(file_bytes(&keys, 3)));
-        let mut merge = KeyMerge::new(previous);
-        let mut inserted = Vec::new();
-        let mut deleted = Vec::new();
-        for key in current {
-            if merge.next(key, &mut deleted)? {
-                inserted.push(key.clone());
-            }
-        }
-        while merge.drain_remaining(2, &mut deleted)? {}
-        Ok((inserted, deleted))
     }
 
     fn ints(ns: &[i64]) -> Vec<Vec<KeyValue>> {
@@ -913,256 +783,39 @@ mod tests {
     }
 
     #[test]
-    fn compare_keys_orders_like_a_binary_collation() {
-        use Ordering::{Equal, Greater, Less};
-        assert_eq!(compare_keys(&int(-5), &int(3)), Less);
-        assert_eq!(compare_keys(&int(i64::MIN), &int(i64::MAX)), Less);
-        assert_eq!(compare_keys(&int(10), &int(9)), Greater);
-        assert_eq!(compare_keys(&int(7), &int(7)), Equal);
-        // Bytes, not a linguistic collation: upper case before lower case.
-        assert_eq!(compare_keys(&text("Z"), &text("a")), Less);
-        assert_eq!(compare_keys(&text("B"), &text("a")), Less);
-        assert_eq!(compare_keys(&text("z"), &text("é")), Less);
-        assert_eq!(compare_keys(&text(""), &text("a")), Less);
-        assert_eq!(compare_keys(&text("ab"), &text("abc")), Less);
-        // Code point order, which UTF-16 order (U+FFFF after surrogate pairs) is not.
-        assert_eq!(compare_keys(&text("\u{FFFF}"), &text("\u{10000}")), Less);
-        // Int before Text.
-        assert_eq!(compare_keys(&int(i64::MAX), &text("")), Less);
-        assert_eq!(compare_keys(&text(""), &int(i64::MIN)), Greater);
-        // Column by column.
-        let a = vec![Int(1), Text("z".into())];
-        let b = vec![Int(2), Text("a".into())];
-        assert_eq!(compare_keys(&a, &b), Less);
-        let c = vec![Int(1), Text("a".into())];
-        assert_eq!(compare_keys(&c, &a), Less);
-        assert_eq!(compare_keys(&a, &a.clone()), Equal);
-        // A shorter prefix-equal key is smaller.
-        assert_eq!(compare_keys(&int(1), &a), Less);
-        assert_eq!(compare_keys(&a, &int(1)), Greater);
-        assert_eq!(compare_keys(&[], &int(i64::MIN)), Less);
-        assert_eq!(compare_keys(&[], &[]), Equal);
-    }
-
-    #[test]
-    fn merge_finds_deletes_at_start_middle_and_end() {
-        let previous = ints(&[1, 2, 3, 4, 5, 6, 7, 8, 9]);
-        let current = ints(&[3, 4, 6, 7]);
-        let (inserted, deleted) = merge(Some(previous), &current).expect("merge");
-        assert!(inserted.is_empty());
-        assert_eq!(deleted, ints(&[1, 2, 5, 8, 9]));
-    }
-
-    #[test]
-    fn merge_reports_deletes_as_soon_as_the_scan_passes_them() {
-        let mut merge = KeyMerge::new(Some(reader(file_bytes(&ints(&[1, 2, 5, 9]), 2))));
-        let mut deleted = Vec::new();
-        assert!(!merge.next(&int(2), &mut deleted).expect("2"));
-        assert_eq!(deleted, ints(&[1]));
-        deleted.clear();
-        assert!(merge.next(&int(7), &mut deleted).expect("7"));
-        assert_eq!(deleted, ints(&[5]));
-        deleted.clear();
-        assert!(!merge.next(&int(9), &mut deleted).expect("9"));
-        assert!(deleted.is_empty());
-        assert!(!merge.drain_remaining(10, &mut deleted).expect("drain"));
-        assert!(deleted.is_empty());
-    }
-
-    #[test]
-    fn merge_drains_a_mass_delete_in_batches() {
-        let previous = ints(&[1, 2, 3, 4, 5]);
-        let mut merge = KeyMerge::new(Some(reader(file_bytes(&previous, 2))));
-        let mut batches = Vec::new();
-        loop {
-            let mut deleted = Vec::new();
-            let more = merge.drain_remaining(2, &mut deleted).expect("drain");
-            batches.push((deleted, more));
-            if !more {
-                break;
-            }
-        }
-        assert_eq!(
-            batches,
-            vec![
-                (ints(&[1, 2]), true),
-                (ints(&[3, 4]), true),
-                (ints(&[5]), false),
-            ]
-        );
-        let mut deleted = Vec::new();
-        assert!(!merge.drain_remaining(2, &mut deleted).expect("drained"));
-        assert!(deleted.is_empty());
-    }
-
-    #[test]
-    fn merge_drain_with_an_exact_batch_says_nothing_remains() {
-        let mut merge = KeyMerge::new(Some(reader(file_bytes(&ints(&[1, 2]), 5))));
-        let mut deleted = Vec::new();
-        assert!(!merge.drain_remaining(2, &mut deleted).expect("drain"));
-        assert_eq!(deleted, ints(&[1, 2]));
-    }
-
-    #[test]
-    fn merge_without_previous_list_inserts_everything() {
-        let current = ints(&[-4, 1, 2, 100]);
-        let (inserted, deleted) = merge(None, &current).expect("merge");
-        assert_eq!(inserted, current);
-        assert!(deleted.is_empty());
-        // An empty previous list behaves the same.
-        let (inserted, deleted) = merge(Some(Vec::new()), &current).expect("merge");
-        assert_eq!(inserted, current);
-        assert!(deleted.is_empty());
-    }
-
-    #[test]
-    fn merge_interleaves_inserts_and_deletes() {
-        let previous = ints(&[2, 4, 6, 8, 10]);
-        let current = ints(&[1, 2, 3, 6, 7, 10, 11, 12]);
-        let (inserted, deleted) = merge(Some(previous), &current).expect("merge");
-        assert_eq!(inserted, ints(&[1, 3, 7, 11, 12]));
-        assert_eq!(deleted, ints(&[4, 8]));
-    }
-
-    #[test]
-    fn merge_handles_composite_keys() {
-        let k = |n: i64, s: &str| vec![Int(n), Text(s.to_owned())];
-        let previous = vec![
-            k(1, "a"),
-            k(1, "b"),
-            k(2, ""),
-            k(2, "Z"),
-            k(2, "z"),
-            k(3, "x"),
+    fn lists_with_and_without_the_header_read_the_same() {
+        let keys = vec![
+            vec![Int(3), Text("Zoë".into())],
+            vec![Int(1), Text("a".into())],
         ];
-        let current = vec![k(1, "b"), k(1, "c"), k(2, "Z"), k(2, "é"), k(3, "x")];
-        let (inserted, deleted) = merge(Some(previous), &current).expect("merge");
-        assert_eq!(inserted, vec![k(1, "c"), k(2, "é")]);
-        assert_eq!(deleted, vec![k(1, "a"), k(2, ""), k(2, "z")]);
-    }
-
-    #[test]
-    fn merge_rejects_out_of_order_scan_keys() {
-        for current in [ints(&[1, 3, 2]), ints(&[1, 2, 2])] {
-            let err = merge(Some(ints(&[1, 2, 3])), &current).expect_err("out of order");
-            assert!(matches!(err, KeyListError::OutOfOrder), "{err:?}");
-        }
-        // A linguistic collation ('a' before 'B') is caught too, and the message names no key.
-        let err = merge(None, &[text("patient-a"), text("patient-B")]).expect_err("collation");
-        assert!(matches!(err, KeyListError::OutOfOrder), "{err:?}");
-        let message = err.to_string();
-        assert!(message.contains("binary order"), "{message}");
-        assert!(!message.contains("patient"), "{message}");
-    }
-
-    #[test]
-    fn merge_rejects_an_out_of_order_previous_list() {
-        // Within a frame, across frames (3 keys to a frame), and a duplicate.
-        for previous in [ints(&[1, 3, 2]), ints(&[1, 2, 3, 0, 5]), ints(&[1, 2, 2])] {
-            let err = merge(Some(previous), &ints(&[10])).expect_err("previous out of order");
-            match &err {
-                KeyListError::PreviousOutOfOrder { path, .. } => {
-                    assert_eq!(path, Path::new("keys/test.keys"))
-                }
-                other => panic!("expected PreviousOutOfOrder, got {other:?}"),
-            }
-            assert!(err.to_string().contains("keys/test.keys"));
-        }
-        // The merge stays stopped instead of giving wrong answers.
-        let mut merge = KeyMerge::new(Some(reader(file_bytes(&ints(&[5, 4]), 3))));
-        let mut deleted = Vec::new();
-        assert!(merge.next(&int(10), &mut deleted).is_err());
-        assert!(matches!(
-            merge.next(&int(11), &mut deleted),
-            Err(KeyListError::Stopped)
-        ));
-        assert!(matches!(
-            merge.drain_remaining(5, &mut deleted),
-            Err(KeyListError::Stopped)
-        ));
-    }
-
-    #[test]
-    fn merge_passes_on_a_damaged_previous_list() {
-        let mut bytes = file_bytes(&ints(&[1, 2, 3, 4]), 2);
-        bytes.truncate(bytes.len() - 1);
-        let mut merge = KeyMerge::new(Some(reader(bytes)));
-        let mut deleted = Vec::new();
+        let legacy = file_bytes(&keys, 1);
+        let mut versioned = KEY_LIST_HEADER.to_vec();
+        versioned.extend(&legacy);
+        assert_eq!(read_all(legacy).expect("version 1"), keys);
+        assert_eq!(read_all(versioned).expect("version 2"), keys);
+        // A header alone is an empty list.
         assert!(
-            !merge
-                .next(&int(1), &mut deleted)
-                .expect("first frame is whole")
+            read_all(KEY_LIST_HEADER.to_vec())
+                .expect("empty")
+                .is_empty()
         );
-        assert!(matches!(
-            merge.next(&int(5), &mut deleted),
-            Err(KeyListError::Truncated { .. })
-        ));
-    }
-
-    #[test]
-    fn merge_streams_a_million_keys_from_a_file() {
-        use std::io::Write;
-
-        const N: i64 = 1_000_000;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("previous.keys");
-        // Previous run: every key but multiples of 10 + 3, plus a tail past N that is deleted.
-        let previous = (0..N + 2_500).filter(|i| i % 10 != 3);
-        {
-            let mut file = std::io::BufWriter::new(File::create(&path).expect("create"));
-            let mut batch = Vec::with_capacity(10_000);
-            for i in previous.clone() {
-                batch.push(int(i * 3 - 1_500_000));
-                if batch.len() == 10_000 {
-                    file.write_all(&encode_frame(&batch).expect("encode"))
-                        .expect("write");
-                    batch.clear();
-                }
-            }
-            file.write_all(&encode_frame(&batch).expect("encode"))
-                .expect("write");
-            file.flush().expect("flush");
+        // Another version is refused, naming the file and the way out.
+        let mut newer = b"EHIKEYS3".to_vec();
+        newer.extend(file_bytes(&keys, 1));
+        let err = read_all(newer).expect_err("unknown version");
+        assert!(
+            matches!(err, KeyListError::UnknownVersion { .. }),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(message.contains("keys/test.keys"), "{message}");
+        assert!(message.contains("newer ehi-sync"), "{message}");
+        // Damage after the header is reported at its real offset.
+        let mut damaged = KEY_LIST_HEADER.to_vec();
+        damaged.extend(raw_frame(&[1, 1, 7, 0]));
+        match read_all(damaged) {
+            Err(KeyListError::Corrupt { offset, .. }) => assert_eq!(offset, 8),
+            other => panic!("expected Corrupt, got {other:?}"),
         }
-        // This run: multiples of 7 are gone, the skipped ones are back.
-        let mut merge = KeyMerge::new(Some(KeyListReader::open(&path).expect("open")));
-        let mut deleted = Vec::new();
-        let (mut inserts, mut insert_sum) = (0i64, 0i64);
-        let (mut deletes, mut delete_sum) = (0i64, 0i64);
-        for i in (0..N).filter(|i| i % 7 != 0) {
-            if merge
-                .next(&int(i * 3 - 1_500_000), &mut deleted)
-                .expect("next")
-            {
-                inserts += 1;
-                insert_sum += i;
-            }
-            for key in deleted.drain(..) {
-                let [Int(v)] = key.as_slice() else {
-                    panic!("unexpected key shape")
-                };
-                deletes += 1;
-                delete_sum += (v + 1_500_000) / 3;
-            }
-        }
-        loop {
-            let more = merge.drain_remaining(1_000, &mut deleted).expect("drain");
-            assert!(deleted.len() <= 1_000);
-            for key in deleted.drain(..) {
-                let [Int(v)] = key.as_slice() else {
-                    panic!("unexpected key shape")
-                };
-                deletes += 1;
-                delete_sum += (v + 1_500_000) / 3;
-            }
-            if !more {
-                break;
-            }
-        }
-        let expected_inserts = (0..N).filter(|i| i % 10 == 3 && i % 7 != 0);
-        let expected_deletes = (0..N + 2_500).filter(|i| i % 10 != 3 && (i % 7 == 0 || *i >= N));
-        assert_eq!(inserts, expected_inserts.clone().count() as i64);
-        assert_eq!(insert_sum, expected_inserts.sum::<i64>());
-        assert_eq!(deletes, expected_deletes.clone().count() as i64);
-        assert_eq!(delete_sum, expected_deletes.sum::<i64>());
     }
 }

@@ -7,6 +7,7 @@
 //! same state-file write that marks the table done, so a crash never advances it past rows
 //! that were not written.
 
+pub mod key_diff;
 pub mod keys;
 pub mod settings;
 pub mod sql;

@@ -5,7 +5,7 @@
 use crate::extract::select::TableQuery;
 use crate::source::Dialect;
 use crate::source::catalog::{Column, Table};
-use crate::source::types::{ValueKind, qualified_select_expression};
+use crate::source::types::qualified_select_expression;
 
 use super::{CursorKind, OP_COLUMN, SyncMode};
 
@@ -157,7 +157,12 @@ fn timestamp_literal(dialect: Dialect, column: &Column, value: &str) -> String {
 
 /// The change tracking read (SQL Server): every key changed after version `from` up to `to`,
 /// joined back to the table for the current row. A key whose row is gone is a delete; its
-/// other columns are NULL. The op is the last column of the select list.
+/// other columns are NULL. The op is the last column of the select list, an `INT` (1 delete,
+/// 0 upsert) so it reads the same through the narrow and the wide ODBC functions.
+///
+/// The changes are read as one statement in key order without `TOP`: `CHANGETABLE(CHANGES …)`
+/// is evaluated again by every statement, so keyset chunks would cost time quadratic in the
+/// number of changes. A retry resumes after the last key sent (one more evaluation).
 pub fn change_tracking_query(table: &Table, from: i64, to: i64) -> TableQuery {
     let dialect = Dialect::SqlServer;
     let name = dialect.qualified_table(&table.schema, &table.name);
@@ -191,7 +196,7 @@ pub fn change_tracking_query(table: &Table, from: i64, to: i64) -> TableQuery {
         .collect();
     let first_key = dialect.quote_identifier(table.primary_key.first().map_or("", |k| k));
     select.push(format!(
-        "CASE WHEN {rows}.{first_key} IS NULL THEN 'delete' ELSE 'upsert' END AS {}",
+        "CAST(CASE WHEN {rows}.{first_key} IS NULL THEN 1 ELSE 0 END AS INT) AS {}",
         dialect.quote_identifier(OP_COLUMN)
     ));
     TableQuery::from_parts(
@@ -219,58 +224,20 @@ pub fn change_tracking_counts(table: &Table, from: i64, to: i64) -> String {
     )
 }
 
-/// Every key of the table in binary order, the order the key lists are merged in: text keys
-/// are sorted with a binary collation (a case-insensitive collation would interleave keys
-/// differently from a byte comparison).
-pub fn key_scan(dialect: Dialect, table: &Table, kinds: &[ValueKind]) -> String {
-    let expressions: Vec<(String, String)> = table
+/// Every key of the table, in the order of the key as declared: the primary key index serves it
+/// without a sort, and the comparison with the previous key list depends on no order (see
+/// `key_diff`), so no `COLLATE` is needed that would make the server sort every key in tempdb.
+pub fn key_scan(dialect: Dialect, table: &Table) -> String {
+    let key = table
         .primary_key
         .iter()
-        .filter_map(|k| table.columns.iter().position(|c| &c.name == k))
-        .map(|i| key_scan_expression(dialect, &table.columns[i], kinds[i]))
-        .collect();
-    let select = expressions
-        .iter()
-        .map(|(s, _)| s.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let order = expressions
-        .iter()
-        .map(|(_, o)| o.as_str())
+        .map(|k| dialect.quote_identifier(k))
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "SELECT {select} FROM {} ORDER BY {order}",
+        "SELECT {key} FROM {} ORDER BY {key}",
         dialect.qualified_table(&table.schema, &table.name)
     )
-}
-
-/// The select expression and the ORDER BY term of one key column.
-fn key_scan_expression(dialect: Dialect, column: &Column, kind: ValueKind) -> (String, String) {
-    let quoted = dialect.quote_identifier(&column.name);
-    let source_type = column.source_type.to_ascii_lowercase();
-    match dialect {
-        Dialect::SqlServer if source_type == "uniqueidentifier" => {
-            let text = format!("CONVERT(nchar(36), {quoted})");
-            (
-                format!("{text} AS {quoted}"),
-                format!("{text} COLLATE Latin1_General_100_BIN2"),
-            )
-        }
-        Dialect::SqlServer if matches!(kind, ValueKind::Text) => (
-            quoted.clone(),
-            format!("{quoted} COLLATE Latin1_General_100_BIN2"),
-        ),
-        Dialect::Postgres
-            if matches!(
-                source_type.as_str(),
-                "text" | "character varying" | "varchar" | "character" | "char" | "bpchar"
-            ) =>
-        {
-            (quoted.clone(), format!("{quoted} COLLATE \"C\""))
-        }
-        _ => (quoted.clone(), quoted),
-    }
 }
 
 #[cfg(test)]
@@ -322,25 +289,29 @@ mod tests {
     }
 
     #[test]
-    fn change_tracking_read_joins_back_and_marks_deletes() {
+    fn change_tracking_read_joins_back_and_marks_deletes_as_an_integer() {
         let query = change_tracking_query(&patient(), 41, 57);
-        let sql = query.select(KeyRange::ALL, None, Some(5000)).sql;
-        let expected = "SELECT TOP (5000) [ct].[PAT_ID] AS [PAT_ID], [ct].[LINE] AS [LINE], \
+        let plan = crate::extract::partition::change_tracking_read();
+        let limit = crate::extract::partition::rows_per_statement(plan[0].mode, 5000);
+        let sql = query.select(plan[0].range, None, limit).sql;
+        let expected = "SELECT [ct].[PAT_ID] AS [PAT_ID], [ct].[LINE] AS [LINE], \
              CAST([t].[NOTE] AS NVARCHAR(MAX)) AS [NOTE], [t].[UPDATE_DATE] AS [UPDATE_DATE], \
-             [t].[RV] AS [RV], CASE WHEN [t].[PAT_ID] IS NULL THEN 'delete' ELSE 'upsert' END \
+             [t].[RV] AS [RV], CAST(CASE WHEN [t].[PAT_ID] IS NULL THEN 1 ELSE 0 END AS INT) \
              AS [_ehi_op] FROM CHANGETABLE(CHANGES [dbo].[PAT ENC], 41) AS [ct] LEFT OUTER JOIN \
              [dbo].[PAT ENC] AS [t] ON [t].[PAT_ID] = [ct].[PAT_ID] AND [t].[LINE] = [ct].[LINE] \
              WHERE [ct].[SYS_CHANGE_VERSION] <= 57 ORDER BY [ct].[PAT_ID], [ct].[LINE]";
         assert_eq!(sql, expected);
         assert_eq!(parse_changetable(&sql), expected);
+        // A retry reads on after the last key sent, still in one statement.
         let after = [KeyValue::Text("Z'1".into()), KeyValue::Int(3)];
-        let resumed = query.select(KeyRange::ALL, Some(&after), Some(5000)).sql;
-        assert!(
-            resumed.contains(
+        let resumed = query.select(plan[0].range, Some(&after), limit).sql;
+        assert_eq!(
+            resumed,
+            expected.replace(
+                "WHERE [ct].[SYS_CHANGE_VERSION] <= 57 ORDER BY",
                 "WHERE [ct].[SYS_CHANGE_VERSION] <= 57 AND (([ct].[PAT_ID] > ?) OR \
                  ([ct].[PAT_ID] = ? AND [ct].[LINE] > ?)) ORDER BY"
-            ),
-            "{resumed}"
+            )
         );
         assert_eq!(parse_changetable(&resumed), resumed);
     }
@@ -519,36 +490,23 @@ mod tests {
     }
 
     #[test]
-    fn key_scan_orders_text_keys_by_binary_collation() {
-        let kinds = [
-            ValueKind::Text,
-            ValueKind::Integer,
-            ValueKind::Text,
-            ValueKind::Timestamp,
-            ValueKind::Binary,
-        ];
-        let sql = key_scan(Dialect::SqlServer, &patient(), &kinds);
+    fn key_scan_reads_the_key_in_its_own_index_order() {
+        let sql = key_scan(Dialect::SqlServer, &patient());
         assert_eq!(
             sql,
-            "SELECT [PAT_ID], [LINE] FROM [dbo].[PAT ENC] ORDER BY [PAT_ID] COLLATE \
-             Latin1_General_100_BIN2, [LINE]"
+            "SELECT [PAT_ID], [LINE] FROM [dbo].[PAT ENC] ORDER BY [PAT_ID], [LINE]"
         );
         assert_eq!(parse(&sql), sql);
+        assert_eq!(table_names(&sql), [["dbo", "PAT ENC"]]);
+        // A uniqueidentifier key is read as it is: no conversion that would hide the index.
         let mut guid = patient();
         guid.columns[0].source_type = "uniqueidentifier".into();
-        let sql = key_scan(Dialect::SqlServer, &guid, &kinds);
-        assert_eq!(
-            sql,
-            "SELECT CONVERT(nchar(36), [PAT_ID]) AS [PAT_ID], [LINE] FROM [dbo].[PAT ENC] \
-             ORDER BY CONVERT(nchar(36), [PAT_ID]) COLLATE Latin1_General_100_BIN2, [LINE]"
-        );
-        assert_eq!(parse(&sql), sql);
+        assert_eq!(key_scan(Dialect::SqlServer, &guid), sql);
         let mut pg = patient();
         pg.columns[0].source_type = "character varying".into();
         assert_eq!(
-            key_scan(Dialect::Postgres, &pg, &kinds),
-            "SELECT \"PAT_ID\", \"LINE\" FROM \"dbo\".\"PAT ENC\" ORDER BY \"PAT_ID\" COLLATE \
-             \"C\", \"LINE\""
+            key_scan(Dialect::Postgres, &pg),
+            "SELECT \"PAT_ID\", \"LINE\" FROM \"dbo\".\"PAT ENC\" ORDER BY \"PAT_ID\", \"LINE\""
         );
     }
 }

@@ -187,6 +187,14 @@ pub fn remove_if_exists(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Removes the folder `path` and everything in it; a missing folder is not an error.
+pub fn remove_dir_if_exists(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new content:
 /// write a temporary file, fsync it, rename it over `path`, fsync the folder.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

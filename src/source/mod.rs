@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, SourceConfig};
 use crate::error::{DbError, Error, Result};
 
-pub use query::query_text;
+pub use query::{query_text, text_rows};
 
 /// The SQL flavour of the source, detected from the DBMS name the driver reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! Small result sets (catalog queries, counts) read whole as text.
 
 use odbc_api::buffers::{BufferDesc, ColumnarDynBuffer};
-use odbc_api::{Connection, Cursor, ResultSetMetadata};
+use odbc_api::{Connection, Cursor};
 
 use super::Source;
 use crate::error::Result;
@@ -20,20 +20,27 @@ pub fn query_text(
     sql: &str,
 ) -> Result<Vec<Vec<Option<String>>>> {
     let fail = |e: odbc_api::Error| source.db_error(format!("reading {what}"), &e);
-    let Some(mut cursor) = connection
+    match connection
         .execute(&source.sql(sql), (), None)
         .map_err(fail)?
-    else {
-        return Ok(Vec::new());
-    };
-    let columns = usize::try_from(cursor.num_result_cols().map_err(fail)?).unwrap_or(0);
+    {
+        Some(cursor) => text_rows(cursor).map_err(fail),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Every row of `cursor` as text, NULL as `None`.
+pub fn text_rows(
+    mut cursor: impl Cursor,
+) -> std::result::Result<Vec<Vec<Option<String>>>, odbc_api::Error> {
+    let columns = usize::try_from(cursor.num_result_cols()?).unwrap_or(0);
     let descs = (0..columns).map(|_| BufferDesc::WText {
         max_str_len: MAX_CATALOG_TEXT,
     });
     let buffer = ColumnarDynBuffer::from_descs(ROWS_PER_FETCH, descs);
-    let mut block = cursor.bind_buffer(buffer).map_err(fail)?;
+    let mut block = cursor.bind_buffer(buffer)?;
     let mut rows = Vec::new();
-    while let Some(batch) = block.fetch().map_err(fail)? {
+    while let Some(batch) = block.fetch()? {
         for row in 0..batch.num_rows() {
             let values = (0..columns)
                 .map(|col| {

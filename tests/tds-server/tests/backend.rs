@@ -1,11 +1,12 @@
-//! The SQLite backend without the wire: ehi-sync's own statements (catalog, sizing, keyset and
+//! The SQLite backend without the wire: ehi-sync's statements (catalog, sizing, keyset and
 //! range reads, change tracking, key scans, session settings) run against the fixtures, with a
-//! sink that collects results in memory; types and values are asserted exactly.
+//! sink that collects results in memory; types and values are asserted exactly. The catalog
+//! statements come from ehi-sync's own constants; the per-table statements are written out in
+//! the forms ehi-sync generates (its generators' signatures change with issue 13).
 
-use ehi_sync::extract::select::{KeyRange, KeyValue, TableQuery};
-use ehi_sync::incremental::sql as incremental_sql;
+use ehi_sync::incremental::sql::CHANGE_TRACKING_TABLES;
 use ehi_sync::source::Dialect;
-use ehi_sync::source::catalog::{Column, Table, count_sql};
+use ehi_sync::source::catalog::count_sql;
 use ehi_sync::source::session::SQLSERVER_SNAPSHOT_STATE_SQL;
 use ehi_sync::source::sqlserver::{COLUMNS_SQL, PRIMARY_KEYS_SQL, SIZES_FALLBACK_SQL, SIZES_SQL};
 use tds_test_server::backend::fixtures::{self, EVERY_TYPE_COLUMNS, SPECIAL_PATIENT_IDS};
@@ -185,6 +186,18 @@ fn sizing_without_view_database_state_fails_as_sql_server_does_and_falls_back() 
     let patient = set.rows.iter().find(|r| r[1] == text("PATIENT")).unwrap();
     assert_eq!(patient[2], Value::Int(10));
     assert_eq!(set.rows.len(), CLARITY_TABLES.len());
+    // Stale statistics: the catalog reports what it is told, the table keeps its rows.
+    db.set_catalog_row_count("dbo", "PATIENT", Some(1_000_000))
+        .unwrap();
+    let set = single(b.as_mut(), SIZES_FALLBACK_SQL, &[]);
+    let patient = set.rows.iter().find(|r| r[1] == text("PATIENT")).unwrap();
+    assert_eq!(patient[2], Value::Int(1_000_000));
+    let count = single(b.as_mut(), "SELECT COUNT_BIG(*) FROM [dbo].[PATIENT]", &[]);
+    assert_eq!(count.rows, [vec![Value::Int(10)]]);
+    db.set_catalog_row_count("dbo", "PATIENT", None).unwrap();
+    let set = single(b.as_mut(), SIZES_FALLBACK_SQL, &[]);
+    let patient = set.rows.iter().find(|r| r[1] == text("PATIENT")).unwrap();
+    assert_eq!(patient[2], Value::Int(10));
 }
 
 #[test]
@@ -193,7 +206,7 @@ fn column_catalog_reports_lengths_precision_and_nullability() {
     let mut b = connect(&f.db);
     let set = single(b.as_mut(), COLUMNS_SQL, &[]);
     assert_eq!(
-        names(&set),
+        names(&set)[..9],
         [
             "schema_name",
             "table_name",
@@ -209,13 +222,46 @@ fn column_catalog_reports_lengths_precision_and_nullability() {
     // CASE … THEN -1 … ELSE c.max_length END: int has the higher precedence, as on SQL Server.
     assert_eq!(set.columns[5].ty, SqlType::Int);
     assert_eq!(set.columns[8].ty, SqlType::Bit);
+    let collations = single(
+        b.as_mut(),
+        "SELECT c.name, c.collation_name FROM sys.columns AS c WHERE c.object_id = \
+         OBJECT_ID(N'[dbo].[PATIENT]') ORDER BY c.column_id",
+        &[],
+    );
+    assert_eq!(collations.columns[1].ty, nvarchar(128));
+    assert_eq!(
+        collations.rows[..3],
+        [
+            vec![text("PAT_ID"), text(Collation::DEFAULT)],
+            vec![text("PAT_NAME"), text(Collation::DEFAULT)],
+            vec![text("BIRTH_DATE"), Value::Null]
+        ]
+    );
     let row = |table: &str, column: &str| -> Vec<Value> {
         set.rows
             .iter()
             .find(|r| r[1] == text(table) && r[3] == text(column))
-            .unwrap_or_else(|| panic!("{table}.{column}"))[4..]
+            .unwrap_or_else(|| panic!("{table}.{column}"))[4..9]
             .to_vec()
     };
+    // Issue 13 item 1 adds each text column's collation to the statement.
+    if let Some(at) = names(&set).iter().position(|n| *n == "collation_name") {
+        let collation = |table: &str, column: &str| {
+            set.rows
+                .iter()
+                .find(|r| r[1] == text(table) && r[3] == text(column))
+                .map(|r| r[at].clone())
+        };
+        assert_eq!(
+            collation("PATIENT", "PAT_ID"),
+            Some(text(Collation::DEFAULT))
+        );
+        assert_eq!(
+            collation("PATIENT", "PAT_NAME"),
+            Some(text(Collation::DEFAULT))
+        );
+        assert_eq!(collation("PAT_ENC", "PAT_ENC_CSN_ID"), Some(Value::Null));
+    }
     assert_eq!(
         row("PAT_ENC", "PAT_ENC_CSN_ID"),
         [
@@ -337,46 +383,23 @@ fn exact_counts_union_all_with_non_ascii_names() {
     );
 }
 
-fn column(name: &str, source_type: &str, key: Option<usize>) -> Column {
-    Column {
-        name: name.into(),
-        source_type: source_type.into(),
-        length: None,
-        precision: None,
-        scale: None,
-        nullable: key.is_none(),
-        key_position: key,
-    }
-}
-
-fn patient_table() -> Table {
-    Table {
-        schema: "dbo".into(),
-        name: "PATIENT".into(),
-        columns: vec![
-            column("PAT_ID", "varchar", Some(1)),
-            column("PAT_NAME", "nvarchar", None),
-            column("BIRTH_DATE", "datetime", None),
-            column("SEX_C", "varchar", None),
-            column("ZIP", "varchar", None),
-        ],
-        primary_key: vec!["PAT_ID".into()],
-        rows: 0,
-        rows_exact: false,
-    }
-}
-
 /// Reads the whole table in keyset chunks as a worker does: every chunk starts after the last
-/// key of the one before; returns the keys in order.
+/// key of the one before, bound as a `varchar` parameter; returns the keys in order.
 fn keyset_read(b: &mut dyn Backend, chunk: u64) -> Vec<String> {
-    let query = TableQuery::new(Dialect::SqlServer, &patient_table());
-    let mut keys = Vec::new();
+    let mut keys: Vec<String> = Vec::new();
     loop {
-        let after = keys
-            .last()
-            .map(|k: &String| vec![KeyValue::Text(k.clone())]);
-        let sql = query.select(KeyRange::ALL, after.as_deref(), Some(chunk));
-        let set = single(b, &sql, &[]);
+        let (filter, params) = match keys.last() {
+            Some(k) => (
+                " WHERE (([PAT_ID] > @P1))",
+                vec![param("@P1", varchar(18), text(k))],
+            ),
+            None => ("", Vec::new()),
+        };
+        let sql = format!(
+            "SELECT TOP ({chunk}) [PAT_ID], [PAT_NAME], [BIRTH_DATE], [SEX_C], [ZIP] FROM \
+             [dbo].[PATIENT]{filter} ORDER BY [PAT_ID]"
+        );
+        let set = single(b, &sql, &params);
         if set.rows.is_empty() {
             return keys;
         }
@@ -483,45 +506,52 @@ fn keyset_with_typed_parameters_as_sp_executesql_sends_them() {
 fn range_partition_bounds_and_counts() {
     let f = clarity(10);
     let mut b = connect(&f.db);
-    let table = Table {
-        schema: "dbo".into(),
-        name: "PAT_ENC".into(),
-        columns: vec![
-            column("PAT_ENC_CSN_ID", "numeric", Some(1)),
-            column("PAT_ID", "varchar", None),
-        ],
-        primary_key: vec!["PAT_ENC_CSN_ID".into()],
-        rows: 0,
-        rows_exact: false,
-    };
-    let query = TableQuery::new(Dialect::SqlServer, &table);
-    let bounds = single(b.as_mut(), &query.key_bounds().unwrap(), &[]);
+    let bounds = single(
+        b.as_mut(),
+        "SELECT MIN([PAT_ENC_CSN_ID]) AS min_key, MAX([PAT_ENC_CSN_ID]) AS max_key FROM \
+         [dbo].[PAT_ENC]",
+        &[],
+    );
     let decimal = SqlType::Decimal {
         precision: 18,
         scale: 0,
     };
     assert_eq!(bounds.columns[0].ty, decimal);
+    assert_eq!(names(&bounds), ["min_key", "max_key"]);
     assert_eq!(
         bounds.rows,
         [vec![text("700000000000"), text("700000000484")]]
     );
-    let count = single(b.as_mut(), &query.count(), &[]);
+    let count = single(
+        b.as_mut(),
+        "SELECT COUNT_BIG(*) AS row_count FROM [dbo].[PAT_ENC]",
+        &[],
+    );
     assert_eq!(count.columns[0].ty, SqlType::BigInt);
     assert_eq!(count.rows, [vec![Value::Int(45)]]);
-    let range = KeyRange {
-        lower_exclusive: Some(700_000_000_100),
-        upper_inclusive: Some(700_000_000_200),
-    };
-    let set = single(b.as_mut(), &query.select(range, None, None), &[]);
-    let keys: Vec<&Value> = set.rows.iter().map(|r| &r[0]).collect();
-    assert_eq!(
-        keys,
-        (10..=18)
-            .map(|i| text(&(700_000_000_000u64 + i * 11).to_string()))
-            .collect::<Vec<_>>()
-            .iter()
-            .collect::<Vec<_>>()
+    let expected: Vec<Value> = (10..=18)
+        .map(|i| text(&(700_000_000_000u64 + i * 11).to_string()))
+        .collect();
+    // As literals (today's form) and as numeric parameters (issue 13's).
+    let literal = single(
+        b.as_mut(),
+        "SELECT [PAT_ENC_CSN_ID], [PAT_ID] FROM [dbo].[PAT_ENC] WHERE [PAT_ENC_CSN_ID] > \
+         700000000100 AND [PAT_ENC_CSN_ID] <= 700000000200 ORDER BY [PAT_ENC_CSN_ID]",
+        &[],
     );
+    let keys: Vec<Value> = literal.rows.iter().map(|r| r[0].clone()).collect();
+    assert_eq!(keys, expected);
+    let params = [
+        param("@P1", decimal.clone(), text("700000000100")),
+        param("@P2", decimal.clone(), text("700000000200")),
+    ];
+    let bound = single(
+        b.as_mut(),
+        "SELECT [PAT_ENC_CSN_ID], [PAT_ID] FROM [dbo].[PAT_ENC] WHERE [PAT_ENC_CSN_ID] > @P1 \
+         AND [PAT_ENC_CSN_ID] <= @P2 ORDER BY [PAT_ENC_CSN_ID]",
+        &params,
+    );
+    assert_eq!(bound.rows, literal.rows);
 }
 
 #[test]
@@ -676,28 +706,13 @@ fn tables_in_other_schemas_and_datetime_cursors() {
             .rows
             .contains(&vec![text("sales"), text("ORDERS"), Value::Int(5)])
     );
-    let table = Table {
-        schema: "sales".into(),
-        name: "ORDERS".into(),
-        columns: vec![
-            column("ID", "bigint", Some(1)),
-            column("CHANGED", "datetime", None),
-        ],
-        primary_key: vec!["ID".into()],
-        rows: 0,
-        rows_exact: false,
-    };
-    let filter = incremental_sql::cursor_filter(
-        Dialect::SqlServer,
-        &column("CHANGED", "datetime", None),
-        ehi_sync::incremental::CursorKind::Timestamp,
-        Some("2026-11-24 02:00:00.123"),
-        Some("2026-11-24 04:00:00.123"),
-        15,
-    )
-    .unwrap();
-    let query = TableQuery::new(Dialect::SqlServer, &table).filtered(Some(filter));
-    let set = single(b.as_mut(), &query.select(KeyRange::ALL, None, None), &[]);
+    let filter = "[CHANGED] > DATEADD(MINUTE, -15, CAST(N'2026-11-24 02:00:00.123' AS \
+                  datetime2(7))) AND [CHANGED] <= CAST(N'2026-11-24 04:00:00.123' AS datetime2(7))";
+    let set = single(
+        b.as_mut(),
+        &format!("SELECT [ID], [CHANGED] FROM [sales].[ORDERS] WHERE {filter} ORDER BY [ID]"),
+        &[],
+    );
     let ids: Vec<&Value> = set.rows.iter().map(|r| &r[0]).collect();
     assert_eq!(
         ids,
@@ -705,7 +720,11 @@ fn tables_in_other_schemas_and_datetime_cursors() {
         "lookback of 15 minutes"
     );
     assert_eq!(set.rows[0][1], text("2026-11-24 02:00:00.123"));
-    let count = single(b.as_mut(), &query.count(), &[]);
+    let count = single(
+        b.as_mut(),
+        &format!("SELECT COUNT_BIG(*) AS row_count FROM [sales].[ORDERS] WHERE {filter}"),
+        &[],
+    );
     assert_eq!(count.rows, [vec![Value::Int(3)]]);
 }
 
@@ -782,33 +801,35 @@ fn rows_stream_and_stop_at_attention() {
     assert_eq!(set.columns[0].ty, SqlType::Int);
 }
 
-fn order_proc_table() -> Table {
-    Table {
-        schema: "dbo".into(),
-        name: "ORDER_PROC".into(),
-        columns: vec![
-            column("ORDER_PROC_ID", "numeric", Some(1)),
-            column("PAT_ID", "varchar", None),
-            column("NOTE", "nvarchar", None),
-            column("RV", "timestamp", None),
-        ],
-        primary_key: vec!["ORDER_PROC_ID".into()],
-        rows: 0,
-        rows_exact: false,
-    }
+/// The statements of a change tracking load of ORDER_PROC, as ehi-sync writes them.
+const CT_BOUND: &str = "SELECT CHANGE_TRACKING_CURRENT_VERSION() AS current_version, \
+     CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(N'[dbo].[ORDER_PROC]')) AS min_valid_version";
+
+fn ct_counts(from: i64, to: i64) -> String {
+    format!(
+        "SELECT [ct].[SYS_CHANGE_OPERATION] AS operation, COUNT_BIG(*) AS row_count \
+         FROM CHANGETABLE(CHANGES [dbo].[ORDER_PROC], {from}) AS [ct] \
+         WHERE [ct].[SYS_CHANGE_VERSION] <= {to} GROUP BY [ct].[SYS_CHANGE_OPERATION]"
+    )
 }
+
+/// The one streaming change read (issue 13 item 5): keys from CHANGETABLE, the row joined back,
+/// the operation as an INT (1 delete, 0 upsert).
+const CT_READ: &str = "SELECT [ct].[ORDER_PROC_ID] AS [ORDER_PROC_ID], [t].[PAT_ID] AS [PAT_ID], \
+     [t].[NOTE] AS [NOTE], [t].[RV] AS [RV], CAST(CASE WHEN [t].[ORDER_PROC_ID] IS NULL THEN 1 \
+     ELSE 0 END AS INT) AS [_ehi_op] FROM CHANGETABLE(CHANGES [dbo].[ORDER_PROC], @P1) AS [ct] \
+     LEFT OUTER JOIN [dbo].[ORDER_PROC] AS [t] ON [t].[ORDER_PROC_ID] = [ct].[ORDER_PROC_ID] \
+     WHERE [ct].[SYS_CHANGE_VERSION] <= @P2 ORDER BY [ct].[ORDER_PROC_ID]";
 
 #[test]
 fn change_tracking_reports_inserts_updates_and_deletes_after_a_version() {
     let f = clarity(3);
     let mut b = connect(&f.db);
-    let table = order_proc_table();
-    let mode = ehi_sync::incremental::SyncMode::ChangeTracking;
-    let bound = incremental_sql::upper_bound(Dialect::SqlServer, &table, &mode).unwrap();
-    let set = single(b.as_mut(), &bound, &[]);
+    let bound = CT_BOUND;
+    let set = single(b.as_mut(), bound, &[]);
     assert_eq!(set.columns[0].ty, SqlType::BigInt);
     assert_eq!(set.rows, [vec![Value::Int(0), Value::Int(0)]]);
-    let tracked = single(b.as_mut(), incremental_sql::CHANGE_TRACKING_TABLES, &[]);
+    let tracked = single(b.as_mut(), CHANGE_TRACKING_TABLES, &[]);
     assert_eq!(
         tracked.rows,
         [vec![text("dbo"), text("ORDER_PROC"), Value::Int(0)]]
@@ -835,14 +856,10 @@ fn change_tracking_reports_inserts_updates_and_deletes_after_a_version() {
     .unwrap();
     let now = f.db.change_tracking_version().unwrap();
     assert_eq!(now, 3);
-    let set = single(b.as_mut(), &bound, &[]);
+    let set = single(b.as_mut(), bound, &[]);
     assert_eq!(set.rows, [vec![Value::Int(3), Value::Int(0)]]);
 
-    let counts = single(
-        b.as_mut(),
-        &incremental_sql::change_tracking_counts(&table, 0, now),
-        &[],
-    );
+    let counts = single(b.as_mut(), &ct_counts(0, now), &[]);
     assert_eq!(counts.columns[0].ty, SqlType::NChar { length: 1 });
     let mut counts = counts.rows;
     counts.sort_by_key(|r| format!("{:?}", r[0]));
@@ -854,12 +871,12 @@ fn change_tracking_reports_inserts_updates_and_deletes_after_a_version() {
             vec![text("U"), Value::Int(1)]
         ]
     );
-    let query = incremental_sql::change_tracking_query(&table, 0, now);
-    let set = single(
-        b.as_mut(),
-        &query.select(KeyRange::ALL, None, Some(10)),
-        &[],
-    );
+    let versions = [
+        param("@P1", SqlType::BigInt, Value::Int(0)),
+        param("@P2", SqlType::BigInt, Value::Int(now)),
+    ];
+    let set = single(b.as_mut(), CT_READ, &versions);
+    assert_eq!(set.columns[4].ty, SqlType::Int);
     let decimal = SqlType::Decimal {
         precision: 18,
         scale: 0,
@@ -873,18 +890,43 @@ fn change_tracking_reports_inserts_updates_and_deletes_after_a_version() {
     assert_eq!(
         ops,
         [
-            (text("900001"), text("changed ü"), text("upsert")),
-            (text("900002"), Value::Null, text("delete")),
-            (text("999999"), text("inserted"), text("upsert")),
+            (text("900001"), text("changed ü"), Value::Int(0)),
+            (text("900002"), Value::Null, Value::Int(1)),
+            (text("999999"), text("inserted"), Value::Int(0)),
         ]
     );
     // After version 1 only the later two changes remain.
-    let set = single(
+    let set = single(b.as_mut(), &ct_counts(1, now), &[]);
+    assert_eq!(set.rows.len(), 2);
+    // Cleanup past version 2: the minimum valid version moves, older change rows are gone.
+    f.db.set_min_valid_version("dbo", "ORDER_PROC", 2).unwrap();
+    let set = single(b.as_mut(), bound, &[]);
+    assert_eq!(set.rows, [vec![Value::Int(3), Value::Int(2)]]);
+    let set = single(b.as_mut(), &ct_counts(0, now), &[]);
+    assert_eq!(set.rows.len(), 2, "the update at version 1 was cleaned up");
+}
+
+#[test]
+fn min_valid_version_is_null_without_view_change_tracking() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixtures::clarity(&dir.path().join("c.sqlite"), "Clarity", 2)
+        .unwrap()
+        .deny_view_change_tracking(true);
+    let mut b = connect(&db);
+    let set = single(b.as_mut(), CT_BOUND, &[]);
+    assert_eq!(set.rows, [vec![Value::Int(0), Value::Null]]);
+    let e = fail(
         b.as_mut(),
-        &incremental_sql::change_tracking_counts(&table, 1, now),
+        "SELECT [ct].[SYS_CHANGE_VERSION] FROM CHANGETABLE(CHANGES [dbo].[PATIENT], 0) AS [ct]",
         &[],
     );
-    assert_eq!(set.rows.len(), 2);
+    assert_eq!(
+        (e.number, e.message.as_str()),
+        (
+            22105,
+            "Change tracking is not enabled on table 'dbo.PATIENT'."
+        )
+    );
 }
 
 #[test]
@@ -913,12 +955,8 @@ fn rowversion_bumps_on_update_and_min_active_rowversion_is_past_it() {
         panic!()
     };
     assert!(after > before, "{before:?} → {after:?}");
-    let mode = ehi_sync::incremental::SyncMode::Cursor {
-        column: "RV".into(),
-        kind: ehi_sync::incremental::CursorKind::Rowversion,
-    };
-    let sql = incremental_sql::upper_bound(Dialect::SqlServer, &order_proc_table(), &mode).unwrap();
-    let set = single(b.as_mut(), &sql, &[]);
+    let sql = "SELECT CONVERT(varchar(18), MIN_ACTIVE_ROWVERSION(), 1) AS upper_bound";
+    let set = single(b.as_mut(), sql, &[]);
     assert_eq!(set.columns[0].ty, varchar(18));
     let mut next = after.clone();
     let last = u64::from_be_bytes(next.clone().try_into().unwrap()) + 1;
@@ -927,17 +965,13 @@ fn rowversion_bumps_on_update_and_min_active_rowversion_is_past_it() {
         set.rows,
         [vec![Value::Text(format!("0x{}", types::hex(&next)))]]
     );
-    let filter = incremental_sql::cursor_filter(
-        Dialect::SqlServer,
-        &column("RV", "timestamp", None),
-        ehi_sync::incremental::CursorKind::Rowversion,
-        Some(&format!("0x{}", types::hex(&after))),
-        Some(&format!("0x{}", types::hex(&next))),
-        0,
-    )
-    .unwrap();
-    let query = TableQuery::new(Dialect::SqlServer, &order_proc_table()).filtered(Some(filter));
-    let set = single(b.as_mut(), &query.select(KeyRange::ALL, None, None), &[]);
+    let sql = format!(
+        "SELECT TOP (1000) [ORDER_PROC_ID], [PAT_ID], [NOTE], [RV] FROM [dbo].[ORDER_PROC] WHERE \
+         [RV] >= 0x{} AND [RV] < 0x{} ORDER BY [ORDER_PROC_ID]",
+        types::hex(&after),
+        types::hex(&next)
+    );
+    let set = single(b.as_mut(), &sql, &[]);
     assert_eq!(set.rows.len(), 1);
     assert_eq!(set.rows[0][0], text("900000"));
 }
@@ -946,9 +980,9 @@ fn rowversion_bumps_on_update_and_min_active_rowversion_is_past_it() {
 fn key_scans_in_binary_order() {
     let f = clarity(5);
     let mut b = connect(&f.db);
-    let kinds = [ehi_sync::source::types::ValueKind::Text; 5];
-    let sql = incremental_sql::key_scan(Dialect::SqlServer, &patient_table(), &kinds);
-    let set = single(b.as_mut(), &sql, &[]);
+    let sql = "SELECT [PAT_ID] FROM [dbo].[PATIENT] ORDER BY [PAT_ID] COLLATE \
+               Latin1_General_100_BIN2";
+    let set = single(b.as_mut(), sql, &[]);
     let keys: Vec<&Value> = set.rows.iter().map(|r| &r[0]).collect();
     // Latin1_General_100_BIN2 on varchar: code-page bytes, upper case before lower, Ñ (0xD1) last.
     assert_eq!(
@@ -966,16 +1000,9 @@ fn key_scans_in_binary_order() {
             &text("Ñ2"),
         ]
     );
-    let device = Table {
-        schema: "dbo".into(),
-        name: "DEVICE".into(),
-        columns: vec![column("DEVICE_GUID", "uniqueidentifier", Some(1))],
-        primary_key: vec!["DEVICE_GUID".into()],
-        rows: 0,
-        rows_exact: false,
-    };
-    let sql = incremental_sql::key_scan(Dialect::SqlServer, &device, &kinds[..1]);
-    let set = single(b.as_mut(), &sql, &[]);
+    let sql = "SELECT CONVERT(nchar(36), [DEVICE_GUID]) AS [DEVICE_GUID] FROM [dbo].[DEVICE] \
+               ORDER BY CONVERT(nchar(36), [DEVICE_GUID]) COLLATE Latin1_General_100_BIN2";
+    let set = single(b.as_mut(), sql, &[]);
     assert_eq!(set.columns[0].ty, SqlType::NChar { length: 36 });
     let keys: Vec<String> = set
         .rows
@@ -1061,4 +1088,294 @@ fn histogram_steps_come_from_the_data() {
         })
         .sum();
     assert_eq!(total, 305.0);
+}
+
+/// The per-base-type conversion of a `sql_variant` (styles 3, 126, 23, 2, 1), as ehi-sync
+/// writes it for issue 13 item 7.
+#[test]
+fn sql_variant_converted_by_its_base_type() {
+    let f = every_type();
+    let mut b = connect(&f.db);
+    let v = "[C_VARIANT]";
+    let text_of = |e: &str, style: Option<u8>| match style {
+        Some(s) => format!("CONVERT(NVARCHAR(MAX), {e}, {s})"),
+        None => format!("CAST({e} AS NVARCHAR(MAX))"),
+    };
+    let branches = [
+        ("float", text_of(&format!("CAST({v} AS FLOAT)"), Some(3))),
+        ("real", text_of(&format!("CAST({v} AS FLOAT)"), Some(3))),
+        (
+            "datetime",
+            text_of(&format!("CAST({v} AS DATETIME)"), Some(126)),
+        ),
+        (
+            "datetime2",
+            text_of(&format!("CAST({v} AS DATETIME2(7))"), Some(126)),
+        ),
+        (
+            "datetimeoffset",
+            text_of(&format!("CAST({v} AS DATETIMEOFFSET(7))"), Some(126)),
+        ),
+        ("date", text_of(&format!("CAST({v} AS DATE)"), Some(23))),
+        ("time", text_of(&format!("CAST({v} AS TIME(7))"), None)),
+        ("money", text_of(&format!("CAST({v} AS MONEY)"), Some(2))),
+        (
+            "varbinary",
+            text_of(&format!("CAST({v} AS VARBINARY(8000))"), Some(1)),
+        ),
+    ];
+    let mut case = format!("CASE CAST(SQL_VARIANT_PROPERTY({v}, 'BaseType') AS NVARCHAR(128))");
+    for (base, e) in branches {
+        case.push_str(&format!(" WHEN '{base}' THEN {e}"));
+    }
+    case.push_str(&format!(" ELSE {} END AS {v}", text_of(v, None)));
+    let set = single(
+        b.as_mut(),
+        &format!("SELECT [ID], {case} FROM [dbo].[ALL_TYPES] ORDER BY [ID]"),
+        &[],
+    );
+    assert_eq!(names(&set), ["ID", "C_VARIANT"]);
+    assert_eq!(set.columns[1].ty, SqlType::NVarChar { length: None });
+    let values: Vec<&Value> = set.rows.iter().map(|r| &r[1]).collect();
+    assert_eq!(
+        values,
+        [
+            &text("1.0000000000000001E-1"),
+            &Value::Null,
+            &text("-42"),
+            &text("2024-02-29T23:59:59.1234567")
+        ]
+    );
+}
+
+/// Keyset terms as ehi-sync binds them: `?` markers that the drivers send as `@P1…`, with
+/// CASTs where a parameter type alone would not compare right.
+#[test]
+fn keyset_terms_with_cast_parameters() {
+    let f = every_type();
+    let mut b = connect(&f.db);
+    let sql = "SELECT [ID] FROM [dbo].[ALL_TYPES] WHERE ([C_DATETIMEOFFSET] = CAST(@P1 AS \
+               datetimeoffset(7)) AND [C_BIT] = CAST(@P2 AS BIT)) OR ([C_DATETIME2] > @P3 AND \
+               [C_FLOAT] >= @P4 AND [C_DECIMAL] > @P5 AND [C_GUID] = @P6) ORDER BY [ID]";
+    let params = [
+        param(
+            "@P1",
+            nvarchar(34),
+            text("0001-01-01 00:00:00.0000000 -14:00"),
+        ),
+        param("@P2", SqlType::Int, Value::Int(0)),
+        param(
+            "@P3",
+            SqlType::DateTime2 { scale: 7 },
+            text("2024-02-29 23:59:59.1234566"),
+        ),
+        param("@P4", SqlType::Float, Value::Float(0.1)),
+        param(
+            "@P5",
+            SqlType::Decimal {
+                precision: 38,
+                scale: 10,
+            },
+            text("12345678901234567890123456.0123456788"),
+        ),
+        param(
+            "@P6",
+            SqlType::UniqueIdentifier,
+            text("6f9619ff-8b86-d011-b42d-00c04fc964ff"),
+        ),
+    ];
+    let set = single(b.as_mut(), sql, &params);
+    // Row 3 by its offset and bit; row 1 by the datetime2, float, decimal and GUID terms.
+    assert_eq!(set.rows, [vec![Value::Int(1)], vec![Value::Int(3)]]);
+}
+
+#[test]
+fn bench_tables_have_the_benchmark_values_and_are_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.sqlite");
+    let db = fixtures::bench(&path, "ehi_bench", 1000, 20).unwrap();
+    let mut b = connect(&db);
+    let set = single(
+        b.as_mut(),
+        "SELECT [fsv_id], [encounter_id], [flo_meas_id], [recorded_at], [value_num], [value_text] \
+         FROM [dbo].[flowsheet_value] WHERE [fsv_id] IN (1, 5, 10) ORDER BY [fsv_id]",
+        &[],
+    );
+    assert_eq!(set.columns[3].ty, SqlType::DateTime2 { scale: 6 });
+    assert_eq!(
+        set.rows,
+        [
+            vec![
+                Value::Int(1),
+                Value::Int(40_000_000),
+                Value::Int(3920),
+                text("2014-01-01 00:00:03.000001"),
+                Value::Float(4357.61),
+                text("101/61")
+            ],
+            vec![
+                Value::Int(5),
+                Value::Int(40_000_000),
+                Value::Int(3596),
+                text("2014-01-01 00:00:15.000005"),
+                Value::Null,
+                text("Pt resting comfortably; RR 17, SpO2 95%")
+            ],
+            vec![
+                Value::Int(10),
+                Value::Int(40_000_000),
+                Value::Int(3191),
+                text("2014-01-01 00:00:30.000010"),
+                Value::Null,
+                text("")
+            ],
+        ]
+    );
+    let wide = single(
+        b.as_mut(),
+        "SELECT * FROM [dbo].[wide_table] WHERE [row_id] = 3",
+        &[],
+    );
+    assert_eq!(wide.columns.len(), 210);
+    assert_eq!(
+        wide.columns[4].ty,
+        SqlType::Decimal {
+            precision: 18,
+            scale: 4
+        }
+    );
+    assert_eq!(
+        wide.rows[0][..9],
+        [
+            Value::Int(3),
+            Value::Int(3),
+            Value::Int(3002),
+            text("V3-3"),
+            text("0.0012"),
+            text("2018-01-01 00:03:05.000000"),
+            Value::Int(1),
+            Value::Float(21.0 / 7.0),
+            text("Note 8 for row 3: stable"),
+        ]
+    );
+    drop(b);
+    drop(db);
+    let again = fixtures::bench(&path, "ehi_bench", 1000, 20).unwrap();
+    assert_eq!(again.row_counts().unwrap().len(), 3);
+    let other = fixtures::bench(&path, "ehi_bench", 2000, 20).err().unwrap();
+    assert!(other.to_string().contains("delete it"), "{other}");
+}
+
+#[test]
+fn fixtures_by_name_for_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixtures::from_spec("clarity:7", &dir.path().join("a.sqlite"), "Clarity").unwrap();
+    let counts = db.row_counts().unwrap();
+    assert!(counts.contains(&("PATIENT".to_owned(), 12)), "{counts:?}");
+    let db = fixtures::from_spec("bench:100:3", &dir.path().join("b.sqlite"), "ehi_bench").unwrap();
+    assert_eq!(
+        db.row_counts().unwrap(),
+        [
+            ("flowsheet_value".to_owned(), 100),
+            ("flowsheet_value_1m".to_owned(), 100),
+            ("wide_table".to_owned(), 3)
+        ]
+    );
+    let e = fixtures::from_spec("clarity:many", &dir.path().join("c.sqlite"), "x")
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("is not a row count"), "{e}");
+    let e = fixtures::from_spec("epic", &dir.path().join("d.sqlite"), "x")
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("unknown fixture"), "{e}");
+}
+
+/// Issue 13 item 1 as the server shows it: a `varchar` key compared with an `nvarchar` value is
+/// compared by the collation's Unicode rules (hyphen ignored), not by the code-page rules its
+/// ORDER BY uses, so the row after `a-c` in key order is skipped; a `varchar` value keeps it.
+#[test]
+fn varchar_keys_compared_with_nvarchar_lose_the_row_after_a_hyphen() {
+    let f = clarity(3);
+    let mut b = connect(&f.db);
+    let order = single(
+        b.as_mut(),
+        "SELECT [PAT_ID] FROM [dbo].[PATIENT] ORDER BY [PAT_ID]",
+        &[],
+    );
+    let keys: Vec<&Value> = order.rows.iter().map(|r| &r[0]).collect();
+    assert_eq!(keys[..2], [&text("a-c"), &text("ab")]);
+    let next =
+        "SELECT TOP (1) [PAT_ID] FROM [dbo].[PATIENT] WHERE [PAT_ID] > @P1 ORDER BY [PAT_ID]";
+    let set = single(b.as_mut(), next, &[param("@P1", varchar(18), text("a-c"))]);
+    assert_eq!(set.rows, [vec![text("ab")]]);
+    let set = single(b.as_mut(), next, &[param("@P1", nvarchar(18), text("a-c"))]);
+    assert_eq!(
+        set.rows,
+        [vec![text("O'Neil")]],
+        "'ab' < N'a-c' by Unicode rules"
+    );
+    let literal =
+        "SELECT TOP (1) [PAT_ID] FROM [dbo].[PATIENT] WHERE [PAT_ID] > N'a-c' ORDER BY [PAT_ID]";
+    assert_eq!(
+        single(b.as_mut(), literal, &[]).rows,
+        [vec![text("O'Neil")]]
+    );
+    let typed = "SELECT TOP (1) [PAT_ID] FROM [dbo].[PATIENT] WHERE [PAT_ID] > \
+                 CAST(@P1 AS varchar(18)) COLLATE SQL_Latin1_General_CP1_CI_AS ORDER BY [PAT_ID]";
+    let set = single(
+        b.as_mut(),
+        typed,
+        &[param("@P1", nvarchar(18), text("a-c"))],
+    );
+    assert_eq!(set.rows, [vec![text("ab")]]);
+}
+
+#[test]
+fn writes_made_directly_in_sqlite_are_change_tracked_too() {
+    let f = clarity(2);
+    let mut b = connect(&f.db);
+    f.db.execute_sqlite(
+        "UPDATE \"ORDER_PROC\" SET \"NOTE\" = 'raw' WHERE \"ORDER_PROC_ID\" = '900003'",
+    )
+    .unwrap();
+    let set = single(b.as_mut(), &ct_counts(0, 10), &[]);
+    assert_eq!(set.rows, [vec![text("U"), Value::Int(1)]]);
+}
+
+#[test]
+fn trailing_spaces_do_not_count_in_comparisons() {
+    let f = every_type();
+    let mut b = connect(&f.db);
+    for sql in [
+        "SELECT [ID] FROM [dbo].[ALL_TYPES] WHERE [C_CHAR] = @P1",
+        "SELECT [ID] FROM [dbo].[ALL_TYPES] WHERE [C_CHAR] COLLATE Latin1_General_100_BIN2 = @P1",
+        "SELECT [ID] FROM [dbo].[ALL_TYPES] WHERE [C_NCHAR] = N'ü€😀'",
+    ] {
+        let p = [param("@P1", varchar(10), text("Ñ€é"))];
+        let set = single(b.as_mut(), sql, &p);
+        assert_eq!(set.rows, [vec![Value::Int(1)]], "{sql}");
+    }
+}
+
+#[test]
+fn common_table_expressions() {
+    let f = clarity(5);
+    let mut b = connect(&f.db);
+    let set = single(
+        b.as_mut(),
+        "WITH enc (pat, n) AS (SELECT [PAT_ID], COUNT_BIG(*) FROM [dbo].[PAT_ENC] GROUP BY [PAT_ID]) \
+         SELECT TOP (2) p.[PAT_ID], e.n FROM [dbo].[PATIENT] AS p JOIN enc AS e ON e.pat = p.[PAT_ID] \
+         WHERE p.[PAT_ID] > @P1 ORDER BY p.[PAT_ID]",
+        &[param("@P1", varchar(18), text("Z0000003"))],
+    );
+    assert_eq!(set.columns[1].ty, SqlType::BigInt);
+    assert_eq!(names(&set), ["PAT_ID", "n"]);
+    assert_eq!(
+        set.rows,
+        [
+            vec![text("Z0000004"), Value::Int(3)],
+            vec![text("Z0000005"), Value::Int(3)]
+        ]
+    );
 }

@@ -2,7 +2,7 @@
 //! built from them: SQLite tables in the attached in-memory database `sys`, refreshed before a
 //! statement that reads them, so the catalog SQL runs through the same translator.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Settings;
 use super::types::{
@@ -784,7 +784,17 @@ fn view_rows(
         "partitions" | "dm_db_partition_stats" => {
             for t in &catalog.tables {
                 let index_id = i64::from(!t.primary_key.is_empty());
-                let count = row_count(connection, t)?;
+                let stale: Option<i64> = connection
+                    .query_row(
+                        "SELECT row_count FROM main._tds_catalog_rows WHERE object_id = ?1",
+                        [t.object_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let count = match stale {
+                    Some(count) => count,
+                    None => row_count(connection, t)?,
+                };
                 let partition_id = t.object_id * 65_536 + index_id;
                 rows.push(if name == "partitions" {
                     vec![

@@ -452,7 +452,8 @@ pub fn every_type(path: &Path, database: &str) -> Result<SqliteDatabase, Backend
 
 /// The benchmark's tables, in the shapes `scripts/bench.sh` builds on PostgreSQL:
 /// `flowsheet_value` (`narrow_rows`), `flowsheet_value_1m` (its first million) and
-/// `wide_table` (`wide_rows` rows, `row_id` and 209 columns cycling eight types).
+/// `wide_table` (`wide_rows` rows, `row_id` and 209 columns cycling eight types), with the
+/// same values. A file that already holds them with these row counts is reused as it is.
 pub fn bench(
     path: &Path,
     database: &str,
@@ -460,6 +461,25 @@ pub fn bench(
     wide_rows: u64,
 ) -> Result<SqliteDatabase, BackendError> {
     let db = SqliteDatabase::open(path, database)?;
+    // A file built before with the same row counts is used again (10M rows take a while).
+    let counts = db.row_counts()?;
+    if !counts.is_empty() {
+        let count = |t: &str| counts.iter().find(|(n, _)| n == t).map(|(_, c)| *c);
+        let wanted = [
+            ("flowsheet_value", narrow_rows),
+            ("flowsheet_value_1m", narrow_rows.min(1_000_000)),
+            ("wide_table", wide_rows),
+        ];
+        if wanted.iter().all(|(t, rows)| count(t) == Some(*rows)) {
+            return Ok(db);
+        }
+        return Err(BackendError::Invalid(format!(
+            "{} holds other tables or row counts than {narrow_rows} narrow and {wide_rows} wide \
+             rows (an earlier build with other counts, or one that was interrupted): delete it \
+             to build again",
+            path.display()
+        )));
+    }
     let narrow = [
         col("fsv_id", "bigint", false),
         col("encounter_id", "bigint", false),
@@ -552,4 +572,35 @@ pub fn bench(
         }),
     )?;
     Ok(db)
+}
+
+/// Builds the fixture a command line names: `clarity[:ROWS]` (default 1000), `every-type`, or
+/// `bench[:NARROW_ROWS[:WIDE_ROWS]]` (defaults 10,000,000 and 500,000, as `scripts/bench.sh`).
+pub fn from_spec(spec: &str, path: &Path, database: &str) -> Result<SqliteDatabase, BackendError> {
+    let mut parts = spec.split(':');
+    let kind = parts.next().unwrap_or_default();
+    let mut number = |default: u64| -> Result<u64, BackendError> {
+        match parts.next() {
+            None => Ok(default),
+            Some(n) => n.replace('_', "").parse().map_err(|_| {
+                BackendError::Invalid(format!(
+                    "fixture {spec:?}: {n:?} is not a row count (e.g. clarity:1000, \
+                     bench:10000000:500000)"
+                ))
+            }),
+        }
+    };
+    match kind {
+        "clarity" => clarity(path, database, number(1000)?),
+        "every-type" => every_type(path, database),
+        "bench" => {
+            let narrow = number(10_000_000)?;
+            let wide = number(500_000)?;
+            bench(path, database, narrow, wide)
+        }
+        other => Err(BackendError::Invalid(format!(
+            "unknown fixture {other:?}: use clarity[:ROWS], every-type or \
+             bench[:NARROW_ROWS[:WIDE_ROWS]]"
+        ))),
+    }
 }

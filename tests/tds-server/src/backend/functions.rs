@@ -26,36 +26,55 @@ pub fn register(connection: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Registers a SQL Server collation by its name when a statement first uses it. The order is
-/// an approximation: `_BIN`/`_BIN2` compare code points (UTF-16 code units for Unicode text,
-/// Windows-1252 bytes for `varchar`, marked by the `#cp` suffix), `_CI_` compares without case,
-/// everything else compares code points. SQL Server's linguistic rules (ignored hyphens, the
-/// SQL_ collations' different rules for `varchar` and `nvarchar`) are not emulated.
+/// an approximation with the one distinction that loses rows when ignored ("Collation and
+/// Unicode support", SQL Server collations): Unicode rules (`nvarchar`, and every text under a
+/// Windows collation) ignore hyphens and apostrophes at the first level, so `N'a-c' > N'ab'`,
+/// while a SQL_ collation's code-page rules (`varchar`, marked by the `#cp` suffix) do not, so
+/// `'a-c' < 'ab'`. `_BIN`/`_BIN2` compare UTF-16 code units (Windows-1252 bytes for `varchar`),
+/// `_CI_` compares without case (Unicode lower case); accents, kana and width always count.
 fn sql_server_collation(connection: &Connection, name: &str) -> rusqlite::Result<()> {
     let upper = name.to_ascii_uppercase();
     let code_page = upper.ends_with("#CP");
     let binary = upper.contains("_BIN");
     let case_insensitive = upper.contains("_CI");
-    match (binary, code_page, case_insensitive) {
-        (true, true, _) => {
-            connection.create_collation(name, |a, b| cp1252_bytes(a).cmp(&cp1252_bytes(b)))
-        }
-        (true, false, _) => {
-            connection.create_collation(name, |a, b| a.encode_utf16().cmp(b.encode_utf16()))
-        }
-        (false, _, true) => connection.create_collation(name, compare_case_insensitive),
-        (false, _, false) => connection.create_collation(name, |a, b| a.cmp(b)),
+    let code_page_rules = code_page && upper.starts_with("SQL_");
+    match (binary, code_page) {
+        // Trailing spaces never count, binary collations included (ANSI padding).
+        (true, true) => connection.create_collation(name, |a, b| {
+            cp1252_bytes(a.trim_end_matches(' ')).cmp(&cp1252_bytes(b.trim_end_matches(' ')))
+        }),
+        (true, false) => connection.create_collation(name, |a, b| {
+            let (a, b) = (a.trim_end_matches(' '), b.trim_end_matches(' '));
+            a.encode_utf16().cmp(b.encode_utf16())
+        }),
+        (false, _) => connection.create_collation(name, move |a, b| {
+            compare_text(a, b, case_insensitive, !code_page_rules)
+        }),
     }
 }
 
-/// Case-insensitive comparison, trailing spaces ignored (as SQL Server pads for comparison).
-pub fn compare_case_insensitive(a: &str, b: &str) -> Ordering {
-    let fold = |s: &str| {
-        s.trim_end_matches(' ')
+/// Compares text as a collation does: trailing spaces ignored (SQL Server pads for comparison),
+/// case folded when `case_insensitive`, and with `word_sort` hyphens and apostrophes ignored
+/// unless the texts are otherwise equal.
+pub fn compare_text(a: &str, b: &str, case_insensitive: bool, word_sort: bool) -> Ordering {
+    let fold = |s: &str, skip: bool| -> Vec<char> {
+        let chars = s
+            .trim_end_matches(' ')
             .chars()
-            .flat_map(char::to_lowercase)
-            .collect::<Vec<_>>()
+            .filter(|c| !(skip && matches!(c, '-' | '\'' | '\u{2019}')));
+        if case_insensitive {
+            chars.flat_map(char::to_lowercase).collect()
+        } else {
+            chars.collect()
+        }
     };
-    fold(a).cmp(&fold(b))
+    if word_sort {
+        fold(a, true)
+            .cmp(&fold(b, true))
+            .then_with(|| fold(a, false).cmp(&fold(b, false)))
+    } else {
+        fold(a, false).cmp(&fold(b, false))
+    }
 }
 
 /// An error a function raises, carrying SQL Server's error number through SQLite's message.

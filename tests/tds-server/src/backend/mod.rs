@@ -1,10 +1,33 @@
 //! The SQLite backend: a SQLite file holds the user tables (values in storage forms that sort
 //! right, see [`types`]), the statements ehi-sync sends are translated from T-SQL to SQLite
-//! ([`translate`]), the `sys.*` catalog views are answered from the schema ([`catalog`]), and
+//! (`translate`), the `sys.*` catalog views are answered from the schema (`catalog`), and
 //! result column types are inferred from the statement, as SQL Server would report them.
 //!
-//! What it proves is the wire and the client's binding, not SQL Server's semantics: collations
-//! are approximated (see [`functions`]), plans and locking are not emulated.
+//! What it proves is the wire and the client's binding, not SQL Server's semantics.
+//!
+//! Supported: SELECT with WITH (common table expressions), TOP, DISTINCT, joins (inner, left, right, full, cross, CROSS/OUTER
+//! APPLY of `sys.dm_db_stats_histogram`/`_properties`), derived tables, subqueries, UNION
+//! [ALL], WHERE/GROUP BY/HAVING/ORDER BY (output names and positions too), `@P1`-style
+//! parameters, CAST/CONVERT/TRY_CAST/TRY_CONVERT with styles, COLLATE, CASE, IIF, ISNULL,
+//! COALESCE, NULLIF, COUNT/COUNT_BIG/MIN/MAX/SUM/AVG, string functions (LEN, SUBSTRING, LEFT,
+//! RIGHT, …), DATEADD, GETDATE and the like, DB_NAME, DB_ID, OBJECT_ID (of a literal or a
+//! parameter), OBJECT_NAME, SCHEMA_NAME, DATABASEPROPERTYEX, SERVERPROPERTY,
+//! SQL_VARIANT_PROPERTY, CHANGETABLE(CHANGES …), CHANGE_TRACKING_CURRENT_VERSION,
+//! CHANGE_TRACKING_MIN_VALID_VERSION, MIN_ACTIVE_ROWVERSION, `@@VERSION`, `@@SPID`,
+//! `@@TRANCOUNT` and other `@@` values; `SET` options (kept per session), BEGIN TRAN, COMMIT,
+//! ROLLBACK, `IF cond statement`, USE of the current database; several statements per batch.
+//!
+//! Approximated: collation order (`_CI_` case-insensitive by Unicode lower case; Unicode rules
+//! ignore hyphens and apostrophes first, a SQL_ collation's `varchar` rules do not, and a
+//! `varchar` compared with an `nvarchar` takes the Unicode rules, as on SQL Server; `_BIN`/`_BIN2`
+//! by UTF-16 code unit, Windows-1252 bytes for `varchar`; no other linguistic rules), datetimeoffset
+//! compared by its local time, CHANGETABLE's operation for a key inserted and deleted after the
+//! version ('D'), change tracking versions per row (SQL Server: per transaction), float styles
+//! of CONVERT. Exact: decimal arithmetic order and text, uniqueidentifier order (SQL Server's
+//! byte groups), datetime rounding to 1/300 s, `sys.columns` lengths, precisions and type ids.
+//!
+//! Not supported (Msg 102 naming the construct): WITH RECURSIVE, OFFSET/FETCH, window functions,
+//! DECLARE/variables, temporary tables, INSERT/UPDATE/DELETE from clients, EXEC, FOR XML/JSON.
 
 mod catalog;
 mod connection;
@@ -75,6 +98,8 @@ pub(crate) struct Settings {
     pub collation: String,
     /// `sys.dm_db_*` views answer Msg 300 (no VIEW DATABASE STATE).
     pub deny_view_database_state: bool,
+    /// CHANGE_TRACKING_MIN_VALID_VERSION answers NULL (no VIEW CHANGE TRACKING).
+    pub deny_view_change_tracking: bool,
     pub allow_snapshot_isolation: bool,
     pub read_committed_snapshot: bool,
 }
@@ -101,6 +126,7 @@ impl SqliteDatabase {
                 database_name: database_name.to_owned(),
                 collation: Collation::DEFAULT.to_owned(),
                 deny_view_database_state: false,
+                deny_view_change_tracking: false,
                 allow_snapshot_isolation: true,
                 read_committed_snapshot: true,
             },
@@ -112,6 +138,13 @@ impl SqliteDatabase {
     /// any `sys.dm_db_*` view) fails with Msg 300, as SQL Server answers it.
     pub fn deny_view_database_state(mut self, deny: bool) -> SqliteDatabase {
         self.settings.deny_view_database_state = deny;
+        self
+    }
+
+    /// Simulates a login without VIEW CHANGE TRACKING on the tables:
+    /// `CHANGE_TRACKING_MIN_VALID_VERSION` answers NULL, as SQL Server does then.
+    pub fn deny_view_change_tracking(mut self, deny: bool) -> SqliteDatabase {
+        self.settings.deny_view_change_tracking = deny;
         self
     }
 
@@ -377,6 +410,30 @@ impl SqliteDatabase {
         Ok(())
     }
 
+    /// Makes `sys.partitions` and `sys.dm_db_partition_stats` report `rows` for a table instead
+    /// of its real count (stale statistics, as after bulk loads); `None` reports the real count
+    /// again.
+    pub fn set_catalog_row_count(
+        &self,
+        schema: &str,
+        name: &str,
+        rows: Option<u64>,
+    ) -> Result<(), BackendError> {
+        let admin = self.admin.lock();
+        let id = object_id(schema, name);
+        match rows {
+            Some(rows) => admin.execute(
+                "INSERT OR REPLACE INTO _tds_catalog_rows (object_id, row_count) VALUES (?1, ?2)",
+                params![id, rows as i64],
+            )?,
+            None => admin.execute(
+                "DELETE FROM _tds_catalog_rows WHERE object_id = ?1",
+                params![id],
+            )?,
+        };
+        Ok(())
+    }
+
     /// The database's change tracking version now (`CHANGE_TRACKING_CURRENT_VERSION()`).
     pub fn change_tracking_version(&self) -> Result<i64, BackendError> {
         let admin = self.admin.lock();
@@ -385,6 +442,26 @@ impl SqliteDatabase {
             [],
             |r| r.get(0),
         )?)
+    }
+
+    /// Every user table (`schema.name`, or the bare name in `dbo`) with its row count.
+    pub fn row_counts(&self) -> Result<Vec<(String, u64)>, BackendError> {
+        let admin = self.admin.lock();
+        let tables: Vec<(String, String)> = admin
+            .prepare("SELECT schema_name, table_name FROM _tds_tables ORDER BY 1, 2")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut counts = Vec::new();
+        for (schema, name) in tables {
+            let sqlite_name = sqlite_table_name(&schema, &name);
+            let count: i64 = admin.query_row(
+                &format!("SELECT COUNT(*) FROM {}", quote_ident(&sqlite_name)),
+                [],
+                |r| r.get(0),
+            )?;
+            counts.push((sqlite_name, count.max(0) as u64));
+        }
+        Ok(counts)
     }
 
     /// Runs SQLite statements on the backing file directly (test set-up). Triggers keep change
@@ -425,6 +502,8 @@ CREATE TABLE IF NOT EXISTS _tds_columns (schema_name TEXT NOT NULL, table_name T
   is_nullable INTEGER NOT NULL, PRIMARY KEY (schema_name, table_name, column_id));
 CREATE TABLE IF NOT EXISTS _tds_state (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO _tds_state (name, value) VALUES ('ct_version', 0), ('rowversion', 2000);
+CREATE TABLE IF NOT EXISTS _tds_catalog_rows (object_id INTEGER PRIMARY KEY, \
+  row_count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS _tds_ct_tables (object_id INTEGER PRIMARY KEY, \
   schema_name TEXT NOT NULL, table_name TEXT NOT NULL, side_table TEXT NOT NULL, \
   begin_version INTEGER NOT NULL, min_valid_version INTEGER NOT NULL);";

@@ -133,13 +133,16 @@ impl Typed {
     }
 }
 
+/// Columns of a row source: name, type, nullable.
+type Columns = Vec<(String, SqlType, bool)>;
+
 /// A row source in FROM: its alias and columns.
 #[derive(Debug, Clone)]
 struct Source {
     alias: String,
     /// The table name as written, so `[dbo].[T].[c]` and `[T].[c]` resolve too.
     table: Option<String>,
-    columns: Vec<(String, SqlType, bool)>,
+    columns: Columns,
     outer_nullable: bool,
 }
 
@@ -170,6 +173,8 @@ struct Translator<'a> {
     object_literals: Vec<i64>,
     reads_user_tables: bool,
     derived: usize,
+    /// Common table expressions in scope: name and columns.
+    ctes: Vec<(String, Columns)>,
 }
 
 /// Translates a SELECT (with UNION ALL, joins, subqueries) for SQLite.
@@ -182,6 +187,7 @@ pub fn translate(query: &Query, ctx: &Context<'_>) -> Result<Translation, Server
         object_literals: Vec::new(),
         reads_user_tables: false,
         derived: 0,
+        ctes: Vec::new(),
     };
     let (sql, outputs) = t.query(query, None)?;
     let columns = outputs
@@ -216,6 +222,7 @@ pub fn translate_condition(
         object_literals: Vec::new(),
         reads_user_tables: false,
         derived: 0,
+        ctes: Vec::new(),
     };
     let scope = Scope {
         sources: Vec::new(),
@@ -446,9 +453,45 @@ impl<'a> Translator<'a> {
         query: &Query,
         parent: Option<&Scope<'_>>,
     ) -> Result<(String, Vec<Typed>), ServerError> {
-        if query.with.is_some() {
-            return Err(unsupported("WITH (common table expressions)"));
+        let mut with = String::new();
+        let ctes_before = self.ctes.len();
+        if let Some(w) = &query.with {
+            if w.recursive {
+                return Err(unsupported("WITH RECURSIVE"));
+            }
+            let mut terms = Vec::new();
+            for cte in &w.cte_tables {
+                let (sql, outputs) = self.query(&cte.query, None)?;
+                let name = cte.alias.name.value.clone();
+                let mut columns: Columns = outputs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, o)| (o.name.unwrap_or_else(|| format!("_c{i}")), o.ty, o.nullable))
+                    .collect();
+                for (column, alias) in columns.iter_mut().zip(&cte.alias.columns) {
+                    column.0 = alias.name.value.clone();
+                }
+                let names: Vec<String> = columns.iter().map(|c| quote_ident(&c.0)).collect();
+                terms.push(format!(
+                    "{}({}) AS ({sql})",
+                    quote_ident(&name),
+                    names.join(", ")
+                ));
+                self.ctes.push((name, columns));
+            }
+            with = format!("WITH {} ", terms.join(", "));
         }
+        let result = self.query_body(query, parent);
+        self.ctes.truncate(ctes_before);
+        let (sql, outputs) = result?;
+        Ok((format!("{with}{sql}"), outputs))
+    }
+
+    fn query_body(
+        &mut self,
+        query: &Query,
+        parent: Option<&Scope<'_>>,
+    ) -> Result<(String, Vec<Typed>), ServerError> {
         if query.limit_clause.is_some() || query.fetch.is_some() {
             return Err(unsupported("OFFSET/FETCH"));
         }
@@ -748,6 +791,23 @@ impl<'a> Translator<'a> {
                 if apply.is_some() {
                     return Err(unsupported("APPLY of a table"));
                 }
+                if let [single] = parts.as_slice()
+                    && let Some((name, columns)) = self
+                        .ctes
+                        .iter()
+                        .rev()
+                        .find(|(n, _)| n.to_lowercase() == single.to_lowercase())
+                        .cloned()
+                {
+                    let alias = alias_name.unwrap_or_else(|| name.clone());
+                    scope.sources.push(Source {
+                        alias: alias.clone(),
+                        table: Some(name.clone()),
+                        columns,
+                        outer_nullable: false,
+                    });
+                    return Ok(format!("{} AS {}", quote_ident(&name), quote_ident(&alias)));
+                }
                 let (schema, table_name) = match parts.as_slice() {
                     [t] => ("dbo".to_owned(), t.clone()),
                     [s, t] => (s.clone(), t.clone()),
@@ -974,7 +1034,7 @@ impl<'a> Translator<'a> {
         }
         let keys: Vec<String> = table.primary_key.iter().map(|k| quote_ident(k)).collect();
         let alias = alias.unwrap_or_else(|| "CHANGETABLE".to_owned());
-        let mut columns: Vec<(String, SqlType, bool)> = vec![
+        let mut columns: Columns = vec![
             ("SYS_CHANGE_VERSION".into(), SqlType::BigInt, true),
             ("SYS_CHANGE_CREATION_VERSION".into(), SqlType::BigInt, true),
             (
@@ -1206,6 +1266,7 @@ impl<'a> Translator<'a> {
                 let high = self.expr(high, scope)?;
                 let low = coerce(&e, low);
                 let high = coerce(&e, high);
+                let e = unicode_rules(unicode_rules(e, &low.ty), &high.ty);
                 Ok(Typed::new(
                     format!(
                         "{} {}BETWEEN {} AND {}",
@@ -1357,6 +1418,11 @@ impl<'a> Translator<'a> {
             Expr::Collate { expr, collation } => {
                 let inner = self.expr(expr, scope)?;
                 let name = ident_parts(collation)?.join(".");
+                let name = if name.eq_ignore_ascii_case("DATABASE_DEFAULT") {
+                    self.collation().to_owned()
+                } else {
+                    name
+                };
                 let ty = match inner.ty.clone() {
                     SqlType::Char { length, .. } => SqlType::Char {
                         length,
@@ -1894,6 +1960,10 @@ impl<'a> Translator<'a> {
                     SqlType::BigInt,
                 )
             }
+            "CHANGE_TRACKING_MIN_VALID_VERSION" if ctx.settings.deny_view_change_tracking => {
+                arity(1)?;
+                Typed::atom("NULL".into(), SqlType::BigInt)
+            }
             "CHANGE_TRACKING_MIN_VALID_VERSION" => {
                 arity(1)?;
                 Typed::atom(
@@ -2029,13 +2099,23 @@ fn convert_expr(target: SqlType, value: Typed, style: Option<i64>, is_try: bool)
     )
 }
 
-/// The other side of a comparison with a date/time value, converted to its type (stored
-/// date/time texts compare as times only in the same form).
+/// The other side of a comparison with a date/time value, converted to its type when their
+/// stored texts differ in form (a date against a datetime, a string against either): stored
+/// date/time texts compare as times only in the same form. `datetime`, `smalldatetime` and
+/// `datetime2` share one form, so a key compared with a parameter of another of them keeps its
+/// index.
 fn coerce(reference: &Typed, other: Typed) -> Typed {
-    if is_temporal(&reference.ty)
-        && other.ty != reference.ty
-        && precedence(&other.ty) < precedence(&reference.ty)
-    {
+    fn form(ty: &SqlType) -> Option<u8> {
+        match ty {
+            SqlType::Date => Some(1),
+            SqlType::Time { .. } => Some(2),
+            SqlType::DateTime | SqlType::SmallDateTime | SqlType::DateTime2 { .. } => Some(3),
+            SqlType::DateTimeOffset { .. } => Some(4),
+            _ => None,
+        }
+    }
+    let differs = form(&reference.ty).is_some() && form(&other.ty) != form(&reference.ty);
+    if differs && precedence(&other.ty) <= precedence(&reference.ty) {
         convert_expr(reference.ty.clone(), other, None, false)
     } else {
         other
@@ -2043,11 +2123,39 @@ fn coerce(reference: &Typed, other: Typed) -> Typed {
 }
 
 fn coerce_pair(l: Typed, r: Typed) -> (Typed, Typed) {
-    if precedence(&l.ty) >= precedence(&r.ty) {
+    let (l, r) = if precedence(&l.ty) >= precedence(&r.ty) {
         let r = coerce(&l, r);
         (l, r)
     } else {
         let l = coerce(&r, l);
         (l, r)
+    };
+    let l_ty = l.ty.clone();
+    let l = unicode_rules(l, &r.ty);
+    let r = unicode_rules(r, &l_ty);
+    (l, r)
+}
+
+/// A `varchar` compared with an `nvarchar` is converted to `nvarchar` (data type precedence),
+/// and so compared by its collation's Unicode rules, not its code-page rules: under a SQL_
+/// collation they order hyphens differently.
+fn unicode_rules(text: Typed, other: &SqlType) -> Typed {
+    let unicode = matches!(
+        other,
+        SqlType::NChar { .. } | SqlType::NVarChar { .. } | SqlType::NText
+    );
+    let collation = match &text.ty {
+        SqlType::Char { collation, .. }
+        | SqlType::VarChar { collation, .. }
+        | SqlType::Text { collation } => collation.0.clone(),
+        _ => return text,
+    };
+    if !unicode {
+        return text;
+    }
+    Typed {
+        sql: format!("{} COLLATE {}", text.wrapped(), quote_ident(&collation)),
+        atomic: false,
+        ..text
     }
 }

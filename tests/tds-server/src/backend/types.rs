@@ -314,13 +314,6 @@ pub fn is_temporal(ty: &SqlType) -> bool {
     )
 }
 
-pub fn is_exact_numeric(ty: &SqlType) -> bool {
-    matches!(
-        ty,
-        SqlType::Decimal { .. } | SqlType::Money | SqlType::SmallMoney
-    )
-}
-
 /// The SQLite column definition (type and collation) that stores values of `ty`.
 pub fn storage_declaration(ty: &SqlType, database_default: &str) -> String {
     match ty {
@@ -776,6 +769,16 @@ fn exponent_suffix(mantissa: &str, exp: &str) -> String {
 pub fn to_value(ty: &SqlType, stored: Stored) -> Value {
     match (ty, stored) {
         (_, Stored::Null) => Value::Null,
+        // Long values pass through without a copy (a 100 MB nvarchar(max) is moved, not cloned).
+        (
+            SqlType::VarChar { length: None, .. }
+            | SqlType::NVarChar { length: None }
+            | SqlType::Text { .. }
+            | SqlType::NText
+            | SqlType::Xml,
+            Stored::Text(t),
+        ) if !t.starts_with(VARIANT_MARK) => Value::Text(t),
+        (SqlType::VarBinary { length: None } | SqlType::Image, Stored::Blob(b)) => Value::Bytes(b),
         (SqlType::SqlVariant, Stored::Text(t)) => match variant_parts(&t) {
             Some((base, inner)) => {
                 let inner = to_value(&base, inner);
