@@ -1273,72 +1273,197 @@ fn assert_applied_equals_fixture(out: &Path, m: &Mssql, table: &str) -> common::
     files
 }
 
-fn change_tracking(fetch_text: Option<&str>) {
+/// The change-tracked table of the incremental tests, on either target.
+const ORDERS_COLUMNS: &[(&str, &str)] = &[
+    ("ORDER_PROC_ID", "numeric(18,0)"),
+    ("PAT_ID", "varchar(18)"),
+    ("DESCRIPTION", "varchar(254)"),
+    ("NOTE", "nvarchar(max)"),
+];
+
+fn order_row(id: u64, description: &str) -> Vec<Value> {
+    vec![
+        text(&id.to_string()),
+        text(&format!("Z{:07}", id % 97)),
+        text(description),
+        if id.is_multiple_of(5) {
+            Value::Null
+        } else {
+            text(&format!("Order note {id}: Ünïcödé 😀\nsecond line"))
+        },
+    ]
+}
+
+/// Where `ORDERS` lives: the test server's SQLite file, or a real server's scratch schema with
+/// change tracking enabled on the database and the table.
+enum Orders {
+    TestServer(Mssql),
+    Real(RealServer),
+}
+
+impl Orders {
+    fn new(target: Target, dir: &Path, rows: &[Vec<Value>]) -> Orders {
+        match target {
+            Target::TestServer => {
+                let db = SqliteDatabase::open(&dir.join("orders.sqlite"), DATABASE).expect("db");
+                let defs: Vec<ColumnDef> = ORDERS_COLUMNS
+                    .iter()
+                    .map(|(c, t)| ColumnDef::new(c, t, *c != "ORDER_PROC_ID"))
+                    .collect();
+                db.create_table("dbo", "ORDERS", &defs, &["ORDER_PROC_ID"])
+                    .expect("ORDERS");
+                db.insert_rows("dbo", "ORDERS", rows.to_vec())
+                    .expect("rows");
+                db.enable_change_tracking("dbo", "ORDERS")
+                    .expect("change tracking");
+                Orders::TestServer(serve(db, TlsMode::Off))
+            }
+            Target::Real(real) => {
+                real.create_table("ORDERS", ORDERS_COLUMNS, &["ORDER_PROC_ID"], rows);
+                real.execute(
+                    "IF NOT EXISTS (SELECT 1 FROM sys.change_tracking_databases WHERE \
+                     database_id = DB_ID()) ALTER DATABASE CURRENT SET CHANGE_TRACKING = ON \
+                     (CHANGE_RETENTION = 2 DAYS, AUTO_CLEANUP = ON)",
+                );
+                real.execute(&format!(
+                    "ALTER TABLE [{}].[ORDERS] ENABLE CHANGE_TRACKING",
+                    real.schema
+                ));
+                Orders::Real(real)
+            }
+        }
+    }
+
+    fn config(&self, out: &Path) -> Json {
+        match self {
+            Orders::TestServer(m) => fault_config(m, out, &["ORDERS"]),
+            Orders::Real(real) => real.config(out, "csv"),
+        }
+    }
+
+    fn folder(&self, out: &Path) -> std::path::PathBuf {
+        match self {
+            Orders::TestServer(_) => out.join("dbo.ORDERS"),
+            Orders::Real(real) => out.join(format!("{}.ORDERS", real.schema)),
+        }
+    }
+
+    fn update(&self, id: u64, description: &str) {
+        match self {
+            Orders::TestServer(m) => assert!(
+                m.db.update_row(
+                    "dbo",
+                    "ORDERS",
+                    &[text(&id.to_string())],
+                    &[("DESCRIPTION", text(description))]
+                )
+                .expect("update")
+            ),
+            Orders::Real(real) => real.execute(&format!(
+                "UPDATE [{}].[ORDERS] SET [DESCRIPTION] = N'{description}' WHERE \
+                 [ORDER_PROC_ID] = {id}",
+                real.schema
+            )),
+        }
+    }
+
+    fn delete(&self, id: u64) {
+        match self {
+            Orders::TestServer(m) => assert!(
+                m.db.delete_row("dbo", "ORDERS", &[text(&id.to_string())])
+                    .expect("delete")
+            ),
+            Orders::Real(real) => real.execute(&format!(
+                "DELETE FROM [{}].[ORDERS] WHERE [ORDER_PROC_ID] = {id}",
+                real.schema
+            )),
+        }
+    }
+
+    fn insert(&self, rows: &[Vec<Value>]) {
+        match self {
+            Orders::TestServer(m) => {
+                m.db.insert_rows("dbo", "ORDERS", rows.to_vec())
+                    .expect("inserts");
+            }
+            Orders::Real(real) => real.insert_rows("ORDERS", ORDERS_COLUMNS, rows),
+        }
+    }
+}
+
+fn change_tracking(fetch_text: Option<&str>, test: &str) {
+    let target = Target::from_env(test);
     let dir = tempfile::tempdir().expect("temp dir");
-    let m = clarity(dir.path(), 100, TlsMode::Off);
     let out = dir.path().join("out");
-    let mut cfg = fault_config(&m, &out, &["ORDER_PROC"]);
+    let mut rows: BTreeMap<u64, Vec<Value>> = (900_000..900_300u64)
+        .map(|id| (id, order_row(id, &format!("CBC WITH DIFF – Ñ{id}"))))
+        .collect();
+    let first_rows: Vec<Vec<Value>> = rows.values().cloned().collect();
+    let orders = Orders::new(target, dir.path(), &first_rows);
+    let mut cfg = orders.config(&out);
     if let Some(width) = fetch_text {
         cfg = with(cfg, json!({"fetch_text": width}));
     }
     let cfg = write(dir.path(), cfg);
+    let expected = |rows: &BTreeMap<u64, Vec<Value>>| SourceTable {
+        columns: ORDERS_COLUMNS
+            .iter()
+            .map(|(c, _)| (*c).to_owned())
+            .collect(),
+        types: ORDERS_COLUMNS
+            .iter()
+            .map(|(_, t)| parse_type(t, "SQL_Latin1_General_CP1_CI_AS").expect("type"))
+            .collect(),
+        rows: rows.values().cloned().collect(),
+    };
     let first = ehi_ok("sync", &cfg, &[]);
     assert!(
         !first.all().contains("unknown config keys ignored"),
         "every key is read (fetch_text selects the text width):\n{}",
         first.all()
     );
-    assert_output_equals_fixture(&out, &m.sqlite, "dbo", "ORDER_PROC");
+    assert_output_equals(
+        &read_table(&orders.folder(&out)),
+        &expected(&rows),
+        "ORDERS",
+    );
 
-    let key = |n: u64| vec![text(&(900_000 + n).to_string())];
-    for n in [3, 77, 150] {
-        assert!(
-            m.db.update_row(
-                "dbo",
-                "ORDER_PROC",
-                &key(n),
-                &[("DESCRIPTION", text("changed Ñ€"))]
-            )
-            .expect("update")
-        );
+    let updated = [900_003, 900_077, 900_150];
+    let deleted = [900_005, 900_006, 900_199];
+    let inserted: Vec<u64> = (990_000..990_004).collect();
+    for id in updated {
+        orders.update(id, "changed Ñ€");
+        rows.insert(id, order_row(id, "changed Ñ€"));
     }
-    for n in [5, 6, 199] {
-        assert!(
-            m.db.delete_row("dbo", "ORDER_PROC", &key(n))
-                .expect("delete")
-        );
+    for id in deleted {
+        orders.delete(id);
+        rows.remove(&id);
     }
-    m.db.insert_rows(
-        "dbo",
-        "ORDER_PROC",
-        (0..4u64).map(|n| {
-            vec![
-                text(&(990_000 + n).to_string()),
-                text("Z0000001"),
-                text("2025-01-01 00:00:00"),
-                text("new"),
-                text("new note ü"),
-                Value::Null,
-            ]
-        }),
-    )
-    .expect("inserts");
+    let new_rows: Vec<Vec<Value>> = inserted.iter().map(|id| order_row(*id, "new")).collect();
+    orders.insert(&new_rows);
+    for (id, row) in inserted.iter().zip(new_rows) {
+        rows.insert(*id, row);
+    }
+
     let run = ehi_ok("sync", &cfg, &[]);
     assert!(
         run.stdout.contains("Loads: 1 incremental"),
         "{}",
         run.stdout
     );
-    let files = assert_applied_equals_fixture(&out, &m, "ORDER_PROC");
+    let files = read_table(&orders.folder(&out));
     assert_eq!(files.manifest["sync_type"], "incremental");
-    let this_run = files.manifest["run_id"].as_str().expect("run").to_owned();
-    let ids = |ns: &[u64]| {
-        ns.iter()
-            .map(|n| (900_000 + n).to_string())
-            .collect::<BTreeSet<_>>()
+    let applied = common::output::TableFiles {
+        manifest: files.manifest.clone(),
+        rows: common::output::apply_changes(&files),
+        ops: Vec::new(),
+        runs: Vec::new(),
     };
-    let mut upserted = ids(&[3, 77, 150]);
-    upserted.extend((0..4u64).map(|n| (990_000 + n).to_string()));
+    assert_output_equals(&applied, &expected(&rows), "ORDERS after the changes");
+    let this_run = files.manifest["run_id"].as_str().expect("run").to_owned();
+    let ids = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<BTreeSet<_>>();
+    let mut upserted = ids(&updated);
+    upserted.extend(ids(&inserted));
     assert_eq!(
         keys_of(&files, &this_run, "upsert"),
         upserted,
@@ -1346,28 +1471,37 @@ fn change_tracking(fetch_text: Option<&str>) {
     );
     assert_eq!(
         keys_of(&files, &this_run, "delete"),
-        ids(&[5, 6, 199]),
+        ids(&deleted),
         "exactly the deletes"
     );
-    assert!(
-        m.server
-            .received()
-            .iter()
-            .any(|r| r.sql.contains("CHANGETABLE(CHANGES")),
-        "read through CHANGETABLE"
-    );
-    assert_eq!(validation(&out, "dbo.ORDER_PROC")["status"], "ok");
+    if let Orders::TestServer(m) = &orders {
+        assert!(
+            m.server
+                .received()
+                .iter()
+                .any(|r| r.sql.contains("CHANGETABLE(CHANGES")),
+            "read through CHANGETABLE"
+        );
+    }
+    let table = files.manifest["table"].as_str().expect("table").to_owned();
+    assert_eq!(validation(&out, &table)["status"], "ok");
 }
 
 #[test]
 fn change_tracking_writes_exactly_the_changes_with_their_operation() {
-    change_tracking(None);
+    change_tracking(
+        None,
+        "change_tracking_writes_exactly_the_changes_with_their_operation",
+    );
 }
 
 /// The wide (UTF-16) text path Windows runs: the change operation must still be read right.
 #[test]
 fn change_tracking_with_wide_text_writes_deletes_as_deletes() {
-    change_tracking(Some("utf16"));
+    change_tracking(
+        Some("utf16"),
+        "change_tracking_with_wide_text_writes_deletes_as_deletes",
+    );
 }
 
 #[test]

@@ -492,6 +492,12 @@ impl RealServer {
             definitions.join(", "),
             key_list.join(", ")
         ));
+        self.insert_rows(name, columns, rows);
+    }
+
+    /// Inserts `rows` (one value per column of `columns`, rowversion columns skipped) into
+    /// `name` as typed literals.
+    pub fn insert_rows(&self, name: &str, columns: &[(&str, &str)], rows: &[Vec<Value>]) {
         let insertable: Vec<usize> = (0..columns.len())
             .filter(|&i| columns[i].1 != "rowversion")
             .collect();
