@@ -1122,7 +1122,18 @@ fn encrypt_and_trust_server_certificate_behave_as_driver18_documents() {
         "every login asked for encryption: {logins:?}"
     );
 
-    // TrustServerCertificate=no: the self-signed certificate fails validation.
+    // Encrypt=strict (TDS 8: TLS before PRELOGIN) ignores TrustServerCertificate, as Driver 18
+    // documents: the certificate is validated anyway (pin it with `cert`, see below).
+    let cfg = tls_config(&m, dir.path(), json!({"mssql_encrypt": "strict"}));
+    let run = ehi("check", &cfg, &[]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(
+        run.all().contains("certificate verify failed"),
+        "{}",
+        run.all()
+    );
+
+    // TrustServerCertificate=no: the certificate, signed by a CA nobody trusts, fails.
     let cfg = tls_config(
         &m,
         dir.path(),
