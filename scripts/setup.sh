@@ -3,7 +3,8 @@
 # changes only what is missing, so it is safe to run before every build.
 #
 #   scripts/setup.sh               ODBC driver manager, psqlODBC, sqliteodbc, Microsoft ODBC
-#                                  Driver 18, FreeTDS, python-tds and pyodbc, Rust
+#                                  Driver 18, FreeTDS, python-tds and pyodbc, Rust (with the
+#                                  x86_64-pc-windows-gnu target and MinGW-w64 for the Windows lint)
 #   scripts/setup.sh --postgres    the same, plus PostgreSQL answering on 127.0.0.1:5432
 #
 # Sourcing it (`source scripts/setup.sh`) only defines the functions; call `setup_host
@@ -188,6 +189,22 @@ ensure_rust() {
     command -v cc >/dev/null || apt_install gcc libc6-dev
 }
 
+# Half the users run Windows: the Windows build is linted and linked here with rustup's
+# x86_64-pc-windows-gnu target and Debian's MinGW-w64 cross compiler (its linker and C library).
+WINDOWS_TARGET=x86_64-pc-windows-gnu
+
+ensure_windows_target() {
+    apt_install gcc-mingw-w64-x86-64
+    if ! command -v rustup >/dev/null; then
+        setup_log "rustup is needed for the $WINDOWS_TARGET target (the Windows lint in scripts/test.sh)"
+        return 1
+    fi
+    if ! rustup target list --installed | grep -qx "$WINDOWS_TARGET"; then
+        setup_log "adding the Rust target $WINDOWS_TARGET"
+        rustup target add "$WINDOWS_TARGET"
+    fi
+}
+
 postgres_answers() {
     psql -w -h 127.0.0.1 -p 5432 -U postgres -d postgres -Atc 'SELECT 1' >/dev/null 2>&1
 }
@@ -233,6 +250,7 @@ setup_host() {
     ensure_odbc_drivers
     ensure_python_clients
     ensure_rust
+    ensure_windows_target
     if [[ ${1:-} == --postgres ]]; then
         ensure_postgres
     fi

@@ -6,11 +6,12 @@ use std::time::Instant;
 
 use std::collections::HashMap;
 
-use crate::config::Config;
+use crate::config::{Config, SourceConfig};
 use crate::demo;
 use crate::error::ConfigError;
 use crate::error::{Error, Result, exit_code};
-use crate::extract::{self, RunSummary};
+use crate::extract::fetch::BufferPolicy;
+use crate::extract::{self, RunSummary, text_check};
 use crate::incremental;
 use crate::lock::{self, RunLock};
 use crate::manifest;
@@ -20,6 +21,7 @@ use crate::shutdown;
 use crate::sink::TableOutcome;
 use crate::sink::files;
 use crate::source::catalog::{self, Discovery};
+use crate::source::connection_string;
 use crate::source::{self, Dialect, Source, session};
 use crate::state::{self, RunState, TableStatus};
 use crate::status;
@@ -29,9 +31,14 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<i32> {
     let source = Source::from_config(config);
     let connection = source.connect()?;
     let dialect = source::detect_dialect(&source, &connection)?;
+    let buffers = BufferPolicy::for_run(config, dialect);
+    text_check::run(&source, &connection, dialect, buffers)?;
     let discovery = catalog::discover(&source, &connection, dialect, &config.tables)?;
     let versioning = session::sqlserver_row_versioning(&source, &connection, dialect)?;
     let info = source::server_info(&source, connection)?;
+    if let SourceConfig::SqlServer(sql) = &config.source {
+        connection_string::check_driver_version(sql, &info.driver_version)?;
+    }
     let lines = [
         ("connection", source.redacted()),
         ("dbms", format!("{} {}", info.dbms_name, info.dbms_version)),
@@ -63,6 +70,14 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<i32> {
         .map_err(stdout_error)?;
     }
     writeln!(out, "{:<11} {}", "isolation", config.isolation.name()).map_err(stdout_error)?;
+    writeln!(
+        out,
+        "{:<11} {} read back intact ({})",
+        "text",
+        text_check::PROBE,
+        if buffers.wide_text { "utf16" } else { "utf8" }
+    )
+    .map_err(stdout_error)?;
     session::check_isolation(config.isolation, versioning.as_ref())?;
     writeln!(out, "check passed").map_err(stdout_error)?;
     Ok(exit_code::OK)
@@ -103,8 +118,8 @@ pub fn generate(config: &Config, scale: u64, out: &mut dyn Write) -> Result<i32>
     let total: u64 = counts.iter().map(|(_, rows)| rows).sum();
     writeln!(
         out,
-        "generated {total} rows in {} tables ({}, scale {scale}) in {:.1} s",
-        counts.len(),
+        "generated {total} rows in {} ({}, scale {scale}) in {:.1} s",
+        plan::tables(counts.len()),
         dialect.name(),
         started.elapsed().as_secs_f64()
     )
@@ -253,7 +268,8 @@ fn same_source(previous: &RunState, plan: &Plan, config: &Config) -> bool {
     let same = previous.source == plan.source_identity(config.compression);
     if !same {
         log::warn!(
-            "the last run's state belongs to another database or output format; every table is              loaded in full"
+            "the last run's state belongs to another database or output format; every table is \
+             loaded in full"
         );
     }
     same
@@ -306,12 +322,12 @@ fn render_resume(previous: &RunState) -> String {
         .map(|t| t.rows)
         .sum();
     let mut text = format!(
-        "\nResuming run {} (started {}, last checkpoint {}): {} tables done, {} in progress, \
+        "\nResuming run {} (started {}, last checkpoint {}): {} done, {} in progress, \
          {} failed, {} not started; {} rows kept\n",
         previous.run_id,
         previous.started_at,
         previous.last_checkpoint_at.as_deref().unwrap_or("never"),
-        count(TableStatus::Done),
+        plan::tables(count(TableStatus::Done)),
         count(TableStatus::InProgress),
         count(TableStatus::Failed),
         count(TableStatus::Pending),
@@ -362,7 +378,7 @@ fn render_summary(summary: &RunSummary, output_dir: &std::path::Path) -> String 
         0.0
     };
     let mut text = format!(
-        "Run {} {} in {}: {} tables done, {} failed, {} rows ({} rows/s)\n",
+        "Run {} {} in {}: {} done, {} failed, {} rows ({} rows/s)\n",
         summary.run_id,
         if summary.interrupted {
             "stopped"
@@ -370,23 +386,29 @@ fn render_summary(summary: &RunSummary, output_dir: &std::path::Path) -> String 
             "finished"
         },
         plan::duration(summary.seconds),
-        done.len(),
+        plan::tables(done.len()),
         failed.len(),
         plan::group_digits(rows),
         plan::group_digits(rate.round() as u64)
     );
     if unfinished > 0 {
         text.push_str(&format!(
-            "  {unfinished} tables not finished: the next sync resumes them\n"
+            "  {} not finished: the next sync resumes them\n",
+            plan::tables(unfinished)
         ));
     }
     for outcome in &done {
-        if outcome.rows != outcome.expected_rows && !outcome.expected_estimated {
+        if outcome.difference != 0 && !outcome.expected_estimated {
+            let read = i64::try_from(outcome.expected_rows)
+                .unwrap_or(i64::MAX)
+                .saturating_add(outcome.difference);
+            let read = u64::try_from(read).unwrap_or(0);
             text.push_str(&format!(
-                "  changed while read: {} ({} rows written, {} counted at its start)\n",
+                "  changed while read: {} ({} rows read, {} counted at its start){}\n",
                 outcome.table,
-                plan::group_digits(outcome.rows),
-                plan::group_digits(outcome.expected_rows)
+                plan::group_digits(read),
+                plan::group_digits(outcome.expected_rows),
+                crate::sink::uncounted_deletes(outcome.rows.saturating_sub(read))
             ));
         }
     }
@@ -412,6 +434,12 @@ pub fn make_plan(config: &Config, previous: Option<&RunState>) -> Result<Plan> {
     let source = Source::from_config(config);
     let connection = source.connect()?;
     let dialect = source::detect_dialect(&source, &connection)?;
+    text_check::run(
+        &source,
+        &connection,
+        dialect,
+        BufferPolicy::for_run(config, dialect),
+    )?;
     let Discovery { tables, .. } =
         catalog::discover(&source, &connection, dialect, &config.tables)?;
     let versioning = session::sqlserver_row_versioning(&source, &connection, dialect)?;
@@ -419,6 +447,12 @@ pub fn make_plan(config: &Config, previous: Option<&RunState>) -> Result<Plan> {
     let database = source::current_database(&source, &connection, dialect)?;
     let rates = MeasuredRates::from_output_dir(&config.output_dir);
     let change_tracking = change_tracking_tables(&source, &connection, dialect);
+    if let SourceConfig::SqlServer(sql) = &config.source
+        && connection_string::required_driver_version(sql).is_some()
+    {
+        let info = source::server_info(&source, source.connect()?)?;
+        connection_string::check_driver_version(sql, &info.driver_version)?;
+    }
     let mut plan = plan::build(config, dialect, &database, tables, rates);
     let previous =
         previous.filter(|p| !p.finished || p.source == plan.source_identity(config.compression));
@@ -472,5 +506,65 @@ fn stdout_error(source: std::io::Error) -> Error {
         context: "cannot write to",
         path: "standard output".into(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Tier;
+    use crate::incremental::LoadKind;
+    use crate::manifest::ChangeCounts;
+
+    fn outcome(rows: u64, expected_rows: u64, difference: i64, deleted: u64) -> TableOutcome {
+        TableOutcome {
+            table: "dbo.PAT_ENC".into(),
+            tier: Tier::Small,
+            status: TableStatus::Done,
+            expected_rows,
+            expected_estimated: false,
+            rows,
+            difference,
+            seconds: 1.0,
+            error: None,
+            load: LoadKind::Incremental,
+            changes: ChangeCounts {
+                upserted: rows - deleted,
+                deleted,
+                inserted: None,
+                updated: None,
+            },
+        }
+    }
+
+    fn summary(outcomes: Vec<TableOutcome>) -> String {
+        let summary = RunSummary {
+            run_id: "r1".into(),
+            outcomes,
+            seconds: 2.0,
+            interrupted: false,
+        };
+        render_summary(&summary, std::path::Path::new("/out"))
+    }
+
+    #[test]
+    fn key_scan_deletes_are_not_a_changed_count() {
+        // 4 rows read as counted, 3 delete rows from the key scan: the table was read exactly.
+        let text = summary(vec![outcome(7, 4, 0, 3)]);
+        assert!(!text.contains("changed while read"), "{text}");
+        assert!(text.contains(": 1 table done, 0 failed, 7 rows"), "{text}");
+    }
+
+    #[test]
+    fn a_changed_count_says_rows_read_and_deletes_apart() {
+        let text = summary(vec![outcome(8, 4, 1, 3), outcome(2, 2, 0, 0)]);
+        assert!(
+            text.contains(
+                "changed while read: dbo.PAT_ENC (5 rows read, 4 counted at its start) \
+                 (and 3 deleted keys written as delete rows)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(": 2 tables done"), "{text}");
     }
 }

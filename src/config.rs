@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use crate::error::ConfigError;
 use crate::incremental::settings::{IncrementalConfig, read_incremental};
 use crate::sink::files::Compression;
+use crate::source::connection_string::SqlServerDriver;
 use crate::source::session::Isolation;
 
 /// The default ODBC driver for SQL Server sources built from the `mssql_*` keys.
@@ -47,6 +48,8 @@ pub struct Config {
     pub part_file_max_bytes: u64,
     /// Memory for one fetch buffer; each worker holds two.
     pub fetch_buffer_bytes: usize,
+    /// The ODBC text buffers' encoding (`fetch_text`).
+    pub fetch_text: TextEncoding,
     /// The largest single value copied; a larger one fails its table instead of being cut.
     pub max_value_bytes: usize,
     /// The checkpoint file; `output_dir/_state.json` unless set.
@@ -103,6 +106,8 @@ pub struct SqlServerConfig {
     pub server_certificate: Option<String>,
     /// `ApplicationIntent=ReadOnly`: read from an Availability Group secondary.
     pub read_only_intent: bool,
+    /// `MultiSubnetFailover=yes`: connect to an Availability Group listener spanning subnets.
+    pub multi_subnet_failover: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -111,6 +116,24 @@ pub enum Encrypt {
     Yes,
     No,
     Strict,
+}
+
+/// How text is fetched: through the narrow ODBC functions as UTF-8, or the wide ones as UTF-16.
+/// On Windows the narrow functions use the local code page, which cannot hold every patient
+/// name, so UTF-16 is the default there; elsewhere narrow means UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextEncoding {
+    Utf8,
+    Utf16,
+}
+
+impl TextEncoding {
+    pub const PLATFORM_DEFAULT: TextEncoding = if cfg!(target_os = "windows") {
+        TextEncoding::Utf16
+    } else {
+        TextEncoding::Utf8
+    };
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -321,6 +344,7 @@ const KNOWN_KEYS: &[&str] = &[
     "mssql_trust_server_certificate",
     "mssql_trusted_connection",
     "mssql_application_intent",
+    "mssql_multi_subnet_failover",
     "cert",
     "login_timeout_seconds",
     "threads",
@@ -336,6 +360,7 @@ const KNOWN_KEYS: &[&str] = &[
     "compression",
     "part_file_max_bytes",
     "fetch_buffer_bytes",
+    "fetch_text",
     "max_value_bytes",
     "state_file",
     "include",
@@ -458,6 +483,23 @@ impl Config {
                 ));
             }
         };
+        let fetch_text = match keys.string("fetch_text")?.as_deref() {
+            None => TextEncoding::PLATFORM_DEFAULT,
+            Some(s) if s.eq_ignore_ascii_case("utf8") || s.eq_ignore_ascii_case("utf-8") => {
+                TextEncoding::Utf8
+            }
+            Some(s) if s.eq_ignore_ascii_case("utf16") || s.eq_ignore_ascii_case("utf-16") => {
+                TextEncoding::Utf16
+            }
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    "fetch_text",
+                    format!("unknown text encoding '{other}'"),
+                    "\"utf16\" (the wide ODBC functions; the default on Windows) or \"utf8\" \
+                     (the narrow ones; the default elsewhere)",
+                ));
+            }
+        };
         let output_dir = match keys.string("output_dir")? {
             Some(dir) if dir.trim().is_empty() => {
                 return Err(ConfigError::invalid(
@@ -572,6 +614,7 @@ impl Config {
             debug: keys.bool("debug")?.unwrap_or(false),
             output_dir,
             format,
+            fetch_text,
             compression,
             part_file_max_bytes,
             fetch_buffer_bytes,
@@ -718,7 +761,7 @@ fn read_source(keys: &Keys, warnings: &mut Vec<String>) -> Result<SourceConfig, 
             ));
         }
     };
-    Ok(SourceConfig::SqlServer(SqlServerConfig {
+    let config = SqlServerConfig {
         driver: keys
             .string("mssql_driver")?
             .unwrap_or_else(|| DEFAULT_SQLSERVER_DRIVER.to_owned()),
@@ -733,9 +776,88 @@ fn read_source(keys: &Keys, warnings: &mut Vec<String>) -> Result<SourceConfig, 
             .bool("mssql_trust_server_certificate")?
             .unwrap_or(false),
         host_name_in_certificate: keys.string("mssql_cert_server")?,
-        server_certificate: keys.string("cert")?,
+        server_certificate: keys.string("cert")?.filter(|path| !path.is_empty()),
         read_only_intent,
-    }))
+        multi_subnet_failover: keys.bool("mssql_multi_subnet_failover")?.unwrap_or(false),
+    };
+    check_driver_capabilities(&config, warnings)?;
+    Ok(SourceConfig::SqlServer(config))
+}
+
+/// Refuses settings the configured driver would reject or silently not apply ("DSN and
+/// Connection String Keywords and Attributes" lists the driver version of each keyword; FreeTDS
+/// has no connection string keyword for a CA file, only `ca file` in freetds.conf).
+fn check_driver_capabilities(
+    config: &SqlServerConfig,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    let driver = &config.driver;
+    match SqlServerDriver::from_name(driver) {
+        SqlServerDriver::Microsoft { major } if major < 18 => {
+            let needs = |key: &str, keyword: &str, version: &str| {
+                ConfigError::invalid(
+                    key,
+                    format!(
+                        "{keyword} needs Microsoft ODBC Driver {version} or later, and mssql_driver is '{driver}'"
+                    ),
+                    format!(
+                        "mssql_driver \"ODBC Driver 18 for SQL Server\" (install Driver 18), or remove {key}"
+                    ),
+                )
+            };
+            if config.host_name_in_certificate.is_some() {
+                return Err(needs("mssql_cert_server", "HostNameInCertificate", "18.0"));
+            }
+            if config.server_certificate.is_some() {
+                return Err(needs("cert", "ServerCertificate", "18.1"));
+            }
+            if config.encrypt == Encrypt::Strict {
+                return Err(needs("mssql_encrypt", "Encrypt=strict (TDS 8.0)", "18.0"));
+            }
+        }
+        SqlServerDriver::Microsoft { .. } => {}
+        SqlServerDriver::FreeTds => {
+            let unsupported = |key: &str, what: &str| {
+                ConfigError::invalid(
+                    key,
+                    format!("FreeTDS has no connection string keyword for {what}"),
+                    format!("mssql_driver \"ODBC Driver 18 for SQL Server\", or remove {key}"),
+                )
+            };
+            if config.host_name_in_certificate.is_some() {
+                return Err(unsupported(
+                    "mssql_cert_server",
+                    "the certificate's host name",
+                ));
+            }
+            if config.server_certificate.is_some() {
+                return Err(unsupported("cert", "a pinned server certificate"));
+            }
+            if config.encrypt == Encrypt::Strict {
+                return Err(unsupported("mssql_encrypt", "Encrypt=strict (TDS 8.0)"));
+            }
+            if config.encrypt != Encrypt::No && !config.trust_server_certificate {
+                return Err(ConfigError::invalid(
+                    "mssql_trust_server_certificate",
+                    "it is false, but FreeTDS encrypts without validating the server \
+                     certificate unless `ca file` is set in freetds.conf, which a connection \
+                     string cannot set",
+                    "mssql_driver \"ODBC Driver 18 for SQL Server\" (validates the certificate); \
+                     or a connection_string with Servername=<a freetds.conf entry that sets \
+                     `ca file`>; or mssql_trust_server_certificate: true to accept an encrypted \
+                     connection without certificate validation",
+                ));
+            }
+            if config.multi_subnet_failover {
+                warnings.push(
+                    "mssql_multi_subnet_failover is not a FreeTDS keyword and is not sent; \
+                     FreeTDS tries each address of the listener's name in turn"
+                        .to_owned(),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn read_tiers(map: &Map<String, Value>, warnings: &mut Vec<String>) -> Result<Tiers, ConfigError> {
@@ -1215,6 +1337,87 @@ mod tests {
         assert!(err.to_string().contains("'mssql_server' is required"));
     }
 
+    /// The SPEC config with `extra` keys merged in (overriding).
+    fn spec_with(extra: &str) -> String {
+        SPEC.replace(r#""mssql_cert_server": "sql01.hospital.local","#, "")
+            .replace(r#""cert": "/etc/ssl/sql01.pem","#, "")
+            .replacen('{', &format!("{{ {extra},"), 1)
+    }
+
+    #[test]
+    fn driver17_refuses_keywords_it_does_not_know() {
+        let driver17 = r#""mssql_driver": "ODBC Driver 17 for SQL Server""#;
+        assert!(parse(&spec_with(driver17)).is_ok());
+        for (extra, key, keyword) in [
+            (
+                r#""mssql_cert_server": "sql01""#,
+                "mssql_cert_server",
+                "HostNameInCertificate needs Microsoft ODBC Driver 18.0",
+            ),
+            (
+                r#""cert": "/etc/ssl/sql01.pem""#,
+                "cert",
+                "ServerCertificate needs Microsoft ODBC Driver 18.1",
+            ),
+            (
+                r#""mssql_encrypt": "strict""#,
+                "mssql_encrypt",
+                "Encrypt=strict (TDS 8.0) needs Microsoft ODBC Driver 18.0",
+            ),
+        ] {
+            let err = parse(&spec_with(&format!("{driver17}, {extra}")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(&format!("config key '{key}'")), "{err}");
+            assert!(err.contains(keyword), "{err}");
+            assert!(err.contains("ODBC Driver 18 for SQL Server"), "{err}");
+            let driver18 = parse(&spec_with(extra));
+            assert!(driver18.is_ok(), "{extra}: {driver18:?}");
+        }
+    }
+
+    #[test]
+    fn freetds_refuses_certificate_validation_it_would_not_do() {
+        let freetds = r#""mssql_driver": "FreeTDS""#;
+        let err = parse(&spec_with(freetds)).unwrap_err().to_string();
+        assert!(
+            err.starts_with("config key 'mssql_trust_server_certificate'"),
+            "{err}"
+        );
+        assert!(
+            err.contains("without validating the server certificate"),
+            "{err}"
+        );
+        assert!(err.contains("ca file"), "{err}");
+        let trusted = spec_with(&format!(
+            "{freetds}, \"mssql_trust_server_certificate\": true"
+        ));
+        assert!(parse(&trusted).is_ok());
+        let unencrypted = spec_with(&format!("{freetds}, \"mssql_encrypt\": \"no\""));
+        assert!(parse(&unencrypted).is_ok());
+        let pinned = spec_with(&format!(
+            "{freetds}, \"mssql_trust_server_certificate\": true, \"cert\": \"/c.pem\""
+        ));
+        assert!(
+            parse(&pinned)
+                .unwrap_err()
+                .to_string()
+                .contains("config key 'cert'")
+        );
+    }
+
+    #[test]
+    fn availability_group_listener_keys() {
+        let config = parse(&spec_with(
+            r#""mssql_application_intent": "ReadOnly", "mssql_multi_subnet_failover": true"#,
+        ))
+        .unwrap();
+        let SourceConfig::SqlServer(sql) = &config.source else {
+            panic!("expected a SQL Server source");
+        };
+        assert!(sql.read_only_intent && sql.multi_subnet_failover);
+    }
+
     #[test]
     fn password_from_environment() {
         let json = SPEC.replace("s3cret", "${env:EHI_PW}");
@@ -1325,6 +1528,29 @@ mod tests {
     fn invalid_json_reports_position() {
         let err = parse("{\n \"threads\": 4,\n}").unwrap_err().to_string();
         assert!(err.contains("not valid JSON (line 3"), "{err}");
+    }
+
+    #[test]
+    fn fetch_text_encoding() {
+        let fetch = |value: &str| {
+            parse(&format!(
+                r#"{{"connection_string": "DSN=x", "fetch_text": "{value}"}}"#
+            ))
+            .map(|c| c.fetch_text)
+        };
+        assert_eq!(fetch("utf16").unwrap(), TextEncoding::Utf16);
+        assert_eq!(fetch("UTF-8").unwrap(), TextEncoding::Utf8);
+        let err = fetch("latin1").unwrap_err().to_string();
+        assert!(err.starts_with("config key 'fetch_text'"), "{err}");
+        let default = parse(r#"{"connection_string": "DSN=x"}"#).unwrap();
+        assert_eq!(
+            default.fetch_text,
+            if cfg!(windows) {
+                TextEncoding::Utf16
+            } else {
+                TextEncoding::Utf8
+            }
+        );
     }
 
     #[test]

@@ -139,6 +139,8 @@ pub struct ValidationRecord {
     /// `expected_rows` is the catalog's row count (`row_counts: catalog`), an estimate.
     #[serde(default)]
     pub expected_rows_estimated: bool,
+    /// The rows the expected count covers: rows read, and change tracking's deletes (its count
+    /// includes them). A key scan's delete rows are only in `changes.deleted`.
     pub extracted_rows: u64,
     /// Extracted minus expected: non-zero when rows changed while the table was read, or when
     /// the catalog's estimate was off.

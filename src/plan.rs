@@ -403,8 +403,8 @@ fn render_tier(out: &mut String, tier: &TierPlan) {
     let s = &tier.settings;
     let _ = writeln!(
         out,
-        "{upper} tier: {} tables, {} rows",
-        group_digits(tier.tables.len() as u64),
+        "{upper} tier: {}, {} rows",
+        tables(tier.tables.len()),
         group_digits(tier.rows)
     );
     let _ = writeln!(
@@ -483,6 +483,14 @@ fn render_summary(out: &mut String, plan: &Plan) {
              are used next time.",
             group_digits(DEFAULT_ROWS_PER_SECOND_PER_CONNECTION as u64)
         );
+    }
+}
+
+/// "1 table", "2,000 tables".
+pub fn tables(count: usize) -> String {
+    match count {
+        1 => "1 table".to_owned(),
+        n => format!("{} tables", group_digits(n as u64)),
     }
 }
 
@@ -607,7 +615,7 @@ mod tests {
         let text = sample_plan().render();
         assert!(text.contains("SMALL tier: 2 tables, 3 rows"), "{text}");
         assert!(text.contains("MEDIUM tier: 3 tables, 1,150 rows"), "{text}");
-        assert!(text.contains("LARGE tier: 1 tables, 5,000 rows"), "{text}");
+        assert!(text.contains("LARGE tier: 1 table, 5,000 rows"), "{text}");
         assert!(
             text.contains("threads 4 | batch 5,000 rows | partition 50,000 rows"),
             "{text}"

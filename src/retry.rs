@@ -43,8 +43,9 @@ pub fn with_retries<T>(
         failures += 1;
         let delay = backoff(base, failures);
         log::warn!(
-            "{what}: {} (SQLSTATE {}, native error {}); retry {failures} of {max_retries} in \
-             {:.1}s",
+            "{what}: {} [{}] (SQLSTATE {}, native error {}); retry {failures} of {max_retries} \
+             in {:.1}s",
+            crate::source::errors::reason(db),
             classify(db).name(),
             db.state,
             db.native,

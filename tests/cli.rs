@@ -111,6 +111,10 @@ fn check_and_plan_on_postgres() {
     assert!(stdout.contains("driver      psqlodbcw.so"), "{stdout}");
     assert!(stdout.contains("dialect     postgres"), "{stdout}");
     assert!(
+        stdout.contains("text        ü€😀 read back intact (utf8)"),
+        "{stdout}"
+    );
+    assert!(
         stdout.contains(&format!("database    {}", db.name())),
         "{stdout}"
     );
@@ -126,7 +130,7 @@ fn check_and_plan_on_postgres() {
 
     let (code, text, _) = run(&["plan", "--config", path(&config)]);
     assert_eq!(code, 0);
-    assert!(text.contains("LARGE tier: 1 tables, 6,000 rows"), "{text}");
+    assert!(text.contains("LARGE tier: 1 table, 6,000 rows"), "{text}");
     assert!(
         text.contains("public.audit_log  (one stream: no primary key)"),
         "{text}"
@@ -399,7 +403,7 @@ fn include_pattern_matching_nothing() {
     assert_user_error(
         &["plan", "--config", path(&config)],
         2,
-        "the include/exclude patterns select none of the 9 tables",
+        "the include/exclude patterns select none of the tables (9 tables in the database;",
     );
 }
 

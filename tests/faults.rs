@@ -92,7 +92,7 @@ fn connections_cut_mid_stream_are_retried_and_output_equals_source() {
     let cuts = proxy.connections_cut();
     assert!(cuts >= 5, "only {cuts} connections were cut");
     assert!(
-        stderr.contains("connection_lost (SQLSTATE 08S01"),
+        stderr.contains("the connection was lost [connection_lost] (SQLSTATE 08S01"),
         "{stderr}"
     );
     assert_output_equals_source(&s, &[]);
@@ -166,7 +166,7 @@ fn lock_held_for_a_while_is_waited_out_with_retries() {
     let connection = lock_encounter(&s);
     let mut run = Running::sync(&s.config, &[]);
     assert!(run.wait_for(
-        "public.encounter: lock_timeout (SQLSTATE 55P03",
+        "public.encounter: lock wait timed out [lock_timeout] (SQLSTATE 55P03",
         Duration::from_secs(60)
     ));
     connection.rollback().expect("release the lock");

@@ -141,14 +141,15 @@ fn keys_of(files: &TableFiles, run_id: &str, op: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn check_cursor_and_key_scan(format: &str) {
-    let db = common::pg_database(&format!("incr_{format}"));
+/// `fetch_text`: `utf8`, or `utf16` for the wide text path Windows runs (text keys, key lists
+/// and delete rows included).
+fn check_cursor_and_key_scan(format: &str, fetch_text: &str) {
+    let db = common::pg_database(&format!("incr_{format}_{fetch_text}"));
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out");
-    let config = common::write_config(
-        dir.path(),
-        config_json(&db.connection_string(), &out, format),
-    );
+    let mut config_json = config_json(&db.connection_string(), &out, format);
+    config_json["fetch_text"] = json!(fetch_text);
+    let config = common::write_config(dir.path(), config_json);
     let patients = 3000;
     create_tables(&db, patients);
 
@@ -246,12 +247,17 @@ fn check_cursor_and_key_scan(format: &str) {
 
 #[test]
 fn cursor_mode_with_key_scan_rebuilds_the_source_csv() {
-    check_cursor_and_key_scan("csv");
+    check_cursor_and_key_scan("csv", "utf8");
 }
 
 #[test]
 fn cursor_mode_with_key_scan_rebuilds_the_source_ndjson() {
-    check_cursor_and_key_scan("ndjson");
+    check_cursor_and_key_scan("ndjson", "utf8");
+}
+
+#[test]
+fn cursor_mode_with_key_scan_and_utf16_text_rebuilds_the_source() {
+    check_cursor_and_key_scan("ndjson", "utf16");
 }
 
 /// Keys the server orders unlike their bytes: non-ASCII text under a linguistic collation

@@ -50,16 +50,22 @@ fn expected_tables(schema: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
-fn check_postgres(format: &str, compression: &str, isolation: &str) {
-    let db = common::pg_database(&format!("sync_{format}_{compression}"));
+/// The ODBC text width of a run: `utf8` (narrow functions) or `utf16` (wide, as on Windows).
+fn check_postgres(format: &str, compression: &str, isolation: &str, fetch_text: &str) {
+    let db = common::pg_database(&format!("sync_{format}_{compression}_{fetch_text}"));
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out");
     let mut config_json = sync_config(&db.connection_string(), &out, format, compression);
     config_json["isolation"] = json!(isolation);
+    config_json["fetch_text"] = json!(fetch_text);
     let config = common::write_config(dir.path(), config_json);
     common::generate(&config, SCALE);
     let (code, stdout, stderr) = run_sync(&config);
     assert_eq!(code, 0, "sync failed:\n{stdout}\n{stderr}");
+    assert!(
+        !stderr.contains("fetch_text"),
+        "fetch_text is a known key: {stderr}"
+    );
     assert!(stdout.contains("9 tables done, 0 failed"), "{stdout}");
     assert!(
         stdout.contains(&format!("reads:    {isolation} isolation")),
@@ -75,17 +81,20 @@ fn check_postgres(format: &str, compression: &str, isolation: &str) {
     );
 }
 
-fn check_sqlite(format: &str) {
+fn check_sqlite(format: &str, fetch_text: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out");
     let connection_string = common::sqlite_database(dir.path());
-    let config = common::write_config(
-        dir.path(),
-        sync_config(&connection_string, &out, format, "none"),
-    );
+    let mut config_json = sync_config(&connection_string, &out, format, "none");
+    config_json["fetch_text"] = json!(fetch_text);
+    let config = common::write_config(dir.path(), config_json);
     common::generate(&config, SCALE);
     let (code, stdout, stderr) = run_sync(&config);
     assert_eq!(code, 0, "sync failed:\n{stdout}\n{stderr}");
+    assert!(
+        !stderr.contains("fetch_text"),
+        "fetch_text is a known key: {stderr}"
+    );
     for (table, rows) in expected_tables("main") {
         let files = read_table(&out.join(&table));
         assert_eq!(files.rows.len() as u64, rows, "{table}");
@@ -136,28 +145,42 @@ fn check_validation_records(out: &Path, schema: &str) {
 
 #[test]
 fn postgres_to_csv_equals_source() {
-    check_postgres("csv", "none", "read_committed");
+    check_postgres("csv", "none", "read_committed", "utf8");
 }
 
 #[test]
 fn postgres_to_ndjson_equals_source() {
-    check_postgres("ndjson", "none", "read_uncommitted");
+    check_postgres("ndjson", "none", "read_uncommitted", "utf8");
 }
 
 #[test]
 fn postgres_to_compressed_files_equals_source() {
-    check_postgres("csv", "gzip", "snapshot");
-    check_postgres("ndjson", "zstd", "snapshot");
+    check_postgres("csv", "gzip", "snapshot", "utf8");
+    check_postgres("ndjson", "zstd", "snapshot", "utf8");
 }
 
 #[test]
 fn sqlite_to_csv_equals_source() {
-    check_sqlite("csv");
+    check_sqlite("csv", "utf8");
 }
 
 #[test]
 fn sqlite_to_ndjson_equals_source() {
-    check_sqlite("ndjson");
+    check_sqlite("ndjson", "utf8");
+}
+
+/// The wide (UTF-16) fetch path Windows runs by default, here on Linux: buffers, transcoding,
+/// keys and resume points of every table (Unicode notes, composite keys) through real drivers.
+#[test]
+fn postgres_with_utf16_text_equals_source() {
+    check_postgres("csv", "none", "read_committed", "utf16");
+    check_postgres("ndjson", "none", "read_committed", "utf16");
+}
+
+#[test]
+fn sqlite_with_utf16_text_equals_source() {
+    check_sqlite("csv", "utf16");
+    check_sqlite("ndjson", "utf16");
 }
 
 /// The loader's view: every CSV part loads with `COPY ... (FORMAT csv, HEADER)` into a table of
@@ -340,6 +363,8 @@ fn output_is_private() {
     }
 }
 
+/// Every file and folder under `dir` (for the Unix permission check).
+#[cfg(unix)]
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut all = Vec::new();
     for entry in std::fs::read_dir(dir).expect("readable") {
@@ -350,4 +375,63 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         all.push(path);
     }
     all
+}
+
+/// SQLite's type affinity lets an INTEGER column hold text and reals, which sqliteodbc turns
+/// into NULL or a truncated number without a warning when asked for an integer. Such values
+/// arrive as SQLite holds them, in both formats; the integer key stays an integer.
+#[test]
+fn sqlite_values_outside_their_declared_type_arrive_as_stored() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let connection_string = common::sqlite_database(dir.path());
+    common::execute_on(
+        &connection_string,
+        "CREATE TABLE loose (id INTEGER PRIMARY KEY, n INTEGER, note TEXT)",
+    );
+    common::execute_on(
+        &connection_string,
+        "INSERT INTO loose VALUES (1, 5, 'int'), (2, 'abc', 'text'), (3, 1.5, 'real'), \
+         (4, NULL, 'null'), (5, -9223372036854775808, 'min')",
+    );
+    for format in ["csv", "ndjson"] {
+        let out = dir.path().join(format!("out-{format}"));
+        let config = common::write_config(
+            dir.path(),
+            sync_config(&connection_string, &out, format, "none"),
+        );
+        let (code, stdout, stderr) = run_sync(&config);
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
+        let folder = out.join("main.loose");
+        let part = std::fs::read_dir(&folder)
+            .expect("table folder")
+            .map(|e| e.expect("entry").path())
+            .find(|p| p.extension().is_some_and(|e| e == format))
+            .expect("a part file");
+        let text = std::fs::read_to_string(part).expect("part file");
+        let values: Vec<String> = if format == "csv" {
+            text.lines()
+                .skip(1)
+                .map(|l| l.split(',').take(2).collect::<Vec<_>>().join(","))
+                .collect()
+        } else {
+            text.lines()
+                .map(|l| {
+                    let row: Value = serde_json::from_str(l).expect("JSON row");
+                    format!("{},{}", row["id"], row["n"])
+                })
+                .collect()
+        };
+        let expected: &[&str] = if format == "csv" {
+            &["1,5", "2,abc", "3,1.5", "4,", "5,-9223372036854775808"]
+        } else {
+            &[
+                "1,5",
+                "2,\"abc\"",
+                "3,1.5",
+                "4,null",
+                "5,-9223372036854775808",
+            ]
+        };
+        assert_eq!(values, expected, "{format}");
+    }
 }

@@ -8,9 +8,12 @@
 
 use odbc_api::buffers::{BufferDesc, ColumnarDynBuffer};
 
+use super::delivery::FetchBuffer;
 use super::key::KeyType;
 use super::select::KeyValue;
+use crate::config::{Config, TextEncoding};
 use crate::sink::encode::{Cell, EncodeError, RowEncoder, RowOp};
+use crate::source::Dialect;
 use crate::source::catalog::Column;
 use crate::source::types::ValueKind;
 
@@ -18,11 +21,6 @@ use crate::source::types::ValueKind;
 const LONG_VALUE_START_BYTES: usize = 4096;
 /// Declared lengths up to this many characters get a buffer that always fits.
 const FULL_WIDTH_MAX_CHARS: usize = 1024;
-
-/// Whether text is fetched through the wide (UTF-16) ODBC functions. On Windows the narrow
-/// functions use the local code page, which cannot hold every patient name; elsewhere narrow
-/// means UTF-8. This follows odbc-api's own default per platform.
-pub const WIDE_TEXT: bool = cfg!(target_os = "windows");
 
 /// How fetch buffers are sized and typed for a run.
 #[derive(Debug, Clone, Copy)]
@@ -32,16 +30,40 @@ pub struct BufferPolicy {
     /// The largest value a buffer may grow to hold.
     pub max_value_bytes: usize,
     /// Fetch floats as text, for drivers whose wire format is text (psqlODBC): the server's
-    /// text is already the shortest exact form. Integers are always fetched binary: psqlODBC's
-    /// text path costs more per value (it looks the client encoding up by name for every
-    /// value) than parsing an integer does.
+    /// text is already the shortest exact form. Integers are fetched binary (but see
+    /// `loose_integers_as_text`): psqlODBC's text path costs more per value (it looks the
+    /// client encoding up by name for every value) than parsing an integer does.
     pub floats_as_text: bool,
+    /// Text buffers hold UTF-16 (the wide ODBC functions) rather than UTF-8: the run's
+    /// `fetch_text`, UTF-16 by default on Windows.
+    pub wide_text: bool,
+    /// Fetch integer columns other than key columns as text (SQLite). A SQLite column's
+    /// declared type does not bind its values (type affinity), and sqliteodbc turns a value it
+    /// cannot convert to an integer into NULL or its numeric prefix without any warning (`abc`
+    /// arrives as NULL, `1.5` as 1); as text every value arrives as SQLite holds it.
+    pub loose_integers_as_text: bool,
+}
+
+impl BufferPolicy {
+    /// The buffers of a run of `config` against `dialect`.
+    pub fn for_run(config: &Config, dialect: Dialect) -> BufferPolicy {
+        BufferPolicy {
+            budget_bytes: config.fetch_buffer_bytes,
+            max_value_bytes: config.max_value_bytes,
+            // psqlODBC receives every value as text; binary wire formats keep typed buffers.
+            floats_as_text: dialect == Dialect::Postgres,
+            wide_text: config.fetch_text == TextEncoding::Utf16,
+            loose_integers_as_text: dialect == Dialect::Sqlite,
+        }
+    }
 }
 
 /// The buffer shape of one statement: one description per column and the rows per fetch.
 #[derive(Debug, Clone)]
 pub struct FetchLayout {
     kinds: Vec<ValueKind>,
+    /// Whether each column is part of the primary key (keys stay typed: they are resume points).
+    keys: Vec<bool>,
     /// Capacity per value: bytes (narrow text, binary) or UTF-16 units (wide text).
     capacities: Vec<usize>,
     batch_size: usize,
@@ -65,10 +87,11 @@ impl FetchLayout {
         let capacities = columns
             .iter()
             .zip(kinds)
-            .map(|(column, kind)| initial_capacity(column, *kind))
+            .map(|(column, kind)| initial_capacity(column, *kind, policy.wide_text))
             .collect();
         FetchLayout {
             kinds: kinds.to_vec(),
+            keys: columns.iter().map(|c| c.key_position.is_some()).collect(),
             capacities,
             batch_size: batch_size.max(1),
             policy,
@@ -85,15 +108,18 @@ impl FetchLayout {
         self.kinds
             .iter()
             .zip(&self.capacities)
-            .map(|(kind, capacity)| match kind {
-                ValueKind::Integer => BufferDesc::I64 { nullable: true },
+            .zip(&self.keys)
+            .map(|((kind, capacity), key)| match kind {
+                ValueKind::Integer if !self.policy.loose_integers_as_text || *key => {
+                    BufferDesc::I64 { nullable: true }
+                }
                 ValueKind::Float if !self.policy.floats_as_text => {
                     BufferDesc::F64 { nullable: true }
                 }
                 ValueKind::Binary => BufferDesc::Binary {
                     max_bytes: *capacity,
                 },
-                _ if WIDE_TEXT => BufferDesc::WText {
+                _ if self.policy.wide_text => BufferDesc::WText {
                     max_str_len: *capacity,
                 },
                 _ => BufferDesc::Text {
@@ -103,14 +129,14 @@ impl FetchLayout {
     }
 
     /// Allocates one buffer of this layout, failing cleanly when memory is short.
-    pub fn allocate(&self) -> Result<ColumnarDynBuffer, odbc_api::Error> {
-        ColumnarDynBuffer::try_from_descs(self.rows_per_fetch(), self.descs())
+    pub fn allocate(&self) -> Result<FetchBuffer, odbc_api::Error> {
+        ColumnarDynBuffer::try_from_descs(self.rows_per_fetch(), self.descs()).map(FetchBuffer::new)
     }
 
     /// Grows column `column` after the driver reported a value of `needed` bytes (or an unknown
     /// length) that did not fit.
     pub fn grow(&mut self, column: usize, needed: Option<usize>) -> Result<(), ValueTooLarge> {
-        let unit = if WIDE_TEXT && self.kinds[column] != ValueKind::Binary {
+        let unit = if self.policy.wide_text && self.kinds[column] != ValueKind::Binary {
             2
         } else {
             1
@@ -130,13 +156,13 @@ impl FetchLayout {
 }
 
 /// A buffer capacity that always fits short declared types, and a modest start for long ones.
-fn initial_capacity(column: &Column, kind: ValueKind) -> usize {
+fn initial_capacity(column: &Column, kind: ValueKind, wide_text: bool) -> usize {
     let declared = column
         .length
         .and_then(|l| usize::try_from(l).ok())
         .filter(|l| *l > 0);
     // At most 2 UTF-16 units (wide) or 4 UTF-8 bytes (narrow) per character.
-    let units_per_char = if WIDE_TEXT { 2 } else { 4 };
+    let units_per_char = if wide_text { 2 } else { 4 };
     match kind {
         // Only used when numbers are fetched as text: "-9223372036854775808",
         // "-1.2345678901234567e-308", "-Infinity".
@@ -154,6 +180,8 @@ fn initial_capacity(column: &Column, kind: ValueKind) -> usize {
         ValueKind::Text => match (declared, column.source_type.as_str()) {
             (_, "uuid" | "uniqueidentifier") => 36,
             (_, "date") => 10,
+            // SQL Server `time(7)`: `hh:mm:ss.nnnnnnn`.
+            (_, "time") => 16,
             (Some(len), _) if len <= FULL_WIDTH_MAX_CHARS => len * units_per_char,
             _ => LONG_VALUE_START_BYTES,
         },
@@ -170,7 +198,7 @@ pub enum ColumnView<'a> {
 }
 
 impl ColumnView<'_> {
-    fn cell(&self, row: usize) -> Cell<'_> {
+    pub fn cell(&self, row: usize) -> Cell<'_> {
         match self {
             ColumnView::Int(values, indicators) => {
                 if indicators[row] == odbc_api::sys::NULL_DATA {
@@ -356,6 +384,8 @@ mod tests {
             budget_bytes,
             max_value_bytes,
             floats_as_text: false,
+            wide_text: false,
+            loose_integers_as_text: false,
         }
     }
 
@@ -507,15 +537,16 @@ mod tests {
 
     #[test]
     fn short_declared_types_fit_exactly() {
-        let text = |t, len| initial_capacity(&column(t, len), ValueKind::Text);
+        let text = |t, len| initial_capacity(&column(t, len), ValueKind::Text, false);
         assert_eq!(text("uuid", None), 36);
-        if !WIDE_TEXT {
-            assert_eq!(text("varchar", Some(20)), 80);
-        }
+        assert_eq!(text("time", None), 16);
+        assert_eq!(text("varchar", Some(20)), 80);
+        let wide = initial_capacity(&column("nvarchar", Some(20)), ValueKind::Text, true);
+        assert_eq!(wide, 40, "UTF-16 units");
         assert_eq!(text("varchar", Some(-1)), LONG_VALUE_START_BYTES);
         assert_eq!(text("text", None), LONG_VALUE_START_BYTES);
         let mut decimal = column("decimal", None);
         decimal.precision = Some(38);
-        assert_eq!(initial_capacity(&decimal, ValueKind::Decimal), 41);
+        assert_eq!(initial_capacity(&decimal, ValueKind::Decimal, false), 41);
     }
 }

@@ -1,11 +1,13 @@
 //! Extraction: the tiers run in order, each with its own pool of worker threads (each with one
 //! connection) feeding the one writer thread through a bounded channel.
 
+pub mod delivery;
 pub mod fetch;
 pub mod key;
 pub mod partition;
 mod scheduler;
 pub mod select;
+pub mod text_check;
 mod watchdog;
 mod worker;
 
@@ -136,6 +138,13 @@ impl TableJob {
                 .zip(&self.kinds)
                 .map(|(c, k)| (c.name.clone(), *k))
                 .collect(),
+        )
+        .with_single_precision(
+            self.table
+                .columns
+                .iter()
+                .map(|c| ValueKind::is_single_precision(self.dialect, c))
+                .collect(),
         );
         match &self.synced_at {
             Some(at) => encoder.with_change_columns(at),
@@ -243,12 +252,7 @@ pub fn run(
     })?;
     let read = ReadSettings {
         compression: config.compression,
-        buffers: BufferPolicy {
-            budget_bytes: config.fetch_buffer_bytes,
-            max_value_bytes: config.max_value_bytes,
-            // psqlODBC receives every value as text; binary wire formats keep typed buffers.
-            floats_as_text: plan.dialect == Dialect::Postgres,
-        },
+        buffers: BufferPolicy::for_run(config, plan.dialect),
         max_retries: config.max_retries,
         retry_base: Duration::from_secs_f64(config.retry_sleep_seconds),
         session_setup: session::setup_statements(
@@ -321,6 +325,7 @@ pub fn run(
                 expected_rows: table.expected_rows.unwrap_or(table.rows),
                 expected_estimated: table.expected_estimated,
                 rows: table.rows,
+                difference: 0,
                 seconds: 0.0,
                 error: None,
                 load: match start {
@@ -436,6 +441,7 @@ pub fn run(
                 expected_rows: 0,
                 expected_estimated: false,
                 rows: 0,
+                difference: 0,
                 seconds: 0.0,
                 error: None,
                 load: job.load.read().kind,

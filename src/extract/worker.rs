@@ -12,9 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use odbc_api::handles::{AsStatementRef, Statement};
 use odbc_api::parameter::InputParameter;
-use odbc_api::{ConcurrentBlockCursor, Connection, ConnectionTransitions, Cursor};
+use odbc_api::{ConcurrentBlockCursor, Connection, Cursor};
 
 use super::fetch::{FetchLayout, encode_batch, encode_delete, key_of_row, views};
 use super::key::{self, Advance, KeyMismatch};
@@ -31,10 +30,9 @@ use crate::incremental::{LoadKind, OperationCounts, SyncMode, sql};
 use crate::retry::backoff;
 use crate::sink::{Chunk, Message};
 use crate::source::catalog::parse_count;
-use crate::source::errors::classify;
-use crate::source::session;
-use crate::source::text_rows;
+use crate::source::errors::{self, classify};
 use crate::source::types::ValueKind;
+use crate::source::{session, statement, text_rows};
 
 /// The largest piece of a key list sent to the writer at once.
 const KEY_LIST_PIECE_BYTES: usize = 4 * 1024 * 1024;
@@ -223,8 +221,9 @@ impl Worker {
             }
             let delay = backoff(self.context.read.retry_base, failures);
             log::warn!(
-                "{name}: {} (SQLSTATE {}, native error {}) while {context}; retry {failures} of \
-                 {} in {:.1}s on a new connection",
+                "{name}: {} [{}] (SQLSTATE {}, native error {}) while {context}; retry \
+                 {failures} of {} in {:.1}s on a new connection",
+                errors::reason(&error),
                 class.name(),
                 error.state,
                 error.native,
@@ -359,7 +358,8 @@ impl Worker {
             if load.mode == SyncMode::ChangeTracking {
                 let Some(current) = value(0).and_then(|v| v.parse::<i64>().ok()) else {
                     return Err(WorkerError::Table(
-                        "CHANGE_TRACKING_CURRENT_VERSION() returned no version: change                          tracking is not enabled on the database"
+                        "CHANGE_TRACKING_CURRENT_VERSION() returned no version: change \
+                         tracking is not enabled on the database"
                             .into(),
                     ));
                 };
@@ -370,13 +370,15 @@ impl Worker {
                     && from < min_valid
                 {
                     log::warn!(
-                        "{}: change tracking was cleaned up past the saved version; reloading                          the table in full",
+                        "{}: change tracking was cleaned up past the saved version; reloading \
+                         the table in full",
                         job.table.full_name()
                     );
                     load.kind = LoadKind::Full;
                     load.from = None;
                     load.reason = format!(
-                        "change tracking was cleaned up past the saved version ({from} is older                          than the minimum valid version {min_valid})"
+                        "change tracking was cleaned up past the saved version ({from} is older \
+                         than the minimum valid version {min_valid})"
                     );
                 }
                 load.to = Some(current.to_string());
@@ -490,7 +492,9 @@ impl Worker {
         let Some(cursor) = self.open_watched(sql, &[], timeout_seconds, &db_error)? else {
             return Ok(Vec::new());
         };
-        let rows = text_rows(cursor).map_err(|e| db_error(&e));
+        let source = &self.context.source;
+        let rows = text_rows(cursor, what, &|e| source.db_error(what, &e))
+            .map_err(WorkerError::from_error);
         self.statement_finished();
         rows
     }
@@ -581,13 +585,13 @@ impl Worker {
         statements: &[String],
         context: &str,
     ) -> Result<(), WorkerError> {
-        for statement in statements {
-            connection
-                .execute(&self.context.source.sql(statement), (), None)
-                .map_err(|e| WorkerError::Db {
+        for sql in statements {
+            statement::run(connection, &self.context.source.sql(sql)).map_err(|e| {
+                WorkerError::Db {
                     context: context.into(),
                     error: DbError::from_odbc(&e, self.context.source.secret()).without_values(),
-                })?;
+                }
+            })?;
         }
         Ok(())
     }
@@ -853,6 +857,10 @@ impl Worker {
                     .fetch_with_truncation_check(true)
                     .map_err(|e| db_error(&e))?
                 {
+                    if let Some(missing) = batch.undelivered() {
+                        let key_name = |i: usize| column_name(job, *job.key_indices.get(i)?);
+                        return Err(WorkerError::Table(missing.describe(&name, &key_name)));
+                    }
                     let columns = views(batch);
                     for row in 0..batch.num_rows() {
                         let key = key_of_row(&columns, &positions, &job.key_types, row)
@@ -984,14 +992,14 @@ impl Worker {
     ) -> Result<Option<odbc_api::OwnedCursor<Arc<Connection<'static>>>>, WorkerError> {
         self.statement_started(None);
         let opened = self.connection().and_then(|connection| {
-            let mut statement = connection.into_preallocated().map_err(|e| db_error(&e))?;
-            statement
-                .set_query_timeout_sec(usize::try_from(timeout_seconds).unwrap_or(usize::MAX))
-                .map_err(|e| db_error(&e))?;
-            self.statement_started(Some(StatementHandle::new(statement.as_stmt_ref().as_sys())));
-            statement
-                .into_cursor(&self.context.source.sql(sql), params)
-                .map_err(|e| db_error(&e))
+            statement::open_cursor(
+                connection,
+                &self.context.source.sql(sql),
+                params,
+                Some(usize::try_from(timeout_seconds).unwrap_or(usize::MAX)),
+                |handle| self.statement_started(Some(StatementHandle::new(handle))),
+            )
+            .map_err(|e| db_error(&e))
         });
         if !matches!(opened, Ok(Some(_))) {
             self.statement_finished();
@@ -1035,6 +1043,11 @@ impl Worker {
                 }
                 Err(e) => return Err(db_error(&e)),
             };
+            if let Some(missing) = batch.undelivered() {
+                break Err(WorkerError::Table(
+                    missing.describe(&name, &|i| column_name(job, i)),
+                ));
+            }
             // Hand the other buffer to the fetch thread before encoding this batch.
             if let Some(buffer) = spare.take() {
                 fetcher.fill(buffer);
@@ -1112,6 +1125,11 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// The name of fetched column `index` of `job`'s reads, for messages.
+fn column_name(job: &TableJob, index: usize) -> Option<String> {
+    job.table.columns.get(index).map(|c| c.name.clone())
 }
 
 /// A key as the key lists hold it, integers and text: whole-number decimals (`NUMERIC(18,0)`

@@ -45,6 +45,8 @@ pub struct RowEncoder {
     /// empty when change columns are off.
     upsert_suffix: Vec<u8>,
     delete_suffix: Vec<u8>,
+    /// Columns holding single-precision floats (`real`), by index.
+    single_precision: Vec<bool>,
 }
 
 /// What a row does to the table a loader keeps.
@@ -74,7 +76,15 @@ impl RowEncoder {
             scratch: String::new(),
             upsert_suffix: Vec::new(),
             delete_suffix: Vec::new(),
+            single_precision: Vec::new(),
         }
+    }
+
+    /// Marks the columns whose floats are single precision (`real`, `float4`), so they are
+    /// written as the shortest `f32` (`0.1`), not as the widened double (`0.10000000149011612`).
+    pub fn with_single_precision(mut self, columns: Vec<bool>) -> RowEncoder {
+        self.single_precision = columns;
+        self
     }
 
     /// Appends `_ehi_op` and `_ehi_synced_at` (the run's start, `synced_at`) to every row.
@@ -173,7 +183,7 @@ impl RowEncoder {
                 return Ok(());
             }
             Cell::Float(v) => {
-                self.float(out, v);
+                self.float(out, v, self.single_precision.get(index) == Some(&true));
                 return Ok(());
             }
             Cell::Bytes(bytes) => {
@@ -248,22 +258,20 @@ impl RowEncoder {
                     self.string(out, text, special);
                 }
             }
-            ValueKind::Timestamp if text.len() > 10 && text[10] == b' ' => {
-                if !special {
-                    let quote: &[u8] = match self.format {
-                        Format::Csv => b"",
-                        Format::Ndjson => b"\"",
-                    };
-                    out.extend_from_slice(quote);
-                    out.extend_from_slice(&text[..10]);
-                    out.push(b'T');
-                    out.extend_from_slice(&text[11..]);
-                    out.extend_from_slice(quote);
-                } else {
-                    let mut iso = text.to_vec();
-                    iso[10] = b'T';
-                    self.string(out, &iso, special);
+            ValueKind::Timestamp if !special => {
+                // Timestamps never hold a byte to quote or escape: written in place.
+                if self.format == Format::Ndjson {
+                    out.push(b'"');
                 }
+                push_iso_timestamp(out, text);
+                if self.format == Format::Ndjson {
+                    out.push(b'"');
+                }
+            }
+            ValueKind::Timestamp => {
+                let mut iso = Vec::with_capacity(text.len() + 3);
+                push_iso_timestamp(&mut iso, text);
+                self.string(out, &iso, special);
             }
             _ => self.string(out, text, special),
         }
@@ -282,9 +290,18 @@ impl RowEncoder {
         }
     }
 
-    fn float(&self, out: &mut Vec<u8>, v: f64) {
+    /// The shortest text that reads back as the same value: of the `f32` a single-precision
+    /// column holds (the driver widened it to `f64` exactly, so narrowing is exact too), else
+    /// of the `f64`.
+    fn float(&self, out: &mut Vec<u8>, v: f64, single_precision: bool) {
         if v.is_finite() {
-            out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+            let mut buffer = ryu::Buffer::new();
+            let text = if single_precision {
+                buffer.format_finite(v as f32)
+            } else {
+                buffer.format_finite(v)
+            };
+            out.extend_from_slice(text.as_bytes());
         } else {
             let text = if v.is_nan() {
                 "NaN"
@@ -324,6 +341,42 @@ impl RowEncoder {
                 out.push(b'"');
             }
         }
+    }
+}
+
+/// Appends a date or timestamp as drivers print it in ISO 8601 form: a 4-digit year (FreeTDS
+/// prints year 1 as `1-01-01`), `T` between date and time, and no space before a UTC offset
+/// (SQL Server's `datetimeoffset` text is `2024-03-01 12:00:00.1234567 +01:00`). Text that does
+/// not start with a date (`infinity`) is appended as it is.
+fn push_iso_timestamp(out: &mut Vec<u8>, text: &[u8]) {
+    let year = text.iter().take_while(|b| b.is_ascii_digit()).count();
+    let is_date = year > 0 && text.get(year) == Some(&b'-') && text.get(year + 3) == Some(&b'-');
+    if !is_date {
+        out.extend_from_slice(text);
+        return;
+    }
+    for _ in year..4 {
+        out.push(b'0');
+    }
+    let date_end = year + 6;
+    let time_follows =
+        text.get(date_end) == Some(&b' ') && text.get(date_end + 1).is_some_and(u8::is_ascii_digit);
+    if !time_follows {
+        out.extend_from_slice(text);
+        return;
+    }
+    out.extend_from_slice(&text[..date_end]);
+    out.push(b'T');
+    let time = &text[date_end + 1..];
+    match time
+        .windows(2)
+        .position(|w| w[0] == b' ' && matches!(w[1], b'+' | b'-'))
+    {
+        Some(space) => {
+            out.extend_from_slice(&time[..space]);
+            out.extend_from_slice(&time[space + 1..]);
+        }
+        None => out.extend_from_slice(time),
     }
 }
 
@@ -500,6 +553,53 @@ mod tests {
             "-42,0.1,true,false,-0.5000000000,1234567890123456789012345678.0123456789,\
              2024-02-29T23:59:59.1234567,00dead,\"\"\r\n"
         );
+    }
+
+    #[test]
+    fn timestamps_are_iso_8601_with_four_digit_years_and_no_space_before_the_offset() {
+        let cells = [
+            Cell::Text(b"1-01-01 00:00:00.0000000"),
+            Cell::Text(b"999-12-31 23:59:59.9999999"),
+            Cell::Text(b"1-01-01"),
+            Cell::Text(b"2024-03-01 12:00:00.1234567 +01:00"),
+            Cell::Text(b"0001-01-01 00:00:00.0000000 -14:00"),
+            Cell::Text(b"2024-03-01 12:00:00+01"),
+            Cell::Text(b"2024-03-01T12:00:00Z"),
+            Cell::Text(b"infinity"),
+            Cell::Text(b"0044-03-15 12:00:00 BC"),
+        ];
+        let kinds = [Timestamp; 9];
+        let csv = encode(Format::Csv, &kinds, &cells);
+        assert_eq!(
+            csv,
+            "0001-01-01T00:00:00.0000000,0999-12-31T23:59:59.9999999,0001-01-01,\
+             2024-03-01T12:00:00.1234567+01:00,0001-01-01T00:00:00.0000000-14:00,\
+             2024-03-01T12:00:00+01,2024-03-01T12:00:00Z,infinity,0044-03-15T12:00:00 BC\r\n"
+        );
+        let ndjson = encode(Format::Ndjson, &kinds, &cells);
+        let row: serde_json::Value = serde_json::from_str(ndjson.trim_end()).unwrap();
+        assert_eq!(row["c0"], "0001-01-01T00:00:00.0000000");
+        assert_eq!(row["c3"], "2024-03-01T12:00:00.1234567+01:00");
+        assert_eq!(row["c4"], "0001-01-01T00:00:00.0000000-14:00");
+    }
+
+    #[test]
+    fn real_columns_are_written_as_the_shortest_f32() {
+        let columns = vec![("r".to_owned(), Float), ("d".to_owned(), Float)];
+        for (format, expected) in [
+            (Format::Csv, "0.1,0.10000000149011612\r\n"),
+            (Format::Ndjson, "{\"r\":0.1,\"d\":0.10000000149011612}\n"),
+        ] {
+            let mut encoder =
+                RowEncoder::new(format, columns.clone()).with_single_precision(vec![true, false]);
+            let widened = f64::from(0.1f32);
+            let mut out = Vec::new();
+            encoder.begin_row(&mut out);
+            encoder.cell(&mut out, 0, Cell::Float(widened)).unwrap();
+            encoder.cell(&mut out, 1, Cell::Float(widened)).unwrap();
+            encoder.end_row(&mut out, RowOp::Delete);
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
+        }
     }
 
     #[test]

@@ -125,7 +125,12 @@ pub struct TableOutcome {
     pub expected_rows: u64,
     /// `expected_rows` is the catalog's estimate.
     pub expected_estimated: bool,
+    /// Rows written, delete rows included.
     pub rows: u64,
+    /// The rows the count at the table's start covers (rows read, plus deletes when they come
+    /// from change tracking, whose count includes them; a key scan's deletes are not counted)
+    /// minus that count: 0 when the table was read as counted.
+    pub difference: i64,
     pub seconds: f64,
     pub error: Option<String>,
     /// Full, incremental or skipped in this run.
@@ -203,7 +208,8 @@ impl Carried {
                 what: "previous manifest",
                 path: folder.join(manifest::MANIFEST_FILE),
                 source: std::io::Error::other(
-                    "it is missing, so an incremental load has nothing to add to; run                      `ehi-sync sync --restart` to reload the table",
+                    "it is missing, so an incremental load has nothing to add to; run \
+                     `ehi-sync sync --restart` to reload the table",
                 ),
             });
         };
@@ -831,7 +837,7 @@ impl Writer {
             tier: output.tier,
             expected_rows: expected,
             expected_rows_estimated: state.expected_estimated,
-            extracted_rows: state.rows,
+            extracted_rows: counted,
             difference,
             status: status.to_owned(),
             started_at: state.started_at.clone().unwrap_or_default(),
@@ -870,16 +876,17 @@ impl Writer {
                 "{} done: {} rows in {:.1}s; the catalog estimated {} (row_counts: catalog, not \
                  an exact count)",
                 output.full_name(),
-                group_digits(state.rows),
+                group_digits(counted),
                 seconds,
                 group_digits(expected)
             ),
             (None, _) => format!(
-                "{} done: {} rows, but {} were counted when it started: rows changed while it \
-                 was read",
+                "{} done: {} rows read, but {} were counted when it started: rows changed while \
+                 it was read{}",
                 output.full_name(),
-                group_digits(state.rows),
-                group_digits(expected)
+                group_digits(counted),
+                group_digits(expected),
+                uncounted_deletes(state.rows - counted)
             ),
         };
         self.progress.table_finished(table, &summary);
@@ -890,12 +897,25 @@ impl Writer {
             expected_rows: expected,
             expected_estimated: state.expected_estimated,
             rows: state.rows,
+            difference,
             seconds,
             error,
             load: load.kind,
             changes,
         });
         Ok(())
+    }
+}
+
+/// The delete rows a key scan wrote on top of the rows the count covers, for a summary line.
+pub fn uncounted_deletes(deletes: u64) -> String {
+    if deletes == 0 {
+        String::new()
+    } else {
+        format!(
+            " (and {} deleted keys written as delete rows)",
+            group_digits(deletes)
+        )
     }
 }
 

@@ -117,9 +117,11 @@ pub fn discover(
         .collect();
     if selected.is_empty() {
         return Err(ConfigError::Other(format!(
-            "the include/exclude patterns select none of the {visible} tables \
-             (include: {:?}, exclude: {:?}); patterns match 'schema.table', e.g. \"dbo.*\"",
-            filter.include, filter.exclude
+            "the include/exclude patterns select none of the tables ({} in the database; \
+             include: {:?}, exclude: {:?}); patterns match 'schema.table', e.g. \"dbo.*\"",
+            crate::plan::tables(visible),
+            filter.include,
+            filter.exclude
         ))
         .into());
     }
@@ -211,7 +213,7 @@ fn count_exactly(
     // SQLite allows 500 terms in a compound SELECT; stay well below.
     for chunk in tables.chunks(100) {
         let sql = count_sql(dialect, chunk);
-        for row in query_text(source, connection, "exact row counts", &sql)? {
+        for row in query_text(source, connection, "taking the exact row counts", &sql)? {
             let [schema, name, count] = row.as_slice() else {
                 continue;
             };

@@ -1,48 +1,125 @@
 //! ODBC connection strings: built from the `mssql_*` keys, and redacted for display.
 
 use crate::config::{Encrypt, SqlServerConfig};
+use crate::error::ConfigError;
+
+/// The ODBC driver a `mssql_*` config names, as far as its keywords differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlServerDriver {
+    /// Microsoft ODBC Driver `major` for SQL Server ("ODBC Driver 18 for SQL Server").
+    Microsoft {
+        major: u32,
+    },
+    FreeTds,
+}
+
+impl SqlServerDriver {
+    /// Reads the family and major version from the registered driver name; a name without a
+    /// version (a renamed registration) is taken as the current Driver 18.
+    pub fn from_name(name: &str) -> SqlServerDriver {
+        let lower = name.to_ascii_lowercase();
+        if lower.contains("freetds") || lower.contains("tdsodbc") {
+            return SqlServerDriver::FreeTds;
+        }
+        let major = lower
+            .split(|c: char| !c.is_ascii_digit())
+            .find_map(|digits| digits.parse::<u32>().ok())
+            .unwrap_or(18);
+        SqlServerDriver::Microsoft { major }
+    }
+}
+
+/// The Microsoft driver version a config's keywords need beyond what its driver name says:
+/// `ServerCertificate` arrived in Driver 18.1, and an older driver does not refuse it, it only
+/// warns (01S00) and connects without pinning the certificate.
+pub fn required_driver_version(config: &SqlServerConfig) -> Option<(&'static str, (u32, u32))> {
+    let microsoft = matches!(
+        SqlServerDriver::from_name(&config.driver),
+        SqlServerDriver::Microsoft { .. }
+    );
+    (microsoft && config.server_certificate.is_some()).then_some(("cert", (18, 1)))
+}
+
+/// Refuses a driver older than the config needs. `driver_version` is `SQL_DRIVER_VER` as the
+/// driver reports it (`18.06.0002`); an unreadable version is not refused.
+pub fn check_driver_version(
+    config: &SqlServerConfig,
+    driver_version: &str,
+) -> Result<(), ConfigError> {
+    let Some((key, (major, minor))) = required_driver_version(config) else {
+        return Ok(());
+    };
+    let mut parts = driver_version
+        .trim()
+        .split('.')
+        .map(|part| part.trim().parse::<u32>().ok());
+    let (Some(Some(have_major)), Some(Some(have_minor))) = (parts.next(), parts.next()) else {
+        return Ok(());
+    };
+    if (have_major, have_minor) >= (major, minor) {
+        return Ok(());
+    }
+    Err(ConfigError::invalid(
+        key,
+        format!(
+            "ServerCertificate needs Microsoft ODBC Driver {major}.{minor} or later, and the \
+             installed driver is version {}; it would connect without pinning the certificate",
+            driver_version.trim()
+        ),
+        format!("Microsoft ODBC Driver {major}.{minor} or later installed, or remove {key}"),
+    ))
+}
 
 /// Builds the connection string for Microsoft ODBC Driver 17/18 for SQL Server, or FreeTDS when
-/// the configured driver name says so.
-pub fn sqlserver(config: &SqlServerConfig, login_timeout_sec: u32) -> String {
+/// the configured driver name says so. The login timeout is not a keyword here: Driver 18
+/// rejects `LoginTimeout` (01S00, "Invalid connection string attribute"), so it is set as
+/// `SQL_ATTR_LOGIN_TIMEOUT` on the connection handle for every driver.
+pub fn sqlserver(config: &SqlServerConfig) -> String {
     let mut parts: Vec<(&str, String)> = vec![("Driver", config.driver.clone())];
-    let freetds = config.driver.to_ascii_lowercase().contains("freetds");
-    if freetds {
-        parts.push(("Server", config.server.clone()));
-        parts.push(("Port", config.port.unwrap_or(1433).to_string()));
-        parts.push(("TDS_Version", "7.4".into()));
-        parts.push(("ClientCharset", "UTF-8".into()));
-        if config.encrypt != Encrypt::No {
-            parts.push(("Encryption", "require".into()));
+    match SqlServerDriver::from_name(&config.driver) {
+        SqlServerDriver::FreeTds => {
+            parts.push(("Server", config.server.clone()));
+            parts.push(("Port", config.port.unwrap_or(1433).to_string()));
+            parts.push(("TDS_Version", "7.4".into()));
+            parts.push(("ClientCharset", "UTF-8".into()));
+            if config.encrypt != Encrypt::No {
+                parts.push(("Encryption", "require".into()));
+            }
+            if config.read_only_intent {
+                parts.push(("ApplicationIntent", "ReadOnly".into()));
+            }
         }
-    } else {
-        let server = match config.port {
-            Some(port) => format!("tcp:{},{port}", config.server),
-            None => format!("tcp:{}", config.server),
-        };
-        parts.push(("Server", server));
-        let encrypt = match config.encrypt {
-            Encrypt::Yes => "yes",
-            Encrypt::No => "no",
-            Encrypt::Strict => "strict",
-        };
-        parts.push(("Encrypt", encrypt.into()));
-        let trust = if config.trust_server_certificate {
-            "yes"
-        } else {
-            "no"
-        };
-        parts.push(("TrustServerCertificate", trust.into()));
-        if let Some(host) = &config.host_name_in_certificate {
-            parts.push(("HostNameInCertificate", host.clone()));
+        SqlServerDriver::Microsoft { .. } => {
+            let server = match config.port {
+                Some(port) => format!("tcp:{},{port}", config.server),
+                None => format!("tcp:{}", config.server),
+            };
+            parts.push(("Server", server));
+            let encrypt = match config.encrypt {
+                Encrypt::Yes => "yes",
+                Encrypt::No => "no",
+                Encrypt::Strict => "strict",
+            };
+            parts.push(("Encrypt", encrypt.into()));
+            let trust = if config.trust_server_certificate {
+                "yes"
+            } else {
+                "no"
+            };
+            parts.push(("TrustServerCertificate", trust.into()));
+            if let Some(host) = &config.host_name_in_certificate {
+                parts.push(("HostNameInCertificate", host.clone()));
+            }
+            if let Some(cert) = &config.server_certificate {
+                parts.push(("ServerCertificate", cert.clone()));
+            }
+            if config.read_only_intent {
+                parts.push(("ApplicationIntent", "ReadOnly".into()));
+            }
+            if config.multi_subnet_failover {
+                parts.push(("MultiSubnetFailover", "yes".into()));
+            }
         }
-        if let Some(cert) = &config.server_certificate {
-            parts.push(("ServerCertificate", cert.clone()));
-        }
-        if config.read_only_intent {
-            parts.push(("ApplicationIntent", "ReadOnly".into()));
-        }
-        parts.push(("LoginTimeout", login_timeout_sec.to_string()));
     }
     parts.push(("Database", config.database.clone()));
     if config.trusted_connection {
@@ -175,16 +252,16 @@ mod tests {
             host_name_in_certificate: None,
             server_certificate: None,
             read_only_intent: false,
+            multi_subnet_failover: false,
         }
     }
 
     #[test]
     fn driver18_defaults_encrypt_and_verify() {
         assert_eq!(
-            sqlserver(&base(), 30),
+            sqlserver(&base()),
             "Driver={ODBC Driver 18 for SQL Server};Server={tcp:sql01.hospital.local,1433};\
-             Encrypt=yes;TrustServerCertificate=no;LoginTimeout=30;Database=Clarity;UID=ehi;\
-             PWD={p;a}}ss};"
+             Encrypt=yes;TrustServerCertificate=no;Database=Clarity;UID=ehi;PWD={p;a}}ss};"
         );
     }
 
@@ -195,7 +272,7 @@ mod tests {
         config.server_certificate = Some("C:\\certs\\sql01.cer".into());
         config.encrypt = Encrypt::Strict;
         config.read_only_intent = true;
-        let s = sqlserver(&config, 15);
+        let s = sqlserver(&config);
         assert!(s.contains("Encrypt=strict;"), "{s}");
         assert!(
             s.contains("HostNameInCertificate=sql01.hospital.local;"),
@@ -203,7 +280,50 @@ mod tests {
         );
         assert!(s.contains("ServerCertificate=C:\\certs\\sql01.cer;"), "{s}");
         assert!(s.contains("ApplicationIntent=ReadOnly;"), "{s}");
-        assert!(s.contains("LoginTimeout=15;"), "{s}");
+        assert!(!s.contains("LoginTimeout"), "{s}");
+    }
+
+    #[test]
+    fn availability_group_listener_keywords() {
+        let mut config = base();
+        config.read_only_intent = true;
+        config.multi_subnet_failover = true;
+        let s = sqlserver(&config);
+        assert!(
+            s.contains("ApplicationIntent=ReadOnly;MultiSubnetFailover=yes;"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn driver_family_and_version_from_the_name() {
+        let family = SqlServerDriver::from_name;
+        assert_eq!(
+            family("ODBC Driver 17 for SQL Server"),
+            SqlServerDriver::Microsoft { major: 17 }
+        );
+        assert_eq!(
+            family("ODBC Driver 18 for SQL Server"),
+            SqlServerDriver::Microsoft { major: 18 }
+        );
+        assert_eq!(family("MSSQL"), SqlServerDriver::Microsoft { major: 18 });
+        assert_eq!(family("FreeTDS"), SqlServerDriver::FreeTds);
+    }
+
+    #[test]
+    fn a_pinned_certificate_needs_driver_18_1() {
+        let mut config = base();
+        assert!(check_driver_version(&config, "18.00.0001").is_ok());
+        config.server_certificate = Some("/etc/ssl/sql01.pem".into());
+        let err = check_driver_version(&config, "18.00.0001")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("config key 'cert'"), "{err}");
+        assert!(err.contains("Driver 18.1 or later"), "{err}");
+        assert!(err.contains("version 18.00.0001"), "{err}");
+        assert!(check_driver_version(&config, "18.01.0000").is_ok());
+        assert!(check_driver_version(&config, "18.06.0002").is_ok());
+        assert!(check_driver_version(&config, "").is_ok(), "unknown version");
     }
 
     #[test]
@@ -211,7 +331,7 @@ mod tests {
         let mut config = base();
         config.trust_server_certificate = true;
         config.encrypt = Encrypt::No;
-        let s = sqlserver(&config, 30);
+        let s = sqlserver(&config);
         assert!(s.contains("Encrypt=no;TrustServerCertificate=yes;"), "{s}");
     }
 
@@ -219,7 +339,7 @@ mod tests {
     fn windows_authentication_has_no_password() {
         let mut config = base();
         config.trusted_connection = true;
-        let s = sqlserver(&config, 30);
+        let s = sqlserver(&config);
         assert!(
             s.ends_with("Database=Clarity;Trusted_Connection=yes;"),
             "{s}"
@@ -234,7 +354,7 @@ mod tests {
         config.port = None;
         config.password = Some("pw".into());
         assert_eq!(
-            sqlserver(&config, 30),
+            sqlserver(&config),
             "Driver=FreeTDS;Server=sql01.hospital.local;Port=1433;TDS_Version=7.4;\
              ClientCharset=UTF-8;Encryption=require;Database=Clarity;UID=ehi;PWD=pw;"
         );
@@ -243,10 +363,9 @@ mod tests {
     #[test]
     fn redacts_plain_and_braced_passwords() {
         assert_eq!(
-            redact(&sqlserver(&base(), 30)),
+            redact(&sqlserver(&base())),
             "Driver={ODBC Driver 18 for SQL Server};Server={tcp:sql01.hospital.local,1433};\
-             Encrypt=yes;TrustServerCertificate=no;LoginTimeout=30;Database=Clarity;UID=ehi;\
-             PWD=***;"
+             Encrypt=yes;TrustServerCertificate=no;Database=Clarity;UID=ehi;PWD=***;"
         );
         assert_eq!(
             redact("Driver={PostgreSQL Unicode};Server=db;Password=hunter2;Port=5432"),

@@ -1,7 +1,8 @@
 //! Classification of database errors, so the workers know whether to retry a partition, fail
 //! a table, or stop the whole run.
 //!
-//! The keys are the SQLSTATE and the native error code of the first diagnostic record. SQL
+//! The keys are the SQLSTATE and the native error code of the decisive diagnostic record
+//! ([`decisive`] picks it among all records a failed call left, see `source::statement`). SQL
 //! Server's native codes are specific and collision-free with the other drivers' numbers
 //! (psqlODBC numbers its own errors below 64 and from 101 to about 220; sqliteodbc reports
 //! SQLite result codes), so they are looked at first. Then the SQLSTATE: psqlODBC forwards the
@@ -50,6 +51,9 @@ pub enum ErrorClass {
     BadSql,
     /// A value could not be converted, or arithmetic failed on a value.
     DataConversion,
+    /// The read itself was spoiled by concurrent work and runs again as it is: data moved under
+    /// a NOLOCK scan, a snapshot read met DDL or an update conflict.
+    ReadInterrupted,
     /// The login was refused: nothing will work until the configuration is fixed.
     Authentication,
     /// Anything else: not retried, the table fails with the message.
@@ -66,6 +70,7 @@ impl ErrorClass {
                 | ErrorClass::ConnectionLost
                 | ErrorClass::QueryTimeout
                 | ErrorClass::ServerBusy
+                | ErrorClass::ReadInterrupted
         )
     }
 
@@ -87,10 +92,70 @@ impl ErrorClass {
             ErrorClass::ObjectMissing => "object_missing",
             ErrorClass::BadSql => "bad_sql",
             ErrorClass::DataConversion => "data_conversion",
+            ErrorClass::ReadInterrupted => "read_interrupted",
             ErrorClass::Authentication => "authentication",
             ErrorClass::Other => "other",
         }
     }
+}
+
+/// What went wrong, for the retry log line: the SQL Server error's own cause where the number
+/// says more than its class ("Database Engine events and errors"), else the class.
+pub fn reason(error: &DbError) -> &'static str {
+    match error.native {
+        601 => "data moved while a NOLOCK scan read it (error 601)",
+        3960 => "snapshot isolation update conflict (error 3960)",
+        3961 => "the table was changed by DDL during a snapshot read (error 3961)",
+        596 => "the session was killed (error 596)",
+        1204 => "the server ran out of locks (error 1204)",
+        701 => "the server ran out of memory for the query (error 701)",
+        8645 => "the query timed out waiting for memory (error 8645)",
+        40197 => "Azure SQL is failing over (error 40197)",
+        40501 => "Azure SQL is busy (error 40501)",
+        40613 => "the Azure SQL database is not available right now (error 40613)",
+        1205 => "chosen as deadlock victim (error 1205)",
+        1222 => "lock request timed out (error 1222)",
+        _ => match classify(error) {
+            ErrorClass::Deadlock => "deadlock victim or serialization failure",
+            ErrorClass::LockTimeout => "lock wait timed out",
+            ErrorClass::ConnectionLost => "the connection was lost",
+            ErrorClass::QueryTimeout => "the statement timed out or was cancelled",
+            ErrorClass::ServerBusy => "the server is busy or unavailable",
+            ErrorClass::ReadInterrupted => "the read was interrupted by concurrent work",
+            ErrorClass::Permission => "permission denied",
+            ErrorClass::ObjectMissing => "an object is missing",
+            ErrorClass::BadSql => "the statement was refused",
+            ErrorClass::DataConversion => "a value could not be converted",
+            ErrorClass::Authentication => "the login was refused",
+            ErrorClass::Other => "database error",
+        },
+    }
+}
+
+/// How much a record says about what to do, for choosing among several: a refused login
+/// stops the run, a transient error is retried, a specific error fails the table.
+fn weight(class: ErrorClass) -> u8 {
+    match class {
+        ErrorClass::Authentication => 3,
+        class if class.retryable() => 2,
+        ErrorClass::Other => 0,
+        _ => 1,
+    }
+}
+
+/// The record of a failure that decides how it is handled, among all the diagnostic records
+/// the handle holds (a driver may put the server's error behind its own, e.g. Driver 18's
+/// 08001 "TCP Provider" before HYT00, or 3621 "The statement has been terminated" around the
+/// real error): the first of the most decisive class. `None` for no records.
+pub fn decisive(errors: &[DbError]) -> Option<usize> {
+    let mut best: Option<(usize, u8)> = None;
+    for (index, error) in errors.iter().enumerate() {
+        let weight = weight(classify(error));
+        if best.is_none_or(|(_, w)| weight > w) {
+            best = Some((index, weight));
+        }
+    }
+    best.map(|(index, _)| index)
 }
 
 /// Classifies a database error by native code (SQL Server), then SQLSTATE, then, only for
@@ -146,6 +211,13 @@ fn sql_server_native(native: i32) -> Option<ErrorClass> {
         }
         18456 => ErrorClass::Authentication,
         229 | 230 => ErrorClass::Permission,
+        // 601 NOLOCK data movement, 3960 / 3961 snapshot update conflict / DDL during a
+        // snapshot read: run the read again.
+        601 | 3960 | 3961 => ErrorClass::ReadInterrupted,
+        // 596: the session was killed (KILL, or the server ending it).
+        596 => ErrorClass::ConnectionLost,
+        // Resources: 1204 no more locks, 701 out of memory, 8645 memory grant timeout.
+        1204 | 701 | 8645 => ErrorClass::ServerBusy,
         // 245 conversion failed, 8114 error converting data type, 8115 arithmetic overflow.
         245 | 8114 | 8115 => ErrorClass::DataConversion,
         _ => return None,
@@ -411,6 +483,13 @@ mod tests {
             ("42000", 8114, ErrorClass::DataConversion),
             ("22003", 8115, ErrorClass::DataConversion),
             ("07006", 0, ErrorClass::DataConversion),
+            ("HY000", 601, ErrorClass::ReadInterrupted),
+            ("40001", 3960, ErrorClass::ReadInterrupted),
+            ("HY000", 3961, ErrorClass::ReadInterrupted),
+            ("HY000", 596, ErrorClass::ConnectionLost),
+            ("HY000", 1204, ErrorClass::ServerBusy),
+            ("42000", 701, ErrorClass::ServerBusy),
+            ("42000", 8645, ErrorClass::ServerBusy),
         ];
         for (state, native, expected) in cases {
             assert_eq!(
@@ -423,6 +502,53 @@ mod tests {
                 "{state} {native}"
             );
         }
+    }
+
+    #[test]
+    fn transient_sql_server_errors_are_retried_with_their_reason() {
+        for (native, reason_text) in [
+            (601, "NOLOCK"),
+            (3960, "update conflict"),
+            (3961, "DDL during a snapshot read"),
+            (596, "session was killed"),
+            (1204, "out of locks"),
+            (701, "out of memory"),
+            (8645, "waiting for memory"),
+            (40197, "failing over"),
+            (40501, "Azure SQL is busy"),
+            (40613, "not available"),
+            (1205, "deadlock victim"),
+        ] {
+            let error = error("HY000", native, "x");
+            assert!(classify(&error).retryable(), "{native}");
+            let text = reason(&error);
+            assert!(text.contains(reason_text), "{native}: {text}");
+            assert!(
+                text.contains(&format!("error {native}")),
+                "{native}: {text}"
+            );
+        }
+        assert_eq!(
+            reason(&error("57014", 1, "x")),
+            "the statement timed out or was cancelled"
+        );
+    }
+
+    #[test]
+    fn the_most_decisive_record_of_several_is_chosen() {
+        let terminated = error("01000", 3621, "The statement has been terminated.");
+        let deadlock = error("40001", 1205, "Transaction was deadlocked");
+        let login = error("28000", 18456, "Login failed");
+        let link = error("08001", 0, "TCP Provider: Error code 0x2749");
+        assert_eq!(decisive(&[]), None);
+        assert_eq!(decisive(std::slice::from_ref(&terminated)), Some(0));
+        assert_eq!(decisive(&[terminated.clone(), deadlock.clone()]), Some(1));
+        assert_eq!(decisive(&[deadlock.clone(), terminated.clone()]), Some(0));
+        assert_eq!(decisive(&[link.clone(), login.clone()]), Some(1));
+        assert_eq!(
+            decisive(&[error("42000", 102, "syntax"), terminated]),
+            Some(0)
+        );
     }
 
     /// psqlODBC uses 207 and 208 for its own connection errors; those must not read as SQL

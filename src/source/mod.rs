@@ -11,6 +11,7 @@ mod query;
 pub mod session;
 mod sqlite;
 pub mod sqlserver;
+pub mod statement;
 #[cfg(test)]
 pub(crate) mod tsql_test;
 pub mod types;
@@ -121,9 +122,7 @@ impl Source {
             SourceConfig::ConnectionString {
                 connection_string, ..
             } => connection_string.clone(),
-            SourceConfig::SqlServer(sql) => {
-                connection_string::sqlserver(sql, config.login_timeout_sec)
-            }
+            SourceConfig::SqlServer(sql) => connection_string::sqlserver(sql),
         };
         Source {
             connection_string,

@@ -46,7 +46,7 @@ pub(super) fn sized_tables(
     source: &Source,
     connection: &Connection<'_>,
 ) -> Result<Vec<SizedTable>> {
-    let rows = query_text(source, connection, "table sizes", SIZES_SQL)?;
+    let rows = query_text(source, connection, "reading the table sizes", SIZES_SQL)?;
     Ok(rows
         .into_iter()
         .filter_map(|row| match row.as_slice() {
@@ -62,7 +62,7 @@ pub(super) fn sized_tables(
 }
 
 pub(super) fn columns(source: &Source, connection: &Connection<'_>) -> Result<Vec<ColumnRow>> {
-    let rows = query_text(source, connection, "columns", COLUMNS_SQL)?;
+    let rows = query_text(source, connection, "reading the columns", COLUMNS_SQL)?;
     Ok(parse_column_rows(rows, str::to_owned, |type_name| Facets {
         length: true,
         precision: matches!(type_name, "numeric" | "decimal"),
@@ -77,7 +77,7 @@ pub(super) fn primary_keys(
     Ok(group_keys(query_text(
         source,
         connection,
-        "primary keys",
+        "reading the primary keys",
         PRIMARY_KEYS_SQL,
     )?))
 }

@@ -50,6 +50,9 @@ pub fn setup_statements(
             if let Some(ms) = lock_timeout_ms {
                 statements.push(format!("SET LOCK_TIMEOUT {ms}"));
             }
+            // In a deadlock with the hospital's own work, this session is the victim ("SET
+            // DEADLOCK_PRIORITY"): its read is retried from the last key sent, theirs is not.
+            statements.push("SET DEADLOCK_PRIORITY LOW".to_owned());
         }
         Dialect::Postgres => {
             // PostgreSQL reads never block on row locks; READ UNCOMMITTED behaves as READ
@@ -94,7 +97,7 @@ pub fn sqlserver_row_versioning(
     let rows = query_text(
         source,
         connection,
-        "the snapshot isolation settings",
+        "reading the snapshot isolation settings",
         SQLSERVER_SNAPSHOT_STATE_SQL,
     )?;
     Ok(rows.into_iter().next().map(|row| {
@@ -136,14 +139,21 @@ mod tests {
             statements,
             [
                 "SET TRANSACTION ISOLATION LEVEL SNAPSHOT",
-                "SET LOCK_TIMEOUT 30000"
+                "SET LOCK_TIMEOUT 30000",
+                "SET DEADLOCK_PRIORITY LOW"
             ]
         );
         for statement in &statements {
             assert_eq!(&parse(statement), statement);
         }
         let default = setup_statements(Dialect::SqlServer, Isolation::ReadCommitted, None);
-        assert_eq!(default, ["SET TRANSACTION ISOLATION LEVEL READ COMMITTED"]);
+        assert_eq!(
+            default,
+            [
+                "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                "SET DEADLOCK_PRIORITY LOW"
+            ]
+        );
         assert_eq!(parse(&default[0]), default[0]);
         let nolock = setup_statements(Dialect::SqlServer, Isolation::ReadUncommitted, None);
         assert_eq!(

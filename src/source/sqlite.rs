@@ -23,7 +23,7 @@ WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
 ORDER BY m.name, p.cid";
 
 pub(super) fn tables(source: &Source, connection: &Connection<'_>) -> Result<Vec<SizedTable>> {
-    let rows = query_text(source, connection, "tables", TABLES_SQL)?;
+    let rows = query_text(source, connection, "reading the tables", TABLES_SQL)?;
     Ok(rows
         .into_iter()
         .filter_map(|row| row.into_iter().next().flatten())
@@ -36,7 +36,7 @@ pub(super) fn tables(source: &Source, connection: &Connection<'_>) -> Result<Vec
 }
 
 pub(super) fn columns(source: &Source, connection: &Connection<'_>) -> Result<Vec<ColumnRow>> {
-    let rows = query_text(source, connection, "columns", COLUMNS_SQL)?;
+    let rows = query_text(source, connection, "reading the columns", COLUMNS_SQL)?;
     Ok(rows
         .into_iter()
         .filter_map(|row| match row.as_slice() {

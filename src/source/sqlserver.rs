@@ -7,7 +7,7 @@ use odbc_api::Connection;
 
 use super::catalog::{ColumnRow, Facets, SizedTable, group_keys, parse_column_rows, parse_count};
 use super::{Source, query_text};
-use crate::error::{Error, Result};
+use crate::error::{DbError, Error, Result};
 
 /// Row counts of all user tables in one query, from partition metadata (no scans): the heap
 /// (index 0) or clustered index (index 1) of each table. Needs VIEW DATABASE STATE.
@@ -64,15 +64,20 @@ pub(super) fn sized_tables(
     source: &Source,
     connection: &Connection<'_>,
 ) -> Result<Vec<SizedTable>> {
-    let rows = match query_text(source, connection, "table sizes", SIZES_SQL) {
+    let rows = match query_text(source, connection, "reading the table sizes", SIZES_SQL) {
         Ok(rows) => rows,
-        Err(Error::Database { source: db, .. }) if db.state == "42000" => {
+        Err(Error::Database { source: db, .. }) if lacks_view_database_state(&db) => {
             log::warn!(
                 "no VIEW DATABASE STATE permission (native error {}); reading row counts from \
                  sys.partitions instead",
                 db.native
             );
-            query_text(source, connection, "table sizes", SIZES_FALLBACK_SQL)?
+            query_text(
+                source,
+                connection,
+                "reading the table sizes",
+                SIZES_FALLBACK_SQL,
+            )?
         }
         Err(other) => return Err(other),
     };
@@ -89,8 +94,15 @@ pub(super) fn sized_tables(
         .collect())
 }
 
+/// The sizing query was refused for want of VIEW DATABASE STATE: error 297 ("The user does not
+/// have permission to perform this action") or 300 ("VIEW DATABASE STATE permission was
+/// denied"). Other errors share SQLSTATE 42000 (syntax errors, missing objects) and are not this.
+fn lacks_view_database_state(error: &DbError) -> bool {
+    matches!(error.native, 297 | 300)
+}
+
 pub(super) fn columns(source: &Source, connection: &Connection<'_>) -> Result<Vec<ColumnRow>> {
-    let rows = query_text(source, connection, "columns", COLUMNS_SQL)?;
+    let rows = query_text(source, connection, "reading the columns", COLUMNS_SQL)?;
     Ok(parse_column_rows(
         rows,
         str::to_ascii_lowercase,
@@ -115,7 +127,7 @@ pub(super) fn primary_keys(
     Ok(group_keys(query_text(
         source,
         connection,
-        "primary keys",
+        "reading the primary keys",
         PRIMARY_KEYS_SQL,
     )?))
 }
@@ -136,6 +148,20 @@ mod tests {
              ORDER BY s.name, t.name"
         );
         assert_eq!(parse(SIZES_SQL), SIZES_SQL);
+    }
+
+    #[test]
+    fn only_errors_297_and_300_mean_no_view_database_state() {
+        let error = |native| DbError {
+            state: "42000".into(),
+            native,
+            message: String::new(),
+        };
+        assert!(lacks_view_database_state(&error(297)));
+        assert!(lacks_view_database_state(&error(300)));
+        // Incorrect syntax, invalid object name: same SQLSTATE, another problem.
+        assert!(!lacks_view_database_state(&error(102)));
+        assert!(!lacks_view_database_state(&error(208)));
     }
 
     #[test]

@@ -37,10 +37,9 @@ impl ValueKind {
                 "float" | "real" => ValueKind::Float,
                 "bit" => ValueKind::Boolean,
                 "decimal" | "numeric" | "money" | "smallmoney" => ValueKind::Decimal,
-                "datetime" | "datetime2" | "smalldatetime" | "datetimeoffset" => {
+                "datetime" | "datetime2" | "smalldatetime" | "datetimeoffset" | "date" => {
                     ValueKind::Timestamp
                 }
-                "date" | "time" => ValueKind::Text,
                 // `timestamp` is SQL Server's old name for rowversion: 8 bytes.
                 "binary" | "varbinary" | "image" | "timestamp" | "rowversion" => ValueKind::Binary,
                 _ => ValueKind::Text,
@@ -80,6 +79,17 @@ impl ValueKind {
         }
     }
 
+    /// Whether a float column holds single-precision values (`real`, `float4`), written as the
+    /// shortest `f32`. SQLite's REAL is always 8 bytes.
+    pub fn is_single_precision(dialect: Dialect, column: &Column) -> bool {
+        let t = column.source_type.to_ascii_lowercase();
+        match dialect {
+            Dialect::SqlServer => t == "real",
+            Dialect::Postgres => t == "real" || t == "float4",
+            Dialect::Sqlite => false,
+        }
+    }
+
     /// True for kinds written as JSON strings in NDJSON.
     pub fn is_quoted_in_json(self) -> bool {
         !matches!(
@@ -116,7 +126,7 @@ pub fn qualified_select_expression(
     match dialect {
         Dialect::SqlServer => match column.source_type.to_ascii_lowercase().as_str() {
             "xml" => aliased(format!("CAST({quoted} AS NVARCHAR(MAX))")),
-            "sql_variant" => aliased(format!("CAST({quoted} AS NVARCHAR(4000))")),
+            "sql_variant" => aliased(sql_variant_text(&quoted)),
             "geography" | "geometry" | "hierarchyid" => aliased(format!("{quoted}.ToString()")),
             _ if qualifier.is_some() => aliased(quoted),
             _ => quoted,
@@ -128,6 +138,58 @@ pub fn qualified_select_expression(
         },
         Dialect::Sqlite => quoted,
     }
+}
+
+/// A `sql_variant` as text in the exact form of its base type. A plain `CAST(v AS nvarchar)`
+/// uses each type's default style ("CAST and CONVERT"): 6 significant digits for float, `mon dd
+/// yyyy hh:miAM` for datetime, 2 decimals for money. So: float and real with style 3 (17
+/// digits, lossless), date and time types in ISO 8601 (style 126; 23 for date), datetimeoffset
+/// with its offset (126), money with 4 decimals (style 2), binary as `0x…` hex (style 1), and
+/// everything else (integers, decimal, text, uniqueidentifier) cast as it is, which is exact.
+/// `nvarchar(max)`: a variant holds up to 8,000 bytes, 16,002 characters as hex.
+fn sql_variant_text(v: &str) -> String {
+    let text = |expression: &str, style: Option<u8>| match style {
+        Some(style) => format!("CONVERT(NVARCHAR(MAX), {expression}, {style})"),
+        None => format!("CAST({expression} AS NVARCHAR(MAX))"),
+    };
+    let branches = [
+        ("float", text(&format!("CAST({v} AS FLOAT)"), Some(3))),
+        ("real", text(&format!("CAST({v} AS FLOAT)"), Some(3))),
+        (
+            "datetime",
+            text(&format!("CAST({v} AS DATETIME)"), Some(126)),
+        ),
+        (
+            "smalldatetime",
+            text(&format!("CAST({v} AS SMALLDATETIME)"), Some(126)),
+        ),
+        (
+            "datetime2",
+            text(&format!("CAST({v} AS DATETIME2(7))"), Some(126)),
+        ),
+        (
+            "datetimeoffset",
+            text(&format!("CAST({v} AS DATETIMEOFFSET(7))"), Some(126)),
+        ),
+        ("date", text(&format!("CAST({v} AS DATE)"), Some(23))),
+        ("time", text(&format!("CAST({v} AS TIME(7))"), None)),
+        ("money", text(&format!("CAST({v} AS MONEY)"), Some(2))),
+        ("smallmoney", text(&format!("CAST({v} AS MONEY)"), Some(2))),
+        (
+            "binary",
+            text(&format!("CAST({v} AS VARBINARY(8000))"), Some(1)),
+        ),
+        (
+            "varbinary",
+            text(&format!("CAST({v} AS VARBINARY(8000))"), Some(1)),
+        ),
+    ];
+    let mut sql = format!("CASE CAST(SQL_VARIANT_PROPERTY({v}, 'BaseType') AS NVARCHAR(128))");
+    for (base_type, expression) in branches {
+        sql.push_str(&format!(" WHEN '{base_type}' THEN {expression}"));
+    }
+    sql.push_str(&format!(" ELSE {} END", text(v, None)));
+    sql
 }
 
 #[cfg(test)]
@@ -157,6 +219,8 @@ mod tests {
         assert_eq!(kind("bit"), ValueKind::Boolean);
         assert_eq!(kind("datetime2"), ValueKind::Timestamp);
         assert_eq!(kind("datetimeoffset"), ValueKind::Timestamp);
+        assert_eq!(kind("date"), ValueKind::Timestamp);
+        assert_eq!(kind("time"), ValueKind::Text);
         assert_eq!(kind("timestamp"), ValueKind::Binary, "rowversion");
         assert_eq!(kind("uniqueidentifier"), ValueKind::Text);
         assert_eq!(kind("nvarchar"), ValueKind::Text);
@@ -184,6 +248,42 @@ mod tests {
         assert_eq!(kind("timestamp"), ValueKind::Timestamp);
         assert_eq!(kind("date"), ValueKind::Text);
         assert_eq!(kind("uuid"), ValueKind::Text);
+    }
+
+    #[test]
+    fn sql_variant_is_converted_by_its_base_type() {
+        let mut c = column("sql_variant");
+        c.name = "v".into();
+        let sql = select_expression(Dialect::SqlServer, &c);
+        assert_eq!(
+            sql,
+            "CASE CAST(SQL_VARIANT_PROPERTY([v], 'BaseType') AS NVARCHAR(128)) \
+             WHEN 'float' THEN CONVERT(NVARCHAR(MAX), CAST([v] AS FLOAT), 3) \
+             WHEN 'real' THEN CONVERT(NVARCHAR(MAX), CAST([v] AS FLOAT), 3) \
+             WHEN 'datetime' THEN CONVERT(NVARCHAR(MAX), CAST([v] AS DATETIME), 126) \
+             WHEN 'smalldatetime' THEN CONVERT(NVARCHAR(MAX), CAST([v] AS SMALLDATETIME), 126) \
+             WHEN 'datetime2' THEN CONVERT(NVARCHAR(MAX), CAST([v] AS DATETIME2(7)), 126) \
+             WHEN 'datetimeoffset' THEN CONVERT(NVARCHAR(MAX), CAST([v] AS DATETIMEOFFSET(7)), 126) \
+             WHEN 'date' THEN CONVERT(NVARCHAR(MAX), CAST([v] AS DATE), 23) \
+             WHEN 'time' THEN CAST(CAST([v] AS TIME(7)) AS NVARCHAR(MAX)) \
+             WHEN 'money' THEN CONVERT(NVARCHAR(MAX), CAST([v] AS MONEY), 2) \
+             WHEN 'smallmoney' THEN CONVERT(NVARCHAR(MAX), CAST([v] AS MONEY), 2) \
+             WHEN 'binary' THEN CONVERT(NVARCHAR(MAX), CAST([v] AS VARBINARY(8000)), 1) \
+             WHEN 'varbinary' THEN CONVERT(NVARCHAR(MAX), CAST([v] AS VARBINARY(8000)), 1) \
+             ELSE CAST([v] AS NVARCHAR(MAX)) END AS [v]"
+        );
+        let statement = format!("SELECT {sql} FROM [dbo].[t]");
+        assert_eq!(crate::source::tsql_test::parse(&statement), statement);
+    }
+
+    #[test]
+    fn single_precision_floats() {
+        let single = |d, t| ValueKind::is_single_precision(d, &column(t));
+        assert!(single(Dialect::SqlServer, "real"));
+        assert!(!single(Dialect::SqlServer, "float"));
+        assert!(single(Dialect::Postgres, "real"));
+        assert!(!single(Dialect::Postgres, "double precision"));
+        assert!(!single(Dialect::Sqlite, "real"));
     }
 
     #[test]
