@@ -19,12 +19,13 @@ use crate::plan::{self, MeasuredRates, Plan};
 use crate::retry;
 use crate::shutdown;
 use crate::sink::TableOutcome;
-use crate::sink::files;
+use crate::sink::durable::{self, Disk, FileOps};
 use crate::source::catalog::{self, Discovery};
 use crate::source::connection_string;
 use crate::source::{self, Dialect, Source, session};
 use crate::state::{self, RunState, TableStatus};
 use crate::status;
+use crate::supervisor;
 
 /// `ehi-sync check`: connect, report what is there, count the visible tables.
 pub fn check(config: &Config, out: &mut dyn Write) -> Result<i32> {
@@ -78,6 +79,13 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<i32> {
         if buffers.wide_text { "utf16" } else { "utf8" }
     )
     .map_err(stdout_error)?;
+    writeln!(
+        out,
+        "{:<11} {}",
+        "secrets",
+        config.secret_at_rest.describe()
+    )
+    .map_err(stdout_error)?;
     session::check_isolation(config.isolation, versioning.as_ref())?;
     writeln!(out, "check passed").map_err(stdout_error)?;
     Ok(exit_code::OK)
@@ -85,7 +93,7 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<i32> {
 
 /// `ehi-sync plan`: discover, size and print the processing plan.
 pub fn plan(config: &Config, json: bool, out: &mut dyn Write) -> Result<i32> {
-    let previous = match state::load(&extract::state_path(config)) {
+    let previous = match state::load(&Disk, &extract::state_path(config)) {
         Ok(previous) => previous,
         Err(e) => {
             log::warn!("{e}; the plan assumes no earlier run");
@@ -132,13 +140,20 @@ pub fn generate(config: &Config, scale: u64, out: &mut dyn Write) -> Result<i32>
 /// table failed (the others are complete), 7 when stopped by a signal.
 pub fn sync(config: &Config, restart: bool, out: &mut dyn Write) -> Result<i32> {
     let output_dir = &config.output_dir;
-    files::create_private_dir(output_dir).map_err(|source| Error::Io {
-        context: "cannot create the output folder",
-        path: output_dir.clone(),
-        source,
-    })?;
+    Disk.create_dir_all(output_dir)
+        .map_err(|source| Error::Io {
+            context: "cannot create the output folder",
+            path: output_dir.clone(),
+            source,
+        })?;
     let lock = RunLock::acquire(output_dir, &manifest::now_rfc3339())?;
-    if let Some(holder) = &lock.taken_over_from {
+    // A restarted sync process takes over the lock its crashed predecessor held for the same
+    // supervisor; the supervisor has logged that crash already.
+    if let Some(holder) = lock
+        .taken_over_from
+        .as_ref()
+        .filter(|h| h.pid != supervisor::run_pid())
+    {
         log::warn!(
             "taking over the lock of an earlier run that did not end cleanly (pid {} on {}, \
              started {})",
@@ -151,7 +166,7 @@ pub fn sync(config: &Config, restart: bool, out: &mut dyn Write) -> Result<i32> 
     let previous = if restart {
         discard_unfinished_run(&state_path, output_dir, out)?
     } else {
-        state::load(&state_path)?
+        state::load(&Disk, &state_path)?
     };
     // Discovery survives a dropped connection or a failover like the reads do.
     let plan = retry::with_retries(
@@ -197,7 +212,7 @@ fn discard_unfinished_run(
     output_dir: &std::path::Path,
     out: &mut dyn Write,
 ) -> Result<Option<RunState>> {
-    let previous = match state::load(state_path) {
+    let previous = match state::load(&Disk, state_path) {
         Ok(Some(previous)) => previous,
         Ok(None) => return Ok(None),
         Err(e) => {
@@ -233,10 +248,12 @@ fn discard_unfinished_run(
             )
             .map_err(stdout_error)?;
         }
-        crate::sink::discard_table_output(output_dir, table, &run_id).map_err(|e| Error::Io {
-            context: "cannot remove",
-            path: e.path,
-            source: e.source,
+        crate::sink::discard_table_output(&Disk, output_dir, table, &run_id).map_err(|e| {
+            Error::Io {
+                context: "cannot remove",
+                path: e.path,
+                source: e.source,
+            }
         })?;
         table.status = TableStatus::Pending;
         table.rows = 0;
@@ -247,16 +264,18 @@ fn discard_unfinished_run(
         table.error = None;
     }
     previous.finished = true;
-    previous.save(state_path).map_err(|source| Error::Io {
-        context: "cannot write the state file",
-        path: state_path.to_owned(),
-        source,
-    })?;
+    previous
+        .save(&Disk, state_path)
+        .map_err(|source| Error::Io {
+            context: "cannot write the state file",
+            path: state_path.to_owned(),
+            source,
+        })?;
     Ok(Some(previous))
 }
 
 fn remove_state_file(state_path: &std::path::Path) -> Result<()> {
-    files::remove_if_exists(state_path).map_err(|source| Error::Io {
+    durable::remove_if_exists(&Disk, state_path).map_err(|source| Error::Io {
         context: "cannot remove the state file",
         path: state_path.to_owned(),
         source,
@@ -279,13 +298,16 @@ fn same_source(previous: &RunState, plan: &Plan, config: &Config) -> bool {
 /// safe while a run is going on.
 pub fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<i32> {
     let state_path = extract::state_path(config);
-    let Some(state) = state::load(&state_path)? else {
+    let Some(state) = state::load(&Disk, &state_path)? else {
         writeln!(
             out,
             "No run has written a state file yet ({} does not exist).",
             state_path.display()
         )
         .map_err(stdout_error)?;
+        if let Some(restarts) = supervisor::restarts_of(&state_path, None) {
+            write!(out, "{}", status::render_restarts(&restarts)).map_err(stdout_error)?;
+        }
         return Ok(exit_code::OK);
     };
     let holder = lock::active_run(&config.output_dir);
@@ -294,7 +316,8 @@ pub fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<i32> {
         (None, true) => "finished",
         (None, false) => "stopped before the end (the next sync resumes it)",
     };
-    let report = status::Report::new(&state, run, holder);
+    let mut report = status::Report::new(&state, run, holder);
+    report.restarts = supervisor::restarts_of(&state_path, Some(&state.run_id));
     let text = if json {
         serde_json::to_string_pretty(&report)
             .map_err(|e| Error::Discovery(format!("the status could not be rendered: {e}")))?

@@ -19,6 +19,8 @@ use crate::sink::files::Compression;
 use crate::source::connection_string::SqlServerDriver;
 use crate::source::session::Isolation;
 
+pub mod secrets;
+
 /// The default ODBC driver for SQL Server sources built from the `mssql_*` keys.
 pub const DEFAULT_SQLSERVER_DRIVER: &str = "ODBC Driver 18 for SQL Server";
 
@@ -46,6 +48,9 @@ pub struct Config {
     pub compression: Compression,
     /// A part file is closed and the next one started once it holds this many bytes.
     pub part_file_max_bytes: u64,
+    /// A table (and each of its partitions) starts only with this much free space on the
+    /// output file system.
+    pub min_free_bytes: Option<u64>,
     /// Memory for one fetch buffer; each worker holds two.
     pub fetch_buffer_bytes: usize,
     /// The ODBC text buffers' encoding (`fetch_text`).
@@ -60,6 +65,12 @@ pub struct Config {
     pub tiers: Tiers,
     /// How later runs read only what changed (the `incremental` object).
     pub incremental: IncrementalConfig,
+    /// Crashes of the sync process in a row without progress the supervisor restarts it after.
+    pub max_crash_restarts: u32,
+    /// Wait before the first restart after a crash; doubled per further crash without progress.
+    pub crash_restart_delay_seconds: f64,
+    /// Whether the file holds a password, and who can read it.
+    pub secret_at_rest: secrets::SecretAtRest,
     /// Problems that do not stop the run (unknown keys, deprecated spellings).
     pub warnings: Vec<String>,
 }
@@ -359,6 +370,7 @@ const KNOWN_KEYS: &[&str] = &[
     "format",
     "compression",
     "part_file_max_bytes",
+    "min_free_bytes",
     "fetch_buffer_bytes",
     "fetch_text",
     "max_value_bytes",
@@ -369,6 +381,9 @@ const KNOWN_KEYS: &[&str] = &[
     "large_table_threshold",
     "tiers",
     "incremental",
+    "max_crash_restarts",
+    "crash_restart_delay_seconds",
+    "refuse_readable_secrets",
 ];
 
 const TIER_KEYS: &[&str] = &[
@@ -394,7 +409,9 @@ impl Config {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| Path::new("."));
-        Config::from_json(&text, path, base, &|name| std::env::var(name).ok())
+        let mut config = Config::from_json(&text, path, base, &|name| std::env::var(name).ok())?;
+        secrets::check_file(path, &mut config)?;
+        Ok(config)
     }
 
     /// Parses config text. `env` looks up environment variables (injected for tests).
@@ -601,6 +618,17 @@ impl Config {
                 )
             })?;
 
+        let crash_restart_delay_seconds = keys.f64("crash_restart_delay_seconds")?.unwrap_or(5.0);
+        if !(0.0..=3600.0).contains(&crash_restart_delay_seconds) {
+            return Err(ConfigError::invalid(
+                "crash_restart_delay_seconds",
+                format!("{crash_restart_delay_seconds} is out of range"),
+                "seconds between 0 and 3600 (default 5)",
+            ));
+        }
+        let secret_at_rest =
+            secrets::SecretAtRest::of(&map, keys.bool("refuse_readable_secrets")?.unwrap_or(false));
+
         Ok(Config {
             source,
             login_timeout_sec,
@@ -617,6 +645,7 @@ impl Config {
             fetch_text,
             compression,
             part_file_max_bytes,
+            min_free_bytes: keys.u64("min_free_bytes")?,
             fetch_buffer_bytes,
             max_value_bytes,
             state_file,
@@ -625,6 +654,9 @@ impl Config {
             large_table_threshold,
             tiers: read_tiers(&map, &mut warnings)?,
             incremental: read_incremental(map.get("incremental"), &mut warnings)?,
+            max_crash_restarts: keys.u32("max_crash_restarts")?.unwrap_or(5),
+            crash_restart_delay_seconds,
+            secret_at_rest,
             warnings,
         })
     }
@@ -1318,6 +1350,19 @@ mod tests {
             parse(r#"{"connection_string": "DSN=x", "treads": 4, "ouput_dir": "x"}"#).unwrap();
         assert_eq!(config.warnings.len(), 1);
         assert!(config.warnings[0].contains("ouput_dir, treads"));
+    }
+
+    #[test]
+    fn min_free_bytes_is_optional_and_a_whole_number() {
+        let none = parse(r#"{"connection_string": "DSN=x"}"#).unwrap();
+        assert_eq!(none.min_free_bytes, None);
+        let set =
+            parse(r#"{"connection_string": "DSN=x", "min_free_bytes": "1073741824"}"#).unwrap();
+        assert_eq!(set.min_free_bytes, Some(1 << 30));
+        let err = parse(r#"{"connection_string": "DSN=x", "min_free_bytes": "1 GB"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'min_free_bytes'"), "{err}");
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub mod exit_code {
     pub const INTERRUPTED: i32 = 7;
     /// The state file cannot be used (damaged, other version, other source); nothing was changed.
     pub const STATE: i32 = 8;
+    /// The sync process crashed (a driver crash, usually) `max_crash_restarts` times in a row
+    /// without progress; the output is intact up to the last checkpoint and the next run resumes.
+    pub const CRASHED: i32 = 9;
 }
 
 /// Everything that can stop a command.

@@ -21,3 +21,4 @@ pub mod sink;
 pub mod source;
 pub mod state;
 pub mod status;
+pub mod supervisor;

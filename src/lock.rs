@@ -80,7 +80,8 @@ impl RunLock {
         }
         let taken_over_from = read_holder(&mut file);
         let holder = Holder {
-            pid: std::process::id(),
+            // A supervised sync names its supervisor: the process to signal to stop the run.
+            pid: crate::supervisor::run_pid(),
             host: host_name(),
             started_at: started_at.to_owned(),
         };

@@ -5,14 +5,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use ehi_sync::commands;
 use ehi_sync::config::Config;
 use ehi_sync::error::Error;
+use ehi_sync::{commands, shutdown, supervisor};
 
 /// Copies every table of a SQL Server (Epic Caboodle / Clarity) database through ODBC into CSV or
 /// NDJSON files. Exit codes: 0 ok, 1 internal error, 2 configuration error, 3 connection error,
 /// 4 partial failure, 5 catalog could not be read, 6 another run holds the output folder,
-/// 7 stopped by a signal (resumable), 8 state file unusable.
+/// 7 stopped by a signal (resumable), 8 state file unusable, 9 the sync process crashed again and
+/// again without progress (resumable).
 #[derive(Parser)]
 #[command(name = "ehi-sync", version)]
 struct Cli {
@@ -46,6 +47,13 @@ enum Command {
         /// Discard an unfinished run (after saying what is deleted) and start over.
         #[arg(long)]
         restart: bool,
+        /// Run the sync in this process, without the supervisor that restarts it after a crash
+        /// (for debugging).
+        #[arg(long)]
+        no_supervisor: bool,
+        /// Internal: this process is the sync the supervisor with this pid started.
+        #[arg(long = "supervised-by", hide = true, value_name = "PID")]
+        supervised_by: Option<u32>,
     },
     /// Show the progress of the current or last run from its state file, without taking the
     /// lock (safe while a run is going on).
@@ -91,6 +99,18 @@ fn run(cli: Cli) -> Result<i32, Error> {
     };
     let config = Config::load(config_path).inspect_err(|_| init_logging(false))?;
     init_logging(config.debug);
+    let supervise = matches!(
+        cli.command,
+        Command::Sync {
+            no_supervisor: false,
+            supervised_by: None,
+            ..
+        }
+    );
+    if supervise {
+        // The child prints the config's warnings.
+        return supervisor::run(&config);
+    }
     for warning in &config.warnings {
         log::warn!("{warning}");
     }
@@ -98,7 +118,17 @@ fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Check { .. } => commands::check(&config, &mut stdout),
         Command::Plan { json, .. } => commands::plan(&config, json, &mut stdout),
-        Command::Sync { restart, .. } => commands::sync(&config, restart, &mut stdout),
+        Command::Sync {
+            restart,
+            supervised_by,
+            ..
+        } => {
+            if let Some(pid) = supervised_by {
+                supervisor::set_supervised_by(pid);
+                shutdown::follow_supervisor().map_err(Error::Discovery)?;
+            }
+            commands::sync(&config, restart, &mut stdout)
+        }
         Command::Status { json, .. } => commands::status(&config, json, &mut stdout),
         Command::Generate { scale, .. } => commands::generate(&config, scale, &mut stdout),
     }

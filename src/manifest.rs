@@ -1,14 +1,14 @@
 //! What a loader reads: the per-table `_manifest.json` (written last, so its presence means the
 //! table is complete) and the run's `_validation.ndjson` records.
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Format, Tier};
 use crate::incremental::{SchemaChange, SyncMode};
-use crate::sink::files::{self, Compression};
+use crate::sink::durable::{self, FileOps};
+use crate::sink::files::Compression;
 use crate::source::catalog::Column;
 use crate::source::types::ValueKind;
 
@@ -165,36 +165,26 @@ pub struct ValidationRecord {
 }
 
 /// Reads a table folder's manifest; `Ok(None)` when there is none.
-pub fn read_manifest(folder: &Path) -> std::io::Result<Option<Manifest>> {
-    match std::fs::read(folder.join(MANIFEST_FILE)) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
+pub fn read_manifest(fs: &dyn FileOps, folder: &Path) -> std::io::Result<Option<Manifest>> {
+    match durable::read_if_exists(fs, &folder.join(MANIFEST_FILE))? {
+        Some(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(std::io::Error::other),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+        None => Ok(None),
     }
 }
 
 /// Writes the manifest into the table folder, atomically.
-pub fn write_manifest(folder: &Path, manifest: &Manifest) -> std::io::Result<()> {
+pub fn write_manifest(fs: &dyn FileOps, folder: &Path, manifest: &Manifest) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(manifest).map_err(std::io::Error::other)?;
-    files::write_atomically(&folder.join(MANIFEST_FILE), &json)
+    durable::write_atomically(fs, &folder.join(MANIFEST_FILE), &json)
 }
 
-/// Appends a validation record to `output_dir/_validation.ndjson` and makes it durable.
-pub fn append_validation(output_dir: &Path, record: &ValidationRecord) -> std::io::Result<()> {
+/// A validation record as one line of `_validation.ndjson`.
+pub fn validation_line(record: &ValidationRecord) -> std::io::Result<Vec<u8>> {
     let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    let mut options = std::fs::OpenOptions::new();
-    options.append(true).create(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(output_dir.join(VALIDATION_FILE))?;
-    file.write_all(&line)?;
-    file.sync_all()
+    Ok(line)
 }
 
 /// Now as RFC 3339 UTC with milliseconds, the timestamp format of every record.

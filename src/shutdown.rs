@@ -4,8 +4,15 @@
 //!
 //! Windows ends a process soon after its console is closed, so there the final checkpoint may
 //! not be written; the previous one is intact either way.
+//!
+//! A supervised sync (see `supervisor`) also takes stop requests from its supervisor on
+//! standard input; they stop it like a signal but are never counted as one, because the
+//! signal that made the supervisor relay a request usually reached this process too.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use crate::supervisor::{REQUEST_STOP, REQUEST_STOP_NOW};
 
 /// Exit code of the immediate stop on a second signal (128 + SIGINT, as shells report it).
 const IMMEDIATE_EXIT_CODE: i32 = 130;
@@ -31,18 +38,58 @@ impl StopFlag {
 /// The process-wide stop flag the signal handler sets.
 pub static STOP: StopFlag = StopFlag::new();
 
+/// Signals received; the second one stops at once.
+static SIGNALS: AtomicU32 = AtomicU32::new(0);
+
 /// Installs the handler. Call once, before the run starts.
 pub fn install() -> Result<(), String> {
     ctrlc::set_handler(|| {
-        if STOP.is_set() {
+        if SIGNALS.fetch_add(1, Ordering::SeqCst) > 0 {
             // Second signal: the operator wants out now.
             std::process::exit(IMMEDIATE_EXIT_CODE);
         }
+        stop_gracefully();
+    })
+    .map_err(|e| format!("cannot install the Ctrl+C / SIGTERM handler: {e}"))
+}
+
+fn stop_gracefully() {
+    if !STOP.is_set() {
         STOP.set();
         eprintln!(
             "ehi-sync: stopping after the batches in hand and a final checkpoint \
              (press Ctrl+C again to stop at once)"
         );
-    })
-    .map_err(|e| format!("cannot install the Ctrl+C / SIGTERM handler: {e}"))
+    }
+}
+
+/// Follows the supervisor's stop requests on standard input, on a thread of its own. When the
+/// input ends (the supervisor is gone, and nobody would restart or report this run) the run
+/// stops gracefully.
+pub fn follow_supervisor() -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("supervisor requests".into())
+        .spawn(|| {
+            let mut stdin = std::io::stdin().lock();
+            let mut request = [0u8; 1];
+            loop {
+                match stdin.read(&mut request) {
+                    Ok(1) if request[0] == REQUEST_STOP_NOW => {
+                        std::process::exit(IMMEDIATE_EXIT_CODE)
+                    }
+                    Ok(1) if request[0] == REQUEST_STOP => stop_gracefully(),
+                    Ok(1) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Ok(_) | Err(_) => {
+                        if !STOP.is_set() {
+                            eprintln!("ehi-sync: the supervisor has ended");
+                        }
+                        stop_gracefully();
+                        return;
+                    }
+                }
+            }
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start the thread that follows the supervisor: {e}"))
 }

@@ -12,7 +12,8 @@ use crate::config::{Format, Tier};
 use crate::extract::partition::PartitionSpec;
 use crate::extract::select::KeyValue;
 use crate::incremental::{Load, Position};
-use crate::sink::files::{self, Compression};
+use crate::sink::durable::{self, FileOps};
+use crate::sink::files::Compression;
 use crate::source::Dialect;
 
 pub const STATE_FILE: &str = "_state.json";
@@ -29,6 +30,10 @@ pub struct RunState {
     pub source: SourceIdentity,
     /// In plan order.
     pub tables: Vec<TableState>,
+    /// Length of `_validation.ndjson` this run's records have reached. A resumed run cuts the
+    /// file back to it, so a record written before a crash is neither lost nor doubled.
+    #[serde(default)]
+    pub validation_bytes: Option<u64>,
 }
 
 /// What the output belongs to; a resume against another database or format is refused.
@@ -192,10 +197,10 @@ impl SourceIdentity {
 
 /// Reads the state file; `Ok(None)` when there is none. A state that cannot be trusted is an
 /// error, never silently replaced.
-pub fn load(path: &Path) -> Result<Option<RunState>, StateError> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+pub fn load(fs: &dyn FileOps, path: &Path) -> Result<Option<RunState>, StateError> {
+    let bytes = match durable::read_if_exists(fs, path) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(None),
         Err(source) => {
             return Err(StateError::Read {
                 path: path.to_owned(),
@@ -250,8 +255,8 @@ impl RunState {
     }
 
     /// Writes the state atomically: temporary file, fsync, rename, fsync of the folder.
-    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+    pub fn save(&self, fs: &dyn FileOps, path: &Path) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        files::write_atomically(path, &json)
+        durable::write_atomically(fs, path, &json)
     }
 }

@@ -7,6 +7,7 @@ use crate::config::Tier;
 use crate::lock::Holder;
 use crate::plan::group_digits;
 use crate::state::{PartitionStatus, RunState, TableStatus};
+use crate::supervisor::Restarts;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -19,6 +20,9 @@ pub struct Report {
     pub last_checkpoint_at: Option<String>,
     pub tiers: Vec<TierReport>,
     pub tables: Vec<TableReport>,
+    /// Crashes of the sync process the supervisor restarted it after, in this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<Restarts>,
 }
 
 #[derive(Debug, Serialize)]
@@ -91,6 +95,7 @@ impl Report {
             last_checkpoint_at: state.last_checkpoint_at.clone(),
             tiers,
             tables,
+            restarts: None,
         }
     }
 
@@ -107,6 +112,9 @@ impl Report {
             "  last checkpoint: {}\n",
             self.last_checkpoint_at.as_deref().unwrap_or("none yet")
         ));
+        if let Some(restarts) = &self.restarts {
+            text.push_str(&render_restarts(restarts));
+        }
         text.push_str(&format!(
             "  {:<7} {:>6} {:>12} {:>7} {:>8} {:>16} {:>16}\n",
             "tier", "done", "in progress", "failed", "pending", "rows done", "of expected"
@@ -162,4 +170,22 @@ impl Report {
         }
         text
     }
+}
+
+/// `  crash restarts:  2 (last crash <when>: <cause>, in <tables>)`; empty without a crash.
+pub fn render_restarts(restarts: &Restarts) -> String {
+    let Some(last) = restarts.crashes.last() else {
+        return String::new();
+    };
+    format!(
+        "  crash restarts:  {} (last crash {}: {}{})\n",
+        restarts.restarts,
+        last.at,
+        last.cause,
+        if last.tables.is_empty() {
+            String::new()
+        } else {
+            format!(", in {}", last.tables.join(", "))
+        }
+    )
 }

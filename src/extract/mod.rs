@@ -25,6 +25,7 @@ use crate::incremental::{self, Load, LoadKind, SyncMode, sql::InvalidPosition};
 use crate::manifest::{self, ManifestColumn};
 use crate::plan::{Plan, TablePlan};
 use crate::shutdown::StopFlag;
+use crate::sink::durable::{self, Disk, FileOps, FreeSpaceCheck};
 use crate::sink::encode::RowEncoder;
 use crate::sink::files::{self, Compression};
 use crate::sink::{Message, TableOutcome, TableOutput, WriteError, Writer, WriterSettings};
@@ -51,6 +52,8 @@ pub struct ReadSettings {
     /// Run on every new worker connection (isolation level, lock timeout).
     pub session_setup: Vec<String>,
     pub stall_timeout: Duration,
+    /// Checked before a table and each of its partitions start.
+    pub free_space: Option<FreeSpaceCheck>,
 }
 
 /// What every worker of the run shares. Workers are plain threads that own an `Arc` of it, so
@@ -222,7 +225,7 @@ pub struct RunSummary {
 
 /// What a run does with each table of the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Start {
+pub(crate) enum Start {
     /// Count, split and read it from the start.
     Fresh,
     /// Carry on from the checkpoint of an interrupted run.
@@ -245,11 +248,12 @@ pub fn run(
 ) -> Result<RunSummary> {
     let started = Instant::now();
     let output_dir = config.output_dir.clone();
-    files::create_private_dir(&output_dir).map_err(|source| Error::Io {
-        context: "cannot create the output folder",
-        path: output_dir.clone(),
-        source,
-    })?;
+    Disk.create_dir_all(&output_dir)
+        .map_err(|source| Error::Io {
+            context: "cannot create the output folder",
+            path: output_dir.clone(),
+            source,
+        })?;
     let read = ReadSettings {
         compression: config.compression,
         buffers: BufferPolicy::for_run(config, plan.dialect),
@@ -261,6 +265,10 @@ pub fn run(
             config.lock_timeout_ms,
         ),
         stall_timeout: Duration::from_secs(config.stall_timeout_seconds),
+        free_space: config.min_free_bytes.map(|min_bytes| FreeSpaceCheck {
+            dir: output_dir.clone(),
+            min_bytes,
+        }),
     };
     let planned: Vec<(Tier, &TablePlan)> = plan
         .tables()
@@ -338,6 +346,7 @@ pub fn run(
         .collect();
     let mut writer = Writer::new(
         WriterSettings {
+            fs: Arc::new(Disk),
             output_dir: output_dir.clone(),
             change_columns: config.incremental.change_columns,
             state_path: state_path(config),
@@ -374,7 +383,10 @@ pub fn run(
         read,
         stop,
     });
-    let (tiers_tx, tiers_rx) = bounded::<crossbeam_channel::Receiver<Message>>(1);
+    // A rendezvous: the writer takes a tier's receiver only once it is done with the last
+    // tier. A receiver left queued for a writer that had failed would keep that tier's
+    // workers blocked on a full channel for ever.
+    let (tiers_tx, tiers_rx) = bounded::<crossbeam_channel::Receiver<Message>>(0);
     let written = std::thread::scope(|scope| {
         let writer_thread = std::thread::Builder::new()
             .name("writer".into())
@@ -460,8 +472,8 @@ pub fn run(
 fn writer_error(e: WriteError) -> Error {
     Error::Io {
         context: "the writer failed on",
+        source: durable::with_out_of_space_fix(e.source, &e.path),
         path: e.path,
-        source: e.source,
     }
 }
 
@@ -537,6 +549,7 @@ fn initial_state(
                 finished: false,
                 source,
                 tables: other.map(|p| p.tables).unwrap_or_default(),
+                validation_bytes: None,
             },
         ),
     };
@@ -549,36 +562,45 @@ fn initial_state(
             .position(|t| t.table == name)
             .map(|i| earlier.remove(i));
         let load = job.load.read().kind;
-        let (mut table, start) = match carried {
-            Some(t) if unfinished && t.status == TableStatus::Done => (t, Start::Done),
-            Some(t)
-                if unfinished
-                    && matches!(t.status, TableStatus::InProgress | TableStatus::Failed)
-                    && !t.partitions.is_empty()
-                    && job.mode != ReadMode::Stream =>
-            {
-                (t, Start::Resume)
-            }
-            Some(t) if load == LoadKind::Skip => (t, Start::Skip),
-            // Not started, or without a key to resume after: read it again from the start,
-            // keeping what earlier loads committed.
-            Some(t) => {
-                let mut fresh = TableState::fresh(name, job.tier, folder.clone());
-                fresh.position = t.position;
-                fresh.key_list = t.key_list;
-                (fresh, Start::Fresh)
-            }
-            None => (
-                TableState::fresh(name, job.tier, folder.clone()),
-                Start::Fresh,
-            ),
-        };
+        let fresh = TableState::fresh(name, job.tier, folder.clone());
+        let (mut table, start) = table_start(carried, fresh, unfinished, load, job.mode);
         table.tier = job.tier;
         state.tables.push(table);
         starts.push(start);
     }
     state.tables.append(&mut earlier);
     (state, starts)
+}
+
+/// How a table starts in this run, from what the state file holds of it (`carried`): finished
+/// or resumed after its checkpoint when the run is unfinished, else read from the start as
+/// `fresh`, keeping what earlier loads committed (position, key list).
+pub(crate) fn table_start(
+    carried: Option<TableState>,
+    mut fresh: TableState,
+    unfinished: bool,
+    load: LoadKind,
+    mode: ReadMode,
+) -> (TableState, Start) {
+    match carried {
+        Some(t) if unfinished && t.status == TableStatus::Done => (t, Start::Done),
+        Some(t)
+            if unfinished
+                && matches!(t.status, TableStatus::InProgress | TableStatus::Failed)
+                && !t.partitions.is_empty()
+                && mode != ReadMode::Stream =>
+        {
+            (t, Start::Resume)
+        }
+        Some(t) if load == LoadKind::Skip => (t, Start::Skip),
+        // Not started, or without a key to resume after: read it again from the start.
+        Some(t) => {
+            fresh.position = t.position;
+            fresh.key_list = t.key_list;
+            (fresh, Start::Fresh)
+        }
+        None => (fresh, Start::Fresh),
+    }
 }
 
 /// Runs one tier's workers and its watchdog until the tier's queue is empty (or the run stops).

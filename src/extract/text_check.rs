@@ -97,7 +97,7 @@ fn read(
     let layout = FetchLayout::new(&columns, &kinds, 1, policy);
     let sql = statement(dialect);
     let cursor = connection
-        .execute(&sql, (), None)
+        .execute(&source.sql(&sql), (), None)
         .map_err(fail)?
         .ok_or_else(|| Error::Discovery("the text self-check returned no result set".into()))?;
     let mut block = cursor

@@ -317,6 +317,7 @@ impl Worker {
 
     /// Takes the count and key bounds, splits the table into partitions and queues them.
     fn prepare(&mut self, table: usize) -> Result<(), WorkerError> {
+        self.check_free_space(table, "not started")?;
         let counted = self.count_and_split(table);
         let (expected, specs, load) = counted?;
         self.send(Message::TableStarted {
@@ -514,7 +515,22 @@ impl Worker {
 
     /// Reads one partition to its end and tells the writer it is done. `partition.after`
     /// follows the last key sent, so a retry resumes right after it.
+    /// `min_free_bytes`: the table stops, resumable, before it fills the disk.
+    fn check_free_space(&self, table: usize, what: &str) -> Result<(), WorkerError> {
+        let Some(check) = &self.context.read.free_space else {
+            return Ok(());
+        };
+        match check.shortage(&crate::sink::durable::Disk) {
+            Some(reason) => Err(WorkerError::Table(format!(
+                "{}: {what}: {reason}",
+                self.context.jobs[table].table.full_name()
+            ))),
+            None => Ok(()),
+        }
+    }
+
     fn read_partition(&mut self, partition: &mut Partition) -> Result<(), WorkerError> {
+        self.check_free_space(partition.table, "stopped before its next partition")?;
         let context = Arc::clone(&self.context);
         let job = &context.jobs[partition.table];
         if partition.spec.mode == ReadMode::KeyScan {
@@ -1120,9 +1136,13 @@ impl Worker {
             return Err(WorkerError::Abandoned);
         }
         let last_key = chunk.last_key.clone();
+        #[cfg(debug_assertions)]
+        let rows = chunk.rows;
         self.writer
             .send(Message::Chunk(chunk))
             .map_err(|_| WorkerError::WriterGone)?;
+        #[cfg(debug_assertions)]
+        crate::supervisor::crash_for_tests(rows);
         if last_key.is_some() {
             partition.after = last_key;
         }

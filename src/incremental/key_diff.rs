@@ -715,7 +715,8 @@ fn check_stop(stop: &StopFlag, keys_done: usize) -> Result<(), KeyListError> {
 }
 
 fn remove_file(path: &Path) -> Result<(), KeyListError> {
-    crate::sink::files::remove_if_exists(path).map_err(|e| io(path, e))
+    crate::sink::durable::remove_if_exists(&crate::sink::durable::Disk, path)
+        .map_err(|e| io(path, e))
 }
 
 #[cfg(test)]

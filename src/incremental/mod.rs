@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, Format};
 use crate::manifest::{Manifest, ManifestColumn, read_manifest};
 use crate::plan::Plan;
+use crate::sink::durable::Disk;
 use crate::sink::files::Compression;
 use crate::source::Dialect;
 use crate::source::catalog::Table;
@@ -525,7 +526,7 @@ pub fn plan_loads(
             let name = table.full_name();
             let earlier = previous.and_then(|p| p.table(&name));
             let manifest = match earlier {
-                Some(t) => match read_manifest(&config.output_dir.join(&t.folder)) {
+                Some(t) => match read_manifest(&Disk, &config.output_dir.join(&t.folder)) {
                     Ok(manifest) => manifest,
                     Err(e) => {
                         warnings.push(format!(

@@ -1,8 +1,4 @@
-//! Output files: private permissions, names that are safe on Windows and Unix, atomic
-//! replacement, and compression of chunks.
-//!
-//! Output holds patient data. On Unix, folders are created 0700 and files 0600; on Windows they
-//! inherit the folder's ACL, so `output_dir` must sit in a restricted folder (see the README).
+//! Output files: names that are safe on Windows and Unix, and compression of chunks.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -145,7 +141,8 @@ pub fn is_part_file_name(name: &str) -> bool {
         .is_some_and(|(_, seq)| seq.len() >= 5 && seq.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Creates `path` and its parents, private to the owner on Unix.
+/// Creates `path` and its parents, private to the owner on Unix. (The key scan's work folders;
+/// the writer's own files go through [`super::durable::FileOps`].)
 pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
@@ -179,39 +176,12 @@ pub fn open_private_file(path: &Path, truncate_to: Option<u64>) -> std::io::Resu
     Ok(file)
 }
 
-/// Removes a file; one that is not there is no error.
-pub fn remove_if_exists(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
 /// Removes the folder `path` and everything in it; a missing folder is not an error.
 pub fn remove_dir_if_exists(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
-}
-
-/// Replaces `path` with `bytes` so that a crash leaves either the old or the new content:
-/// write a temporary file, fsync it, rename it over `path`, fsync the folder.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp"));
-    let mut file = open_private_file(&tmp, None)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        sync_dir(dir)?;
-    }
-    Ok(())
 }
 
 /// Makes a folder's entries (new, renamed, removed files) durable.
@@ -307,32 +277,5 @@ mod tests {
             }
             assert_eq!(text, "header\nrow 1\nrow 2\n", "{compression:?}");
         }
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn files_and_folders_are_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let folder = dir.path().join("a/b");
-        create_private_dir(&folder).unwrap();
-        let mode = std::fs::metadata(&folder).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o700);
-        let file = folder.join("f.csv");
-        write_atomically(&file, b"x").unwrap();
-        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(std::fs::read(&file).unwrap(), b"x");
-    }
-
-    #[test]
-    fn reopening_truncates_to_the_checkpointed_length() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("p.csv");
-        std::fs::write(&path, b"0123456789").unwrap();
-        let mut file = open_private_file(&path, Some(4)).unwrap();
-        file.write_all(b"ab").unwrap();
-        drop(file);
-        assert_eq!(std::fs::read(&path).unwrap(), b"0123ab");
     }
 }

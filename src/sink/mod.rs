@@ -5,13 +5,17 @@
 //! checkpoint interval makes the data durable (fsync) before it records it in the state file. A
 //! finished table gets its `_manifest.json`, written last, and a validation record.
 
+pub mod durable;
 pub mod encode;
 pub mod files;
+#[cfg(test)]
+mod power_cut;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
@@ -32,6 +36,7 @@ use crate::state::{
 
 /// This run's key list is `_keys-<run id>.bin` in the table folder.
 const KEY_LIST_PREFIX: &str = "_keys-";
+use durable::{DurableFile, FileOps};
 use files::Compression;
 
 /// What workers tell the writer.
@@ -107,6 +112,8 @@ impl TableOutput {
 }
 
 pub struct WriterSettings {
+    /// Every file operation goes through it: the disk, or a power-cut test's file system.
+    pub fs: Arc<dyn FileOps>,
     pub output_dir: PathBuf,
     /// `_ehi_op` and `_ehi_synced_at` are appended to every row.
     pub change_columns: bool,
@@ -148,7 +155,7 @@ pub struct WriteError {
 }
 
 struct OpenPart {
-    file: File,
+    file: Box<dyn DurableFile>,
     name: String,
     bytes: u64,
     rows: u64,
@@ -166,7 +173,10 @@ struct OpenTable {
     carried: Vec<FileEntry>,
     history: Vec<LoadRecord>,
     /// This run's key list being written, and its length.
-    key_file: Option<(File, u64)>,
+    key_file: Option<(Box<dyn DurableFile>, u64)>,
+    /// A file was created in the folder since it was last synced: the next checkpoint syncs
+    /// the folder before the state file names the file.
+    new_entries: bool,
 }
 
 impl OpenTable {
@@ -180,6 +190,7 @@ impl OpenTable {
             carried: carried.files,
             history: carried.loads,
             key_file: None,
+            new_entries: false,
         }
     }
 
@@ -197,8 +208,8 @@ struct Carried {
 }
 
 impl Carried {
-    fn read(folder: &Path, run_id: &str) -> Result<Carried, WriteError> {
-        let manifest = manifest::read_manifest(folder).map_err(|source| WriteError {
+    fn read(fs: &dyn FileOps, folder: &Path, run_id: &str) -> Result<Carried, WriteError> {
+        let manifest = manifest::read_manifest(fs, folder).map_err(|source| WriteError {
             what: "previous manifest",
             path: folder.join(manifest::MANIFEST_FILE),
             source,
@@ -236,6 +247,8 @@ pub struct Writer {
     progress: Progress,
     rows_since_checkpoint: u64,
     outcomes: Vec<TableOutcome>,
+    /// `_validation.ndjson`, opened at the first record, and its length.
+    validation: Option<(Box<dyn DurableFile>, u64)>,
 }
 
 impl Writer {
@@ -248,6 +261,7 @@ impl Writer {
             progress: Progress::new(),
             rows_since_checkpoint: 0,
             outcomes: Vec::new(),
+            validation: None,
         }
     }
 
@@ -256,13 +270,15 @@ impl Writer {
     /// disk. Returns the partitions still to read; a table whose partitions were all read is
     /// finished here.
     pub fn resume_table(&mut self, table: usize) -> Result<Vec<PartitionState>, WriteError> {
+        self.record_validation_start()?;
         let output = &self.tables[table];
         let folder = self.settings.output_dir.join(&output.folder);
         let run_id = self.state.run_id.clone();
         let state = &mut self.state.tables[table];
         let incremental = state.incremental_load();
+        let fs = self.settings.fs.as_ref();
         let carried = if incremental {
-            Carried::read(&folder, &run_id)?
+            Carried::read(fs, &folder, &run_id)?
         } else {
             Carried::default()
         };
@@ -272,7 +288,7 @@ impl Writer {
             .map(|f| f.name.as_str())
             .chain(carried.files.iter().map(|f| f.name.as_str()))
             .collect();
-        remove_part_files(&folder, &keep, incremental)?;
+        remove_part_files(fs, &folder, &keep, incremental)?;
         let mut closed = Vec::new();
         let mut part = None;
         for (i, file) in committed.iter().enumerate() {
@@ -282,7 +298,7 @@ impl Writer {
                 path: path.clone(),
                 source,
             };
-            let on_disk = std::fs::metadata(&path).map_err(fail)?.len();
+            let on_disk = fs.len(&path).map_err(fail)?;
             if on_disk < file.bytes {
                 return Err(fail(std::io::Error::other(format!(
                     "it holds {on_disk} bytes but the checkpoint recorded {}; the output was \
@@ -290,12 +306,10 @@ impl Writer {
                     file.bytes
                 ))));
             }
-            let mut opened = files::open_private_file(&path, Some(file.bytes)).map_err(fail)?;
-            opened.sync_all().map_err(fail)?;
-            let hasher = hash_file(&path).map_err(fail)?;
+            let mut opened = fs.open_truncated(&path, file.bytes).map_err(fail)?;
+            opened.sync().map_err(fail)?;
+            let hasher = hash_file(fs, &path).map_err(fail)?;
             if i + 1 == committed.len() {
-                use std::io::Seek;
-                opened.seek(std::io::SeekFrom::End(0)).map_err(fail)?;
                 part = Some(OpenPart {
                     file: opened,
                     name: file.name.clone(),
@@ -313,7 +327,7 @@ impl Writer {
                 });
             }
         }
-        files::sync_dir(&folder).map_err(|source| WriteError {
+        fs.sync_dir(&folder).map_err(|source| WriteError {
             what: "folder",
             path: folder.clone(),
             source,
@@ -357,6 +371,7 @@ impl Writer {
         mut self,
         tiers: Receiver<Receiver<Message>>,
     ) -> Result<Vec<TableOutcome>, WriteError> {
+        self.record_validation_start()?;
         for tier in tiers {
             for message in tier {
                 if let Message::TierDone = message {
@@ -414,14 +429,19 @@ impl Writer {
     ) -> Result<(), WriteError> {
         let output = &self.tables[table];
         let folder = self.settings.output_dir.join(&output.folder);
-        files::create_private_dir(&folder).map_err(|source| WriteError {
-            what: "folder",
-            path: folder.clone(),
-            source,
-        })?;
+        let fs = self.settings.fs.as_ref();
+        // The folder's entry in `output_dir` is durable before any state names its files (the
+        // state file may live elsewhere).
+        fs.create_dir_all(&folder)
+            .and_then(|()| fs.sync_dir(&self.settings.output_dir))
+            .map_err(|source| WriteError {
+                what: "folder",
+                path: folder.clone(),
+                source,
+            })?;
         let incremental = load.kind == LoadKind::Incremental;
         let carried = if incremental {
-            match Carried::read(&folder, &self.state.run_id) {
+            match Carried::read(fs, &folder, &self.state.run_id) {
                 Ok(carried) => carried,
                 Err(e) => return self.fail_table(table, e.to_string()),
             }
@@ -431,7 +451,7 @@ impl Writer {
         // An incremental load keeps the earlier files and the manifest that lists them (it
         // stays true until the new one replaces it); a full load starts from an empty folder.
         let keep: Vec<&str> = carried.files.iter().map(|f| f.name.as_str()).collect();
-        remove_part_files(&folder, &keep, incremental)?;
+        remove_part_files(fs, &folder, &keep, incremental)?;
         self.progress.table_started(
             table,
             output.position,
@@ -480,12 +500,17 @@ impl Writer {
             files::safe_name(&self.state.run_id)
         );
         let path = open.folder.join(&name);
-        let file = files::open_private_file(&path, None).map_err(|source| WriteError {
-            what: "key list",
-            path,
-            source,
-        })?;
+        let file = self
+            .settings
+            .fs
+            .create(&path)
+            .map_err(|source| WriteError {
+                what: "key list",
+                path,
+                source,
+            })?;
         open.key_file = Some((file, 0));
+        open.new_entries = true;
         let state = &mut self.state.tables[table];
         state.key_list_writing = Some(CommittedFile {
             name,
@@ -572,10 +597,11 @@ impl Writer {
             path: path.clone(),
             source,
         };
-        let mut file = files::open_private_file(&path, None).map_err(fail)?;
+        let mut file = self.settings.fs.create(&path).map_err(fail)?;
         file.write_all(&output.header).map_err(fail)?;
         let mut hasher = Sha256::new();
         hasher.update(&output.header);
+        open.new_entries = true;
         open.part = Some(OpenPart {
             file,
             name,
@@ -591,9 +617,9 @@ impl Writer {
         let Some(open) = self.open.get_mut(&table) else {
             return Ok(());
         };
-        if let Some(part) = open.part.take() {
+        if let Some(mut part) = open.part.take() {
             let path = open.folder.join(&part.name);
-            part.file.sync_all().map_err(|source| WriteError {
+            part.file.sync().map_err(|source| WriteError {
                 what: "data file",
                 path,
                 source,
@@ -611,6 +637,7 @@ impl Writer {
 
     /// Durable order: fsync every open data file, then replace the state file atomically.
     fn checkpoint(&mut self) -> Result<(), WriteError> {
+        let fs = self.settings.fs.as_ref();
         for (&table, open) in &mut self.open {
             let mut committed: Vec<CommittedFile> = open
                 .closed
@@ -621,8 +648,8 @@ impl Writer {
                     rows: f.rows,
                 })
                 .collect();
-            if let Some(part) = &open.part {
-                part.file.sync_data().map_err(|source| WriteError {
+            if let Some(part) = &mut open.part {
+                part.file.sync().map_err(|source| WriteError {
                     what: "data file",
                     path: open.folder.join(&part.name),
                     source,
@@ -636,19 +663,27 @@ impl Writer {
             let state = &mut self.state.tables[table];
             state.files = committed;
             if let (Some((file, length)), Some(writing)) =
-                (&open.key_file, state.key_list_writing.as_mut())
+                (&mut open.key_file, state.key_list_writing.as_mut())
             {
-                file.sync_data().map_err(|source| WriteError {
+                file.sync().map_err(|source| WriteError {
                     what: "key list",
                     path: open.folder.join(&writing.name),
                     source,
                 })?;
                 writing.bytes = *length;
             }
+            if open.new_entries {
+                fs.sync_dir(&open.folder).map_err(|source| WriteError {
+                    what: "folder",
+                    path: open.folder.clone(),
+                    source,
+                })?;
+                open.new_entries = false;
+            }
         }
         self.state.last_checkpoint_at = Some(manifest::now_rfc3339());
         self.state
-            .save(&self.settings.state_path)
+            .save(fs, &self.settings.state_path)
             .map_err(|source| WriteError {
                 what: "state file",
                 path: self.settings.state_path.clone(),
@@ -665,7 +700,8 @@ impl Writer {
         };
         let folder = open.folder.clone();
         let started = open.started;
-        files::sync_dir(&folder).map_err(|source| WriteError {
+        let fs = self.settings.fs.as_ref();
+        fs.sync_dir(&folder).map_err(|source| WriteError {
             what: "folder",
             path: folder.clone(),
             source,
@@ -714,14 +750,14 @@ impl Writer {
             loads,
             files: open.carried.iter().chain(&open.closed).cloned().collect(),
         };
-        if let Some((file, _)) = &open.key_file {
-            file.sync_all().map_err(|source| WriteError {
+        if let Some((file, _)) = self.open.get_mut(&table).and_then(|o| o.key_file.as_mut()) {
+            file.sync().map_err(|source| WriteError {
                 what: "key list",
                 path: folder.clone(),
                 source,
             })?;
         }
-        manifest::write_manifest(&folder, &manifest).map_err(|source| WriteError {
+        manifest::write_manifest(fs, &folder, &manifest).map_err(|source| WriteError {
             what: "manifest",
             path: folder.join(manifest::MANIFEST_FILE),
             source,
@@ -740,10 +776,12 @@ impl Writer {
             state.key_list_writing.take().map(|f| f.name),
         );
         let new_key_list = state.key_list.clone();
+        // The validation record goes into the same checkpoint that marks the table done.
+        self.record_outcome(table, started, None)?;
         self.checkpoint()?;
         if let Some(old) = old_key_list.filter(|old| Some(old) != new_key_list.as_ref()) {
             // Superseded: the state no longer names it.
-            if let Err(e) = std::fs::remove_file(folder.join(&old)) {
+            if let Err(e) = self.settings.fs.remove_file(&folder.join(&old)) {
                 log::warn!("cannot remove the superseded key list {old}: {e}");
             }
         }
@@ -756,7 +794,7 @@ impl Writer {
             );
         }
         self.open.remove(&table);
-        self.record_outcome(table, started, None)
+        Ok(())
     }
 
     fn restart_table(&mut self, table: usize) -> Result<(), WriteError> {
@@ -768,15 +806,17 @@ impl Writer {
         let folder = open.folder.clone();
         let incremental = self.state.tables[table].incremental_load();
         let keep: Vec<String> = open.carried_names().into_iter().map(String::from).collect();
-        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
-        remove_part_files(&folder, &keep, incremental)?;
         let state = &mut self.state.tables[table];
         state.rows = 0;
-        state.files.clear();
         for p in &mut state.partitions {
             p.status = PartitionStatus::Pending;
             p.last_key = None;
         }
+        // The state stops naming the files before they are removed: it never names a file
+        // that is not there.
+        self.checkpoint()?;
+        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+        remove_part_files(self.settings.fs.as_ref(), &folder, &keep, incremental)?;
         self.progress.rows(table, 0);
         self.open_next_part(table)
     }
@@ -792,10 +832,69 @@ impl Writer {
         let state = &mut self.state.tables[table];
         state.status = TableStatus::Failed;
         state.error = Some(reason.clone());
+        self.record_outcome(table, started, Some(reason))?;
         // Keeps what was written durable and recorded: a later run resumes from it.
         self.checkpoint()?;
         self.open.remove(&table);
-        self.record_outcome(table, started, Some(reason))
+        Ok(())
+    }
+
+    /// Records in the state, once per run before its first validation record, how long
+    /// `_validation.ndjson` is: a record written after the last checkpoint is then dropped on
+    /// resume, not doubled (a resumed table writes its record again).
+    fn record_validation_start(&mut self) -> Result<(), WriteError> {
+        if self.state.validation_bytes.is_some() {
+            return Ok(());
+        }
+        let path = self.settings.output_dir.join(manifest::VALIDATION_FILE);
+        let length = match self.settings.fs.len(&path) {
+            Ok(length) => length,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(source) => {
+                return Err(WriteError {
+                    what: "validation record",
+                    path,
+                    source,
+                });
+            }
+        };
+        self.state.validation_bytes = Some(length);
+        self.checkpoint()
+    }
+
+    /// Appends a validation record and makes it durable; the next checkpoint records the
+    /// file's new length. The first record of a run cuts the file back to the length the
+    /// state recorded, dropping a record written after the last checkpoint.
+    fn append_validation(&mut self, record: &ValidationRecord) -> Result<(), WriteError> {
+        let fs = self.settings.fs.as_ref();
+        let path = self.settings.output_dir.join(manifest::VALIDATION_FILE);
+        let fail = |source| WriteError {
+            what: "validation record",
+            path: path.clone(),
+            source,
+        };
+        let line = manifest::validation_line(record).map_err(fail)?;
+        if self.validation.is_none() {
+            let length = self.state.validation_bytes.unwrap_or(0);
+            let file = match fs.len(&path) {
+                Ok(on_disk) if on_disk > length => fs.open_truncated(&path, length),
+                Ok(_) => fs.open_append(&path),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs
+                    .open_append(&path)
+                    .and_then(|file| fs.sync_dir(&self.settings.output_dir).map(|()| file)),
+                Err(e) => Err(e),
+            }
+            .map_err(fail)?;
+            self.validation = Some((file, length));
+        }
+        let Some((file, length)) = self.validation.as_mut() else {
+            return Ok(());
+        };
+        file.write_all(&line).map_err(fail)?;
+        file.sync().map_err(fail)?;
+        *length += line.len() as u64;
+        self.state.validation_bytes = Some(*length);
+        Ok(())
     }
 
     fn record_outcome(
@@ -849,13 +948,6 @@ impl Writer {
             changes,
             schema_changes: load.schema_changes.clone(),
         };
-        manifest::append_validation(&self.settings.output_dir, &record).map_err(|source| {
-            WriteError {
-                what: "validation record",
-                path: self.settings.output_dir.join(manifest::VALIDATION_FILE),
-                source,
-            }
-        })?;
         let summary = match (&error, status) {
             (Some(reason), _) => format!("{} FAILED: {reason}", output.full_name()),
             (None, "ok") if load.kind == LoadKind::Incremental => format!(
@@ -903,7 +995,7 @@ impl Writer {
             load: load.kind,
             changes,
         });
-        Ok(())
+        self.append_validation(&record)
     }
 }
 
@@ -923,24 +1015,28 @@ pub fn uncounted_deletes(deletes: u64) -> String {
 /// full load (and its manifest); for an incremental load only this run's files, so the
 /// earlier loads and the manifest listing them stay.
 pub fn discard_table_output(
+    fs: &dyn FileOps,
     output_dir: &Path,
     table: &TableState,
     run_id: &str,
 ) -> Result<(), WriteError> {
     let folder = output_dir.join(&table.folder);
-    if !folder.exists() {
+    if fs
+        .list_files(&folder)
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+    {
         return Ok(());
     }
     if table.incremental_load() {
-        let carried = Carried::read(&folder, run_id)?;
+        let carried = Carried::read(fs, &folder, run_id)?;
         let keep: Vec<&str> = carried.files.iter().map(|f| f.name.as_str()).collect();
-        remove_part_files(&folder, &keep, true)?;
+        remove_part_files(fs, &folder, &keep, true)?;
     } else if table.load.is_some() || !table.files.is_empty() {
-        remove_part_files(&folder, &[], false)?;
+        remove_part_files(fs, &folder, &[], false)?;
     }
     if let Some(list) = &table.key_list_writing {
         let path = folder.join(&list.name);
-        files::remove_if_exists(&path).map_err(|source| WriteError {
+        durable::remove_if_exists(fs, &path).map_err(|source| WriteError {
             what: "key list",
             path,
             source,
@@ -978,6 +1074,7 @@ fn change_counts(state: &TableState, load: &Load) -> ChangeCounts {
 /// Removes every part file not in `keep` and, unless `keep_manifest`, the manifest (first, so
 /// no loader trusts it any longer).
 pub fn remove_part_files(
+    fs: &dyn FileOps,
     folder: &Path,
     keep: &[&str],
     keep_manifest: bool,
@@ -989,29 +1086,25 @@ pub fn remove_part_files(
     };
     let manifest_path = folder.join(manifest::MANIFEST_FILE);
     if !keep_manifest {
-        files::remove_if_exists(&manifest_path).map_err(|e| fail(&manifest_path, e))?;
+        durable::remove_if_exists(fs, &manifest_path).map_err(|e| fail(&manifest_path, e))?;
     }
-    let entries = match std::fs::read_dir(folder) {
-        Ok(entries) => entries,
+    let names = match fs.list_files(folder) {
+        Ok(names) => names,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(fail(folder, e)),
     };
-    for entry in entries {
-        let entry = entry.map_err(|e| fail(folder, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let is_part = files::is_part_file_name(&name)
-            && entry.file_type().map(|t| t.is_file()).unwrap_or(false);
-        if is_part && !keep.contains(&name.as_str()) {
-            std::fs::remove_file(entry.path()).map_err(|e| fail(&entry.path(), e))?;
+    for name in names {
+        if files::is_part_file_name(&name) && !keep.contains(&name.as_str()) {
+            let path = folder.join(&name);
+            fs.remove_file(&path).map_err(|e| fail(&path, e))?;
         }
     }
-    files::sync_dir(folder).map_err(|e| fail(folder, e))
+    fs.sync_dir(folder).map_err(|e| fail(folder, e))
 }
 
 /// SHA-256 state of a file's bytes, to go on appending to it.
-fn hash_file(path: &Path) -> std::io::Result<Sha256> {
-    use std::io::Read;
-    let mut file = File::open(path)?;
+fn hash_file(fs: &dyn FileOps, path: &Path) -> std::io::Result<Sha256> {
+    let mut file = fs.open_read(path)?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     loop {

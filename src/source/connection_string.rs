@@ -176,6 +176,15 @@ pub fn redact(connection_string: &str) -> String {
     out
 }
 
+/// The raw values of every password attribute (`PWD=`, `Password=`, ...), braces included.
+pub fn secret_values(connection_string: &str) -> Vec<&str> {
+    attributes(connection_string)
+        .into_iter()
+        .filter(|(key, _, _)| SECRET_KEYS.contains(&key.trim().to_ascii_lowercase().as_str()))
+        .filter_map(|(_, value, _)| value)
+        .collect()
+}
+
 /// Splits into `(key, raw value, followed by ';')`, honouring `{...}` values that may contain
 /// `;` and doubled `}}`.
 fn attributes(s: &str) -> Vec<(&str, Option<&str>, bool)> {

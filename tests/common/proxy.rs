@@ -39,6 +39,8 @@ struct Shared {
     connections: Mutex<Vec<Arc<Link>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     cuts: AtomicU64,
+    /// `cut_first`: cuts still to make, and the byte-budget range new connections draw from.
+    first_cuts: Mutex<(u64, Option<(u64, u64)>)>,
 }
 
 /// One proxied connection: both sockets, so any thread can shut them down.
@@ -99,6 +101,7 @@ impl FaultProxy {
             connections: Mutex::new(Vec::new()),
             threads: Mutex::new(Vec::new()),
             cuts: AtomicU64::new(0),
+            first_cuts: Mutex::new((0, None)),
         });
         let accept_shared = Arc::clone(&shared);
         let acceptor = std::thread::Builder::new()
@@ -125,6 +128,14 @@ impl FaultProxy {
         }
         let mut setting = lock(&self.shared.cut_after);
         *setting = (range, setting.1 + 1);
+    }
+
+    /// The next `count` connections that carry enough data are cut, each after a random number
+    /// of bytes server→client in [min, max] drawn when it opens; connections that end before
+    /// their budget do not count, and once `count` cuts are made traffic flows untouched.
+    pub fn cut_first(&self, count: u64, min: u64, max: u64) {
+        assert!(min <= max, "cut_first range [{min}, {max}] is empty");
+        *lock(&self.shared.first_cuts) = (count, Some((min, max)));
     }
 
     /// Stop forwarding (hold the sockets open, silently) on every live connection / on new
@@ -209,11 +220,16 @@ fn open_link(client: TcpStream, shared: &Arc<Shared>) -> std::io::Result<()> {
         connections.retain(|link| !link.is_closed());
         connections.push(Arc::clone(&link));
     }
+    let first_cut_budget = match *lock(&shared.first_cuts) {
+        (left, Some((min, max))) if left > 0 => Some(shared.draw(min, max)),
+        _ => None,
+    };
     let mut threads = lock(&shared.threads);
     threads.retain(|thread| !thread.is_finished());
     let mut spawn = |from: &TcpStream, to: &TcpStream, to_client: bool| -> std::io::Result<()> {
         let (from, to) = (from.try_clone()?, to.try_clone()?);
         let (link, shared) = (Arc::clone(&link), Arc::clone(shared));
+        let first_cut_budget = first_cut_budget.filter(|_| to_client);
         let name = if to_client {
             "server→client"
         } else {
@@ -221,7 +237,7 @@ fn open_link(client: TcpStream, shared: &Arc<Shared>) -> std::io::Result<()> {
         };
         let thread = std::thread::Builder::new()
             .name(format!("fault-proxy {name}"))
-            .spawn(move || forward(from, to, to_client, &link, &shared))?;
+            .spawn(move || forward(from, to, to_client, first_cut_budget, &link, &shared))?;
         threads.push(thread);
         Ok(())
     };
@@ -234,8 +250,15 @@ fn open_link(client: TcpStream, shared: &Arc<Shared>) -> std::io::Result<()> {
 }
 
 /// Copies `from` → `to` until either side closes or the link is cut. Only the server→client
-/// direction spends the `cut_after` budget.
-fn forward(mut from: TcpStream, mut to: TcpStream, to_client: bool, link: &Link, shared: &Shared) {
+/// direction spends the `cut_after` budget and the `cut_first` one.
+fn forward(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    to_client: bool,
+    mut first_cut_budget: Option<u64>,
+    link: &Link,
+    shared: &Shared,
+) {
     let mut buffer = [0u8; 16 * 1024];
     // (generation seen, bytes left before the cut; None = unlimited)
     let mut budget: (u64, Option<u64>) = (0, None);
@@ -254,7 +277,22 @@ fn forward(mut from: TcpStream, mut to: TcpStream, to_client: bool, link: &Link,
             return;
         }
         let mut send = read;
-        if to_client {
+        // A `cut_first` cut that lands in this read: taken only while cuts are left to make.
+        let mut first_cut_here = false;
+        if let Some(left) = first_cut_budget
+            && left <= read as u64
+        {
+            first_cut_budget = None;
+            let mut first_cuts = lock(&shared.first_cuts);
+            if first_cuts.0 > 0 {
+                first_cuts.0 -= 1;
+                first_cut_here = true;
+                send = usize::try_from(left).unwrap_or(usize::MAX);
+            }
+        } else if let Some(left) = first_cut_budget {
+            first_cut_budget = Some(left - read as u64);
+        }
+        if to_client && !first_cut_here {
             let (range, generation) = *lock(&shared.cut_after);
             if generation != budget.0 {
                 budget = (generation, range.map(|(min, max)| shared.draw(min, max)));
@@ -268,6 +306,10 @@ fn forward(mut from: TcpStream, mut to: TcpStream, to_client: bool, link: &Link,
             break;
         }
         if budget.1 == Some(0) {
+            link.close(Some(&shared.cuts));
+            return;
+        }
+        if first_cut_here {
             link.close(Some(&shared.cuts));
             return;
         }
