@@ -3,10 +3,11 @@
 //! Workers send encoded chunks through a tier's bounded channel; the writer appends them to the
 //! table's current part file, starts a new part past `part_file_max_bytes`, and checkpoints:
 //! makes the data durable (fsync) before it records it in the state file. A checkpoint is due at
-//! the tier's `checkpoint_interval` rows, or `checkpoint_seconds` after the last one once
-//! something new was written or a partition finished (checked at each chunk and partition), so
-//! a crash loses about that much work at most, even in a table smaller than the interval. A finished table gets its `_manifest.json`,
-//! written last, and a validation record.
+//! the tier's `checkpoint_interval` rows, after the first batch a process writes, and
+//! `checkpoint_seconds` after the last one once something new was written or a partition
+//! finished (checked at each chunk and partition), so a crash loses about that much work at
+//! most, even in a table smaller than the interval. A finished table gets its
+//! `_manifest.json`, written last, and a validation record.
 
 pub mod durable;
 pub mod encode;
