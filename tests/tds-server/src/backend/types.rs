@@ -590,7 +590,7 @@ pub fn convert_with_style(
         | SqlType::RowVersion => {
             let mut bytes = match value {
                 Stored::Blob(b) => b.clone(),
-                Stored::Text(t) => t.as_bytes().to_vec(),
+                Stored::Text(t) => text_bytes(source, t),
                 Stored::Integer(i) => match source {
                     SqlType::TinyInt => vec![*i as u8],
                     SqlType::SmallInt => (*i as i16).to_be_bytes().to_vec(),
@@ -617,7 +617,10 @@ pub fn convert_with_style(
         | SqlType::Text { .. }
         | SqlType::NText
         | SqlType::Xml => {
-            let mut text = to_text(source, value, style);
+            let mut text = match (value, style) {
+                (Stored::Blob(b), None) => bytes_text(target, b),
+                _ => to_text(source, value, style),
+            };
             match target {
                 SqlType::Char { length, .. } => {
                     text = pad(
@@ -645,6 +648,38 @@ pub fn convert_with_style(
             Stored::Text(text)
         }
     })
+}
+
+/// The bytes CAST(text AS varbinary) gives: UTF-16LE for the Unicode types, the code page
+/// (Windows-1252) for `char`/`varchar`/`text`.
+fn text_bytes(source: &SqlType, text: &str) -> Vec<u8> {
+    match source {
+        SqlType::NChar { .. } | SqlType::NVarChar { .. } | SqlType::NText | SqlType::Xml => {
+            text.encode_utf16().flat_map(u16::to_le_bytes).collect()
+        }
+        SqlType::Char { .. } | SqlType::VarChar { .. } | SqlType::Text { .. } => {
+            encoding_rs::WINDOWS_1252.encode(text).0.into_owned()
+        }
+        _ => text.as_bytes().to_vec(),
+    }
+}
+
+/// The text CAST(binary AS `target`) gives: the bytes read as UTF-16LE for the Unicode types,
+/// as the code page (Windows-1252) for the others.
+fn bytes_text(target: &SqlType, bytes: &[u8]) -> String {
+    match target {
+        SqlType::NChar { .. } | SqlType::NVarChar { .. } | SqlType::NText | SqlType::Xml => {
+            let units: Vec<u16> = bytes
+                .chunks_exact(2)
+                .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
+                .collect();
+            String::from_utf16_lossy(&units)
+        }
+        _ => encoding_rs::WINDOWS_1252
+            .decode_without_bom_handling(bytes)
+            .0
+            .into_owned(),
+    }
 }
 
 /// A value of type `source` as text, as CAST/CONVERT to a character type gives it.
@@ -1514,6 +1549,36 @@ mod tests {
             Stored::Text("ab   ".into())
         );
         assert_eq!(cp1252_bytes("Ñ€é"), vec![0xD1, 0x80, 0xE9]);
+    }
+
+    /// ehi-sync's text self-check builds `ü€😀` and `Ñé` from bytes and compares `N'ü€😀'` as
+    /// bytes: nvarchar is UTF-16LE, varchar the code page.
+    #[test]
+    fn binary_and_text_convert_as_utf16_or_code_page() {
+        let convert = |target: &str, source: &str, value: Stored| {
+            convert_with_style(&ty(target), &ty(source), &value, None).unwrap()
+        };
+        let utf16 = vec![0xFC, 0x00, 0xAC, 0x20, 0x3D, 0xD8, 0x00, 0xDE];
+        assert_eq!(
+            convert("nvarchar(4)", "varbinary(8)", Stored::Blob(utf16.clone())),
+            Stored::Text("ü€😀".into())
+        );
+        assert_eq!(
+            convert("varbinary(8)", "nvarchar(4)", Stored::Text("ü€😀".into())),
+            Stored::Blob(utf16)
+        );
+        assert_eq!(
+            convert(
+                "varchar(10)",
+                "varbinary(2)",
+                Stored::Blob(vec![0xD1, 0xE9])
+            ),
+            Stored::Text("Ñé".into())
+        );
+        assert_eq!(
+            convert("varbinary(10)", "varchar(10)", Stored::Text("Ñé".into())),
+            Stored::Blob(vec![0xD1, 0xE9])
+        );
     }
 
     #[test]
