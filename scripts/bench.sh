@@ -598,7 +598,10 @@ print("%.2f" % sum(json.loads(l)["duration_seconds"] for l in open(sys.argv[1]) 
     [[ $status == ok ]] || check=FAILED
     # CPU seconds: the client (its process tree), the server, and everything else on the host.
     local client_cpu server_cpu other_cpu
-    client_cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.1f", u + s }')
+    # Hundredths for the SQL Server part, whose per-million-row figures and ratios need them.
+    local cpu_format=%.1f
+    [[ $SOURCE == mssql ]] && cpu_format=%.2f
+    client_cpu=$(awk -v u="$user" -v s="$sys" -v f="$cpu_format" 'BEGIN { printf f, u + s }')
     server_cpu=$(awk -v a="$server_after" -v b="$server_before" -v t="$CLK_TCK" 'BEGIN { printf "%.1f", (a - b) / t }')
     other_cpu=$(awk -v a="$after" -v b="$before" -v t="$CLK_TCK" -v c="$client_cpu" -v d="$server_cpu" \
         'BEGIN { o = (a - b) / t - c - d; printf "%.1f", o < 0 ? 0 : o }')

@@ -187,22 +187,25 @@ SQL
 values_measure() {
     RUNS="$WORK/runs-values.tsv"
     : >"$RUNS"
-    local n kind tool source
-    for source in $VALUE_SOURCES; do
-        SOURCE=$source
-        if [[ $source == mssql ]]; then
+    # (run_once's own loop variables are not local: these names must differ from them.)
+    local megabytes kind value_tool value_source
+    for value_source in $VALUE_SOURCES; do
+        SOURCE=$value_source
+        if [[ $value_source == mssql ]]; then
             tds_start "blobs:${VALUE_SIZES// /,}" "$BENCH_DATA/blobs-${VALUE_SIZES// /-}.sqlite"
         else
             build_pg_values
         fi
-        for n in $VALUE_SIZES; do
+        for megabytes in $VALUE_SIZES; do
             for kind in text bin; do
-                for tool in isql $VALUE_TOOLS; do
-                    run_once "$tool" "blob_${kind}_${n}mb" 1
+                for value_tool in isql $VALUE_TOOLS; do
+                    run_once "$value_tool" "blob_${kind}_${megabytes}mb" 1
                 done
             done
         done
-        [[ $source == mssql ]] && tds_stop_all
+        if [[ $value_source == mssql ]]; then
+            tds_stop_all
+        fi
     done
     SOURCE=pg
 }
