@@ -17,7 +17,8 @@ tds_start() {
     local spec=$1 file=$2 out="$WORK/logs/tds-server-${1%%:*}.out"
     mkdir -p "$(dirname "$file")"
     if [[ $REBUILD == 1 || ! -f $file.built ]]; then
-        rm -f "$file" "$file-wal" "$file-shm" "$file.built"
+        # Files of this fixture built with other sizes go too: one copy is kept.
+        rm -f "$(dirname "$file")/${spec%%:*}"-*.sqlite*
         log "building the TDS test server's fixture $spec in $file"
     fi
     "$TDS_BIN" --sqlite "$file" --database "$DB" --fixture "$spec" --user "$MSSQL_USER" \
