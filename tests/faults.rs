@@ -395,12 +395,33 @@ fn an_abandoned_count_counts_against_max_retries() {
     std::fs::write(&s.config, serde_json::to_vec(&config).expect("JSON")).expect("write");
     let connection = lock_encounter(&s);
     let mut run = Running::sync(&s.config, &[]);
-    // The count is blocked on the lock; then every live connection goes silent.
+    // The count starts and blocks on the lock; every live connection goes silent before the
+    // watchdog's cancel (2 s later), so the cancel can never come back. (Silencing them after
+    // the cancel was logged raced with the cancel's answer on a loaded machine.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while s
+        .db
+        .query(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' \
+             AND query ILIKE '%count%encounter%'",
+        )
+        .first()
+        .and_then(|row| row.first().cloned().flatten())
+        .as_deref()
+        != Some("1")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the count never blocked on the lock"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    proxy.stall_live_connections();
     assert!(run.wait_for(
         "public.encounter: no rows for 2s; cancelling the statement",
         Duration::from_secs(60)
     ));
-    proxy.stall_live_connections();
     let Finished { code, stderr, .. } = run.wait(Duration::from_secs(120));
     connection.rollback().expect("release");
     assert_eq!(code, 4, "{stderr}");
