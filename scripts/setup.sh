@@ -2,7 +2,8 @@
 # Prepares a Debian 12 host to build, test and demo ehi-sync. Idempotent: it installs and
 # changes only what is missing, so it is safe to run before every build.
 #
-#   scripts/setup.sh               ODBC driver manager, psqlODBC, sqliteodbc, Rust (with the
+#   scripts/setup.sh               ODBC driver manager, psqlODBC, sqliteodbc, Microsoft ODBC
+#                                  Driver 18, FreeTDS, python-tds and pyodbc, Rust (with the
 #                                  x86_64-pc-windows-gnu target and MinGW-w64 for the Windows lint)
 #   scripts/setup.sh --postgres    the same, plus PostgreSQL answering on 127.0.0.1:5432
 #
@@ -27,6 +28,11 @@ MSODBC_WHEEL_SHA256=f5ed985f6d9854345e3e65dbc38e0b574ff13d8e04e6a58492d37bb19e71
 MSODBC_HOME=${MSODBC_HOME:-/opt/ehi-sync/msodbcsql18-$MSODBC_WHEEL_VERSION}
 MSODBC_LIBRARY=$MSODBC_HOME/lib/libmsodbcsql-18.6.so.2.1
 SETUP_APT_UPDATED=0
+
+# The Python clients the TDS test server's cross-checks run (tests/tds-server/tests/python):
+# python-tds, a pure-Python TDS client nobody here wrote, and pyodbc for Driver 18 from Python.
+PYTHON_TDS_VERSION=1.17.1
+PYODBC_VERSION=5.5.0
 
 setup_log() {
     echo "setup: $*" >&2
@@ -140,6 +146,32 @@ Driver=libsqlite3odbc.so
 Setup=libsqlite3odbc.so" is_registered
 }
 
+python_package_version() {
+    python3 -m pip show "$1" 2>/dev/null | awk '$1 == "Version:" { print $2 }'
+}
+
+# Installs a pinned PyPI package for the python3 on PATH unless that version is there. A
+# Debian python3 refuses pip installs into the system (PEP 668): then the package goes into
+# the user's site-packages, which that python3 reads too.
+pip_install_pinned() {
+    local package=$1 version=$2
+    [[ $(python_package_version "$package") == "$version" ]] && return 0
+    setup_log "installing $package==$version from PyPI for $(command -v python3)"
+    python3 -m pip install --quiet "$package==$version" 2>/dev/null ||
+        python3 -m pip install --quiet --user --break-system-packages "$package==$version"
+}
+
+ensure_python_clients() {
+    command -v python3 >/dev/null || apt_install python3
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    pip_install_pinned python-tds "$PYTHON_TDS_VERSION"
+    pip_install_pinned pyodbc "$PYODBC_VERSION"
+    python3 -c 'import pytds, pyodbc' || {
+        setup_log "python3 cannot import pytds and pyodbc after installing them"
+        return 1
+    }
+}
+
 # Rust is not downloaded from here: hardened hosts have no internet, and rustup is a decision
 # for the operator.
 ensure_rust() {
@@ -216,6 +248,7 @@ ensure_postgres() {
 
 setup_host() {
     ensure_odbc_drivers
+    ensure_python_clients
     ensure_rust
     ensure_windows_target
     if [[ ${1:-} == --postgres ]]; then

@@ -113,6 +113,14 @@ impl FetchBuffer {
         }
     }
 
+    /// A value the last fetch cut short, by the indicators, whatever the fetch returned:
+    /// FreeTDS returns `SQL_SUCCESS`, not `SQL_SUCCESS_WITH_INFO`, from a bulk fetch that cut a
+    /// `(max)` value (the indicator says `SQL_NO_TOTAL`), and odbc-api looks for truncation only
+    /// after `SQL_SUCCESS_WITH_INFO`.
+    pub fn truncated(&self) -> Option<TruncationInfo> {
+        self.columns.find_truncation()
+    }
+
     /// `Some` when a value of the fetched rows did not arrive: a row the driver flagged as an
     /// error, a row flagged with a warning about values, or such a warning of the fetch. Only
     /// warnings that say nothing about a value pass: a message (01000, e.g. `PRINT`) and

@@ -219,13 +219,17 @@ pub enum KeyType {
     },
     Double,
     Real,
-    /// `column_size` and `fraction_digits` tell Driver 18 which server type the parameter is:
-    /// 16/0 smalldatetime, 23/3 datetime, 19/0 or 20+n/n datetime2(n) ("Conversions from C
-    /// to SQL" for date and time types). A datetime compared with a datetime2 parameter would be
-    /// converted exactly (1/300 s) and miss its own printed value.
+    /// `column_size` and `fraction_digits`: the parameter's precision, 16/0 smalldatetime,
+    /// 23/3 datetime, 19/0 or 20+n/n datetime2(n) ("Conversions from C to SQL" for date and
+    /// time types). Driver 18 declares every such parameter `datetime2` whatever its size, and
+    /// SQL Server 2016 and later convert a `datetime` compared with a `datetime2` exactly
+    /// (1/300 s: `.997` is `.9966667`), so the column would neither equal nor stay below its
+    /// own printed value: `server_type` is then the column's type, and the marker converts the
+    /// bound back to it (`CAST(? AS DATETIME)`).
     Timestamp {
         column_size: usize,
         fraction_digits: i16,
+        server_type: Option<&'static str>,
     },
     Date,
     Guid(GuidOrder),
@@ -302,10 +306,13 @@ impl KeyType {
                 "datetime" => KeyType::Timestamp {
                     column_size: 23,
                     fraction_digits: 3,
+                    server_type: Some("DATETIME"),
                 },
+                // Whole minutes convert to datetime2 exactly.
                 "smalldatetime" => KeyType::Timestamp {
                     column_size: 16,
                     fraction_digits: 0,
+                    server_type: None,
                 },
                 "datetime2" => {
                     let digits = scale(7);
@@ -316,6 +323,7 @@ impl KeyType {
                             19
                         },
                         fraction_digits: digits,
+                        server_type: None,
                     }
                 }
                 "date" => KeyType::Date,
@@ -358,6 +366,7 @@ impl KeyType {
                     KeyType::Timestamp {
                         column_size: 20 + usize::try_from(digits).unwrap_or(6),
                         fraction_digits: digits,
+                        server_type: None,
                     }
                 }
                 "date" => KeyType::Date,
@@ -409,6 +418,13 @@ impl KeyType {
     pub fn marker(&self, dialect: Dialect) -> String {
         match (self, dialect) {
             (KeyType::Converted { sql_type }, _) => format!("CAST(? AS {sql_type})"),
+            (
+                KeyType::Timestamp {
+                    server_type: Some(server_type),
+                    ..
+                },
+                _,
+            ) => format!("CAST(? AS {server_type})"),
             (KeyType::Guid(_), Dialect::Postgres) => "CAST(? AS uuid)".to_owned(),
             _ => "?".to_owned(),
         }
@@ -505,6 +521,7 @@ impl KeyType {
                 KeyType::Timestamp {
                     column_size,
                     fraction_digits,
+                    ..
                 },
                 KeyValue::Timestamp(ts),
             ) => Box::new(WithDataType {
@@ -941,6 +958,20 @@ mod tests {
             "CAST(? AS datetimeoffset(7))"
         );
         assert_eq!(varchar.marker(Dialect::SqlServer), "?");
+        // Driver 18 declares a timestamp parameter datetime2: a datetime key converts it back,
+        // a datetime2(3) key (the same precision) and a smalldatetime key need not.
+        assert_eq!(
+            of("datetime", None, None, None).marker(Dialect::SqlServer),
+            "CAST(? AS DATETIME)"
+        );
+        assert_eq!(
+            of("datetime2", None, None, Some(3)).marker(Dialect::SqlServer),
+            "?"
+        );
+        assert_eq!(
+            of("smalldatetime", None, None, None).marker(Dialect::SqlServer),
+            "?"
+        );
         assert!(KeyType::of(Dialect::SqlServer, &column("sql_variant")).is_none());
     }
 
@@ -1011,6 +1042,7 @@ mod tests {
         let timestamp = KeyType::Timestamp {
             column_size: 27,
             fraction_digits: 7,
+            server_type: None,
         };
         assert_eq!(
             timestamp.value_of(Cell::Text(b"1-01-01 00:00:00.0000001")),

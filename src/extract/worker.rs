@@ -1088,6 +1088,13 @@ impl Worker {
                 }
                 Err(e) => return Err(db_error(&e)),
             };
+            // Read again after the last key sent, with the buffer grown (see `truncated`).
+            if let Some(cut) = batch.truncated() {
+                break Ok(StreamEnd::Truncated {
+                    column: cut.buffer_index,
+                    needed: cut.indicator,
+                });
+            }
             if let Some(missing) = batch.undelivered() {
                 break Err(WorkerError::Table(
                     missing.describe(&name, &|i| column_name(job, i)),

@@ -162,14 +162,18 @@ impl DurableFile for DiskFile {
     }
 }
 
+#[cfg(unix)]
 fn private_options() -> OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut options = OpenOptions::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
+    options.mode(0o600);
     options
+}
+
+/// Windows files inherit the folder's access list.
+#[cfg(not(unix))]
+fn private_options() -> OpenOptions {
+    OpenOptions::new()
 }
 
 impl FileOps for Disk {

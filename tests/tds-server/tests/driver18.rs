@@ -700,9 +700,9 @@ fn pyodbc_with_env(args: &[&str], env: &[(&str, &std::path::Path)]) -> serde_jso
     serde_json::from_slice(&output.stdout).expect("JSON")
 }
 
-/// Statement text with non-ASCII characters: intact through the wide SQLExecDirectW (pyodbc),
-/// read as Latin-1 by Driver 18 through the narrow SQLExecDirect (what odbc-api uses on Linux
-/// without its `wide` feature).
+/// Statement text with non-ASCII characters: intact through the wide SQLExecDirectW (pyodbc, and
+/// odbc-api, which the workspace builds with its `wide` feature), read as Latin-1 by Driver 18
+/// through the narrow SQLExecDirect (unixODBC's `isql`, a narrow client).
 #[test]
 fn non_ascii_statement_text_is_intact_only_through_the_wide_functions() {
     let server = common::start(TlsMode::Off);
@@ -713,7 +713,35 @@ fn non_ascii_statement_text_is_intact_only_through_the_wide_functions() {
 
     let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
     fetch_all(&conn, sql, None);
-    let narrow = server.received().pop().expect("a request").sql;
+    assert_eq!(server.received().pop().expect("a request").sql, sql);
+
+    let mut isql = std::process::Command::new("isql")
+        .args(["-b", "-k", &connection_string(server.port(), "Encrypt=no")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("unixODBC's isql runs (Debian package unixodbc)");
+    {
+        use std::io::Write;
+        let mut stdin = isql.stdin.take().expect("stdin");
+        writeln!(stdin, "{sql}").expect("statement to isql");
+    }
+    let output = isql.wait_with_output().expect("isql ends");
+    assert!(
+        output.status.success(),
+        "isql: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    // isql also ends the connection with requests of its own: the statement is the last one
+    // with text.
+    let narrow = server
+        .received()
+        .into_iter()
+        .rev()
+        .find(|r| r.sql.starts_with("select params"))
+        .expect("the statement")
+        .sql;
     assert_eq!(
         narrow, "select params 'Ã\u{91}â\u{82}¬Ã© Ã¼ð\u{9f}\u{98}\u{80}' as [Ã\u{9c}nÃ¯ col]",
         "the UTF-8 bytes, each read as one Latin-1 character"

@@ -590,7 +590,7 @@ pub fn convert_with_style(
         | SqlType::RowVersion => {
             let mut bytes = match value {
                 Stored::Blob(b) => b.clone(),
-                Stored::Text(t) => t.as_bytes().to_vec(),
+                Stored::Text(t) => text_bytes(t, source),
                 Stored::Integer(i) => match source {
                     SqlType::TinyInt => vec![*i as u8],
                     SqlType::SmallInt => (*i as i16).to_be_bytes().to_vec(),
@@ -617,7 +617,10 @@ pub fn convert_with_style(
         | SqlType::Text { .. }
         | SqlType::NText
         | SqlType::Xml => {
-            let mut text = to_text(source, value, style);
+            let mut text = match (value, style) {
+                (Stored::Blob(b), None) => binary_text(b, target),
+                _ => to_text(source, value, style),
+            };
             match target {
                 SqlType::Char { length, .. } => {
                     text = pad(
@@ -645,6 +648,57 @@ pub fn convert_with_style(
             Stored::Text(text)
         }
     })
+}
+
+/// The code page of a character type's collation: UTF-8 for a `_UTF8` collation, else 1252
+/// (the only other code page the wire encodes, see [`Collation`]).
+fn code_page(ty: &SqlType) -> &'static encoding_rs::Encoding {
+    match ty {
+        SqlType::Char { collation, .. }
+        | SqlType::VarChar { collation, .. }
+        | SqlType::Text { collation }
+            if collation.0.to_ascii_uppercase().contains("UTF8") =>
+        {
+            encoding_rs::UTF_8
+        }
+        _ => encoding_rs::WINDOWS_1252,
+    }
+}
+
+fn is_unicode_text(ty: &SqlType) -> bool {
+    matches!(
+        ty,
+        SqlType::NChar { .. } | SqlType::NVarChar { .. } | SqlType::NText | SqlType::Xml
+    )
+}
+
+/// The bytes of text of type `source`, as CAST to a binary type gives them: UTF-16LE for
+/// Unicode types, the collation's code page for the others (`?` for what 1252 lacks).
+fn text_bytes(text: &str, source: &SqlType) -> Vec<u8> {
+    if is_unicode_text(source) {
+        text.encode_utf16().flat_map(u16::to_le_bytes).collect()
+    } else if is_code_page_text(source) && code_page(source) == encoding_rs::WINDOWS_1252 {
+        cp1252_bytes(text)
+    } else {
+        text.as_bytes().to_vec()
+    }
+}
+
+/// Binary read as text of type `target`, as CAST from a binary type does: UTF-16LE code units
+/// for Unicode types, the collation's code page for the others.
+fn binary_text(bytes: &[u8], target: &SqlType) -> String {
+    if is_unicode_text(target) {
+        let units: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
+            .collect();
+        String::from_utf16_lossy(&units)
+    } else {
+        code_page(target)
+            .decode_without_bom_handling(bytes)
+            .0
+            .into_owned()
+    }
 }
 
 /// A value of type `source` as text, as CAST/CONVERT to a character type gives it.
@@ -1379,6 +1433,36 @@ mod tests {
 
     fn ty(text: &str) -> SqlType {
         parse_type(text, Collation::DEFAULT).unwrap()
+    }
+
+    /// CAST between binary and text reinterprets the bytes: UTF-16LE for nvarchar, the code
+    /// page for varchar (ehi-sync's text self-check builds ü€😀 and Ñé this way).
+    #[test]
+    fn binary_and_text_cast_through_their_encodings() {
+        let cast = |target: &str, source: &str, value: Stored| {
+            convert_stored(&ty(target), &ty(source), &value).unwrap()
+        };
+        let utf16 = vec![0xFC, 0x00, 0xAC, 0x20, 0x3D, 0xD8, 0x00, 0xDE];
+        assert_eq!(
+            cast("nvarchar(4)", "varbinary(8)", Stored::Blob(utf16.clone())),
+            Stored::Text("ü€😀".into())
+        );
+        assert_eq!(
+            cast("varbinary(8)", "nvarchar(4)", Stored::Text("ü€😀".into())),
+            Stored::Blob(utf16)
+        );
+        assert_eq!(
+            cast(
+                "varchar(10)",
+                "varbinary(2)",
+                Stored::Blob(vec![0xD1, 0xE9])
+            ),
+            Stored::Text("Ñé".into())
+        );
+        assert_eq!(
+            cast("varbinary(3)", "varchar(3)", Stored::Text("Ñ€Ω".into())),
+            Stored::Blob(vec![0xD1, 0x80, b'?'])
+        );
     }
 
     #[test]
