@@ -10,9 +10,10 @@
 //! straight into the row's output (`LongValue`). Memory per worker is one piece and the encoded
 //! row, not a multiple of the value.
 
+use odbc_api::Nullable;
+use odbc_api::buffers::{BufferDesc, Indicator};
 use odbc_api::handles::{CDataMut, DiagnosticStream, SqlResult, Statement, StatementRef};
 use odbc_api::parameter::{Binary, Text, VarCell, WideText};
-use odbc_api::{Nullable, buffers::BufferDesc};
 
 use super::fetch::{FetchLayout, row_op};
 use super::key::KeyType;
@@ -102,6 +103,10 @@ impl RowReader {
                     BufferDesc::F64 { .. } => Read::Float,
                     BufferDesc::Binary { .. } => Read::Binary { pieces },
                     BufferDesc::WText { .. } => Read::Wide { pieces },
+                    // Long text in pieces as UTF-16: Driver 18 converting a `varchar(max)` to
+                    // UTF-8 piece by piece returns pieces that end early, followed by garbage,
+                    // under a length that claims them whole.
+                    _ if pieces => Read::Wide { pieces },
                     _ => Read::Text { pieces },
                 }
             })
@@ -316,36 +321,38 @@ fn next_piece(
     buffer: &mut [u8],
     binary: bool,
 ) -> Result<Option<Piece>, RowError> {
-    let indicator = odbc_api::buffers::Indicator::NoTotal;
+    let indicator = Indicator::NoTotal;
     // A text piece ends in the terminating zero the driver writes (odbc-api checks it is
-    // there). A driver may also end a piece early rather than split a character (sqliteodbc
-    // does): its zero then comes up to 3 bytes before the end, so those bytes start as zeros.
+    // there). A driver may also end a piece early rather than split a character: its zero then
+    // comes up to 3 bytes before the end, so those bytes start as zeros.
     let tail = buffer.len().saturating_sub(4);
     buffer[tail..].fill(0);
-    if binary {
+    let (indicator, truncated) = if binary {
         let mut target = VarCell::<&mut [u8], Binary>::from_buffer(buffer, indicator);
-        get(statement, index, &mut target)?;
-        Ok(target.len_in_bytes().map(|length| Piece {
-            length,
-            complete: target.is_complete(),
-        }))
+        let truncated = get(statement, index, &mut target)?;
+        (target.indicator(), truncated)
     } else {
         let mut target = VarCell::<&mut [u8], Text>::from_buffer(buffer, indicator);
-        get(statement, index, &mut target)?;
-        let complete = target.is_complete();
-        let Some(mut length) = target.len_in_bytes() else {
-            return Ok(None);
-        };
-        if !complete {
-            length -= buffer[..length]
-                .iter()
-                .rev()
-                .take(3)
-                .take_while(|&&b| b == 0)
-                .count();
-        }
-        Ok(Some(Piece { length, complete }))
+        let truncated = get(statement, index, &mut target)?;
+        (target.indicator(), truncated)
+    };
+    let data = if binary {
+        buffer.len()
+    } else {
+        buffer.len() - 1
+    };
+    let Some(mut piece) = piece_of(indicator, truncated, data, 1, index)? else {
+        return Ok(None);
+    };
+    if !piece.complete && !binary {
+        piece.length -= buffer[..piece.length]
+            .iter()
+            .rev()
+            .take(3)
+            .take_while(|&&b| b == 0)
+            .count();
     }
+    Ok(Some(piece))
 }
 
 /// Reads the next piece of wide text column `index` into `buffer`; `None` for NULL.
@@ -354,31 +361,58 @@ fn next_wide_piece(
     index: usize,
     buffer: &mut [u16],
 ) -> Result<Option<Piece>, RowError> {
-    let indicator = odbc_api::buffers::Indicator::NoTotal;
     // As for narrow text: a piece ended early rather than split a surrogate pair.
     let tail = buffer.len().saturating_sub(2);
     buffer[tail..].fill(0);
-    let mut target = VarCell::<&mut [u16], WideText>::from_buffer(buffer, indicator);
-    get(statement, index, &mut target)?;
-    let complete = target.is_complete();
-    let Some(bytes) = target.len_in_bytes() else {
+    let mut target = VarCell::<&mut [u16], WideText>::from_buffer(buffer, Indicator::NoTotal);
+    let truncated = get(statement, index, &mut target)?;
+    let indicator = target.indicator();
+    let Some(mut piece) = piece_of(indicator, truncated, buffer.len() - 1, 2, index)? else {
         return Ok(None);
     };
-    let mut length = bytes / 2;
-    if !complete && buffer[..length].last() == Some(&0) {
-        length -= 1;
+    if !piece.complete && buffer[..piece.length].last() == Some(&0) {
+        piece.length -= 1;
     }
-    Ok(Some(Piece { length, complete }))
+    Ok(Some(piece))
 }
 
-/// `SQLGetData` of result column `index` (0-based). Truncation (01004) is how pieces arrive;
-/// any other warning about a value, or no data where the driver announced more, means the
-/// value did not arrive.
+/// The piece a `SQLGetData` call left in a buffer holding `data` elements of `unit` bytes
+/// (after the terminating zero). Whether more follows is what the driver said with 01004, not
+/// the length: a driver converting from the server's code page (Driver 18 from a `varchar`)
+/// reports the length before conversion. A last piece whose length does not fit, or is not
+/// known, did not fully arrive (a driver returning `SQL_SUCCESS` for a cut value).
+fn piece_of(
+    indicator: Indicator,
+    truncated: bool,
+    data: usize,
+    unit: usize,
+    index: usize,
+) -> Result<Option<Piece>, RowError> {
+    match (indicator, truncated) {
+        (Indicator::Null, _) => Ok(None),
+        (_, true) => Ok(Some(Piece {
+            length: data,
+            complete: false,
+        })),
+        (Indicator::Length(bytes), false) if bytes <= data * unit => Ok(Some(Piece {
+            length: bytes / unit,
+            complete: true,
+        })),
+        _ => Err(RowError::Undelivered {
+            column: index,
+            diagnostic: None,
+        }),
+    }
+}
+
+/// `SQLGetData` of result column `index` (0-based); `true` when more of the value follows.
+/// Truncation (01004) is how pieces arrive; any other warning about a value, or no data where
+/// the driver announced more, means the value did not arrive.
 fn get(
     statement: &mut StatementRef<'_>,
     index: usize,
     target: &mut impl CDataMut,
-) -> Result<(), RowError> {
+) -> Result<bool, RowError> {
     let column = u16::try_from(index + 1).unwrap_or(u16::MAX);
     match statement.get_data(column, target) {
         SqlResult::NoData => Err(RowError::Undelivered {
@@ -386,10 +420,13 @@ fn get(
             diagnostic: None,
         }),
         SqlResult::SuccessWithInfo(()) => {
+            let mut truncated = false;
             let mut records = DiagnosticStream::new(&*statement);
             while let Some(record) = records.next() {
                 let state = record.state.as_str();
-                if state != "01004" && super::delivery::concerns_values(state) {
+                if state == "01004" {
+                    truncated = true;
+                } else if super::delivery::concerns_values(state) {
                     return Err(RowError::Undelivered {
                         column: index,
                         diagnostic: Some(
@@ -404,9 +441,12 @@ fn get(
                     });
                 }
             }
-            Ok(())
+            Ok(truncated)
         }
-        other => other.into_result(&*statement).map_err(RowError::Db),
+        other => other
+            .into_result(&*statement)
+            .map(|()| false)
+            .map_err(RowError::Db),
     }
 }
 
@@ -415,6 +455,41 @@ mod tests {
     use super::*;
     use crate::extract::fetch::BufferPolicy;
     use crate::source::catalog::Column;
+
+    #[test]
+    fn more_follows_when_the_driver_says_so_and_a_last_piece_must_fit() {
+        let piece = |indicator, truncated| {
+            piece_of(indicator, truncated, 100, 2, 3).map(|p| p.map(|p| (p.length, p.complete)))
+        };
+        assert!(matches!(piece(Indicator::Null, false), Ok(None)));
+        // Driver 18 from a varchar: 01004 with the length before conversion, which fits.
+        assert!(matches!(
+            piece(Indicator::Length(60), true),
+            Ok(Some((100, false)))
+        ));
+        assert!(matches!(
+            piece(Indicator::NoTotal, true),
+            Ok(Some((100, false)))
+        ));
+        assert!(matches!(
+            piece(Indicator::Length(200), false),
+            Ok(Some((100, true)))
+        ));
+        assert!(matches!(
+            piece(Indicator::Length(0), false),
+            Ok(Some((0, true)))
+        ));
+        // SQL_SUCCESS for a value longer than what arrived, or of unknown length.
+        for indicator in [Indicator::Length(202), Indicator::NoTotal] {
+            assert!(matches!(
+                piece(indicator, false),
+                Err(RowError::Undelivered {
+                    column: 3,
+                    diagnostic: None
+                })
+            ));
+        }
+    }
 
     #[test]
     fn a_reader_holds_one_piece_whatever_the_values() {
@@ -447,7 +522,7 @@ mod tests {
             reader.reads,
             [
                 Read::Int,
-                Read::Text { pieces: true },
+                Read::Wide { pieces: true },
                 Read::Binary { pieces: true }
             ]
         );

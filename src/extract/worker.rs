@@ -694,8 +694,8 @@ impl Worker {
                     let column_name = column_name(job, column).unwrap_or_default();
                     if layout.grow(column, needed).is_ok() {
                         log::debug!(
-                            "{}: column '{column_name}' needs a larger buffer; reading on from \
-                             the last key sent",
+                            "{}: column '{column_name}' needs a larger buffer (the driver \
+                             reported {needed:?} bytes); reading on from the last key sent",
                             job.table.full_name(),
                         );
                     } else {
