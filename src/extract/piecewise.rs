@@ -90,8 +90,15 @@ pub struct RowRead {
 }
 
 impl RowReader {
-    /// Reads of `layout`'s columns; `keys[i]`: column `i` is a key column.
-    pub fn new(layout: &FetchLayout, kinds: &[ValueKind], keys: &[bool], max: usize) -> RowReader {
+    /// Reads of `layout`'s columns; `keys[i]`: column `i` is a key column. `wide_pieces`: long
+    /// text comes in pieces as UTF-16 whatever the buffers' text width.
+    pub fn new(
+        layout: &FetchLayout,
+        kinds: &[ValueKind],
+        keys: &[bool],
+        max: usize,
+        wide_pieces: bool,
+    ) -> RowReader {
         let reads = layout
             .descs()
             .enumerate()
@@ -103,10 +110,7 @@ impl RowReader {
                     BufferDesc::F64 { .. } => Read::Float,
                     BufferDesc::Binary { .. } => Read::Binary { pieces },
                     BufferDesc::WText { .. } => Read::Wide { pieces },
-                    // Long text in pieces as UTF-16: Driver 18 converting a `varchar(max)` to
-                    // UTF-8 piece by piece returns pieces that end early, followed by garbage,
-                    // under a length that claims them whole.
-                    _ if pieces => Read::Wide { pieces },
+                    _ if pieces && wide_pieces => Read::Wide { pieces },
                     _ => Read::Text { pieces },
                 }
             })
@@ -517,15 +521,17 @@ mod tests {
             loose_integers_as_text: false,
         };
         let layout = FetchLayout::new(&columns, &kinds, 1000, policy);
-        let reader = RowReader::new(&layout, &kinds, &[true, false, false], 4 << 30);
+        let reader = RowReader::new(&layout, &kinds, &[true, false, false], 4 << 30, false);
         assert_eq!(
             reader.reads,
             [
                 Read::Int,
-                Read::Wide { pieces: true },
+                Read::Text { pieces: true },
                 Read::Binary { pieces: true }
             ]
         );
+        let wide = RowReader::new(&layout, &kinds, &[true, false, false], 4 << 30, true);
+        assert_eq!(wide.reads[1], Read::Wide { pieces: true });
         // What it holds for values, whatever their size: memory does not follow the values.
         assert_eq!(reader.piece.len(), PIECE_BYTES + 1);
         assert_eq!(reader.wide_piece.len() * 2, PIECE_BYTES + 2);

@@ -1178,7 +1178,11 @@ impl Worker {
             .map(|i| job.key_indices.contains(&i))
             .collect();
         let max_value_bytes = self.context.read.buffers.max_value_bytes;
-        let mut reader = RowReader::new(layout, &kinds, &keys, max_value_bytes);
+        // Long text from SQL Server in pieces as UTF-16: Driver 18 converting a `varchar(max)`
+        // to UTF-8 piece by piece returns a last piece cut short, followed by garbage, under a
+        // length that claims it whole. psqlODBC and sqliteodbc hold UTF-8 and cut it exactly.
+        let wide_pieces = job.dialect == crate::source::Dialect::SqlServer;
+        let mut reader = RowReader::new(layout, &kinds, &keys, max_value_bytes, wide_pieces);
         let mut encoder = job.encoder();
         let keyed = !matches!(job.mode, ReadMode::Stream | ReadMode::KeyScan);
         let batch_rows = layout.rows_per_fetch() as u64;
