@@ -1,16 +1,31 @@
 #!/usr/bin/env bash
 # Reproducible throughput and memory benchmark of ehi-sync against the usual ways to export a
-# table, on a local PostgreSQL through psqlODBC (the stand-in for SQL Server here).
+# table, in three parts: a local PostgreSQL through psqlODBC; the same tables served by the TDS
+# test server (tests/tds-server) and read through Microsoft ODBC Driver 18 for SQL Server; and
+# peak memory against value size (one value of 1, 10, 100 MB) through both drivers.
 #
 #   scripts/bench.sh                                        full run (10M narrow, 500k wide rows)
 #   BENCH_NARROW_ROWS=1000000 BENCH_WIDE_ROWS=50000 scripts/bench.sh        quick run
+#   BENCH_ONLY=mssql scripts/bench.sh                       only the Driver 18 part
 #
 # Environment (all optional):
+#   BENCH_ONLY         the parts to run, of: postgres mssql values (default all three)
+#   BENCH_MSSQL_NARROW_ROWS, BENCH_MSSQL_WIDE_ROWS
+#                      rows of the tables the TDS test server serves (default 5000000, 250000:
+#                      about 3 minutes of measurements on 2 quiet cores, plus about 40 s to build
+#                      its SQLite file the first time)
+#   BENCH_MSSQL_ENCRYPT  Driver 18's Encrypt for the SQL Server part: yes (default, TLS as in
+#                      production, certificate trusted) or no
+#   BENCH_VALUE_SIZES  value sizes in MB for the memory part (default "1 10 100")
+#   BENCH_VALUE_SOURCES  of: mssql pg (default both)
+#   BENCH_DATA_DIR     where the TDS test server's SQLite files are kept between runs
+#                      (default /var/tmp/ehi-bench-data)
 #   BENCH_NARROW_ROWS  rows of flowsheet_value (default 10000000)
 #   BENCH_WIDE_ROWS    rows of wide_table, 210 columns (default 500000)
 #   BENCH_REPEAT       runs per measurement; the best time is kept (default 1)
 #   BENCH_REBUILD=1    drop and regenerate the tables even when they look right
-#   BENCH_TOOLS        subset of: psql ehi-sync-csv ehi-sync-ndjson odbcsv pyodbc
+#   BENCH_TOOLS        subset of: psql ehi-sync-csv ehi-sync-ndjson odbcsv pyodbc (psql only
+#                      reads PostgreSQL; the memory part runs the ehi-sync ones and isql)
 #   BENCH_FETCH        psqlODBC's Fetch (rows per server round trip, cached per connection;
 #                      default 1000, which keeps its cache of the wide table near 70 MiB)
 #   BENCH_PROFILE=1    afterwards, profile one ehi-sync CSV run per table with `perf record -a`
@@ -31,8 +46,11 @@
 # PostgreSQL and of anything else, checks each tool's row count, and writes the table to
 # bench-results/results-<timestamp>.txt and bench-results/latest.txt. Each run's output goes to
 # a scratch folder that is deleted afterwards; logs stay in $BENCH_WORK_DIR/logs.
-# A full run takes about 7 minutes on 2 cores (about 40 s of it generating the tables); each
-# further BENCH_REPEAT adds about 6 minutes.
+# A full run of the PostgreSQL part takes about 7 minutes on 2 cores (about 40 s of it
+# generating the tables); each further BENCH_REPEAT adds about 6 minutes.
+# The SQL Server part builds its SQLite file once (reused while the row counts match), starts the
+# TDS test server as a separate process and measures only the client: user+sys CPU of the client
+# process, wall time, peak RSS. The memory part syncs one-row tables holding one long value.
 
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -47,6 +65,13 @@ PROFILE=${BENCH_PROFILE:-0}
 TIMEOUT=${BENCH_TIMEOUT:-1800}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-300}
 WORK=${BENCH_WORK_DIR:-/var/tmp/ehi-bench}
+ONLY=${BENCH_ONLY:-postgres mssql values}
+MSSQL_NARROW_ROWS=${BENCH_MSSQL_NARROW_ROWS:-5000000}
+MSSQL_WIDE_ROWS=${BENCH_MSSQL_WIDE_ROWS:-250000}
+MSSQL_ENCRYPT=${BENCH_MSSQL_ENCRYPT:-yes}
+VALUE_SIZES=${BENCH_VALUE_SIZES:-1 10 100}
+VALUE_SOURCES=${BENCH_VALUE_SOURCES:-mssql pg}
+BENCH_DATA=${BENCH_DATA_DIR:-/var/tmp/ehi-bench-data}
 
 DB=ehi_bench
 NARROW=flowsheet_value
@@ -73,6 +98,7 @@ die() {
 }
 
 for pair in "BENCH_NARROW_ROWS:$NARROW_ROWS" "BENCH_WIDE_ROWS:$WIDE_ROWS" \
+    "BENCH_MSSQL_NARROW_ROWS:$MSSQL_NARROW_ROWS" "BENCH_MSSQL_WIDE_ROWS:$MSSQL_WIDE_ROWS" \
     "BENCH_REPEAT:$REPEAT" "BENCH_TIMEOUT:$TIMEOUT" "BENCH_QUIET_WAIT:$((QUIET_WAIT + 1))"; do
     [[ ${pair#*:} =~ ^[1-9][0-9]*$ ]] || die "${pair%%:*} must be a positive integer, not '${pair#*:}'"
 done
@@ -85,6 +111,36 @@ done
 wants() {
     [[ " $TOOLS " == *" $1 "* ]]
 }
+ONLY=${ONLY//,/ }
+for part in $ONLY; do
+    case $part in
+        postgres | mssql | values) ;;
+        *) die "unknown part '$part' in BENCH_ONLY (postgres mssql values)" ;;
+    esac
+done
+runs_part() {
+    [[ " $ONLY " == *" $1 "* ]]
+}
+for size in $VALUE_SIZES; do
+    [[ $size =~ ^[1-9][0-9]*$ ]] || die "BENCH_VALUE_SIZES must be sizes in MB, not '$size'"
+done
+for source in $VALUE_SOURCES; do
+    [[ $source == mssql || $source == pg ]] || die "unknown source '$source' in BENCH_VALUE_SOURCES (mssql pg)"
+done
+[[ $MSSQL_ENCRYPT == yes || $MSSQL_ENCRYPT == no ]] || die "BENCH_MSSQL_ENCRYPT must be yes or no, not '$MSSQL_ENCRYPT'"
+# PostgreSQL serves the first part and psqlODBC's half of the memory part.
+NEEDS_PG=0
+if runs_part postgres || { runs_part values && [[ " $VALUE_SOURCES " == *" pg "* ]]; }; then
+    NEEDS_PG=1
+fi
+NEEDS_TDS=0
+if runs_part mssql || { runs_part values && [[ " $VALUE_SOURCES " == *" mssql "* ]]; }; then
+    NEEDS_TDS=1
+fi
+VALUE_TOOLS=
+for tool in ehi-sync-csv ehi-sync-ndjson; do
+    wants "$tool" && VALUE_TOOLS+=" $tool"
+done
 
 # One run at a time: a second one would delete the first one's scratch files and both would
 # measure each other's load.
@@ -144,7 +200,11 @@ fallback_setup() {
 if [[ -f scripts/setup.sh ]]; then
     # shellcheck source=setup.sh
     source scripts/setup.sh
-    setup_host --postgres
+    if ((NEEDS_PG)); then
+        setup_host --postgres
+    else
+        setup_host
+    fi
 else
     fallback_setup
 fi
@@ -184,7 +244,15 @@ rm -rf "$WORK"
 mkdir -p "$WORK/logs"
 BIN="$WORK/ehi-sync"
 cp "$SOURCE_BINARY" "$BIN"
-trap 'rm -rf "$WORK/run" "$WORK/perf.data"' EXIT
+# shellcheck source=bench/mssql.sh
+source "$ROOT/scripts/bench/mssql.sh"
+if ((NEEDS_TDS)); then
+    log "cargo build --release -p tds-test-server"
+    cargo build --release -p tds-test-server --bin tds-test-server
+    TDS_BIN="$WORK/tds-test-server"
+    cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/tds-test-server" "$TDS_BIN"
+fi
+trap 'tds_stop_all; rm -rf "$WORK/run" "$WORK/perf.data"' EXIT
 
 # ---------------------------------------------------------------------------------------------
 # Data: generated inside PostgreSQL with generate_series, no rows cross the client connection.
@@ -302,11 +370,12 @@ SQL
 }
 
 FLAT_ROWS_ACTUAL=$((NARROW_ROWS < FLAT_ROWS ? NARROW_ROWS : FLAT_ROWS))
-if [[ -z $("${PSQL[@]}" -d postgres -Atc "SELECT 1 FROM pg_database WHERE datname = '$DB'") ]]; then
+if ((NEEDS_PG)) && [[ -z $("${PSQL[@]}" -d postgres -Atc "SELECT 1 FROM pg_database WHERE datname = '$DB'") ]]; then
     log "creating database $DB"
     "${PSQL[@]}" -d postgres -c "CREATE DATABASE $DB"
 fi
 data_started=$(date +%s)
+if runs_part postgres; then
 if [[ $REBUILD == 1 ]] || ! table_ready "$NARROW" "$NARROW_ROWS"; then
     build_narrow
     build_narrow_1m
@@ -326,8 +395,9 @@ sql -c CHECKPOINT
 for table in "$NARROW" "$NARROW_1M" "$WIDE"; do
     sql -Atc "SELECT count(*) FROM $table" >/dev/null
 done
+fi
 DATA_SECONDS=$(($(date +%s) - data_started))
-log "data ready in ${DATA_SECONDS}s"
+runs_part postgres && log "data ready in ${DATA_SECONDS}s"
 
 # ---------------------------------------------------------------------------------------------
 # Measurements.
@@ -340,10 +410,17 @@ CLK_TCK=$(getconf CLK_TCK)
 
 # CPU ticks used by the PostgreSQL server: the postmaster, its live children, and the children
 # it has reaped (finished backends), whose time the kernel adds to the postmaster's cutime/cstime.
-POSTMASTER=$(head -1 "$(sql -Atc 'SHOW data_directory')/postmaster.pid" 2>/dev/null || true)
-[[ -r /proc/${POSTMASTER:-none}/stat ]] || log "PostgreSQL's postmaster is not visible here; db CPU is reported as 0"
+POSTMASTER=
+if ((NEEDS_PG)); then
+    POSTMASTER=$(head -1 "$(sql -Atc 'SHOW data_directory')/postmaster.pid" 2>/dev/null || true)
+    [[ -r /proc/${POSTMASTER:-none}/stat ]] || log "PostgreSQL's postmaster is not visible here; db CPU is reported as 0"
+fi
 server_ticks() {
     local total child
+    if [[ $SOURCE == mssql ]]; then
+        tds_ticks
+        return
+    fi
     [[ -r /proc/${POSTMASTER:-none}/stat ]] || {
         echo 0
         return
@@ -379,9 +456,17 @@ wait_quiet() {
     echo "$busy"
 }
 
+# Which server run_once, write_config and server_ticks address: pg (PostgreSQL through
+# psqlODBC) or mssql (the TDS test server started last, through Driver 18).
+SOURCE=pg
+
 # ehi-sync config for one table: default tiers, output into the scratch folder.
 write_config() {
     local path=$1 table=$2 format=$3 output=$4
+    if [[ $SOURCE == mssql ]]; then
+        write_mssql_config "$@"
+        return
+    fi
     cat >"$path" <<JSON
 {
   "connection_string": "$CONNECTION",
@@ -442,13 +527,19 @@ count_rows() {
 }
 
 # Runs one tool on one table once. Appends a line to $RESULTS:
-# tool table expected seconds rss_kb client_cpu_s machine_cpu_s rows status
+# tool table expected seconds rss_kb client_cpu_s server_cpu_s rows status other_cpu_s own_s
+# source
 run_once() {
     local tool=$1 table=$2 expected=$3
     local dir="$WORK/run" tlog="$WORK/logs/$tool-$table.log" timing="$WORK/time.txt"
     rm -rf "$dir"
     mkdir -p "$dir"
-    local cmd=()
+    local cmd=() connection=$CONNECTION query="SELECT * FROM $table"
+    if [[ $SOURCE == mssql ]]; then
+        connection=$(mssql_connection)
+        query="SELECT * FROM dbo.$table"
+        tlog="$WORK/logs/mssql-$tool-$table.log"
+    fi
     case $tool in
         psql)
             cmd=("${PSQL[@]}" -d "$DB" -c "\\copy (SELECT * FROM $table) TO '$dir/out.csv' (FORMAT csv, HEADER)")
@@ -458,10 +549,17 @@ run_once() {
             cmd=("$BIN" sync --config "$dir/config.json")
             ;;
         odbcsv)
-            cmd=(odbcsv fetch --connection-string "$CONNECTION" --query "SELECT * FROM $table" --output "$dir/out.csv")
+            cmd=(odbcsv fetch --connection-string "$connection" --query "$query" --output "$dir/out.csv")
+            # Driver 18 reports (max) columns with no length; odbcsv then refuses to allocate
+            # its buffers unless given a largest string length.
+            [[ $SOURCE == mssql ]] && cmd+=(--max-str-len "$MSSQL_ODBCSV_MAX_STR_LEN")
             ;;
         pyodbc)
-            cmd=(python3 "$ROOT/scripts/bench/pyodbc_export.py" "$CONNECTION" "SELECT * FROM $table" "$dir/out.csv" 5000)
+            cmd=(python3 "$ROOT/scripts/bench/pyodbc_export.py" "$connection" "$query" "$dir/out.csv" 5000)
+            ;;
+        isql)
+            # The driver alone: 300 bytes of each value read, the rest left to the driver.
+            cmd=(bash -c 'echo "$1" | isql -k "$2" -b -c -d, >"$3"' isql "SELECT id, value FROM $table" "$connection" "$dir/out.csv")
             ;;
     esac
     log "$tool on $table ..."
@@ -502,13 +600,16 @@ print("%.2f" % sum(json.loads(l)["duration_seconds"] for l in open(sys.argv[1]) 
     [[ $status == ok ]] || check=FAILED
     # CPU seconds: the client (its process tree), the server, and everything else on the host.
     local client_cpu server_cpu other_cpu
-    client_cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.1f", u + s }')
+    # Hundredths for the SQL Server part, whose per-million-row figures and ratios need them.
+    local cpu_format=%.1f
+    [[ $SOURCE == mssql ]] && cpu_format=%.2f
+    client_cpu=$(awk -v u="$user" -v s="$sys" -v f="$cpu_format" 'BEGIN { printf f, u + s }')
     server_cpu=$(awk -v a="$server_after" -v b="$server_before" -v t="$CLK_TCK" 'BEGIN { printf "%.1f", (a - b) / t }')
     other_cpu=$(awk -v a="$after" -v b="$before" -v t="$CLK_TCK" -v c="$client_cpu" -v d="$server_cpu" \
         'BEGIN { o = (a - b) / t - c - d; printf "%.1f", o < 0 ? 0 : o }')
     log "  ${seconds}s, $((rss / 1024)) MiB, rows ${rows// //}, $check"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$table" "$expected" "$seconds" "$rss" \
-        "$client_cpu" "$server_cpu" "${rows// //}" "$check" "$other_cpu" "$own" >>"$RUNS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$table" "$expected" "$seconds" "$rss" \
+        "$client_cpu" "$server_cpu" "${rows// //}" "$check" "$other_cpu" "$own" "$SOURCE" >>"$RUNS"
     rm -rf "$dir"
 }
 
@@ -524,6 +625,8 @@ if [[ $PROFILE != only ]]; then
     if awk -v l="${LOAD_BEFORE%% *}" 'BEGIN { exit !(l > 0.5) }'; then
         log "warning: load average $LOAD_BEFORE before measuring; something else is using the CPUs"
     fi
+fi
+if [[ $PROFILE != only ]] && runs_part postgres; then
     NARROW_TIER=$(planned_tier "$NARROW")
     NARROW_1M_TIER=$(planned_tier "$NARROW_1M")
     WIDE_TIER=$(planned_tier "$WIDE")
@@ -543,6 +646,10 @@ if [[ $PROFILE != only ]]; then
         done
     fi
     MEASURE_SECONDS=$(($(date +%s) - measure_started))
+fi
+if [[ $PROFILE != only ]]; then
+    runs_part mssql && mssql_measure
+    runs_part values && values_measure
 
     # ---------------------------------------------------------------------------------------------
     # Report.
@@ -563,7 +670,6 @@ if [[ $PROFILE != only ]]; then
         ' "$RUNS"
     }
     BEST="$WORK/best.tsv"
-    best >"$BEST"
 
     render_table() {
         awk -F'\t' '
@@ -600,10 +706,14 @@ if [[ $PROFILE != only ]]; then
     report="bench-results/results-$stamp.txt"
     commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
     dirty=$(git status --porcelain --untracked-files=no 2>/dev/null | wc -l)
-    narrow_size=$(sql -Atc "SELECT pg_size_pretty(pg_total_relation_size('$NARROW'))")
-    wide_size=$(sql -Atc "SELECT pg_size_pretty(pg_total_relation_size(oid)) || ', of it TOAST '
-        || pg_size_pretty(coalesce(pg_total_relation_size(NULLIF(reltoastrelid, 0)), 0))
-        FROM pg_class WHERE oid = '$WIDE'::regclass")
+    if runs_part postgres; then
+        RUNS="$WORK/runs.tsv"
+        best >"$BEST"
+        narrow_size=$(sql -Atc "SELECT pg_size_pretty(pg_total_relation_size('$NARROW'))")
+        wide_size=$(sql -Atc "SELECT pg_size_pretty(pg_total_relation_size(oid)) || ', of it TOAST '
+            || pg_size_pretty(coalesce(pg_total_relation_size(NULLIF(reltoastrelid, 0)), 0))
+            FROM pg_class WHERE oid = '$WIDE'::regclass")
+    fi
     {
         echo "ehi-sync benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
         echo
@@ -614,30 +724,44 @@ if [[ $PROFILE != only ]]; then
             echo "git commit   $commit$( ((dirty > 0)) && echo " + $dirty modified tracked files (working tree measured)")"
         fi
         echo "ehi-sync     $("$BIN" --version 2>/dev/null) sha256 $(sha256sum "$BIN" | cut -c1-16)"
-        echo "PostgreSQL   $(sql -Atc 'SHOW server_version') (same host)"
-        echo "psqlODBC     $(dpkg -s odbc-postgresql 2>/dev/null | sed -n 's/^Version: //p') (odbc-postgresql)"
+        ((NEEDS_PG)) && echo "PostgreSQL   $(sql -Atc 'SHOW server_version') (same host)"
+        ((NEEDS_PG)) && echo "psqlODBC     $(dpkg -s odbc-postgresql 2>/dev/null | sed -n 's/^Version: //p') (odbc-postgresql)"
         echo "odbcsv       $(command -v odbcsv >/dev/null && odbcsv --version 2>/dev/null || echo -)"
         echo "pyodbc       $(python3 -c 'import pyodbc, sys; print(pyodbc.version, "on Python", sys.version.split()[0])' 2>/dev/null || echo -)"
-        echo "connection   $CONNECTION"
-        echo "tables       $NARROW $NARROW_ROWS rows ($narrow_size), $NARROW_1M $FLAT_ROWS_ACTUAL rows, $WIDE $WIDE_ROWS rows x $((WIDE_COLUMNS + 1)) columns ($wide_size)"
-        echo "ehi-sync     $NARROW: $NARROW_TIER"
-        echo "plans        $NARROW_1M: $NARROW_1M_TIER"
-        echo "             $WIDE: $WIDE_TIER"
-        echo "load         $LOAD_BEFORE before measuring (1, 5, 15 min), $(cut -d' ' -f1-3 /proc/loadavg) after"
-        echo "runs         $REPEAT per measurement (best time kept); data ready in ${DATA_SECONDS}s, measurements took ${MEASURE_SECONDS}s"
-        echo
-        render_table
-        echo
-        flatness
-        echo
-        echo "seconds: wall time; RSS: peak resident memory of the client process (psql: psql itself, the"
-        echo "server does the work); x psql: time relative to psql \\copy on the same table;"
-        echo "pyodbc/x: how many times faster than the pyodbc loop on the same table."
-        echo "cli CPU / db CPU / other: CPU seconds of the client, of PostgreSQL (all its processes), and"
-        echo "of everything else on the host during the run (other > 1 s: the figures are disturbed)."
-        echo "own s: ehi-sync's own table time (duration_seconds of its validation record), without"
-        echo "process start-up, planning and shutdown."
-        echo "row check: rows in the output (ehi-sync: manifest row_count/data lines) against count(*)."
+        echo "parts        $ONLY (BENCH_ONLY)"
+        if runs_part postgres; then
+            echo
+            echo "== PostgreSQL through psqlODBC"
+            echo
+            echo "connection   $CONNECTION"
+            echo "tables       $NARROW $NARROW_ROWS rows ($narrow_size), $NARROW_1M $FLAT_ROWS_ACTUAL rows, $WIDE $WIDE_ROWS rows x $((WIDE_COLUMNS + 1)) columns ($wide_size)"
+            echo "ehi-sync     $NARROW: $NARROW_TIER"
+            echo "plans        $NARROW_1M: $NARROW_1M_TIER"
+            echo "             $WIDE: $WIDE_TIER"
+            echo "load         $LOAD_BEFORE before measuring (1, 5, 15 min), $(cut -d' ' -f1-3 /proc/loadavg) after"
+            echo "runs         $REPEAT per measurement (best time kept); data ready in ${DATA_SECONDS}s, measurements took ${MEASURE_SECONDS}s"
+            echo
+            render_table
+            echo
+            flatness
+            echo
+            echo "seconds: wall time; RSS: peak resident memory of the client process (psql: psql itself, the"
+            echo "server does the work); x psql: time relative to psql \\copy on the same table;"
+            echo "pyodbc/x: how many times faster than the pyodbc loop on the same table."
+            echo "cli CPU / db CPU / other: CPU seconds of the client, of PostgreSQL (all its processes), and"
+            echo "of everything else on the host during the run (other > 1 s: the figures are disturbed)."
+            echo "own s: ehi-sync's own table time (duration_seconds of its validation record), without"
+            echo "process start-up, planning and shutdown."
+            echo "row check: rows in the output (ehi-sync: manifest row_count/data lines) against count(*)."
+        fi
+        if runs_part mssql; then
+            echo
+            mssql_report
+        fi
+        if runs_part values; then
+            echo
+            values_report
+        fi
     } >"$report"
     cp "$report" bench-results/latest.txt
     echo
@@ -649,7 +773,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Optional profile of one ehi-sync run: where the machine's CPU goes, by thread name and library.
 
-if [[ $PROFILE == 1 || $PROFILE == only ]] && command -v perf >/dev/null; then
+if [[ $PROFILE == 1 || $PROFILE == only ]] && runs_part postgres && command -v perf >/dev/null; then
     profile="bench-results/profile-$stamp.txt"
     {
         echo "perf profiles of ehi-sync sync (CSV), whole machine (perf record -a, dwarf call graphs),"

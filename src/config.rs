@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,9 @@ pub struct Config {
     pub max_value_bytes: usize,
     /// The checkpoint file; `output_dir/_state.json` unless set.
     pub state_file: Option<PathBuf>,
+    /// `checkpoint_seconds`: a checkpoint is also due this long after the last one once
+    /// something new was written; `None` (0): only every `checkpoint_interval` rows.
+    pub checkpoint_every: Option<Duration>,
     pub tables: TableFilter,
     pub small_table_threshold: u64,
     pub large_table_threshold: u64,
@@ -375,6 +379,7 @@ const KNOWN_KEYS: &[&str] = &[
     "fetch_text",
     "max_value_bytes",
     "state_file",
+    "checkpoint_seconds",
     "include",
     "exclude",
     "small_table_threshold",
@@ -569,6 +574,18 @@ impl Config {
             ));
         }
         let state_file = keys.string("state_file")?.map(|f| base_dir.join(f));
+        let checkpoint_every = match keys.f64("checkpoint_seconds")?.unwrap_or(30.0) {
+            0.0 => None,
+            s if (0.001..=86_400.0).contains(&s) => Some(Duration::from_secs_f64(s)),
+            s => {
+                return Err(ConfigError::invalid(
+                    "checkpoint_seconds",
+                    format!("{s} is out of range"),
+                    "seconds between 0.001 and 86400, or 0 to checkpoint only every \
+                     checkpoint_interval rows (default 30)",
+                ));
+            }
+        };
         let isolation = match keys
             .string("isolation")?
             .map(|s| s.to_ascii_lowercase())
@@ -649,6 +666,7 @@ impl Config {
             fetch_buffer_bytes,
             max_value_bytes,
             state_file,
+            checkpoint_every,
             tables,
             small_table_threshold,
             large_table_threshold,
@@ -1604,5 +1622,28 @@ mod tests {
         assert_eq!(config.format, Format::Ndjson);
         let err = parse(r#"{"connection_string": "DSN=x", "format": "xml"}"#).unwrap_err();
         assert!(err.to_string().contains("\"csv\" or \"ndjson\""));
+    }
+
+    #[test]
+    fn checkpoint_seconds_defaults_to_30_and_0_turns_the_time_rule_off() {
+        let every = |extra: &str| {
+            parse(&format!(r#"{{"connection_string": "DSN=x"{extra}}}"#))
+                .map(|c| c.checkpoint_every)
+        };
+        assert_eq!(every("").unwrap(), Some(Duration::from_secs(30)));
+        assert_eq!(
+            every(r#", "checkpoint_seconds": "0.5""#).unwrap(),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(every(r#", "checkpoint_seconds": 0"#).unwrap(), None);
+        for wrong in ["-1", "100000"] {
+            let error = every(&format!(r#", "checkpoint_seconds": {wrong}"#))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("checkpoint_seconds") && error.contains("between 0.001 and 86400"),
+                "{error}"
+            );
+        }
     }
 }

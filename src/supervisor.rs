@@ -153,9 +153,9 @@ pub fn run(config: &Config) -> Result<i32> {
                  progress (max_crash_restarts is {}); giving up. The output is intact up to the \
                  last checkpoint and the next sync resumes from there. Such crashes are usually \
                  inside the ODBC driver: check its version and its own log, or run `ehi-sync \
-                 sync --no-supervisor` under a debugger. Crashes at random moments (a flaky \
-                 network) get further with a smaller checkpoint_interval for the tier, which \
-                 keeps more of each attempt",
+                 sync --no-supervisor` under a debugger. Each attempt checkpoints its first batch \
+                 at once, so these crashes came before one batch got through: a smaller \
+                 batch_size for the tier lets an attempt keep some rows",
                 config.max_crash_restarts
             );
             return Ok(exit_code::CRASHED);

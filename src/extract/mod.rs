@@ -29,7 +29,9 @@ use crate::shutdown::StopFlag;
 use crate::sink::durable::{self, Disk, FileOps, FreeSpaceCheck};
 use crate::sink::encode::RowEncoder;
 use crate::sink::files::{self, Compression};
-use crate::sink::{Message, TableOutcome, TableOutput, WriteError, Writer, WriterSettings};
+use crate::sink::{
+    Message, TableOutcome, TableOutput, WriteError, Writer, WriterSettings, system_clock,
+};
 use crate::source::catalog::{Column, Table};
 use crate::source::types::ValueKind;
 use crate::source::{Dialect, Source, session};
@@ -358,6 +360,8 @@ pub fn run(
             format: config.format,
             compression: config.compression,
             part_file_max_bytes: config.part_file_max_bytes,
+            checkpoint_every: config.checkpoint_every,
+            clock: system_clock(),
         },
         outputs,
         state,

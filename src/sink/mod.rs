@@ -1,9 +1,13 @@
 //! The one writer thread: it owns every output file and the state file.
 //!
 //! Workers send encoded chunks through a tier's bounded channel; the writer appends them to the
-//! table's current part file, starts a new part past `part_file_max_bytes`, and at the tier's
-//! checkpoint interval makes the data durable (fsync) before it records it in the state file. A
-//! finished table gets its `_manifest.json`, written last, and a validation record.
+//! table's current part file, starts a new part past `part_file_max_bytes`, and checkpoints:
+//! makes the data durable (fsync) before it records it in the state file. A checkpoint is due at
+//! the tier's `checkpoint_interval` rows, after the first batch a process writes, and
+//! `checkpoint_seconds` after the last one once something new was written or a partition
+//! finished (checked at each chunk and partition), so a crash loses about that much work at
+//! most, even in a table smaller than the interval. A finished table gets its
+//! `_manifest.json`, written last, and a validation record.
 
 pub mod durable;
 pub mod encode;
@@ -16,7 +20,7 @@ mod tests;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use sha2::{Digest, Sha256};
@@ -124,6 +128,19 @@ pub struct WriterSettings {
     pub format: Format,
     pub compression: Compression,
     pub part_file_max_bytes: u64,
+    /// A checkpoint is due this long after the last one once something new was written;
+    /// `None`: only at the row interval and the end of a table.
+    pub checkpoint_every: Option<Duration>,
+    /// When the time rule reads the time: [`Instant::now`] in a run, a test's own clock.
+    pub clock: Clock,
+}
+
+/// A source of the current time.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
+/// The process clock.
+pub fn system_clock() -> Clock {
+    Arc::new(Instant::now)
 }
 
 /// How one table ended.
@@ -249,6 +266,10 @@ pub struct Writer {
     open: HashMap<usize, OpenTable>,
     progress: Progress,
     rows_since_checkpoint: u64,
+    /// When a checkpoint last recorded something this writer wrote.
+    last_checkpoint: Option<Instant>,
+    /// Something was written or a partition finished since the last checkpoint.
+    unrecorded: bool,
     outcomes: Vec<TableOutcome>,
     /// `_validation.ndjson`, opened at the first record, and its length.
     validation: Option<(Box<dyn DurableFile>, u64)>,
@@ -263,6 +284,8 @@ impl Writer {
             open: HashMap::new(),
             progress: Progress::new(),
             rows_since_checkpoint: 0,
+            last_checkpoint: None,
+            unrecorded: false,
             outcomes: Vec::new(),
             validation: None,
         }
@@ -412,10 +435,14 @@ impl Writer {
                     p.status = PartitionStatus::Done;
                 }
                 open.partitions_left = open.partitions_left.saturating_sub(1);
+                self.unrecorded = true;
                 if open.partitions_left == 0 {
-                    self.finish_table(table)?;
+                    self.finish_table(table)
+                } else if self.checkpoint_due(u64::MAX) {
+                    self.checkpoint()
+                } else {
+                    Ok(())
                 }
-                Ok(())
             }
             Message::RestartTable { table } => self.restart_table(table),
             Message::TableFailed { table, reason } => self.fail_table(table, reason),
@@ -601,10 +628,30 @@ impl Writer {
         let rows = state.rows;
         self.progress.rows(chunk.table, rows);
         self.rows_since_checkpoint += chunk.rows;
-        if self.rows_since_checkpoint >= self.tables[chunk.table].checkpoint_interval {
+        self.unrecorded = true;
+        if self.checkpoint_due(self.tables[chunk.table].checkpoint_interval) {
             self.checkpoint()?;
         }
         Ok(())
+    }
+
+    /// A checkpoint is due at `row_interval` rows since the last one, or once something new
+    /// was written or finished and `checkpoint_every` has passed since the last checkpoint that
+    /// recorded this writer's work. Before there is one, the first thing written is
+    /// checkpointed at once: a sync process restarted after a crash keeps its first batch, so
+    /// a driver that crashes early in every attempt still shows the supervisor progress (and
+    /// the run gets through) as long as each attempt gets a batch through.
+    fn checkpoint_due(&self, row_interval: u64) -> bool {
+        if self.rows_since_checkpoint >= row_interval {
+            return true;
+        }
+        let Some(every) = self.settings.checkpoint_every else {
+            return false;
+        };
+        self.unrecorded
+            && self
+                .last_checkpoint
+                .is_none_or(|last| (self.settings.clock)().saturating_duration_since(last) >= every)
     }
 
     fn open_next_part(&mut self, table: usize) -> Result<(), WriteError> {
@@ -722,6 +769,10 @@ impl Writer {
                 source,
             })?;
         self.rows_since_checkpoint = 0;
+        if self.unrecorded {
+            self.last_checkpoint = Some((self.settings.clock)());
+            self.unrecorded = false;
+        }
         Ok(())
     }
 

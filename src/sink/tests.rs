@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -50,7 +52,35 @@ struct Script {
     tables: Vec<ScriptedTable>,
     part_file_max_bytes: u64,
     checkpoint_interval: u64,
+    /// `checkpoint_seconds`, read off a clock that moves on by `clock_tick` at every reading.
+    checkpoint_every: Option<Duration>,
+    clock_tick: Duration,
     rows_per_chunk: i64,
+}
+
+/// A clock that moves on by `tick` each time it is read: the writer's time rule then depends
+/// only on the messages, never on how fast the test runs.
+fn ticking_clock(tick: Duration) -> Clock {
+    let start = Instant::now();
+    let readings = AtomicU64::new(0);
+    Arc::new(move || {
+        let n = readings.fetch_add(1, Ordering::SeqCst);
+        start + tick * u32::try_from(n).expect("few readings")
+    })
+}
+
+fn writer_settings(fs: &PowerCutFs, script: &Script) -> WriterSettings {
+    WriterSettings {
+        fs: Arc::new(fs.clone()),
+        output_dir: script.output_dir.clone(),
+        change_columns: false,
+        state_path: script.state_path.clone(),
+        format: Format::Csv,
+        compression: Compression::None,
+        part_file_max_bytes: script.part_file_max_bytes,
+        checkpoint_every: script.checkpoint_every,
+        clock: ticking_clock(script.clock_tick),
+    }
 }
 
 fn row(id: i64) -> Vec<u8> {
@@ -319,19 +349,7 @@ fn sync(fs: &PowerCutFs, script: &Script) -> Result<Vec<TableOutcome>, WriteErro
         state.tables.push(table);
         starts.push(start);
     }
-    let mut writer = Writer::new(
-        WriterSettings {
-            fs: fs_ops,
-            output_dir: script.output_dir.clone(),
-            change_columns: false,
-            state_path: script.state_path.clone(),
-            format: Format::Csv,
-            compression: Compression::None,
-            part_file_max_bytes: script.part_file_max_bytes,
-        },
-        outputs,
-        state,
-    );
+    let mut writer = Writer::new(writer_settings(fs, script), outputs, state);
     let mut messages = Vec::new();
     for (t, start) in starts.iter().enumerate() {
         let table = &script.tables[t];
@@ -386,6 +404,8 @@ fn script(tables: Vec<ScriptedTable>, run_id: &'static str) -> Script {
         tables,
         part_file_max_bytes: 180,
         checkpoint_interval: 7,
+        checkpoint_every: None,
+        clock_tick: Duration::ZERO,
         rows_per_chunk: 3,
     }
 }
@@ -823,19 +843,7 @@ fn resume_truncates_to_the_checkpoint_and_removes_later_part_files() {
         validation_bytes: None,
     };
     run_state.save(&fs, &run.state_path).unwrap();
-    let mut writer = Writer::new(
-        WriterSettings {
-            fs: Arc::new(fs.clone()),
-            output_dir: run.output_dir.clone(),
-            change_columns: false,
-            state_path: run.state_path.clone(),
-            format: Format::Csv,
-            compression: Compression::None,
-            part_file_max_bytes: run.part_file_max_bytes,
-        },
-        outputs(&run),
-        run_state,
-    );
+    let mut writer = Writer::new(writer_settings(&fs, &run), outputs(&run), run_state);
     let remaining = writer.resume_table(0).unwrap();
     assert_eq!(fs.read(part).unwrap(), committed);
     assert!(
@@ -951,4 +959,145 @@ fn every_state_write_comes_after_the_data_and_folders_it_describes_are_synced() 
         }
         assert!(checkpoints >= 5, "{checkpoints} checkpoints");
     }
+}
+
+/// The time rule alone: rows never reach the interval, so every checkpoint before a table's
+/// end is due by the clock (or is the first write's); a power cut at any step resumes exactly.
+#[test]
+fn a_power_cut_at_any_step_of_a_time_checkpointed_load_resumes_exactly() {
+    let mut run = script(full_tables(), "run-1");
+    run.checkpoint_interval = u64::MAX;
+    run.checkpoint_every = Some(Duration::from_secs(5));
+    run.clock_tick = Duration::from_secs(1);
+    let by_time = states_at_each_checkpoint(&run);
+    let mid_table = by_time
+        .iter()
+        .filter(|s| {
+            s.tables
+                .iter()
+                .any(|t| t.status == TableStatus::InProgress && t.rows > 0)
+        })
+        .count();
+    assert!(mid_table >= 3, "{mid_table} checkpoints inside a table");
+    let cuts = at_every_step(
+        |_| {},
+        &run,
+        power_cut,
+        PowerCutFs::reboot,
+        |fs, context| check_output(fs, &run, &full_expected(), context),
+    );
+    let first = script(full_tables()[..1].to_vec(), "run-1");
+    let mut incremental = script(incremental_tables(), "run-2");
+    incremental.checkpoint_interval = u64::MAX;
+    incremental.checkpoint_every = Some(Duration::from_secs(5));
+    incremental.clock_tick = Duration::from_secs(1);
+    let incremental_cuts = at_every_step(
+        |fs| {
+            sync(fs, &first).expect("the full load");
+        },
+        &incremental,
+        power_cut,
+        PowerCutFs::reboot,
+        |fs, context| {
+            check_output(fs, &incremental, &incremental_expected(), context);
+            check_key_list(fs, &incremental, context);
+        },
+    );
+    eprintln!(
+        "checkpoints by time ({mid_table} inside a table): a power cut at each of {cuts} steps \
+         of a full load and {incremental_cuts} of an incremental one, each resumed exactly"
+    );
+    assert!(
+        cuts >= 20 && incremental_cuts >= 20,
+        "{cuts}, {incremental_cuts}"
+    );
+}
+
+/// What the state file said after each checkpoint of an uninterrupted run of `script`: read
+/// back after a power cut right after that checkpoint's folder fsync.
+fn states_at_each_checkpoint(script: &Script) -> Vec<RunState> {
+    let clean = output_disk();
+    let before = clean.steps().len();
+    sync(&clean, script).expect("an uninterrupted run");
+    let steps = clean.steps();
+    let state_rename = format!("-> {}", script.state_path.display());
+    let mut states = Vec::new();
+    for (i, step) in steps.iter().enumerate().skip(before) {
+        if !(step.starts_with("rename ") && step.ends_with(&state_rename)) {
+            continue;
+        }
+        // Step i + 1 is the rename, i + 2 the folder fsync; the cut comes at the next step.
+        let fs = output_disk();
+        if i + 3 <= steps.len() {
+            fs.cut_power_at(i + 3);
+            assert!(sync(&fs, script).is_err());
+            fs.reboot();
+        } else {
+            sync(&fs, script).expect("an uninterrupted run");
+        }
+        states.push(
+            state::load(&fs, &script.state_path)
+                .expect("a readable state")
+                .expect("a state file"),
+        );
+    }
+    states
+}
+
+fn rows_recorded(state: &RunState) -> u64 {
+    state.tables.iter().map(|t| t.rows).sum()
+}
+
+/// The checkpoint decision: by rows at the interval; by time once `checkpoint_seconds` passed
+/// since the last one; the first rows a process writes at once; a finished partition only as
+/// the clock allows.
+#[test]
+fn checkpoints_fall_due_by_rows_by_time_and_at_a_process_s_first_write() {
+    // One table of 41 rows in 21 partitions: a range per two keys, a chunk per partition.
+    let tables = vec![ScriptedTable {
+        name: "patient",
+        ranges: (1..=20).map(|k| k * 2).collect(),
+        ids: (1, 41),
+        key_scan: None,
+        keyless: false,
+    }];
+    let mut rows_only = script(tables, "run-1");
+    rows_only.checkpoint_interval = u64::MAX;
+    let inside = |states: &[RunState]| -> Vec<u64> {
+        states
+            .iter()
+            .filter(|s| s.tables[0].status == TableStatus::InProgress)
+            .map(rows_recorded)
+            .filter(|&rows| rows > 0)
+            .collect()
+    };
+    // Neither rule: nothing is recorded before the table's end.
+    let baseline = states_at_each_checkpoint(&rows_only);
+    assert_eq!(inside(&baseline), Vec::<u64>::new());
+    // The row interval: every 10 rows, at the first chunk that reaches it.
+    let mut by_rows = rows_only.clone();
+    by_rows.checkpoint_interval = 10;
+    assert_eq!(
+        inside(&states_at_each_checkpoint(&by_rows)),
+        [10, 20, 30, 40]
+    );
+    // The clock stands still: the first write is checkpointed at once, and none of the 20
+    // partitions finishing after it brings another checkpoint.
+    let mut still = rows_only.clone();
+    still.checkpoint_every = Some(Duration::from_secs(30));
+    let states = states_at_each_checkpoint(&still);
+    assert_eq!(inside(&states), [2]);
+    assert_eq!(states.len(), baseline.len() + 1);
+    // The clock moves on a second per reading (a reading per chunk and per finished
+    // partition): a checkpoint every 5 readings once something new was written.
+    let mut ticking = still.clone();
+    ticking.clock_tick = Duration::from_secs(1);
+    ticking.checkpoint_every = Some(Duration::from_secs(5));
+    let recorded = inside(&states_at_each_checkpoint(&ticking));
+    assert_eq!(recorded.first(), Some(&2), "{recorded:?}");
+    assert!(
+        recorded.len() >= 5 && recorded.len() <= 20,
+        "a checkpoint every few partitions, not at each: {recorded:?}"
+    );
+    assert!(recorded.windows(2).all(|w| w[0] <= w[1]), "{recorded:?}");
 }

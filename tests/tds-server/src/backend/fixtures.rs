@@ -1,5 +1,6 @@
 //! Databases for the SQL Server suite and the benchmark: a Clarity-shaped database, a table of
-//! every type with its extremes, and the benchmark's narrow and wide tables. Each function
+//! every type with its extremes, the benchmark's narrow and wide tables and its tables of one
+//! long value each. Each function
 //! creates the SQLite file (it must not hold these tables yet) and returns it ready to serve.
 
 use std::path::Path;
@@ -574,8 +575,77 @@ pub fn bench(
     Ok(db)
 }
 
+/// The value-size memory tables of `scripts/bench.sh`: for each size N in `megabytes`,
+/// `blob_bin_<N>mb` (`id int`, `value varbinary(max)`) and `blob_text_<N>mb` (`id int`,
+/// `value nvarchar(max)`), one row each whose value is N × 1,000,000 bytes (for the text, that
+/// many ASCII characters: N MB in UTF-8, twice that on the wire). A file that already holds
+/// exactly these tables is reused as it is.
+pub fn blobs(
+    path: &Path,
+    database: &str,
+    megabytes: &[u64],
+) -> Result<SqliteDatabase, BackendError> {
+    if megabytes.is_empty() || megabytes.iter().any(|&n| n == 0 || n > 2000) {
+        return Err(BackendError::Invalid(format!(
+            "blob sizes {megabytes:?}: give one or more sizes from 1 to 2000 MB"
+        )));
+    }
+    let db = SqliteDatabase::open(path, database)?;
+    let mut wanted: Vec<(String, u64)> = megabytes
+        .iter()
+        .flat_map(|n| {
+            [
+                (format!("blob_bin_{n}mb"), 1),
+                (format!("blob_text_{n}mb"), 1),
+            ]
+        })
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    let counts = db.row_counts()?;
+    if !counts.is_empty() {
+        if counts == wanted {
+            return Ok(db);
+        }
+        return Err(BackendError::Invalid(format!(
+            "{} holds other tables than one row of each of {megabytes:?} MB (an earlier build \
+             with other sizes, or one that was interrupted): delete it to build again",
+            path.display()
+        )));
+    }
+    const TEXT: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghijklmnopqrstuvwxyz 0123456789.";
+    let mut sizes = megabytes.to_vec();
+    sizes.sort_unstable();
+    sizes.dedup();
+    for n in sizes {
+        let size = n as usize * 1_000_000;
+        let bytes = (0..size).map(|i| (i % 251) as u8).collect();
+        let chars = (0..size)
+            .map(|i| char::from(TEXT[i % TEXT.len()]))
+            .collect();
+        for (name, ty, value) in [
+            (
+                format!("blob_bin_{n}mb"),
+                "varbinary(max)",
+                Value::Bytes(bytes),
+            ),
+            (
+                format!("blob_text_{n}mb"),
+                "nvarchar(max)",
+                Value::Text(chars),
+            ),
+        ] {
+            let columns = [col("id", "int", false), col("value", ty, false)];
+            db.create_table("dbo", &name, &columns, &["id"])?;
+            db.insert_rows("dbo", &name, [vec![Value::Int(1), value]])?;
+        }
+    }
+    Ok(db)
+}
+
 /// Builds the fixture a command line names: `clarity[:ROWS]` (default 1000), `every-type`, or
-/// `bench[:NARROW_ROWS[:WIDE_ROWS]]` (defaults 10,000,000 and 500,000, as `scripts/bench.sh`).
+/// `bench[:NARROW_ROWS[:WIDE_ROWS]]` (defaults 10,000,000 and 500,000, as `scripts/bench.sh`),
+/// or `blobs[:MB,MB,...]` (default 1,10,100; see [`blobs`]).
 pub fn from_spec(spec: &str, path: &Path, database: &str) -> Result<SqliteDatabase, BackendError> {
     let mut parts = spec.split(':');
     let kind = parts.next().unwrap_or_default();
@@ -598,9 +668,25 @@ pub fn from_spec(spec: &str, path: &Path, database: &str) -> Result<SqliteDataba
             let wide = number(500_000)?;
             bench(path, database, narrow, wide)
         }
+        "blobs" => {
+            let sizes = match parts.next() {
+                None => vec![1, 10, 100],
+                Some(list) => list
+                    .split(',')
+                    .map(|n| n.trim().parse::<u64>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| {
+                        BackendError::Invalid(format!(
+                            "fixture {spec:?}: {list:?} is not a list of sizes in MB (e.g. \
+                             blobs:1,10,100)"
+                        ))
+                    })?,
+            };
+            blobs(path, database, &sizes)
+        }
         other => Err(BackendError::Invalid(format!(
-            "unknown fixture {other:?}: use clarity[:ROWS], every-type or \
-             bench[:NARROW_ROWS[:WIDE_ROWS]]"
+            "unknown fixture {other:?}: use clarity[:ROWS], every-type, \
+             bench[:NARROW_ROWS[:WIDE_ROWS]] or blobs[:MB,MB,...]"
         ))),
     }
 }
