@@ -151,7 +151,9 @@ impl FetchLayout {
             Some(bytes) => (bytes / unit + 1).max(current * 2),
             None => current * 2,
         };
-        let wanted = wanted.min(BULK_VALUE_MAX_BYTES / unit);
+        // Past the cap (or `max_value_bytes`, which the piecewise read enforces) values come in
+        // pieces.
+        let wanted = wanted.min(BULK_VALUE_MAX_BYTES.min(self.policy.max_value_bytes) / unit);
         if wanted <= current || needed.is_some_and(|bytes| bytes > wanted * unit) {
             return Err(BeyondBulkCap { column });
         }
@@ -524,6 +526,9 @@ mod tests {
             layout.grow(0, Some(100_000)),
             Err(BeyondBulkCap { column: 0 })
         );
+        // A lower max_value_bytes lowers the cap: the piecewise read refuses the value.
+        let mut strict = FetchLayout::new(&columns, &kinds, 1000, policy(1 << 20, 4096));
+        assert_eq!(strict.grow(0, Some(9000)), Err(BeyondBulkCap { column: 0 }));
         let mut unknown = FetchLayout::new(&columns, &kinds, 1000, policy(1 << 20, 1 << 30));
         while unknown.grow(0, None).is_ok() {}
         let capped = unknown.descs().next().unwrap().bytes_per_row();

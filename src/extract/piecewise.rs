@@ -224,6 +224,7 @@ impl RowReader {
                     }
                 };
                 if first.complete {
+                    too_large(first.length)?;
                     return sink(cell(&self.piece[..first.length]), encoder, out);
                 }
                 let mut length = 0;
@@ -267,6 +268,7 @@ impl RowReader {
                     return sink(Cell::Null, encoder, out);
                 };
                 if first.complete {
+                    too_large(first.length * 2)?;
                     return sink(
                         Cell::WideText(&self.wide_piece[..first.length]),
                         encoder,

@@ -1213,7 +1213,7 @@ impl Worker {
                 self.context.read.spool_dir.display()
             )),
             RowError::TooLarge { column } => WorkerError::Table(format!(
-                "{name}: a value in column '{}' is larger than max_value_bytes ({max_value_bytes} \
+                "a value in column '{}' is larger than max_value_bytes ({max_value_bytes} \
                  bytes); raise max_value_bytes in the config to copy it",
                 column_name(job, column).unwrap_or_default()
             )),
