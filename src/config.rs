@@ -565,12 +565,12 @@ impl Config {
                 "at least 65536 bytes (default 2097152, 2 MiB)",
             ));
         }
-        let max_value_bytes = keys.usize("max_value_bytes")?.unwrap_or(256 << 20);
+        let max_value_bytes = keys.usize("max_value_bytes")?.unwrap_or(2 << 30);
         if max_value_bytes < 4096 {
             return Err(ConfigError::invalid(
                 "max_value_bytes",
                 format!("{max_value_bytes} is too small"),
-                "at least 4096 bytes (default 268435456, 256 MiB)",
+                "at least 4096 bytes (default 2147483648, 2 GiB)",
             ));
         }
         let state_file = keys.string("state_file")?.map(|f| base_dir.join(f));

@@ -1696,3 +1696,54 @@ fn long_values_through_freetds_are_never_cut() {
         }
     }
 }
+
+/// A 20 MB `nvarchar(max)` value (and a 20 MB `varbinary(max)`) among short rows, NULLs and
+/// empty values: read in pieces with SQLGetData through Driver 18 and written exactly, in CSV
+/// and NDJSON.
+#[test]
+fn a_20_mb_max_value_streams_exactly_through_driver18() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = SqliteDatabase::open(&dir.path().join("big.sqlite"), DATABASE).expect("database");
+    let col = ColumnDef::new;
+    db.create_table(
+        "dbo",
+        "BIG_NOTE",
+        &[
+            col("NOTE_ID", "int", false),
+            col("NOTE", "nvarchar(max)", true),
+            col("RAW", "varbinary(max)", true),
+        ],
+        &["NOTE_ID"],
+    )
+    .expect("BIG_NOTE");
+    // 24 bytes of UTF-8 per line, a surrogate pair among them: 20 MiB.
+    let big = "Ünïcode \"note\", 😀\r\n".repeat((20 << 20) / 24);
+    db.insert_rows(
+        "dbo",
+        "BIG_NOTE",
+        [
+            vec![Value::Int(1), text("short"), Value::Bytes(vec![1, 2])],
+            vec![
+                Value::Int(2),
+                text(&big),
+                Value::Bytes((0..=255u8).cycle().take(20 << 20).collect()),
+            ],
+            vec![Value::Int(3), text(""), Value::Bytes(Vec::new())],
+            vec![Value::Int(4), Value::Null, Value::Null],
+        ],
+    )
+    .expect("BIG_NOTE rows");
+    let m = serve(db, TlsMode::Off);
+    for format in ["csv", "ndjson"] {
+        let out = dir.path().join(format);
+        let cfg = write(dir.path(), config(m.server.port(), &out, DRIVER18, format));
+        let run = ehi_ok("sync", &cfg, &[]);
+        assert!(
+            run.stdout.contains("1 table done, 0 failed"),
+            "{}",
+            run.all()
+        );
+        let files = assert_output_equals_fixture(&out, &m.sqlite, "dbo", "BIG_NOTE");
+        assert_eq!(files.rows.len(), 4);
+    }
+}

@@ -4,7 +4,9 @@
 //! sizes (`varchar(max)`, PostgreSQL `text`, SQLite's free-form types), so text and binary
 //! columns start at a modest capacity and grow only when a value does not fit: the driver reports
 //! the truncation, the statement is reopened after the last key sent, and the grown buffer holds
-//! fewer rows so the budget still holds. A value is never cut.
+//! fewer rows so the budget still holds. Growth stops at [`BULK_VALUE_MAX_BYTES`]: a larger value
+//! is read in pieces (`super::piecewise`), so memory does not follow the values. A value is
+//! never cut.
 
 use odbc_api::buffers::{BufferDesc, ColumnarDynBuffer};
 
@@ -19,6 +21,9 @@ use crate::source::types::ValueKind;
 
 /// Starting capacity for text and binary values of unknown or large declared size, in bytes.
 const LONG_VALUE_START_BYTES: usize = 4096;
+/// The largest capacity a bulk buffer grows to per value, in bytes; larger values are read in
+/// pieces.
+pub const BULK_VALUE_MAX_BYTES: usize = 64 * 1024;
 /// Declared lengths up to this many characters get a buffer that always fits.
 const FULL_WIDTH_MAX_CHARS: usize = 1024;
 
@@ -27,7 +32,7 @@ const FULL_WIDTH_MAX_CHARS: usize = 1024;
 pub struct BufferPolicy {
     /// Memory for one fetch buffer.
     pub budget_bytes: usize,
-    /// The largest value a buffer may grow to hold.
+    /// The largest value copied at all (read in pieces): a larger one fails its table.
     pub max_value_bytes: usize,
     /// Fetch floats as text, for drivers whose wire format is text (psqlODBC): the server's
     /// text is already the shortest exact form. Integers are fetched binary (but see
@@ -70,11 +75,10 @@ pub struct FetchLayout {
     policy: BufferPolicy,
 }
 
-/// A value is larger than `max_value_bytes`: the table cannot be copied faithfully.
+/// A value does not fit a bulk buffer at its cap: the rows are read in pieces instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValueTooLarge {
+pub struct BeyondBulkCap {
     pub column: usize,
-    pub needed: Option<usize>,
 }
 
 impl FetchLayout {
@@ -134,8 +138,8 @@ impl FetchLayout {
     }
 
     /// Grows column `column` after the driver reported a value of `needed` bytes (or an unknown
-    /// length) that did not fit.
-    pub fn grow(&mut self, column: usize, needed: Option<usize>) -> Result<(), ValueTooLarge> {
+    /// length) that did not fit, up to [`BULK_VALUE_MAX_BYTES`].
+    pub fn grow(&mut self, column: usize, needed: Option<usize>) -> Result<(), BeyondBulkCap> {
         let unit = if self.policy.wide_text && self.kinds[column] != ValueKind::Binary {
             2
         } else {
@@ -147,8 +151,11 @@ impl FetchLayout {
             Some(bytes) => (bytes / unit + 1).max(current * 2),
             None => current * 2,
         };
-        if wanted * unit > self.policy.max_value_bytes {
-            return Err(ValueTooLarge { column, needed });
+        // Past the cap (or `max_value_bytes`, which the piecewise read enforces) values come in
+        // pieces.
+        let wanted = wanted.min(BULK_VALUE_MAX_BYTES.min(self.policy.max_value_bytes) / unit);
+        if wanted <= current || needed.is_some_and(|bytes| bytes > wanted * unit) {
+            return Err(BeyondBulkCap { column });
         }
         self.capacities[column] = wanted;
         Ok(())
@@ -297,7 +304,7 @@ pub fn encode_batch(
 
 /// The operation of a change tracking row. The column is an integer, fetched binary; a driver
 /// that returns it as text (narrow or wide, as on Windows) gives the same answer.
-fn row_op(cell: Cell<'_>) -> Result<RowOp, BatchError> {
+pub(super) fn row_op(cell: Cell<'_>) -> Result<RowOp, BatchError> {
     let digit = match cell {
         Cell::Int(v) => v,
         Cell::Text([b]) => i64::from(*b) - i64::from(b'0'),
@@ -505,33 +512,47 @@ mod tests {
     }
 
     #[test]
-    fn long_columns_start_small_and_grow_within_the_cap() {
+    fn long_columns_start_small_and_grow_to_the_bulk_cap_only() {
         let columns = vec![column("text", None)];
         let kinds = [ValueKind::Text];
-        let mut layout = FetchLayout::new(&columns, &kinds, 1000, policy(1 << 20, 64 * 1024));
+        let mut layout = FetchLayout::new(&columns, &kinds, 1000, policy(1 << 20, 1 << 30));
         let before = layout.rows_per_fetch();
         layout.grow(0, Some(20_000)).unwrap();
         assert!(layout.rows_per_fetch() < before);
         let grown: usize = layout.descs().map(|d| d.bytes_per_row()).sum();
         assert!(grown > 20_000, "{grown}");
+        // A value over the cap is read in pieces, whatever max_value_bytes allows.
         assert_eq!(
             layout.grow(0, Some(100_000)),
-            Err(ValueTooLarge {
-                column: 0,
-                needed: Some(100_000)
-            })
+            Err(BeyondBulkCap { column: 0 })
         );
+        // A lower max_value_bytes lowers the cap: the piecewise read refuses the value.
+        let mut strict = FetchLayout::new(&columns, &kinds, 1000, policy(1 << 20, 4096));
+        assert_eq!(strict.grow(0, Some(9000)), Err(BeyondBulkCap { column: 0 }));
         let mut unknown = FetchLayout::new(&columns, &kinds, 1000, policy(1 << 20, 1 << 30));
-        unknown.grow(0, None).unwrap();
-        assert!(unknown.descs().next().unwrap().bytes_per_row() > LONG_VALUE_START_BYTES * 2);
+        while unknown.grow(0, None).is_ok() {}
+        let capped = unknown.descs().next().unwrap().bytes_per_row();
+        assert!(
+            (BULK_VALUE_MAX_BYTES..BULK_VALUE_MAX_BYTES + 64).contains(&capped),
+            "{capped}"
+        );
+        let mut wide_policy = policy(1 << 20, 1 << 30);
+        wide_policy.wide_text = true;
+        let mut wide = FetchLayout::new(&columns, &kinds, 1000, wide_policy);
+        while wide.grow(0, None).is_ok() {}
+        let capped = wide.descs().next().unwrap().bytes_per_row();
+        assert!(
+            (BULK_VALUE_MAX_BYTES..BULK_VALUE_MAX_BYTES + 64).contains(&capped),
+            "{capped}"
+        );
     }
 
     #[test]
-    fn a_single_huge_row_still_fetches() {
+    fn a_row_at_the_cap_fetches_within_a_small_budget() {
         let columns = vec![column("text", None)];
         let mut layout =
             FetchLayout::new(&columns, &[ValueKind::Text], 1000, policy(1024, 1 << 30));
-        layout.grow(0, Some(1 << 20)).unwrap();
+        layout.grow(0, Some(60_000)).unwrap();
         assert_eq!(layout.rows_per_fetch(), 1);
     }
 

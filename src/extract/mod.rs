@@ -5,6 +5,7 @@ pub mod delivery;
 pub mod fetch;
 pub mod key;
 pub mod partition;
+mod piecewise;
 mod scheduler;
 pub mod select;
 pub mod text_check;
@@ -56,6 +57,9 @@ pub struct ReadSettings {
     pub stall_timeout: Duration,
     /// Checked before a table and each of its partitions start.
     pub free_space: Option<FreeSpaceCheck>,
+    /// Where a row too large to hold in memory waits for the writer (the output folder, so it
+    /// takes the space the row will take there).
+    pub spool_dir: PathBuf,
 }
 
 /// What every worker of the run shares. Workers are plain threads that own an `Arc` of it, so
@@ -267,6 +271,7 @@ pub fn run(
             config.lock_timeout_ms,
         ),
         stall_timeout: Duration::from_secs(config.stall_timeout_seconds),
+        spool_dir: output_dir.clone(),
         free_space: config.min_free_bytes.map(|min_bytes| FreeSpaceCheck {
             dir: output_dir.clone(),
             min_bytes,

@@ -18,6 +18,7 @@ use odbc_api::{ConcurrentBlockCursor, Connection, Cursor};
 use super::fetch::{FetchLayout, encode_batch, encode_delete, key_of_row, views};
 use super::key::{self, Advance, KeyMismatch};
 use super::partition::{self, Partition, PartitionSpec, ReadMode};
+use super::piecewise::{RowError, RowReader};
 use super::scheduler::{Scheduler, WorkItem};
 use super::select::{KeyRange, KeyValue, Select};
 use super::watchdog::{InHand, StatementHandle, WorkerSlot};
@@ -96,6 +97,18 @@ enum StreamEnd {
         column: usize,
         needed: Option<usize>,
     },
+    /// A piecewise read sent its rows; the statement is reopened after the last key, in bulk.
+    Paused,
+}
+
+/// How a statement's rows are fetched.
+#[derive(Debug, Clone, Copy)]
+enum Fetch {
+    /// Column-wise into bound buffers, many rows per fetch.
+    Bulk,
+    /// One row per fetch with `SQLGetData`, long values in pieces; at most `rows` rows before
+    /// going back to bulk (`None`: to the end, for reads without a key to reopen after).
+    Piecewise { rows: Option<u64> },
 }
 
 impl Worker {
@@ -657,6 +670,7 @@ impl Worker {
                 _ => None,
             },
         );
+        let mut fetch = Fetch::Bulk;
         loop {
             if self.scheduler.is_failed(partition.table) {
                 return Ok(());
@@ -668,27 +682,36 @@ impl Worker {
                 chunk_limit,
             );
             advance.next_statement();
-            match self.stream(partition, job, &select, &layout, &mut advance)? {
+            match self.stream(partition, job, &select, &layout, fetch, &mut advance)? {
                 StreamEnd::Complete { rows } => {
                     let more_chunks = chunk_limit.is_some_and(|limit| rows >= limit);
                     if !more_chunks {
                         break;
                     }
                 }
+                StreamEnd::Paused => fetch = Fetch::Bulk,
                 StreamEnd::Truncated { column, needed } => {
-                    layout.grow(column, needed).map_err(|_| {
-                        WorkerError::Table(format!(
-                            "a value in column '{}' is larger than max_value_bytes ({} bytes); \
-                             raise max_value_bytes in the config to copy it",
-                            job.table.columns[column].name, context.read.buffers.max_value_bytes
-                        ))
-                    })?;
-                    log::debug!(
-                        "{}: column '{}' needs a larger buffer; reading on from the last key \
-                         sent",
-                        job.table.full_name(),
-                        job.table.columns[column].name
-                    );
+                    let column_name = column_name(job, column).unwrap_or_default();
+                    if layout.grow(column, needed).is_ok() {
+                        log::debug!(
+                            "{}: column '{column_name}' needs a larger buffer (the driver \
+                             reported {needed:?} bytes); reading on from the last key sent",
+                            job.table.full_name(),
+                        );
+                    } else {
+                        // Rows of one bulk batch, then bulk again: a table with a few long
+                        // values among many short ones stays fast.
+                        let rows = match partition.spec.mode {
+                            ReadMode::Stream => None,
+                            _ => Some(layout.rows_per_fetch() as u64),
+                        };
+                        fetch = Fetch::Piecewise { rows };
+                        log::debug!(
+                            "{}: a value in column '{column_name}' is larger than a bulk \
+                             buffer; reading on from the last key sent in pieces",
+                            job.table.full_name(),
+                        );
+                    }
                     if partition.spec.mode == ReadMode::Stream {
                         self.send(Message::RestartTable {
                             table: partition.table,
@@ -968,6 +991,7 @@ impl Worker {
         job: &TableJob,
         select: &Select,
         layout: &FetchLayout,
+        fetch: Fetch,
         advance: &mut Advance,
     ) -> Result<StreamEnd, WorkerError> {
         let name = job.table.full_name();
@@ -988,7 +1012,12 @@ impl Worker {
         else {
             return Ok(StreamEnd::Complete { rows: 0 });
         };
-        let outcome = self.fetch_all(partition, job, cursor, layout, advance, &db_error);
+        let outcome = match fetch {
+            Fetch::Bulk => self.fetch_all(partition, job, cursor, layout, advance, &db_error),
+            Fetch::Piecewise { rows } => {
+                self.fetch_piecewise(partition, job, cursor, layout, rows, advance, &db_error)
+            }
+        };
         self.statement_finished();
         outcome
     }
@@ -1128,9 +1157,197 @@ impl Worker {
         outcome
     }
 
+    /// Reads rows one at a time with `SQLGetData`, long values in pieces (`super::piecewise`),
+    /// and sends them in chunks of at most `PIECEWISE_CHUNK_BYTES` or a bulk batch's rows.
+    #[allow(clippy::too_many_arguments)]
+    fn fetch_piecewise(
+        &self,
+        partition: &mut Partition,
+        job: &TableJob,
+        mut cursor: odbc_api::OwnedCursor<Arc<Connection<'static>>>,
+        layout: &FetchLayout,
+        limit: Option<u64>,
+        advance: &mut Advance,
+        db_error: &dyn Fn(&odbc_api::Error) -> WorkerError,
+    ) -> Result<StreamEnd, WorkerError> {
+        use odbc_api::handles::AsStatementRef;
+        let name = job.table.full_name();
+        let op_column = job.load.read().reads_changes();
+        let (_, kinds, _) = job.fetch_columns();
+        let keys: Vec<bool> = (0..kinds.len())
+            .map(|i| job.key_indices.contains(&i))
+            .collect();
+        let max_value_bytes = self.context.read.buffers.max_value_bytes;
+        // Long text from SQL Server in pieces as UTF-16: Driver 18 converting a `varchar(max)`
+        // to UTF-8 piece by piece returns a last piece cut short, followed by garbage, under a
+        // length that claims it whole. psqlODBC and sqliteodbc hold UTF-8 and cut it exactly.
+        let wide_pieces = job.dialect == crate::source::Dialect::SqlServer;
+        let mut reader = RowReader::new(layout, &kinds, &keys, max_value_bytes, wide_pieces);
+        let mut encoder = job.encoder();
+        let keyed = !matches!(job.mode, ReadMode::Stream | ReadMode::KeyScan);
+        let batch_rows = layout.rows_per_fetch() as u64;
+        let mut pending = PendingRows::default();
+        let mut rows_read = 0u64;
+        let compression = self.context.read.compression;
+        let table_error = |e: RowError| match e {
+            RowError::Db(e) => db_error(&e),
+            RowError::Undelivered { column, diagnostic } => {
+                let diagnostic = diagnostic
+                    .map(|d| {
+                        format!(
+                            ": {} (SQLSTATE {}, native error {})",
+                            d.message, d.state, d.native
+                        )
+                    })
+                    .unwrap_or_else(|| ", the driver announced more data than it returned".into());
+                WorkerError::Table(format!(
+                    "{name}: a value in column '{}' did not arrive{diagnostic}; the table is \
+                     failed rather than written with a cut value. Check the ODBC driver's version",
+                    column_name(job, column).unwrap_or_default()
+                ))
+            }
+            RowError::Encode(e) => WorkerError::Table(format!("{name}: {e}")),
+            RowError::Spill(e) => WorkerError::Table(format!(
+                "{name}: a row with a long value could not be written to a temporary file in \
+                 {}: {e}",
+                self.context.read.spool_dir.display()
+            )),
+            RowError::TooLarge { column } => WorkerError::Table(format!(
+                "a value in column '{}' is larger than max_value_bytes ({max_value_bytes} \
+                 bytes); raise max_value_bytes in the config to copy it",
+                column_name(job, column).unwrap_or_default()
+            )),
+            RowError::UnknownOperation => WorkerError::Table(format!(
+                "{name}: {}",
+                super::fetch::BatchError::UnknownOperation
+            )),
+        };
+        loop {
+            if limit.is_some_and(|limit| rows_read >= limit) {
+                self.send_pending(partition, &mut pending)?;
+                return Ok(StreamEnd::Paused);
+            }
+            if cursor.next_row().map_err(|e| db_error(&e))?.is_none() {
+                self.send_pending(partition, &mut pending)?;
+                return Ok(StreamEnd::Complete { rows: rows_read });
+            }
+            let mut statement = cursor.as_stmt_ref();
+            let mut spool = None;
+            let mut spill = |bytes: &[u8]| {
+                let spool = match &mut spool {
+                    Some(spool) => spool,
+                    None => spool.insert(compression.spool(&self.context.read.spool_dir)?),
+                };
+                spool.write_all(bytes)
+            };
+            let row = reader
+                .encode_row(
+                    &mut statement,
+                    &mut encoder,
+                    &job.key_indices,
+                    &job.key_types,
+                    op_column,
+                    &mut pending.bytes,
+                    &mut spill,
+                )
+                .map_err(table_error)?;
+            if keyed {
+                let key = row.key.ok_or_else(|| {
+                    WorkerError::Table(format!(
+                        "{name}: a primary key value could not be read as a resume point"
+                    ))
+                })?;
+                advance
+                    .check(key)
+                    .map_err(|e| WorkerError::Table(format!("{name}: {e}")))?;
+                pending.last_key = advance.last().cloned();
+            }
+            pending.rows += 1;
+            if row.op == crate::sink::encode::RowOp::Delete {
+                pending.deletes += 1;
+            }
+            rows_read += 1;
+            if let Some(spool) = spool {
+                // The rows before this one and its start are in the spool: the rest follows,
+                // and the chunk goes to the writer whole, from the file.
+                let spooled = (|| {
+                    let mut spool = spool;
+                    spool.write_all(&pending.bytes)?;
+                    spool.finish()
+                })()
+                .map_err(|e| table_error(RowError::Spill(e)))?;
+                let taken = std::mem::take(&mut pending);
+                let chunk = Chunk {
+                    table: partition.table,
+                    partition: partition.spec.id,
+                    rows: taken.rows,
+                    bytes: Vec::new(),
+                    last_key: taken.last_key,
+                    deletes: taken.deletes,
+                    keys: None,
+                    new_keys: 0,
+                };
+                self.send_chunk_with(partition, chunk, Some(spooled))?;
+            }
+            if pending.bytes.len() >= PIECEWISE_CHUNK_BYTES || pending.rows >= batch_rows {
+                self.send_pending(partition, &mut pending)?;
+                if self.context.stop.is_set() {
+                    return Err(WorkerError::Stopped);
+                }
+                if self.scheduler.is_failed(partition.table) {
+                    return Ok(StreamEnd::Complete { rows: rows_read });
+                }
+            }
+        }
+    }
+
+    /// Compresses and sends the rows read so far, if any.
+    fn send_pending(
+        &self,
+        partition: &mut Partition,
+        pending: &mut PendingRows,
+    ) -> Result<(), WorkerError> {
+        if pending.rows == 0 {
+            return Ok(());
+        }
+        let taken = std::mem::take(pending);
+        let bytes = self
+            .context
+            .read
+            .compression
+            .compress(taken.bytes)
+            .map_err(|e| {
+                WorkerError::Table(format!(
+                    "{}: compression failed: {e}",
+                    self.context.jobs[partition.table].table.full_name()
+                ))
+            })?;
+        let chunk = Chunk {
+            table: partition.table,
+            partition: partition.spec.id,
+            rows: taken.rows,
+            bytes,
+            last_key: taken.last_key,
+            deletes: taken.deletes,
+            keys: None,
+            new_keys: 0,
+        };
+        self.send_chunk(partition, chunk)
+    }
+
     /// Sends one chunk and records its last key as the partition's resume point, both at once
     /// with respect to the watchdog.
     fn send_chunk(&self, partition: &mut Partition, chunk: Chunk) -> Result<(), WorkerError> {
+        self.send_chunk_with(partition, chunk, None)
+    }
+
+    /// `send_chunk` of a chunk whose bytes are in `spooled` (`Compression::spool`) when given.
+    fn send_chunk_with(
+        &self,
+        partition: &mut Partition,
+        chunk: Chunk,
+        spooled: Option<std::fs::File>,
+    ) -> Result<(), WorkerError> {
         let mut slot = self.slot.state.lock();
         if slot.abandoned {
             return Err(WorkerError::Abandoned);
@@ -1138,8 +1355,12 @@ impl Worker {
         let last_key = chunk.last_key.clone();
         #[cfg(debug_assertions)]
         let rows = chunk.rows;
+        let message = match spooled {
+            Some(file) => Message::SpooledChunk(chunk, file),
+            None => Message::Chunk(chunk),
+        };
         self.writer
-            .send(Message::Chunk(chunk))
+            .send(message)
             .map_err(|_| WorkerError::WriterGone)?;
         #[cfg(debug_assertions)]
         crate::supervisor::crash_for_tests(rows);
@@ -1153,6 +1374,18 @@ impl Worker {
         Ok(())
     }
 }
+
+/// Encoded rows of a piecewise read not yet sent.
+#[derive(Default)]
+struct PendingRows {
+    bytes: Vec<u8>,
+    rows: u64,
+    deletes: u64,
+    last_key: Option<Vec<KeyValue>>,
+}
+
+/// A piecewise read sends its rows once they hold this many encoded bytes.
+const PIECEWISE_CHUNK_BYTES: usize = 1 << 20;
 
 /// The name of fetched column `index` of `job`'s reads, for messages.
 fn column_name(job: &TableJob, index: usize) -> Option<String> {

@@ -344,6 +344,226 @@ impl RowEncoder {
     }
 }
 
+/// A text or binary value written piece by piece, as `SQLGetData` delivers a long value: CSV
+/// text quoted (a field's need for quotes is not known before its last piece), NDJSON text
+/// escaped, binary as hex (CSV) or base64 (NDJSON). A UTF-8 sequence, a UTF-16 surrogate pair
+/// or a base64 group split between pieces is carried over to the next piece, so memory stays
+/// one piece whatever the value's size. `RowEncoder::begin_long`, pieces, `finish`.
+pub struct LongValue {
+    format: Format,
+    binary: bool,
+    column: usize,
+    /// The start of a UTF-8 sequence (at most 3 bytes) or of a base64 group (at most 2 bytes)
+    /// that the next piece completes.
+    carry: Vec<u8>,
+    /// A high surrogate that the next wide piece completes.
+    high_surrogate: Option<u16>,
+    /// Bytes of the value seen so far (an empty binary value is `""`, not NULL).
+    length: usize,
+    scratch: String,
+}
+
+impl RowEncoder {
+    /// Starts the value of column `index` (text, or `binary`) that arrives in pieces.
+    pub fn begin_long(&self, out: &mut Vec<u8>, index: usize, binary: bool) -> LongValue {
+        if index > 0 {
+            out.push(b',');
+        }
+        if self.format == Format::Ndjson {
+            out.extend_from_slice(&self.json_keys[index]);
+            out.push(b'"');
+        } else if !binary {
+            out.push(b'"');
+        }
+        LongValue {
+            format: self.format,
+            binary,
+            column: index,
+            carry: Vec::new(),
+            high_surrogate: None,
+            length: 0,
+            scratch: String::new(),
+        }
+    }
+}
+
+impl LongValue {
+    /// Appends a piece of a binary value.
+    pub fn bytes(&mut self, out: &mut Vec<u8>, piece: &[u8]) {
+        self.length += piece.len();
+        match self.format {
+            Format::Csv => {
+                let start = out.len();
+                out.resize(start + piece.len() * 2, 0);
+                // The slice is exactly twice the input length, which is all encode needs.
+                let _ = hex::encode_to_slice(piece, &mut out[start..]);
+            }
+            Format::Ndjson => {
+                // Whole groups of 3 bytes now; the rest waits for the next piece.
+                let mut rest = piece;
+                if !self.carry.is_empty() {
+                    let (head, tail) = rest.split_at((3 - self.carry.len()).min(rest.len()));
+                    self.carry.extend_from_slice(head);
+                    if self.carry.len() < 3 {
+                        return;
+                    }
+                    push_base64(out, &std::mem::take(&mut self.carry));
+                    rest = tail;
+                }
+                let whole = rest.len() - rest.len() % 3;
+                push_base64(out, &rest[..whole]);
+                self.carry = rest[whole..].to_vec();
+            }
+        }
+    }
+
+    /// Appends a piece of a UTF-8 text value.
+    pub fn text(
+        &mut self,
+        encoder: &RowEncoder,
+        out: &mut Vec<u8>,
+        piece: &[u8],
+    ) -> Result<(), EncodeError> {
+        self.length += piece.len();
+        let mut piece = piece;
+        if !self.carry.is_empty() {
+            let needed = utf8_sequence_length(self.carry[0]).saturating_sub(self.carry.len());
+            let (head, rest) = piece.split_at(needed.min(piece.len()));
+            self.carry.extend_from_slice(head);
+            if head.len() < needed {
+                return Ok(());
+            }
+            let sequence = std::mem::take(&mut self.carry);
+            let text = std::str::from_utf8(&sequence)
+                .map_err(|_| encoder.invalid_text(self.column, "UTF-8"))?;
+            self.escaped(out, text);
+            piece = rest;
+        }
+        let valid = match std::str::from_utf8(piece) {
+            Ok(text) => text,
+            // A sequence cut at the piece's end is completed by the next piece.
+            Err(e) if e.error_len().is_none() && piece.len() - e.valid_up_to() < 4 => {
+                self.carry = piece[e.valid_up_to()..].to_vec();
+                // The prefix up to `valid_up_to` is valid UTF-8.
+                std::str::from_utf8(&piece[..e.valid_up_to()]).unwrap_or_default()
+            }
+            Err(_) => return Err(encoder.invalid_text(self.column, "UTF-8")),
+        };
+        self.escaped(out, valid);
+        Ok(())
+    }
+
+    /// Appends a piece of a UTF-16 text value.
+    pub fn wide(
+        &mut self,
+        encoder: &RowEncoder,
+        out: &mut Vec<u8>,
+        piece: &[u16],
+    ) -> Result<(), EncodeError> {
+        self.length += piece.len() * 2;
+        let (piece, next_high) = match piece.split_last() {
+            Some((&last, rest)) if (0xD800..0xDC00).contains(&last) => (rest, Some(last)),
+            _ => (piece, None),
+        };
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let units = self
+            .high_surrogate
+            .take()
+            .into_iter()
+            .chain(piece.iter().copied());
+        for c in char::decode_utf16(units) {
+            match c {
+                Ok(c) => scratch.push(c),
+                Err(_) => return Err(encoder.invalid_text(self.column, "UTF-16")),
+            }
+        }
+        self.high_surrogate = next_high;
+        self.escaped(out, &scratch);
+        self.scratch = scratch;
+        Ok(())
+    }
+
+    /// Closes the value; a sequence left incomplete at its end is invalid text.
+    pub fn finish(self, encoder: &RowEncoder, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        if !self.binary && !self.carry.is_empty() {
+            return Err(encoder.invalid_text(self.column, "UTF-8"));
+        }
+        if self.high_surrogate.is_some() {
+            return Err(encoder.invalid_text(self.column, "UTF-16"));
+        }
+        match (self.format, self.binary) {
+            (Format::Csv, true) if self.length == 0 => out.extend_from_slice(b"\"\""),
+            (Format::Csv, true) => {}
+            (Format::Ndjson, true) => {
+                push_base64(out, &self.carry);
+                out.push(b'"');
+            }
+            _ => out.push(b'"'),
+        }
+        Ok(())
+    }
+
+    /// Valid text, with `"` doubled (CSV, inside quotes) or JSON-escaped.
+    fn escaped(&self, out: &mut Vec<u8>, text: &str) {
+        match self.format {
+            Format::Csv => {
+                for &b in text.as_bytes() {
+                    if b == b'"' {
+                        out.push(b'"');
+                    }
+                    out.push(b);
+                }
+            }
+            Format::Ndjson => {
+                let mut plain = 0;
+                let bytes = text.as_bytes();
+                for (i, &b) in bytes.iter().enumerate() {
+                    let escape: &[u8] = match b {
+                        b'"' => b"\\\"",
+                        b'\\' => b"\\\\",
+                        b'\n' => b"\\n",
+                        b'\r' => b"\\r",
+                        b'\t' => b"\\t",
+                        0x08 => b"\\b",
+                        0x0C => b"\\f",
+                        0..0x20 => b"",
+                        _ => continue,
+                    };
+                    out.extend_from_slice(&bytes[plain..i]);
+                    if escape.is_empty() {
+                        out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+                    } else {
+                        out.extend_from_slice(escape);
+                    }
+                    plain = i + 1;
+                }
+                out.extend_from_slice(&bytes[plain..]);
+            }
+        }
+    }
+}
+
+/// The length of the UTF-8 sequence a lead byte starts (1 for a byte that starts none, which
+/// the validation then refuses).
+fn utf8_sequence_length(lead: u8) -> usize {
+    match lead {
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF7 => 4,
+        _ => 1,
+    }
+}
+
+/// Appends `bytes` in standard base64 (padded at the end of the input).
+fn push_base64(out: &mut Vec<u8>, bytes: &[u8]) {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let start = out.len();
+    out.resize(start + bytes.len().div_ceil(3) * 4, 0);
+    let written = engine.encode_slice(bytes, &mut out[start..]).unwrap_or(0);
+    out.truncate(start + written);
+}
+
 /// Appends a date or timestamp as drivers print it in ISO 8601 form: a 4-digit year (FreeTDS
 /// prints year 1 as `1-01-01`), `T` between date and time, and no space before a UTC offset
 /// (SQL Server's `datetimeoffset` text is `2024-03-01 12:00:00.1234567 +01:00`). Text that does
@@ -785,5 +1005,130 @@ mod tests {
         );
         assert_eq!(encoder.header(), "select,\"a,b\",naïve\r\n".as_bytes());
         assert!(RowEncoder::new(Format::Ndjson, vec![]).header().is_empty());
+    }
+
+    /// Encodes `value` as column 1 of a row (after an integer), in pieces of `piece` bytes.
+    fn in_pieces(
+        format: Format,
+        binary: bool,
+        value: &[u8],
+        piece: usize,
+    ) -> Result<String, EncodeError> {
+        let kind = if binary { Binary } else { Text };
+        let mut encoder =
+            RowEncoder::new(format, vec![("c0".into(), Integer), ("c1".into(), kind)]);
+        let mut out = Vec::new();
+        encoder.begin_row(&mut out);
+        encoder.cell(&mut out, 0, Cell::Int(1))?;
+        let mut long = encoder.begin_long(&mut out, 1, binary);
+        for chunk in value.chunks(piece) {
+            if binary {
+                long.bytes(&mut out, chunk);
+            } else {
+                long.text(&encoder, &mut out, chunk)?;
+            }
+        }
+        long.finish(&encoder, &mut out)?;
+        encoder.end_row(&mut out, RowOp::Upsert);
+        Ok(String::from_utf8(out).expect("UTF-8 output"))
+    }
+
+    #[test]
+    fn long_values_in_pieces_of_any_size_encode_as_a_whole_value_would() {
+        let text = "é€𝄞 \"quoted\", comma\r\nnew line \\ tab\t \u{1} end";
+        let csv_text = format!("1,\"{}\"\r\n", text.replace('"', "\"\""));
+        let json_text = format!(
+            "{{\"c0\":1,\"c1\":{}}}\n",
+            serde_json::to_string(text).unwrap()
+        );
+        let bytes: Vec<u8> = (0..=255u8).chain(0..7).collect();
+        let csv_bytes = format!("1,{}\r\n", hex::encode(&bytes));
+        let base64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        let json_bytes = format!("{{\"c0\":1,\"c1\":\"{base64}\"}}\n");
+        for piece in 1..=8 {
+            assert_eq!(
+                in_pieces(Format::Csv, false, text.as_bytes(), piece).unwrap(),
+                csv_text
+            );
+            assert_eq!(
+                in_pieces(Format::Ndjson, false, text.as_bytes(), piece).unwrap(),
+                json_text
+            );
+            assert_eq!(
+                in_pieces(Format::Csv, true, &bytes, piece).unwrap(),
+                csv_bytes
+            );
+            assert_eq!(
+                in_pieces(Format::Ndjson, true, &bytes, piece).unwrap(),
+                json_bytes
+            );
+            // What a bulk-read value of the same text decodes to: the CSV field is quoted
+            // either way, so loaders read the same value.
+            assert_eq!(
+                in_pieces(Format::Csv, false, b"", piece).unwrap(),
+                encode(
+                    Format::Csv,
+                    &[Integer, Text],
+                    &[Cell::Int(1), Cell::Text(b"")]
+                )
+            );
+            assert_eq!(
+                in_pieces(Format::Csv, true, b"", piece).unwrap(),
+                encode(
+                    Format::Csv,
+                    &[Integer, Binary],
+                    &[Cell::Int(1), Cell::Bytes(b"")]
+                )
+            );
+            assert_eq!(
+                in_pieces(Format::Ndjson, true, &bytes[..4], piece).unwrap(),
+                encode(
+                    Format::Ndjson,
+                    &[Integer, Binary],
+                    &[Cell::Int(1), Cell::Bytes(&bytes[..4])]
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn long_text_split_inside_a_character_is_joined_and_invalid_text_is_refused() {
+        let wide: Vec<u16> = "a𝄞b€".encode_utf16().collect();
+        for split in 0..=wide.len() {
+            let encoder = RowEncoder::new(Format::Ndjson, vec![("v".into(), Text)]);
+            let mut out = Vec::new();
+            let mut long = encoder.begin_long(&mut out, 0, false);
+            long.wide(&encoder, &mut out, &wide[..split]).unwrap();
+            long.wide(&encoder, &mut out, &wide[split..]).unwrap();
+            long.finish(&encoder, &mut out).unwrap();
+            encoder.begin_row(&mut Vec::new());
+            assert_eq!(String::from_utf8(out).unwrap(), "\"v\":\"a𝄞b€\"");
+        }
+        let invalid = |format, value: &[u8]| {
+            matches!(
+                in_pieces(format, false, value, 2),
+                Err(EncodeError::InvalidText { ref column, encoding: "UTF-8" }) if column == "c1"
+            )
+        };
+        for format in [Format::Csv, Format::Ndjson] {
+            assert!(invalid(format, b"ab\xff"), "invalid byte");
+            assert!(
+                invalid(format, "a€".as_bytes().split_last().unwrap().1),
+                "cut at the end"
+            );
+            assert!(
+                invalid(format, b"\xe2\x82x"),
+                "sequence broken across pieces"
+            );
+        }
+        let encoder = RowEncoder::new(Format::Csv, vec![("v".into(), Text)]);
+        let mut out = Vec::new();
+        let mut long = encoder.begin_long(&mut out, 0, false);
+        long.wide(&encoder, &mut out, &[0xD834]).unwrap();
+        assert!(
+            long.finish(&encoder, &mut out).is_err(),
+            "a lone high surrogate at the end"
+        );
+        encoder.begin_row(&mut out);
     }
 }

@@ -36,6 +36,21 @@ impl Compression {
         }
     }
 
+    /// A spool for one chunk too large to hold in memory (a row with a long value): an
+    /// anonymous temporary file in `dir` (removed by the system when closed, so a crash leaves
+    /// nothing behind), written through this compression as one member or frame.
+    pub fn spool(self, dir: &Path) -> std::io::Result<Spool> {
+        let file = tempfile::tempfile_in(dir)?;
+        Ok(match self {
+            Compression::None => Spool::Plain(file),
+            Compression::Gzip => Spool::Gzip(flate2::write::GzEncoder::new(
+                file,
+                flate2::Compression::new(3),
+            )),
+            Compression::Zstd => Spool::Zstd(zstd::stream::Encoder::new(file, 3)?),
+        })
+    }
+
     /// Compresses one chunk into a self-contained member or frame.
     pub fn compress(self, bytes: Vec<u8>) -> std::io::Result<Vec<u8>> {
         match self {
@@ -50,6 +65,35 @@ impl Compression {
             }
             Compression::Zstd => zstd::bulk::compress(&bytes, 3),
         }
+    }
+}
+
+/// A chunk's compressed bytes on their way to a temporary file (see [`Compression::spool`]).
+pub enum Spool {
+    Plain(File),
+    Gzip(flate2::write::GzEncoder<File>),
+    Zstd(zstd::stream::Encoder<'static, File>),
+}
+
+impl Spool {
+    pub fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Spool::Plain(file) => file.write_all(bytes),
+            Spool::Gzip(encoder) => encoder.write_all(bytes),
+            Spool::Zstd(encoder) => encoder.write_all(bytes),
+        }
+    }
+
+    /// Ends the member or frame and returns the file, positioned at its start.
+    pub fn finish(self) -> std::io::Result<File> {
+        use std::io::{Seek, SeekFrom};
+        let mut file = match self {
+            Spool::Plain(file) => file,
+            Spool::Gzip(encoder) => encoder.finish()?,
+            Spool::Zstd(encoder) => encoder.finish()?,
+        };
+        file.seek(SeekFrom::Start(0))?;
+        Ok(file)
     }
 }
 

@@ -61,6 +61,9 @@ pub enum Message {
         table: usize,
     },
     Chunk(Chunk),
+    /// A chunk of one row too large to hold in memory (a long value): its compressed bytes are
+    /// in the file (`Compression::spool`), not in `bytes`.
+    SpooledChunk(Chunk, std::fs::File),
     PartitionDone {
         table: usize,
         partition: usize,
@@ -422,7 +425,8 @@ impl Writer {
                 load,
             } => self.start_table(table, expected_rows, expected_estimated, partitions, *load),
             Message::KeyScanStarted { table } => self.start_key_list(table),
-            Message::Chunk(chunk) => self.write_chunk(chunk),
+            Message::Chunk(chunk) => self.write_chunk(chunk, None),
+            Message::SpooledChunk(chunk, file) => self.write_chunk(chunk, Some(file)),
             Message::PartitionDone { table, partition } => {
                 let Some(open) = self.open.get_mut(&table) else {
                     return Ok(());
@@ -548,7 +552,12 @@ impl Writer {
         Ok(())
     }
 
-    fn write_chunk(&mut self, chunk: Chunk) -> Result<(), WriteError> {
+    /// Appends a chunk to its table's part file: `bytes`, then what `spooled` holds.
+    fn write_chunk(
+        &mut self,
+        chunk: Chunk,
+        spooled: Option<std::fs::File>,
+    ) -> Result<(), WriteError> {
         let needs_new_part = match self.open.get(&chunk.table) {
             None => return Ok(()), // the table failed; its stragglers are dropped
             Some(open) => open.part.as_ref().is_none_or(|part| {
@@ -574,6 +583,29 @@ impl Writer {
             })?;
         part.hasher.update(&chunk.bytes);
         part.bytes += chunk.bytes.len() as u64;
+        if let Some(mut file) = spooled {
+            let mut buffer = vec![0; 64 * 1024];
+            loop {
+                let read =
+                    std::io::Read::read(&mut file, &mut buffer).map_err(|source| WriteError {
+                        what: "temporary file of a long value",
+                        path: open.folder.clone(),
+                        source,
+                    })?;
+                if read == 0 {
+                    break;
+                }
+                part.file
+                    .write_all(&buffer[..read])
+                    .map_err(|source| WriteError {
+                        what: "data file",
+                        path: open.folder.join(&part.name),
+                        source,
+                    })?;
+                part.hasher.update(&buffer[..read]);
+                part.bytes += read as u64;
+            }
+        }
         part.rows += chunk.rows;
         if let (Some(keys), Some((file, length))) = (&chunk.keys, open.key_file.as_mut()) {
             file.write_all(keys).map_err(|source| WriteError {

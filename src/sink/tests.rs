@@ -226,16 +226,31 @@ fn read_partition(
             .filter(|&id| id > lo && id <= hi && after.is_none_or(|a| id > a))
             .collect();
         for ids in ids.chunks(script.rows_per_chunk as usize) {
-            out.push(Message::Chunk(Chunk {
+            let bytes: Vec<u8> = ids.iter().flat_map(|&id| row(id)).collect();
+            let mut chunk = Chunk {
                 table: t,
                 partition: spec.id,
                 rows: ids.len() as u64,
-                bytes: ids.iter().flat_map(|&id| row(id)).collect(),
+                bytes: Vec::new(),
                 last_key: ids.last().map(|&id| vec![KeyValue::Int(id)]),
                 deletes: 0,
                 keys: None,
                 new_keys: 0,
-            }));
+            };
+            // Every other chunk comes through a spool file, as a row with a long value does.
+            if ids[0] % 2 == 0 {
+                let mut spool = Compression::None
+                    .spool(&std::env::temp_dir())
+                    .expect("spool file");
+                spool.write_all(&bytes).expect("spool write");
+                out.push(Message::SpooledChunk(
+                    chunk,
+                    spool.finish().expect("spool finish"),
+                ));
+            } else {
+                chunk.bytes = bytes;
+                out.push(Message::Chunk(chunk));
+            }
         }
     }
     out.push(Message::PartitionDone {
