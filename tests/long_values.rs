@@ -4,6 +4,9 @@
 //! across SIGKILLs mid-table. Memory figures are the benchmark's (`scripts/bench.sh`); the
 //! buffer sizes the reader allocates are unit-tested (`extract::piecewise`).
 
+// Kills with SIGKILL, as tests/resume.rs does.
+#![cfg(unix)]
+
 mod common;
 
 use std::path::Path;
