@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use super::keys::{FrameEncoder, KeyListError, KeyListReader};
 use crate::extract::select::KeyValue;
 use crate::shutdown::StopFlag;
+use crate::sink::durable::{Disk, FileOps};
 use crate::sink::files::safe_name;
 use crate::source::types::ValueKind;
 
@@ -309,7 +310,7 @@ struct Partitioner {
 
 impl Partitioner {
     fn create(dir: &Path, bits_used: u32, bits: u32) -> Result<Partitioner, KeyListError> {
-        crate::sink::files::create_private_dir(dir).map_err(|e| io(dir, e))?;
+        Disk.create_dir_all(dir).map_err(|e| io(dir, e))?;
         let writers = (0..1usize << bits)
             .map(|i| BucketWriter::create(bucket_path(dir, i)))
             .collect::<Result<_, _>>()?;
@@ -435,11 +436,12 @@ impl ScanBuckets {
             crate::sink::files::open_private_file(&marker, None).map_err(|e| io(&marker, e))?;
         file.write_all(&json).map_err(|e| io(&marker, e))?;
         file.sync_all().map_err(|e| io(&marker, e))?;
-        crate::sink::files::sync_dir(&self.dir).map_err(|e| io(&self.dir, e))?;
+        Disk.sync_dir(&self.dir).map_err(|e| io(&self.dir, e))?;
         let current = self.work_dir.join(CURRENT_DIR);
         crate::sink::files::remove_dir_if_exists(&current).map_err(|e| io(&current, e))?;
         fs::rename(&self.dir, &current).map_err(|e| io(&current, e))?;
-        crate::sink::files::sync_dir(&self.work_dir).map_err(|e| io(&self.work_dir, e))?;
+        Disk.sync_dir(&self.work_dir)
+            .map_err(|e| io(&self.work_dir, e))?;
         Ok(ScannedKeys {
             dir: current,
             layout,
@@ -715,8 +717,7 @@ fn check_stop(stop: &StopFlag, keys_done: usize) -> Result<(), KeyListError> {
 }
 
 fn remove_file(path: &Path) -> Result<(), KeyListError> {
-    crate::sink::durable::remove_if_exists(&crate::sink::durable::Disk, path)
-        .map_err(|e| io(path, e))
+    crate::sink::durable::remove_if_exists(&Disk, path).map_err(|e| io(path, e))
 }
 
 #[cfg(test)]

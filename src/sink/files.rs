@@ -185,19 +185,6 @@ pub fn is_part_file_name(name: &str) -> bool {
         .is_some_and(|(_, seq)| seq.len() >= 5 && seq.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Creates `path` and its parents, private to the owner on Unix. (The key scan's work folders;
-/// the writer's own files go through [`super::durable::FileOps`].)
-pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(path)
-}
-
 /// Opens `path` for writing, creating it private to the owner on Unix. With `truncate_to`, an
 /// existing file is cut to that length (a resumed run drops bytes after its checkpoint).
 pub fn open_private_file(path: &Path, truncate_to: Option<u64>) -> std::io::Result<File> {
@@ -226,18 +213,6 @@ pub fn remove_dir_if_exists(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
-}
-
-/// Makes a folder's entries (new, renamed, removed files) durable.
-#[cfg(unix)]
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Windows cannot open a folder as a file; NTFS journals the rename itself.
-#[cfg(not(unix))]
-pub fn sync_dir(_dir: &Path) -> std::io::Result<()> {
-    Ok(())
 }
 
 #[cfg(test)]
