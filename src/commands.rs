@@ -6,8 +6,10 @@ use std::time::Instant;
 
 use std::collections::HashMap;
 
+use crate::config::connection_string;
 use crate::config::{Config, SourceConfig};
 use crate::demo;
+use crate::durable::{self, Disk, FileOps};
 use crate::error::ConfigError;
 use crate::error::{Error, Result, exit_code};
 use crate::extract::fetch::BufferPolicy;
@@ -15,14 +17,13 @@ use crate::extract::{self, RunSummary, text_check};
 use crate::incremental;
 use crate::lock::{self, RunLock};
 use crate::manifest;
+use crate::model::Dialect;
 use crate::plan::{self, MeasuredRates, Plan};
 use crate::retry;
 use crate::shutdown;
 use crate::sink::TableOutcome;
-use crate::sink::durable::{self, Disk, FileOps};
-use crate::source::catalog::{self, Discovery};
-use crate::source::connection_string;
-use crate::source::{self, Dialect, Source, session};
+use crate::source::{self, Source, session};
+use crate::source::{catalog, catalog::Discovery};
 use crate::state::{self, RunState, TableStatus};
 use crate::status;
 use crate::supervisor;
@@ -127,7 +128,7 @@ pub fn generate(config: &Config, scale: u64, out: &mut dyn Write) -> Result<i32>
     writeln!(
         out,
         "generated {total} rows in {} ({}, scale {scale}) in {:.1} s",
-        plan::tables(counts.len()),
+        crate::display::tables(counts.len()),
         dialect.name(),
         started.elapsed().as_secs_f64()
     )
@@ -152,7 +153,7 @@ pub fn sync(config: &Config, restart: bool, out: &mut dyn Write) -> Result<i32> 
     if let Some(holder) = lock
         .taken_over_from
         .as_ref()
-        .filter(|h| h.pid != supervisor::run_pid())
+        .filter(|h| h.pid != lock::run_pid())
     {
         log::warn!(
             "taking over the lock of an earlier run that did not end cleanly (pid {} on {}, \
@@ -243,7 +244,7 @@ fn discard_unfinished_run(
                 "  removing the partial output of {} ({} files, {} rows) in {}",
                 table.table,
                 table.files.len(),
-                plan::group_digits(table.rows),
+                crate::display::group_digits(table.rows),
                 table.folder
             )
             .map_err(stdout_error)?;
@@ -350,11 +351,11 @@ fn render_resume(previous: &RunState) -> String {
         previous.run_id,
         previous.started_at,
         previous.last_checkpoint_at.as_deref().unwrap_or("never"),
-        plan::tables(count(TableStatus::Done)),
+        crate::display::tables(count(TableStatus::Done)),
         count(TableStatus::InProgress),
         count(TableStatus::Failed),
         count(TableStatus::Pending),
-        plan::group_digits(kept)
+        crate::display::group_digits(kept)
     );
     for table in previous
         .tables
@@ -369,7 +370,7 @@ fn render_resume(previous: &RunState) -> String {
         text.push_str(&format!(
             "  {}: {} rows kept, {} of {} partitions to read\n",
             table.table,
-            plan::group_digits(table.rows),
+            crate::display::group_digits(table.rows),
             left,
             table.partitions.len()
         ));
@@ -408,16 +409,16 @@ fn render_summary(summary: &RunSummary, output_dir: &std::path::Path) -> String 
         } else {
             "finished"
         },
-        plan::duration(summary.seconds),
-        plan::tables(done.len()),
+        crate::display::duration(summary.seconds),
+        crate::display::tables(done.len()),
         failed.len(),
-        plan::group_digits(rows),
-        plan::group_digits(rate.round() as u64)
+        crate::display::group_digits(rows),
+        crate::display::group_digits(rate.round() as u64)
     );
     if unfinished > 0 {
         text.push_str(&format!(
             "  {} not finished: the next sync resumes them\n",
-            plan::tables(unfinished)
+            crate::display::tables(unfinished)
         ));
     }
     for outcome in &done {
@@ -429,8 +430,8 @@ fn render_summary(summary: &RunSummary, output_dir: &std::path::Path) -> String 
             text.push_str(&format!(
                 "  changed while read: {} ({} rows read, {} counted at its start){}\n",
                 outcome.table,
-                plan::group_digits(read),
-                plan::group_digits(outcome.expected_rows),
+                crate::display::group_digits(read),
+                crate::display::group_digits(outcome.expected_rows),
                 crate::sink::uncounted_deletes(outcome.rows.saturating_sub(read))
             ));
         }
@@ -446,7 +447,7 @@ fn render_summary(summary: &RunSummary, output_dir: &std::path::Path) -> String 
     text.push_str(&format!(
         "Output: {} (validation records in {})\n",
         output_dir.display(),
-        plan::VALIDATION_FILE
+        manifest::VALIDATION_FILE
     ));
     text
 }
@@ -535,9 +536,9 @@ fn stdout_error(source: std::io::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Tier;
-    use crate::incremental::LoadKind;
     use crate::manifest::ChangeCounts;
+    use crate::model::LoadKind;
+    use crate::model::Tier;
 
     fn outcome(rows: u64, expected_rows: u64, difference: i64, deleted: u64) -> TableOutcome {
         TableOutcome {

@@ -15,11 +15,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::ConfigError;
-use crate::incremental::settings::{IncrementalConfig, read_incremental};
-use crate::sink::files::Compression;
-use crate::source::connection_string::SqlServerDriver;
-use crate::source::session::Isolation;
+use crate::model::Compression;
+use crate::model::Format;
+use crate::model::Isolation;
+use crate::model::SqlServerDriver;
+use crate::model::Tier;
+use incremental::{IncrementalConfig, read_incremental};
 
+pub mod connection_string;
+pub mod incremental;
 pub mod secrets;
 
 /// The default ODBC driver for SQL Server sources built from the `mssql_*` keys.
@@ -151,22 +155,6 @@ impl TextEncoding {
     };
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Csv,
-    Ndjson,
-}
-
-impl Format {
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Csv => "csv",
-            Format::Ndjson => "ndjson",
-        }
-    }
-}
-
 /// Which tables to copy: `schema.table` glob patterns, matched case-insensitively like SQL
 /// Server's default collation.
 #[derive(Debug, Clone)]
@@ -216,33 +204,6 @@ fn glob_set(key: &str, patterns: &[String]) -> Result<GlobSet, ConfigError> {
     builder
         .build()
         .map_err(|e| ConfigError::Other(format!("config key '{key}': {e}")))
-}
-
-/// Size class of a table; decides its processing parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    Small,
-    Medium,
-    Large,
-}
-
-impl Tier {
-    pub const ALL: [Tier; 3] = [Tier::Small, Tier::Medium, Tier::Large];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Tier::Small => "small",
-            Tier::Medium => "medium",
-            Tier::Large => "large",
-        }
-    }
-}
-
-impl std::fmt::Display for Tier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
 }
 
 /// Processing parameters of one tier (DESIGN.md, "Processing strategy").
@@ -1220,6 +1181,8 @@ pub(crate) fn kind(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Format;
+    use crate::model::Tier;
 
     fn parse(json: &str) -> Result<Config, ConfigError> {
         parse_with_env(json, &[])
@@ -1300,7 +1263,7 @@ mod tests {
                 "config.example.json does not document '{key}'"
             );
         }
-        use crate::incremental::settings::{INCREMENTAL_KEYS, TABLE_KEYS};
+        use super::incremental::{INCREMENTAL_KEYS, TABLE_KEYS};
         let incremental = &json["incremental"];
         for key in INCREMENTAL_KEYS {
             assert!(

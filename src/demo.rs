@@ -13,7 +13,8 @@
 use odbc_api::Connection;
 
 use crate::error::{ConfigError, Result};
-use crate::source::{Dialect, Source};
+use crate::model::Dialect;
+use crate::source::Source;
 
 /// The table whose name needs quoting (space, capitals).
 pub const QUOTED_TABLE: &str = "Order Detail";

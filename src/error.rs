@@ -7,6 +7,8 @@
 
 use std::path::PathBuf;
 
+use crate::model::Holder;
+
 /// Exit codes documented in the README. A scheduled task decides on these.
 pub mod exit_code {
     /// Everything selected was processed.
@@ -52,16 +54,72 @@ pub enum Error {
     Discovery(String),
 
     #[error("{0}")]
-    Locked(#[from] crate::lock::LockError),
+    Locked(#[from] LockError),
 
     #[error("{0}")]
-    State(#[from] crate::state::StateError),
+    State(#[from] StateError),
 
     #[error("{context} '{path}': {source}")]
     Io {
         context: &'static str,
         path: PathBuf,
         source: std::io::Error,
+    },
+}
+
+/// Why the run lock of an output folder cannot be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "another ehi-sync run (pid {pid} on {host}, started {started_at}) is writing to '{dir}'; \
+         wait for it to finish or stop it, then try again",
+        pid = .holder.as_ref().map_or("unknown".to_owned(), |h| h.pid.to_string()),
+        host = .holder.as_ref().map_or("unknown host", |h| h.host.as_str()),
+        started_at = .holder.as_ref().map_or("at an unknown time", |h| h.started_at.as_str()),
+    )]
+    Held {
+        dir: PathBuf,
+        holder: Option<Holder>,
+    },
+    #[error("cannot use the lock file '{path}': {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Why a state file cannot be used. The run stops before touching any output.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read the state file '{path}': {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the state file '{path}' is damaged ({problem}); no output was changed. Restore it from \
+         a backup, or run `ehi-sync sync --restart` to discard the unfinished run and start over"
+    )]
+    Corrupt { path: PathBuf, problem: String },
+    #[error(
+        "the state file '{path}' was written by an incompatible version of ehi-sync (state \
+         version {found}, this version reads {reads}); no output was changed. Finish \
+         the run with the version that started it, or run `ehi-sync sync --restart`"
+    )]
+    Version {
+        path: PathBuf,
+        found: u64,
+        reads: u32,
+    },
+    #[error(
+        "the state file '{path}' belongs to another source or output format ({theirs}; this \
+         config: {ours}); no output was changed. Use another output_dir, or run \
+         `ehi-sync sync --restart` to discard the unfinished run"
+    )]
+    OtherSource {
+        path: PathBuf,
+        theirs: String,
+        ours: String,
     },
 }
 
@@ -80,8 +138,8 @@ impl Error {
             Error::Connect { .. } => exit_code::CONNECTION,
             Error::Database { .. } | Error::Discovery(_) => exit_code::DISCOVERY,
             Error::Io { .. } => exit_code::INTERNAL,
-            Error::Locked(crate::lock::LockError::Held { .. }) => exit_code::LOCKED,
-            Error::Locked(crate::lock::LockError::Io { .. }) => exit_code::INTERNAL,
+            Error::Locked(LockError::Held { .. }) => exit_code::LOCKED,
+            Error::Locked(LockError::Io { .. }) => exit_code::INTERNAL,
             Error::State(_) => exit_code::STATE,
         }
     }

@@ -8,11 +8,14 @@
 pub mod commands;
 pub mod config;
 pub mod demo;
+pub mod display;
+pub mod durable;
 pub mod error;
 pub mod extract;
 pub mod incremental;
 pub mod lock;
 pub mod manifest;
+pub mod model;
 pub mod plan;
 pub mod progress;
 pub mod retry;

@@ -8,39 +8,29 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use crate::error::LockError;
+use crate::model::Holder;
 
 pub const LOCK_FILE: &str = "_ehi-sync.lock";
 
-/// Who holds (or last held) the lock.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Holder {
-    pub pid: u32,
-    pub host: String,
-    pub started_at: String,
+/// The supervisor of this process, when it runs as a supervised sync child.
+static SUPERVISOR_PID: OnceLock<u32> = OnceLock::new();
+
+/// Marks this process as the child of supervisor `pid`.
+pub fn set_supervised_by(pid: u32) {
+    let _ = SUPERVISOR_PID.set(pid);
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum LockError {
-    #[error(
-        "another ehi-sync run (pid {pid} on {host}, started {started_at}) is writing to '{dir}'; \
-         wait for it to finish or stop it, then try again",
-        pid = .holder.as_ref().map_or("unknown".to_owned(), |h| h.pid.to_string()),
-        host = .holder.as_ref().map_or("unknown host", |h| h.host.as_str()),
-        started_at = .holder.as_ref().map_or("at an unknown time", |h| h.started_at.as_str()),
-    )]
-    Held {
-        dir: PathBuf,
-        holder: Option<Holder>,
-    },
-    #[error("cannot use the lock file '{path}': {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+/// The pid a run lock names: the supervisor's in a supervised child, else this process's.
+pub fn run_pid() -> u32 {
+    SUPERVISOR_PID
+        .get()
+        .copied()
+        .unwrap_or_else(std::process::id)
 }
 
 /// The held lock; released when dropped.
@@ -81,7 +71,7 @@ impl RunLock {
         let taken_over_from = read_holder(&mut file);
         let holder = Holder {
             // A supervised sync names its supervisor: the process to signal to stop the run.
-            pid: crate::supervisor::run_pid(),
+            pid: run_pid(),
             host: host_name(),
             started_at: started_at.to_owned(),
         };
@@ -156,6 +146,7 @@ fn host_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Holder;
 
     #[test]
     fn second_lock_is_refused_and_released_lock_is_taken_over() {

@@ -124,7 +124,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
             ..
         } => {
             if let Some(pid) = supervised_by {
-                supervisor::set_supervised_by(pid);
+                ehi_sync::lock::set_supervised_by(pid);
                 shutdown::follow_supervisor().map_err(Error::Discovery)?;
             }
             commands::sync(&config, restart, &mut stdout)

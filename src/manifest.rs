@@ -5,15 +5,16 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Format, Tier};
-use crate::incremental::{SchemaChange, SyncMode};
-use crate::sink::durable::{self, FileOps};
-use crate::sink::files::Compression;
+use crate::durable::{self, FileOps};
+use crate::model::Compression;
+use crate::model::{Format, Tier};
+use crate::model::{SchemaChange, SyncMode};
 use crate::source::catalog::Column;
 use crate::source::types::ValueKind;
 
 pub const MANIFEST_FILE: &str = "_manifest.json";
-pub use crate::plan::VALIDATION_FILE;
+/// The file whose records a finished run leaves behind (one JSON object per table).
+pub const VALIDATION_FILE: &str = "_validation.ndjson";
 
 /// The manifest of a table folder, rewritten by every load that finishes. It lists every file
 /// a loader must apply, in order: the last full load's files, then each incremental load's.

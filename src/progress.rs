@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::config::Tier;
-use crate::plan::{duration, group_digits};
+use crate::display::{duration, group_digits};
+use crate::model::Tier;
 
 /// How often plain log lines report tables in progress.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);

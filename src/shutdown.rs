@@ -12,7 +12,9 @@
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use crate::supervisor::{REQUEST_STOP, REQUEST_STOP_NOW};
+/// Stop requests a supervisor writes to its sync child's standard input.
+pub const REQUEST_STOP: u8 = b's';
+pub const REQUEST_STOP_NOW: u8 = b'n';
 
 /// Exit code of the immediate stop on a second signal (128 + SIGINT, as shells report it).
 const IMMEDIATE_EXIT_CODE: i32 = 130;

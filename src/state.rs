@@ -4,17 +4,20 @@
 //! (DESIGN.md "One writer"). A crash therefore leaves a state that never claims more than the
 //! disk holds; resume truncates files back to the lengths recorded here.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Format, Tier};
-use crate::extract::partition::PartitionSpec;
-use crate::extract::select::KeyValue;
-use crate::incremental::{Load, Position};
-use crate::sink::durable::{self, FileOps};
-use crate::sink::files::Compression;
-use crate::source::Dialect;
+use crate::durable::{self, FileOps};
+use crate::error::StateError;
+use crate::model::Compression;
+use crate::model::Dialect;
+use crate::model::KeyValue;
+use crate::model::LoadKind;
+use crate::model::PartitionSpec;
+use crate::model::ReadMode;
+use crate::model::{Format, Tier};
+use crate::model::{Load, Position};
 
 pub const STATE_FILE: &str = "_state.json";
 /// Bumped when the layout changes; a state of another version is refused, never guessed at.
@@ -100,7 +103,7 @@ impl TableState {
     pub fn incremental_load(&self) -> bool {
         self.load
             .as_ref()
-            .is_some_and(|l| l.kind == crate::incremental::LoadKind::Incremental)
+            .is_some_and(|l| l.kind == crate::model::LoadKind::Incremental)
     }
 
     /// A table not yet started in this run, keeping what earlier runs committed.
@@ -152,37 +155,6 @@ pub struct PartitionState {
     pub last_key: Option<Vec<KeyValue>>,
 }
 
-/// Why a state file cannot be used. The run stops before touching any output.
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error("cannot read the state file '{path}': {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "the state file '{path}' is damaged ({problem}); no output was changed. Restore it from \
-         a backup, or run `ehi-sync sync --restart` to discard the unfinished run and start over"
-    )]
-    Corrupt { path: PathBuf, problem: String },
-    #[error(
-        "the state file '{path}' was written by an incompatible version of ehi-sync (state \
-         version {found}, this version reads {STATE_VERSION}); no output was changed. Finish \
-         the run with the version that started it, or run `ehi-sync sync --restart`"
-    )]
-    Version { path: PathBuf, found: u64 },
-    #[error(
-        "the state file '{path}' belongs to another source or output format ({theirs}; this \
-         config: {ours}); no output was changed. Use another output_dir, or run \
-         `ehi-sync sync --restart` to discard the unfinished run"
-    )]
-    OtherSource {
-        path: PathBuf,
-        theirs: String,
-        ours: String,
-    },
-}
-
 impl SourceIdentity {
     fn describe(&self) -> String {
         format!(
@@ -217,6 +189,7 @@ pub fn load(fs: &dyn FileOps, path: &Path) -> Result<Option<RunState>, StateErro
         Some(version) if version == u64::from(STATE_VERSION) => {}
         Some(found) => {
             return Err(StateError::Version {
+                reads: STATE_VERSION,
                 path: path.to_owned(),
                 found,
             });
@@ -258,5 +231,49 @@ impl RunState {
     pub fn save(&self, fs: &dyn FileOps, path: &Path) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         durable::write_atomically(fs, path, &json)
+    }
+}
+
+/// What a run does with each table of the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// Count, split and read it from the start.
+    Fresh,
+    /// Carry on from the checkpoint of an interrupted run.
+    Resume,
+    /// Finished by the interrupted run.
+    Done,
+    /// Loaded by an earlier run and not read again (`full_reload: false`).
+    Skip,
+}
+
+/// How a table starts in this run, from what the state file holds of it (`carried`): finished
+/// or resumed after its checkpoint when the run is unfinished, else read from the start as
+/// `fresh`, keeping what earlier loads committed (position, key list).
+pub(crate) fn table_start(
+    carried: Option<TableState>,
+    mut fresh: TableState,
+    unfinished: bool,
+    load: LoadKind,
+    mode: ReadMode,
+) -> (TableState, Start) {
+    match carried {
+        Some(t) if unfinished && t.status == TableStatus::Done => (t, Start::Done),
+        Some(t)
+            if unfinished
+                && matches!(t.status, TableStatus::InProgress | TableStatus::Failed)
+                && !t.partitions.is_empty()
+                && mode != ReadMode::Stream =>
+        {
+            (t, Start::Resume)
+        }
+        Some(t) if load == LoadKind::Skip => (t, Start::Skip),
+        // Not started, or without a key to resume after: read it again from the start.
+        Some(t) => {
+            fresh.position = t.position;
+            fresh.key_list = t.key_list;
+            (fresh, Start::Fresh)
+        }
+        None => (fresh, Start::Fresh),
     }
 }

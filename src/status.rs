@@ -3,9 +3,9 @@
 
 use serde::Serialize;
 
-use crate::config::Tier;
-use crate::lock::Holder;
-use crate::plan::group_digits;
+use crate::display::group_digits;
+use crate::model::Holder;
+use crate::model::Tier;
 use crate::state::{PartitionStatus, RunState, TableStatus};
 use crate::supervisor::Restarts;
 

@@ -28,27 +28,25 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::display::group_digits;
+use crate::durable;
 use crate::error::{Error, Result, exit_code};
 use crate::extract;
 use crate::lock;
 use crate::manifest;
-use crate::plan::group_digits;
-use crate::sink::durable;
+use crate::shutdown::REQUEST_STOP;
+use crate::shutdown::REQUEST_STOP_NOW;
 use crate::state::{self, RunState, TableStatus};
 
 /// The hidden `sync` option that makes a process the supervised child; its value is the
 /// supervisor's pid.
 pub const CHILD_FLAG: &str = "--supervised-by";
-
-/// Request bytes on the child's standard input.
-pub const REQUEST_STOP: u8 = b's';
-pub const REQUEST_STOP_NOW: u8 = b'n';
 
 /// The longest wait between two restarts.
 const MAX_DELAY: Duration = Duration::from_secs(300);
@@ -59,21 +57,6 @@ const LOCK_RELEASE_WAIT: Duration = Duration::from_secs(10);
 
 /// Crashes kept in the restarts file (the count covers all of them).
 const CRASHES_KEPT: usize = 20;
-
-static SUPERVISOR_PID: OnceLock<u32> = OnceLock::new();
-
-/// Marks this process as the child of supervisor `pid`.
-pub fn set_supervised_by(pid: u32) {
-    let _ = SUPERVISOR_PID.set(pid);
-}
-
-/// The pid a run lock names: the supervisor's in a supervised child, else this process's.
-pub fn run_pid() -> u32 {
-    SUPERVISOR_PID
-        .get()
-        .copied()
-        .unwrap_or_else(std::process::id)
-}
 
 /// Runs `sync` in supervised children until one ends by itself or is stopped; returns the exit
 /// code to end with.
@@ -580,38 +563,6 @@ impl Relay {
             .unwrap_or_else(|p| p.into_inner());
         state.signals == 0
     }
-}
-
-/// Test hook (debug builds only): with `EHI_SYNC_TEST_CRASH_AFTER_ROWS=N` a sync process
-/// crashes for real once its workers have sent N rows — SIGSEGV, or `abort()` with
-/// `EHI_SYNC_TEST_CRASH_WITH=abort` — so the tests can show what a driver crash does.
-#[cfg(debug_assertions)]
-pub fn crash_for_tests(rows: u64) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
-    static SENT: AtomicU64 = AtomicU64::new(0);
-    let limit = LIMIT.get_or_init(|| {
-        std::env::var("EHI_SYNC_TEST_CRASH_AFTER_ROWS")
-            .ok()
-            .and_then(|n| n.trim().parse().ok())
-    });
-    let Some(limit) = *limit else {
-        return;
-    };
-    if SENT.fetch_add(rows, Ordering::SeqCst) + rows < limit {
-        return;
-    }
-    if std::env::var("EHI_SYNC_TEST_CRASH_WITH").as_deref() == Ok("abort") {
-        std::process::abort();
-    }
-    #[cfg(unix)]
-    // SAFETY: restores the default action (Rust's own handler would return from a raised
-    // SIGSEGV) and raises it: the process ends as a driver's invalid access would end it.
-    unsafe {
-        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
-        libc::raise(libc::SIGSEGV);
-    }
-    std::process::abort();
 }
 
 #[cfg(test)]

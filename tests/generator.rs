@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use ehi_sync::demo;
-use ehi_sync::source::Dialect;
+use ehi_sync::model::Dialect;
 use serde_json::json;
 
 const SCALE: u64 = 50;

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::Config;
+use crate::config::connection_string;
 use crate::error::ConfigError;
-use crate::source::connection_string;
 
 /// What the config file holds of a password, and who can read it.
 #[derive(Debug, Clone, PartialEq, Eq)]

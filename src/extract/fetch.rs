@@ -10,13 +10,14 @@
 
 use odbc_api::buffers::{BufferDesc, ColumnarDynBuffer};
 
-use super::delivery::FetchBuffer;
-use super::key::KeyType;
-use super::select::KeyValue;
 use crate::config::{Config, TextEncoding};
-use crate::sink::encode::{Cell, EncodeError, RowEncoder, RowOp};
-use crate::source::Dialect;
+use crate::model::Cell;
+use crate::model::Dialect;
+use crate::model::KeyValue;
+use crate::sink::{encode::EncodeError, encode::RowEncoder, encode::RowOp};
 use crate::source::catalog::Column;
+use crate::source::delivery::FetchBuffer;
+use crate::source::key::KeyType;
 use crate::source::types::ValueKind;
 
 /// Starting capacity for text and binary values of unknown or large declared size, in bytes.
@@ -398,7 +399,7 @@ mod tests {
 
     fn encoder() -> RowEncoder {
         RowEncoder::new(
-            crate::config::Format::Csv,
+            crate::model::Format::Csv,
             vec![("ID".into(), ValueKind::Integer)],
         )
         .with_change_columns("2026-12-01T00:00:00Z")

@@ -1,13 +1,9 @@
 //! Extraction: the tiers run in order, each with its own pool of worker threads (each with one
 //! connection) feeding the one writer thread through a bounded channel.
 
-pub mod delivery;
 pub mod fetch;
-pub mod key;
-pub mod partition;
 mod piecewise;
 mod scheduler;
-pub mod select;
 pub mod text_check;
 mod watchdog;
 mod worker;
@@ -20,26 +16,33 @@ use crossbeam_channel::{Sender, bounded, unbounded};
 use fetch::BufferPolicy;
 use parking_lot::{Mutex, RwLock};
 
-use crate::config::{Config, Format, Tier, TierSettings};
+use crate::config::{Config, TierSettings};
+use crate::durable::{self, Disk, FileOps, FreeSpaceCheck};
 use crate::error::{Error, Result};
-use crate::incremental::{self, Load, LoadKind, SyncMode, sql::InvalidPosition};
+use crate::incremental::{self, sql::InvalidPosition};
 use crate::manifest::{self, ManifestColumn};
+use crate::model::Compression;
+use crate::model::Dialect;
+use crate::model::ReadMode;
+use crate::model::{Format, Tier};
+use crate::model::{Load, LoadKind, SyncMode};
+use crate::plan::partition::{Partition, ReadChoice};
 use crate::plan::{Plan, TablePlan};
 use crate::shutdown::StopFlag;
-use crate::sink::durable::{self, Disk, FileOps, FreeSpaceCheck};
 use crate::sink::encode::RowEncoder;
-use crate::sink::files::{self, Compression};
+use crate::sink::files;
 use crate::sink::{
     Message, TableOutcome, TableOutput, WriteError, Writer, WriterSettings, system_clock,
 };
-use crate::source::catalog::{Column, Table};
+use crate::source::key::KeyType;
+use crate::source::select::TableQuery;
 use crate::source::types::ValueKind;
-use crate::source::{Dialect, Source, session};
+use crate::source::{Source, session};
+use crate::source::{catalog::Column, catalog::Table};
+use crate::state::Start;
+use crate::state::table_start;
 use crate::state::{RunState, SourceIdentity, TableState, TableStatus};
-use key::KeyType;
-use partition::{Partition, ReadChoice, ReadMode};
 use scheduler::{Scheduler, WorkItem};
-use select::TableQuery;
 use watchdog::{Watchdog, WatchdogEvent, WorkerSlot};
 use worker::Worker;
 
@@ -205,7 +208,7 @@ impl TableJob {
         let op_column = self.load.read().reads_changes();
         if op_column {
             columns.push(Column {
-                name: incremental::OP_COLUMN.into(),
+                name: crate::model::OP_COLUMN.into(),
                 source_type: "int".into(),
                 length: None,
                 precision: None,
@@ -227,19 +230,6 @@ pub struct RunSummary {
     pub seconds: f64,
     /// Stopped by a signal before every table was read; the state file holds the resume point.
     pub interrupted: bool,
-}
-
-/// What a run does with each table of the plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Start {
-    /// Count, split and read it from the start.
-    Fresh,
-    /// Carry on from the checkpoint of an interrupted run.
-    Resume,
-    /// Finished by the interrupted run.
-    Done,
-    /// Loaded by an earlier run and not read again (`full_reload: false`).
-    Skip,
 }
 
 /// Copies every table of the plan into `config.output_dir`. With `previous`, the state of an
@@ -579,37 +569,6 @@ fn initial_state(
     }
     state.tables.append(&mut earlier);
     (state, starts)
-}
-
-/// How a table starts in this run, from what the state file holds of it (`carried`): finished
-/// or resumed after its checkpoint when the run is unfinished, else read from the start as
-/// `fresh`, keeping what earlier loads committed (position, key list).
-pub(crate) fn table_start(
-    carried: Option<TableState>,
-    mut fresh: TableState,
-    unfinished: bool,
-    load: LoadKind,
-    mode: ReadMode,
-) -> (TableState, Start) {
-    match carried {
-        Some(t) if unfinished && t.status == TableStatus::Done => (t, Start::Done),
-        Some(t)
-            if unfinished
-                && matches!(t.status, TableStatus::InProgress | TableStatus::Failed)
-                && !t.partitions.is_empty()
-                && mode != ReadMode::Stream =>
-        {
-            (t, Start::Resume)
-        }
-        Some(t) if load == LoadKind::Skip => (t, Start::Skip),
-        // Not started, or without a key to resume after: read it again from the start.
-        Some(t) => {
-            fresh.position = t.position;
-            fresh.key_list = t.key_list;
-            (fresh, Start::Fresh)
-        }
-        None => (fresh, Start::Fresh),
-    }
 }
 
 /// Runs one tier's workers and its watchdog until the tier's queue is empty (or the run stops).

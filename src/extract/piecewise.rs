@@ -16,10 +16,11 @@ use odbc_api::handles::{CDataMut, DiagnosticStream, SqlResult, Statement, Statem
 use odbc_api::parameter::{Binary, Text, VarCell, WideText};
 
 use super::fetch::{FetchLayout, row_op};
-use super::key::KeyType;
-use super::select::KeyValue;
 use crate::error::DbError;
-use crate::sink::encode::{Cell, EncodeError, RowEncoder, RowOp};
+use crate::model::Cell;
+use crate::model::KeyValue;
+use crate::sink::{encode::EncodeError, encode::RowEncoder, encode::RowOp};
+use crate::source::key::KeyType;
 use crate::source::types::ValueKind;
 
 /// Bytes per `SQLGetData` call for text and binary values.
@@ -432,7 +433,7 @@ fn get(
                 let state = record.state.as_str();
                 if state == "01004" {
                     truncated = true;
-                } else if super::delivery::concerns_values(state) {
+                } else if crate::source::delivery::concerns_values(state) {
                     return Err(RowError::Undelivered {
                         column: index,
                         diagnostic: Some(

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::partition::{Partition, ReadMode};
+use crate::model::ReadMode;
+use crate::plan::partition::Partition;
 
 pub enum WorkItem {
     Prepare(usize),
@@ -201,7 +202,8 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::partition::{ReadMode, whole_table};
+    use crate::model::ReadMode;
+    use crate::plan::partition::whole_table;
 
     fn partition(table: usize) -> Partition {
         Partition {

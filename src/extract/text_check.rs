@@ -13,10 +13,11 @@ use odbc_api::{Connection, Cursor};
 
 use super::fetch::{BufferPolicy, FetchLayout, views};
 use crate::error::{ConfigError, Error, Result};
-use crate::sink::encode::Cell;
+use crate::model::Cell;
+use crate::model::Dialect;
+use crate::source::Source;
 use crate::source::catalog::Column;
 use crate::source::types::ValueKind;
-use crate::source::{Dialect, Source};
 
 /// The text every check reads back.
 pub const PROBE: &str = "ü€😀";

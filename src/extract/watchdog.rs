@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::partition::Partition;
 use super::scheduler::Scheduler;
+use crate::plan::partition::Partition;
 
 /// What a worker holds.
 #[derive(Debug, Clone)]

@@ -16,23 +16,27 @@ use odbc_api::parameter::InputParameter;
 use odbc_api::{ConcurrentBlockCursor, Connection, Cursor};
 
 use super::fetch::{FetchLayout, encode_batch, encode_delete, key_of_row, views};
-use super::key::{self, Advance, KeyMismatch};
-use super::partition::{self, Partition, PartitionSpec, ReadMode};
 use super::piecewise::{RowError, RowReader};
 use super::scheduler::{Scheduler, WorkItem};
-use super::select::{KeyRange, KeyValue, Select};
 use super::watchdog::{InHand, StatementHandle, WorkerSlot};
 use super::{Context, TableJob};
 use crate::config::RowCounts;
 use crate::error::{DbError, Error};
-use crate::incremental::key_diff::{self, KeyKind};
-use crate::incremental::{Load, keys};
-use crate::incremental::{LoadKind, OperationCounts, SyncMode, sql};
+use crate::incremental::keys;
+use crate::incremental::sql;
+use crate::incremental::{key_diff, key_diff::KeyKind};
+use crate::model::Load;
+use crate::model::{KeyRange, KeyValue};
+use crate::model::{LoadKind, OperationCounts, SyncMode};
+use crate::model::{PartitionSpec, ReadMode};
+use crate::plan::partition::{self, Partition};
 use crate::retry::backoff;
 use crate::sink::{Chunk, Message};
 use crate::source::catalog::parse_count;
-use crate::source::errors::{self, classify};
+use crate::source::key::{self, Advance, KeyMismatch};
+use crate::source::select::Select;
 use crate::source::types::ValueKind;
+use crate::source::{errors, errors::classify};
 use crate::source::{session, statement, text_rows};
 
 /// The largest piece of a key list sent to the writer at once.
@@ -471,7 +475,7 @@ impl Worker {
         &mut self,
         job: &TableJob,
         load: &Load,
-        query: &crate::extract::select::TableQuery,
+        query: &crate::source::select::TableQuery,
     ) -> Result<ExpectedRows, WorkerError> {
         if job.settings.row_counts == RowCounts::Catalog && load.kind != LoadKind::Incremental {
             return Ok(ExpectedRows {
@@ -533,7 +537,7 @@ impl Worker {
         let Some(check) = &self.context.read.free_space else {
             return Ok(());
         };
-        match check.shortage(&crate::sink::durable::Disk) {
+        match check.shortage(&crate::durable::Disk) {
             Some(reason) => Err(WorkerError::Table(format!(
                 "{}: {what}: {reason}",
                 self.context.jobs[table].table.full_name()
@@ -1181,7 +1185,7 @@ impl Worker {
         // Long text from SQL Server in pieces as UTF-16: Driver 18 converting a `varchar(max)`
         // to UTF-8 piece by piece returns a last piece cut short, followed by garbage, under a
         // length that claims it whole. psqlODBC and sqliteodbc hold UTF-8 and cut it exactly.
-        let wide_pieces = job.dialect == crate::source::Dialect::SqlServer;
+        let wide_pieces = job.dialect == crate::model::Dialect::SqlServer;
         let mut reader = RowReader::new(layout, &kinds, &keys, max_value_bytes, wide_pieces);
         let mut encoder = job.encoder();
         let keyed = !matches!(job.mode, ReadMode::Stream | ReadMode::KeyScan);
@@ -1363,7 +1367,7 @@ impl Worker {
             .send(message)
             .map_err(|_| WorkerError::WriterGone)?;
         #[cfg(debug_assertions)]
-        crate::supervisor::crash_for_tests(rows);
+        crash_for_tests(rows);
         if last_key.is_some() {
             partition.after = last_key;
         }
@@ -1455,6 +1459,38 @@ fn progress_marker(in_hand: &InHand) -> Option<Vec<KeyValue>> {
         InHand::Prepare(_) => None,
         InHand::Partition(p) => p.after.clone(),
     }
+}
+
+/// Test hook (debug builds only): with `EHI_SYNC_TEST_CRASH_AFTER_ROWS=N` a sync process
+/// crashes for real once its workers have sent N rows — SIGSEGV, or `abort()` with
+/// `EHI_SYNC_TEST_CRASH_WITH=abort` — so the tests can show what a driver crash does.
+#[cfg(debug_assertions)]
+fn crash_for_tests(rows: u64) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    static SENT: AtomicU64 = AtomicU64::new(0);
+    let limit = LIMIT.get_or_init(|| {
+        std::env::var("EHI_SYNC_TEST_CRASH_AFTER_ROWS")
+            .ok()
+            .and_then(|n| n.trim().parse().ok())
+    });
+    let Some(limit) = *limit else {
+        return;
+    };
+    if SENT.fetch_add(rows, Ordering::SeqCst) + rows < limit {
+        return;
+    }
+    if std::env::var("EHI_SYNC_TEST_CRASH_WITH").as_deref() == Ok("abort") {
+        std::process::abort();
+    }
+    #[cfg(unix)]
+    // SAFETY: restores the default action (Rust's own handler would return from a raised
+    // SIGSEGV) and raises it: the process ends as a driver's invalid access would end it.
+    unsafe {
+        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+        libc::raise(libc::SIGSEGV);
+    }
+    std::process::abort();
 }
 
 #[cfg(test)]

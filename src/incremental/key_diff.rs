@@ -37,10 +37,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::keys::{FrameEncoder, KeyListError, KeyListReader};
-use crate::extract::select::KeyValue;
+use crate::durable::safe_name;
+use crate::durable::{Disk, FileOps};
+use crate::model::KeyValue;
 use crate::shutdown::StopFlag;
-use crate::sink::durable::{Disk, FileOps};
-use crate::sink::files::safe_name;
 use crate::source::types::ValueKind;
 
 /// Memory for comparing one bucket pair.
@@ -243,7 +243,7 @@ struct BucketWriter {
 
 impl BucketWriter {
     fn create(path: PathBuf) -> Result<BucketWriter, KeyListError> {
-        let file = crate::sink::files::open_private_file(&path, None).map_err(|e| io(&path, e))?;
+        let file = crate::durable::open_private_file(&path, None).map_err(|e| io(&path, e))?;
         Ok(BucketWriter {
             path,
             file: BufWriter::with_capacity(8 * 1024, file),
@@ -378,7 +378,7 @@ impl Drop for ScanBuckets {
     /// was renamed away, so this finds nothing).
     fn drop(&mut self) {
         drop(self.partitioner.take());
-        if let Err(e) = crate::sink::files::remove_dir_if_exists(&self.dir) {
+        if let Err(e) = crate::durable::remove_dir_if_exists(&self.dir) {
             log::debug!("cannot remove an unfinished key scan's buckets: {e}");
         }
     }
@@ -433,12 +433,12 @@ impl ScanBuckets {
         let marker = self.dir.join(COMPLETE_FILE);
         let json = serde_json::to_vec(&layout).map_err(|e| io(&marker, e.into()))?;
         let mut file =
-            crate::sink::files::open_private_file(&marker, None).map_err(|e| io(&marker, e))?;
+            crate::durable::open_private_file(&marker, None).map_err(|e| io(&marker, e))?;
         file.write_all(&json).map_err(|e| io(&marker, e))?;
         file.sync_all().map_err(|e| io(&marker, e))?;
         Disk.sync_dir(&self.dir).map_err(|e| io(&self.dir, e))?;
         let current = self.work_dir.join(CURRENT_DIR);
-        crate::sink::files::remove_dir_if_exists(&current).map_err(|e| io(&current, e))?;
+        crate::durable::remove_dir_if_exists(&current).map_err(|e| io(&current, e))?;
         fs::rename(&self.dir, &current).map_err(|e| io(&current, e))?;
         Disk.sync_dir(&self.work_dir)
             .map_err(|e| io(&self.work_dir, e))?;
@@ -699,7 +699,7 @@ fn remove_comparison_leftovers(work_dir: &Path) -> Result<(), KeyListError> {
         let entry = entry.map_err(|e| io(work_dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with("previous-") || name.starts_with("split-") {
-            crate::sink::files::remove_dir_if_exists(&entry.path())
+            crate::durable::remove_dir_if_exists(&entry.path())
                 .map_err(|e| io(&entry.path(), e))?;
         }
     }
@@ -717,7 +717,7 @@ fn check_stop(stop: &StopFlag, keys_done: usize) -> Result<(), KeyListError> {
 }
 
 fn remove_file(path: &Path) -> Result<(), KeyListError> {
-    crate::sink::durable::remove_if_exists(&Disk, path).map_err(|e| io(path, e))
+    crate::durable::remove_if_exists(&Disk, path).map_err(|e| io(path, e))
 }
 
 #[cfg(test)]

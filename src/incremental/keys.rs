@@ -34,7 +34,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use crate::extract::select::KeyValue;
+use crate::model::KeyValue;
 
 /// The largest decoded payload of one frame. [`encode_frame`] refuses to write more and the
 /// reader refuses to decode more, so a damaged frame cannot exhaust memory by decompressing to

@@ -9,39 +9,29 @@
 
 pub mod key_diff;
 pub mod keys;
-pub mod settings;
 pub mod sql;
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
-use crate::config::{Config, Format};
+use crate::config::Config;
+use crate::config::incremental::{DetectDeletes, TableIncremental};
+use crate::durable::Disk;
 use crate::manifest::{Manifest, ManifestColumn, read_manifest};
+use crate::model::ColumnChange;
+use crate::model::Compression;
+use crate::model::CursorKind;
+use crate::model::Dialect;
+use crate::model::Format;
+use crate::model::Load;
+use crate::model::LoadKind;
+use crate::model::OP_COLUMN;
+use crate::model::Position;
+use crate::model::SchemaChange;
+use crate::model::SyncMode;
 use crate::plan::Plan;
-use crate::sink::durable::Disk;
-use crate::sink::files::Compression;
-use crate::source::Dialect;
 use crate::source::catalog::Table;
 use crate::source::types::ValueKind;
 use crate::state::RunState;
-use settings::{DetectDeletes, TableIncremental};
-
-/// The columns appended to every row when `change_columns` is on.
-pub const OP_COLUMN: &str = "_ehi_op";
-pub const SYNCED_AT_COLUMN: &str = "_ehi_synced_at";
-
-/// How a table is kept up to date from run to run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "mode", rename_all = "snake_case")]
-pub enum SyncMode {
-    /// SQL Server Change Tracking is enabled on the table.
-    ChangeTracking,
-    /// A column that grows with every insert and update.
-    Cursor { column: String, kind: CursorKind },
-    /// Neither: reloaded whole each run (`reload`), or skipped after its first load.
-    Full { reload: bool },
-}
 
 impl SyncMode {
     pub fn describe(&self) -> String {
@@ -60,76 +50,6 @@ impl SyncMode {
             _ => self == other,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CursorKind {
-    /// SQL Server `rowversion`: read up to `MIN_ACTIVE_ROWVERSION()`, so rows of transactions
-    /// still open are not skipped.
-    Rowversion,
-    /// A date/time column: the lookback window re-reads the last minutes before the position.
-    Timestamp,
-    Integer,
-}
-
-impl CursorKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            CursorKind::Rowversion => "rowversion",
-            CursorKind::Timestamp => "timestamp",
-            CursorKind::Integer => "integer",
-        }
-    }
-}
-
-/// What a table's output is complete up to; committed with the table's last checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Position {
-    pub mode: SyncMode,
-    /// Change tracking version or cursor value; `None` for full mode, or an empty table.
-    pub value: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LoadKind {
-    Full,
-    Incremental,
-    Skip,
-}
-
-impl LoadKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            LoadKind::Full => "full",
-            LoadKind::Incremental => "incremental",
-            LoadKind::Skip => "skip",
-        }
-    }
-}
-
-/// What one run reads of a table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Load {
-    pub kind: LoadKind,
-    pub mode: SyncMode,
-    /// Why this kind of load, in words for the plan and the manifest.
-    pub reason: String,
-    /// The committed position an incremental load reads after.
-    pub from: Option<String>,
-    /// The upper bound, captured when the table starts; the next position.
-    pub to: Option<String>,
-    pub lookback_minutes: u32,
-    /// Stream the keys after the rows and compare them with the previous key list.
-    pub key_scan: bool,
-    pub schema_changes: Vec<SchemaChange>,
-    /// Change tracking's own count of inserts, updates and deletes in the range.
-    pub operations: Option<OperationCounts>,
-    /// Read the changes in SNAPSHOT isolation (change tracking, where the database allows it),
-    /// so the change table and the rows joined to it are one consistent version.
-    #[serde(default)]
-    pub snapshot: bool,
 }
 
 impl Load {
@@ -165,34 +85,6 @@ impl Load {
     pub fn reads_changes(&self) -> bool {
         self.kind == LoadKind::Incremental && self.mode == SyncMode::ChangeTracking
     }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OperationCounts {
-    pub inserts: u64,
-    pub updates: u64,
-    pub deletes: u64,
-}
-
-/// A column that differs from the previous load's manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SchemaChange {
-    pub column: String,
-    pub change: ColumnChange,
-    /// The source type before (dropped, retyped).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub before: Option<String>,
-    /// The source type now (added, retyped).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub after: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ColumnChange {
-    Added,
-    Dropped,
-    Retyped,
 }
 
 impl SchemaChange {
@@ -365,8 +257,7 @@ pub fn decide(
 /// Whether the table's primary key can be a resume point and a keyset bound: every key column
 /// has a key type (see `extract::key::KeyType`).
 pub fn usable_key(dialect: Dialect, table: &Table) -> bool {
-    crate::extract::partition::ReadChoice::of(dialect, table).mode
-        != crate::extract::partition::ReadMode::Stream
+    crate::plan::partition::ReadChoice::of(dialect, table).mode != crate::model::ReadMode::Stream
 }
 
 fn sync_mode(
@@ -565,6 +456,11 @@ pub fn plan_loads(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::CursorKind;
+    use crate::model::Load;
+    use crate::model::LoadKind;
+    use crate::model::Position;
+    use crate::model::SyncMode;
     use crate::source::catalog::Column;
 
     fn patient() -> Table {

@@ -2,10 +2,10 @@
 //! key scans. Positions come from the state file and the database; each is checked for its
 //! form before it becomes a literal.
 
-use crate::extract::select::TableQuery;
-use crate::source::Dialect;
-use crate::source::catalog::{Column, Table};
+use crate::model::Dialect;
+use crate::source::select::TableQuery;
 use crate::source::types::qualified_select_expression;
+use crate::source::{catalog::Column, catalog::Table};
 
 use super::{CursorKind, OP_COLUMN, SyncMode};
 
@@ -243,8 +243,8 @@ pub fn key_scan(dialect: Dialect, table: &Table) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::select::{KeyRange, KeyValue};
-    use crate::source::tsql_test::{parse, table_names};
+    use crate::model::{KeyRange, KeyValue};
+    use crate::source::{tsql_test::parse, tsql_test::table_names};
 
     fn patient() -> Table {
         Table {
@@ -291,8 +291,8 @@ mod tests {
     #[test]
     fn change_tracking_read_joins_back_and_marks_deletes_as_an_integer() {
         let query = change_tracking_query(&patient(), 41, 57);
-        let plan = crate::extract::partition::change_tracking_read();
-        let limit = crate::extract::partition::rows_per_statement(plan[0].mode, 5000);
+        let plan = crate::plan::partition::change_tracking_read();
+        let limit = crate::plan::partition::rows_per_statement(plan[0].mode, 5000);
         let sql = query.select(plan[0].range, None, limit).sql;
         let expected = "SELECT [ct].[PAT_ID] AS [PAT_ID], [ct].[LINE] AS [LINE], \
              CAST([t].[NOTE] AS NVARCHAR(MAX)) AS [NOTE], [t].[UPDATE_DATE] AS [UPDATE_DATE], \
@@ -353,7 +353,7 @@ mod tests {
             filter,
             "[RV] >= 0x00000000000007D1 AND [RV] < 0x0000000000000900"
         );
-        let query = crate::extract::select::TableQuery::new(Dialect::SqlServer, &patient())
+        let query = crate::source::select::TableQuery::new(Dialect::SqlServer, &patient())
             .filtered(Some(filter));
         let sql = query.select(KeyRange::ALL, None, Some(1000)).sql;
         assert_eq!(

@@ -6,22 +6,10 @@
 
 use base64::Engine as _;
 
-use crate::config::Format;
-use crate::incremental::{OP_COLUMN, SYNCED_AT_COLUMN};
+use crate::model::Cell;
+use crate::model::Format;
+use crate::model::{OP_COLUMN, SYNCED_AT_COLUMN};
 use crate::source::types::ValueKind;
-
-/// One fetched value, borrowed from the fetch buffer.
-#[derive(Debug, Clone, Copy)]
-pub enum Cell<'a> {
-    Null,
-    Int(i64),
-    Float(f64),
-    /// Text in the client encoding (UTF-8 here); validated before it is written.
-    Text(&'a [u8]),
-    /// UTF-16 text (the wide ODBC functions, used on Windows).
-    WideText(&'a [u16]),
-    Bytes(&'a [u8]),
-}
 
 /// A value that cannot be written faithfully. Names the column, never the value (it is PHI).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -711,6 +699,7 @@ fn write_json_string(out: &mut Vec<u8>, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Cell;
 
     fn encode(format: Format, kinds: &[ValueKind], cells: &[Cell]) -> String {
         let columns = kinds

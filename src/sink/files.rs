@@ -1,41 +1,15 @@
 //! Output files: names that are safe on Windows and Unix, and compression of chunks.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
-use serde::Serialize;
+use crate::durable::safe_name;
+use crate::model::Compression;
+use crate::model::Format;
 
-use crate::config::Format;
-
-/// Compression of part files. Each chunk is compressed on its own as a complete gzip member or
-/// zstd frame: concatenated members/frames are a valid file, so workers compress in parallel
-/// and a file truncated at a chunk boundary stays valid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
+/// What the writer does with a chunk's bytes for each [`Compression`].
 impl Compression {
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Gzip => "gzip",
-            Compression::Zstd => "zstd",
-        }
-    }
-
-    pub fn extension(self) -> &'static str {
-        match self {
-            Compression::None => "",
-            Compression::Gzip => ".gz",
-            Compression::Zstd => ".zst",
-        }
-    }
-
     /// A spool for one chunk too large to hold in memory (a row with a long value): an
     /// anonymous temporary file in `dir` (removed by the system when closed, so a crash leaves
     /// nothing behind), written through this compression as one member or frame.
@@ -95,34 +69,6 @@ impl Spool {
         file.seek(SeekFrom::Start(0))?;
         Ok(file)
     }
-}
-
-/// A folder or file name safe on Windows and Unix: no `<>:"/\|?*` or control characters, no
-/// trailing dot or space, no reserved device name.
-pub fn safe_name(name: &str) -> String {
-    let mut safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_control() || matches!(c, '<' | '>' | ':' | '"' | '/' | '\\' | '|' | '?' | '*') {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    while safe.ends_with('.') || safe.ends_with(' ') {
-        safe.pop();
-        safe.push('_');
-    }
-    let stem = safe.split('.').next().unwrap_or("").to_ascii_uppercase();
-    let reserved = matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
-        || ((stem.starts_with("COM") || stem.starts_with("LPT"))
-            && stem.len() == 4
-            && stem.as_bytes()[3].is_ascii_digit());
-    if reserved || safe.is_empty() {
-        safe.insert(0, '_');
-    }
-    safe
 }
 
 /// Folder names for `schema.table` names, made unique without regard to case (Windows and
@@ -185,50 +131,11 @@ pub fn is_part_file_name(name: &str) -> bool {
         .is_some_and(|(_, seq)| seq.len() >= 5 && seq.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Opens `path` for writing, creating it private to the owner on Unix. With `truncate_to`, an
-/// existing file is cut to that length (a resumed run drops bytes after its checkpoint).
-pub fn open_private_file(path: &Path, truncate_to: Option<u64>) -> std::io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.write(true).create(true);
-    if truncate_to.is_none() {
-        options.truncate(true);
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    if let Some(length) = truncate_to {
-        file.set_len(length)?;
-        use std::io::Seek;
-        file.seek(std::io::SeekFrom::Start(length))?;
-    }
-    Ok(file)
-}
-
-/// Removes the folder `path` and everything in it; a missing folder is not an error.
-pub fn remove_dir_if_exists(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Compression;
     use std::io::Read;
-
-    #[test]
-    fn names_safe_on_windows() {
-        assert_eq!(safe_name("dbo.Order Detail"), "dbo.Order Detail");
-        assert_eq!(safe_name("dbo.a:b/c*d?"), "dbo.a_b_c_d_");
-        assert_eq!(safe_name("CON"), "_CON");
-        assert_eq!(safe_name("com1.txt"), "_com1.txt");
-        assert_eq!(safe_name("trailing."), "trailing_");
-        assert_eq!(safe_name("naïve 李"), "naïve 李");
-    }
 
     #[test]
     fn folder_names_unique_ignoring_case() {

@@ -9,11 +9,8 @@
 //! most, even in a table smaller than the interval. A finished table gets its
 //! `_manifest.json`, written last, and a validation record.
 
-pub mod durable;
 pub mod encode;
 pub mod files;
-#[cfg(test)]
-mod power_cut;
 #[cfg(test)]
 mod tests;
 
@@ -25,14 +22,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Format, Tier};
-use crate::extract::partition::PartitionSpec;
-use crate::extract::select::KeyValue;
+use crate::display::group_digits;
 use crate::incremental::key_diff;
-use crate::incremental::{Load, LoadKind, OP_COLUMN, Position, SYNCED_AT_COLUMN, SyncMode};
 use crate::manifest::{self, FileEntry, Manifest, ManifestColumn, ValidationRecord};
 use crate::manifest::{ChangeCounts, LoadRecord};
-use crate::plan::group_digits;
+use crate::model::KeyValue;
+use crate::model::PartitionSpec;
+use crate::model::{Format, Tier};
+use crate::model::{Load, LoadKind, OP_COLUMN, Position, SYNCED_AT_COLUMN, SyncMode};
 use crate::progress::Progress;
 use crate::state::{
     CommittedFile, PartitionState, PartitionStatus, RunState, TableState, TableStatus,
@@ -40,8 +37,8 @@ use crate::state::{
 
 /// This run's key list is `_keys-<run id>.bin` in the table folder.
 const KEY_LIST_PREFIX: &str = "_keys-";
-use durable::{DurableFile, FileOps};
-use files::Compression;
+use crate::durable::{self, DurableFile, FileOps};
+use crate::model::Compression;
 
 /// What workers tell the writer.
 pub enum Message {
@@ -528,7 +525,7 @@ impl Writer {
         let name = format!(
             "{}{}.bin",
             KEY_LIST_PREFIX,
-            files::safe_name(&self.state.run_id)
+            durable::safe_name(&self.state.run_id)
         );
         let path = open.folder.join(&name);
         let file = self
@@ -870,7 +867,7 @@ impl Writer {
         }
         // The key scan's buckets served their purpose once the table is done.
         let work = key_diff::work_dir(&folder, &self.state.run_id);
-        if let Err(e) = files::remove_dir_if_exists(&work) {
+        if let Err(e) = durable::remove_dir_if_exists(&work) {
             log::warn!(
                 "cannot remove the key scan's work folder {}: {e}",
                 work.display()
@@ -1126,7 +1123,7 @@ pub fn discard_table_output(
         })?;
     }
     let work = key_diff::work_dir(&folder, run_id);
-    files::remove_dir_if_exists(&work).map_err(|source| WriteError {
+    durable::remove_dir_if_exists(&work).map_err(|source| WriteError {
         what: "key scan work folder",
         path: work.clone(),
         source,

@@ -13,17 +13,17 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::durable::FileOps;
-use super::power_cut::{PowerCutFs, Survives};
 use super::*;
-use crate::config::{Format, Tier};
-use crate::extract::partition::{PartitionSpec, ReadMode};
-use crate::extract::select::{KeyRange, KeyValue};
-use crate::extract::{Start, table_start};
-use crate::incremental::{CursorKind, Load, LoadKind, SyncMode};
+use crate::durable::FileOps;
+use crate::durable::power_cut::{PowerCutFs, Survives};
 use crate::manifest::{self, MANIFEST_FILE};
-use crate::source::Dialect;
+use crate::model::Dialect;
+use crate::model::{CursorKind, Load, LoadKind, SyncMode};
+use crate::model::{Format, Tier};
+use crate::model::{KeyRange, KeyValue};
+use crate::model::{PartitionSpec, ReadMode};
 use crate::state::{self, RunState, SourceIdentity, TableState, TableStatus};
+use crate::state::{Start, table_start};
 
 const HEADER: &[u8] = b"id,value\n";
 const ENOSPC: i32 = 28;

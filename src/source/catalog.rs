@@ -119,7 +119,7 @@ pub fn discover(
         return Err(ConfigError::Other(format!(
             "the include/exclude patterns select none of the tables ({} in the database; \
              include: {:?}, exclude: {:?}); patterns match 'schema.table', e.g. \"dbo.*\"",
-            crate::plan::tables(visible),
+            crate::display::tables(visible),
             filter.include,
             filter.exclude
         ))

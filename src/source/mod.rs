@@ -4,10 +4,12 @@
 //! blocking `Connection` from a [`Source`].
 
 pub mod catalog;
-pub mod connection_string;
+pub mod delivery;
 pub mod errors;
+pub mod key;
 mod postgres;
 mod query;
+pub mod select;
 pub mod session;
 mod sqlite;
 pub mod sqlserver;
@@ -20,21 +22,13 @@ use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use odbc_api::{Connection, ConnectionOptions, Cursor, Environment};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::config::{Config, SourceConfig};
 use crate::error::{DbError, Error, Result};
 
+use crate::model::Dialect;
 pub use query::{query_text, text_rows};
-
-/// The SQL flavour of the source, detected from the DBMS name the driver reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dialect {
-    SqlServer,
-    Postgres,
-    Sqlite,
-}
 
 impl Dialect {
     /// Maps `SQL_DBMS_NAME` ("Microsoft SQL Server", "PostgreSQL", "SQLite") to a dialect.
@@ -122,7 +116,7 @@ impl Source {
             SourceConfig::ConnectionString {
                 connection_string, ..
             } => connection_string.clone(),
-            SourceConfig::SqlServer(sql) => connection_string::sqlserver(sql),
+            SourceConfig::SqlServer(sql) => crate::config::connection_string::sqlserver(sql),
         };
         Source {
             connection_string,
@@ -195,7 +189,7 @@ impl Source {
 
     /// The connection string with the password replaced by `***`: the only form ever shown.
     pub fn redacted(&self) -> String {
-        connection_string::redact(&self.connection_string)
+        crate::config::connection_string::redact(&self.connection_string)
     }
 
     /// The secret to scrub from driver messages.
@@ -339,6 +333,7 @@ fn raw_info_string(hdbc: odbc_api::sys::HDbc, info_type: odbc_api::sys::InfoType
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Dialect;
 
     #[test]
     fn dialect_from_dbms_name() {

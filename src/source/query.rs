@@ -7,7 +7,7 @@ use odbc_api::{Connection, Cursor};
 use super::Source;
 use super::statement::with_all_records;
 use crate::error::{Error, Result};
-use crate::extract::delivery::FetchBuffer;
+use crate::source::delivery::FetchBuffer;
 
 /// Longest catalog value read (names are at most 128 characters on SQL Server, 63 bytes on
 /// PostgreSQL; type names and version strings are short).

@@ -1,36 +1,11 @@
 //! Session settings every worker connection starts with: the isolation level the reads use and
 //! how long a read waits for a lock before giving up (and being retried).
 
-use serde::{Deserialize, Serialize};
-
 use odbc_api::Connection;
 
 use super::{Dialect, Source, query_text};
 use crate::error::{ConfigError, Result};
-
-/// How reads see concurrent writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Isolation {
-    /// The database default. On SQL Server with READ_COMMITTED_SNAPSHOT ON it is already
-    /// row-versioned and does not block writers.
-    ReadCommitted,
-    /// A consistent, lock-free read from row versions (SQL Server, when the database has
-    /// ALLOW_SNAPSHOT_ISOLATION ON; `check` tells). PostgreSQL: REPEATABLE READ, its snapshot.
-    Snapshot,
-    /// NOLOCK: may read rows twice or miss them during page splits. Never the default.
-    ReadUncommitted,
-}
-
-impl Isolation {
-    pub fn name(self) -> &'static str {
-        match self {
-            Isolation::ReadCommitted => "read_committed",
-            Isolation::Snapshot => "snapshot",
-            Isolation::ReadUncommitted => "read_uncommitted",
-        }
-    }
-}
+use crate::model::Isolation;
 
 /// The statements run on each new worker connection, in order.
 pub fn setup_statements(
@@ -130,6 +105,7 @@ pub fn check_isolation(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Isolation;
     use crate::source::tsql_test::parse;
 
     #[test]

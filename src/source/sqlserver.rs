@@ -135,7 +135,7 @@ pub(super) fn primary_keys(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::tsql_test::{parse, table_names};
+    use crate::source::{tsql_test::parse, tsql_test::table_names};
 
     #[test]
     fn sizes_statement() {

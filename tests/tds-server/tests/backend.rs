@@ -5,7 +5,7 @@
 //! the forms ehi-sync generates (its generators' signatures change with issue 13).
 
 use ehi_sync::incremental::sql::CHANGE_TRACKING_TABLES;
-use ehi_sync::source::Dialect;
+use ehi_sync::model::Dialect;
 use ehi_sync::source::catalog::count_sql;
 use ehi_sync::source::session::SQLSERVER_SNAPSHOT_STATE_SQL;
 use ehi_sync::source::sqlserver::{COLUMNS_SQL, PRIMARY_KEYS_SQL, SIZES_FALLBACK_SQL, SIZES_SQL};

@@ -1,18 +1,25 @@
 //! The processing plan: tiers by size, order small → large, partitions, estimated durations,
 //! printed for people and as JSON for machines.
 
+pub mod partition;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::{Config, Format, Tier, TierSettings};
-use crate::extract::partition::{ReadChoice, ReadMode};
-use crate::incremental::{CursorKind, Load, LoadKind, SyncMode};
-use crate::sink::files::Compression;
-use crate::source::Dialect;
+use crate::config::{Config, TierSettings};
+use crate::display::duration;
+use crate::display::group_digits;
+use crate::display::tables;
+use crate::model::Compression;
+use crate::model::Dialect;
+use crate::model::Isolation;
+use crate::model::ReadMode;
+use crate::model::{CursorKind, Load, LoadKind, SyncMode};
+use crate::model::{Format, Tier};
+use crate::plan::partition::ReadChoice;
 use crate::source::catalog::Table;
-use crate::source::session::Isolation;
 use crate::state::SourceIdentity;
 
 /// Rows per second one connection is assumed to move when no previous run measured it. A
@@ -25,9 +32,6 @@ const SECONDS_PER_TABLE: f64 = 1.0;
 
 /// How many tables of each tier the text plan lists before "... and N more".
 const TABLES_SHOWN_PER_TIER: usize = 10;
-
-/// The file whose records a finished run leaves behind (one JSON object per table).
-pub const VALIDATION_FILE: &str = "_validation.ndjson";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -104,7 +108,7 @@ impl MeasuredRates {
     /// Reads the validation records of earlier runs in `output_dir`; missing or unreadable
     /// records simply leave the defaults in place.
     pub fn from_output_dir(output_dir: &Path) -> MeasuredRates {
-        match std::fs::read_to_string(output_dir.join(VALIDATION_FILE)) {
+        match std::fs::read_to_string(output_dir.join(crate::manifest::VALIDATION_FILE)) {
             Ok(text) => MeasuredRates::from_validation_records(&text),
             Err(_) => MeasuredRates::default(),
         }
@@ -486,40 +490,6 @@ fn render_summary(out: &mut String, plan: &Plan) {
     }
 }
 
-/// "1 table", "2,000 tables".
-pub fn tables(count: usize) -> String {
-    match count {
-        1 => "1 table".to_owned(),
-        n => format!("{} tables", group_digits(n as u64)),
-    }
-}
-
-/// `1234567` → `1,234,567`.
-pub fn group_digits(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Seconds as `45s`, `12m 05s`, `3h 07m`.
-pub fn duration(seconds: f64) -> String {
-    let total = seconds.max(0.0).round() as u64;
-    let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
-    if h > 0 {
-        format!("{h}h {m:02}m")
-    } else if m > 0 {
-        format!("{m}m {s:02}s")
-    } else {
-        format!("{s}s")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -685,17 +655,6 @@ mod tests {
         );
         assert_eq!(plan.tiers[0].rate_source, "previous run");
         assert_eq!(plan.tiers[1].rate_source, "default");
-    }
-
-    #[test]
-    fn number_and_duration_formatting() {
-        assert_eq!(group_digits(0), "0");
-        assert_eq!(group_digits(999), "999");
-        assert_eq!(group_digits(1_000), "1,000");
-        assert_eq!(group_digits(9_412_345_678), "9,412,345,678");
-        assert_eq!(duration(45.2), "45s");
-        assert_eq!(duration(725.0), "12m 05s");
-        assert_eq!(duration(3.0 * 3600.0 + 7.0 * 60.0), "3h 07m");
     }
 
     #[test]

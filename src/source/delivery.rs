@@ -31,7 +31,7 @@ const SQL_DIAG_COLUMN_NUMBER: i16 = -1247;
 const MAX_WARNINGS: usize = 8;
 
 /// Whether a warning's SQLSTATE may concern a fetched value (see [`FetchBuffer::undelivered`]).
-pub(super) fn concerns_values(state: &str) -> bool {
+pub(crate) fn concerns_values(state: &str) -> bool {
     !matches!(state, "01000" | "01003")
 }
 

@@ -2,32 +2,7 @@
 
 use crate::config::{Encrypt, SqlServerConfig};
 use crate::error::ConfigError;
-
-/// The ODBC driver a `mssql_*` config names, as far as its keywords differ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SqlServerDriver {
-    /// Microsoft ODBC Driver `major` for SQL Server ("ODBC Driver 18 for SQL Server").
-    Microsoft {
-        major: u32,
-    },
-    FreeTds,
-}
-
-impl SqlServerDriver {
-    /// Reads the family and major version from the registered driver name; a name without a
-    /// version (a renamed registration) is taken as the current Driver 18.
-    pub fn from_name(name: &str) -> SqlServerDriver {
-        let lower = name.to_ascii_lowercase();
-        if lower.contains("freetds") || lower.contains("tdsodbc") {
-            return SqlServerDriver::FreeTds;
-        }
-        let major = lower
-            .split(|c: char| !c.is_ascii_digit())
-            .find_map(|digits| digits.parse::<u32>().ok())
-            .unwrap_or(18);
-        SqlServerDriver::Microsoft { major }
-    }
-}
+use crate::model::SqlServerDriver;
 
 /// The Microsoft driver version a config's keywords need beyond what its driver name says:
 /// `ServerCertificate` arrived in Driver 18.1, and an older driver does not refuse it, it only
@@ -246,6 +221,7 @@ fn braced_value_end(s: &str, start: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::SqlServerDriver;
 
     fn base() -> SqlServerConfig {
         SqlServerConfig {

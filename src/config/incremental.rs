@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::config::{Keys, kind};
+use super::{Keys, kind};
 use crate::error::ConfigError;
 
 /// How deleted rows are found on a table read incrementally.

@@ -135,7 +135,7 @@ impl FreeSpaceCheck {
                 "only {} bytes are free on the file system holding '{}', less than \
                  min_free_bytes ({}): free space there (or lower min_free_bytes), then run \
                  `ehi-sync sync` again to resume this table",
-                crate::plan::group_digits(free),
+                crate::display::group_digits(free),
                 self.dir.display(),
                 self.min_bytes
             )),
@@ -252,9 +252,74 @@ impl FileOps for Disk {
     }
 }
 
+/// A folder or file name safe on Windows and Unix: no `<>:"/\|?*` or control characters, no
+/// trailing dot or space, no reserved device name.
+pub fn safe_name(name: &str) -> String {
+    let mut safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '<' | '>' | ':' | '"' | '/' | '\\' | '|' | '?' | '*') {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    while safe.ends_with('.') || safe.ends_with(' ') {
+        safe.pop();
+        safe.push('_');
+    }
+    let stem = safe.split('.').next().unwrap_or("").to_ascii_uppercase();
+    let reserved = matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || ((stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.len() == 4
+            && stem.as_bytes()[3].is_ascii_digit());
+    if reserved || safe.is_empty() {
+        safe.insert(0, '_');
+    }
+    safe
+}
+
+/// Opens `path` for writing, creating it private to the owner on Unix. With `truncate_to`, an
+/// existing file is cut to that length (a resumed run drops bytes after its checkpoint).
+pub fn open_private_file(path: &Path, truncate_to: Option<u64>) -> std::io::Result<File> {
+    let mut options = private_options();
+    options.write(true).create(true);
+    if truncate_to.is_none() {
+        options.truncate(true);
+    }
+    let mut file = options.open(path)?;
+    if let Some(length) = truncate_to {
+        file.set_len(length)?;
+        file.seek(std::io::SeekFrom::Start(length))?;
+    }
+    Ok(file)
+}
+
+/// Removes the folder `path` and everything in it; a missing folder is not an error.
+pub fn remove_dir_if_exists(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod power_cut;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_safe_on_windows() {
+        assert_eq!(safe_name("dbo.Order Detail"), "dbo.Order Detail");
+        assert_eq!(safe_name("dbo.a:b/c*d?"), "dbo.a_b_c_d_");
+        assert_eq!(safe_name("CON"), "_CON");
+        assert_eq!(safe_name("com1.txt"), "_com1.txt");
+        assert_eq!(safe_name("trailing."), "trailing_");
+        assert_eq!(safe_name("naïve 李"), "naïve 李");
+    }
 
     #[cfg(unix)]
     #[test]

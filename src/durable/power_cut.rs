@@ -12,7 +12,7 @@ use std::io::Read;
 use std::path::{Component, Path};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::durable::{DurableFile, FileOps};
+use super::{DurableFile, FileOps};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Entry {
@@ -437,7 +437,7 @@ mod tests {
         let mut file = fs.create(Path::new("/d/f")).unwrap();
         fs.fail_at(fs.steps().len() + 1, 28);
         let error = file.write_all(b"x").unwrap_err();
-        assert!(super::super::durable::is_out_of_space(&error));
+        assert!(super::super::is_out_of_space(&error));
         file.write_all(b"y").unwrap();
         assert_eq!(fs.read(Path::new("/d/f")).unwrap(), b"y");
     }

@@ -1,28 +1,11 @@
 //! Partitions: the units of work a tier's workers share.
 
-use serde::{Deserialize, Serialize};
-
-use super::key::KeyType;
-use super::select::{KeyRange, KeyValue};
-use crate::source::Dialect;
+use crate::model::Dialect;
+use crate::model::PartitionSpec;
+use crate::model::ReadMode;
+use crate::model::{KeyRange, KeyValue};
 use crate::source::catalog::Table;
-
-/// How a partition's rows are read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReadMode {
-    /// One statement over a range of an integer leading key (or, for a change tracking read,
-    /// over every key), resumed after its last key.
-    Range,
-    /// Sequential keyset chunks of `partition_size` rows (`TOP (n) ... WHERE key > last`), for
-    /// keys that cannot be split arithmetically.
-    Keyset,
-    /// No primary key: one unordered stream, restarted from the first row on failure.
-    Stream,
-    /// Every key in order, compared with the previous run's key list to find deleted rows.
-    /// Read after the table's other partitions; restarted from the first key on failure.
-    KeyScan,
-}
+use crate::source::key::KeyType;
 
 /// How a table is read and why, as the plan shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,14 +80,6 @@ fn table_key_type(table: &Table) -> String {
         .map_or_else(String::new, |c| c.source_type.clone())
 }
 
-/// One partition of a table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionSpec {
-    pub id: usize,
-    pub mode: ReadMode,
-    pub range: KeyRange,
-}
-
 /// A partition handed to a worker, with the key to resume after (the last key already written).
 #[derive(Debug, Clone)]
 pub struct Partition {
@@ -166,6 +141,8 @@ pub fn rows_per_statement(mode: ReadMode, partition_size: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::PartitionSpec;
+    use crate::model::ReadMode;
 
     #[test]
     fn change_tracking_is_one_partition_read_in_one_statement() {

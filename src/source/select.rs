@@ -6,25 +6,12 @@
 
 use odbc_api::parameter::InputParameter;
 
-pub use super::key::KeyValue;
 use super::key::{KeyMismatch, KeyType};
-use crate::source::Dialect;
+use crate::model::Dialect;
+use crate::model::KeyRange;
+use crate::model::KeyValue;
 use crate::source::catalog::Table;
 use crate::source::types::select_expression;
-
-/// The rows of a key range: `lower < key[0] <= upper`, either bound open when `None`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct KeyRange {
-    pub lower_exclusive: Option<i64>,
-    pub upper_inclusive: Option<i64>,
-}
-
-impl KeyRange {
-    pub const ALL: KeyRange = KeyRange {
-        lower_exclusive: None,
-        upper_inclusive: None,
-    };
-}
 
 /// One statement and its parameters: key values bound in the key column's own type. The text
 /// depends only on the statement's shape (range bounds present, resumed or not), so the server
@@ -238,9 +225,11 @@ fn key_columns(dialect: Dialect, table: &Table) -> Vec<(String, KeyType)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::key::IntegerType;
+    use crate::model::KeyRange;
+    use crate::model::KeyValue;
     use crate::source::catalog::Column;
-    use crate::source::tsql_test::{parse, table_names};
+    use crate::source::key::IntegerType;
+    use crate::source::{tsql_test::parse, tsql_test::table_names};
     use odbc_api::DataType;
     use std::num::NonZeroUsize;
 
