@@ -376,14 +376,8 @@ mod tests {
 
     fn column(source_type: &str, length: Option<i64>) -> Column {
         Column {
-            name: "c".into(),
-            source_type: source_type.into(),
             length,
-            precision: None,
-            scale: None,
-            nullable: true,
-            key_position: None,
-            collation: None,
+            ..Column::for_test("c", source_type, None)
         }
     }
 

@@ -500,16 +500,7 @@ mod tests {
 
     #[test]
     fn a_reader_holds_one_piece_whatever_the_values() {
-        let column = |name: &str, source_type: &str| Column {
-            name: name.into(),
-            source_type: source_type.into(),
-            length: None,
-            precision: None,
-            scale: None,
-            nullable: true,
-            key_position: None,
-            collation: None,
-        };
+        let column = |name: &str, source_type: &str| Column::for_test(name, source_type, None);
         let columns = [
             column("id", "bigint"),
             column("note", "text"),

@@ -152,11 +152,20 @@ pub fn discover(
             .or_default()
             .push(row.column);
     }
-    let mut keys = match dialect {
-        Dialect::SqlServer => sqlserver::primary_keys(source, connection)?,
-        Dialect::Postgres => postgres::primary_keys(source, connection)?,
+    let primary_keys_sql = match dialect {
+        Dialect::SqlServer => Some(sqlserver::PRIMARY_KEYS_SQL),
+        Dialect::Postgres => Some(postgres::PRIMARY_KEYS_SQL),
         // SQLite's key positions come with the columns.
-        Dialect::Sqlite => HashMap::new(),
+        Dialect::Sqlite => None,
+    };
+    let mut keys = match primary_keys_sql {
+        Some(sql) => group_keys(query_text(
+            source,
+            connection,
+            "reading the primary keys",
+            sql,
+        )?),
+        None => HashMap::new(),
     };
 
     let mut tables = Vec::with_capacity(selected.len());

@@ -1,10 +1,8 @@
 //! PostgreSQL catalog statements (the test and development source).
 
-use std::collections::HashMap;
-
 use odbc_api::Connection;
 
-use super::catalog::{ColumnRow, Facets, SizedTable, group_keys, parse_column_rows, parse_count};
+use super::catalog::{ColumnRow, Facets, SizedTable, parse_column_rows, parse_count};
 use super::{Source, query_text};
 use crate::error::Result;
 
@@ -68,16 +66,4 @@ pub(super) fn columns(source: &Source, connection: &Connection<'_>) -> Result<Ve
         precision: matches!(type_name, "numeric" | "decimal"),
         scale: true,
     }))
-}
-
-pub(super) fn primary_keys(
-    source: &Source,
-    connection: &Connection<'_>,
-) -> Result<HashMap<(String, String), Vec<String>>> {
-    Ok(group_keys(query_text(
-        source,
-        connection,
-        "reading the primary keys",
-        PRIMARY_KEYS_SQL,
-    )?))
 }

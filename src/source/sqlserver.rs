@@ -1,11 +1,9 @@
 //! SQL Server catalog statements (T-SQL). Each one is parsed with sqlparser's MsSqlDialect and
 //! pinned in the tests below, because no SQL Server runs where this is built.
 
-use std::collections::HashMap;
-
 use odbc_api::Connection;
 
-use super::catalog::{ColumnRow, Facets, SizedTable, group_keys, parse_column_rows, parse_count};
+use super::catalog::{ColumnRow, Facets, SizedTable, parse_column_rows, parse_count};
 use super::{Source, query_text};
 use crate::error::{DbError, Error, Result};
 
@@ -118,18 +116,6 @@ pub(super) fn columns(source: &Source, connection: &Connection<'_>) -> Result<Ve
             }
         },
     ))
-}
-
-pub(super) fn primary_keys(
-    source: &Source,
-    connection: &Connection<'_>,
-) -> Result<HashMap<(String, String), Vec<String>>> {
-    Ok(group_keys(query_text(
-        source,
-        connection,
-        "reading the primary keys",
-        PRIMARY_KEYS_SQL,
-    )?))
 }
 
 #[cfg(test)]

@@ -197,16 +197,7 @@ mod tests {
     use super::*;
 
     fn column(source_type: &str) -> Column {
-        Column {
-            name: "c".into(),
-            source_type: source_type.into(),
-            length: None,
-            precision: None,
-            scale: None,
-            nullable: true,
-            key_position: None,
-            collation: None,
-        }
+        Column::for_test("c", source_type, None)
     }
 
     #[test]
