@@ -90,11 +90,27 @@ fn kill_and_resume(format: &str, seed: u64) {
             started.elapsed() < Duration::from_secs(300),
             "kill loop took too long"
         );
-        let mut run = Running::sync(&s.config, &[]);
-        // Once rows are being read: a random moment within the next 150 ms.
-        if run.wait_for("Processing table", Duration::from_secs(60)) {
-            std::thread::sleep(Duration::from_millis(random.below(150)));
-        }
+        // Every third kill lands while a state file is being written, exactly there: the
+        // debug build's test hook stops between the synced temporary file and its rename.
+        let in_checkpoint = kills % 3 == 0;
+        let pause_at = format!("_state.json:{}", 1 + random.below(4));
+        let mut paused = false;
+        let mut run = if in_checkpoint {
+            let env = [("EHI_SYNC_TEST_PAUSE_IN_ATOMIC_WRITE", pause_at.as_str())];
+            let mut run = Running::sync_with_env(&s.config, &[], &env);
+            paused = run.wait_for(
+                "test hook: pausing in the atomic write",
+                Duration::from_secs(60),
+            );
+            run
+        } else {
+            let mut run = Running::sync(&s.config, &[]);
+            // Once rows are being read: a random moment within the next 150 ms.
+            if run.wait_for("Processing table", Duration::from_secs(60)) {
+                std::thread::sleep(Duration::from_millis(random.below(150)));
+            }
+            run
+        };
         if !run.is_running() {
             let finished = run.wait(Duration::from_secs(60));
             assert_eq!(
@@ -109,7 +125,12 @@ fn kill_and_resume(format: &str, seed: u64) {
         if killed.stdout.contains("Resuming run") {
             resumed_runs += 1;
         }
-        if s.out.join("._state.json.tmp").exists() {
+        let state_being_written = s.out.join("._state.json.tmp").exists();
+        assert!(
+            state_being_written || !paused,
+            "killed while the state file was being written, but no temporary state file is there"
+        );
+        if state_being_written {
             kills_during_checkpoint += 1;
         }
         kills += 1;
@@ -128,8 +149,6 @@ fn kill_and_resume(format: &str, seed: u64) {
         resumed_runs >= 10,
         "kills must land in resumed runs too ({resumed_runs})"
     );
-    // Checkpoints are written every few dozen rows, so a good share of the kills land while a
-    // state file is being written.
     assert!(
         kills_during_checkpoint >= 1,
         "no kill landed during a checkpoint write"

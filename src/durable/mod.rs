@@ -86,10 +86,39 @@ pub fn write_atomically(fs: &dyn FileOps, path: &Path, bytes: &[u8]) -> std::io:
         let _ = remove_if_exists(fs, &tmp);
         return Err(e);
     }
+    #[cfg(debug_assertions)]
+    pause_in_atomic_write_for_tests(path);
     fs.rename(&tmp, path)?;
     match path.parent() {
         Some(dir) => fs.sync_dir(dir),
         None => Ok(()),
+    }
+}
+
+/// Test hook (debug builds only): with `EHI_SYNC_TEST_PAUSE_IN_ATOMIC_WRITE=NAME:N` the N-th
+/// atomic write of a file named NAME stops for a minute between the synced temporary file and
+/// its rename, after saying so on standard error, so a test can kill the process exactly there.
+#[cfg(debug_assertions)]
+fn pause_in_atomic_write_for_tests(path: &Path) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let Ok(setting) = std::env::var("EHI_SYNC_TEST_PAUSE_IN_ATOMIC_WRITE") else {
+        return;
+    };
+    let Some((name, Ok(pause_at))) = setting
+        .rsplit_once(':')
+        .map(|(name, n)| (name, n.trim().parse::<u64>()))
+    else {
+        return;
+    };
+    if path.file_name().is_some_and(|f| f == name)
+        && WRITES.fetch_add(1, Ordering::SeqCst) + 1 == pause_at
+    {
+        eprintln!(
+            "test hook: pausing in the atomic write of {}",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_secs(60));
     }
 }
 

@@ -35,10 +35,16 @@ fn collect(pipe: impl Read + Send + 'static, lines: &Arc<Mutex<Vec<String>>>) ->
 impl Running {
     /// `ehi-sync sync --config <config> <extra...>`.
     pub fn sync(config: &Path, extra: &[&str]) -> Running {
+        Running::sync_with_env(config, extra, &[])
+    }
+
+    /// The same with extra environment variables (the debug build's test hooks).
+    pub fn sync_with_env(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> Running {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ehi-sync"))
             .args(["sync", "--config"])
             .arg(config)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
