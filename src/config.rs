@@ -245,7 +245,7 @@ impl std::fmt::Display for Tier {
     }
 }
 
-/// Processing parameters of one tier (DESIGN.md, "Processing strategy").
+/// Processing parameters of one tier (ARCHITECTURE.md, "Tiers").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct TierSettings {
     /// Worker threads, each with its own connection.
