@@ -206,7 +206,7 @@ fn glob_set(key: &str, patterns: &[String]) -> Result<GlobSet, ConfigError> {
         .map_err(|e| ConfigError::Other(format!("config key '{key}': {e}")))
 }
 
-/// Processing parameters of one tier (DESIGN.md, "Processing strategy").
+/// Processing parameters of one tier (ARCHITECTURE.md, "Tiers").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct TierSettings {
     /// Worker threads, each with its own connection.

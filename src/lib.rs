@@ -4,6 +4,9 @@
 //! Data flow (one module per stage): [`config`] → [`source`] (connect, discover, size) →
 //! [`plan`] (tiers, order, partitions) → [`extract`] (tier pools of workers) → [`sink`] (the one
 //! writer: part files, checkpoints in [`state`], manifests in [`manifest`]) with [`progress`].
+//!
+//! ARCHITECTURE.md (repository root) has the module map, what each module may import, and the
+//! durability rules.
 
 pub mod commands;
 pub mod config;

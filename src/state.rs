@@ -1,8 +1,8 @@
 //! The checkpoint file `_state.json`: what is durably written, per table and partition.
 //!
 //! Only the writer thread writes it, and only after the data files it describes are fsynced
-//! (DESIGN.md "One writer"). A crash therefore leaves a state that never claims more than the
-//! disk holds; resume truncates files back to the lengths recorded here.
+//! (ARCHITECTURE.md, "Durability"). A crash therefore leaves a state that never claims more
+//! than the disk holds; resume truncates files back to the lengths recorded here.
 
 use std::path::Path;
 

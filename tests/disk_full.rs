@@ -10,8 +10,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use common::output::assert_postgres_output_equals_source;
+use common::running::Running;
 use serde_json::{Value, json};
 
 const SCALE: u64 = 2000;
@@ -84,24 +86,8 @@ impl Setup {
 
     /// The config, with `extra` keys on top.
     fn config(&self, extra: Value) -> PathBuf {
-        let mut config = json!({
-            "connection_string": self.db.connection_string(),
-            "output_dir": self.out,
-            "format": "csv",
-            "small_table_threshold": 1000,
-            "large_table_threshold": 40000,
-            "part_file_max_bytes": 200000,
-            "fetch_buffer_bytes": 65536,
-            "tiers": {
-                "small": {"batch_size": 25, "partition_size": 100, "checkpoint_interval": 50},
-                "medium": {"batch_size": 50, "partition_size": 1000, "checkpoint_interval": 200},
-                "large": {"batch_size": 100, "partition_size": 4000, "checkpoint_interval": 300}
-            }
-        });
-        for (key, value) in extra.as_object().expect("object") {
-            config[key] = value.clone();
-        }
-        common::write_config(self.dir.path(), config)
+        let config = common::small_steps_config(&self.db.connection_string(), &self.out, "csv");
+        common::write_config(self.dir.path(), common::with(config, extra))
     }
 }
 
@@ -154,17 +140,7 @@ fn assert_stopped_for_space(run: &Run, names: &str) {
 }
 
 fn assert_resumes_exactly(setup: &Setup, config: &Path) {
-    let run = sync(config);
-    assert_eq!(
-        run.code, 0,
-        "the next sync resumes and finishes:\n{}\n{}",
-        run.stdout, run.stderr
-    );
-    assert!(
-        run.stdout.contains("Resuming run"),
-        "it resumes the stopped run:\n{}",
-        run.stdout
-    );
+    Running::resume(config, Duration::from_secs(240));
     assert_postgres_output_equals_source(&setup.db, &setup.out, SCALE, &[]);
 }
 

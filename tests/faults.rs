@@ -71,6 +71,16 @@ fn setup(prefix: &str, port: Option<u16>, scale: u64) -> Setup {
     }
 }
 
+impl Setup {
+    /// Rewrites the config file with `extra` keys on top.
+    fn set(&self, extra: Value) {
+        let config: Value =
+            serde_json::from_slice(&std::fs::read(&self.config).expect("config")).expect("JSON");
+        let config = common::with(config, extra);
+        std::fs::write(&self.config, serde_json::to_vec(&config).expect("JSON")).expect("write");
+    }
+}
+
 fn assert_output_equals_source(s: &Setup, skip: &[&str]) {
     assert_postgres_output_equals_source(&s.db, &s.out, s.scale, skip);
 }
@@ -143,6 +153,15 @@ fn terminated_backends_are_retried_and_output_equals_source() {
     assert_output_equals_source(&s, &[]);
 }
 
+/// An exact count of `public.encounter` that blocks: fresh statistics, no lock timeout (the
+/// count waits on the lock), a 2 s stall timeout and 2 retries, and the table locked by another
+/// session until the returned connection rolls back or drops.
+fn block_the_count(s: &Setup) -> odbc_api::Connection<'static> {
+    s.db.execute("ANALYZE");
+    s.set(json!({"max_retries": 2, "lock_timeout_seconds": 0, "stall_timeout_seconds": 2}));
+    lock_encounter(s)
+}
+
 /// Another session's open transaction holding an exclusive lock on `public.encounter`; the
 /// lock goes when the connection rolls back or drops.
 fn lock_encounter(s: &Setup) -> odbc_api::Connection<'static> {
@@ -181,10 +200,7 @@ fn lock_held_for_a_while_is_waited_out_with_retries() {
 fn lock_never_released_fails_only_that_table() {
     let s = setup("fault_lock_held", None, SCALE);
     let connection = lock_encounter(&s);
-    let mut config: Value =
-        serde_json::from_slice(&std::fs::read(&s.config).expect("config")).expect("JSON");
-    config["max_retries"] = json!(2);
-    std::fs::write(&s.config, serde_json::to_vec(&config).expect("JSON")).expect("write");
+    s.set(json!({"max_retries": 2}));
     let Finished { code, stderr, .. } =
         Running::sync(&s.config, &[]).wait(Duration::from_secs(120));
     connection.rollback().expect("release");
@@ -242,14 +258,7 @@ fn silent_connections_are_cancelled_abandoned_and_replaced() {
 #[test]
 fn a_blocked_exact_count_is_cancelled_retried_and_fails_only_its_table() {
     let s = setup("fault_count_blocked", None, SCALE);
-    s.db.execute("ANALYZE");
-    let mut config: Value =
-        serde_json::from_slice(&std::fs::read(&s.config).expect("config")).expect("JSON");
-    config["max_retries"] = json!(2);
-    config["lock_timeout_seconds"] = json!(0);
-    config["stall_timeout_seconds"] = json!(2);
-    std::fs::write(&s.config, serde_json::to_vec(&config).expect("JSON")).expect("write");
-    let connection = lock_encounter(&s);
+    let connection = block_the_count(&s);
     let started = Instant::now();
     let Finished { code, stderr, .. } =
         Running::sync(&s.config, &[]).wait(Duration::from_secs(120));
@@ -386,14 +395,7 @@ fn catalog_row_counts_send_no_count_and_report_an_estimate() {
 fn an_abandoned_count_counts_against_max_retries() {
     let proxy = FaultProxy::start(upstream());
     let s = setup("fault_count_abandoned", Some(proxy.port()), SCALE);
-    s.db.execute("ANALYZE");
-    let mut config: Value =
-        serde_json::from_slice(&std::fs::read(&s.config).expect("config")).expect("JSON");
-    config["max_retries"] = json!(2);
-    config["lock_timeout_seconds"] = json!(0);
-    config["stall_timeout_seconds"] = json!(2);
-    std::fs::write(&s.config, serde_json::to_vec(&config).expect("JSON")).expect("write");
-    let connection = lock_encounter(&s);
+    let connection = block_the_count(&s);
     let mut run = Running::sync(&s.config, &[]);
     // The count starts and blocks on the lock; every live connection goes silent before the
     // watchdog's cancel (2 s later), so the cancel can never come back. (Silencing them after

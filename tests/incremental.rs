@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::output::{TableFiles, apply_changes, assert_same_rows, read_table, source_rows};
@@ -34,6 +34,19 @@ fn config_json(connection_string: &str, output: &Path, format: &str) -> Value {
             "tables": {"public.lookup": {"full_reload": false}}
         }
     })
+}
+
+/// A throwaway PostgreSQL database, a temp folder, the output folder in it and a CSV config
+/// file for them.
+fn csv_setup(prefix: &str) -> (common::PgDatabase, tempfile::TempDir, PathBuf, PathBuf) {
+    let db = common::pg_database(prefix);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let config = common::write_config(
+        dir.path(),
+        config_json(&db.connection_string(), &out, "csv"),
+    );
+    (db, dir, out, config)
 }
 
 /// `patient`: integer key and a timestamptz cursor; `note`: a text key whose binary order
@@ -177,10 +190,7 @@ fn check_cursor_and_key_scan(format: &str, fetch_text: &str) {
         assert_applied_equals_source(&db, &out, table);
     }
     let patient = read_table(&out.join("public.patient"));
-    let run = patient.manifest["run_id"]
-        .as_str()
-        .expect("run id")
-        .to_owned();
+    let run = patient.run_id();
     assert_eq!(patient.manifest["sync_type"], "incremental");
     assert_eq!(
         keys_of(&patient, &run, "upsert"),
@@ -207,7 +217,7 @@ fn check_cursor_and_key_scan(format: &str, fetch_text: &str) {
             && patient.manifest["position_to"] != patient.manifest["position_from"]
     );
     let note = read_table(&out.join("public.note"));
-    let note_run = note.manifest["run_id"].as_str().expect("run id").to_owned();
+    let note_run = note.run_id();
     assert_eq!(
         keys_of(&note, &note_run, "delete"),
         ["B1", "B499", "a500"].map(String::from).into(),
@@ -266,13 +276,7 @@ fn cursor_mode_with_key_scan_and_utf16_text_rebuilds_the_source() {
 /// index's own order and finds exactly the deleted rows.
 #[test]
 fn key_scan_finds_exactly_the_deletes_whatever_order_the_server_sorts_keys_in() {
-    let db = common::pg_database("incr_collation");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = dir.path().join("out");
-    let config = common::write_config(
-        dir.path(),
-        config_json(&db.connection_string(), &out, "csv"),
-    );
+    let (db, _dir, out, config) = csv_setup("incr_collation");
     db.execute(
         "CREATE TABLE person (name text COLLATE \"en-US-x-icu\" PRIMARY KEY, note text, \
          updated_at timestamptz NOT NULL DEFAULT clock_timestamp())",
@@ -327,10 +331,7 @@ fn key_scan_finds_exactly_the_deletes_whatever_order_the_server_sorts_keys_in() 
     assert!(second.contains("Loads: 2 incremental"), "{second}");
     for (table, expected) in [("person", &gone), ("measure", &gone_amounts)] {
         let files = assert_applied_equals_source(&db, &out, table);
-        let run = files.manifest["run_id"]
-            .as_str()
-            .expect("run id")
-            .to_owned();
+        let run = files.run_id();
         assert_eq!(&keys_of(&files, &run, "delete"), expected, "{table}");
         assert!(keys_of(&files, &run, "upsert").is_empty(), "{table}");
         assert_eq!(files.manifest["changes"]["deleted"], expected.len() as u64);
@@ -340,21 +341,22 @@ fn key_scan_finds_exactly_the_deletes_whatever_order_the_server_sorts_keys_in() 
     sync(&config);
     for table in ["person", "measure"] {
         let files = assert_applied_equals_source(&db, &out, table);
-        let run = files.manifest["run_id"]
-            .as_str()
-            .expect("run id")
-            .to_owned();
+        let run = files.run_id();
         assert!(keys_of(&files, &run, "delete").is_empty(), "{table}");
     }
+    assert_key_scan_work_removed(&out.join("public.person"));
+}
+
+/// The key scan's work folder (`_keyscan-<run id>`) is removed with the table done.
+fn assert_key_scan_work_removed(folder: &Path) {
+    let left: Vec<String> = std::fs::read_dir(folder)
+        .expect("folder")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("_keyscan-"))
+        .collect();
     assert!(
-        !std::fs::read_dir(out.join("public.person"))
-            .expect("folder")
-            .any(|e| e
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .starts_with("_keyscan-")),
-        "the key scan's work folder is removed with the table done"
+        left.is_empty(),
+        "the key scan's work folder is left: {left:?}"
     );
 }
 
@@ -377,10 +379,7 @@ fn a_run_killed_while_writing_deletes_resumes_from_the_kept_scan() {
         "INSERT INTO member (id) SELECT g FROM generate_series(1, {members}) AS g"
     ));
     sync(&config);
-    let full_run = read_table(&out.join("public.member")).manifest["run_id"]
-        .as_str()
-        .expect("run id")
-        .to_owned();
+    let full_run = read_table(&out.join("public.member")).run_id();
     db.execute("DELETE FROM member WHERE id % 4 <> 0");
     let deleted: BTreeSet<String> = (1..=members)
         .filter(|k| k % 4 != 0)
@@ -443,29 +442,14 @@ fn a_run_killed_while_writing_deletes_resumes_from_the_kept_scan() {
         deletes.into_iter().cloned().collect::<BTreeSet<_>>(),
         deleted
     );
-    assert!(
-        !std::fs::read_dir(out.join("public.member"))
-            .expect("folder")
-            .any(|e| e
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .starts_with("_keyscan-")),
-        "the key scan's work folder is removed with the table done"
-    );
+    assert_key_scan_work_removed(&out.join("public.member"));
 }
 
 /// SIGKILL while the incremental load reads its changes and scans its keys, again and again;
 /// after the final run every change is in the files exactly once.
 #[test]
 fn killed_incremental_sync_loses_and_doubles_nothing() {
-    let db = common::pg_database("incr_kill");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = dir.path().join("out");
-    let config = common::write_config(
-        dir.path(),
-        config_json(&db.connection_string(), &out, "csv"),
-    );
+    let (db, _dir, out, config) = csv_setup("incr_kill");
     let patients = 200_000;
     create_tables(&db, patients);
     sync(&config);
@@ -510,10 +494,7 @@ fn killed_incremental_sync_loses_and_doubles_nothing() {
     let patient = assert_applied_equals_source(&db, &out, "patient");
     // The changes sit in the files of the loads after the full one (a run that finished
     // before its kill is followed by a load with nothing to read).
-    let full_run = before.manifest["run_id"]
-        .as_str()
-        .expect("run id")
-        .to_owned();
+    let full_run = before.run_id();
     let count = |op: &str| {
         patient
             .ops
@@ -532,13 +513,7 @@ fn killed_incremental_sync_loses_and_doubles_nothing() {
 /// the table in full.
 #[test]
 fn schema_changes_are_reported_and_retyping_reloads() {
-    let db = common::pg_database("incr_schema");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = dir.path().join("out");
-    let config = common::write_config(
-        dir.path(),
-        config_json(&db.connection_string(), &out, "csv"),
-    );
+    let (db, _dir, out, config) = csv_setup("incr_schema");
     create_tables(&db, 200);
     sync(&config);
 

@@ -16,23 +16,6 @@ use serde_json::{Value, json};
 /// Large enough that a run takes a few seconds in a debug build, so kills land mid-run.
 const SCALE: u64 = 6000;
 
-fn config_json(connection_string: &str, output: &Path, format: &str) -> Value {
-    json!({
-        "connection_string": connection_string,
-        "output_dir": output,
-        "format": format,
-        "small_table_threshold": 1000,
-        "large_table_threshold": 40000,
-        "part_file_max_bytes": 200000,
-        "fetch_buffer_bytes": 65536,
-        "tiers": {
-            "small": {"batch_size": 25, "partition_size": 100, "checkpoint_interval": 50},
-            "medium": {"batch_size": 50, "partition_size": 1000, "checkpoint_interval": 200},
-            "large": {"batch_size": 100, "partition_size": 4000, "checkpoint_interval": 300}
-        }
-    })
-}
-
 /// A small deterministic pseudo-random sequence (no extra crate for a test).
 struct Lcg(u64);
 
@@ -64,7 +47,7 @@ fn setup(prefix: &str, format: &str) -> Setup {
     let out = dir.path().join("out");
     let config = common::write_config(
         dir.path(),
-        config_json(&db.connection_string(), &out, format),
+        common::small_steps_config(&db.connection_string(), &out, format),
     );
     common::generate(&config, SCALE);
     Setup {
@@ -97,7 +80,7 @@ fn kill_and_resume(format: &str, seed: u64) {
         let mut paused = false;
         let mut run = if in_checkpoint {
             let env = [("EHI_SYNC_TEST_PAUSE_IN_ATOMIC_WRITE", pause_at.as_str())];
-            let mut run = Running::sync_with_env(&s.config, &[], &env);
+            let mut run = Running::sync_with_env(&s.config, &env);
             paused = run.wait_for(
                 "test hook: pausing in the atomic write",
                 Duration::from_secs(60),
@@ -154,10 +137,7 @@ fn kill_and_resume(format: &str, seed: u64) {
         "no kill landed during a checkpoint write"
     );
     assert_output_equals_source(&s.db, &s.out);
-    let state: Value =
-        serde_json::from_slice(&std::fs::read(s.out.join("_state.json")).expect("state file"))
-            .expect("state JSON");
-    assert_eq!(state["finished"], true);
+    assert_eq!(common::read_state(&s.out)["finished"], true);
 }
 
 #[test]
@@ -187,36 +167,20 @@ fn sigterm_stops_gracefully_and_the_next_run_resumes() {
         if stopped.code == 0 {
             break; // it finished before the signal
         }
-        assert_eq!(
-            stopped.code, 7,
-            "graceful stop exit code:\n{}\n{}",
-            stopped.stdout, stopped.stderr
-        );
-        assert!(
-            stopped
-                .stderr
-                .contains("stopping after the batches in hand"),
-            "{}",
-            stopped.stderr
-        );
+        stopped.assert_stopped_gracefully();
         assert!(
             stopped.stdout.contains("tables not finished"),
             "{}",
             stopped.stdout
         );
-        let state: Value =
-            serde_json::from_slice(&std::fs::read(s.out.join("_state.json")).expect("state file"))
-                .expect("state JSON");
-        assert_eq!(state["finished"], false);
+        assert_eq!(common::read_state(&s.out)["finished"], false);
         let status = common::ehi_sync(&["status", "--config", s.config.to_str().expect("path")]);
         let status = String::from_utf8_lossy(&status.stdout).into_owned();
         assert!(status.contains("stopped before the end"), "{status}");
         graceful += 1;
     }
     assert!(graceful >= 1, "no SIGTERM landed during a run");
-    let last = Running::sync(&s.config, &[]).wait(Duration::from_secs(120));
-    assert_eq!(last.code, 0, "{}\n{}", last.stdout, last.stderr);
-    assert!(last.stdout.contains("Resuming run"), "{}", last.stdout);
+    Running::resume(&s.config, Duration::from_secs(120));
     assert_output_equals_source(&s.db, &s.out);
 }
 

@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 
 use common::output::{Side, read_table};
 use common::running::Running;
+use common::with;
 use mssql::{
-    DATABASE, DRIVER18, FREETDS, Mssql, PASSWORD, RealServer, SourceTable, Target,
-    assert_clarity_equals_fixture, assert_output_equals, assert_output_equals_fixture, config, ehi,
-    ehi_ok, serve, source_table, validation, with,
+    CLARITY_TABLES, DATABASE, DRIVER18, FREETDS, Mssql, PASSWORD, RealServer, Run, SourceTable,
+    Target, assert_output_equals, assert_output_equals_fixture, config, ehi, ehi_ok, serve,
+    source_table, validation,
 };
 use serde_json::{Value as Json, json};
 use tds_test_server::backend::types::parse_type;
@@ -142,30 +143,35 @@ fn add_variants(db: &SqliteDatabase) {
 }
 
 /// Every table of [`clarity`] (schema dbo).
-const TABLES: [&str; 10] = [
-    "PATIENT",
-    "PAT_ENC",
-    "FLOWSHEET",
-    "ORDER_PROC",
-    "DEVICE",
-    "AUDIT_LOG",
-    "Ünï tàble",
-    "NOTE_TEXT",
-    "VISIT_EVENT",
-    "VARIANTS",
-];
-
-fn assert_all_equal_fixture(out: &Path, m: &Mssql, skip: &[&str]) {
-    assert_clarity_equals_fixture(out, &m.sqlite, skip);
-    for table in ["VISIT_EVENT", "VARIANTS"] {
-        if !skip.contains(&table) {
-            assert_output_equals_fixture(out, &m.sqlite, "dbo", table);
-        }
-    }
+fn tables() -> Vec<&'static str> {
+    CLARITY_TABLES
+        .into_iter()
+        .chain(["VISIT_EVENT", "VARIANTS"])
+        .collect()
 }
 
 fn write(dir: &Path, json: Json) -> std::path::PathBuf {
     common::write_config(dir, json)
+}
+
+/// The config file in `dir` for `driver` (CSV into `dir/out`) with `extra` keys on top.
+fn config_file(m: &Mssql, dir: &Path, driver: &str, extra: Json) -> std::path::PathBuf {
+    let out = dir.join("out");
+    write(
+        dir,
+        with(config(m.server.port(), &out, driver, "csv"), extra),
+    )
+}
+
+/// Syncs with `cfg`: every one of `tables` (schema dbo) is done and equals the fixture.
+fn sync_exactly(cfg: &Path, out: &Path, m: &Mssql, tables: &[&str]) -> Run {
+    let run = ehi_ok("sync", cfg, &[]);
+    let done = format!("{} tables done, 0 failed", tables.len());
+    assert!(run.stdout.contains(&done), "{}", run.all());
+    for table in tables {
+        assert_output_equals_fixture(out, &m.sqlite, "dbo", table);
+    }
+    run
 }
 
 /// The table `[dbo].[T]` a statement reads, by its `FROM` clause.
@@ -313,7 +319,7 @@ fn check_and_plan_of_a_clarity_database_through_driver18() {
         .iter()
         .flat_map(|tier| tier["tables"].as_array().expect("a tier lists tables"))
         .collect();
-    assert_eq!(tables.len(), TABLES.len(), "{plan:#}");
+    assert_eq!(tables.len(), self::tables().len(), "{plan:#}");
     let mut modes = BTreeMap::new();
     for t in tables {
         let name = t["name"].as_str().expect("name").to_owned();
@@ -357,14 +363,8 @@ fn clarity_sync_through_driver18_equals_the_source_and_sends_typed_keys() {
     let m = clarity(dir.path(), 300, TlsMode::Off);
     let out = dir.path().join("out");
     let cfg = write(dir.path(), config(m.server.port(), &out, DRIVER18, "csv"));
-    let run = ehi_ok("sync", &cfg, &[]);
-    assert!(
-        run.stdout.contains("10 tables done, 0 failed"),
-        "{}",
-        run.all()
-    );
-    assert_all_equal_fixture(&out, &m, &[]);
-    for table in TABLES {
+    sync_exactly(&cfg, &out, &m, &tables());
+    for table in tables() {
         assert_eq!(
             validation(&out, &format!("dbo.{table}"))["status"],
             "ok",
@@ -632,13 +632,7 @@ fn clarity_sync_through_freetds_equals_the_source() {
         "FreeTDS ran:\n{}",
         check.stdout
     );
-    let run = ehi_ok("sync", &cfg, &[]);
-    assert!(
-        run.stdout.contains("10 tables done, 0 failed"),
-        "{}",
-        run.all()
-    );
-    assert_all_equal_fixture(&out, &m, &[]);
+    sync_exactly(&cfg, &out, &m, &tables());
     let received = m.server.received();
     assert!(
         received
@@ -839,19 +833,9 @@ fn deadlock_and_lock_timeout_mid_stream_are_retried_and_exact() {
         100,
         ServerError::new(1222, 56, 16, "Lock request time out period exceeded."),
     ));
-    let cfg = write(
-        dir.path(),
-        fault_config(&m, &out, &["PAT_ENC", "FLOWSHEET", "PATIENT"]),
-    );
-    let run = ehi_ok("sync", &cfg, &[]);
-    assert!(
-        run.stdout.contains("3 tables done, 0 failed"),
-        "{}",
-        run.all()
-    );
-    for table in ["PAT_ENC", "FLOWSHEET", "PATIENT"] {
-        assert_output_equals_fixture(&out, &m.sqlite, "dbo", table);
-    }
+    let tables = ["PAT_ENC", "FLOWSHEET", "PATIENT"];
+    let cfg = write(dir.path(), fault_config(&m, &out, &tables));
+    let run = sync_exactly(&cfg, &out, &m, &tables);
     let log = run.stderr.to_lowercase();
     assert!(
         log.contains("deadlock"),
@@ -876,19 +860,9 @@ fn a_cut_link_mid_stream_is_recovered_exactly() {
         row: 10,
         times: 2,
     });
-    let cfg = write(
-        dir.path(),
-        fault_config(&m, &out, &["PAT_ENC", "FLOWSHEET"]),
-    );
-    let run = ehi_ok("sync", &cfg, &[]);
-    assert!(
-        run.stdout.contains("2 tables done, 0 failed"),
-        "{}",
-        run.all()
-    );
-    for table in ["PAT_ENC", "FLOWSHEET"] {
-        assert_output_equals_fixture(&out, &m.sqlite, "dbo", table);
-    }
+    let tables = ["PAT_ENC", "FLOWSHEET"];
+    let cfg = write(dir.path(), fault_config(&m, &out, &tables));
+    let run = sync_exactly(&cfg, &out, &m, &tables);
     assert!(
         run.stderr.contains("08S01"),
         "Driver 18 reports the cut link as 08S01:\n{}",
@@ -907,26 +881,19 @@ fn a_silent_stall_is_recovered_by_the_watchdog() {
         duration: Duration::from_secs(15),
         times: 1,
     });
+    let tables = ["FLOWSHEET", "PATIENT"];
     let cfg = with(
-        fault_config(&m, &out, &["FLOWSHEET", "PATIENT"]),
+        fault_config(&m, &out, &tables),
         json!({"stall_timeout_seconds": 2}),
     );
     let cfg = write(dir.path(), cfg);
     let started = Instant::now();
-    let run = ehi_ok("sync", &cfg, &[]);
+    let run = sync_exactly(&cfg, &out, &m, &tables);
     let took = started.elapsed();
     assert!(
         took < Duration::from_secs(14),
         "recovered before the stall ended: {took:?}"
     );
-    assert!(
-        run.stdout.contains("2 tables done, 0 failed"),
-        "{}",
-        run.all()
-    );
-    for table in ["FLOWSHEET", "PATIENT"] {
-        assert_output_equals_fixture(&out, &m.sqlite, "dbo", table);
-    }
     assert!(
         run.stderr
             .contains("dbo.FLOWSHEET: no rows for 2s; cancelling the statement"),
@@ -1011,19 +978,9 @@ fn transient_server_errors_are_retried_and_a_refused_database_is_not() {
         30,
         ServerError::new(233, 0, 20, "The connection was closed by the remote host."),
     ));
-    let cfg = write(
-        dir.path(),
-        fault_config(&m, &out, &["PAT_ENC", "FLOWSHEET"]),
-    );
-    let run = ehi_ok("sync", &cfg, &[]);
-    assert!(
-        run.stdout.contains("2 tables done, 0 failed"),
-        "{}",
-        run.all()
-    );
-    for table in ["PAT_ENC", "FLOWSHEET"] {
-        assert_output_equals_fixture(&out, &m.sqlite, "dbo", table);
-    }
+    let tables = ["PAT_ENC", "FLOWSHEET"];
+    let cfg = write(dir.path(), fault_config(&m, &out, &tables));
+    let run = sync_exactly(&cfg, &out, &m, &tables);
     assert!(run.stderr.contains("40613"), "{}", run.stderr);
 
     // 4060 at the first connect: the database name is wrong, retrying will not help.
@@ -1052,13 +1009,7 @@ fn a_wrong_password_exits_3_and_is_never_echoed() {
     let out = dir.path().join("out");
     let wrong = "Wr0ng-Secret-Pa55-Ñ";
     for driver in [DRIVER18, FREETDS] {
-        let cfg = write(
-            dir.path(),
-            with(
-                config(m.server.port(), &out, driver, "csv"),
-                json!({"mssql_password": wrong}),
-            ),
-        );
+        let cfg = config_file(&m, dir.path(), driver, json!({"mssql_password": wrong}));
         for command in ["check", "sync"] {
             let run = ehi(command, &cfg, &[]);
             assert_eq!(run.code, 3, "{driver} {command}: {}", run.all());
@@ -1081,13 +1032,11 @@ fn a_wrong_password_exits_3_and_is_never_echoed() {
 fn an_unknown_database_exits_3_naming_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let m = mssql::every_type(dir.path(), TlsMode::Off);
-    let out = dir.path().join("out");
-    let cfg = write(
+    let cfg = config_file(
+        &m,
         dir.path(),
-        with(
-            config(m.server.port(), &out, DRIVER18, "csv"),
-            json!({"mssql_database": "Clarity_Typo"}),
-        ),
+        DRIVER18,
+        json!({"mssql_database": "Clarity_Typo"}),
     );
     let run = ehi("check", &cfg, &[]);
     assert_eq!(run.code, 3, "{}", run.all());
@@ -1098,20 +1047,12 @@ fn an_unknown_database_exits_3_naming_it() {
     );
 }
 
-fn tls_config(m: &Mssql, dir: &Path, extra: Json) -> std::path::PathBuf {
-    let out = dir.join("out");
-    write(
-        dir,
-        with(config(m.server.port(), &out, DRIVER18, "csv"), extra),
-    )
-}
-
 #[test]
 fn encrypt_and_trust_server_certificate_behave_as_driver18_documents() {
     let dir = tempfile::tempdir().expect("temp dir");
     let m = mssql::every_type(dir.path(), TlsMode::Required);
     // Encrypt=yes;TrustServerCertificate=yes: encrypted, the self-signed certificate accepted.
-    let cfg = tls_config(&m, dir.path(), json!({"mssql_encrypt": "yes"}));
+    let cfg = config_file(&m, dir.path(), DRIVER18, json!({"mssql_encrypt": "yes"}));
     ehi_ok("check", &cfg, &[]);
     ehi_ok("sync", &cfg, &[]);
     let files = read_table(&dir.path().join("out").join("dbo.ALL_TYPES"));
@@ -1124,7 +1065,7 @@ fn encrypt_and_trust_server_certificate_behave_as_driver18_documents() {
 
     // Encrypt=strict (TDS 8: TLS before PRELOGIN) ignores TrustServerCertificate, as Driver 18
     // documents: the certificate is validated anyway (pin it with `cert`, see below).
-    let cfg = tls_config(&m, dir.path(), json!({"mssql_encrypt": "strict"}));
+    let cfg = config_file(&m, dir.path(), DRIVER18, json!({"mssql_encrypt": "strict"}));
     let run = ehi("check", &cfg, &[]);
     assert_eq!(run.code, 3, "{}", run.all());
     assert!(
@@ -1134,9 +1075,10 @@ fn encrypt_and_trust_server_certificate_behave_as_driver18_documents() {
     );
 
     // TrustServerCertificate=no: the certificate, signed by a CA nobody trusts, fails.
-    let cfg = tls_config(
+    let cfg = config_file(
         &m,
         dir.path(),
+        DRIVER18,
         json!({"mssql_encrypt": "yes", "mssql_trust_server_certificate": false}),
     );
     let run = ehi("check", &cfg, &[]);
@@ -1150,7 +1092,12 @@ fn encrypt_and_trust_server_certificate_behave_as_driver18_documents() {
     // A server without TLS and a client that requires it: no connection.
     std::fs::create_dir_all(dir.path().join("plain")).expect("dir");
     let plain = mssql::every_type(&dir.path().join("plain"), TlsMode::Off);
-    let cfg = tls_config(&plain, dir.path(), json!({"mssql_encrypt": "yes"}));
+    let cfg = config_file(
+        &plain,
+        dir.path(),
+        DRIVER18,
+        json!({"mssql_encrypt": "yes"}),
+    );
     let run = ehi("check", &cfg, &[]);
     assert_eq!(run.code, 3, "{}", run.all());
 }
@@ -1166,9 +1113,10 @@ fn host_name_in_certificate_is_checked_against_the_certificate() {
     let pem = dir.path().join("ca.pem");
     std::fs::write(&pem, m.server.ca_certificate_pem().expect("a CA")).expect("pem");
     let check_with_trusted_cert = |extra: Json| -> mssql::Run {
-        let cfg = tls_config(
+        let cfg = config_file(
             &m,
             dir.path(),
+            DRIVER18,
             with(
                 json!({"mssql_encrypt": "yes", "mssql_trust_server_certificate": false}),
                 extra,
@@ -1220,9 +1168,17 @@ fn a_pinned_server_certificate_is_accepted_and_another_refused() {
     std::fs::write(&foreign, other.server.certificate_pem().expect("cert")).expect("pem");
     // ServerCertificate (Driver 18.1+) is honoured with Encrypt=strict (TDS 8).
     let pin = |cert: &Path| json!({"mssql_encrypt": "strict", "mssql_trust_server_certificate": false, "cert": cert});
-    let ok = ehi("check", &tls_config(&m, dir.path(), pin(&pinned)), &[]);
+    let ok = ehi(
+        "check",
+        &config_file(&m, dir.path(), DRIVER18, pin(&pinned)),
+        &[],
+    );
     assert_eq!(ok.code, 0, "{}", ok.all());
-    let refused = ehi("check", &tls_config(&m, dir.path(), pin(&foreign)), &[]);
+    let refused = ehi(
+        "check",
+        &config_file(&m, dir.path(), DRIVER18, pin(&foreign)),
+        &[],
+    );
     assert_eq!(refused.code, 3, "{}", refused.all());
 }
 
@@ -1230,13 +1186,11 @@ fn a_pinned_server_certificate_is_accepted_and_another_refused() {
 fn freetds_refuses_certificate_validation_it_would_not_do() {
     let dir = tempfile::tempdir().expect("temp dir");
     let m = mssql::every_type(dir.path(), TlsMode::Required);
-    let out = dir.path().join("out");
-    let cfg = write(
+    let cfg = config_file(
+        &m,
         dir.path(),
-        with(
-            config(m.server.port(), &out, FREETDS, "csv"),
-            json!({"mssql_encrypt": "yes", "mssql_trust_server_certificate": false}),
-        ),
+        FREETDS,
+        json!({"mssql_encrypt": "yes", "mssql_trust_server_certificate": false}),
     );
     let run = ehi("check", &cfg, &[]);
     assert_eq!(
@@ -1247,12 +1201,11 @@ fn freetds_refuses_certificate_validation_it_would_not_do() {
     );
     assert!(m.server.logins().is_empty(), "refused before connecting");
     // Trusting the certificate explicitly works, encrypted.
-    let cfg = write(
+    let cfg = config_file(
+        &m,
         dir.path(),
-        with(
-            config(m.server.port(), &out, FREETDS, "csv"),
-            json!({"mssql_encrypt": "yes", "mssql_trust_server_certificate": true}),
-        ),
+        FREETDS,
+        json!({"mssql_encrypt": "yes", "mssql_trust_server_certificate": true}),
     );
     ehi_ok("check", &cfg, &[]);
 }
@@ -1471,7 +1424,7 @@ fn change_tracking(fetch_text: Option<&str>, test: &str) {
         runs: Vec::new(),
     };
     assert_output_equals(&applied, &expected(&rows), "ORDERS after the changes");
-    let this_run = files.manifest["run_id"].as_str().expect("run").to_owned();
+    let this_run = files.run_id();
     let ids = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<BTreeSet<_>>();
     let mut upserted = ids(&updated);
     upserted.extend(ids(&inserted));
@@ -1584,7 +1537,7 @@ fn a_rowversion_cursor_load_with_a_key_scan_writes_exactly_the_changes() {
         run.stdout
     );
     let files = assert_applied_equals_fixture(&out, &m, "CLARITY_DEP");
-    let this_run = files.manifest["run_id"].as_str().expect("run").to_owned();
+    let this_run = files.run_id();
     assert_eq!(
         keys_of(&files, &this_run, "upsert"),
         ["10002", "10200", "10399", "20001"]

@@ -8,12 +8,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::output::{assert_same_rows, read_table, source_rows};
 use common::proxy::FaultProxy;
-use common::running::Running;
+use common::running::{Finished, Running};
 use serde_json::{Value, json};
 
 /// A PostgreSQL database with one table `public.t` of `rows` rows, and a folder for the output.
@@ -39,7 +38,7 @@ fn setup(prefix: &str, rows: u64) -> Setup {
 
 impl Setup {
     fn config(&self, connection_string: &str, extra: Value) -> PathBuf {
-        let mut config = json!({
+        let config = json!({
             "connection_string": connection_string,
             "output_dir": self.out,
             "include": ["public.t"],
@@ -47,10 +46,24 @@ impl Setup {
             "login_timeout_seconds": 5,
             "crash_restart_delay_seconds": 0.1,
         });
-        for (key, value) in extra.as_object().expect("an object") {
-            config[key] = value.clone();
-        }
-        common::write_config(self.dir.path(), config)
+        common::write_config(self.dir.path(), common::with(config, extra))
+    }
+
+    /// A sync of the table in batches of 200 rows, started and reading (300 ms past its first
+    /// table), with its config.
+    fn sync_under_way(&self) -> (PathBuf, Running) {
+        let config = self.config(
+            &self.db.connection_string(),
+            json!({"tiers": {"small": {"batch_size": 200, "partition_size": 20000,
+                                       "checkpoint_interval": 5000}}}),
+        );
+        let mut run = Running::sync(&config, &[]);
+        assert!(
+            run.wait_for("Processing table", Duration::from_secs(60)),
+            "the sync ended before it read a row"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        (config, run)
     }
 
     fn assert_output_equals_source(&self, rows: usize) {
@@ -87,49 +100,6 @@ fn small_steps() -> Value {
     })
 }
 
-/// What a finished `ehi-sync sync` printed.
-struct Ended {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `ehi-sync sync --config <config>` with `env`, killing it past `limit` (a hang is a
-/// failure, never a stuck test).
-fn sync_with_env(dir: &Path, config: &Path, env: &[(&str, &str)], limit: Duration) -> Ended {
-    let stdout_path = dir.join("sync.stdout");
-    let stderr_path = dir.join("sync.stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ehi-sync"))
-        .args(["sync", "--config"])
-        .arg(config)
-        .envs(env.iter().copied())
-        .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
-        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start ehi-sync");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("poll") {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "sync did not end within {limit:?}:\n{}",
-                std::fs::read_to_string(&stderr_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Ended {
-        code: status.code(),
-        stdout: std::fs::read_to_string(&stdout_path).expect("stdout"),
-        stderr: std::fs::read_to_string(&stderr_path).expect("stderr"),
-    }
-}
-
 fn crashes_in(stderr: &str) -> usize {
     stderr.matches("the sync process (pid ").count()
 }
@@ -142,13 +112,9 @@ fn a_crashing_sync_process_is_restarted_until_the_output_is_complete() {
     let rows = 30_000;
     let s = setup("sup_crash", rows);
     let config = s.config(&s.db.connection_string(), small_steps());
-    let ended = sync_with_env(
-        s.dir.path(),
-        &config,
-        &[("EHI_SYNC_TEST_CRASH_AFTER_ROWS", "7000")],
-        Duration::from_secs(300),
-    );
-    assert_eq!(ended.code, Some(0), "{}\n{}", ended.stdout, ended.stderr);
+    let ended = Running::sync_with_env(&config, &[("EHI_SYNC_TEST_CRASH_AFTER_ROWS", "7000")])
+        .wait(Duration::from_secs(300));
+    assert_eq!(ended.code, 0, "{}\n{}", ended.stdout, ended.stderr);
     let crashes = crashes_in(&ended.stderr);
     assert!(crashes >= 2, "only {crashes} crashes:\n{}", ended.stderr);
     assert!(
@@ -198,16 +164,15 @@ fn crashes_without_progress_stop_after_max_crash_restarts() {
     extra["max_crash_restarts"] = json!(2);
     extra["crash_restart_delay_seconds"] = json!(0.05);
     let config = s.config(&s.db.connection_string(), extra);
-    let ended = sync_with_env(
-        s.dir.path(),
+    let ended = Running::sync_with_env(
         &config,
         &[
             ("EHI_SYNC_TEST_CRASH_AFTER_ROWS", "1"),
             ("EHI_SYNC_TEST_CRASH_WITH", "abort"),
         ],
-        Duration::from_secs(180),
-    );
-    assert_eq!(ended.code, Some(9), "{}\n{}", ended.stdout, ended.stderr);
+    )
+    .wait(Duration::from_secs(180));
+    assert_eq!(ended.code, 9, "{}\n{}", ended.stdout, ended.stderr);
     assert_eq!(crashes_in(&ended.stderr), 3, "{}", ended.stderr);
     assert!(
         ended
@@ -230,8 +195,8 @@ fn crashes_without_progress_stop_after_max_crash_restarts() {
         "{status}"
     );
     // The output is resumable: without the crash the next sync finishes it exactly.
-    let ended = sync_with_env(s.dir.path(), &config, &[], Duration::from_secs(180));
-    assert_eq!(ended.code, Some(0), "{}\n{}", ended.stdout, ended.stderr);
+    let ended = Running::sync(&config, &[]).wait(Duration::from_secs(180));
+    assert_eq!(ended.code, 0, "{}\n{}", ended.stdout, ended.stderr);
     s.assert_output_equals_source(20_000);
     // The crashes came before any checkpoint: the run that wrote the state claims them.
     let status = s.status(&config, false);
@@ -250,45 +215,15 @@ fn sigterm_during_the_restart_backoff_stops_without_restarting() {
     let mut extra = small_steps();
     extra["crash_restart_delay_seconds"] = json!(60);
     let config = s.config(&s.db.connection_string(), extra);
-    let stderr_path = s.dir.path().join("sync.stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ehi-sync"))
-        .args(["sync", "--config"])
-        .arg(&config)
-        .env("EHI_SYNC_TEST_CRASH_AFTER_ROWS", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start ehi-sync");
-    let started = Instant::now();
-    let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
-    while !stderr().contains("restarting it in 60.0 s") {
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("no crash within 60 s:\n{}", stderr());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(term.success());
-    let signalled = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("poll") {
-            break status;
-        }
-        if signalled.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the stop did not end the backoff:\n{}", stderr());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stderr = stderr();
-    assert_eq!(status.code(), Some(7), "{stderr}");
+    let mut run = Running::sync_with_env(&config, &[("EHI_SYNC_TEST_CRASH_AFTER_ROWS", "1")]);
+    assert!(
+        run.wait_for("restarting it in 60.0 s", Duration::from_secs(60)),
+        "the supervisor ended before it was to restart the crashed sync"
+    );
+    run.signal("TERM");
+    // The stop ends the backoff at once, not after its 60 s.
+    let Finished { code, stderr, .. } = run.wait(Duration::from_secs(10));
+    assert_eq!(code, 7, "{stderr}");
     assert!(
         stderr.contains("stopped while waiting to restart"),
         "{stderr}"
@@ -302,39 +237,13 @@ fn sigterm_during_the_restart_backoff_stops_without_restarting() {
 fn sigterm_to_the_supervisor_stops_the_sync_gracefully() {
     let rows = 200_000;
     let s = setup("sup_term", rows);
-    let config = s.config(
-        &s.db.connection_string(),
-        json!({"tiers": {"small": {"batch_size": 200, "partition_size": 20000,
-                                   "checkpoint_interval": 5000}}}),
-    );
-    let mut run = Running::sync(&config, &[]);
-    assert!(
-        run.wait_for("Processing table", Duration::from_secs(60)),
-        "the sync ended before it read a row"
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let (config, run) = s.sync_under_way();
     run.signal("TERM");
     let stopped = run.wait(Duration::from_secs(60));
-    assert_eq!(
-        stopped.code, 7,
-        "graceful stop:\n{}\n{}",
-        stopped.stdout, stopped.stderr
-    );
-    assert!(
-        stopped
-            .stderr
-            .contains("stopping after the batches in hand"),
-        "{}",
-        stopped.stderr
-    );
+    stopped.assert_stopped_gracefully();
     assert!(!stopped.stderr.contains("crashed"), "{}", stopped.stderr);
-    let state: Value =
-        serde_json::from_slice(&std::fs::read(s.out.join("_state.json")).expect("state file"))
-            .expect("state JSON");
-    assert_eq!(state["finished"], false);
-    let last = Running::sync(&config, &[]).wait(Duration::from_secs(240));
-    assert_eq!(last.code, 0, "{}\n{}", last.stdout, last.stderr);
-    assert!(last.stdout.contains("Resuming run"), "{}", last.stdout);
+    assert_eq!(common::read_state(&s.out)["finished"], false);
+    Running::resume(&config, Duration::from_secs(240));
     s.assert_output_equals_source(rows as usize);
 }
 
@@ -345,17 +254,7 @@ fn sigterm_to_the_supervisor_stops_the_sync_gracefully() {
 fn sigkill_to_the_supervisor_ends_the_sync_process_too() {
     let rows = 200_000;
     let s = setup("sup_kill", rows);
-    let config = s.config(
-        &s.db.connection_string(),
-        json!({"tiers": {"small": {"batch_size": 200, "partition_size": 20000,
-                                   "checkpoint_interval": 5000}}}),
-    );
-    let mut run = Running::sync(&config, &[]);
-    assert!(
-        run.wait_for("Processing table", Duration::from_secs(60)),
-        "the sync ended before it read a row"
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let (config, run) = s.sync_under_way();
     run.signal("KILL");
     let killed = run.wait(Duration::from_secs(30));
     assert_eq!(killed.code, -1, "killed by a signal");
@@ -375,9 +274,7 @@ fn sigkill_to_the_supervisor_ends_the_sync_process_too() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let last = Running::sync(&config, &[]).wait(Duration::from_secs(240));
-    assert_eq!(last.code, 0, "{}\n{}", last.stdout, last.stderr);
-    assert!(last.stdout.contains("Resuming run"), "{}", last.stdout);
+    Running::resume(&config, Duration::from_secs(240));
     s.assert_output_equals_source(rows as usize);
 }
 

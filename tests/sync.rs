@@ -42,6 +42,20 @@ fn run_sync(config: &Path) -> (i32, String, String) {
     )
 }
 
+/// Writes `config_json` into `dir`, generates the tables at [`SCALE`] and syncs them: the sync
+/// must succeed, and `fetch_text` must be a known key. Returns its standard output.
+fn generate_and_sync(dir: &Path, config_json: Value) -> String {
+    let config = common::write_config(dir, config_json);
+    common::generate(&config, SCALE);
+    let (code, stdout, stderr) = run_sync(&config);
+    assert_eq!(code, 0, "sync failed:\n{stdout}\n{stderr}");
+    assert!(
+        !stderr.contains("fetch_text"),
+        "fetch_text is a known key: {stderr}"
+    );
+    stdout
+}
+
 /// Every generated table, with its folder and expected row count.
 fn expected_tables(schema: &str) -> Vec<(String, u64)> {
     ehi_sync::demo::expected_row_counts(SCALE)
@@ -58,14 +72,7 @@ fn check_postgres(format: &str, compression: &str, isolation: &str, fetch_text: 
     let mut config_json = sync_config(&db.connection_string(), &out, format, compression);
     config_json["isolation"] = json!(isolation);
     config_json["fetch_text"] = json!(fetch_text);
-    let config = common::write_config(dir.path(), config_json);
-    common::generate(&config, SCALE);
-    let (code, stdout, stderr) = run_sync(&config);
-    assert_eq!(code, 0, "sync failed:\n{stdout}\n{stderr}");
-    assert!(
-        !stderr.contains("fetch_text"),
-        "fetch_text is a known key: {stderr}"
-    );
+    let stdout = generate_and_sync(dir.path(), config_json);
     assert!(stdout.contains("9 tables done, 0 failed"), "{stdout}");
     assert!(
         stdout.contains(&format!("reads:    {isolation} isolation")),
@@ -87,14 +94,7 @@ fn check_sqlite(format: &str, fetch_text: &str) {
     let connection_string = common::sqlite_database(dir.path());
     let mut config_json = sync_config(&connection_string, &out, format, "none");
     config_json["fetch_text"] = json!(fetch_text);
-    let config = common::write_config(dir.path(), config_json);
-    common::generate(&config, SCALE);
-    let (code, stdout, stderr) = run_sync(&config);
-    assert_eq!(code, 0, "sync failed:\n{stdout}\n{stderr}");
-    assert!(
-        !stderr.contains("fetch_text"),
-        "fetch_text is a known key: {stderr}"
-    );
+    generate_and_sync(dir.path(), config_json);
     for (table, rows) in expected_tables("main") {
         let files = read_table(&out.join(&table));
         assert_eq!(files.rows.len() as u64, rows, "{table}");

@@ -157,6 +157,51 @@ pub fn write_config(dir: &Path, json: serde_json::Value) -> PathBuf {
     path
 }
 
+/// Merges `extra`'s top-level keys into `config` (a `null` removes the key).
+pub fn with(mut config: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    let (Some(target), serde_json::Value::Object(extra)) = (config.as_object_mut(), extra) else {
+        panic!("configs are JSON objects");
+    };
+    for (key, value) in extra {
+        if value.is_null() {
+            target.remove(&key);
+        } else {
+            target.insert(key, value);
+        }
+    }
+    config
+}
+
+/// A config for the generated tables (`generate` at a scale of a few thousand) with tiers so
+/// small that a run takes seconds in a debug build and checkpoints every few dozen rows: kills
+/// and faults land mid-run and mid-checkpoint.
+pub fn small_steps_config(
+    connection_string: &str,
+    output: &Path,
+    format: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "connection_string": connection_string,
+        "output_dir": output,
+        "format": format,
+        "small_table_threshold": 1000,
+        "large_table_threshold": 40000,
+        "part_file_max_bytes": 200000,
+        "fetch_buffer_bytes": 65536,
+        "tiers": {
+            "small": {"batch_size": 25, "partition_size": 100, "checkpoint_interval": 50},
+            "medium": {"batch_size": 50, "partition_size": 1000, "checkpoint_interval": 200},
+            "large": {"batch_size": 100, "partition_size": 4000, "checkpoint_interval": 300}
+        }
+    })
+}
+
+/// The state file `out/_state.json` as JSON.
+pub fn read_state(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("_state.json")).expect("state file"))
+        .expect("state JSON")
+}
+
 /// Runs the `ehi-sync` binary built for this test run.
 pub fn ehi_sync(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ehi-sync"))

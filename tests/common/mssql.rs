@@ -19,6 +19,7 @@ use tds_test_server::backend::{SqliteDatabase, fixtures};
 use tds_test_server::{ServerOptions, SqlType, TestServer, TlsMode, Value};
 
 use crate::common::output::{Side, TableFiles, normalize, read_table};
+use crate::common::with;
 
 pub const DATABASE: &str = "Clarity";
 pub const USER: &str = "ehi";
@@ -83,21 +84,6 @@ pub fn config(port: u16, out: &Path, driver: &str, format: &str) -> Json {
             "large": {"batch_size": 300, "partition_size": 1000, "checkpoint_interval": 2000}
         }
     })
-}
-
-/// Merges `extra`'s top-level keys into `config` (a `null` removes the key).
-pub fn with(mut config: Json, extra: Json) -> Json {
-    let (Some(target), Json::Object(extra)) = (config.as_object_mut(), extra) else {
-        panic!("configs are JSON objects");
-    };
-    for (key, value) in extra {
-        if value.is_null() {
-            target.remove(&key);
-        } else {
-            target.insert(key, value);
-        }
-    }
-    config
 }
 
 /// What a finished `ehi-sync` command printed.
@@ -367,13 +353,6 @@ pub const CLARITY_TABLES: [&str; 8] = [
     "Ünï tàble",
     "NOTE_TEXT",
 ];
-
-/// Every Clarity table in `out` equals the fixture (`skip` left out).
-pub fn assert_clarity_equals_fixture(out: &Path, sqlite: &Path, skip: &[&str]) {
-    for table in CLARITY_TABLES.iter().filter(|t| !skip.contains(t)) {
-        assert_output_equals_fixture(out, sqlite, "dbo", table);
-    }
-}
 
 /// The last validation record of `table` in `out/_validation.ndjson`.
 pub fn validation(out: &Path, table: &str) -> Json {

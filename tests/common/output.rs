@@ -37,6 +37,14 @@ impl TableFiles {
             .collect()
     }
 
+    /// The run that wrote the manifest.
+    pub fn run_id(&self) -> String {
+        self.manifest["run_id"]
+            .as_str()
+            .expect("the manifest names its run")
+            .to_owned()
+    }
+
     fn columns(&self) -> &Vec<Value> {
         self.manifest["columns"]
             .as_array()

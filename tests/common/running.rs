@@ -23,6 +23,22 @@ pub struct Finished {
     pub stderr: String,
 }
 
+impl Finished {
+    /// A graceful stop: exit code 7 once the batches in hand are written.
+    pub fn assert_stopped_gracefully(&self) {
+        assert_eq!(
+            self.code, 7,
+            "graceful stop:\n{}\n{}",
+            self.stdout, self.stderr
+        );
+        assert!(
+            self.stderr.contains("stopping after the batches in hand"),
+            "{}",
+            self.stderr
+        );
+    }
+}
+
 fn collect(pipe: impl Read + Send + 'static, lines: &Arc<Mutex<Vec<String>>>) -> JoinHandle<()> {
     let lines = Arc::clone(lines);
     std::thread::spawn(move || {
@@ -35,11 +51,15 @@ fn collect(pipe: impl Read + Send + 'static, lines: &Arc<Mutex<Vec<String>>>) ->
 impl Running {
     /// `ehi-sync sync --config <config> <extra...>`.
     pub fn sync(config: &Path, extra: &[&str]) -> Running {
-        Running::sync_with_env(config, extra, &[])
+        Running::start(config, extra, &[])
     }
 
-    /// The same with extra environment variables (the debug build's test hooks).
-    pub fn sync_with_env(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> Running {
+    /// `ehi-sync sync --config <config>` with `env` added to its environment.
+    pub fn sync_with_env(config: &Path, env: &[(&str, &str)]) -> Running {
+        Running::start(config, &[], env)
+    }
+
+    fn start(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> Running {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ehi-sync"))
             .args(["sync", "--config"])
             .arg(config)
@@ -106,6 +126,15 @@ impl Running {
             .status()
             .expect("kill runs");
         assert!(status.success(), "kill -{name}");
+    }
+
+    /// Runs `ehi-sync sync --config <config>` to its end (at most `limit`): it must resume the
+    /// unfinished run and succeed.
+    pub fn resume(config: &Path, limit: Duration) -> Finished {
+        let last = Running::sync(config, &[]).wait(limit);
+        assert_eq!(last.code, 0, "{}\n{}", last.stdout, last.stderr);
+        assert!(last.stdout.contains("Resuming run"), "{}", last.stdout);
+        last
     }
 
     /// Waits at most `limit` for the process to end; kills it past that (a hang is a failure,

@@ -126,6 +126,17 @@ fn names(set: &ResultSet) -> Vec<&str> {
     set.columns.iter().map(|c| c.name.as_str()).collect()
 }
 
+/// The first column of every row, each a text value.
+fn first_texts(set: &ResultSet) -> Vec<String> {
+    set.rows
+        .iter()
+        .map(|r| match &r[0] {
+            Value::Text(t) => t.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
 const CLARITY_TABLES: [&str; 8] = [
     "AUDIT_LOG",
     "DEVICE",
@@ -1004,14 +1015,7 @@ fn key_scans_in_binary_order() {
                ORDER BY CONVERT(nchar(36), [DEVICE_GUID]) COLLATE Latin1_General_100_BIN2";
     let set = single(b.as_mut(), sql, &[]);
     assert_eq!(set.columns[0].ty, SqlType::NChar { length: 36 });
-    let keys: Vec<String> = set
-        .rows
-        .iter()
-        .map(|r| match &r[0] {
-            Value::Text(t) => t.clone(),
-            other => panic!("{other:?}"),
-        })
-        .collect();
+    let keys = first_texts(&set);
     let mut sorted = keys.clone();
     sorted.sort();
     assert_eq!(keys, sorted, "binary order of the text form");
@@ -1026,14 +1030,7 @@ fn guid_keys_order_and_compare_as_sql_server_does() {
         "SELECT [DEVICE_GUID] FROM [dbo].[DEVICE] ORDER BY [DEVICE_GUID]",
         &[],
     );
-    let keys: Vec<String> = set
-        .rows
-        .iter()
-        .map(|r| match &r[0] {
-            Value::Text(t) => t.clone(),
-            other => panic!("{other:?}"),
-        })
-        .collect();
+    let keys = first_texts(&set);
     for pair in keys.windows(2) {
         assert_eq!(
             types::compare_guid(&pair[0], &pair[1]),

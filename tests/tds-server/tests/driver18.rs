@@ -4,17 +4,12 @@
 
 mod common;
 
-use std::sync::OnceLock;
-
-use odbc_api::{ConnectionOptions, Cursor, Environment, ResultSetMetadata};
+use odbc_api::{Cursor, ResultSetMetadata};
 use tds_test_server::TlsMode;
 
-use common::{DATABASE, PASSWORD, USER};
-
-fn env() -> &'static Environment {
-    static ENV: OnceLock<Environment> = OnceLock::new();
-    ENV.get_or_init(|| Environment::new().expect("an ODBC environment"))
-}
+use common::{
+    DATABASE, PASSWORD, USER, error_at_row, fetch_all, odbc_connect, read_row, read_through_a_cut,
+};
 
 fn connection_string(port: u16, extra: &str) -> String {
     format!(
@@ -23,14 +18,8 @@ fn connection_string(port: u16, extra: &str) -> String {
     )
 }
 
-fn connect<'e>(port: u16, extra: &str) -> Result<odbc_api::Connection<'e>, odbc_api::Error> {
-    env().connect_with_connection_string(
-        &connection_string(port, extra),
-        ConnectionOptions {
-            login_timeout_sec: Some(5),
-            ..ConnectionOptions::default()
-        },
-    )
+fn connect(port: u16, extra: &str) -> Result<odbc_api::Connection<'static>, odbc_api::Error> {
+    odbc_connect(&connection_string(port, extra))
 }
 
 #[test]
@@ -159,20 +148,13 @@ fn an_untrusted_certificate_fails_validation() {
 #[test]
 fn a_wrong_password_is_18456_and_28000() {
     let server = common::start(TlsMode::Off);
-    let error = env()
-        .connect_with_connection_string(
-            &format!(
-                "Driver={{ODBC Driver 18 for SQL Server}};Server=tcp:127.0.0.1,{};UID={USER};\
-                 PWD=wrong;Database={DATABASE};Encrypt=no",
-                server.port()
-            ),
-            ConnectionOptions {
-                login_timeout_sec: Some(5),
-                ..ConnectionOptions::default()
-            },
-        )
-        .map(drop)
-        .expect_err("a wrong password is refused");
+    let error = odbc_connect(&format!(
+        "Driver={{ODBC Driver 18 for SQL Server}};Server=tcp:127.0.0.1,{};UID={USER};\
+         PWD=wrong;Database={DATABASE};Encrypt=no",
+        server.port()
+    ))
+    .map(drop)
+    .expect_err("a wrong password is refused");
     let text = format!("{error:?}");
     assert!(text.contains("28000"), "{text}");
     assert!(text.contains("18456"), "{text}");
@@ -186,20 +168,13 @@ fn a_wrong_password_is_18456_and_28000() {
 #[test]
 fn an_unknown_database_is_4060() {
     let server = common::start(TlsMode::Off);
-    let error = env()
-        .connect_with_connection_string(
-            &format!(
-                "Driver={{ODBC Driver 18 for SQL Server}};Server=tcp:127.0.0.1,{};UID={USER};\
-                 PWD={{{PASSWORD}}};Database=nosuch;Encrypt=no",
-                server.port()
-            ),
-            ConnectionOptions {
-                login_timeout_sec: Some(5),
-                ..ConnectionOptions::default()
-            },
-        )
-        .map(drop)
-        .expect_err("an unknown database is refused");
+    let error = odbc_connect(&format!(
+        "Driver={{ODBC Driver 18 for SQL Server}};Server=tcp:127.0.0.1,{};UID={USER};\
+         PWD={{{PASSWORD}}};Database=nosuch;Encrypt=no",
+        server.port()
+    ))
+    .map(drop)
+    .expect_err("an unknown database is refused");
     let text = format!("{error:?}");
     assert!(text.contains("4060"), "{text}");
 }
@@ -224,23 +199,6 @@ fn strict_encryption_with_a_pinned_certificate() {
     );
 }
 
-/// Reads one row, every column with SQLGetData: binary types as bytes, the rest as text.
-fn read_row(row: &mut odbc_api::CursorRow<'_>, binary: &[bool]) -> Vec<Option<Vec<u8>>> {
-    let mut out = Vec::new();
-    for (i, &is_binary) in binary.iter().enumerate() {
-        let mut buf = Vec::new();
-        let col = i as u16 + 1;
-        let present = if is_binary {
-            row.get_binary(col, &mut buf)
-        } else {
-            row.get_text(col, &mut buf)
-        }
-        .unwrap_or_else(|e| panic!("column {col}: {e:?}"));
-        out.push(present.then_some(buf));
-    }
-    out
-}
-
 #[test]
 fn every_type_reads_back_value_for_value() {
     let server = common::start(TlsMode::Off);
@@ -262,15 +220,7 @@ fn every_type_through(server: &tds_test_server::TestServer, extra: &str) {
     let fixture = common::every_type();
     let binary: Vec<bool> = fixture
         .iter()
-        .map(|(c, _)| {
-            matches!(
-                c.ty,
-                tds_test_server::SqlType::Binary { .. }
-                    | tds_test_server::SqlType::VarBinary { .. }
-                    | tds_test_server::SqlType::Image
-                    | tds_test_server::SqlType::RowVersion
-            )
-        })
+        .map(|(c, _)| common::is_binary(&c.ty))
         .collect();
     // (max) types are described with column size 0 (None), text/ntext/image with 2^31-1
     // and 2^30-1.
@@ -463,42 +413,6 @@ fn a_prepared_statement_rebound_is_prepared_again() {
     );
 }
 
-/// Runs `sql` and fetches every row: the rows read and the error that stopped them.
-fn fetch_all(
-    conn: &odbc_api::Connection<'_>,
-    sql: &str,
-    timeout_sec: Option<usize>,
-) -> (usize, Option<String>) {
-    let mut cursor = match conn.execute(sql, (), timeout_sec) {
-        Ok(Some(cursor)) => cursor,
-        Ok(None) => return (0, None),
-        Err(e) => return (0, Some(format!("{e:?}"))),
-    };
-    let mut rows = 0;
-    let mut buf = Vec::new();
-    loop {
-        match cursor.next_row() {
-            Ok(Some(mut row)) => {
-                if let Err(e) = row.get_text(1, &mut buf) {
-                    return (rows, Some(format!("{e:?}")));
-                }
-                rows += 1;
-            }
-            Ok(None) => return (rows, None),
-            Err(e) => return (rows, Some(format!("{e:?}"))),
-        }
-    }
-}
-
-fn error_at_row(number: i32, state: u8, class: u8, message: &str) -> tds_test_server::Fault {
-    tds_test_server::Fault::ErrorAtRow {
-        statement_contains: "ints".to_owned(),
-        row: 5,
-        error: tds_test_server::ServerError::new(number, state, class, message),
-        times: 1,
-    }
-}
-
 #[test]
 fn errors_at_a_row_give_the_sqlstate_and_native_error() {
     let server = common::start(TlsMode::Off);
@@ -571,14 +485,7 @@ fn a_fatal_error_and_a_cut_link_end_the_connection() {
 
     let conn = connect(server.port(), "Encrypt=no").expect("Driver 18 logs in");
     // Cut after some packets went out: the driver has rows, then SQLFetch fails.
-    server.add_fault(tds_test_server::Fault::CutAtRow {
-        statement_contains: "ints".to_owned(),
-        row: 5000,
-        times: 1,
-    });
-    let (rows, error) = fetch_all(&conn, "select ints 100000", None);
-    let error = error.expect("the cut stops the rows");
-    assert!(rows > 0 && rows <= 5000, "{rows}");
+    let error = read_through_a_cut(&server, &conn);
     assert!(
         error.contains("State: 08S01") && error.contains("Native error: 10054"),
         "{error}"

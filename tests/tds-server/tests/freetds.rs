@@ -3,29 +3,18 @@
 
 mod common;
 
-use std::sync::OnceLock;
-
-use odbc_api::{ConnectionOptions, Cursor, Environment};
+use odbc_api::Cursor;
 use tds_test_server::TlsMode;
 
-use common::{DATABASE, PASSWORD, USER};
+use common::{
+    DATABASE, PASSWORD, USER, error_at_row, fetch_all, odbc_connect, read_row, read_through_a_cut,
+};
 
-fn env() -> &'static Environment {
-    static ENV: OnceLock<Environment> = OnceLock::new();
-    ENV.get_or_init(|| Environment::new().expect("an ODBC environment"))
-}
-
-fn connect<'e>(port: u16, extra: &str) -> Result<odbc_api::Connection<'e>, odbc_api::Error> {
-    env().connect_with_connection_string(
-        &format!(
-            "Driver=FreeTDS;Server=127.0.0.1;Port={port};TDS_Version=7.4;ClientCharset=UTF-8;\
-             UID={USER};PWD={{{PASSWORD}}};Database={DATABASE};{extra}"
-        ),
-        ConnectionOptions {
-            login_timeout_sec: Some(5),
-            ..ConnectionOptions::default()
-        },
-    )
+fn connect(port: u16, extra: &str) -> Result<odbc_api::Connection<'static>, odbc_api::Error> {
+    odbc_connect(&format!(
+        "Driver=FreeTDS;Server=127.0.0.1;Port={port};TDS_Version=7.4;ClientCharset=UTF-8;\
+         UID={USER};PWD={{{PASSWORD}}};Database={DATABASE};{extra}"
+    ))
 }
 
 #[test]
@@ -36,23 +25,13 @@ fn every_type_reads_back_value_for_value() {
         .execute("select every type", (), None)
         .expect("runs")
         .expect("a cursor");
-    let fixture = common::every_type();
+    let binary: Vec<bool> = common::every_type()
+        .iter()
+        .map(|(c, _)| common::is_binary(&c.ty))
+        .collect();
     let mut rows = Vec::new();
     while let Some(mut row) = cursor.next_row().expect("fetches") {
-        let mut values = Vec::new();
-        for (i, (c, _)) in fixture.iter().enumerate() {
-            let mut buf = Vec::new();
-            let col = i as u16 + 1;
-            let binary = common::is_binary(&c.ty);
-            let present = if binary {
-                row.get_binary(col, &mut buf)
-            } else {
-                row.get_text(col, &mut buf)
-            }
-            .unwrap_or_else(|e| panic!("{}: {e:?}", c.name));
-            values.push(present.then_some(buf));
-        }
-        rows.push(values);
+        rows.push(read_row(&mut row, &binary));
     }
     assert_eq!(rows.len(), 2);
     // FreeTDS writes years before 1000 unpadded.
@@ -102,20 +81,13 @@ fn logs_in_over_tls_and_refuses_a_wrong_password() {
         "require sends ENCRYPT_ON"
     );
 
-    let error = env()
-        .connect_with_connection_string(
-            &format!(
-                "Driver=FreeTDS;Server=127.0.0.1;Port={};TDS_Version=7.4;UID={USER};PWD=wrong;\
-                 Database={DATABASE};Encryption=require",
-                server.port()
-            ),
-            ConnectionOptions {
-                login_timeout_sec: Some(5),
-                ..ConnectionOptions::default()
-            },
-        )
-        .map(drop)
-        .expect_err("a wrong password is refused");
+    let error = odbc_connect(&format!(
+        "Driver=FreeTDS;Server=127.0.0.1;Port={};TDS_Version=7.4;UID={USER};PWD=wrong;\
+         Database={DATABASE};Encryption=require",
+        server.port()
+    ))
+    .map(drop)
+    .expect_err("a wrong password is refused");
     let text = format!("{error:?}");
     // FreeTDS reports 18456 as 42000 (Driver 18: 28000).
     assert!(
@@ -161,36 +133,17 @@ fn parameters_arrive_with_the_type_freetds_sent() {
     );
 }
 
-/// The rows read before an error stops them, and the error.
-fn fetch_all(conn: &odbc_api::Connection<'_>, sql: &str) -> (usize, Option<String>) {
-    let mut cursor = match conn.execute(sql, (), None) {
-        Ok(Some(cursor)) => cursor,
-        Ok(None) => return (0, None),
-        Err(e) => return (0, Some(format!("{e:?}"))),
-    };
-    let mut rows = 0;
-    loop {
-        match cursor.next_row() {
-            Ok(Some(_)) => rows += 1,
-            Ok(None) => return (rows, None),
-            Err(e) => return (rows, Some(format!("{e:?}"))),
-        }
-    }
-}
-
 #[test]
 fn a_deadlock_and_a_cut_link_as_freetds_reports_them() {
-    use tds_test_server::{Fault, ServerError};
-
     let server = common::start(TlsMode::Off);
     let conn = connect(server.port(), "").expect("FreeTDS logs in");
-    server.add_fault(Fault::ErrorAtRow {
-        statement_contains: "ints".to_owned(),
-        row: 5,
-        error: ServerError::new(1205, 51, 13, "Transaction (Process ID 57) was deadlocked."),
-        times: 1,
-    });
-    let (rows, error) = fetch_all(&conn, "select ints 100");
+    server.add_fault(error_at_row(
+        1205,
+        51,
+        13,
+        "Transaction (Process ID 57) was deadlocked.",
+    ));
+    let (rows, error) = fetch_all(&conn, "select ints 100", None);
     let error = error.expect("the deadlock stops the rows");
     assert_eq!(rows, 5);
     // FreeTDS reports the deadlock victim as 42000 (Driver 18: 40001): classify by the native
@@ -199,17 +152,9 @@ fn a_deadlock_and_a_cut_link_as_freetds_reports_them() {
         error.contains("State: 42000") && error.contains("Native error: 1205"),
         "{error}"
     );
-    assert_eq!(fetch_all(&conn, "select ints 3"), (3, None));
+    assert_eq!(fetch_all(&conn, "select ints 3", None), (3, None));
 
-    server.add_fault(Fault::CutAtRow {
-        statement_contains: "ints".to_owned(),
-        row: 5000,
-        times: 1,
-    });
-    let (rows, error) = fetch_all(&conn, "select ints 100000");
-    let error = error.expect("the cut stops the rows");
-
-    assert!(rows > 0 && rows <= 5000, "{rows}");
+    let error = read_through_a_cut(&server, &conn);
     // FreeTDS's first diagnostic record for a cut link is a warning state: 01000, native
     // 20017 "Unexpected EOF from the server" (Driver 18: 08S01 / 10054).
     assert!(

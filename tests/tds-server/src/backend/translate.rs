@@ -179,16 +179,7 @@ struct Translator<'a> {
 
 /// Translates a SELECT (with UNION ALL, joins, subqueries) for SQLite.
 pub fn translate(query: &Query, ctx: &Context<'_>) -> Result<Translation, ServerError> {
-    let mut t = Translator {
-        ctx,
-        binds: Vec::new(),
-        bound: Vec::new(),
-        views: BTreeSet::new(),
-        object_literals: Vec::new(),
-        reads_user_tables: false,
-        derived: 0,
-        ctes: Vec::new(),
-    };
+    let mut t = Translator::new(ctx);
     let (sql, outputs) = t.query(query, None)?;
     let columns = outputs
         .into_iter()
@@ -214,16 +205,7 @@ pub fn translate_condition(
     condition: &Expr,
     ctx: &Context<'_>,
 ) -> Result<Translation, ServerError> {
-    let mut t = Translator {
-        ctx,
-        binds: Vec::new(),
-        bound: Vec::new(),
-        views: BTreeSet::new(),
-        object_literals: Vec::new(),
-        reads_user_tables: false,
-        derived: 0,
-        ctes: Vec::new(),
-    };
+    let mut t = Translator::new(ctx);
     let scope = Scope {
         sources: Vec::new(),
         parent: None,
@@ -444,6 +426,19 @@ fn string_literal(expr: &Expr) -> Option<String> {
 }
 
 impl<'a> Translator<'a> {
+    fn new(ctx: &'a Context<'a>) -> Translator<'a> {
+        Translator {
+            ctx,
+            binds: Vec::new(),
+            bound: Vec::new(),
+            views: BTreeSet::new(),
+            object_literals: Vec::new(),
+            reads_user_tables: false,
+            derived: 0,
+            ctes: Vec::new(),
+        }
+    }
+
     fn collation(&self) -> &str {
         &self.ctx.settings.collation
     }

@@ -1,18 +1,109 @@
 //! A fixed backend for the wire tests: a few statements answered from hand-written rows of
 //! every SQL Server type, so that clients nobody here wrote read them back value for value.
+//! Also the ODBC side the driver tests share: the environment, connecting, reading rows back,
+//! and the faults they inject.
 
 #![allow(dead_code)] // each test binary uses its own part
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use odbc_api::{ConnectionOptions, Cursor, CursorRow, Environment};
 use tds_test_server::{
-    Backend, BackendFactory, Collation, ColumnMeta, Interrupt, Param, ResultSink, ServerError,
-    ServerOptions, SqlType, TestServer, TlsMode, Value,
+    Backend, BackendFactory, Collation, ColumnMeta, Fault, Interrupt, Param, ResultSink,
+    ServerError, ServerOptions, SqlType, TestServer, TlsMode, Value,
 };
 
 pub const USER: &str = "ehi";
 pub const PASSWORD: &str = "Ehi-Test-Passw0rd";
 pub const DATABASE: &str = "fixture";
+
+/// The test binary's ODBC environment (one per process, as ODBC wants).
+pub fn odbc_env() -> &'static Environment {
+    static ENV: OnceLock<Environment> = OnceLock::new();
+    ENV.get_or_init(|| Environment::new().expect("an ODBC environment"))
+}
+
+/// Connects with `connection_string`, giving up on a login after 5 seconds.
+pub fn odbc_connect(
+    connection_string: &str,
+) -> Result<odbc_api::Connection<'static>, odbc_api::Error> {
+    odbc_env().connect_with_connection_string(
+        connection_string,
+        ConnectionOptions {
+            login_timeout_sec: Some(5),
+            ..ConnectionOptions::default()
+        },
+    )
+}
+
+/// Reads one row, every column with SQLGetData: the columns `binary` flags as bytes, the rest
+/// as text.
+pub fn read_row(row: &mut CursorRow<'_>, binary: &[bool]) -> Vec<Option<Vec<u8>>> {
+    let mut out = Vec::new();
+    for (i, &is_binary) in binary.iter().enumerate() {
+        let mut buf = Vec::new();
+        let col = i as u16 + 1;
+        let present = if is_binary {
+            row.get_binary(col, &mut buf)
+        } else {
+            row.get_text(col, &mut buf)
+        }
+        .unwrap_or_else(|e| panic!("column {col}: {e:?}"));
+        out.push(present.then_some(buf));
+    }
+    out
+}
+
+/// Runs `sql` and fetches every row, reading its first column as text: the rows read and the
+/// error that stopped them.
+pub fn fetch_all(
+    conn: &odbc_api::Connection<'_>,
+    sql: &str,
+    timeout_sec: Option<usize>,
+) -> (usize, Option<String>) {
+    let mut cursor = match conn.execute(sql, (), timeout_sec) {
+        Ok(Some(cursor)) => cursor,
+        Ok(None) => return (0, None),
+        Err(e) => return (0, Some(format!("{e:?}"))),
+    };
+    let mut rows = 0;
+    let mut buf = Vec::new();
+    loop {
+        match cursor.next_row() {
+            Ok(Some(mut row)) => {
+                if let Err(e) = row.get_text(1, &mut buf) {
+                    return (rows, Some(format!("{e:?}")));
+                }
+                rows += 1;
+            }
+            Ok(None) => return (rows, None),
+            Err(e) => return (rows, Some(format!("{e:?}"))),
+        }
+    }
+}
+
+/// A fault: the next `select ints` fails at row 5 with this server error.
+pub fn error_at_row(number: i32, state: u8, class: u8, message: &str) -> Fault {
+    Fault::ErrorAtRow {
+        statement_contains: "ints".to_owned(),
+        row: 5,
+        error: ServerError::new(number, state, class, message),
+        times: 1,
+    }
+}
+
+/// Reads `select ints 100000` through a link the server cuts at row 5000: some rows arrive,
+/// then the fetch fails. Returns the error.
+pub fn read_through_a_cut(server: &TestServer, conn: &odbc_api::Connection<'_>) -> String {
+    server.add_fault(Fault::CutAtRow {
+        statement_contains: "ints".to_owned(),
+        row: 5000,
+        times: 1,
+    });
+    let (rows, error) = fetch_all(conn, "select ints 100000", None);
+    assert!(rows > 0 && rows <= 5000, "{rows}");
+    error.expect("the cut stops the rows")
+}
 
 /// Sizes of the long values in the fixture (a few MB each).
 pub const VARCHAR_MAX_LEN: usize = 3 * 1024 * 1024;
