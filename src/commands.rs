@@ -102,9 +102,8 @@ pub fn plan(config: &Config, json: bool, out: &mut dyn Write) -> Result<i32> {
     };
     let plan = make_plan(config, previous.as_ref())?;
     if json {
-        let text = serde_json::to_string_pretty(&plan).map_err(|e| {
-            Error::Discovery(format!("the plan could not be rendered as JSON: {e}"))
-        })?;
+        let text = serde_json::to_string_pretty(&plan)
+            .map_err(|e| Error::Internal(format!("the plan could not be rendered as JSON: {e}")))?;
         writeln!(out, "{text}").map_err(stdout_error)?;
     } else {
         write!(out, "{}", plan.render()).map_err(stdout_error)?;
@@ -185,7 +184,7 @@ pub fn sync(config: &Config, restart: bool, out: &mut dyn Write) -> Result<i32> 
     }
     writeln!(out).map_err(stdout_error)?;
     out.flush().map_err(stdout_error)?;
-    shutdown::install().map_err(Error::Discovery)?;
+    shutdown::install().map_err(Error::Internal)?;
     let source = Source::from_config(config);
     let summary = extract::run(config, &source, &plan, previous, &shutdown::STOP)?;
     drop(lock);
@@ -320,7 +319,7 @@ pub fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<i32> {
     report.restarts = supervisor::restarts_of(&state_path, Some(&state.run_id));
     let text = if json {
         serde_json::to_string_pretty(&report)
-            .map_err(|e| Error::Discovery(format!("the status could not be rendered: {e}")))?
+            .map_err(|e| Error::Internal(format!("the status could not be rendered: {e}")))?
             + "\n"
     } else {
         report.render()

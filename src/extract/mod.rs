@@ -445,7 +445,7 @@ pub fn run(
         drop(tiers_tx);
         match writer_thread.join() {
             Ok(result) => result.map_err(writer_error),
-            Err(_) => Err(Error::Discovery(
+            Err(_) => Err(Error::Internal(
                 "the writer thread stopped unexpectedly".into(),
             )),
         }
