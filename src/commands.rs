@@ -16,7 +16,7 @@ use crate::incremental;
 use crate::lock::{self, RunLock};
 use crate::manifest;
 use crate::plan::{self, MeasuredRates, Plan};
-use crate::retry;
+use crate::retry::RetryPolicy;
 use crate::shutdown;
 use crate::sink::TableOutcome;
 use crate::sink::durable::{self, Disk, FileOps};
@@ -168,12 +168,13 @@ pub fn sync(config: &Config, restart: bool, out: &mut dyn Write) -> Result<i32> 
         state::load(&Disk, &state_path)?
     };
     // Discovery survives a dropped connection or a failover like the reads do.
-    let plan = retry::with_retries(
-        "reading the catalog",
-        config.max_retries,
-        Duration::from_secs_f64(config.retry_sleep_seconds),
-        || make_plan(config, previous.as_ref()),
-    )?;
+    let retry = RetryPolicy {
+        max_retries: config.max_retries,
+        base: Duration::from_secs_f64(config.retry_sleep_seconds),
+    };
+    let plan = retry.run("reading the catalog", || {
+        make_plan(config, previous.as_ref())
+    })?;
     let previous = previous.filter(|p| !p.finished || same_source(p, &plan, config));
     if let Some(previous) = previous.as_ref().filter(|p| !p.finished) {
         previous.check_source(&state_path, &plan.source_identity(config.compression))?;

@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::incremental::{self, Load, LoadKind, SyncMode, sql::InvalidPosition};
 use crate::manifest::{self, ManifestColumn};
 use crate::plan::{Plan, TablePlan};
+use crate::retry::RetryPolicy;
 use crate::shutdown::StopFlag;
 use crate::sink::durable::{self, Disk, FileOps, FreeSpaceCheck};
 use crate::sink::encode::RowEncoder;
@@ -49,9 +50,7 @@ pub struct ReadSettings {
     pub compression: Compression,
     /// Budget for one fetch buffer; a worker holds two (one filling, one encoding).
     pub buffers: BufferPolicy,
-    pub max_retries: u32,
-    /// Base of the exponential backoff between retries.
-    pub retry_base: Duration,
+    pub retry: RetryPolicy,
     /// Run on every new worker connection (isolation level, lock timeout).
     pub session_setup: Vec<String>,
     pub stall_timeout: Duration,
@@ -263,8 +262,10 @@ pub fn run(
     let read = ReadSettings {
         compression: config.compression,
         buffers: BufferPolicy::for_run(config, plan.dialect),
-        max_retries: config.max_retries,
-        retry_base: Duration::from_secs_f64(config.retry_sleep_seconds),
+        retry: RetryPolicy {
+            max_retries: config.max_retries,
+            base: Duration::from_secs_f64(config.retry_sleep_seconds),
+        },
         session_setup: session::setup_statements(
             plan.dialect,
             config.isolation,

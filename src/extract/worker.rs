@@ -28,7 +28,6 @@ use crate::error::{DbError, Error};
 use crate::incremental::key_diff::{self, KeyKind};
 use crate::incremental::{Load, keys};
 use crate::incremental::{LoadKind, OperationCounts, SyncMode, sql};
-use crate::retry::backoff;
 use crate::sink::{Chunk, Message};
 use crate::source::catalog::parse_count;
 use crate::source::errors::{self, classify};
@@ -192,13 +191,14 @@ impl Worker {
             InHand::Prepare(table) => self.scheduler.prepare_abandons(*table),
             InHand::Partition(_) => 0,
         };
-        if failures > self.context.read.max_retries
+        let policy = self.context.read.retry;
+        if policy.exhausted(failures)
             && let InHand::Prepare(table) = in_hand
         {
             return Err(WorkerError::Table(format!(
                 "gave up after {} retries: preparing the table did not finish within \
                  stall_timeout_seconds and the connection did not answer the cancel{}",
-                self.context.read.max_retries,
+                policy.max_retries,
                 self.prepare_hint(*table, COUNT_STEP)
             )));
         }
@@ -224,15 +224,14 @@ impl Worker {
             };
             let name = self.context.jobs[table].table.full_name();
             let class = classify(&error);
-            if failures > self.context.read.max_retries {
+            let Some(delay) = policy.delay(failures) else {
                 return Err(WorkerError::Table(format!(
                     "gave up after {} retries: {context}: {error} [{}]{}",
-                    self.context.read.max_retries,
+                    policy.max_retries,
                     class.name(),
                     self.prepare_hint(table, &context)
                 )));
-            }
-            let delay = backoff(self.context.read.retry_base, failures);
+            };
             log::warn!(
                 "{name}: {} [{}] (SQLSTATE {}, native error {}) while {context}; retry \
                  {failures} of {} in {:.1}s on a new connection",
@@ -240,7 +239,7 @@ impl Worker {
                 class.name(),
                 error.state,
                 error.native,
-                self.context.read.max_retries,
+                policy.max_retries,
                 delay.as_secs_f64()
             );
             self.connection = None;
