@@ -377,21 +377,11 @@ impl Worker {
                     ));
                 };
                 let min_valid = value(1).and_then(|v| v.parse::<i64>().ok());
-                let from = load.from.as_deref().and_then(|v| v.parse::<i64>().ok());
-                if let (LoadKind::Incremental, Some(from), Some(min_valid)) =
-                    (load.kind, from, min_valid)
-                    && from < min_valid
-                {
+                if load.fall_back_if_cleaned_up(min_valid) {
                     log::warn!(
                         "{}: change tracking was cleaned up past the saved version; reloading \
                          the table in full",
                         job.table.full_name()
-                    );
-                    load.kind = LoadKind::Full;
-                    load.from = None;
-                    load.reason = format!(
-                        "change tracking was cleaned up past the saved version ({from} is older \
-                         than the minimum valid version {min_valid})"
                     );
                 }
                 load.to = Some(current.to_string());
