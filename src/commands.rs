@@ -431,7 +431,7 @@ fn render_summary(summary: &RunSummary, output_dir: &std::path::Path) -> String 
                 outcome.table,
                 plan::group_digits(read),
                 plan::group_digits(outcome.expected_rows),
-                crate::sink::uncounted_deletes(outcome.rows.saturating_sub(read))
+                crate::sink::validation::uncounted_deletes(outcome.rows.saturating_sub(read))
             ));
         }
     }

@@ -6,11 +6,12 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Format, Tier};
-use crate::incremental::{SchemaChange, SyncMode};
+use crate::incremental::{Load, LoadKind, OP_COLUMN, SYNCED_AT_COLUMN, SchemaChange, SyncMode};
 use crate::sink::durable::{self, FileOps};
 use crate::sink::files::Compression;
 use crate::source::catalog::Column;
 use crate::source::types::ValueKind;
+use crate::state::TableState;
 
 pub const MANIFEST_FILE: &str = "_manifest.json";
 pub use crate::plan::VALIDATION_FILE;
@@ -162,6 +163,101 @@ pub struct ValidationRecord {
     pub changes: ChangeCounts,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schema_changes: Vec<SchemaChange>,
+}
+
+/// What describes a table's output whatever the load: its name, columns and file format.
+pub struct TableDescription<'a> {
+    pub schema: &'a str,
+    pub name: &'a str,
+    pub primary_key: &'a [String],
+    pub columns: &'a [ManifestColumn],
+    pub format: Format,
+    pub compression: Compression,
+    /// `_ehi_op` and `_ehi_synced_at` follow the columns in every row.
+    pub change_columns: bool,
+}
+
+/// A load that finished: what it read, when, and what it wrote.
+pub struct FinishedLoad<'a> {
+    pub run_id: &'a str,
+    pub load: &'a Load,
+    pub started_at: String,
+    pub finished_at: String,
+    /// Rows written, delete rows included.
+    pub rows: u64,
+    pub changes: ChangeCounts,
+}
+
+impl Manifest {
+    /// The manifest after `finished`: the loads before it (`history`, oldest first) and then
+    /// it, the files of the earlier loads (`carried`, for an incremental load) and then its own
+    /// (`written`), in the order a loader applies them.
+    pub fn after_load(
+        table: &TableDescription<'_>,
+        finished: FinishedLoad<'_>,
+        history: &[LoadRecord],
+        carried: &[FileEntry],
+        written: &[FileEntry],
+    ) -> Manifest {
+        let load = finished.load;
+        let record = LoadRecord {
+            run_id: finished.run_id.to_owned(),
+            sync_type: load.kind.name().to_owned(),
+            position_from: load.from.clone(),
+            position_to: load.to.clone(),
+            changes: finished.changes,
+            schema_changes: load.schema_changes.clone(),
+            columns: table.columns.iter().map(|c| c.name.clone()).collect(),
+            finished_at: finished.finished_at.clone(),
+        };
+        Manifest {
+            table: format!("{}.{}", table.schema, table.name),
+            schema: table.schema.to_owned(),
+            name: table.name.to_owned(),
+            run_id: finished.run_id.to_owned(),
+            sync_type: load.kind.name().to_owned(),
+            sync_mode: load.mode.clone(),
+            reason: load.reason.clone(),
+            format: table.format,
+            compression: table.compression,
+            started_at: finished.started_at,
+            finished_at: finished.finished_at,
+            row_count: finished.rows,
+            position_from: load.from.clone(),
+            position_to: load.to.clone(),
+            changes: finished.changes,
+            primary_key: table.primary_key.to_vec(),
+            columns: table.columns.to_vec(),
+            change_columns: if table.change_columns {
+                vec![OP_COLUMN.to_owned(), SYNCED_AT_COLUMN.to_owned()]
+            } else {
+                Vec::new()
+            },
+            schema_changes: load.schema_changes.clone(),
+            loads: history.iter().cloned().chain([record]).collect(),
+            files: carried.iter().chain(written).cloned().collect(),
+        }
+    }
+}
+
+/// What one load changed, from the writer's tallies of the table.
+pub fn change_counts(state: &TableState, load: &Load) -> ChangeCounts {
+    let upserted = state.rows - state.deleted.min(state.rows);
+    let (inserted, updated) = match (load.kind, &load.operations) {
+        (LoadKind::Incremental, Some(ops)) => (Some(ops.inserts), Some(ops.updates)),
+        (LoadKind::Incremental, None) if load.key_scan => (
+            Some(state.new_keys.min(upserted)),
+            Some(upserted - state.new_keys.min(upserted)),
+        ),
+        (LoadKind::Incremental, None) => (None, None),
+        _ => (Some(upserted), Some(0)),
+    };
+    ChangeCounts {
+        upserted,
+        deleted: state.deleted,
+        inserted,
+        updated,
+    }
 }
 
 /// Reads a table folder's manifest; `Ok(None)` when there is none.

@@ -30,9 +30,8 @@ use crate::shutdown::StopFlag;
 use crate::sink::durable::{self, Disk, FileOps, FreeSpaceCheck};
 use crate::sink::encode::RowEncoder;
 use crate::sink::files::{self, Compression};
-use crate::sink::{
-    Message, TableOutcome, TableOutput, WriteError, Writer, WriterSettings, system_clock,
-};
+use crate::sink::protocol::Message;
+use crate::sink::{TableOutcome, TableOutput, WriteError, Writer, WriterSettings, system_clock};
 use crate::source::catalog::{Column, Table};
 use crate::source::types::ValueKind;
 use crate::source::{Dialect, Source, session};

@@ -28,7 +28,7 @@ use crate::error::{DbError, Error};
 use crate::incremental::key_diff::{self, KeyKind};
 use crate::incremental::{Load, keys};
 use crate::incremental::{LoadKind, OperationCounts, SyncMode, sql};
-use crate::sink::{Chunk, Message};
+use crate::sink::protocol::{Chunk, Message};
 use crate::source::catalog::parse_count;
 use crate::source::errors::{self, classify};
 use crate::source::types::ValueKind;
