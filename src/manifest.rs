@@ -287,3 +287,200 @@ pub fn validation_line(record: &ValidationRecord) -> std::io::Result<Vec<u8>> {
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incremental::OperationCounts;
+
+    fn column(name: &str) -> ManifestColumn {
+        ManifestColumn {
+            name: name.into(),
+            source_type: "int".into(),
+            value_kind: ValueKind::Integer,
+            length: None,
+            precision: None,
+            scale: None,
+            nullable: false,
+            key_position: None,
+        }
+    }
+
+    fn file(name: &str, run_id: &str) -> FileEntry {
+        FileEntry {
+            name: name.into(),
+            run_id: run_id.into(),
+            bytes: 10,
+            rows: 2,
+            sha256: "00".into(),
+        }
+    }
+
+    fn state(rows: u64, deleted: u64, new_keys: u64) -> TableState {
+        let mut state = TableState::fresh("dbo.t".into(), Tier::Small, "t".into());
+        state.rows = rows;
+        state.deleted = deleted;
+        state.new_keys = new_keys;
+        state
+    }
+
+    #[test]
+    fn a_manifest_lists_the_earlier_loads_and_files_before_this_load_s() {
+        let columns = [column("id"), column("v")];
+        let table = TableDescription {
+            schema: "dbo",
+            name: "t",
+            primary_key: &["id".to_owned()],
+            columns: &columns,
+            format: Format::Csv,
+            compression: Compression::None,
+            change_columns: true,
+        };
+        let load = Load {
+            kind: LoadKind::Incremental,
+            mode: SyncMode::ChangeTracking,
+            reason: "changes since version 7".into(),
+            from: Some("7".into()),
+            to: Some("9".into()),
+            ..Load::full_default()
+        };
+        let changes = ChangeCounts {
+            upserted: 4,
+            deleted: 1,
+            inserted: Some(3),
+            updated: Some(1),
+        };
+        let earlier = Manifest::after_load(
+            &table,
+            FinishedLoad {
+                run_id: "run-1",
+                load: &Load::full_default(),
+                started_at: "t0".into(),
+                finished_at: "t1".into(),
+                rows: 2,
+                changes: ChangeCounts::default(),
+            },
+            &[],
+            &[],
+            &[file("t-00001.csv", "run-1")],
+        );
+        let manifest = Manifest::after_load(
+            &table,
+            FinishedLoad {
+                run_id: "run-2",
+                load: &load,
+                started_at: "t2".into(),
+                finished_at: "t3".into(),
+                rows: 5,
+                changes,
+            },
+            &earlier.loads,
+            &earlier.files,
+            &[file("t-run-2-00001.csv", "run-2")],
+        );
+        assert_eq!(
+            (manifest.table.as_str(), manifest.run_id.as_str()),
+            ("dbo.t", "run-2")
+        );
+        assert_eq!(manifest.sync_type, "incremental");
+        assert_eq!(manifest.sync_mode, SyncMode::ChangeTracking);
+        assert_eq!(manifest.reason, "changes since version 7");
+        assert_eq!(
+            (manifest.started_at.as_str(), manifest.finished_at.as_str()),
+            ("t2", "t3")
+        );
+        assert_eq!(manifest.row_count, 5);
+        assert_eq!(
+            (manifest.position_from, manifest.position_to),
+            (Some("7".into()), Some("9".into()))
+        );
+        assert_eq!(manifest.changes, changes);
+        assert_eq!(manifest.change_columns, [OP_COLUMN, SYNCED_AT_COLUMN]);
+        assert_eq!(
+            manifest.files,
+            [
+                file("t-00001.csv", "run-1"),
+                file("t-run-2-00001.csv", "run-2")
+            ]
+        );
+        let loads: Vec<(&str, &str, &str)> = manifest
+            .loads
+            .iter()
+            .map(|l| {
+                (
+                    l.run_id.as_str(),
+                    l.sync_type.as_str(),
+                    l.finished_at.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            loads,
+            [("run-1", "full", "t1"), ("run-2", "incremental", "t3")]
+        );
+        assert_eq!(manifest.loads[1].columns, ["id", "v"]);
+        assert_eq!(manifest.loads[1].changes, changes);
+        assert!(earlier.change_columns.len() == 2 && earlier.loads.len() == 1);
+        let plain = TableDescription {
+            change_columns: false,
+            ..table
+        };
+        let first = Manifest::after_load(
+            &plain,
+            FinishedLoad {
+                run_id: "run-1",
+                load: &Load::full_default(),
+                started_at: String::new(),
+                finished_at: String::new(),
+                rows: 0,
+                changes: ChangeCounts::default(),
+            },
+            &[],
+            &[],
+            &[],
+        );
+        assert!(first.change_columns.is_empty());
+    }
+
+    #[test]
+    fn a_load_s_changes_say_inserts_and_updates_only_where_they_are_known() {
+        let counts = |state: &TableState, load: &Load| {
+            let c = change_counts(state, load);
+            (c.upserted, c.deleted, c.inserted, c.updated)
+        };
+        // A full load inserts every row it writes.
+        assert_eq!(
+            counts(&state(10, 0, 0), &Load::full_default()),
+            (10, 0, Some(10), Some(0))
+        );
+        let incremental = Load {
+            kind: LoadKind::Incremental,
+            ..Load::full_default()
+        };
+        // A cursor alone cannot tell an insert from an update.
+        assert_eq!(counts(&state(10, 0, 0), &incremental), (10, 0, None, None));
+        // A key scan knows the new keys (never more than the upserts); delete rows are apart.
+        let key_scan = Load {
+            key_scan: true,
+            ..incremental.clone()
+        };
+        assert_eq!(
+            counts(&state(12, 2, 4), &key_scan),
+            (10, 2, Some(4), Some(6))
+        );
+        assert_eq!(counts(&state(3, 0, 9), &key_scan), (3, 0, Some(3), Some(0)));
+        // Change tracking counts its own operations.
+        let change_tracking = Load {
+            operations: Some(OperationCounts {
+                inserts: 5,
+                updates: 2,
+                deletes: 1,
+            }),
+            ..incremental
+        };
+        assert_eq!(
+            counts(&state(8, 1, 0), &change_tracking),
+            (7, 1, Some(5), Some(2))
+        );
+    }
+}

@@ -219,3 +219,200 @@ impl Writer {
         Ok(remaining)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+    use crate::config::Tier;
+    use crate::sink::durable::FileOps;
+    use crate::sink::power_cut::PowerCutFs;
+
+    /// A clock that stands still until the test moves it on by whole seconds.
+    fn manual_clock() -> (Clock, Arc<AtomicU64>) {
+        let start = Instant::now();
+        let seconds = Arc::new(AtomicU64::new(0));
+        let read = Arc::clone(&seconds);
+        let clock: Clock =
+            Arc::new(move || start + Duration::from_secs(read.load(Ordering::SeqCst)));
+        (clock, seconds)
+    }
+
+    #[test]
+    fn without_the_time_rule_only_the_row_interval_makes_a_checkpoint_due() {
+        let (clock, _) = manual_clock();
+        let mut rule = CheckpointRule::new(None, clock);
+        assert!(!rule.due(10));
+        rule.wrote(9);
+        assert!(!rule.due(10));
+        rule.wrote(1);
+        assert!(rule.due(10));
+        rule.checkpointed();
+        assert!(!rule.due(10), "the count starts again");
+        rule.progressed();
+        assert!(
+            !rule.due(10),
+            "a finished partition waits for the next checkpoint"
+        );
+        assert!(rule.due(0));
+    }
+
+    #[test]
+    fn the_time_rule_checkpoints_the_first_news_at_once_then_every_period() {
+        let (clock, seconds) = manual_clock();
+        let mut rule = CheckpointRule::new(Some(Duration::from_secs(5)), clock);
+        assert!(!rule.due(u64::MAX), "nothing to record");
+        rule.wrote(1);
+        assert!(
+            rule.due(u64::MAX),
+            "a process's first write is checkpointed at once"
+        );
+        rule.checkpointed();
+        rule.wrote(1);
+        seconds.store(4, Ordering::SeqCst);
+        assert!(!rule.due(u64::MAX), "4 s after the last checkpoint");
+        seconds.store(5, Ordering::SeqCst);
+        assert!(rule.due(u64::MAX), "5 s after the last checkpoint");
+        rule.checkpointed();
+        seconds.store(60, Ordering::SeqCst);
+        assert!(!rule.due(u64::MAX), "nothing new since, however long ago");
+        // A checkpoint that recorded nothing of this writer's (the validation start) does not
+        // move the mark: news 55 s after the last real one is due at once.
+        rule.checkpointed();
+        rule.progressed();
+        assert!(rule.due(u64::MAX));
+    }
+
+    fn folder_on(fs: &PowerCutFs) -> PathBuf {
+        let folder = PathBuf::from("/out/t");
+        fs.create_dir_all(&folder).unwrap();
+        fs.sync_dir(Path::new("/")).unwrap();
+        fs.sync_dir(Path::new("/out")).unwrap();
+        folder
+    }
+
+    /// A durable file of `bytes` in `folder`.
+    fn durable_file(fs: &PowerCutFs, folder: &Path, name: &str, bytes: &[u8]) {
+        let mut file = fs.create(&folder.join(name)).unwrap();
+        file.write_all(bytes).unwrap();
+        file.sync().unwrap();
+        fs.sync_dir(folder).unwrap();
+    }
+
+    fn committed(name: &str, bytes: u64, rows: u64) -> CommittedFile {
+        CommittedFile {
+            name: name.into(),
+            bytes,
+            rows,
+        }
+    }
+
+    #[test]
+    fn resume_cuts_each_file_back_to_its_checkpoint_durably_and_hashes_what_stays() {
+        let fs = PowerCutFs::new();
+        let folder = folder_on(&fs);
+        // Both files hold a row written after the checkpoint.
+        durable_file(&fs, &folder, "t-00001.csv", b"h\n1\n2\n3\n");
+        durable_file(&fs, &folder, "t-00002.csv", b"h\n4\n5\n");
+        let files = [
+            committed("t-00001.csv", 6, 2),
+            committed("t-00002.csv", 4, 1),
+        ];
+        let (closed, last) = reopen_files(&fs, &folder, &files, "run-1").unwrap();
+        assert_eq!(
+            closed,
+            [FileEntry {
+                name: "t-00001.csv".into(),
+                run_id: "run-1".into(),
+                bytes: 6,
+                rows: 2,
+                sha256: hex::encode(Sha256::digest(b"h\n1\n2\n")),
+            }]
+        );
+        let mut last = last.expect("the last file stays open");
+        assert_eq!(
+            (last.name.as_str(), last.bytes, last.rows),
+            ("t-00002.csv", 4, 1)
+        );
+        // Appending goes on after the kept bytes, and so does the checksum.
+        last.append(&folder, b"5'\n").unwrap();
+        last.sync(&folder).unwrap();
+        assert_eq!(
+            last.entry("run-1").sha256,
+            hex::encode(Sha256::digest(b"h\n4\n5'\n"))
+        );
+        // The cut is on the disk: a power cut does not bring the dropped rows back.
+        fs.cut_power_now();
+        fs.reboot();
+        assert_eq!(fs.read(&folder.join("t-00001.csv")).unwrap(), b"h\n1\n2\n");
+        assert_eq!(fs.read(&folder.join("t-00002.csv")).unwrap(), b"h\n4\n5'\n");
+    }
+
+    #[test]
+    fn resume_refuses_a_file_shorter_than_its_checkpoint_or_missing() {
+        let fs = PowerCutFs::new();
+        let folder = folder_on(&fs);
+        durable_file(&fs, &folder, "t-00001.csv", b"h\n1\n");
+        let short = reopen_files(&fs, &folder, &[committed("t-00001.csv", 100, 9)], "r")
+            .err()
+            .expect("refused");
+        assert_eq!(short.what, "checkpointed data file");
+        assert!(
+            short
+                .to_string()
+                .contains("it holds 4 bytes but the checkpoint recorded 100"),
+            "{short}"
+        );
+        assert_eq!(fs.read(&folder.join("t-00001.csv")).unwrap(), b"h\n1\n");
+        let missing = reopen_files(&fs, &folder, &[committed("t-00009.csv", 2, 0)], "r");
+        assert!(missing.is_err());
+        let (closed, last) = reopen_files(&fs, &folder, &[], "r").unwrap();
+        assert!(closed.is_empty() && last.is_none());
+    }
+
+    #[test]
+    fn a_checkpoint_makes_durable_every_file_and_entry_the_state_names() {
+        let fs = PowerCutFs::new();
+        let folder = folder_on(&fs);
+        let mut open = OpenTable::new(folder.clone(), 1, Carried::default());
+        let mut first = PartFile::create(&fs, &folder, "t-00001.csv".into(), b"h\n").unwrap();
+        first.append(&folder, b"1\n").unwrap();
+        first.rows = 1;
+        first.sync(&folder).unwrap();
+        open.closed.push(first.entry("run-1"));
+        let mut second = PartFile::create(&fs, &folder, "t-00002.csv".into(), b"h\n").unwrap();
+        second.append(&folder, b"2\n3\n").unwrap();
+        second.rows = 2;
+        open.part = Some(second);
+        let mut keys = fs.create(&folder.join("_keys-run-1.bin")).unwrap();
+        keys.write_all(b"k1k2k3").unwrap();
+        open.key_file = Some((keys, 6));
+        open.new_entries = true;
+        let mut state = TableState::fresh("dbo.t".into(), Tier::Small, "t".into());
+        state.key_list_writing = Some(committed("_keys-run-1.bin", 0, 0));
+
+        open.make_durable(&fs, &mut state).unwrap();
+
+        assert_eq!(
+            state.files,
+            [
+                committed("t-00001.csv", 4, 1),
+                committed("t-00002.csv", 6, 2)
+            ]
+        );
+        assert_eq!(state.key_list_writing.as_ref().map(|k| k.bytes), Some(6));
+        assert!(!open.new_entries);
+        // What the state will name survives a power cut right after: entries and bytes.
+        fs.cut_power_now();
+        fs.reboot();
+        for file in state.files.iter().chain(&state.key_list_writing) {
+            let on_disk = fs.read(&folder.join(&file.name)).unwrap_or_default();
+            assert_eq!(on_disk.len() as u64, file.bytes, "{}", file.name);
+        }
+    }
+}

@@ -188,3 +188,71 @@ fn hash_file(fs: &dyn FileOps, path: &Path) -> std::io::Result<Sha256> {
         hasher.update(&buffer[..n]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Seek, Write};
+
+    use super::*;
+    use crate::sink::power_cut::PowerCutFs;
+
+    fn folder_on(fs: &PowerCutFs) -> &'static Path {
+        let folder = Path::new("/out/t");
+        fs.create_dir_all(folder).unwrap();
+        folder
+    }
+
+    #[test]
+    fn a_part_file_starts_with_its_header_and_its_entry_hashes_every_byte() {
+        let fs = PowerCutFs::new();
+        let folder = folder_on(&fs);
+        let mut part = PartFile::create(&fs, folder, "t-00001.csv".into(), b"id\n").unwrap();
+        part.append(folder, b"1\n").unwrap();
+        let mut spooled = tempfile::tempfile().unwrap();
+        spooled.write_all(b"2 with a long value\n").unwrap();
+        spooled.rewind().unwrap();
+        part.append_spooled(folder, &mut spooled).unwrap();
+        part.rows = 2;
+        let all = b"id\n1\n2 with a long value\n";
+        assert_eq!(
+            part.committed(),
+            CommittedFile {
+                name: "t-00001.csv".into(),
+                bytes: all.len() as u64,
+                rows: 2
+            }
+        );
+        part.sync(folder).unwrap();
+        let entry = part.entry("run-1");
+        assert_eq!(entry.sha256, hex::encode(Sha256::digest(all)));
+        assert_eq!((entry.run_id.as_str(), entry.rows), ("run-1", 2));
+        assert_eq!(fs.read(&folder.join("t-00001.csv")).unwrap(), all);
+    }
+
+    #[test]
+    fn removing_part_files_keeps_the_listed_ones_and_the_manifest_only_when_asked() {
+        let fs = PowerCutFs::new();
+        let folder = folder_on(&fs);
+        for name in [
+            "t-00001.csv",
+            "t-run-2-00001.csv.gz",
+            manifest::MANIFEST_FILE,
+            "_keys-run-2.bin",
+        ] {
+            fs.create(&folder.join(name)).unwrap();
+        }
+        let names = |fs: &PowerCutFs| {
+            let mut names = fs.list_files(folder).unwrap();
+            names.sort();
+            names
+        };
+        remove_part_files(&fs, folder, &["t-00001.csv"], true).unwrap();
+        assert_eq!(
+            names(&fs),
+            ["_keys-run-2.bin", manifest::MANIFEST_FILE, "t-00001.csv"]
+        );
+        remove_part_files(&fs, folder, &[], false).unwrap();
+        assert_eq!(names(&fs), ["_keys-run-2.bin"]);
+        remove_part_files(&fs, Path::new("/out/gone"), &[], false).unwrap();
+    }
+}

@@ -224,3 +224,90 @@ impl Writer {
         self.append_validation(&record)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Tier;
+
+    fn table(rows: u64, deleted: u64, expected: u64, estimated: bool) -> TableState {
+        let mut state = TableState::fresh("dbo.t".into(), Tier::Small, "t".into());
+        state.rows = rows;
+        state.deleted = deleted;
+        state.expected_rows = Some(expected);
+        state.expected_estimated = estimated;
+        state
+    }
+
+    const FULL: SyncMode = SyncMode::Full { reload: true };
+
+    #[test]
+    fn the_rows_read_are_judged_against_the_count_taken_at_the_start() {
+        let judged = |state: &TableState, mode: &SyncMode, failed| {
+            let t = tally(state, mode, failed);
+            (t.counted, t.difference, t.status)
+        };
+        assert_eq!(
+            judged(&table(10, 0, 10, false), &FULL, false),
+            (10, 0, "ok")
+        );
+        assert_eq!(
+            judged(&table(12, 0, 10, false), &FULL, false),
+            (12, 2, "count_changed")
+        );
+        assert_eq!(
+            judged(&table(8, 0, 10, true), &FULL, false),
+            (8, -2, "estimate_differs")
+        );
+        assert_eq!(
+            judged(&table(3, 0, 10, false), &FULL, true),
+            (3, -7, "failed")
+        );
+        // A key scan's delete rows are not in the count; change tracking's are.
+        assert_eq!(
+            judged(&table(13, 3, 10, false), &FULL, false),
+            (10, 0, "ok")
+        );
+        assert_eq!(
+            judged(&table(13, 3, 13, false), &SyncMode::ChangeTracking, false),
+            (13, 0, "ok")
+        );
+    }
+
+    #[test]
+    fn the_summary_line_says_how_the_table_ended() {
+        let full = Load::full_default();
+        let line = |state: &TableState, load: &Load, error: Option<&str>| {
+            let tally = tally(state, &load.mode, error.is_some());
+            let changes = manifest::change_counts(state, load);
+            summary("dbo.t", state, load, tally, changes, 2.0, error)
+        };
+        assert_eq!(
+            line(&table(12_000, 0, 12_000, false), &full, None),
+            "dbo.t done: 12,000 rows in 2.0s (6,000 rows/s)"
+        );
+        assert_eq!(
+            line(&table(3, 0, 10, false), &full, Some("gave up")),
+            "dbo.t FAILED: gave up"
+        );
+        assert_eq!(
+            line(&table(8, 0, 10, true), &full, None),
+            "dbo.t done: 8 rows in 2.0s; the catalog estimated 10 (row_counts: catalog, not an \
+             exact count)"
+        );
+        assert_eq!(
+            line(&table(14, 3, 10, false), &full, None),
+            "dbo.t done: 11 rows read, but 10 were counted when it started: rows changed while \
+             it was read (and 3 deleted keys written as delete rows)"
+        );
+        let incremental = Load {
+            kind: LoadKind::Incremental,
+            key_scan: true,
+            ..Load::full_default()
+        };
+        assert_eq!(
+            line(&table(13, 3, 10, false), &incremental, None),
+            "dbo.t done (incremental): 10 upserts, 3 deletes in 2.0s"
+        );
+    }
+}
