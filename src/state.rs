@@ -358,14 +358,14 @@ mod tests {
         let mut unversioned = json(&run_state("run-1"));
         unversioned.as_object_mut().unwrap().remove("version");
         write(&unversioned);
-        let error = load(&fs, path).err().expect("refused");
+        let error = load(&fs, path).expect_err("refused");
         assert!(error.to_string().contains("no version number"), "{error}");
         let mut wrong = json(&run_state("run-1"));
         wrong["tables"] = "none".into();
         write(&wrong);
         assert!(matches!(load(&fs, path), Err(StateError::Corrupt { .. })));
         crate::sink::durable::write_atomically(&fs, path, b"{\"version\": 1,").unwrap();
-        let error = load(&fs, path).err().expect("refused");
+        let error = load(&fs, path).expect_err("refused");
         assert!(error.to_string().contains("not valid JSON"), "{error}");
     }
 
@@ -378,7 +378,7 @@ mod tests {
             format: Format::Ndjson,
             ..identity()
         };
-        let error = state.check_source(path, &ndjson).err().expect("refused");
+        let error = state.check_source(path, &ndjson).expect_err("refused");
         assert!(matches!(error, StateError::OtherSource { .. }));
         assert!(
             error.to_string().contains("csv files") && error.to_string().contains("ndjson files"),
