@@ -2,6 +2,7 @@
 //! connection) feeding the one writer thread through a bounded channel.
 
 pub mod delivery;
+mod failure;
 pub mod fetch;
 pub mod key;
 pub mod partition;
