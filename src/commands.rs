@@ -19,7 +19,7 @@ use crate::lock::{self, RunLock};
 use crate::manifest;
 use crate::model::Dialect;
 use crate::plan::{self, MeasuredRates, Plan};
-use crate::retry;
+use crate::retry::RetryPolicy;
 use crate::shutdown;
 use crate::sink::TableOutcome;
 use crate::source::{self, Source, session};
@@ -103,9 +103,8 @@ pub fn plan(config: &Config, json: bool, out: &mut dyn Write) -> Result<i32> {
     };
     let plan = make_plan(config, previous.as_ref())?;
     if json {
-        let text = serde_json::to_string_pretty(&plan).map_err(|e| {
-            Error::Discovery(format!("the plan could not be rendered as JSON: {e}"))
-        })?;
+        let text = serde_json::to_string_pretty(&plan)
+            .map_err(|e| Error::Internal(format!("the plan could not be rendered as JSON: {e}")))?;
         writeln!(out, "{text}").map_err(stdout_error)?;
     } else {
         write!(out, "{}", plan.render()).map_err(stdout_error)?;
@@ -170,12 +169,13 @@ pub fn sync(config: &Config, restart: bool, out: &mut dyn Write) -> Result<i32> 
         state::load(&Disk, &state_path)?
     };
     // Discovery survives a dropped connection or a failover like the reads do.
-    let plan = retry::with_retries(
-        "reading the catalog",
-        config.max_retries,
-        Duration::from_secs_f64(config.retry_sleep_seconds),
-        || make_plan(config, previous.as_ref()),
-    )?;
+    let retry = RetryPolicy {
+        max_retries: config.max_retries,
+        base: Duration::from_secs_f64(config.retry_sleep_seconds),
+    };
+    let plan = retry.run("reading the catalog", || {
+        make_plan(config, previous.as_ref())
+    })?;
     let previous = previous.filter(|p| !p.finished || same_source(p, &plan, config));
     if let Some(previous) = previous.as_ref().filter(|p| !p.finished) {
         previous.check_source(&state_path, &plan.source_identity(config.compression))?;
@@ -186,7 +186,7 @@ pub fn sync(config: &Config, restart: bool, out: &mut dyn Write) -> Result<i32> 
     }
     writeln!(out).map_err(stdout_error)?;
     out.flush().map_err(stdout_error)?;
-    shutdown::install().map_err(Error::Discovery)?;
+    shutdown::install().map_err(Error::Internal)?;
     let source = Source::from_config(config);
     let summary = extract::run(config, &source, &plan, previous, &shutdown::STOP)?;
     drop(lock);
@@ -321,7 +321,7 @@ pub fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<i32> {
     report.restarts = supervisor::restarts_of(&state_path, Some(&state.run_id));
     let text = if json {
         serde_json::to_string_pretty(&report)
-            .map_err(|e| Error::Discovery(format!("the status could not be rendered: {e}")))?
+            .map_err(|e| Error::Internal(format!("the status could not be rendered: {e}")))?
             + "\n"
     } else {
         report.render()
@@ -432,7 +432,7 @@ fn render_summary(summary: &RunSummary, output_dir: &std::path::Path) -> String 
                 outcome.table,
                 crate::display::group_digits(read),
                 crate::display::group_digits(outcome.expected_rows),
-                crate::sink::uncounted_deletes(outcome.rows.saturating_sub(read))
+                crate::sink::validation::uncounted_deletes(outcome.rows.saturating_sub(read))
             ));
         }
     }

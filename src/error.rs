@@ -2,8 +2,9 @@
 //!
 //! A scheduler (Task Scheduler, cron, systemd) acts on the exit code, so every error kind maps to
 //! one documented code (see the README). No error message ever carries a row value or a password:
-//! connection strings are redacted before they are put into an error, and database messages are
-//! scrubbed of the password (see `source::connection_string::redact`).
+//! connection strings are redacted before they are put into an error (see
+//! `source::connection_string::redact`), and database messages are scrubbed of the password and
+//! of row values (see `source::errors`).
 
 use std::path::PathBuf;
 
@@ -50,8 +51,14 @@ pub enum Error {
     #[error("{context}: {source}")]
     Database { context: String, source: DbError },
 
+    /// The catalog could not be read or the database is not one ehi-sync supports.
     #[error("{0}")]
     Discovery(String),
+
+    /// Something that should not happen whatever the input: a thread that panicked, a signal
+    /// handler the OS refused, a report that could not be rendered. Please report it.
+    #[error("{0}")]
+    Internal(String),
 
     #[error("{0}")]
     Locked(#[from] LockError),
@@ -137,7 +144,7 @@ impl Error {
             Error::Config(_) => exit_code::CONFIG,
             Error::Connect { .. } => exit_code::CONNECTION,
             Error::Database { .. } | Error::Discovery(_) => exit_code::DISCOVERY,
-            Error::Io { .. } => exit_code::INTERNAL,
+            Error::Io { .. } | Error::Internal(_) => exit_code::INTERNAL,
             Error::Locked(LockError::Held { .. }) => exit_code::LOCKED,
             Error::Locked(LockError::Io { .. }) => exit_code::INTERNAL,
             Error::State(_) => exit_code::STATE,
@@ -191,7 +198,8 @@ impl ConfigError {
 }
 
 /// An ODBC diagnostic reduced to what classification needs: SQLSTATE, native code and a message
-/// already scrubbed of the password.
+/// already scrubbed of the password. Built and scrubbed of values in `source::errors`, beside
+/// its classification.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message} (SQLSTATE {state}, native error {native})")]
 pub struct DbError {
@@ -200,118 +208,26 @@ pub struct DbError {
     pub message: String,
 }
 
-impl DbError {
-    /// Converts an odbc-api error. `secret` (the password, if any) is removed from the message:
-    /// some drivers echo parts of the connection string back.
-    pub fn from_odbc(error: &odbc_api::Error, secret: Option<&str>) -> Self {
-        let (state, native, message) = match error {
-            odbc_api::Error::Diagnostics { record, .. } => (
-                record.state.as_str().to_owned(),
-                record.native_error,
-                record_message(record),
-            ),
-            other => ("HY000".to_owned(), 0, other.to_string()),
-        };
-        let message = match secret {
-            Some(secret) if !secret.is_empty() => message.replace(secret, "***"),
-            _ => message,
-        };
-        DbError {
-            state,
-            native,
-            message,
-        }
-    }
-}
-
-fn record_message(record: &odbc_api::handles::Record) -> String {
-    let text = record.to_string();
-    // odbc-api renders "State: XXXXX, Native error: N, Message: ..."; keep only the message.
-    match text.split_once("Message: ") {
-        Some((_, message)) => message.trim().to_owned(),
-        None => text,
-    }
-}
-
-impl DbError {
-    /// The message cut down to what cannot hold a row value: its first line, without the
-    /// statement text drivers echo (key literals of a resumed read) and with quoted parts
-    /// masked (PostgreSQL quotes the offending value in conversion errors). For errors while
-    /// reading rows; the SQLSTATE and native code stay whole.
-    pub fn without_values(mut self) -> DbError {
-        let first_line = self.message.lines().next().unwrap_or_default();
-        let mut text = first_line.trim_end_matches(';').to_owned();
-        for marker in ["SELECT ", "select ", "declare ", "DECLARE "] {
-            if let Some(at) = text.find(marker) {
-                text.truncate(at);
-                text.push_str("[statement omitted]");
-            }
-        }
-        let mut masked = String::with_capacity(text.len());
-        let mut quote: Option<char> = None;
-        for c in text.chars() {
-            match quote {
-                Some(q) if c == q => {
-                    masked.push('…');
-                    masked.push(c);
-                    quote = None;
-                }
-                Some(_) => {}
-                None => {
-                    masked.push(c);
-                    if c == '\'' || c == '"' {
-                        quote = Some(c);
-                    }
-                }
-            }
-        }
-        if let Some(q) = quote {
-            masked.push('…');
-            masked.push(q);
-        }
-        self.message = masked;
-        self
-    }
-}
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn error(message: &str) -> DbError {
-        DbError {
-            state: "22P02".into(),
-            native: 1,
-            message: message.into(),
-        }
-    }
-
     #[test]
-    fn read_errors_lose_values_and_statement_text() {
+    fn each_kind_of_error_exits_with_its_documented_code() {
+        let code = |error: Error| error.exit_code();
         assert_eq!(
-            error("ERROR: invalid input syntax for type integer: \"Smith, John\";\nError while fetching")
-                .without_values()
-                .message,
-            "ERROR: invalid input syntax for type integer: \"…\""
+            code(Error::Internal("the writer thread stopped".into())),
+            exit_code::INTERNAL
         );
         assert_eq!(
-            error("The connection is down\nFailed to send 'declare \"SQL_CUR1\" cursor for SELECT x FROM t WHERE k > 'MRN123''")
-                .without_values()
-                .message,
-            "The connection is down"
+            code(Error::Discovery("no user tables".into())),
+            exit_code::DISCOVERY
         );
         assert_eq!(
-            error("Failed to send declare c cursor for SELECT * FROM t WHERE id > 42")
-                .without_values()
-                .message,
-            "Failed to send [statement omitted]"
-        );
-        let kept = error("ERROR: canceling statement due to lock timeout;\nError while executing");
-        assert_eq!(
-            kept.without_values().message,
-            "ERROR: canceling statement due to lock timeout"
+            code(Error::Config(ConfigError::Other("bad".into()))),
+            exit_code::CONFIG
         );
     }
 }

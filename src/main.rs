@@ -125,7 +125,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
         } => {
             if let Some(pid) = supervised_by {
                 ehi_sync::lock::set_supervised_by(pid);
-                shutdown::follow_supervisor().map_err(Error::Discovery)?;
+                shutdown::follow_supervisor().map_err(Error::Internal)?;
             }
             commands::sync(&config, restart, &mut stdout)
         }

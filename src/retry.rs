@@ -20,38 +20,58 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
         .mul_f64(fastrand::f64())
 }
 
-/// Runs `attempt` until it succeeds, fails with an error that is not transient, or failed
-/// `max_retries + 1` times; logs every retry with the error class and codes.
-pub fn with_retries<T>(
-    what: &str,
-    max_retries: u32,
-    base: Duration,
-    mut attempt: impl FnMut() -> Result<T, Error>,
-) -> Result<T, Error> {
-    let mut failures = 0;
-    loop {
-        let error = match attempt() {
-            Ok(value) => return Ok(value),
-            Err(error) => error,
-        };
-        let Some(db) = error.db_error().filter(|db| classify(db).retryable()) else {
-            return Err(error);
-        };
-        if failures >= max_retries {
-            return Err(error);
+/// How transient failures are retried, by the catalog read and by every worker: at most
+/// `max_retries` retries in a row, each after a [`backoff`] delay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    /// Base of the exponential backoff.
+    pub base: Duration,
+}
+
+impl RetryPolicy {
+    /// `failures` in a row (the last one included) are more than the policy retries.
+    pub fn exhausted(&self, failures: u32) -> bool {
+        failures > self.max_retries
+    }
+
+    /// The wait before the retry that follows `failures` failures in a row, or `None`: give up.
+    pub fn delay(&self, failures: u32) -> Option<Duration> {
+        (!self.exhausted(failures)).then(|| backoff(self.base, failures))
+    }
+
+    /// Runs `attempt` until it succeeds, fails with an error that is not transient, or failed
+    /// `max_retries + 1` times; logs every retry with the error class and codes.
+    pub fn run<T>(
+        &self,
+        what: &str,
+        mut attempt: impl FnMut() -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut failures = 0;
+        loop {
+            let error = match attempt() {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            let Some(db) = error.db_error().filter(|db| classify(db).retryable()) else {
+                return Err(error);
+            };
+            failures += 1;
+            let Some(delay) = self.delay(failures) else {
+                return Err(error);
+            };
+            log::warn!(
+                "{what}: {} [{}] (SQLSTATE {}, native error {}); retry {failures} of {} in \
+                 {:.1}s",
+                crate::source::errors::reason(db),
+                classify(db).name(),
+                db.state,
+                db.native,
+                self.max_retries,
+                delay.as_secs_f64()
+            );
+            std::thread::sleep(delay);
         }
-        failures += 1;
-        let delay = backoff(base, failures);
-        log::warn!(
-            "{what}: {} [{}] (SQLSTATE {}, native error {}); retry {failures} of {max_retries} \
-             in {:.1}s",
-            crate::source::errors::reason(db),
-            classify(db).name(),
-            db.state,
-            db.native,
-            delay.as_secs_f64()
-        );
-        std::thread::sleep(delay);
     }
 }
 
@@ -74,6 +94,33 @@ mod tests {
         assert_eq!(backoff(Duration::ZERO, 5), Duration::ZERO);
     }
 
+    fn policy(max_retries: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_retries,
+            base: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn the_policy_retries_max_retries_times_in_a_row_then_gives_up() {
+        let three = RetryPolicy {
+            max_retries: 3,
+            base: Duration::from_secs(1),
+        };
+        for failures in 1..=3 {
+            let delay = three.delay(failures).expect("retried");
+            assert!(
+                delay <= Duration::from_secs(1 << (failures - 1)),
+                "{delay:?}"
+            );
+            assert!(!three.exhausted(failures));
+        }
+        assert_eq!(three.delay(4), None);
+        assert!(three.exhausted(4));
+        assert_eq!(policy(0).delay(1), None, "max_retries 0: no retry at all");
+        assert!(!policy(0).exhausted(0));
+    }
+
     fn db_error(state: &str, native: i32) -> Error {
         Error::Database {
             context: "reading".into(),
@@ -88,7 +135,7 @@ mod tests {
     #[test]
     fn transient_errors_are_retried_until_success() {
         let mut calls = 0;
-        let result = with_retries("discovery", 5, Duration::ZERO, || {
+        let result = policy(5).run("discovery", || {
             calls += 1;
             if calls < 3 {
                 Err(db_error("08S01", 35))
@@ -102,14 +149,14 @@ mod tests {
     #[test]
     fn permanent_errors_and_exhausted_retries_fail() {
         let mut calls = 0;
-        let result: Result<(), Error> = with_retries("discovery", 5, Duration::ZERO, || {
+        let result: Result<(), Error> = policy(5).run("discovery", || {
             calls += 1;
             Err(db_error("42501", 1))
         });
         assert!(result.is_err());
         assert_eq!(calls, 1, "permission denied is not retried");
         let mut calls = 0;
-        let result: Result<(), Error> = with_retries("discovery", 2, Duration::ZERO, || {
+        let result: Result<(), Error> = policy(2).run("discovery", || {
             calls += 1;
             Err(db_error("40P01", 1))
         });

@@ -277,3 +277,170 @@ pub(crate) fn table_start(
         None => (fresh, Start::Fresh),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::durable::power_cut::PowerCutFs;
+    use crate::model::KeyRange;
+    use crate::model::ReadMode;
+    use crate::model::SyncMode;
+
+    const PATH: &str = "/out/_state.json";
+
+    fn identity() -> SourceIdentity {
+        SourceIdentity {
+            dialect: Dialect::Postgres,
+            database: "clarity".into(),
+            format: Format::Csv,
+            compression: Compression::None,
+        }
+    }
+
+    /// A run in the middle of a table, with every kind of field filled in.
+    fn run_state(run_id: &str) -> RunState {
+        let mut table = TableState::fresh("dbo.t".into(), Tier::Small, "dbo.t".into());
+        table.status = TableStatus::InProgress;
+        table.expected_rows = Some(41);
+        table.rows = 20;
+        table.files = vec![CommittedFile {
+            name: "t-00001.csv".into(),
+            bytes: 300,
+            rows: 20,
+        }];
+        table.partitions = vec![PartitionState {
+            spec: PartitionSpec {
+                id: 0,
+                mode: ReadMode::Keyset,
+                range: KeyRange::ALL,
+            },
+            status: PartitionStatus::InProgress,
+            last_key: Some(vec![KeyValue::Int(20), KeyValue::Text("MRN-ü".into())]),
+        }];
+        table.load = Some(Load::full_default());
+        table.position = Some(Position {
+            mode: SyncMode::ChangeTracking,
+            value: Some("7".into()),
+        });
+        RunState {
+            version: STATE_VERSION,
+            run_id: run_id.into(),
+            started_at: "2026-12-06T12:00:00.000Z".into(),
+            last_checkpoint_at: None,
+            finished: false,
+            source: identity(),
+            tables: vec![table],
+            validation_bytes: Some(123),
+        }
+    }
+
+    fn disk() -> PowerCutFs {
+        let fs = PowerCutFs::new();
+        fs.create_dir_all(Path::new("/out")).unwrap();
+        fs.sync_dir(Path::new("/")).unwrap();
+        fs
+    }
+
+    fn json(state: &RunState) -> serde_json::Value {
+        serde_json::to_value(state).unwrap()
+    }
+
+    #[test]
+    fn a_saved_state_reads_back_as_it_was_and_none_is_none() {
+        let fs = disk();
+        let path = Path::new(PATH);
+        assert!(load(&fs, path).unwrap().is_none());
+        let state = run_state("run-1");
+        state.save(&fs, path).unwrap();
+        let back = load(&fs, path).unwrap().expect("a state");
+        assert_eq!(json(&back), json(&state));
+        assert_eq!(back.table("dbo.t").map(|t| t.rows), Some(20));
+        assert!(back.table("dbo.other").is_none());
+    }
+
+    #[test]
+    fn a_state_of_another_version_or_damaged_is_refused_not_guessed_at() {
+        let fs = disk();
+        let path = Path::new(PATH);
+        let write = |value: &serde_json::Value| {
+            crate::durable::write_atomically(&fs, path, value.to_string().as_bytes()).unwrap()
+        };
+        let mut other = json(&run_state("run-1"));
+        other["version"] = (STATE_VERSION + 1).into();
+        write(&other);
+        assert!(matches!(
+            load(&fs, path),
+            Err(StateError::Version { found, .. }) if found == u64::from(STATE_VERSION) + 1
+        ));
+        let mut unversioned = json(&run_state("run-1"));
+        unversioned.as_object_mut().unwrap().remove("version");
+        write(&unversioned);
+        let error = load(&fs, path).expect_err("refused");
+        assert!(error.to_string().contains("no version number"), "{error}");
+        let mut wrong = json(&run_state("run-1"));
+        wrong["tables"] = "none".into();
+        write(&wrong);
+        assert!(matches!(load(&fs, path), Err(StateError::Corrupt { .. })));
+        crate::durable::write_atomically(&fs, path, b"{\"version\": 1,").unwrap();
+        let error = load(&fs, path).expect_err("refused");
+        assert!(error.to_string().contains("not valid JSON"), "{error}");
+    }
+
+    #[test]
+    fn a_run_of_another_source_or_format_is_not_resumed() {
+        let state = run_state("run-1");
+        let path = Path::new(PATH);
+        assert!(state.check_source(path, &identity()).is_ok());
+        let ndjson = SourceIdentity {
+            format: Format::Ndjson,
+            ..identity()
+        };
+        let error = state.check_source(path, &ndjson).expect_err("refused");
+        assert!(matches!(error, StateError::OtherSource { .. }));
+        assert!(
+            error.to_string().contains("csv files") && error.to_string().contains("ndjson files"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_power_cut_at_any_step_of_a_save_leaves_the_old_state_or_the_new_one_whole() {
+        let old = run_state("run-1");
+        let mut new = run_state("run-1");
+        new.tables[0].rows = 40;
+        new.tables[0].files[0].bytes = 600;
+        let path = Path::new(PATH);
+        let setup = || {
+            let fs = disk();
+            old.save(&fs, path).unwrap();
+            fs
+        };
+        let clean = setup();
+        let before = clean.steps().len();
+        new.save(&clean, path).unwrap();
+        let steps = clean.steps().len() - before;
+        assert!(
+            steps >= 4,
+            "create, write, fsync, rename, folder fsync: {steps}"
+        );
+        for n in before + 1..=before + steps {
+            let fs = setup();
+            fs.cut_power_at(n);
+            assert!(new.save(&fs, path).is_err(), "step {n}");
+            fs.reboot();
+            let survived = load(&fs, path)
+                .unwrap_or_else(|e| panic!("cut at step {n}: {e}"))
+                .expect("a state file");
+            assert!(
+                json(&survived) == json(&old) || json(&survived) == json(&new),
+                "cut at step {n}: a mix of the two"
+            );
+        }
+        // Past the folder's fsync the new state stands.
+        let fs = setup();
+        new.save(&fs, path).unwrap();
+        fs.cut_power_now();
+        fs.reboot();
+        assert_eq!(json(&load(&fs, path).unwrap().unwrap()), json(&new));
+    }
+}

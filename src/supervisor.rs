@@ -503,7 +503,7 @@ impl Relay {
         });
         let handler = Arc::clone(&relay);
         ctrlc::set_handler(move || handler.signalled()).map_err(|e| {
-            Error::Discovery(format!(
+            Error::Internal(format!(
                 "cannot install the Ctrl+C / SIGTERM handler of the supervisor: {e}"
             ))
         })?;

@@ -202,6 +202,11 @@ impl PowerCutFs {
         World::lock(self).fail_at = Some((n, errno));
     }
 
+    /// Cuts the power now, between steps: everything not fsynced is lost.
+    pub fn cut_power_now(&self) {
+        World::lock(self).power_cut(Survives::NOTHING);
+    }
+
     /// Powers on again with what the disk kept; no faults are armed.
     pub fn reboot(&self) {
         let mut world = World::lock(self);

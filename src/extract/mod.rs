@@ -1,6 +1,7 @@
 //! Extraction: the tiers run in order, each with its own pool of worker threads (each with one
 //! connection) feeding the one writer thread through a bounded channel.
 
+mod failure;
 pub mod fetch;
 mod piecewise;
 mod scheduler;
@@ -26,14 +27,14 @@ use crate::model::Dialect;
 use crate::model::ReadMode;
 use crate::model::{Format, Tier};
 use crate::model::{Load, LoadKind, SyncMode};
-use crate::plan::partition::{Partition, ReadChoice};
 use crate::plan::{Plan, TablePlan};
+use crate::plan::{partition::Partition, partition::ReadChoice};
+use crate::retry::RetryPolicy;
 use crate::shutdown::StopFlag;
 use crate::sink::encode::RowEncoder;
 use crate::sink::files;
-use crate::sink::{
-    Message, TableOutcome, TableOutput, WriteError, Writer, WriterSettings, system_clock,
-};
+use crate::sink::protocol::Message;
+use crate::sink::{TableOutcome, TableOutput, WriteError, Writer, WriterSettings, system_clock};
 use crate::source::key::KeyType;
 use crate::source::select::TableQuery;
 use crate::source::types::ValueKind;
@@ -52,9 +53,7 @@ pub struct ReadSettings {
     pub compression: Compression,
     /// Budget for one fetch buffer; a worker holds two (one filling, one encoding).
     pub buffers: BufferPolicy,
-    pub max_retries: u32,
-    /// Base of the exponential backoff between retries.
-    pub retry_base: Duration,
+    pub retry: RetryPolicy,
     /// Run on every new worker connection (isolation level, lock timeout).
     pub session_setup: Vec<String>,
     pub stall_timeout: Duration,
@@ -253,8 +252,10 @@ pub fn run(
     let read = ReadSettings {
         compression: config.compression,
         buffers: BufferPolicy::for_run(config, plan.dialect),
-        max_retries: config.max_retries,
-        retry_base: Duration::from_secs_f64(config.retry_sleep_seconds),
+        retry: RetryPolicy {
+            max_retries: config.max_retries,
+            base: Duration::from_secs_f64(config.retry_sleep_seconds),
+        },
         session_setup: session::setup_statements(
             plan.dialect,
             config.isolation,
@@ -320,26 +321,7 @@ pub fn run(
     let mut outcomes: Vec<TableOutcome> = starts
         .iter()
         .enumerate()
-        .filter(|(_, start)| matches!(start, Start::Done | Start::Skip))
-        .map(|(t, start)| {
-            let table = &state.tables[t];
-            TableOutcome {
-                table: table.table.clone(),
-                tier: table.tier,
-                status: TableStatus::Done,
-                expected_rows: table.expected_rows.unwrap_or(table.rows),
-                expected_estimated: table.expected_estimated,
-                rows: table.rows,
-                difference: 0,
-                seconds: 0.0,
-                error: None,
-                load: match start {
-                    Start::Skip => LoadKind::Skip,
-                    _ => table.load.as_ref().map_or(LoadKind::Full, |l| l.kind),
-                },
-                changes: Default::default(),
-            }
-        })
+        .filter_map(|(t, &start)| finished_earlier(&state.tables[t], start))
         .collect();
     let mut writer = Writer::new(
         WriterSettings {
@@ -435,7 +417,7 @@ pub fn run(
         drop(tiers_tx);
         match writer_thread.join() {
             Ok(result) => result.map_err(writer_error),
-            Err(_) => Err(Error::Discovery(
+            Err(_) => Err(Error::Internal(
                 "the writer thread stopped unexpectedly".into(),
             )),
         }
@@ -571,6 +553,29 @@ fn initial_state(
     (state, starts)
 }
 
+/// The outcome of a table this run does not read: done by the interrupted run it resumes, or
+/// skipped (`full_reload: false`); `None` for a table it reads.
+fn finished_earlier(table: &TableState, start: Start) -> Option<TableOutcome> {
+    let load = match start {
+        Start::Skip => LoadKind::Skip,
+        Start::Done => table.load.as_ref().map_or(LoadKind::Full, |l| l.kind),
+        Start::Fresh | Start::Resume => return None,
+    };
+    Some(TableOutcome {
+        table: table.table.clone(),
+        tier: table.tier,
+        status: TableStatus::Done,
+        expected_rows: table.expected_rows.unwrap_or(table.rows),
+        expected_estimated: table.expected_estimated,
+        rows: table.rows,
+        difference: 0,
+        seconds: 0.0,
+        error: None,
+        load,
+        changes: Default::default(),
+    })
+}
+
 /// Runs one tier's workers and its watchdog until the tier's queue is empty (or the run stops).
 /// A worker the watchdog gave up on is replaced by a new one with a new connection.
 fn run_tier(
@@ -682,4 +687,162 @@ fn new_run_id() -> String {
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let compact: String = now.chars().filter(|c| *c != '-' && *c != ':').collect();
     format!("{compact}-{:x}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Position;
+    use crate::model::{KeyRange, PartitionSpec};
+    use crate::state::{PartitionState, PartitionStatus};
+
+    /// What the state file holds of a table an earlier run counted into `partitions`.
+    fn carried(status: TableStatus, partitions: usize) -> TableState {
+        let mut table = TableState::fresh("dbo.t".into(), Tier::Small, "dbo.t".into());
+        table.status = status;
+        table.rows = 7;
+        table.partitions = (0..partitions)
+            .map(|id| PartitionState {
+                spec: PartitionSpec {
+                    id,
+                    mode: ReadMode::Keyset,
+                    range: KeyRange::ALL,
+                },
+                status: PartitionStatus::Pending,
+                last_key: None,
+            })
+            .collect();
+        table.position = Some(Position {
+            mode: SyncMode::ChangeTracking,
+            value: Some("7".into()),
+        });
+        table.key_list = Some("_keys-run-0.bin".into());
+        table
+    }
+
+    fn fresh() -> TableState {
+        TableState::fresh("dbo.t".into(), Tier::Large, "dbo.t-2".into())
+    }
+
+    fn start_of(
+        carried: Option<TableState>,
+        unfinished: bool,
+        load: LoadKind,
+        mode: ReadMode,
+    ) -> (Start, TableState) {
+        let (state, start) = table_start(carried, fresh(), unfinished, load, mode);
+        (start, state)
+    }
+
+    #[test]
+    fn an_unfinished_run_keeps_its_finished_tables_and_resumes_the_others_after_their_checkpoint() {
+        use TableStatus::*;
+        let (start, state) = start_of(
+            Some(carried(Done, 2)),
+            true,
+            LoadKind::Full,
+            ReadMode::Keyset,
+        );
+        assert_eq!((start, state.rows), (Start::Done, 7));
+        for status in [InProgress, Failed] {
+            let (start, state) = start_of(
+                Some(carried(status, 2)),
+                true,
+                LoadKind::Full,
+                ReadMode::Range,
+            );
+            assert_eq!(
+                (start, state.rows, state.folder.as_str()),
+                (Start::Resume, 7, "dbo.t")
+            );
+        }
+        // Without a key to resume after, or before its partitions were known: from the start.
+        let (start, _) = start_of(
+            Some(carried(InProgress, 1)),
+            true,
+            LoadKind::Full,
+            ReadMode::Stream,
+        );
+        assert_eq!(start, Start::Fresh);
+        let (start, _) = start_of(
+            Some(carried(InProgress, 0)),
+            true,
+            LoadKind::Full,
+            ReadMode::Keyset,
+        );
+        assert_eq!(start, Start::Fresh);
+        let (start, state) = start_of(
+            Some(carried(Pending, 2)),
+            true,
+            LoadKind::Full,
+            ReadMode::Keyset,
+        );
+        assert_eq!((start, state.rows), (Start::Fresh, 0));
+    }
+
+    #[test]
+    fn a_new_run_reads_every_table_again_keeping_what_earlier_loads_committed() {
+        let (start, state) = start_of(
+            Some(carried(TableStatus::Done, 2)),
+            false,
+            LoadKind::Incremental,
+            ReadMode::Keyset,
+        );
+        assert_eq!(start, Start::Fresh);
+        assert_eq!(
+            (state.rows, state.folder.as_str(), state.partitions.len()),
+            (0, "dbo.t-2", 0)
+        );
+        assert_eq!(state.position, carried(TableStatus::Done, 0).position);
+        assert_eq!(state.key_list.as_deref(), Some("_keys-run-0.bin"));
+        let (start, state) = start_of(
+            Some(carried(TableStatus::Done, 2)),
+            false,
+            LoadKind::Skip,
+            ReadMode::Keyset,
+        );
+        assert_eq!((start, state.rows), (Start::Skip, 7));
+        let (start, state) = start_of(None, true, LoadKind::Full, ReadMode::Keyset);
+        assert_eq!((start, state.folder.as_str()), (Start::Fresh, "dbo.t-2"));
+    }
+
+    #[test]
+    fn tables_the_run_does_not_read_count_as_done_with_what_they_hold() {
+        let mut done = carried(TableStatus::Done, 2);
+        let outcome = finished_earlier(&done, Start::Done).expect("an outcome");
+        assert_eq!(
+            (
+                outcome.status,
+                outcome.rows,
+                outcome.expected_rows,
+                outcome.load
+            ),
+            (TableStatus::Done, 7, 7, LoadKind::Full)
+        );
+        done.expected_rows = Some(9);
+        done.load = Some(Load {
+            kind: LoadKind::Incremental,
+            ..Load::full_default()
+        });
+        let outcome = finished_earlier(&done, Start::Done).expect("an outcome");
+        assert_eq!(
+            (outcome.expected_rows, outcome.load),
+            (9, LoadKind::Incremental)
+        );
+        let skipped = finished_earlier(&done, Start::Skip).expect("an outcome");
+        assert_eq!(skipped.load, LoadKind::Skip);
+        assert!(finished_earlier(&done, Start::Fresh).is_none());
+        assert!(finished_earlier(&done, Start::Resume).is_none());
+    }
+
+    #[test]
+    fn run_ids_sort_by_time_and_are_safe_in_file_names() {
+        let id = new_run_id();
+        let (time, pid) = id.split_once('-').expect("time-pid");
+        assert_eq!(time.len(), "20261125T143301Z".len(), "{id}");
+        assert!(time.ends_with('Z') && time.as_bytes()[8] == b'T', "{id}");
+        assert!(time[..8].bytes().all(|b| b.is_ascii_digit()), "{id}");
+        assert_eq!(pid, format!("{:x}", std::process::id()));
+        assert_eq!(crate::durable::safe_name(&id), id);
+    }
 }

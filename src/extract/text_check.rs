@@ -67,7 +67,13 @@ pub fn run(
     policy: BufferPolicy,
 ) -> Result<()> {
     let readback = read(source, connection, dialect, policy)?;
-    verdict(&readback, policy).map_err(|problem| Error::Config(ConfigError::Other(problem)))
+    verdict(&readback, policy).map_err(driver_problem)
+}
+
+/// A check that fails is the driver's setup to change (driver, locale, `fetch_text`), like a
+/// configuration error: retrying will not help.
+fn driver_problem(problem: String) -> Error {
+    Error::Config(ConfigError::Other(problem))
 }
 
 fn read(
@@ -100,17 +106,17 @@ fn read(
     let cursor = connection
         .execute(&source.sql(&sql), (), None)
         .map_err(fail)?
-        .ok_or_else(|| Error::Discovery("the text self-check returned no result set".into()))?;
+        .ok_or_else(|| driver_problem("the text self-check returned no result set".into()))?;
     let mut block = cursor
         .bind_buffer(layout.allocate().map_err(fail)?)
         .map_err(fail)?;
     let batch = block
         .fetch_with_truncation_check(true)
         .map_err(fail)?
-        .ok_or_else(|| Error::Discovery("the text self-check returned no row".into()))?;
+        .ok_or_else(|| driver_problem("the text self-check returned no row".into()))?;
     if let Some(missing) = batch.undelivered() {
         let name = |i: usize| columns.get(i).map(|c| c.name.clone());
-        return Err(Error::Discovery(
+        return Err(driver_problem(
             missing.describe("the text self-check", &name),
         ));
     }

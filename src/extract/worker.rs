@@ -15,7 +15,8 @@ use crossbeam_channel::Sender;
 use odbc_api::parameter::InputParameter;
 use odbc_api::{ConcurrentBlockCursor, Connection, Cursor};
 
-use super::fetch::{FetchLayout, encode_batch, encode_delete, key_of_row, views};
+use super::failure::TableFailure;
+use super::fetch::{BatchError, FetchLayout, encode_batch, encode_delete, key_of_row, views};
 use super::piecewise::{RowError, RowReader};
 use super::scheduler::{Scheduler, WorkItem};
 use super::watchdog::{InHand, StatementHandle, WorkerSlot};
@@ -25,18 +26,19 @@ use crate::error::{DbError, Error};
 use crate::incremental::keys;
 use crate::incremental::sql;
 use crate::incremental::{key_diff, key_diff::KeyKind};
+use crate::model::KeyRange;
+use crate::model::KeyValue;
 use crate::model::Load;
-use crate::model::{KeyRange, KeyValue};
+use crate::model::Tier;
 use crate::model::{LoadKind, OperationCounts, SyncMode};
 use crate::model::{PartitionSpec, ReadMode};
 use crate::plan::partition::{self, Partition};
-use crate::retry::backoff;
-use crate::sink::{Chunk, Message};
+use crate::sink::{protocol::Chunk, protocol::Message};
 use crate::source::catalog::parse_count;
-use crate::source::key::{self, Advance, KeyMismatch};
 use crate::source::select::Select;
 use crate::source::types::ValueKind;
 use crate::source::{errors, errors::classify};
+use crate::source::{key, key::Advance, key::KeyMismatch};
 use crate::source::{session, statement, text_rows};
 
 /// The largest piece of a key list sent to the writer at once.
@@ -55,8 +57,8 @@ struct ExpectedRows {
 /// Why a worker stopped working on an item.
 #[derive(Debug)]
 pub enum WorkerError {
-    /// The table cannot be copied in this run; the message names the problem, never a value.
-    Table(String),
+    /// The table cannot be copied in this run.
+    Table(TableFailure),
     /// A database error, classified for the retry decision.
     Db { context: String, error: DbError },
     /// The writer is gone (it failed and stopped the run).
@@ -78,7 +80,7 @@ impl WorkerError {
                 context,
                 error: source.without_values(),
             },
-            other => WorkerError::Table(other.to_string()),
+            other => WorkerError::Table(TableFailure::Run(other)),
         }
     }
 }
@@ -132,9 +134,8 @@ impl Worker {
                 slot.in_hand = Some(in_hand.clone());
                 slot.table_name = self.context.jobs[table].table.full_name();
             }
-            let result = self.work_with_retries(in_hand);
-            match result {
-                Ok(()) => {}
+            let failure = match self.work_with_retries(in_hand) {
+                Ok(()) => None,
                 Err(WorkerError::WriterGone) => {
                     self.scheduler.stop();
                     return;
@@ -145,27 +146,21 @@ impl Worker {
                     return;
                 }
                 Err(WorkerError::Abandoned) => return,
-                Err(failure @ (WorkerError::Table(_) | WorkerError::Db { .. })) => {
-                    let fatal = matches!(
-                        &failure,
-                        WorkerError::Db { error, .. } if classify(error).fatal_for_run()
-                    );
-                    let reason = match failure {
-                        WorkerError::Db { context, error } => {
-                            format!("{context}: {error} [{}]", classify(&error).name())
-                        }
-                        WorkerError::Table(reason) => reason,
-                        _ => String::new(),
-                    };
-                    self.connection = None;
-                    if self.fail_table(table, reason).is_err() {
-                        return;
-                    }
-                    if fatal {
-                        log::error!("the login was refused; no further table is started");
-                        self.scheduler.stop();
-                        return;
-                    }
+                Err(WorkerError::Db { context, error }) => {
+                    Some(TableFailure::Database { context, error })
+                }
+                Err(WorkerError::Table(reason)) => Some(reason),
+            };
+            if let Some(reason) = failure {
+                let fatal = reason.fatal_for_run();
+                self.connection = None;
+                if self.fail_table(table, reason).is_err() {
+                    return;
+                }
+                if fatal {
+                    log::error!("the login was refused; no further table is started");
+                    self.scheduler.stop();
+                    return;
                 }
             }
             let mut slot = self.slot.state.lock();
@@ -196,15 +191,14 @@ impl Worker {
             InHand::Prepare(table) => self.scheduler.prepare_abandons(*table),
             InHand::Partition(_) => 0,
         };
-        if failures > self.context.read.max_retries
+        let policy = self.context.read.retry;
+        if policy.exhausted(failures)
             && let InHand::Prepare(table) = in_hand
         {
-            return Err(WorkerError::Table(format!(
-                "gave up after {} retries: preparing the table did not finish within \
-                 stall_timeout_seconds and the connection did not answer the cancel{}",
-                self.context.read.max_retries,
-                self.prepare_hint(*table, COUNT_STEP)
-            )));
+            return Err(WorkerError::Table(TableFailure::PreparationStalled {
+                retries: policy.max_retries,
+                exact_count_of: self.exact_count_of(*table, COUNT_STEP),
+            }));
         }
         loop {
             let progress_before = progress_marker(in_hand);
@@ -228,15 +222,14 @@ impl Worker {
             };
             let name = self.context.jobs[table].table.full_name();
             let class = classify(&error);
-            if failures > self.context.read.max_retries {
-                return Err(WorkerError::Table(format!(
-                    "gave up after {} retries: {context}: {error} [{}]{}",
-                    self.context.read.max_retries,
-                    class.name(),
-                    self.prepare_hint(table, &context)
-                )));
-            }
-            let delay = backoff(self.context.read.retry_base, failures);
+            let Some(delay) = policy.delay(failures) else {
+                return Err(WorkerError::Table(TableFailure::RetriesExhausted {
+                    retries: policy.max_retries,
+                    exact_count_of: self.exact_count_of(table, &context),
+                    context,
+                    error,
+                }));
+            };
             log::warn!(
                 "{name}: {} [{}] (SQLSTATE {}, native error {}) while {context}; retry \
                  {failures} of {} in {:.1}s on a new connection",
@@ -244,7 +237,7 @@ impl Worker {
                 class.name(),
                 error.state,
                 error.native,
-                self.context.read.max_retries,
+                policy.max_retries,
                 delay.as_secs_f64()
             );
             self.connection = None;
@@ -252,19 +245,11 @@ impl Worker {
         }
     }
 
-    /// What to change when the exact count of a table keeps failing: the count is a scan of the
-    /// whole table, which the catalog's estimate spares.
-    fn prepare_hint(&self, table: usize, step: &str) -> String {
+    /// The table's tier when `step` is its exact row count, which `row_counts: catalog` would
+    /// spare (the failure then says so).
+    fn exact_count_of(&self, table: usize, step: &str) -> Option<Tier> {
         let job = &self.context.jobs[table];
-        if step != COUNT_STEP || job.settings.row_counts == RowCounts::Catalog {
-            return String::new();
-        }
-        format!(
-            ". The exact row count (COUNT_BIG(*)) scans the whole table: set \
-             tiers.{}.row_counts to \"catalog\" to use the catalog's row count instead, or raise \
-             stall_timeout_seconds and tiers.{}.timeout_seconds",
-            job.tier, job.tier
-        )
+        (step == COUNT_STEP && job.settings.row_counts != RowCounts::Catalog).then_some(job.tier)
     }
 
     /// Waits, waking up for a graceful stop.
@@ -300,12 +285,15 @@ impl Worker {
         self.guarded(|| self.scheduler.prepared(partitions))
     }
 
-    fn fail_table(&self, table: usize, reason: String) -> Result<(), WorkerError> {
+    fn fail_table(&self, table: usize, reason: TableFailure) -> Result<(), WorkerError> {
         if self.scheduler.is_failed(table) {
             return Ok(());
         }
         self.scheduler.fail_table(table);
-        self.send(Message::TableFailed { table, reason })
+        self.send(Message::TableFailed {
+            table,
+            reason: reason.to_string(),
+        })
     }
 
     /// The connection, opened (with the session settings) when there is none.
@@ -375,40 +363,28 @@ impl Worker {
             load.to = value(0);
             if load.mode == SyncMode::ChangeTracking {
                 let Some(current) = value(0).and_then(|v| v.parse::<i64>().ok()) else {
-                    return Err(WorkerError::Table(
-                        "CHANGE_TRACKING_CURRENT_VERSION() returned no version: change \
-                         tracking is not enabled on the database"
-                            .into(),
-                    ));
+                    return Err(WorkerError::Table(TableFailure::ChangeTrackingDisabled));
                 };
                 let min_valid = value(1).and_then(|v| v.parse::<i64>().ok());
-                let from = load.from.as_deref().and_then(|v| v.parse::<i64>().ok());
-                if let (LoadKind::Incremental, Some(from), Some(min_valid)) =
-                    (load.kind, from, min_valid)
-                    && from < min_valid
-                {
+                if load.fall_back_if_cleaned_up(min_valid) {
                     log::warn!(
                         "{}: change tracking was cleaned up past the saved version; reloading \
                          the table in full",
                         job.table.full_name()
-                    );
-                    load.kind = LoadKind::Full;
-                    load.from = None;
-                    load.reason = format!(
-                        "change tracking was cleaned up past the saved version ({from} is older \
-                         than the minimum valid version {min_valid})"
                     );
                 }
                 load.to = Some(current.to_string());
             }
         }
         *job.load.write() = load.clone();
-        let query = job.query().map_err(|e| WorkerError::Table(e.to_string()))?;
+        let query = job
+            .query()
+            .map_err(|e| WorkerError::Table(TableFailure::InvalidPosition(e)))?;
         let change_tracking = load.reads_changes();
         let expected_rows = if change_tracking {
             let (from, to) = load
                 .change_tracking_versions()
-                .map_err(|e| WorkerError::Table(e.to_string()))?;
+                .map_err(|e| WorkerError::Table(TableFailure::InvalidPosition(e)))?;
             let mut operations = OperationCounts::default();
             for row in self.watched_rows(
                 "counting the changes",
@@ -533,15 +509,16 @@ impl Worker {
     /// Reads one partition to its end and tells the writer it is done. `partition.after`
     /// follows the last key sent, so a retry resumes right after it.
     /// `min_free_bytes`: the table stops, resumable, before it fills the disk.
-    fn check_free_space(&self, table: usize, what: &str) -> Result<(), WorkerError> {
+    fn check_free_space(&self, table: usize, when: &'static str) -> Result<(), WorkerError> {
         let Some(check) = &self.context.read.free_space else {
             return Ok(());
         };
         match check.shortage(&crate::durable::Disk) {
-            Some(reason) => Err(WorkerError::Table(format!(
-                "{}: {what}: {reason}",
-                self.context.jobs[table].table.full_name()
-            ))),
+            Some(shortage) => Err(WorkerError::Table(TableFailure::LowDiskSpace {
+                table: self.context.jobs[table].table.full_name(),
+                when,
+                shortage,
+            })),
             None => Ok(()),
         }
     }
@@ -603,12 +580,7 @@ impl Worker {
         if returned.as_deref() == Some(key::PARAMETER_PROBE) {
             return Ok(());
         }
-        Err(WorkerError::Table(format!(
-            "a text parameter ('{}') came back changed from the server: key bounds would not \
-             reach it intact, so keyset reads could skip or repeat rows; check the ODBC \
-             driver's character set settings",
-            key::PARAMETER_PROBE
-        )))
+        Err(WorkerError::Table(TableFailure::TextParameterChanged))
     }
 
     /// Runs statements that return no rows (session settings), in order.
@@ -633,7 +605,9 @@ impl Worker {
     fn read_rows(&mut self, partition: &mut Partition) -> Result<(), WorkerError> {
         let context = Arc::clone(&self.context);
         let job = &context.jobs[partition.table];
-        let query = job.query().map_err(|e| WorkerError::Table(e.to_string()))?;
+        let query = job
+            .query()
+            .map_err(|e| WorkerError::Table(TableFailure::InvalidPosition(e)))?;
         let (columns, kinds, _) = job.fetch_columns();
         if partition.spec.mode == ReadMode::Stream {
             // No key to resume after: whatever an earlier attempt wrote is discarded.
@@ -662,7 +636,7 @@ impl Worker {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| WorkerError::Table(e.to_string()))?;
+                .map_err(|e| WorkerError::Table(TableFailure::ResumePoint(e)))?;
             partition.after = Some(conformed);
         }
         let mut advance = Advance::new(
@@ -745,7 +719,10 @@ impl Worker {
         let name = job.table.full_name();
         let key_error = |e: keys::KeyListError| match e {
             keys::KeyListError::Interrupted => WorkerError::Stopped,
-            e => WorkerError::Table(format!("{name}: {e}")),
+            error => WorkerError::Table(TableFailure::KeyList {
+                table: name.clone(),
+                error,
+            }),
         };
         let kinds: Vec<KeyKind> = job
             .key_indices
@@ -767,12 +744,9 @@ impl Worker {
             // Deletes were written from a scan that is gone (removed, or kept by an older
             // ehi-sync in another order): a new scan's deletes cannot be told apart from them.
             None if partition.after.is_some() => {
-                return Err(WorkerError::Table(format!(
-                    "{name}: its key scan was interrupted after it wrote deletes, and the scan \
-                     they came from is gone (its work folder was removed, or an older ehi-sync \
-                     ran it); run `ehi-sync sync --restart` to load the table again from its \
-                     last committed position"
-                )));
+                return Err(WorkerError::Table(TableFailure::KeyScanGone {
+                    table: name,
+                }));
             }
             None => {
                 let scanned = self.scan_keys(job, &kinds, previous.as_deref())?;
@@ -821,13 +795,21 @@ impl Worker {
             for batch in deleted.chunks(job.settings.batch_size.max(1)) {
                 let mut bytes = Vec::new();
                 for key in batch {
-                    encode_delete(&mut encoder, &job.key_indices, key, &mut bytes)
-                        .map_err(|e| WorkerError::Table(format!("{name}: {e}")))?;
+                    encode_delete(&mut encoder, &job.key_indices, key, &mut bytes).map_err(
+                        |e| {
+                            WorkerError::Table(TableFailure::Batch {
+                                table: name.clone(),
+                                error: BatchError::Encode(e),
+                            })
+                        },
+                    )?;
                 }
-                let bytes =
-                    context.read.compression.compress(bytes).map_err(|e| {
-                        WorkerError::Table(format!("{name}: compression failed: {e}"))
-                    })?;
+                let bytes = context.read.compression.compress(bytes).map_err(|error| {
+                    WorkerError::Table(TableFailure::Compression {
+                        table: name.clone(),
+                        error,
+                    })
+                })?;
                 let chunk = Chunk {
                     table: partition.table,
                     partition: partition.spec.id,
@@ -859,7 +841,12 @@ impl Worker {
     ) -> Result<key_diff::ScannedKeys, WorkerError> {
         let context = Arc::clone(&self.context);
         let name = job.table.full_name();
-        let key_error = |e: keys::KeyListError| WorkerError::Table(format!("{name}: {e}"));
+        let key_error = |error: keys::KeyListError| {
+            WorkerError::Table(TableFailure::KeyList {
+                table: name.clone(),
+                error,
+            })
+        };
         // The previous list holds a few bytes per key: its size bounds its key count.
         let previous_bytes = previous
             .and_then(|p| std::fs::metadata(p).ok())
@@ -902,16 +889,18 @@ impl Worker {
                 {
                     if let Some(missing) = batch.undelivered() {
                         let key_name = |i: usize| column_name(job, *job.key_indices.get(i)?);
-                        return Err(WorkerError::Table(missing.describe(&name, &key_name)));
+                        return Err(WorkerError::Table(TableFailure::Undelivered(
+                            missing.describe(&name, &key_name),
+                        )));
                     }
                     let columns = views(batch);
                     for row in 0..batch.num_rows() {
                         let key = key_of_row(&columns, &positions, &job.key_types, row)
                             .map(comparable_key)
                             .ok_or_else(|| {
-                                WorkerError::Table(format!(
-                                    "{name}: a primary key value could not be read"
-                                ))
+                                WorkerError::Table(TableFailure::KeyUnreadable {
+                                    table: name.clone(),
+                                })
                             })?;
                         buckets.add(key).map_err(key_error)?;
                     }
@@ -962,11 +951,10 @@ impl Worker {
     fn check_deadline(&self, table: usize, job: &TableJob) -> Result<(), WorkerError> {
         let limit = Duration::from_secs(job.settings.timeout_seconds);
         match self.scheduler.table_elapsed(table) {
-            Some(elapsed) if elapsed > limit => Err(WorkerError::Table(format!(
-                "the table ran longer than its tier's timeout of {}s; raise tiers.{}.\
-                 timeout_seconds to give it more time",
-                job.settings.timeout_seconds, job.tier
-            ))),
+            Some(elapsed) if elapsed > limit => Err(WorkerError::Table(TableFailure::TimedOut {
+                seconds: job.settings.timeout_seconds,
+                tier: job.tier,
+            })),
             _ => Ok(()),
         }
     }
@@ -999,9 +987,12 @@ impl Worker {
         advance: &mut Advance,
     ) -> Result<StreamEnd, WorkerError> {
         let name = job.table.full_name();
-        let params = select
-            .parameters()
-            .map_err(|e| WorkerError::Table(format!("{name}: {e}")))?;
+        let params = select.parameters().map_err(|error| {
+            WorkerError::Table(TableFailure::KeyParameter {
+                table: name.clone(),
+                error,
+            })
+        })?;
         let secret = self.context.source.secret().map(str::to_owned);
         let db_error = |e: &odbc_api::Error| WorkerError::Db {
             context: format!("reading {name}"),
@@ -1100,9 +1091,9 @@ impl Worker {
                 });
             }
             if let Some(missing) = batch.undelivered() {
-                break Err(WorkerError::Table(
+                break Err(WorkerError::Table(TableFailure::Undelivered(
                     missing.describe(&name, &|i| column_name(job, i)),
-                ));
+                )));
             }
             // Hand the other buffer to the fetch thread before encoding this batch.
             if let Some(buffer) = spare.take() {
@@ -1113,23 +1104,29 @@ impl Worker {
             let mut bytes = Vec::with_capacity(capacity_hint);
             let deletes = match encode_batch(&columns, rows, &mut encoder, op_column, &mut bytes) {
                 Ok(deletes) => deletes,
-                Err(e) => break Err(WorkerError::Table(format!("{name}: {e}"))),
+                Err(error) => {
+                    break Err(WorkerError::Table(TableFailure::Batch {
+                        table: name,
+                        error,
+                    }));
+                }
             };
             capacity_hint = bytes.len() + bytes.len() / 8;
             let last_key = match job.mode {
                 ReadMode::Stream | ReadMode::KeyScan => None,
                 _ => match checked_keys(&columns, job, advance, rows) {
                     Ok(last) => last,
-                    Err(e) => break Err(WorkerError::Table(format!("{name}: {e}"))),
+                    Err(failure) => break Err(WorkerError::Table(failure)),
                 },
             };
             drop(columns);
             let bytes = match self.context.read.compression.compress(bytes) {
                 Ok(bytes) => bytes,
-                Err(e) => {
-                    break Err(WorkerError::Table(format!(
-                        "{name}: compression failed: {e}"
-                    )));
+                Err(error) => {
+                    break Err(WorkerError::Table(TableFailure::Compression {
+                        table: name,
+                        error,
+                    }));
                 }
             };
             let chunk = Chunk {
@@ -1196,35 +1193,29 @@ impl Worker {
         let table_error = |e: RowError| match e {
             RowError::Db(e) => db_error(&e),
             RowError::Undelivered { column, diagnostic } => {
-                let diagnostic = diagnostic
-                    .map(|d| {
-                        format!(
-                            ": {} (SQLSTATE {}, native error {})",
-                            d.message, d.state, d.native
-                        )
-                    })
-                    .unwrap_or_else(|| ", the driver announced more data than it returned".into());
-                WorkerError::Table(format!(
-                    "{name}: a value in column '{}' did not arrive{diagnostic}; the table is \
-                     failed rather than written with a cut value. Check the ODBC driver's version",
-                    column_name(job, column).unwrap_or_default()
-                ))
+                WorkerError::Table(TableFailure::PieceMissing {
+                    table: name.clone(),
+                    column: column_name(job, column).unwrap_or_default(),
+                    diagnostic,
+                })
             }
-            RowError::Encode(e) => WorkerError::Table(format!("{name}: {e}")),
-            RowError::Spill(e) => WorkerError::Table(format!(
-                "{name}: a row with a long value could not be written to a temporary file in \
-                 {}: {e}",
-                self.context.read.spool_dir.display()
-            )),
-            RowError::TooLarge { column } => WorkerError::Table(format!(
-                "a value in column '{}' is larger than max_value_bytes ({max_value_bytes} \
-                 bytes); raise max_value_bytes in the config to copy it",
-                column_name(job, column).unwrap_or_default()
-            )),
-            RowError::UnknownOperation => WorkerError::Table(format!(
-                "{name}: {}",
-                super::fetch::BatchError::UnknownOperation
-            )),
+            RowError::Encode(e) => WorkerError::Table(TableFailure::Batch {
+                table: name.clone(),
+                error: BatchError::Encode(e),
+            }),
+            RowError::Spill(error) => WorkerError::Table(TableFailure::Spill {
+                table: name.clone(),
+                dir: self.context.read.spool_dir.clone(),
+                error,
+            }),
+            RowError::TooLarge { column } => WorkerError::Table(TableFailure::ValueTooLarge {
+                column: column_name(job, column).unwrap_or_default(),
+                max_value_bytes,
+            }),
+            RowError::UnknownOperation => WorkerError::Table(TableFailure::Batch {
+                table: name.clone(),
+                error: BatchError::UnknownOperation,
+            }),
         };
         loop {
             if limit.is_some_and(|limit| rows_read >= limit) {
@@ -1257,13 +1248,16 @@ impl Worker {
                 .map_err(table_error)?;
             if keyed {
                 let key = row.key.ok_or_else(|| {
-                    WorkerError::Table(format!(
-                        "{name}: a primary key value could not be read as a resume point"
-                    ))
+                    WorkerError::Table(TableFailure::ResumeKeyUnreadable {
+                        table: name.clone(),
+                    })
                 })?;
-                advance
-                    .check(key)
-                    .map_err(|e| WorkerError::Table(format!("{name}: {e}")))?;
+                advance.check(key).map_err(|error| {
+                    WorkerError::Table(TableFailure::NotAdvancing {
+                        table: name.clone(),
+                        error,
+                    })
+                })?;
                 pending.last_key = advance.last().cloned();
             }
             pending.rows += 1;
@@ -1320,11 +1314,11 @@ impl Worker {
             .read
             .compression
             .compress(taken.bytes)
-            .map_err(|e| {
-                WorkerError::Table(format!(
-                    "{}: compression failed: {e}",
-                    self.context.jobs[partition.table].table.full_name()
-                ))
+            .map_err(|error| {
+                WorkerError::Table(TableFailure::Compression {
+                    table: self.context.jobs[partition.table].table.full_name(),
+                    error,
+                })
             })?;
         let chunk = Chunk {
             table: partition.table,
@@ -1420,11 +1414,19 @@ fn checked_keys(
     job: &TableJob,
     advance: &mut Advance,
     rows: usize,
-) -> Result<Option<Vec<KeyValue>>, String> {
+) -> Result<Option<Vec<KeyValue>>, TableFailure> {
     for row in 0..rows {
-        let key = key_of_row(columns, &job.key_indices, &job.key_types, row)
-            .ok_or_else(|| "a primary key value could not be read as a resume point".to_owned())?;
-        advance.check(key).map_err(|e| e.to_string())?;
+        let key = key_of_row(columns, &job.key_indices, &job.key_types, row).ok_or_else(|| {
+            TableFailure::ResumeKeyUnreadable {
+                table: job.table.full_name(),
+            }
+        })?;
+        advance
+            .check(key)
+            .map_err(|error| TableFailure::NotAdvancing {
+                table: job.table.full_name(),
+                error,
+            })?;
     }
     Ok(advance.last().filter(|_| rows > 0).cloned())
 }
@@ -1496,6 +1498,7 @@ fn crash_for_tests(rows: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::KeyValue;
 
     #[test]
     fn key_lists_are_sent_in_pieces_of_whole_frames() {

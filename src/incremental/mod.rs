@@ -14,7 +14,7 @@ pub mod sql;
 use std::collections::HashMap;
 
 use crate::config::Config;
-use crate::config::incremental::{DetectDeletes, TableIncremental};
+use crate::config::{incremental::DetectDeletes, incremental::TableIncremental};
 use crate::durable::Disk;
 use crate::manifest::{Manifest, ManifestColumn, read_manifest};
 use crate::model::ColumnChange;
@@ -79,6 +79,27 @@ impl Load {
                 })
         };
         Ok((version(self.from.as_ref())?, version(self.to.as_ref())?))
+    }
+
+    /// Makes an incremental load full when the changes it would read after `from` are gone:
+    /// change tracking was cleaned up past it (`min_valid`, the table's
+    /// `CHANGE_TRACKING_MIN_VALID_VERSION` read when the table starts). Returns whether it did.
+    pub fn fall_back_if_cleaned_up(&mut self, min_valid: Option<i64>) -> bool {
+        let from = self.from.as_deref().and_then(|v| v.parse::<i64>().ok());
+        let (LoadKind::Incremental, Some(from), Some(min_valid)) = (self.kind, from, min_valid)
+        else {
+            return false;
+        };
+        if from >= min_valid {
+            return false;
+        }
+        self.kind = LoadKind::Full;
+        self.from = None;
+        self.reason = format!(
+            "change tracking was cleaned up past the saved version ({from} is older than the \
+             minimum valid version {min_valid})"
+        );
+        true
     }
 
     /// An incremental change tracking read, which needs the op column and reports deletes.
@@ -675,5 +696,36 @@ mod tests {
         assert_eq!(load.kind, LoadKind::Full);
         assert!(load.key_scan);
         assert!(load.reason.contains("no key list"), "{}", load.reason);
+    }
+
+    #[test]
+    fn a_change_tracking_load_falls_back_to_full_only_when_its_changes_were_cleaned_up() {
+        let incremental = |from: &str| Load {
+            kind: LoadKind::Incremental,
+            mode: SyncMode::ChangeTracking,
+            from: Some(from.into()),
+            ..Load::full_default()
+        };
+        let mut load = incremental("10");
+        assert!(
+            !load.fall_back_if_cleaned_up(Some(10)),
+            "version 10 is still valid"
+        );
+        assert!(!load.fall_back_if_cleaned_up(None), "no minimum known");
+        assert_eq!(load, incremental("10"));
+        assert!(load.fall_back_if_cleaned_up(Some(11)));
+        assert_eq!(load.kind, LoadKind::Full);
+        assert_eq!(load.from, None);
+        assert_eq!(
+            load.reason,
+            "change tracking was cleaned up past the saved version (10 is older than the \
+             minimum valid version 11)"
+        );
+        let mut full = Load::full_default();
+        assert!(
+            !full.fall_back_if_cleaned_up(Some(11)),
+            "a full load has nothing to lose"
+        );
+        assert_eq!(full, Load::full_default());
     }
 }

@@ -9,10 +9,14 @@
 //! most, even in a table smaller than the interval. A finished table gets its
 //! `_manifest.json`, written last, and a validation record.
 
+mod checkpoint;
 pub mod encode;
 pub mod files;
+mod part;
+pub mod protocol;
 #[cfg(test)]
 mod tests;
+pub mod validation;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,78 +24,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use sha2::{Digest, Sha256};
 
-use crate::display::group_digits;
+use crate::durable::{self, DurableFile, FileOps};
 use crate::incremental::key_diff;
-use crate::manifest::{self, FileEntry, Manifest, ManifestColumn, ValidationRecord};
-use crate::manifest::{ChangeCounts, LoadRecord};
-use crate::model::KeyValue;
+use crate::manifest::{self, FileEntry, FinishedLoad, Manifest, ManifestColumn};
+use crate::manifest::{ChangeCounts, LoadRecord, TableDescription};
+use crate::model::Compression;
 use crate::model::PartitionSpec;
 use crate::model::{Format, Tier};
-use crate::model::{Load, LoadKind, OP_COLUMN, Position, SYNCED_AT_COLUMN, SyncMode};
+use crate::model::{Load, LoadKind, Position};
 use crate::progress::Progress;
 use crate::state::{
     CommittedFile, PartitionState, PartitionStatus, RunState, TableState, TableStatus,
 };
+use checkpoint::CheckpointRule;
+use part::{PartFile, remove_part_files};
+use protocol::{Chunk, Message};
 
 /// This run's key list is `_keys-<run id>.bin` in the table folder.
 const KEY_LIST_PREFIX: &str = "_keys-";
-use crate::durable::{self, DurableFile, FileOps};
-use crate::model::Compression;
-
-/// What workers tell the writer.
-pub enum Message {
-    /// A table's count is taken and its partitions are known.
-    TableStarted {
-        table: usize,
-        expected_rows: u64,
-        /// `expected_rows` is the catalog's estimate (`row_counts: catalog`), not a count.
-        expected_estimated: bool,
-        partitions: Vec<PartitionSpec>,
-        /// Full or incremental, with the upper bound captured for this load (boxed: it is
-        /// large and rare next to chunks).
-        load: Box<Load>,
-    },
-    /// A key scan starts (again) from the first key: its key list is written anew.
-    KeyScanStarted {
-        table: usize,
-    },
-    Chunk(Chunk),
-    /// A chunk of one row too large to hold in memory (a long value): its compressed bytes are
-    /// in the file (`Compression::spool`), not in `bytes`.
-    SpooledChunk(Chunk, std::fs::File),
-    PartitionDone {
-        table: usize,
-        partition: usize,
-    },
-    /// A table without a key must be read again from its first row: discard what it wrote.
-    RestartTable {
-        table: usize,
-    },
-    /// The table cannot be copied in this run; its files stay as checkpointed.
-    TableFailed {
-        table: usize,
-        reason: String,
-    },
-    /// Every worker of the tier has finished: the writer moves on to the next tier's channel.
-    TierDone,
-}
-
-/// Encoded (and possibly compressed) rows of one partition, in key order.
-pub struct Chunk {
-    pub table: usize,
-    pub partition: usize,
-    pub rows: u64,
-    pub bytes: Vec<u8>,
-    /// Key of the last row in `bytes`; `None` for tables without a key.
-    pub last_key: Option<Vec<KeyValue>>,
-    /// How many of `rows` are delete rows.
-    pub deletes: u64,
-    /// A key scan's frame of the new key list, and how many of its keys are new.
-    pub keys: Option<Vec<u8>>,
-    pub new_keys: u64,
-}
 
 /// What the writer knows of a table before any row arrives.
 pub struct TableOutput {
@@ -171,17 +122,9 @@ pub struct WriteError {
     pub source: std::io::Error,
 }
 
-struct OpenPart {
-    file: Box<dyn DurableFile>,
-    name: String,
-    bytes: u64,
-    rows: u64,
-    hasher: Sha256,
-}
-
 struct OpenTable {
     folder: PathBuf,
-    part: Option<OpenPart>,
+    part: Option<PartFile>,
     /// This run's closed part files.
     closed: Vec<FileEntry>,
     started: Instant,
@@ -262,11 +205,7 @@ pub struct Writer {
     state: RunState,
     open: HashMap<usize, OpenTable>,
     progress: Progress,
-    rows_since_checkpoint: u64,
-    /// When a checkpoint last recorded something this writer wrote.
-    last_checkpoint: Option<Instant>,
-    /// Something was written or a partition finished since the last checkpoint.
-    unrecorded: bool,
+    checkpoints: CheckpointRule,
     outcomes: Vec<TableOutcome>,
     /// `_validation.ndjson`, opened at the first record, and its length.
     validation: Option<(Box<dyn DurableFile>, u64)>,
@@ -274,118 +213,18 @@ pub struct Writer {
 
 impl Writer {
     pub fn new(settings: WriterSettings, tables: Vec<TableOutput>, state: RunState) -> Writer {
+        let checkpoints =
+            CheckpointRule::new(settings.checkpoint_every, Arc::clone(&settings.clock));
         Writer {
             settings,
             tables,
             state,
             open: HashMap::new(),
             progress: Progress::new(),
-            rows_since_checkpoint: 0,
-            last_checkpoint: None,
-            unrecorded: false,
+            checkpoints,
             outcomes: Vec::new(),
             validation: None,
         }
-    }
-
-    /// Reopens a table of an interrupted run: truncates its part files to their checkpointed
-    /// lengths, removes part files written after the checkpoint, and rebuilds the checksums from
-    /// disk. Returns the partitions still to read; a table whose partitions were all read is
-    /// finished here.
-    pub fn resume_table(&mut self, table: usize) -> Result<Vec<PartitionState>, WriteError> {
-        self.record_validation_start()?;
-        let output = &self.tables[table];
-        let folder = self.settings.output_dir.join(&output.folder);
-        let run_id = self.state.run_id.clone();
-        let state = &mut self.state.tables[table];
-        let incremental = state.incremental_load();
-        let fs = self.settings.fs.as_ref();
-        let carried = if incremental {
-            Carried::read(fs, &folder, &run_id)?
-        } else {
-            Carried::default()
-        };
-        let committed = state.files.clone();
-        let keep: Vec<&str> = committed
-            .iter()
-            .map(|f| f.name.as_str())
-            .chain(carried.files.iter().map(|f| f.name.as_str()))
-            .collect();
-        remove_part_files(fs, &folder, &keep, incremental)?;
-        let mut closed = Vec::new();
-        let mut part = None;
-        for (i, file) in committed.iter().enumerate() {
-            let path = folder.join(&file.name);
-            let fail = |source| WriteError {
-                what: "checkpointed data file",
-                path: path.clone(),
-                source,
-            };
-            let on_disk = fs.len(&path).map_err(fail)?;
-            if on_disk < file.bytes {
-                return Err(fail(std::io::Error::other(format!(
-                    "it holds {on_disk} bytes but the checkpoint recorded {}; the output was \
-                     changed outside ehi-sync: run with --restart",
-                    file.bytes
-                ))));
-            }
-            let mut opened = fs.open_truncated(&path, file.bytes).map_err(fail)?;
-            opened.sync().map_err(fail)?;
-            let hasher = hash_file(fs, &path).map_err(fail)?;
-            if i + 1 == committed.len() {
-                part = Some(OpenPart {
-                    file: opened,
-                    name: file.name.clone(),
-                    bytes: file.bytes,
-                    rows: file.rows,
-                    hasher,
-                });
-            } else {
-                closed.push(FileEntry {
-                    name: file.name.clone(),
-                    run_id: run_id.clone(),
-                    bytes: file.bytes,
-                    rows: file.rows,
-                    sha256: hex::encode(hasher.finalize()),
-                });
-            }
-        }
-        fs.sync_dir(&folder).map_err(|source| WriteError {
-            what: "folder",
-            path: folder.clone(),
-            source,
-        })?;
-        state.status = TableStatus::InProgress;
-        state.error = None;
-        state.rows = committed.iter().map(|f| f.rows).sum();
-        let remaining: Vec<PartitionState> = state
-            .partitions
-            .iter()
-            .filter(|p| p.status != PartitionStatus::Done)
-            .cloned()
-            .collect();
-        let rows = state.rows;
-        let expected = state.expected_rows.unwrap_or(0);
-        self.progress.table_resumed(
-            table,
-            output.position,
-            self.tables.len(),
-            &output.full_name(),
-            output.tier,
-            expected,
-            rows,
-        );
-        let mut open = OpenTable::new(folder, remaining.len(), carried);
-        open.part = part;
-        open.closed = closed;
-        self.open.insert(table, open);
-        if self.open.get(&table).is_some_and(|t| t.part.is_none()) {
-            self.open_next_part(table)?;
-        }
-        if remaining.is_empty() {
-            self.finish_table(table)?;
-        }
-        Ok(remaining)
     }
 
     /// Runs until every tier's channel is drained and closed. `tiers` delivers one receiver per
@@ -432,10 +271,10 @@ impl Writer {
                     p.status = PartitionStatus::Done;
                 }
                 open.partitions_left = open.partitions_left.saturating_sub(1);
-                self.unrecorded = true;
+                self.checkpoints.progressed();
                 if open.partitions_left == 0 {
                     self.finish_table(table)
-                } else if self.checkpoint_due(u64::MAX) {
+                } else if self.checkpoints.due(u64::MAX) {
                     self.checkpoint()
                 } else {
                     Ok(())
@@ -571,37 +410,9 @@ impl Writer {
         let Some(part) = open.part.as_mut() else {
             return Ok(());
         };
-        part.file
-            .write_all(&chunk.bytes)
-            .map_err(|source| WriteError {
-                what: "data file",
-                path: open.folder.join(&part.name),
-                source,
-            })?;
-        part.hasher.update(&chunk.bytes);
-        part.bytes += chunk.bytes.len() as u64;
+        part.append(&open.folder, &chunk.bytes)?;
         if let Some(mut file) = spooled {
-            let mut buffer = vec![0; 64 * 1024];
-            loop {
-                let read =
-                    std::io::Read::read(&mut file, &mut buffer).map_err(|source| WriteError {
-                        what: "temporary file of a long value",
-                        path: open.folder.clone(),
-                        source,
-                    })?;
-                if read == 0 {
-                    break;
-                }
-                part.file
-                    .write_all(&buffer[..read])
-                    .map_err(|source| WriteError {
-                        what: "data file",
-                        path: open.folder.join(&part.name),
-                        source,
-                    })?;
-                part.hasher.update(&buffer[..read]);
-                part.bytes += read as u64;
-            }
+            part.append_spooled(&open.folder, &mut file)?;
         }
         part.rows += chunk.rows;
         if let (Some(keys), Some((file, length))) = (&chunk.keys, open.key_file.as_mut()) {
@@ -624,31 +435,14 @@ impl Writer {
         }
         let rows = state.rows;
         self.progress.rows(chunk.table, rows);
-        self.rows_since_checkpoint += chunk.rows;
-        self.unrecorded = true;
-        if self.checkpoint_due(self.tables[chunk.table].checkpoint_interval) {
+        self.checkpoints.wrote(chunk.rows);
+        if self
+            .checkpoints
+            .due(self.tables[chunk.table].checkpoint_interval)
+        {
             self.checkpoint()?;
         }
         Ok(())
-    }
-
-    /// A checkpoint is due at `row_interval` rows since the last one, or once something new
-    /// was written or finished and `checkpoint_every` has passed since the last checkpoint that
-    /// recorded this writer's work. Before there is one, the first thing written is
-    /// checkpointed at once: a sync process restarted after a crash keeps its first batch, so
-    /// a driver that crashes early in every attempt still shows the supervisor progress (and
-    /// the run gets through) as long as each attempt gets a batch through.
-    fn checkpoint_due(&self, row_interval: u64) -> bool {
-        if self.rows_since_checkpoint >= row_interval {
-            return true;
-        }
-        let Some(every) = self.settings.checkpoint_every else {
-            return false;
-        };
-        self.unrecorded
-            && self
-                .last_checkpoint
-                .is_none_or(|last| (self.settings.clock)().saturating_duration_since(last) >= every)
     }
 
     fn open_next_part(&mut self, table: usize) -> Result<(), WriteError> {
@@ -667,24 +461,13 @@ impl Writer {
             self.settings.format,
             self.settings.compression,
         );
-        let path = open.folder.join(&name);
-        let fail = |source| WriteError {
-            what: "data file",
-            path: path.clone(),
-            source,
-        };
-        let mut file = self.settings.fs.create(&path).map_err(fail)?;
-        file.write_all(&output.header).map_err(fail)?;
-        let mut hasher = Sha256::new();
-        hasher.update(&output.header);
-        open.new_entries = true;
-        open.part = Some(OpenPart {
-            file,
+        open.part = Some(PartFile::create(
+            self.settings.fs.as_ref(),
+            &open.folder,
             name,
-            bytes: output.header.len() as u64,
-            rows: 0,
-            hasher,
-        });
+            &output.header,
+        )?);
+        open.new_entries = true;
         Ok(())
     }
 
@@ -694,81 +477,8 @@ impl Writer {
             return Ok(());
         };
         if let Some(mut part) = open.part.take() {
-            let path = open.folder.join(&part.name);
-            part.file.sync().map_err(|source| WriteError {
-                what: "data file",
-                path,
-                source,
-            })?;
-            open.closed.push(FileEntry {
-                name: part.name,
-                run_id: self.state.run_id.clone(),
-                bytes: part.bytes,
-                rows: part.rows,
-                sha256: hex::encode(part.hasher.finalize()),
-            });
-        }
-        Ok(())
-    }
-
-    /// Durable order: fsync every open data file, then replace the state file atomically.
-    fn checkpoint(&mut self) -> Result<(), WriteError> {
-        let fs = self.settings.fs.as_ref();
-        for (&table, open) in &mut self.open {
-            let mut committed: Vec<CommittedFile> = open
-                .closed
-                .iter()
-                .map(|f| CommittedFile {
-                    name: f.name.clone(),
-                    bytes: f.bytes,
-                    rows: f.rows,
-                })
-                .collect();
-            if let Some(part) = &mut open.part {
-                part.file.sync().map_err(|source| WriteError {
-                    what: "data file",
-                    path: open.folder.join(&part.name),
-                    source,
-                })?;
-                committed.push(CommittedFile {
-                    name: part.name.clone(),
-                    bytes: part.bytes,
-                    rows: part.rows,
-                });
-            }
-            let state = &mut self.state.tables[table];
-            state.files = committed;
-            if let (Some((file, length)), Some(writing)) =
-                (&mut open.key_file, state.key_list_writing.as_mut())
-            {
-                file.sync().map_err(|source| WriteError {
-                    what: "key list",
-                    path: open.folder.join(&writing.name),
-                    source,
-                })?;
-                writing.bytes = *length;
-            }
-            if open.new_entries {
-                fs.sync_dir(&open.folder).map_err(|source| WriteError {
-                    what: "folder",
-                    path: open.folder.clone(),
-                    source,
-                })?;
-                open.new_entries = false;
-            }
-        }
-        self.state.last_checkpoint_at = Some(manifest::now_rfc3339());
-        self.state
-            .save(fs, &self.settings.state_path)
-            .map_err(|source| WriteError {
-                what: "state file",
-                path: self.settings.state_path.clone(),
-                source,
-            })?;
-        self.rows_since_checkpoint = 0;
-        if self.unrecorded {
-            self.last_checkpoint = Some((self.settings.clock)());
-            self.unrecorded = false;
+            part.sync(&open.folder)?;
+            open.closed.push(part.entry(&self.state.run_id));
         }
         Ok(())
     }
@@ -790,46 +500,28 @@ impl Writer {
         let state = &self.state.tables[table];
         let load = state.load.clone().unwrap_or_else(Load::full_default);
         let finished_at = manifest::now_rfc3339();
-        let changes = change_counts(state, &load);
-        let record = LoadRecord {
-            run_id: self.state.run_id.clone(),
-            sync_type: load.kind.name().to_owned(),
-            position_from: load.from.clone(),
-            position_to: load.to.clone(),
-            changes,
-            schema_changes: load.schema_changes.clone(),
-            columns: output.columns.iter().map(|c| c.name.clone()).collect(),
-            finished_at: finished_at.clone(),
-        };
-        let mut loads = open.history.clone();
-        loads.push(record);
-        let manifest = Manifest {
-            table: output.full_name(),
-            schema: output.schema.clone(),
-            name: output.name.clone(),
-            run_id: self.state.run_id.clone(),
-            sync_type: load.kind.name().to_owned(),
-            sync_mode: load.mode.clone(),
-            reason: load.reason.clone(),
-            format: self.settings.format,
-            compression: self.settings.compression,
-            started_at: state.started_at.clone().unwrap_or_default(),
-            finished_at: finished_at.clone(),
-            row_count: state.rows,
-            position_from: load.from.clone(),
-            position_to: load.to.clone(),
-            changes,
-            primary_key: output.primary_key.clone(),
-            columns: output.columns.clone(),
-            change_columns: if self.settings.change_columns {
-                vec![OP_COLUMN.to_owned(), SYNCED_AT_COLUMN.to_owned()]
-            } else {
-                Vec::new()
+        let manifest = Manifest::after_load(
+            &TableDescription {
+                schema: &output.schema,
+                name: &output.name,
+                primary_key: &output.primary_key,
+                columns: &output.columns,
+                format: self.settings.format,
+                compression: self.settings.compression,
+                change_columns: self.settings.change_columns,
             },
-            schema_changes: load.schema_changes.clone(),
-            loads,
-            files: open.carried.iter().chain(&open.closed).cloned().collect(),
-        };
+            FinishedLoad {
+                run_id: &self.state.run_id,
+                load: &load,
+                started_at: state.started_at.clone().unwrap_or_default(),
+                finished_at: finished_at.clone(),
+                rows: state.rows,
+                changes: manifest::change_counts(state, &load),
+            },
+            &open.history,
+            &open.carried,
+            &open.closed,
+        );
         if let Some((file, _)) = self.open.get_mut(&table).and_then(|o| o.key_file.as_mut()) {
             file.sync().map_err(|source| WriteError {
                 what: "key list",
@@ -918,177 +610,6 @@ impl Writer {
         self.open.remove(&table);
         Ok(())
     }
-
-    /// Records in the state, once per run before its first validation record, how long
-    /// `_validation.ndjson` is: a record written after the last checkpoint is then dropped on
-    /// resume, not doubled (a resumed table writes its record again).
-    fn record_validation_start(&mut self) -> Result<(), WriteError> {
-        if self.state.validation_bytes.is_some() {
-            return Ok(());
-        }
-        let path = self.settings.output_dir.join(manifest::VALIDATION_FILE);
-        let length = match self.settings.fs.len(&path) {
-            Ok(length) => length,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(source) => {
-                return Err(WriteError {
-                    what: "validation record",
-                    path,
-                    source,
-                });
-            }
-        };
-        self.state.validation_bytes = Some(length);
-        self.checkpoint()
-    }
-
-    /// Appends a validation record and makes it durable; the next checkpoint records the
-    /// file's new length. The first record of a run cuts the file back to the length the
-    /// state recorded, dropping a record written after the last checkpoint.
-    fn append_validation(&mut self, record: &ValidationRecord) -> Result<(), WriteError> {
-        let fs = self.settings.fs.as_ref();
-        let path = self.settings.output_dir.join(manifest::VALIDATION_FILE);
-        let fail = |source| WriteError {
-            what: "validation record",
-            path: path.clone(),
-            source,
-        };
-        let line = manifest::validation_line(record).map_err(fail)?;
-        if self.validation.is_none() {
-            let length = self.state.validation_bytes.unwrap_or(0);
-            let file = match fs.len(&path) {
-                Ok(on_disk) if on_disk > length => fs.open_truncated(&path, length),
-                Ok(_) => fs.open_append(&path),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs
-                    .open_append(&path)
-                    .and_then(|file| fs.sync_dir(&self.settings.output_dir).map(|()| file)),
-                Err(e) => Err(e),
-            }
-            .map_err(fail)?;
-            self.validation = Some((file, length));
-        }
-        let Some((file, length)) = self.validation.as_mut() else {
-            return Ok(());
-        };
-        file.write_all(&line).map_err(fail)?;
-        file.sync().map_err(fail)?;
-        *length += line.len() as u64;
-        self.state.validation_bytes = Some(*length);
-        Ok(())
-    }
-
-    fn record_outcome(
-        &mut self,
-        table: usize,
-        started: Instant,
-        error: Option<String>,
-    ) -> Result<(), WriteError> {
-        let output = &self.tables[table];
-        let state = &self.state.tables[table];
-        let seconds = started.elapsed().as_secs_f64();
-        let expected = state.expected_rows.unwrap_or(0);
-        let load = state.load.clone().unwrap_or_else(Load::full_default);
-        let changes = change_counts(state, &load);
-        // The count taken at the start covers the rows read, not a key scan's deletes.
-        let counted = match load.mode {
-            SyncMode::ChangeTracking => state.rows,
-            _ => state.rows - state.deleted.min(state.rows),
-        };
-        let difference = i64::try_from(counted).unwrap_or(i64::MAX)
-            - i64::try_from(expected).unwrap_or(i64::MAX);
-        // An estimate that differs says nothing about the copy: the catalog's count lags the
-        // table (SQL Server's partition stats, PostgreSQL's reltuples after ANALYZE), so the
-        // difference is reported and the table is not failed.
-        let status = match (&error, difference, state.expected_estimated) {
-            (Some(_), _, _) => "failed",
-            (None, 0, _) => "ok",
-            (None, _, true) => "estimate_differs",
-            (None, _, false) => "count_changed",
-        };
-        let rate = if seconds > 0.0 {
-            state.rows as f64 / seconds
-        } else {
-            0.0
-        };
-        let record = ValidationRecord {
-            run_id: self.state.run_id.clone(),
-            table: output.full_name(),
-            tier: output.tier,
-            expected_rows: expected,
-            expected_rows_estimated: state.expected_estimated,
-            extracted_rows: counted,
-            difference,
-            status: status.to_owned(),
-            started_at: state.started_at.clone().unwrap_or_default(),
-            finished_at: manifest::now_rfc3339(),
-            duration_seconds: seconds,
-            rows_per_second: rate,
-            error: error.clone(),
-            sync_type: load.kind.name().to_owned(),
-            changes,
-            schema_changes: load.schema_changes.clone(),
-        };
-        let summary = match (&error, status) {
-            (Some(reason), _) => format!("{} FAILED: {reason}", output.full_name()),
-            (None, "ok") if load.kind == LoadKind::Incremental => format!(
-                "{} done (incremental): {} upserts, {} deletes in {:.1}s",
-                output.full_name(),
-                group_digits(changes.upserted),
-                group_digits(changes.deleted),
-                seconds
-            ),
-            (None, "ok") => format!(
-                "{} done: {} rows in {:.1}s ({} rows/s)",
-                output.full_name(),
-                group_digits(state.rows),
-                seconds,
-                group_digits(rate.round() as u64)
-            ),
-            (None, "estimate_differs") => format!(
-                "{} done: {} rows in {:.1}s; the catalog estimated {} (row_counts: catalog, not \
-                 an exact count)",
-                output.full_name(),
-                group_digits(counted),
-                seconds,
-                group_digits(expected)
-            ),
-            (None, _) => format!(
-                "{} done: {} rows read, but {} were counted when it started: rows changed while \
-                 it was read{}",
-                output.full_name(),
-                group_digits(counted),
-                group_digits(expected),
-                uncounted_deletes(state.rows - counted)
-            ),
-        };
-        self.progress.table_finished(table, &summary);
-        self.outcomes.push(TableOutcome {
-            table: output.full_name(),
-            tier: output.tier,
-            status: state.status,
-            expected_rows: expected,
-            expected_estimated: state.expected_estimated,
-            rows: state.rows,
-            difference,
-            seconds,
-            error,
-            load: load.kind,
-            changes,
-        });
-        self.append_validation(&record)
-    }
-}
-
-/// The delete rows a key scan wrote on top of the rows the count covers, for a summary line.
-pub fn uncounted_deletes(deletes: u64) -> String {
-    if deletes == 0 {
-        String::new()
-    } else {
-        format!(
-            " (and {} deleted keys written as delete rows)",
-            group_digits(deletes)
-        )
-    }
 }
 
 /// Removes what an unfinished load of `table` wrote in run `run_id`: every part file for a
@@ -1129,69 +650,4 @@ pub fn discard_table_output(
         source,
     })?;
     Ok(())
-}
-
-/// What one load changed, from the writer's tallies.
-fn change_counts(state: &TableState, load: &Load) -> ChangeCounts {
-    let upserted = state.rows - state.deleted.min(state.rows);
-    let (inserted, updated) = match (load.kind, &load.operations) {
-        (LoadKind::Incremental, Some(ops)) => (Some(ops.inserts), Some(ops.updates)),
-        (LoadKind::Incremental, None) if load.key_scan => (
-            Some(state.new_keys.min(upserted)),
-            Some(upserted - state.new_keys.min(upserted)),
-        ),
-        (LoadKind::Incremental, None) => (None, None),
-        _ => (Some(upserted), Some(0)),
-    };
-    ChangeCounts {
-        upserted,
-        deleted: state.deleted,
-        inserted,
-        updated,
-    }
-}
-
-/// Removes every part file not in `keep` and, unless `keep_manifest`, the manifest (first, so
-/// no loader trusts it any longer).
-pub fn remove_part_files(
-    fs: &dyn FileOps,
-    folder: &Path,
-    keep: &[&str],
-    keep_manifest: bool,
-) -> Result<(), WriteError> {
-    let fail = |path: &Path, source| WriteError {
-        what: "previous output",
-        path: path.to_owned(),
-        source,
-    };
-    let manifest_path = folder.join(manifest::MANIFEST_FILE);
-    if !keep_manifest {
-        durable::remove_if_exists(fs, &manifest_path).map_err(|e| fail(&manifest_path, e))?;
-    }
-    let names = match fs.list_files(folder) {
-        Ok(names) => names,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(fail(folder, e)),
-    };
-    for name in names {
-        if files::is_part_file_name(&name) && !keep.contains(&name.as_str()) {
-            let path = folder.join(&name);
-            fs.remove_file(&path).map_err(|e| fail(&path, e))?;
-        }
-    }
-    fs.sync_dir(folder).map_err(|e| fail(folder, e))
-}
-
-/// SHA-256 state of a file's bytes, to go on appending to it.
-fn hash_file(fs: &dyn FileOps, path: &Path) -> std::io::Result<Sha256> {
-    let mut file = fs.open_read(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            return Ok(hasher);
-        }
-        hasher.update(&buffer[..n]);
-    }
 }

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::*;
 use crate::durable::FileOps;
-use crate::durable::power_cut::{PowerCutFs, Survives};
+use crate::durable::{power_cut::PowerCutFs, power_cut::Survives};
 use crate::manifest::{self, MANIFEST_FILE};
 use crate::model::Dialect;
 use crate::model::{CursorKind, Load, LoadKind, SyncMode};

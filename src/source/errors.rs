@@ -1,5 +1,6 @@
 //! Classification of database errors, so the workers know whether to retry a partition, fail
-//! a table, or stop the whole run.
+//! a table, or stop the whole run, and the scrubbing that keeps their messages free of the
+//! password and of row values.
 //!
 //! The keys are the SQLSTATE and the native error code of the decisive diagnostic record
 //! ([`decisive`] picks it among all records a failed call left, see `source::statement`). SQL
@@ -29,6 +30,80 @@
 //! | `SELECT` without privilege | 42501 | 1 | `ERROR: permission denied for table …` |
 
 use crate::error::DbError;
+
+impl DbError {
+    /// Converts an odbc-api error. `secret` (the password, if any) is removed from the message:
+    /// some drivers echo parts of the connection string back.
+    pub fn from_odbc(error: &odbc_api::Error, secret: Option<&str>) -> Self {
+        let (state, native, message) = match error {
+            odbc_api::Error::Diagnostics { record, .. } => (
+                record.state.as_str().to_owned(),
+                record.native_error,
+                record_message(record),
+            ),
+            other => ("HY000".to_owned(), 0, other.to_string()),
+        };
+        let message = match secret {
+            Some(secret) if !secret.is_empty() => message.replace(secret, "***"),
+            _ => message,
+        };
+        DbError {
+            state,
+            native,
+            message,
+        }
+    }
+}
+
+fn record_message(record: &odbc_api::handles::Record) -> String {
+    let text = record.to_string();
+    // odbc-api renders "State: XXXXX, Native error: N, Message: ..."; keep only the message.
+    match text.split_once("Message: ") {
+        Some((_, message)) => message.trim().to_owned(),
+        None => text,
+    }
+}
+
+impl DbError {
+    /// The message cut down to what cannot hold a row value: its first line, without the
+    /// statement text drivers echo (key literals of a resumed read) and with quoted parts
+    /// masked (PostgreSQL quotes the offending value in conversion errors). For errors while
+    /// reading rows; the SQLSTATE and native code stay whole.
+    pub fn without_values(mut self) -> DbError {
+        let first_line = self.message.lines().next().unwrap_or_default();
+        let mut text = first_line.trim_end_matches(';').to_owned();
+        for marker in ["SELECT ", "select ", "declare ", "DECLARE "] {
+            if let Some(at) = text.find(marker) {
+                text.truncate(at);
+                text.push_str("[statement omitted]");
+            }
+        }
+        let mut masked = String::with_capacity(text.len());
+        let mut quote: Option<char> = None;
+        for c in text.chars() {
+            match quote {
+                Some(q) if c == q => {
+                    masked.push('…');
+                    masked.push(c);
+                    quote = None;
+                }
+                Some(_) => {}
+                None => {
+                    masked.push(c);
+                    if c == '\'' || c == '"' {
+                        quote = Some(c);
+                    }
+                }
+            }
+        }
+        if let Some(q) = quote {
+            masked.push('…');
+            masked.push(q);
+        }
+        self.message = masked;
+        self
+    }
+}
 
 /// What kind of failure an error is; decides retry, table failure, or the end of the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -667,5 +742,40 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), all.len());
+    }
+
+    #[test]
+    fn read_errors_lose_values_and_statement_text() {
+        assert_eq!(
+            error("22P02", 1, "ERROR: invalid input syntax for type integer: \"Smith, John\";\nError while fetching")
+                .without_values()
+                .message,
+            "ERROR: invalid input syntax for type integer: \"…\""
+        );
+        assert_eq!(
+            error("22P02", 1, "The connection is down\nFailed to send 'declare \"SQL_CUR1\" cursor for SELECT x FROM t WHERE k > 'MRN123''")
+                .without_values()
+                .message,
+            "The connection is down"
+        );
+        assert_eq!(
+            error(
+                "22P02",
+                1,
+                "Failed to send declare c cursor for SELECT * FROM t WHERE id > 42"
+            )
+            .without_values()
+            .message,
+            "Failed to send [statement omitted]"
+        );
+        let kept = error(
+            "22P02",
+            1,
+            "ERROR: canceling statement due to lock timeout;\nError while executing",
+        );
+        assert_eq!(
+            kept.without_values().message,
+            "ERROR: canceling statement due to lock timeout"
+        );
     }
 }

@@ -25,7 +25,7 @@ use odbc_api::{Connection, ConnectionOptions, Cursor, Environment};
 use serde::Serialize;
 
 use crate::config::{Config, SourceConfig};
-use crate::error::{DbError, Error, Result};
+use crate::error::{ConfigError, DbError, Error, Result};
 
 use crate::model::Dialect;
 pub use query::{query_text, text_rows};
@@ -180,11 +180,12 @@ impl Source {
         if let (Some(e), false) = (last_error, mangled) {
             return Err(self.db_error("checking that statement text reaches the driver intact", &e));
         }
-        Err(Error::Discovery(format!(
+        // Like the text self-check's verdict: the driver or the locale must be set up otherwise.
+        Err(Error::Config(ConfigError::Other(format!(
             "the ODBC driver does not receive non-ASCII statement text intact (a literal \
              '{STATEMENT_TEXT_PROBE}' came back changed): table and column names with accents \
              would be misread; check the driver and the process locale (LANG, LC_ALL)"
-        )))
+        ))))
     }
 
     /// The connection string with the password replaced by `***`: the only form ever shown.
