@@ -65,6 +65,9 @@ fn stop_gracefully() {
     }
 }
 
+/// How long a sync child whose supervisor vanished waits for the parent-death signal.
+const PARENT_DEATH_SIGNAL_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Follows the supervisor's stop requests on standard input, on a thread of its own. When the
 /// input ends (the supervisor is gone, and nobody would restart or report this run) the run
 /// stops gracefully.
@@ -83,6 +86,11 @@ pub fn follow_supervisor() -> Result<(), String> {
                     Ok(1) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Ok(_) | Err(_) => {
+                        // A supervisor killed outright closes this pipe a moment before the
+                        // kernel delivers the parent-death signal (Linux) that ends this
+                        // process too: give that signal the moment instead of starting a
+                        // graceful stop it would cut short.
+                        std::thread::sleep(PARENT_DEATH_SIGNAL_WAIT);
                         if !STOP.is_set() {
                             eprintln!("ehi-sync: the supervisor has ended");
                         }
