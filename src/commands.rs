@@ -1,7 +1,6 @@
 //! The subcommands: each takes a loaded config and returns the process exit code.
 
 use std::io::Write;
-use std::time::Duration;
 use std::time::Instant;
 
 use std::collections::HashMap;
@@ -172,7 +171,7 @@ pub fn sync(config: &Config, restart: bool, out: &mut dyn Write) -> Result<i32> 
     let plan = retry::with_retries(
         "reading the catalog",
         config.max_retries,
-        Duration::from_secs_f64(config.retry_sleep_seconds),
+        config.retry_sleep,
         || make_plan(config, previous.as_ref()),
     )?;
     let previous = previous.filter(|p| !p.finished || same_source(p, &plan, config));

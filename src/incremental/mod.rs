@@ -9,13 +9,13 @@
 
 pub mod key_diff;
 pub mod keys;
-pub mod settings;
 pub mod sql;
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::incremental::{DetectDeletes, TableIncremental};
 use crate::config::{Config, Format};
 use crate::manifest::{Manifest, ManifestColumn, read_manifest};
 use crate::plan::Plan;
@@ -25,7 +25,6 @@ use crate::source::Dialect;
 use crate::source::catalog::Table;
 use crate::source::types::ValueKind;
 use crate::state::RunState;
-use settings::{DetectDeletes, TableIncremental};
 
 /// The columns appended to every row when `change_columns` is on.
 pub const OP_COLUMN: &str = "_ehi_op";

@@ -1,6 +1,8 @@
 //! Session settings every worker connection starts with: the isolation level the reads use and
 //! how long a read waits for a lock before giving up (and being retried).
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use odbc_api::Connection;
@@ -36,7 +38,7 @@ impl Isolation {
 pub fn setup_statements(
     dialect: Dialect,
     isolation: Isolation,
-    lock_timeout_ms: Option<u64>,
+    lock_timeout: Option<Duration>,
 ) -> Vec<String> {
     let mut statements = Vec::new();
     match dialect {
@@ -47,8 +49,8 @@ pub fn setup_statements(
                 Isolation::ReadUncommitted => "READ UNCOMMITTED",
             };
             statements.push(format!("SET TRANSACTION ISOLATION LEVEL {level}"));
-            if let Some(ms) = lock_timeout_ms {
-                statements.push(format!("SET LOCK_TIMEOUT {ms}"));
+            if let Some(timeout) = lock_timeout {
+                statements.push(format!("SET LOCK_TIMEOUT {}", timeout.as_millis()));
             }
             // In a deadlock with the hospital's own work, this session is the victim ("SET
             // DEADLOCK_PRIORITY"): its read is retried from the last key sent, theirs is not.
@@ -64,8 +66,8 @@ pub fn setup_statements(
             statements.push(format!(
                 "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL {level}"
             ));
-            if let Some(ms) = lock_timeout_ms {
-                statements.push(format!("SET lock_timeout = {ms}"));
+            if let Some(timeout) = lock_timeout {
+                statements.push(format!("SET lock_timeout = {}", timeout.as_millis()));
             }
         }
         // One writer at a time and no isolation levels to choose: nothing to set.
@@ -134,7 +136,11 @@ mod tests {
 
     #[test]
     fn sqlserver_session_statements_parse() {
-        let statements = setup_statements(Dialect::SqlServer, Isolation::Snapshot, Some(30_000));
+        let statements = setup_statements(
+            Dialect::SqlServer,
+            Isolation::Snapshot,
+            Some(Duration::from_secs(30)),
+        );
         assert_eq!(
             statements,
             [
@@ -195,12 +201,23 @@ mod tests {
     #[test]
     fn postgres_session_statements() {
         assert_eq!(
-            setup_statements(Dialect::Postgres, Isolation::Snapshot, Some(500)),
+            setup_statements(
+                Dialect::Postgres,
+                Isolation::Snapshot,
+                Some(Duration::from_millis(500))
+            ),
             [
                 "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ",
                 "SET lock_timeout = 500"
             ]
         );
-        assert!(setup_statements(Dialect::Sqlite, Isolation::Snapshot, Some(1)).is_empty());
+        assert!(
+            setup_statements(
+                Dialect::Sqlite,
+                Isolation::Snapshot,
+                Some(Duration::from_secs(1))
+            )
+            .is_empty()
+        );
     }
 }
