@@ -291,6 +291,17 @@ pub struct TierSettings {
     pub row_counts: RowCounts,
 }
 
+impl TierSettings {
+    /// The capacity in chunks of the channel from the workers to the writer. A chunk holds at
+    /// most one fetch (`fetch.rows` rows), so the channel never holds more than `queue_size`
+    /// rows; a queue smaller than one fetch hands each chunk straight to the writer (0: a
+    /// rendezvous channel).
+    pub fn queue_chunks(&self) -> usize {
+        let chunks = self.queue_size.get() / self.fetch.rows.get() as u64;
+        usize::try_from(chunks).unwrap_or(usize::MAX)
+    }
+}
+
 /// Where a table's expected row count (the one its validation record checks) comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -1558,6 +1569,102 @@ mod tests {
         let err = parse(r#"{"connection_string": "DSN=x", "tiers": {"small": {"batch_size": 0}}}"#)
             .unwrap_err();
         assert!(err.to_string().contains("tiers.small.batch_size"));
+    }
+
+    #[test]
+    fn batch_size_out_of_range_is_an_error_not_a_clamp() {
+        let batch = |rows: &str| {
+            parse(&format!(
+                r#"{{"connection_string": "DSN=x", "tiers": {{"medium": {{"batch_size": {rows}}}}}}}"#
+            ))
+        };
+        assert_eq!(
+            batch("1000000").unwrap().tiers.medium.fetch.rows.get(),
+            MAX_BATCH_SIZE
+        );
+        let err = batch("\"1000001\"").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "config key 'tiers.medium.batch_size': 1000001 is out of range; expected rows per \
+             fetch, 1 to 1000000"
+        );
+    }
+
+    #[test]
+    fn fetch_limit_holds_rows_and_bytes_together() {
+        let config = parse(
+            r#"{"connection_string": "DSN=x", "fetch_buffer_bytes": "65536",
+                "tiers": {"small": {"batch_size": 1000}}}"#,
+        )
+        .unwrap();
+        let limit = config.tiers.small.fetch;
+        assert_eq!((limit.rows.get(), limit.bytes.get()), (1000, 65536));
+        assert_eq!(config.tiers.large.fetch.bytes.get(), 65536, "every tier's");
+        assert_eq!(limit.rows_for(8), 1000, "the rows limit");
+        assert_eq!(limit.rows_for(256), 256, "the bytes limit");
+        assert_eq!(limit.rows_for(1 << 20), 1, "a row over the budget alone");
+        let err = parse(r#"{"connection_string": "DSN=x", "fetch_buffer_bytes": 1024}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config key 'fetch_buffer_bytes': 1024 is out of range"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_queue_holds_at_most_queue_size_rows() {
+        let settings = |queue: u64, batch: u64| {
+            let json = format!(
+                r#"{{"connection_string": "DSN=x",
+                    "tiers": {{"small": {{"queue_size": {queue}, "batch_size": {batch}}}}}}}"#
+            );
+            parse(&json).unwrap().tiers.small
+        };
+        assert_eq!(settings(10_000, 5_000).queue_chunks(), 2);
+        assert_eq!(settings(10_000, 3_000).queue_chunks(), 3);
+        assert_eq!(
+            settings(2_000, 2_500).queue_chunks(),
+            0,
+            "a fetch larger than the queue goes straight to the writer"
+        );
+    }
+
+    #[test]
+    fn lock_timeout_is_settled_in_seconds_and_sent_in_milliseconds() {
+        use crate::source::Dialect;
+        use crate::source::session::setup_statements;
+        let timeout = |extra: &str| {
+            parse(&format!(r#"{{"connection_string": "DSN=x"{extra}}}"#))
+                .unwrap()
+                .lock_timeout
+        };
+        assert_eq!(timeout(""), Some(Duration::from_secs(60)));
+        let set = timeout(r#", "lock_timeout_seconds": "2.5""#);
+        assert_eq!(set, Some(Duration::from_millis(2500)));
+        let sent = |dialect| setup_statements(dialect, Isolation::ReadCommitted, set);
+        assert!(
+            sent(Dialect::SqlServer).contains(&"SET LOCK_TIMEOUT 2500".to_owned()),
+            "{:?}",
+            sent(Dialect::SqlServer)
+        );
+        assert!(
+            sent(Dialect::Postgres).contains(&"SET lock_timeout = 2500".to_owned()),
+            "{:?}",
+            sent(Dialect::Postgres)
+        );
+        assert_eq!(
+            timeout(r#", "lock_timeout_seconds": 0.0015"#),
+            Some(Duration::from_millis(2)),
+            "rounded to whole milliseconds"
+        );
+        let waits = timeout(r#", "lock_timeout_seconds": 0"#);
+        assert_eq!(waits, None);
+        let statements = setup_statements(Dialect::SqlServer, Isolation::ReadCommitted, waits);
+        assert!(
+            !statements.iter().any(|s| s.contains("LOCK_TIMEOUT")),
+            "{statements:?}"
+        );
     }
 
     #[test]

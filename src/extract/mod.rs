@@ -409,7 +409,7 @@ pub fn run(
             if items.is_empty() || stop.is_set() {
                 continue;
             }
-            let (tx, rx) = bounded::<Message>(queue_capacity(settings));
+            let (tx, rx) = bounded::<Message>(settings.queue_chunks());
             if tiers_tx.send(rx).is_err() {
                 break; // the writer stopped; its error is reported below
             }
@@ -465,14 +465,6 @@ pub fn run(
         seconds: started.elapsed().as_secs_f64(),
         interrupted: stop.is_set(),
     })
-}
-
-/// The tier channel's capacity in chunks. A chunk holds at most one fetch (`fetch.rows`
-/// rows), so the channel never holds more than `queue_size` rows; a queue smaller than one
-/// fetch hands each chunk straight to the writer (a rendezvous channel, capacity 0).
-fn queue_capacity(settings: &TierSettings) -> usize {
-    let chunks = settings.queue_size.get() / settings.fetch.rows.get() as u64;
-    usize::try_from(chunks).unwrap_or(usize::MAX)
 }
 
 fn writer_error(e: WriteError) -> Error {
