@@ -259,15 +259,16 @@ impl std::fmt::Display for Tier {
 pub struct FetchLimit {
     #[serde(rename = "batch_size")]
     pub rows: NonZeroUsize,
+    /// `fetch_buffer_bytes`: at least 64 KiB.
     #[serde(rename = "fetch_buffer_bytes")]
-    pub bytes: NonZeroUsize,
+    pub bytes: usize,
 }
 
 impl FetchLimit {
     /// Rows per fetch for rows of `bytes_per_row`. At least one: a row over the budget is
     /// fetched alone (its long values grow their buffers or are read in pieces).
     pub fn rows_for(self, bytes_per_row: usize) -> usize {
-        (self.bytes.get() / bytes_per_row.max(1)).clamp(1, self.rows.get())
+        (self.bytes / bytes_per_row.max(1)).clamp(1, self.rows.get())
     }
 }
 
@@ -349,7 +350,7 @@ impl Tiers {
 }
 
 /// `fetch_buffer_bytes` when the file does not set it: 2 MiB.
-const DEFAULT_FETCH_BUFFER_BYTES: NonZeroUsize = NonZeroUsize::new(2 << 20).unwrap();
+const DEFAULT_FETCH_BUFFER_BYTES: usize = 2 << 20;
 
 impl Default for Tiers {
     fn default() -> Self {
@@ -630,34 +631,20 @@ impl Config {
                 "at least 1024 bytes (default 268435456, 256 MiB)",
             ));
         }
-        let fetch_buffer_bytes = match raw.fetch_buffer_bytes.get("fetch_buffer_bytes")? {
-            None => DEFAULT_FETCH_BUFFER_BYTES,
-            Some(bytes) => usize::try_from(bytes)
-                .ok()
-                .and_then(NonZeroUsize::new)
-                .filter(|b| b.get() >= 64 * 1024)
-                .ok_or_else(|| {
-                    ConfigError::invalid(
-                        "fetch_buffer_bytes",
-                        format!("{bytes} is out of range"),
-                        "at least 65536 bytes (default 2097152, 2 MiB)",
-                    )
-                })?,
-        };
-        let max_value_bytes = raw
-            .max_value_bytes
-            .get("max_value_bytes")?
-            .unwrap_or(2 << 30);
-        let max_value_bytes = usize::try_from(max_value_bytes)
-            .ok()
-            .filter(|b| *b >= 4096)
-            .ok_or_else(|| {
-                ConfigError::invalid(
-                    "max_value_bytes",
-                    format!("{max_value_bytes} is out of range"),
-                    "at least 4096 bytes (default 2147483648, 2 GiB)",
-                )
-            })?;
+        let fetch_buffer_bytes = bytes_at_least(
+            raw.fetch_buffer_bytes,
+            "fetch_buffer_bytes",
+            DEFAULT_FETCH_BUFFER_BYTES,
+            64 * 1024,
+            "at least 65536 bytes (default 2097152, 2 MiB)",
+        )?;
+        let max_value_bytes = bytes_at_least(
+            raw.max_value_bytes,
+            "max_value_bytes",
+            2 << 30,
+            4096,
+            "at least 4096 bytes (default 2147483648, 2 GiB)",
+        )?;
         let state_file = raw.state_file.text("state_file")?.map(|f| base_dir.join(f));
         let checkpoint_every = optional_seconds(
             raw.checkpoint_seconds,
@@ -785,6 +772,32 @@ impl Config {
     }
 }
 
+/// A number of bytes of at least `min` that fits in memory (`usize`).
+fn bytes_at_least(
+    raw: Field<u64>,
+    key: &str,
+    default: usize,
+    min: usize,
+    expected: &str,
+) -> Result<usize, ConfigError> {
+    let Some(bytes) = raw.get(key)? else {
+        return Ok(default);
+    };
+    match usize::try_from(bytes) {
+        Ok(bytes) if bytes >= min => Ok(bytes),
+        Ok(_) => Err(ConfigError::invalid(
+            key,
+            format!("{bytes} is too small"),
+            expected,
+        )),
+        Err(_) => Err(ConfigError::invalid(
+            key,
+            format!("{bytes} is too large"),
+            expected,
+        )),
+    }
+}
+
 /// A whole number that fits a `u32` (`max_retries`, `max_crash_restarts`).
 fn count(raw: Field<u64>, key: &str, default: u32) -> Result<u32, ConfigError> {
     let Some(value) = raw.get(key)? else {
@@ -837,7 +850,7 @@ fn optional_seconds(
 struct Caps {
     threads: NonZeroUsize,
     max_queue_size: Option<NonZeroU64>,
-    fetch_buffer_bytes: NonZeroUsize,
+    fetch_buffer_bytes: usize,
 }
 
 fn settle_source(
@@ -1598,8 +1611,8 @@ mod tests {
         )
         .unwrap();
         let limit = config.tiers.small.fetch;
-        assert_eq!((limit.rows.get(), limit.bytes.get()), (1000, 65536));
-        assert_eq!(config.tiers.large.fetch.bytes.get(), 65536, "every tier's");
+        assert_eq!((limit.rows.get(), limit.bytes), (1000, 65536));
+        assert_eq!(config.tiers.large.fetch.bytes, 65536, "every tier's");
         assert_eq!(limit.rows_for(8), 1000, "the rows limit");
         assert_eq!(limit.rows_for(256), 256, "the bytes limit");
         assert_eq!(limit.rows_for(1 << 20), 1, "a row over the budget alone");
@@ -1607,7 +1620,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("config key 'fetch_buffer_bytes': 1024 is out of range"),
+            err.starts_with("config key 'fetch_buffer_bytes': 1024 is too small"),
             "{err}"
         );
     }

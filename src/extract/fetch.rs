@@ -386,7 +386,7 @@ mod tests {
     fn limit(rows: usize, bytes: usize) -> FetchLimit {
         FetchLimit {
             rows: rows.try_into().unwrap(),
-            bytes: bytes.try_into().unwrap(),
+            bytes,
         }
     }
 

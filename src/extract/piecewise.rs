@@ -523,7 +523,7 @@ mod tests {
         };
         let limit = crate::config::FetchLimit {
             rows: 1000.try_into().unwrap(),
-            bytes: (2 << 20).try_into().unwrap(),
+            bytes: 2 << 20,
         };
         let layout = FetchLayout::new(&columns, &kinds, limit, policy);
         let reader = RowReader::new(&layout, &kinds, &[true, false, false], 4 << 30, false);

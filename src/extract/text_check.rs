@@ -100,7 +100,7 @@ fn read(
     // One row, whatever its size.
     let one_row = FetchLimit {
         rows: NonZeroUsize::MIN,
-        bytes: NonZeroUsize::MIN,
+        bytes: 0,
     };
     let layout = FetchLayout::new(&columns, &kinds, one_row, policy);
     let sql = statement(dialect);
