@@ -1,7 +1,6 @@
 //! The subcommands: each takes a loaded config and returns the process exit code.
 
 use std::io::Write;
-use std::time::Duration;
 use std::time::Instant;
 
 use std::collections::HashMap;
@@ -171,7 +170,7 @@ pub fn sync(config: &Config, restart: bool, out: &mut dyn Write) -> Result<i32> 
     // Discovery survives a dropped connection or a failover like the reads do.
     let retry = RetryPolicy {
         max_retries: config.max_retries,
-        base: Duration::from_secs_f64(config.retry_sleep_seconds),
+        base: config.retry_sleep,
     };
     let plan = retry.run("reading the catalog", || {
         make_plan(config, previous.as_ref())

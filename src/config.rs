@@ -1,18 +1,21 @@
 //! The configuration file: a JSON object whose values may be strings, numbers or booleans.
 //!
-//! The specification's configs carry every value as a string (`"threads": "4"`), so each key is
-//! read leniently (`"4"` and `4`, `"true"` and `true`) but strictly checked: a wrong value is an
-//! error naming the key, the problem and the expected form. Unknown keys are collected as
-//! warnings, never silently ignored. Secrets may come from the environment with `${env:NAME}`,
-//! so a host need not keep the PHI database's password in a plain file.
+//! The file is declared once, as serde structs ([`RawConfig`] and the sections it holds), whose
+//! keys read leniently (`"4"` and `4`, `"true"` and `true`; see [`lenient`]); unknown keys are
+//! warnings found from the same declaration, never silently ignored. The raw values are then
+//! settled once into [`Config`]: every value checked (a wrong one is an error naming the key,
+//! the problem and the expected form), converted (durations, non-zero counts) and derived
+//! (each tier's settings with the run's caps) here and nowhere else. Secrets may come from the
+//! environment with `${env:NAME}`, so a host need not keep the PHI database's password in a
+//! plain file.
 
-use std::collections::BTreeSet;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::ConfigError;
 use crate::model::Compression;
@@ -20,33 +23,36 @@ use crate::model::Format;
 use crate::model::Isolation;
 use crate::model::SqlServerDriver;
 use crate::model::Tier;
-use incremental::{IncrementalConfig, read_incremental};
+use incremental::{IncrementalConfig, RawIncremental};
+use lenient::{Field, Lenient, Object, Section};
 
 pub mod connection_string;
 pub mod incremental;
+mod lenient;
 pub mod secrets;
 
 /// The default ODBC driver for SQL Server sources built from the `mssql_*` keys.
 pub const DEFAULT_SQLSERVER_DRIVER: &str = "ODBC Driver 18 for SQL Server";
 
-/// A parsed, validated configuration.
+/// The most rows one fetch may ask for: `batch_size` above it is refused.
+pub const MAX_BATCH_SIZE: usize = 1_000_000;
+
+/// A parsed, validated configuration: the settings the run uses, each settled once.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub source: SourceConfig,
     /// Seconds to wait for a login before giving up.
     pub login_timeout_sec: u32,
-    /// Upper bound on database connections open at once; caps every tier's thread count.
-    pub threads: usize,
-    /// Upper bound on every tier's queue size (rows in flight between workers and the writer).
-    pub max_queue_size: Option<u64>,
     pub max_retries: u32,
-    pub retry_sleep_seconds: f64,
+    /// Base of the exponential backoff between retries (`retry_sleep_seconds`).
+    pub retry_sleep: Duration,
     /// How reads see concurrent writes.
     pub isolation: Isolation,
-    /// How long a read waits for a lock before it fails (and is retried); `None` waits.
-    pub lock_timeout_ms: Option<u64>,
+    /// How long a read waits for a lock before it fails (and is retried); `None` waits
+    /// (`lock_timeout_seconds`: 0).
+    pub lock_timeout: Option<Duration>,
     /// A statement that delivers no rows for this long is cancelled and retried.
-    pub stall_timeout_seconds: u64,
+    pub stall_timeout: Duration,
     pub debug: bool,
     pub output_dir: PathBuf,
     pub format: Format,
@@ -56,8 +62,6 @@ pub struct Config {
     /// A table (and each of its partitions) starts only with this much free space on the
     /// output file system.
     pub min_free_bytes: Option<u64>,
-    /// Memory for one fetch buffer; each worker holds two.
-    pub fetch_buffer_bytes: usize,
     /// The ODBC text buffers' encoding (`fetch_text`).
     pub fetch_text: TextEncoding,
     /// The largest single value copied; a larger one fails its table instead of being cut.
@@ -70,13 +74,15 @@ pub struct Config {
     pub tables: TableFilter,
     pub small_table_threshold: u64,
     pub large_table_threshold: u64,
+    /// Each tier's settings as the run uses them: the `tiers` overrides over the defaults,
+    /// threads capped by `threads`, queues by `max_queue_size`, fetches by `fetch_buffer_bytes`.
     pub tiers: Tiers,
     /// How later runs read only what changed (the `incremental` object).
     pub incremental: IncrementalConfig,
     /// Crashes of the sync process in a row without progress the supervisor restarts it after.
     pub max_crash_restarts: u32,
     /// Wait before the first restart after a crash; doubled per further crash without progress.
-    pub crash_restart_delay_seconds: f64,
+    pub crash_restart_delay: Duration,
     /// Whether the file holds a password, and who can read it.
     pub secret_at_rest: secrets::SecretAtRest,
     /// Problems that do not stop the run (unknown keys, deprecated spellings).
@@ -206,23 +212,55 @@ fn glob_set(key: &str, patterns: &[String]) -> Result<GlobSet, ConfigError> {
         .map_err(|e| ConfigError::Other(format!("config key '{key}': {e}")))
 }
 
+/// How many rows one fetch asks for: the tier's `batch_size`, or fewer when that many rows
+/// would not fit the `fetch_buffer_bytes` budget (the shape of odbc2parquet's
+/// `BatchSizeLimit`, with both limits always set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FetchLimit {
+    #[serde(rename = "batch_size")]
+    pub rows: NonZeroUsize,
+    /// `fetch_buffer_bytes`: at least 64 KiB.
+    #[serde(rename = "fetch_buffer_bytes")]
+    pub bytes: usize,
+}
+
+impl FetchLimit {
+    /// Rows per fetch for rows of `bytes_per_row`. At least one: a row over the budget is
+    /// fetched alone (its long values grow their buffers or are read in pieces).
+    pub fn rows_for(self, bytes_per_row: usize) -> usize {
+        (self.bytes / bytes_per_row.max(1)).clamp(1, self.rows.get())
+    }
+}
+
 /// Processing parameters of one tier (ARCHITECTURE.md, "Tiers").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct TierSettings {
     /// Worker threads, each with its own connection.
-    pub threads: usize,
-    /// Rows per bulk fetch.
-    pub batch_size: usize,
+    pub threads: NonZeroUsize,
+    /// Rows and bytes per bulk fetch.
+    #[serde(flatten)]
+    pub fetch: FetchLimit,
     /// Rows per key-range partition.
-    pub partition_size: u64,
+    pub partition_size: NonZeroU64,
     /// Rows in flight between the workers and the writer.
-    pub queue_size: u64,
+    pub queue_size: NonZeroU64,
     /// Statement timeout.
     pub timeout_seconds: u64,
     /// Rows between two durable checkpoints.
     pub checkpoint_interval: u64,
     /// Where the expected row count of a full load comes from.
     pub row_counts: RowCounts,
+}
+
+impl TierSettings {
+    /// The capacity in chunks of the channel from the workers to the writer. A chunk holds at
+    /// most one fetch (`fetch.rows` rows), so the channel never holds more than `queue_size`
+    /// rows; a queue smaller than one fetch hands each chunk straight to the writer (0: a
+    /// rendezvous channel).
+    pub fn queue_chunks(&self) -> usize {
+        let chunks = self.queue_size.get() / self.fetch.rows.get() as u64;
+        usize::try_from(chunks).unwrap_or(usize::MAX)
+    }
 }
 
 /// Where a table's expected row count (the one its validation record checks) comes from.
@@ -271,96 +309,123 @@ impl Tiers {
     }
 }
 
+/// `fetch_buffer_bytes` when the file does not set it: 2 MiB.
+const DEFAULT_FETCH_BUFFER_BYTES: usize = 2 << 20;
+
 impl Default for Tiers {
     fn default() -> Self {
+        let settings = |threads: usize,
+                        batch_size: usize,
+                        partition_size: u64,
+                        queue_size: u64,
+                        hours: u64,
+                        checkpoint_interval: u64| TierSettings {
+            threads: NonZeroUsize::new(threads).expect("a default is positive"),
+            fetch: FetchLimit {
+                rows: NonZeroUsize::new(batch_size).expect("a default is positive"),
+                bytes: DEFAULT_FETCH_BUFFER_BYTES,
+            },
+            partition_size: NonZeroU64::new(partition_size).expect("a default is positive"),
+            queue_size: NonZeroU64::new(queue_size).expect("a default is positive"),
+            timeout_seconds: hours * 3600,
+            checkpoint_interval,
+            row_counts: RowCounts::Exact,
+        };
         Tiers {
-            small: TierSettings {
-                threads: 4,
-                batch_size: 5_000,
-                partition_size: 50_000,
-                queue_size: 10_000,
-                timeout_seconds: 3 * 3600,
-                checkpoint_interval: 1_000_000,
-                row_counts: RowCounts::Exact,
-            },
-            medium: TierSettings {
-                threads: 2,
-                batch_size: 2_500,
-                partition_size: 25_000,
-                queue_size: 5_000,
-                timeout_seconds: 6 * 3600,
-                checkpoint_interval: 500_000,
-                row_counts: RowCounts::Exact,
-            },
-            large: TierSettings {
-                threads: 1,
-                batch_size: 1_000,
-                partition_size: 5_000,
-                queue_size: 1_000,
-                timeout_seconds: 12 * 3600,
-                checkpoint_interval: 100_000,
-                row_counts: RowCounts::Exact,
-            },
+            small: settings(4, 5_000, 50_000, 10_000, 3, 1_000_000),
+            medium: settings(2, 2_500, 25_000, 5_000, 6, 500_000),
+            large: settings(1, 1_000, 5_000, 1_000, 12, 100_000),
         }
     }
 }
 
-/// Every key this program reads at the top level; anything else draws a warning.
-const KNOWN_KEYS: &[&str] = &[
-    "connection_string",
-    "mssql_driver",
-    "mssql_server",
-    "mssql_cert_server",
-    "mssql_port",
-    "mssql_post",
-    "mssql_database",
-    "mssql_user",
-    "mssql_password",
-    "mssql_encrypt",
-    "mssql_trust_server_certificate",
-    "mssql_trusted_connection",
-    "mssql_application_intent",
-    "mssql_multi_subnet_failover",
-    "cert",
-    "login_timeout_seconds",
-    "threads",
-    "max_queue_size",
-    "max_retries",
-    "retry_sleep_seconds",
-    "isolation",
-    "lock_timeout_seconds",
-    "stall_timeout_seconds",
-    "debug",
-    "output_dir",
-    "format",
-    "compression",
-    "part_file_max_bytes",
-    "min_free_bytes",
-    "fetch_buffer_bytes",
-    "fetch_text",
-    "max_value_bytes",
-    "state_file",
-    "checkpoint_seconds",
-    "include",
-    "exclude",
-    "small_table_threshold",
-    "large_table_threshold",
-    "tiers",
-    "incremental",
-    "max_crash_restarts",
-    "crash_restart_delay_seconds",
-    "refuse_readable_secrets",
-];
+/// The config file as written: every top-level key this program reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawConfig {
+    connection_string: Field<String>,
+    mssql_driver: Field<String>,
+    mssql_server: Field<String>,
+    mssql_cert_server: Field<String>,
+    mssql_port: Field<u64>,
+    /// The specification's misspelling of `mssql_port`, read with a warning.
+    mssql_post: Field<u64>,
+    mssql_database: Field<String>,
+    mssql_user: Field<String>,
+    mssql_password: Field<String>,
+    mssql_encrypt: Field<String>,
+    mssql_trust_server_certificate: Field<bool>,
+    mssql_trusted_connection: Field<bool>,
+    mssql_application_intent: Field<String>,
+    mssql_multi_subnet_failover: Field<bool>,
+    cert: Field<String>,
+    login_timeout_seconds: Field<u64>,
+    threads: Field<u64>,
+    max_queue_size: Field<u64>,
+    max_retries: Field<u64>,
+    retry_sleep_seconds: Field<f64>,
+    isolation: Field<String>,
+    lock_timeout_seconds: Field<f64>,
+    stall_timeout_seconds: Field<u64>,
+    debug: Field<bool>,
+    output_dir: Field<String>,
+    format: Field<String>,
+    compression: Field<String>,
+    part_file_max_bytes: Field<u64>,
+    min_free_bytes: Field<u64>,
+    fetch_buffer_bytes: Field<u64>,
+    fetch_text: Field<String>,
+    max_value_bytes: Field<u64>,
+    state_file: Field<String>,
+    checkpoint_seconds: Field<f64>,
+    include: Field<Vec<String>>,
+    exclude: Field<Vec<String>>,
+    small_table_threshold: Field<u64>,
+    large_table_threshold: Field<u64>,
+    tiers: Field<Section<RawTiers>>,
+    incremental: Field<Section<RawIncremental>>,
+    max_crash_restarts: Field<u64>,
+    crash_restart_delay_seconds: Field<f64>,
+    refuse_readable_secrets: Field<bool>,
+}
 
-const TIER_KEYS: &[&str] = &[
-    "threads",
-    "batch_size",
-    "partition_size",
-    "queue_size",
-    "timeout_seconds",
-    "checkpoint_interval",
-    "row_counts",
-];
+impl Object for RawConfig {
+    const EXPECTED: &'static str = "one JSON object ({ \"key\": value, ... })";
+    const NULL_IS_DEFAULT: bool = false;
+}
+
+/// The `tiers` object: overrides per tier.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawTiers {
+    small: Field<Section<RawTier>>,
+    medium: Field<Section<RawTier>>,
+    large: Field<Section<RawTier>>,
+}
+
+impl Object for RawTiers {
+    const EXPECTED: &'static str = "{\"small\": {\"threads\": 4, \"batch_size\": 5000, ...}, \
+                                    \"medium\": {...}, \"large\": {...}}";
+    const NULL_IS_DEFAULT: bool = false;
+}
+
+/// One tier's overrides; any key left out keeps the tier's default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawTier {
+    threads: Field<u64>,
+    batch_size: Field<u64>,
+    partition_size: Field<u64>,
+    queue_size: Field<u64>,
+    timeout_seconds: Field<u64>,
+    checkpoint_interval: Field<u64>,
+    row_counts: Field<String>,
+}
+
+impl Object for RawTier {
+    const EXPECTED: &'static str = "";
+    const NULL_IS_DEFAULT: bool = false;
+}
 
 impl Config {
     /// Reads and validates a config file. Relative paths in it (`output_dir`) are resolved
@@ -393,48 +458,61 @@ impl Config {
             column: e.column(),
             message: e.to_string(),
         })?;
-        let Value::Object(map) = value else {
-            return Err(ConfigError::Other(format!(
+        let not_an_object = || {
+            ConfigError::Other(format!(
                 "the config file '{}' must hold one JSON object ({{ \"key\": value, ... }})",
                 path.display()
-            )));
+            ))
         };
-        let keys = Keys { map: &map, env };
+        let Value::Object(map) = &value else {
+            return Err(not_an_object());
+        };
+        let Ok(Some(file)) = Section::<RawConfig>::read(&value) else {
+            return Err(not_an_object());
+        };
         let mut warnings = Vec::new();
-
-        let unknown: BTreeSet<&str> = map
-            .keys()
-            .map(String::as_str)
-            // Keys starting with `_` are comments (config.example.json documents itself so).
-            .filter(|k| !k.starts_with('_') && !KNOWN_KEYS.contains(k))
-            .collect();
-        if !unknown.is_empty() {
+        if !file.unknown.is_empty() {
             warnings.push(format!(
                 "unknown config keys ignored: {} (see config.example.json for the keys)",
-                unknown.into_iter().collect::<Vec<_>>().join(", ")
+                file.unknown.join(", ")
             ));
         }
+        let mut raw = file.keys;
+        let ignored: Vec<&str> = map
+            .keys()
+            .map(String::as_str)
+            .filter(|k| k.starts_with("mssql_") || *k == "cert")
+            .collect();
+        let source = settle_source(&mut raw, &ignored, env, &mut warnings)?;
 
-        let source = read_source(&keys, &mut warnings)?;
-
-        let threads = keys.usize("threads")?.unwrap_or(4);
-        if !(1..=64).contains(&threads) {
-            return Err(ConfigError::invalid(
-                "threads",
-                format!("{threads} is out of range"),
-                "the maximum number of database connections, 1 to 64 (default 4)",
-            ));
-        }
-        let max_queue_size = keys.u64("max_queue_size")?;
-        if max_queue_size == Some(0) {
-            return Err(ConfigError::invalid(
-                "max_queue_size",
-                "0 would stop every table",
-                "a positive number of rows",
-            ));
-        }
-        let small_table_threshold = keys.u64("small_table_threshold")?.unwrap_or(1_000_000);
-        let large_table_threshold = keys.u64("large_table_threshold")?.unwrap_or(50_000_000);
+        let threads = raw.threads.get("threads")?.unwrap_or(4);
+        let threads = NonZeroUsize::new(usize::try_from(threads).unwrap_or(0))
+            .filter(|t| t.get() <= 64)
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    "threads",
+                    format!("{threads} is out of range"),
+                    "the maximum number of database connections, 1 to 64 (default 4)",
+                )
+            })?;
+        let max_queue_size = match raw.max_queue_size.get("max_queue_size")? {
+            None => None,
+            Some(rows) => Some(NonZeroU64::new(rows).ok_or_else(|| {
+                ConfigError::invalid(
+                    "max_queue_size",
+                    "0 would stop every table",
+                    "a positive number of rows",
+                )
+            })?),
+        };
+        let small_table_threshold = raw
+            .small_table_threshold
+            .get("small_table_threshold")?
+            .unwrap_or(1_000_000);
+        let large_table_threshold = raw
+            .large_table_threshold
+            .get("large_table_threshold")?
+            .unwrap_or(50_000_000);
         if small_table_threshold > large_table_threshold {
             return Err(ConfigError::invalid(
                 "small_table_threshold",
@@ -444,15 +522,13 @@ impl Config {
                 "small_table_threshold <= large_table_threshold",
             ));
         }
-        let retry_sleep_seconds = keys.f64("retry_sleep_seconds")?.unwrap_or(2.0);
-        if !(0.0..=3600.0).contains(&retry_sleep_seconds) {
-            return Err(ConfigError::invalid(
-                "retry_sleep_seconds",
-                format!("{retry_sleep_seconds} is out of range"),
-                "seconds between 0 and 3600",
-            ));
-        }
-        let format = match keys.string("format")?.as_deref() {
+        let retry_sleep = seconds(
+            raw.retry_sleep_seconds,
+            "retry_sleep_seconds",
+            2.0,
+            "seconds between 0 and 3600",
+        )?;
+        let format = match raw.format.text("format")?.as_deref() {
             None => Format::Csv,
             Some(s) if s.eq_ignore_ascii_case("csv") => Format::Csv,
             Some(s) if s.eq_ignore_ascii_case("ndjson") || s.eq_ignore_ascii_case("jsonl") => {
@@ -466,7 +542,7 @@ impl Config {
                 ));
             }
         };
-        let fetch_text = match keys.string("fetch_text")?.as_deref() {
+        let fetch_text = match raw.fetch_text.text("fetch_text")?.as_deref() {
             None => TextEncoding::PLATFORM_DEFAULT,
             Some(s) if s.eq_ignore_ascii_case("utf8") || s.eq_ignore_ascii_case("utf-8") => {
                 TextEncoding::Utf8
@@ -483,19 +559,13 @@ impl Config {
                 ));
             }
         };
-        let output_dir = match keys.string("output_dir")? {
-            Some(dir) if dir.trim().is_empty() => {
-                return Err(ConfigError::invalid(
-                    "output_dir",
-                    "the folder name is empty",
-                    "a folder path for the output files",
-                ));
-            }
+        let output_dir = match raw.output_dir.text("output_dir")? {
             Some(dir) => base_dir.join(dir),
             None => base_dir.join("ehi-output"),
         };
-        let compression = match keys
-            .string("compression")?
+        let compression = match raw
+            .compression
+            .text("compression")?
             .map(|s| s.to_ascii_lowercase())
             .as_deref()
         {
@@ -510,7 +580,10 @@ impl Config {
                 ));
             }
         };
-        let part_file_max_bytes = keys.u64("part_file_max_bytes")?.unwrap_or(256 << 20);
+        let part_file_max_bytes = raw
+            .part_file_max_bytes
+            .get("part_file_max_bytes")?
+            .unwrap_or(256 << 20);
         if part_file_max_bytes < 1024 {
             return Err(ConfigError::invalid(
                 "part_file_max_bytes",
@@ -518,37 +591,31 @@ impl Config {
                 "at least 1024 bytes (default 268435456, 256 MiB)",
             ));
         }
-        let fetch_buffer_bytes = keys.usize("fetch_buffer_bytes")?.unwrap_or(2 << 20);
-        if fetch_buffer_bytes < 64 * 1024 {
-            return Err(ConfigError::invalid(
-                "fetch_buffer_bytes",
-                format!("{fetch_buffer_bytes} is too small"),
-                "at least 65536 bytes (default 2097152, 2 MiB)",
-            ));
-        }
-        let max_value_bytes = keys.usize("max_value_bytes")?.unwrap_or(2 << 30);
-        if max_value_bytes < 4096 {
-            return Err(ConfigError::invalid(
-                "max_value_bytes",
-                format!("{max_value_bytes} is too small"),
-                "at least 4096 bytes (default 2147483648, 2 GiB)",
-            ));
-        }
-        let state_file = keys.string("state_file")?.map(|f| base_dir.join(f));
-        let checkpoint_every = match keys.f64("checkpoint_seconds")?.unwrap_or(30.0) {
-            0.0 => None,
-            s if (0.001..=86_400.0).contains(&s) => Some(Duration::from_secs_f64(s)),
-            s => {
-                return Err(ConfigError::invalid(
-                    "checkpoint_seconds",
-                    format!("{s} is out of range"),
-                    "seconds between 0.001 and 86400, or 0 to checkpoint only every \
-                     checkpoint_interval rows (default 30)",
-                ));
-            }
-        };
-        let isolation = match keys
-            .string("isolation")?
+        let fetch_buffer_bytes = bytes_at_least(
+            raw.fetch_buffer_bytes,
+            "fetch_buffer_bytes",
+            DEFAULT_FETCH_BUFFER_BYTES,
+            64 * 1024,
+            "at least 65536 bytes (default 2097152, 2 MiB)",
+        )?;
+        let max_value_bytes = bytes_at_least(
+            raw.max_value_bytes,
+            "max_value_bytes",
+            2 << 30,
+            4096,
+            "at least 4096 bytes (default 2147483648, 2 GiB)",
+        )?;
+        let state_file = raw.state_file.text("state_file")?.map(|f| base_dir.join(f));
+        let checkpoint_every = optional_seconds(
+            raw.checkpoint_seconds,
+            "checkpoint_seconds",
+            30.0,
+            "seconds between 0.001 and 86400, or 0 to checkpoint only every \
+             checkpoint_interval rows (default 30)",
+        )?;
+        let isolation = match raw
+            .isolation
+            .text("isolation")?
             .map(|s| s.to_ascii_lowercase())
             .as_deref()
         {
@@ -563,19 +630,17 @@ impl Config {
                 ));
             }
         };
-        let lock_timeout_ms = match keys.f64("lock_timeout_seconds")?.unwrap_or(60.0) {
-            0.0 => None,
-            s if (0.001..=86_400.0).contains(&s) => Some((s * 1000.0).round() as u64),
-            s => {
-                return Err(ConfigError::invalid(
-                    "lock_timeout_seconds",
-                    format!("{s} is out of range"),
-                    "seconds between 0.001 and 86400, or 0 to wait for locks without limit \
-                     (default 60)",
-                ));
-            }
-        };
-        let stall_timeout_seconds = keys.u64("stall_timeout_seconds")?.unwrap_or(900);
+        let lock_timeout = optional_seconds(
+            raw.lock_timeout_seconds,
+            "lock_timeout_seconds",
+            60.0,
+            "seconds between 0.001 and 86400, or 0 to wait for locks without limit \
+             (default 60)",
+        )?;
+        let stall_timeout_seconds = raw
+            .stall_timeout_seconds
+            .get("stall_timeout_seconds")?
+            .unwrap_or(900);
         if stall_timeout_seconds == 0 {
             return Err(ConfigError::invalid(
                 "stall_timeout_seconds",
@@ -583,8 +648,19 @@ impl Config {
                 "seconds without a fetched batch before a statement is cancelled (default 900)",
             ));
         }
-        let tables = TableFilter::new(keys.list("include")?, keys.list("exclude")?)?;
-        let login_timeout_sec = keys.u64("login_timeout_seconds")?.unwrap_or(30);
+        let patterns = "a list of \"schema.table\" patterns such as [\"dbo.*\", \"*.PAT_ENC\"]";
+        let tables = TableFilter::new(
+            raw.include
+                .expecting("include", patterns)?
+                .unwrap_or_default(),
+            raw.exclude
+                .expecting("exclude", patterns)?
+                .unwrap_or_default(),
+        )?;
+        let login_timeout_sec = raw
+            .login_timeout_seconds
+            .get("login_timeout_seconds")?
+            .unwrap_or(30);
         let login_timeout_sec = u32::try_from(login_timeout_sec)
             .ok()
             .filter(|s| *s > 0)
@@ -595,60 +671,53 @@ impl Config {
                     "a positive number of seconds (default 30)",
                 )
             })?;
-
-        let crash_restart_delay_seconds = keys.f64("crash_restart_delay_seconds")?.unwrap_or(5.0);
-        if !(0.0..=3600.0).contains(&crash_restart_delay_seconds) {
-            return Err(ConfigError::invalid(
-                "crash_restart_delay_seconds",
-                format!("{crash_restart_delay_seconds} is out of range"),
-                "seconds between 0 and 3600 (default 5)",
-            ));
-        }
-        let secret_at_rest =
-            secrets::SecretAtRest::of(&map, keys.bool("refuse_readable_secrets")?.unwrap_or(false));
+        let crash_restart_delay = seconds(
+            raw.crash_restart_delay_seconds,
+            "crash_restart_delay_seconds",
+            5.0,
+            "seconds between 0 and 3600 (default 5)",
+        )?;
+        let secret_at_rest = secrets::SecretAtRest::of(
+            map,
+            raw.refuse_readable_secrets
+                .get("refuse_readable_secrets")?
+                .unwrap_or(false),
+        );
+        let caps = Caps {
+            threads,
+            max_queue_size,
+            fetch_buffer_bytes,
+        };
+        let tiers = settle_tiers(raw.tiers.get("tiers")?, caps, &mut warnings)?;
 
         Ok(Config {
             source,
             login_timeout_sec,
-            threads,
-            max_queue_size,
-            max_retries: keys.u32("max_retries")?.unwrap_or(5),
-            retry_sleep_seconds,
+            max_retries: count(raw.max_retries, "max_retries", 5)?,
+            retry_sleep,
             isolation,
-            lock_timeout_ms,
-            stall_timeout_seconds,
-            debug: keys.bool("debug")?.unwrap_or(false),
+            lock_timeout,
+            stall_timeout: Duration::from_secs(stall_timeout_seconds),
+            debug: raw.debug.get("debug")?.unwrap_or(false),
             output_dir,
             format,
             fetch_text,
             compression,
             part_file_max_bytes,
-            min_free_bytes: keys.u64("min_free_bytes")?,
-            fetch_buffer_bytes,
+            min_free_bytes: raw.min_free_bytes.get("min_free_bytes")?,
             max_value_bytes,
             state_file,
             checkpoint_every,
             tables,
             small_table_threshold,
             large_table_threshold,
-            tiers: read_tiers(&map, &mut warnings)?,
-            incremental: read_incremental(map.get("incremental"), &mut warnings)?,
-            max_crash_restarts: keys.u32("max_crash_restarts")?.unwrap_or(5),
-            crash_restart_delay_seconds,
+            tiers,
+            incremental: incremental::settle(raw.incremental.get("incremental")?, &mut warnings)?,
+            max_crash_restarts: count(raw.max_crash_restarts, "max_crash_restarts", 5)?,
+            crash_restart_delay,
             secret_at_rest,
             warnings,
         })
-    }
-
-    /// The settings a tier runs with: its own, with threads capped by `threads` and the queue by
-    /// `max_queue_size`.
-    pub fn tier_settings(&self, tier: Tier) -> TierSettings {
-        let mut settings = *self.tiers.get(tier);
-        settings.threads = settings.threads.min(self.threads);
-        if let Some(cap) = self.max_queue_size {
-            settings.queue_size = settings.queue_size.min(cap);
-        }
-        settings
     }
 
     /// The tier a table of `rows` rows belongs to.
@@ -663,8 +732,94 @@ impl Config {
     }
 }
 
-fn read_source(keys: &Keys, warnings: &mut Vec<String>) -> Result<SourceConfig, ConfigError> {
-    if let Some(raw) = keys.raw_string("connection_string")? {
+/// A number of bytes of at least `min` that fits in memory (`usize`).
+fn bytes_at_least(
+    raw: Field<u64>,
+    key: &str,
+    default: usize,
+    min: usize,
+    expected: &str,
+) -> Result<usize, ConfigError> {
+    let Some(bytes) = raw.get(key)? else {
+        return Ok(default);
+    };
+    match usize::try_from(bytes) {
+        Ok(bytes) if bytes >= min => Ok(bytes),
+        Ok(_) => Err(ConfigError::invalid(
+            key,
+            format!("{bytes} is too small"),
+            expected,
+        )),
+        Err(_) => Err(ConfigError::invalid(
+            key,
+            format!("{bytes} is too large"),
+            expected,
+        )),
+    }
+}
+
+/// A whole number that fits a `u32` (`max_retries`, `max_crash_restarts`).
+fn count(raw: Field<u64>, key: &str, default: u32) -> Result<u32, ConfigError> {
+    let Some(value) = raw.get(key)? else {
+        return Ok(default);
+    };
+    u32::try_from(value)
+        .map_err(|_| ConfigError::invalid(key, format!("{value} is too large"), "a smaller number"))
+}
+
+/// Seconds between 0 and an hour.
+fn seconds(
+    raw: Field<f64>,
+    key: &str,
+    default: f64,
+    expected: &str,
+) -> Result<Duration, ConfigError> {
+    let seconds = raw.get(key)?.unwrap_or(default);
+    if !(0.0..=3600.0).contains(&seconds) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{seconds} is out of range"),
+            expected,
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Seconds between a millisecond and a day, or 0 for none; rounded to whole milliseconds.
+fn optional_seconds(
+    raw: Field<f64>,
+    key: &str,
+    default: f64,
+    expected: &str,
+) -> Result<Option<Duration>, ConfigError> {
+    match raw.get(key)?.unwrap_or(default) {
+        0.0 => Ok(None),
+        s if (0.001..=86_400.0).contains(&s) => {
+            Ok(Some(Duration::from_millis((s * 1000.0).round() as u64)))
+        }
+        s => Err(ConfigError::invalid(
+            key,
+            format!("{s} is out of range"),
+            expected,
+        )),
+    }
+}
+
+/// The run-wide limits every tier's settings are held to.
+#[derive(Clone, Copy)]
+struct Caps {
+    threads: NonZeroUsize,
+    max_queue_size: Option<NonZeroU64>,
+    fetch_buffer_bytes: usize,
+}
+
+fn settle_source(
+    raw: &mut RawConfig,
+    ignored: &[&str],
+    env: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<SourceConfig, ConfigError> {
+    if let Some(raw) = std::mem::take(&mut raw.connection_string).get("connection_string")? {
         if raw.trim().is_empty() {
             return Err(ConfigError::invalid(
                 "connection_string",
@@ -672,13 +827,7 @@ fn read_source(keys: &Keys, warnings: &mut Vec<String>) -> Result<SourceConfig, 
                 "a full ODBC connection string such as \"Driver={PostgreSQL Unicode};Server=...\"",
             ));
         }
-        let (connection_string, secret) = substitute_env("connection_string", &raw, keys.env)?;
-        let ignored: Vec<&str> = keys
-            .map
-            .keys()
-            .map(String::as_str)
-            .filter(|k| k.starts_with("mssql_") || *k == "cert")
-            .collect();
+        let (connection_string, secret) = substitute_env("connection_string", &raw, env)?;
         if !ignored.is_empty() {
             warnings.push(format!(
                 "connection_string is set, so these keys are ignored: {}",
@@ -691,22 +840,24 @@ fn read_source(keys: &Keys, warnings: &mut Vec<String>) -> Result<SourceConfig, 
         });
     }
 
-    let server =
-        keys.string("mssql_server")?.ok_or_else(|| {
-            ConfigError::Missing {
-        key: "mssql_server".into(),
-        hint: "set mssql_server (with mssql_database, mssql_user, mssql_password) for SQL Server, \
-               or connection_string for any other ODBC source"
-            .into(),
-    }
+    let server = take(&mut raw.mssql_server)
+        .text("mssql_server")?
+        .ok_or_else(|| ConfigError::Missing {
+            key: "mssql_server".into(),
+            hint: "set mssql_server (with mssql_database, mssql_user, mssql_password) for SQL \
+                   Server, or connection_string for any other ODBC source"
+                .into(),
         })?;
-    let database = keys
-        .string("mssql_database")?
+    let database = take(&mut raw.mssql_database)
+        .text("mssql_database")?
         .ok_or_else(|| ConfigError::Missing {
             key: "mssql_database".into(),
             hint: "the name of the database to copy, e.g. \"Clarity\"".into(),
         })?;
-    let port = match (keys.u64("mssql_port")?, keys.u64("mssql_post")?) {
+    let port = match (
+        take(&mut raw.mssql_port).get("mssql_port")?,
+        take(&mut raw.mssql_post).get("mssql_post")?,
+    ) {
         (Some(port), _) => Some(("mssql_port", port)),
         (None, Some(port)) => {
             warnings.push(
@@ -723,10 +874,12 @@ fn read_source(keys: &Keys, warnings: &mut Vec<String>) -> Result<SourceConfig, 
             })
         })
         .transpose()?;
-    let trusted_connection = keys.bool("mssql_trusted_connection")?.unwrap_or(false);
-    let user = keys.string("mssql_user")?;
-    let password = match keys.raw_string("mssql_password")? {
-        Some(raw) => Some(substitute_env("mssql_password", &raw, keys.env)?.0),
+    let trusted_connection = take(&mut raw.mssql_trusted_connection)
+        .get("mssql_trusted_connection")?
+        .unwrap_or(false);
+    let user = take(&mut raw.mssql_user).text("mssql_user")?;
+    let password = match take(&mut raw.mssql_password).get("mssql_password")? {
+        Some(raw) => Some(substitute_env("mssql_password", &raw, env)?.0),
         None => None,
     };
     if !trusted_connection && user.is_none() {
@@ -745,7 +898,7 @@ fn read_source(keys: &Keys, warnings: &mut Vec<String>) -> Result<SourceConfig, 
                 .into(),
         });
     }
-    let encrypt = match keys.string("mssql_encrypt")?.as_deref() {
+    let encrypt = match take(&mut raw.mssql_encrypt).text("mssql_encrypt")? {
         None => Encrypt::Yes,
         Some(s) => match s.to_ascii_lowercase().as_str() {
             "yes" | "true" | "mandatory" => Encrypt::Yes,
@@ -760,7 +913,10 @@ fn read_source(keys: &Keys, warnings: &mut Vec<String>) -> Result<SourceConfig, 
             }
         },
     };
-    let read_only_intent = match keys.string("mssql_application_intent")?.as_deref() {
+    let read_only_intent = match take(&mut raw.mssql_application_intent)
+        .text("mssql_application_intent")?
+        .as_deref()
+    {
         None => false,
         Some(s) if s.eq_ignore_ascii_case("readonly") => true,
         Some(s) if s.eq_ignore_ascii_case("readwrite") => false,
@@ -773,8 +929,8 @@ fn read_source(keys: &Keys, warnings: &mut Vec<String>) -> Result<SourceConfig, 
         }
     };
     let config = SqlServerConfig {
-        driver: keys
-            .string("mssql_driver")?
+        driver: take(&mut raw.mssql_driver)
+            .text("mssql_driver")?
             .unwrap_or_else(|| DEFAULT_SQLSERVER_DRIVER.to_owned()),
         server,
         port,
@@ -783,16 +939,22 @@ fn read_source(keys: &Keys, warnings: &mut Vec<String>) -> Result<SourceConfig, 
         password,
         trusted_connection,
         encrypt,
-        trust_server_certificate: keys
-            .bool("mssql_trust_server_certificate")?
+        trust_server_certificate: take(&mut raw.mssql_trust_server_certificate)
+            .get("mssql_trust_server_certificate")?
             .unwrap_or(false),
-        host_name_in_certificate: keys.string("mssql_cert_server")?,
-        server_certificate: keys.string("cert")?.filter(|path| !path.is_empty()),
+        host_name_in_certificate: take(&mut raw.mssql_cert_server).text("mssql_cert_server")?,
+        server_certificate: take(&mut raw.cert).text("cert")?,
         read_only_intent,
-        multi_subnet_failover: keys.bool("mssql_multi_subnet_failover")?.unwrap_or(false),
+        multi_subnet_failover: take(&mut raw.mssql_multi_subnet_failover)
+            .get("mssql_multi_subnet_failover")?
+            .unwrap_or(false),
     };
     check_driver_capabilities(&config, warnings)?;
     Ok(SourceConfig::SqlServer(config))
+}
+
+fn take<T>(field: &mut Field<T>) -> Field<T> {
+    std::mem::take(field)
 }
 
 /// Refuses settings the configured driver would reject or silently not apply ("DSN and
@@ -871,97 +1033,111 @@ fn check_driver_capabilities(
     Ok(())
 }
 
-fn read_tiers(map: &Map<String, Value>, warnings: &mut Vec<String>) -> Result<Tiers, ConfigError> {
+/// The `tiers` overrides over the defaults, held to the run's caps.
+fn settle_tiers(
+    raw: Option<Section<RawTiers>>,
+    caps: Caps,
+    warnings: &mut Vec<String>,
+) -> Result<Tiers, ConfigError> {
     let mut tiers = Tiers::default();
-    let Some(value) = map.get("tiers") else {
-        return Ok(tiers);
-    };
-    let Value::Object(by_tier) = value else {
-        return Err(ConfigError::invalid(
-            "tiers",
-            "it is not an object",
-            "{\"small\": {\"threads\": 4, \"batch_size\": 5000, ...}, \"medium\": {...}, \"large\": {...}}",
-        ));
-    };
-    for (name, overrides) in by_tier.iter().filter(|(name, _)| !name.starts_with('_')) {
-        let Some(tier) = Tier::ALL.into_iter().find(|t| t.name() == name) else {
+    if let Some(section) = raw {
+        if let Some(name) = section.unknown.first() {
             return Err(ConfigError::invalid(
                 format!("tiers.{name}"),
                 "unknown tier",
                 "\"small\", \"medium\" or \"large\"",
             ));
-        };
-        let Value::Object(overrides) = overrides else {
-            return Err(ConfigError::invalid(
-                format!("tiers.{name}"),
-                "it is not an object",
-                format!("{{{}}}", TIER_KEYS.join(", ")),
-            ));
-        };
-        let unknown: Vec<&str> = overrides
-            .keys()
-            .map(String::as_str)
-            .filter(|k| !k.starts_with('_') && !TIER_KEYS.contains(k))
-            .collect();
-        if !unknown.is_empty() {
-            warnings.push(format!(
-                "unknown keys in tiers.{name} ignored: {} (known: {})",
-                unknown.join(", "),
-                TIER_KEYS.join(", ")
-            ));
         }
-        let keys = Keys {
-            map: overrides,
-            env: &|_| None,
-        };
-        let prefix = format!("tiers.{name}");
-        let settings = tiers.get_mut(tier);
-        let positive = |key: &str, value: Option<u64>| -> Result<Option<u64>, ConfigError> {
-            match value {
-                Some(0) => Err(ConfigError::invalid(
-                    format!("{prefix}.{key}"),
-                    "0 is not allowed",
-                    "a positive number",
-                )),
-                other => Ok(other),
-            }
-        };
-        if let Some(v) = positive("threads", keys.u64_at(&prefix, "threads")?)? {
-            settings.threads = usize::try_from(v).unwrap_or(usize::MAX);
-        }
-        if let Some(v) = positive("batch_size", keys.u64_at(&prefix, "batch_size")?)? {
-            settings.batch_size = usize::try_from(v).unwrap_or(usize::MAX).min(1_000_000);
-        }
-        if let Some(v) = positive("partition_size", keys.u64_at(&prefix, "partition_size")?)? {
-            settings.partition_size = v;
-        }
-        if let Some(v) = positive("queue_size", keys.u64_at(&prefix, "queue_size")?)? {
-            settings.queue_size = v;
-        }
-        if let Some(v) = positive("timeout_seconds", keys.u64_at(&prefix, "timeout_seconds")?)? {
-            settings.timeout_seconds = v;
-        }
-        if let Some(v) = positive(
-            "checkpoint_interval",
-            keys.u64_at(&prefix, "checkpoint_interval")?,
-        )? {
-            settings.checkpoint_interval = v;
-        }
-        match keys.string("row_counts")?.as_deref() {
-            None => {}
-            Some("exact") => settings.row_counts = RowCounts::Exact,
-            Some("catalog") => settings.row_counts = RowCounts::Catalog,
-            Some(other) => {
-                return Err(ConfigError::invalid(
-                    format!("{prefix}.row_counts"),
-                    format!("\"{other}\" is not a way to count rows"),
-                    "\"exact\" (COUNT_BIG(*) when the table starts) or \"catalog\" (the catalog's \
-                     estimate, no scan)",
-                ));
+        let RawTiers {
+            small,
+            medium,
+            large,
+        } = section.keys;
+        for (tier, raw) in [
+            (Tier::Small, small),
+            (Tier::Medium, medium),
+            (Tier::Large, large),
+        ] {
+            let prefix = format!("tiers.{tier}");
+            if let Some(section) = raw.get(&prefix)? {
+                section.warn_unknown(&prefix, warnings);
+                override_tier(tiers.get_mut(tier), section.keys, &prefix)?;
             }
         }
     }
+    for tier in Tier::ALL {
+        let settings = tiers.get_mut(tier);
+        settings.threads = settings.threads.min(caps.threads);
+        if let Some(cap) = caps.max_queue_size {
+            settings.queue_size = settings.queue_size.min(cap);
+        }
+        settings.fetch.bytes = caps.fetch_buffer_bytes;
+    }
     Ok(tiers)
+}
+
+fn override_tier(
+    settings: &mut TierSettings,
+    raw: RawTier,
+    prefix: &str,
+) -> Result<(), ConfigError> {
+    let positive = |raw: Field<u64>, key: &str| -> Result<Option<NonZeroU64>, ConfigError> {
+        let key = format!("{prefix}.{key}");
+        match raw.get(&key)? {
+            None => Ok(None),
+            Some(value) => NonZeroU64::new(value)
+                .map(Some)
+                .ok_or_else(|| ConfigError::invalid(key, "0 is not allowed", "a positive number")),
+        }
+    };
+    if let Some(threads) = positive(raw.threads, "threads")? {
+        settings.threads = NonZeroUsize::try_from(threads).map_err(|_| {
+            ConfigError::invalid(
+                format!("{prefix}.threads"),
+                format!("{threads} is out of range"),
+                "a positive number of threads, capped by the top-level threads",
+            )
+        })?;
+    }
+    if let Some(rows) = positive(raw.batch_size, "batch_size")? {
+        settings.fetch.rows = NonZeroUsize::try_from(rows)
+            .ok()
+            .filter(|rows| rows.get() <= MAX_BATCH_SIZE)
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("{prefix}.batch_size"),
+                    format!("{rows} is out of range"),
+                    format!("rows per fetch, 1 to {MAX_BATCH_SIZE}"),
+                )
+            })?;
+    }
+    if let Some(rows) = positive(raw.partition_size, "partition_size")? {
+        settings.partition_size = rows;
+    }
+    if let Some(rows) = positive(raw.queue_size, "queue_size")? {
+        settings.queue_size = rows;
+    }
+    if let Some(seconds) = positive(raw.timeout_seconds, "timeout_seconds")? {
+        settings.timeout_seconds = seconds.get();
+    }
+    if let Some(rows) = positive(raw.checkpoint_interval, "checkpoint_interval")? {
+        settings.checkpoint_interval = rows.get();
+    }
+    let key = format!("{prefix}.row_counts");
+    match raw.row_counts.text(&key)?.as_deref() {
+        None => {}
+        Some("exact") => settings.row_counts = RowCounts::Exact,
+        Some("catalog") => settings.row_counts = RowCounts::Catalog,
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                key,
+                format!("\"{other}\" is not a way to count rows"),
+                "\"exact\" (COUNT_BIG(*) when the table starts) or \"catalog\" (the catalog's \
+                 estimate, no scan)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Replaces every `${env:NAME}` in `value` with the variable's value. Returns the result and the
@@ -1007,163 +1183,6 @@ fn substitute_env(
     }
     out.push_str(rest);
     Ok((out, secret))
-}
-
-/// Lenient, key-naming readers over one JSON object.
-pub(crate) struct Keys<'a> {
-    pub(crate) map: &'a Map<String, Value>,
-    pub(crate) env: &'a dyn Fn(&str) -> Option<String>,
-}
-
-impl Keys<'_> {
-    /// A string value, or a number/boolean rendered as text. `null` counts as absent.
-    fn raw_string(&self, key: &str) -> Result<Option<String>, ConfigError> {
-        match self.map.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(Value::Bool(b)) => Ok(Some(b.to_string())),
-            Some(_) => Err(ConfigError::invalid(
-                key,
-                "it is a list or an object",
-                "a string",
-            )),
-        }
-    }
-
-    /// Like `raw_string`, trimmed, with empty strings treated as absent (the specification's
-    /// configs leave unused keys as "").
-    pub(crate) fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
-        Ok(self
-            .raw_string(key)?
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty()))
-    }
-
-    fn u64(&self, key: &str) -> Result<Option<u64>, ConfigError> {
-        self.u64_named(key, key)
-    }
-
-    pub(crate) fn u64_at(&self, prefix: &str, key: &str) -> Result<Option<u64>, ConfigError> {
-        self.u64_named(key, &format!("{prefix}.{key}"))
-    }
-
-    fn u64_named(&self, key: &str, shown: &str) -> Result<Option<u64>, ConfigError> {
-        let expected = "a whole number such as 4 or \"4\"";
-        match self.map.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
-                ConfigError::invalid(shown, format!("{n} is not a whole number >= 0"), expected)
-            }),
-            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-            Some(Value::String(s)) => {
-                let digits: String = s.trim().chars().filter(|c| *c != '_').collect();
-                digits.parse::<u64>().map(Some).map_err(|_| {
-                    ConfigError::invalid(shown, format!("\"{s}\" is not a whole number"), expected)
-                })
-            }
-            Some(other) => Err(ConfigError::invalid(
-                shown,
-                format!("{} is not a number", kind(other)),
-                expected,
-            )),
-        }
-    }
-
-    fn u32(&self, key: &str) -> Result<Option<u32>, ConfigError> {
-        self.u64(key)?
-            .map(|v| {
-                u32::try_from(v).map_err(|_| {
-                    ConfigError::invalid(key, format!("{v} is too large"), "a smaller number")
-                })
-            })
-            .transpose()
-    }
-
-    fn usize(&self, key: &str) -> Result<Option<usize>, ConfigError> {
-        Ok(self
-            .u64(key)?
-            .map(|v| usize::try_from(v).unwrap_or(usize::MAX)))
-    }
-
-    fn f64(&self, key: &str) -> Result<Option<f64>, ConfigError> {
-        let expected = "a number of seconds such as 2 or \"0.5\"";
-        match self.map.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => Ok(n.as_f64()),
-            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-            Some(Value::String(s)) => s
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .map(Some)
-                .ok_or_else(|| {
-                    ConfigError::invalid(key, format!("\"{s}\" is not a number"), expected)
-                }),
-            Some(other) => Err(ConfigError::invalid(
-                key,
-                format!("{} is not a number", kind(other)),
-                expected,
-            )),
-        }
-    }
-
-    pub(crate) fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
-        let expected = "true or false (also \"true\", \"false\", \"yes\", \"no\", \"1\", \"0\")";
-        match self.map.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(Some(false)),
-            Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(Some(true)),
-            Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
-                "" => Ok(None),
-                "true" | "yes" | "1" | "on" => Ok(Some(true)),
-                "false" | "no" | "0" | "off" => Ok(Some(false)),
-                _ => Err(ConfigError::invalid(
-                    key,
-                    format!("\"{s}\" is not a boolean"),
-                    expected,
-                )),
-            },
-            Some(other) => Err(ConfigError::invalid(
-                key,
-                format!("{} is not a boolean", kind(other)),
-                expected,
-            )),
-        }
-    }
-
-    /// A list of strings; a single string counts as a one-element list, a comma-separated
-    /// string as several (the specification's configs hold lists as strings).
-    fn list(&self, key: &str) -> Result<Vec<String>, ConfigError> {
-        let expected = "a list of \"schema.table\" patterns such as [\"dbo.*\", \"*.PAT_ENC\"]";
-        match self.map.get(key) {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::String(s)) => Ok(s
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned)
-                .collect()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|item| match item {
-                    Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
-                    other => Err(ConfigError::invalid(
-                        key,
-                        format!("the list holds {}", kind(other)),
-                        expected,
-                    )),
-                })
-                .collect(),
-            Some(other) => Err(ConfigError::invalid(
-                key,
-                format!("{} is not a list", kind(other)),
-                expected,
-            )),
-        }
-    }
 }
 
 pub(crate) fn kind(value: &Value) -> &'static str {
@@ -1217,10 +1236,10 @@ mod tests {
         assert_eq!(sql.password.as_deref(), Some("s3cret"));
         assert_eq!(sql.encrypt, Encrypt::Yes);
         assert_eq!(sql.driver, DEFAULT_SQLSERVER_DRIVER);
-        assert_eq!(config.threads, 4);
-        assert_eq!(config.max_queue_size, Some(10_000));
+        assert_eq!(config.tiers.small.threads.get(), 4);
+        assert_eq!(config.tiers.small.queue_size.get(), 10_000);
         assert_eq!(config.max_retries, 5);
-        assert_eq!(config.retry_sleep_seconds, 10.0);
+        assert_eq!(config.retry_sleep, Duration::from_secs(10));
         assert!(!config.debug);
         assert_eq!(config.format, Format::Csv);
         assert_eq!(config.output_dir, Path::new("/base/ehi-output"));
@@ -1233,7 +1252,7 @@ mod tests {
             r#"{"connection_string": "DSN=x", "threads": 2, "debug": true, "max_retries": 0}"#,
         )
         .unwrap();
-        assert_eq!(config.threads, 2);
+        assert_eq!(config.tiers.small.threads.get(), 2, "capped by threads");
         assert!(config.debug);
         assert_eq!(config.max_retries, 0);
     }
@@ -1257,21 +1276,35 @@ mod tests {
         assert!(config.warnings.is_empty(), "{:?}", config.warnings);
         assert_eq!(config.tiers, Tiers::default());
         let json: serde_json::Value = serde_json::from_str(text).unwrap();
-        for key in KNOWN_KEYS.iter().filter(|k| **k != "mssql_post") {
+        let declared = lenient::declared_keys::<RawConfig>();
+        assert!(declared.contains(&"threads") && declared.contains(&"incremental"));
+        for key in declared.iter().filter(|k| **k != "mssql_post") {
             assert!(
                 json.get(format!("_{key}")).is_some(),
                 "config.example.json does not document '{key}'"
             );
         }
-        use super::incremental::{INCREMENTAL_KEYS, TABLE_KEYS};
+        for tier in lenient::declared_keys::<RawTiers>() {
+            assert!(
+                json["tiers"].get(tier).is_some(),
+                "config.example.json does not show tiers.{tier}"
+            );
+        }
+        let tier_help = json["tiers"]["_about"].as_str().unwrap_or_default();
+        for key in lenient::declared_keys::<RawTier>() {
+            assert!(
+                tier_help.contains(&format!("{key}:")),
+                "config.example.json does not document 'tiers.<tier>.{key}'"
+            );
+        }
         let incremental = &json["incremental"];
-        for key in INCREMENTAL_KEYS {
+        for key in lenient::declared_keys::<RawIncremental>() {
             assert!(
                 incremental.get(format!("_{key}")).is_some(),
                 "config.example.json does not document 'incremental.{key}'"
             );
         }
-        for key in TABLE_KEYS {
+        for key in lenient::declared_keys::<incremental::RawTableOverride>() {
             assert!(
                 incremental["tables"].get(format!("_{key}")).is_some(),
                 "config.example.json does not document 'incremental.tables.<schema.table>.{key}'"
@@ -1482,14 +1515,14 @@ mod tests {
                 "tiers": {"small": {"threads": "8", "batch_size": 100}, "large": {"timeout_seconds": 60}}}"#,
         )
         .unwrap();
-        let small = config.tier_settings(Tier::Small);
-        assert_eq!(small.threads, 3, "capped by threads");
-        assert_eq!(small.batch_size, 100);
-        assert_eq!(small.queue_size, 2000, "capped by max_queue_size");
-        assert_eq!(config.tier_settings(Tier::Large).timeout_seconds, 60);
-        assert_eq!(config.tier_settings(Tier::Medium), {
+        let small = config.tiers.small;
+        assert_eq!(small.threads.get(), 3, "capped by threads");
+        assert_eq!(small.fetch.rows.get(), 100);
+        assert_eq!(small.queue_size.get(), 2000, "capped by max_queue_size");
+        assert_eq!(config.tiers.large.timeout_seconds, 60);
+        assert_eq!(config.tiers.medium, {
             let mut m = Tiers::default().medium;
-            m.queue_size = 2000;
+            m.queue_size = NonZeroU64::new(2000).unwrap();
             m
         });
         assert_eq!(small.row_counts, RowCounts::Exact);
@@ -1497,14 +1530,8 @@ mod tests {
             r#"{"connection_string": "DSN=x", "tiers": {"large": {"row_counts": "catalog"}}}"#,
         )
         .unwrap();
-        assert_eq!(
-            catalog.tier_settings(Tier::Large).row_counts,
-            RowCounts::Catalog
-        );
-        assert_eq!(
-            catalog.tier_settings(Tier::Medium).row_counts,
-            RowCounts::Exact
-        );
+        assert_eq!(catalog.tiers.large.row_counts, RowCounts::Catalog);
+        assert_eq!(catalog.tiers.medium.row_counts, RowCounts::Exact);
         let err = parse(
             r#"{"connection_string": "DSN=x", "tiers": {"large": {"row_counts": "estimate"}}}"#,
         )
@@ -1517,6 +1544,89 @@ mod tests {
         let err = parse(r#"{"connection_string": "DSN=x", "tiers": {"small": {"batch_size": 0}}}"#)
             .unwrap_err();
         assert!(err.to_string().contains("tiers.small.batch_size"));
+    }
+
+    #[test]
+    fn batch_size_out_of_range_is_an_error_not_a_clamp() {
+        let batch = |rows: &str| {
+            parse(&format!(
+                r#"{{"connection_string": "DSN=x", "tiers": {{"medium": {{"batch_size": {rows}}}}}}}"#
+            ))
+        };
+        assert_eq!(
+            batch("1000000").unwrap().tiers.medium.fetch.rows.get(),
+            MAX_BATCH_SIZE
+        );
+        let err = batch("\"1000001\"").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "config key 'tiers.medium.batch_size': 1000001 is out of range; expected rows per \
+             fetch, 1 to 1000000"
+        );
+    }
+
+    #[test]
+    fn fetch_limit_holds_rows_and_bytes_together() {
+        let config = parse(
+            r#"{"connection_string": "DSN=x", "fetch_buffer_bytes": "65536",
+                "tiers": {"small": {"batch_size": 1000}}}"#,
+        )
+        .unwrap();
+        let limit = config.tiers.small.fetch;
+        assert_eq!((limit.rows.get(), limit.bytes), (1000, 65536));
+        assert_eq!(config.tiers.large.fetch.bytes, 65536, "every tier's");
+        assert_eq!(limit.rows_for(8), 1000, "the rows limit");
+        assert_eq!(limit.rows_for(256), 256, "the bytes limit");
+        assert_eq!(limit.rows_for(1 << 20), 1, "a row over the budget alone");
+        let err = parse(r#"{"connection_string": "DSN=x", "fetch_buffer_bytes": 1024}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config key 'fetch_buffer_bytes': 1024 is too small"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_queue_holds_at_most_queue_size_rows() {
+        let settings = |queue: u64, batch: u64| {
+            let json = format!(
+                r#"{{"connection_string": "DSN=x",
+                    "tiers": {{"small": {{"queue_size": {queue}, "batch_size": {batch}}}}}}}"#
+            );
+            parse(&json).unwrap().tiers.small
+        };
+        assert_eq!(settings(10_000, 5_000).queue_chunks(), 2);
+        assert_eq!(settings(10_000, 3_000).queue_chunks(), 3);
+        assert_eq!(
+            settings(2_000, 2_500).queue_chunks(),
+            0,
+            "a fetch larger than the queue goes straight to the writer"
+        );
+    }
+
+    #[test]
+    fn lock_timeout_is_settled_in_seconds_to_whole_milliseconds() {
+        let timeout = |extra: &str| {
+            parse(&format!(r#"{{"connection_string": "DSN=x"{extra}}}"#))
+                .unwrap()
+                .lock_timeout
+        };
+        assert_eq!(timeout(""), Some(Duration::from_secs(60)));
+        assert_eq!(
+            timeout(r#", "lock_timeout_seconds": "2.5""#),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(
+            timeout(r#", "lock_timeout_seconds": 0.0015"#),
+            Some(Duration::from_millis(2)),
+            "rounded to whole milliseconds"
+        );
+        assert_eq!(
+            timeout(r#", "lock_timeout_seconds": 0"#),
+            None,
+            "0 waits for ever"
+        );
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub fn run(config: &Config) -> Result<i32> {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let state_path = extract::state_path(config);
     let relay = Relay::install()?;
-    let base_delay = Duration::from_secs_f64(config.crash_restart_delay_seconds);
+    let base_delay = config.crash_restart_delay;
     let mut crashes_without_progress = 0u32;
     let mut first = true;
     loop {

@@ -8,9 +8,10 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::{Keys, kind};
+use super::kind;
+use super::lenient::{Field, Lenient, Object, Section};
 use crate::error::ConfigError;
 
 /// How deleted rows are found on a table read incrementally.
@@ -79,24 +80,6 @@ pub const DEFAULT_LOOKBACK_MINUTES: u32 = 15;
 /// The largest `lookback_minutes`: a week.
 pub const MAX_LOOKBACK_MINUTES: u32 = 7 * 24 * 60;
 
-/// Every key read inside `incremental`; anything else draws a warning.
-pub(crate) const INCREMENTAL_KEYS: &[&str] = &[
-    "cursor_columns",
-    "lookback_minutes",
-    "detect_deletes",
-    "full_reload",
-    "change_columns",
-    "tables",
-];
-
-/// Every key read inside one `incremental.tables` entry.
-pub(crate) const TABLE_KEYS: &[&str] = &[
-    "cursor_column",
-    "lookback_minutes",
-    "detect_deletes",
-    "full_reload",
-];
-
 impl Default for IncrementalConfig {
     fn default() -> Self {
         IncrementalConfig {
@@ -155,69 +138,104 @@ fn fold(name: &str) -> String {
     name.to_lowercase()
 }
 
-/// Reads the top-level `incremental` value (`None` or `null`: every default).
-pub(crate) fn read_incremental(
-    value: Option<&Value>,
+/// The `incremental` object as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawIncremental {
+    cursor_columns: Field<Vec<String>>,
+    lookback_minutes: Field<u64>,
+    detect_deletes: Field<String>,
+    full_reload: Field<bool>,
+    change_columns: Field<bool>,
+    tables: Field<RawTables>,
+}
+
+impl Object for RawIncremental {
+    const EXPECTED: &'static str = "{\"cursor_columns\": [\"_LastUpdatedInstant\", ...], \
+        \"lookback_minutes\": 15, \"detect_deletes\": \"none\", \"full_reload\": true, \
+        \"change_columns\": true, \"tables\": {...}}";
+    const NULL_IS_DEFAULT: bool = true;
+}
+
+/// One entry of `incremental.tables` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawTableOverride {
+    cursor_column: Field<String>,
+    lookback_minutes: Field<u64>,
+    detect_deletes: Field<String>,
+    full_reload: Field<bool>,
+}
+
+impl Object for RawTableOverride {
+    const EXPECTED: &'static str = "";
+    const NULL_IS_DEFAULT: bool = false;
+}
+
+/// `incremental.tables`: overrides keyed by `schema.table`, in key order.
+#[derive(Debug)]
+struct RawTables(BTreeMap<String, Field<Section<RawTableOverride>>>);
+
+impl Lenient for RawTables {
+    fn expected() -> String {
+        "{\"schema.table\": {\"cursor_column\": \"UPDATE_DATE\", ...}, ...}".into()
+    }
+
+    fn read(value: &Value) -> Result<Option<Self>, String> {
+        match value {
+            Value::Null => Ok(None),
+            Value::Object(_) => BTreeMap::deserialize(value)
+                .map(|tables| Some(RawTables(tables)))
+                .map_err(|e| e.to_string()),
+            other => Err(format!("{} is not an object", kind(other))),
+        }
+    }
+}
+
+/// Settles the top-level `incremental` object (`None`: every default).
+pub(super) fn settle(
+    raw: Option<Section<RawIncremental>>,
     warnings: &mut Vec<String>,
 ) -> Result<IncrementalConfig, ConfigError> {
     let mut config = IncrementalConfig::default();
-    let map = match value {
-        None | Some(Value::Null) => return Ok(config),
-        Some(Value::Object(map)) => map,
-        Some(other) => {
-            return Err(ConfigError::invalid(
-                "incremental",
-                format!("{} is not an object", kind(other)),
-                "{\"cursor_columns\": [\"_LastUpdatedInstant\", ...], \"lookback_minutes\": 15, \
-                 \"detect_deletes\": \"none\", \"full_reload\": true, \"change_columns\": true, \
-                 \"tables\": {...}}",
-            ));
-        }
+    let Some(section) = raw else {
+        return Ok(config);
     };
     const PREFIX: &str = "incremental";
-    warn_unknown(map, PREFIX, INCREMENTAL_KEYS, warnings);
-    let keys = Keys {
-        map,
-        env: &|_| None,
-    };
-    if let Some(columns) = read_cursor_columns(map.get("cursor_columns"))? {
+    section.warn_unknown(PREFIX, warnings);
+    let raw = section.keys;
+    if let Some(columns) = raw.cursor_columns.expecting(
+        "incremental.cursor_columns",
+        "a list of column names such as [\"_LastUpdatedInstant\", \"UPDATE_DATE\"]",
+    )? {
         config.cursor_columns = columns;
     }
-    if let Some(minutes) = read_lookback(&keys, PREFIX)? {
+    if let Some(minutes) = lookback(raw.lookback_minutes, PREFIX)? {
         config.lookback_minutes = minutes;
     }
-    if let Some(detect) = read_detect_deletes(&keys, PREFIX)? {
+    if let Some(detect) = detect_deletes(raw.detect_deletes, PREFIX)? {
         config.detect_deletes = detect;
     }
-    if let Some(full) = keys.bool("full_reload").map_err(at(PREFIX))? {
+    if let Some(full) = raw.full_reload.get("incremental.full_reload")? {
         config.full_reload = full;
     }
-    if let Some(change) = keys.bool("change_columns").map_err(at(PREFIX))? {
+    if let Some(change) = raw.change_columns.get("incremental.change_columns")? {
         config.change_columns = change;
     }
-    config.tables = read_tables(map.get("tables"), warnings)?;
+    if let Some(tables) = raw.tables.get("incremental.tables")? {
+        config.tables = table_overrides(tables, warnings)?;
+    }
     Ok(config)
 }
 
-fn read_tables(
-    value: Option<&Value>,
+fn table_overrides(
+    tables: RawTables,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<TableOverride>, ConfigError> {
-    let by_table = match value {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Object(map)) => map,
-        Some(other) => {
-            return Err(ConfigError::invalid(
-                "incremental.tables",
-                format!("{} is not an object", kind(other)),
-                "{\"schema.table\": {\"cursor_column\": \"UPDATE_DATE\", ...}, ...}",
-            ));
-        }
-    };
     // Folded name -> the key first seen, to reject keys that differ only in case.
-    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
-    let mut tables = Vec::new();
-    for (table, settings) in by_table.iter().filter(|(k, _)| !k.starts_with('_')) {
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut overrides = Vec::new();
+    for (table, settings) in tables.0.into_iter().filter(|(k, _)| !k.starts_with('_')) {
         let prefix = format!("incremental.tables.{table}");
         let valid = table
             .split_once('.')
@@ -229,72 +247,32 @@ fn read_tables(
                 "a \"schema.table\" name such as \"dbo.PATIENT\"",
             ));
         }
-        if let Some(first) = seen.insert(fold(table), table) {
+        if let Some(first) = seen.insert(fold(&table), table.clone()) {
             return Err(ConfigError::invalid(
                 prefix,
                 format!("names the same table as '{first}' (names are compared ignoring case)"),
                 "one entry per table",
             ));
         }
-        let Value::Object(map) = settings else {
-            return Err(ConfigError::invalid(
-                prefix,
-                format!("{} is not an object", kind(settings)),
-                format!("{{{}}}", TABLE_KEYS.join(", ")),
-            ));
+        let Some(section) = settings.get(&prefix)? else {
+            continue;
         };
-        warn_unknown(map, &prefix, TABLE_KEYS, warnings);
-        let keys = Keys {
-            map,
-            env: &|_| None,
-        };
-        tables.push(TableOverride {
-            table: table.clone(),
-            cursor_column: keys.string("cursor_column").map_err(at(&prefix))?,
-            lookback_minutes: read_lookback(&keys, &prefix)?,
-            detect_deletes: read_detect_deletes(&keys, &prefix)?,
-            full_reload: keys.bool("full_reload").map_err(at(&prefix))?,
+        section.warn_unknown(&prefix, warnings);
+        let raw = section.keys;
+        overrides.push(TableOverride {
+            cursor_column: raw.cursor_column.text(&format!("{prefix}.cursor_column"))?,
+            lookback_minutes: lookback(raw.lookback_minutes, &prefix)?,
+            detect_deletes: detect_deletes(raw.detect_deletes, &prefix)?,
+            full_reload: raw.full_reload.get(&format!("{prefix}.full_reload"))?,
+            table,
         });
     }
-    Ok(tables)
+    Ok(overrides)
 }
 
-/// `cursor_columns`: a list of column names; a single string is a one-element list, a
-/// comma-separated string several (as for `include`).
-fn read_cursor_columns(value: Option<&Value>) -> Result<Option<Vec<String>>, ConfigError> {
-    const KEY: &str = "incremental.cursor_columns";
-    let expected = "a list of column names such as [\"_LastUpdatedInstant\", \"UPDATE_DATE\"]";
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(
-            s.split(',')
-                .map(str::trim)
-                .filter(|c| !c.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        )),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| match item {
-                Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
-                other => Err(ConfigError::invalid(
-                    KEY,
-                    format!("the list holds {}", kind(other)),
-                    expected,
-                )),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(other) => Err(ConfigError::invalid(
-            KEY,
-            format!("{} is not a list", kind(other)),
-            expected,
-        )),
-    }
-}
-
-fn read_lookback(keys: &Keys, prefix: &str) -> Result<Option<u32>, ConfigError> {
-    let Some(minutes) = keys.u64_at(prefix, "lookback_minutes")? else {
+fn lookback(raw: Field<u64>, prefix: &str) -> Result<Option<u32>, ConfigError> {
+    let key = format!("{prefix}.lookback_minutes");
+    let Some(minutes) = raw.get(&key)? else {
         return Ok(None);
     };
     u32::try_from(minutes)
@@ -303,7 +281,7 @@ fn read_lookback(keys: &Keys, prefix: &str) -> Result<Option<u32>, ConfigError> 
         .map(Some)
         .ok_or_else(|| {
             ConfigError::invalid(
-                format!("{prefix}.lookback_minutes"),
+                key,
                 format!("{minutes} is out of range"),
                 format!(
                     "minutes between 0 and {MAX_LOOKBACK_MINUTES} (a week; default \
@@ -313,55 +291,19 @@ fn read_lookback(keys: &Keys, prefix: &str) -> Result<Option<u32>, ConfigError> 
         })
 }
 
-fn read_detect_deletes(keys: &Keys, prefix: &str) -> Result<Option<DetectDeletes>, ConfigError> {
-    let Some(value) = keys.string("detect_deletes").map_err(at(prefix))? else {
+fn detect_deletes(raw: Field<String>, prefix: &str) -> Result<Option<DetectDeletes>, ConfigError> {
+    let key = format!("{prefix}.detect_deletes");
+    let Some(value) = raw.text(&key)? else {
         return Ok(None);
     };
     match value.to_ascii_lowercase().as_str() {
         "none" => Ok(Some(DetectDeletes::None)),
         "key_scan" => Ok(Some(DetectDeletes::KeyScan)),
         _ => Err(ConfigError::invalid(
-            format!("{prefix}.detect_deletes"),
+            key,
             format!("unknown value '{value}'"),
             "\"none\" (default) or \"key_scan\"",
         )),
-    }
-}
-
-/// Warns about the keys of `map` outside `known`, named by their full path.
-fn warn_unknown(
-    map: &Map<String, Value>,
-    prefix: &str,
-    known: &[&str],
-    warnings: &mut Vec<String>,
-) {
-    let unknown: Vec<String> = map
-        .keys()
-        .filter(|k| !k.starts_with('_') && !known.contains(&k.as_str()))
-        .map(|k| format!("{prefix}.{k}"))
-        .collect();
-    if !unknown.is_empty() {
-        warnings.push(format!(
-            "unknown config keys ignored: {} (known in {prefix}: {})",
-            unknown.join(", "),
-            known.join(", ")
-        ));
-    }
-}
-
-/// Puts `prefix.` before the key an error from [`Keys`] names (its readers know only the key).
-fn at(prefix: &str) -> impl Fn(ConfigError) -> ConfigError + '_ {
-    move |error| match error {
-        ConfigError::Invalid {
-            key,
-            problem,
-            expected,
-        } => ConfigError::Invalid {
-            key: format!("{prefix}.{key}"),
-            problem,
-            expected,
-        },
-        other => other,
     }
 }
 
@@ -369,6 +311,18 @@ fn at(prefix: &str) -> impl Fn(ConfigError) -> ConfigError + '_ {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Settles `value` as the file's `incremental` value (`None`: the key left out).
+    fn read_incremental(
+        value: Option<&Value>,
+        warnings: &mut Vec<String>,
+    ) -> Result<IncrementalConfig, ConfigError> {
+        let raw = match value {
+            None => Field::default(),
+            Some(value) => Field::<Section<RawIncremental>>::deserialize(value).unwrap(),
+        };
+        settle(raw.get("incremental")?, warnings)
+    }
 
     fn read(value: Value) -> Result<(IncrementalConfig, Vec<String>), ConfigError> {
         let mut warnings = Vec::new();

@@ -10,7 +10,7 @@
 
 use odbc_api::buffers::{BufferDesc, ColumnarDynBuffer};
 
-use crate::config::{Config, TextEncoding};
+use crate::config::{Config, FetchLimit, TextEncoding};
 use crate::model::Cell;
 use crate::model::Dialect;
 use crate::model::KeyValue;
@@ -28,11 +28,9 @@ pub const BULK_VALUE_MAX_BYTES: usize = 64 * 1024;
 /// Declared lengths up to this many characters get a buffer that always fits.
 const FULL_WIDTH_MAX_CHARS: usize = 1024;
 
-/// How fetch buffers are sized and typed for a run.
+/// How fetch buffers are typed for a run (their size is the tier's [`FetchLimit`]).
 #[derive(Debug, Clone, Copy)]
 pub struct BufferPolicy {
-    /// Memory for one fetch buffer.
-    pub budget_bytes: usize,
     /// The largest value copied at all (read in pieces): a larger one fails its table.
     pub max_value_bytes: usize,
     /// Fetch floats as text, for drivers whose wire format is text (psqlODBC): the server's
@@ -54,7 +52,6 @@ impl BufferPolicy {
     /// The buffers of a run of `config` against `dialect`.
     pub fn for_run(config: &Config, dialect: Dialect) -> BufferPolicy {
         BufferPolicy {
-            budget_bytes: config.fetch_buffer_bytes,
             max_value_bytes: config.max_value_bytes,
             // psqlODBC receives every value as text; binary wire formats keep typed buffers.
             floats_as_text: dialect == Dialect::Postgres,
@@ -72,7 +69,7 @@ pub struct FetchLayout {
     keys: Vec<bool>,
     /// Capacity per value: bytes (narrow text, binary) or UTF-16 units (wide text).
     capacities: Vec<usize>,
-    batch_size: usize,
+    limit: FetchLimit,
     policy: BufferPolicy,
 }
 
@@ -86,7 +83,7 @@ impl FetchLayout {
     pub fn new(
         columns: &[Column],
         kinds: &[ValueKind],
-        batch_size: usize,
+        limit: FetchLimit,
         policy: BufferPolicy,
     ) -> FetchLayout {
         let capacities = columns
@@ -98,15 +95,15 @@ impl FetchLayout {
             kinds: kinds.to_vec(),
             keys: columns.iter().map(|c| c.key_position.is_some()).collect(),
             capacities,
-            batch_size: batch_size.max(1),
+            limit,
             policy,
         }
     }
 
     /// Rows per fetch: the tier's batch size, or fewer when wide rows would exceed the budget.
     pub fn rows_per_fetch(&self) -> usize {
-        let per_row: usize = self.descs().map(|d| d.bytes_per_row()).sum();
-        (self.policy.budget_bytes / per_row.max(1)).clamp(1, self.batch_size)
+        self.limit
+            .rows_for(self.descs().map(|d| d.bytes_per_row()).sum())
     }
 
     pub fn descs(&self) -> impl Iterator<Item = BufferDesc> + '_ {
@@ -381,9 +378,15 @@ mod tests {
         }
     }
 
-    fn policy(budget_bytes: usize, max_value_bytes: usize) -> BufferPolicy {
+    fn limit(rows: usize, bytes: usize) -> FetchLimit {
+        FetchLimit {
+            rows: rows.try_into().unwrap(),
+            bytes,
+        }
+    }
+
+    fn policy(max_value_bytes: usize) -> BufferPolicy {
         BufferPolicy {
-            budget_bytes,
             max_value_bytes,
             floats_as_text: false,
             wide_text: false,
@@ -478,14 +481,14 @@ mod tests {
     fn floats_as_text_for_text_protocol_drivers_and_integers_always_binary() {
         let columns = vec![column("bigint", None), column("double", None)];
         let kinds = [ValueKind::Integer, ValueKind::Float];
-        let typed = FetchLayout::new(&columns, &kinds, 10, policy(1 << 20, 1 << 20));
+        let typed = FetchLayout::new(&columns, &kinds, limit(10, 1 << 20), policy(1 << 20));
         assert!(matches!(
             typed.descs().collect::<Vec<_>>()[..],
             [BufferDesc::I64 { .. }, BufferDesc::F64 { .. }]
         ));
-        let mut as_text = policy(1 << 20, 1 << 20);
+        let mut as_text = policy(1 << 20);
         as_text.floats_as_text = true;
-        let text = FetchLayout::new(&columns, &kinds, 10, as_text);
+        let text = FetchLayout::new(&columns, &kinds, limit(10, 1 << 20), as_text);
         assert!(matches!(
             text.descs().collect::<Vec<_>>()[..],
             [
@@ -499,10 +502,10 @@ mod tests {
     fn budget_limits_rows_per_fetch() {
         let columns = vec![column("bigint", None), column("varchar", Some(100))];
         let kinds = [ValueKind::Integer, ValueKind::Text];
-        let layout = FetchLayout::new(&columns, &kinds, 5000, policy(1 << 20, 1 << 30));
+        let layout = FetchLayout::new(&columns, &kinds, limit(5000, 1 << 20), policy(1 << 30));
         let per_row: usize = layout.descs().map(|d| d.bytes_per_row()).sum();
         assert_eq!(layout.rows_per_fetch(), ((1 << 20) / per_row).min(5000));
-        let roomy = FetchLayout::new(&columns, &kinds, 5000, policy(1 << 30, 1 << 30));
+        let roomy = FetchLayout::new(&columns, &kinds, limit(5000, 1 << 30), policy(1 << 30));
         assert_eq!(roomy.rows_per_fetch(), 5000);
     }
 
@@ -510,7 +513,7 @@ mod tests {
     fn long_columns_start_small_and_grow_to_the_bulk_cap_only() {
         let columns = vec![column("text", None)];
         let kinds = [ValueKind::Text];
-        let mut layout = FetchLayout::new(&columns, &kinds, 1000, policy(1 << 20, 1 << 30));
+        let mut layout = FetchLayout::new(&columns, &kinds, limit(1000, 1 << 20), policy(1 << 30));
         let before = layout.rows_per_fetch();
         layout.grow(0, Some(20_000)).unwrap();
         assert!(layout.rows_per_fetch() < before);
@@ -522,18 +525,18 @@ mod tests {
             Err(BeyondBulkCap { column: 0 })
         );
         // A lower max_value_bytes lowers the cap: the piecewise read refuses the value.
-        let mut strict = FetchLayout::new(&columns, &kinds, 1000, policy(1 << 20, 4096));
+        let mut strict = FetchLayout::new(&columns, &kinds, limit(1000, 1 << 20), policy(4096));
         assert_eq!(strict.grow(0, Some(9000)), Err(BeyondBulkCap { column: 0 }));
-        let mut unknown = FetchLayout::new(&columns, &kinds, 1000, policy(1 << 20, 1 << 30));
+        let mut unknown = FetchLayout::new(&columns, &kinds, limit(1000, 1 << 20), policy(1 << 30));
         while unknown.grow(0, None).is_ok() {}
         let capped = unknown.descs().next().unwrap().bytes_per_row();
         assert!(
             (BULK_VALUE_MAX_BYTES..BULK_VALUE_MAX_BYTES + 64).contains(&capped),
             "{capped}"
         );
-        let mut wide_policy = policy(1 << 20, 1 << 30);
+        let mut wide_policy = policy(1 << 30);
         wide_policy.wide_text = true;
-        let mut wide = FetchLayout::new(&columns, &kinds, 1000, wide_policy);
+        let mut wide = FetchLayout::new(&columns, &kinds, limit(1000, 1 << 20), wide_policy);
         while wide.grow(0, None).is_ok() {}
         let capped = wide.descs().next().unwrap().bytes_per_row();
         assert!(
@@ -545,8 +548,12 @@ mod tests {
     #[test]
     fn a_row_at_the_cap_fetches_within_a_small_budget() {
         let columns = vec![column("text", None)];
-        let mut layout =
-            FetchLayout::new(&columns, &[ValueKind::Text], 1000, policy(1024, 1 << 30));
+        let mut layout = FetchLayout::new(
+            &columns,
+            &[ValueKind::Text],
+            limit(1000, 1024),
+            policy(1 << 30),
+        );
         layout.grow(0, Some(60_000)).unwrap();
         assert_eq!(layout.rows_per_fetch(), 1);
     }

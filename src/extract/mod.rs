@@ -18,7 +18,7 @@ use fetch::BufferPolicy;
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::{Config, TierSettings};
-use crate::durable::{self, Disk, FileOps, FreeSpaceCheck};
+use crate::durable::{self, Disk, FreeSpaceCheck};
 use crate::error::{Error, Result};
 use crate::incremental::{self, sql::InvalidPosition};
 use crate::manifest::{self, ManifestColumn};
@@ -27,7 +27,7 @@ use crate::model::Dialect;
 use crate::model::ReadMode;
 use crate::model::{Format, Tier};
 use crate::model::{Load, LoadKind, SyncMode};
-use crate::plan::{Plan, TablePlan};
+use crate::plan::{Plan, TablePlan, TierPlan};
 use crate::plan::{partition::Partition, partition::ReadChoice};
 use crate::retry::RetryPolicy;
 use crate::shutdown::StopFlag;
@@ -231,9 +231,10 @@ pub struct RunSummary {
     pub interrupted: bool,
 }
 
-/// Copies every table of the plan into `config.output_dir`. With `previous`, the state of an
-/// unfinished run, finished tables are skipped and interrupted ones resumed from their last
-/// checkpoint. `stop` ends the run gracefully between batches.
+/// Copies every table of the plan into `config.output_dir`, which the caller has created, each
+/// tier with the settings the plan carries. With `previous`, the state of an unfinished run,
+/// finished tables are skipped and interrupted ones resumed from their last checkpoint. `stop`
+/// ends the run gracefully between batches.
 pub fn run(
     config: &Config,
     source: &Source,
@@ -243,35 +244,26 @@ pub fn run(
 ) -> Result<RunSummary> {
     let started = Instant::now();
     let output_dir = config.output_dir.clone();
-    Disk.create_dir_all(&output_dir)
-        .map_err(|source| Error::Io {
-            context: "cannot create the output folder",
-            path: output_dir.clone(),
-            source,
-        })?;
     let read = ReadSettings {
         compression: config.compression,
         buffers: BufferPolicy::for_run(config, plan.dialect),
         retry: RetryPolicy {
             max_retries: config.max_retries,
-            base: Duration::from_secs_f64(config.retry_sleep_seconds),
+            base: config.retry_sleep,
         },
         session_setup: session::setup_statements(
             plan.dialect,
             config.isolation,
-            config.lock_timeout_ms,
+            config.lock_timeout,
         ),
-        stall_timeout: Duration::from_secs(config.stall_timeout_seconds),
+        stall_timeout: config.stall_timeout,
         spool_dir: output_dir.clone(),
         free_space: config.min_free_bytes.map(|min_bytes| FreeSpaceCheck {
             dir: output_dir.clone(),
             min_bytes,
         }),
     };
-    let planned: Vec<(Tier, &TablePlan)> = plan
-        .tables()
-        .map(|(tier, table)| (tier.tier, table))
-        .collect();
+    let planned: Vec<(&TierPlan, &TablePlan)> = plan.tables().collect();
     let names: Vec<String> = planned.iter().map(|(_, t)| t.full_name()).collect();
     let mut folders = files::unique_folder_names(&names);
     // A table keeps its folder from run to run: its manifest and key list are there.
@@ -288,8 +280,8 @@ pub fn run(
             TableJob::new(
                 plan.dialect,
                 table.table.clone(),
-                *tier,
-                config.tier_settings(*tier),
+                tier.tier,
+                tier.settings,
                 config.format,
                 table.load.clone(),
             )
@@ -377,7 +369,8 @@ pub fn run(
                 path: PathBuf::new(),
                 source: e,
             })?;
-        for tier in Tier::ALL {
+        for TierPlan { tier, settings, .. } in &plan.tiers {
+            let tier = *tier;
             let tables: Vec<usize> = (0..context.jobs.len())
                 .filter(|&i| context.jobs[i].tier == tier)
                 .collect();
@@ -388,17 +381,13 @@ pub fn run(
             if items.is_empty() || stop.is_set() {
                 continue;
             }
-            let settings = config.tier_settings(tier);
-            // The queue size counts rows; the channel carries chunks of about one batch each.
-            let capacity = usize::try_from(settings.queue_size / settings.batch_size.max(1) as u64)
-                .unwrap_or(1)
-                .max(1);
-            let (tx, rx) = bounded::<Message>(capacity);
+            let (tx, rx) = bounded::<Message>(settings.queue_chunks());
             if tiers_tx.send(rx).is_err() {
                 break; // the writer stopped; its error is reported below
             }
             let workers = settings
                 .threads
+                .get()
                 .min(tables.len().max(partition_hint(&context.jobs, &tables)));
             log::info!(
                 "{} tier: {} table{} with {} worker{}",

@@ -508,13 +508,16 @@ mod tests {
         ];
         let kinds = [ValueKind::Integer, ValueKind::Text, ValueKind::Binary];
         let policy = BufferPolicy {
-            budget_bytes: 2 << 20,
             max_value_bytes: 4 << 30,
             floats_as_text: false,
             wide_text: false,
             loose_integers_as_text: false,
         };
-        let layout = FetchLayout::new(&columns, &kinds, 1000, policy);
+        let limit = crate::config::FetchLimit {
+            rows: 1000.try_into().unwrap(),
+            bytes: 2 << 20,
+        };
+        let layout = FetchLayout::new(&columns, &kinds, limit, policy);
         let reader = RowReader::new(&layout, &kinds, &[true, false, false], 4 << 30, false);
         assert_eq!(
             reader.reads,

@@ -9,9 +9,12 @@
 //! written into the statement, which shows whether statement text (table and column names, key
 //! bounds) reaches the server intact.
 
+use std::num::NonZeroUsize;
+
 use odbc_api::{Connection, Cursor};
 
 use super::fetch::{BufferPolicy, FetchLayout, views};
+use crate::config::FetchLimit;
 use crate::error::{ConfigError, Error, Result};
 use crate::model::Cell;
 use crate::model::Dialect;
@@ -101,7 +104,12 @@ fn read(
         columns.push(text("code_page_as_unicode"));
         kinds.extend([ValueKind::Text, ValueKind::Text]);
     }
-    let layout = FetchLayout::new(&columns, &kinds, 1, policy);
+    // One row, whatever its size.
+    let one_row = FetchLimit {
+        rows: NonZeroUsize::MIN,
+        bytes: 0,
+    };
+    let layout = FetchLayout::new(&columns, &kinds, one_row, policy);
     let sql = statement(dialect);
     let cursor = connection
         .execute(&source.sql(&sql), (), None)
@@ -198,7 +206,6 @@ mod tests {
 
     fn policy(wide_text: bool) -> BufferPolicy {
         BufferPolicy {
-            budget_bytes: 1 << 16,
             max_value_bytes: 1 << 16,
             floats_as_text: false,
             wide_text,

@@ -32,7 +32,7 @@ use crate::model::Load;
 use crate::model::Tier;
 use crate::model::{LoadKind, OperationCounts, SyncMode};
 use crate::model::{PartitionSpec, ReadMode};
-use crate::plan::partition::{self, Partition};
+use crate::plan::{partition, partition::Partition};
 use crate::sink::{protocol::Chunk, protocol::Message};
 use crate::source::catalog::parse_count;
 use crate::source::select::Select;
@@ -425,7 +425,9 @@ impl Worker {
                     (Some(min), Some(max)) => partition::split_integer_range(
                         min,
                         max,
-                        expected_rows.rows.div_ceil(job.settings.partition_size),
+                        expected_rows
+                            .rows
+                            .div_ceil(job.settings.partition_size.get()),
                     ),
                     // An empty table: one partition that reads nothing.
                     _ => partition::whole_table(ReadMode::Range),
@@ -615,14 +617,10 @@ impl Worker {
                 table: partition.table,
             })?;
         }
-        let mut layout = FetchLayout::new(
-            &columns,
-            &kinds,
-            job.settings.batch_size,
-            context.read.buffers,
-        );
+        let mut layout =
+            FetchLayout::new(&columns, &kinds, job.settings.fetch, context.read.buffers);
         let chunk_limit =
-            partition::rows_per_statement(partition.spec.mode, job.settings.partition_size);
+            partition::rows_per_statement(partition.spec.mode, job.settings.partition_size.get());
         let key_columns = query.key_columns();
         if let Some(after) = partition.after.take() {
             // A resume point from the state file: typed by the key columns (older states
@@ -792,7 +790,7 @@ impl Worker {
                 .filter(|(position, _)| after.as_ref().is_none_or(|a| position > a))
                 .map(|(_, key)| key)
                 .collect();
-            for batch in deleted.chunks(job.settings.batch_size.max(1)) {
+            for batch in deleted.chunks(job.settings.fetch.rows.get()) {
                 let mut bytes = Vec::new();
                 for key in batch {
                     encode_delete(&mut encoder, &job.key_indices, key, &mut bytes).map_err(
@@ -868,7 +866,7 @@ impl Worker {
         let layout = FetchLayout::new(
             &key_columns,
             &key_kinds,
-            job.settings.batch_size,
+            job.settings.fetch,
             context.read.buffers,
         );
         let sql = sql::key_scan(job.dialect, &job.table);

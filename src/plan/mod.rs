@@ -165,11 +165,11 @@ pub fn build(
     let mut tiers: Vec<TierPlan> = Tier::ALL
         .into_iter()
         .map(|tier| {
-            let settings = config.tier_settings(tier);
+            let settings = *config.tiers.get(tier);
             let (rows_per_second, rate_source) = match rates.get(tier) {
                 Some(rate) => (rate, "previous run"),
                 None => (
-                    DEFAULT_ROWS_PER_SECOND_PER_CONNECTION * settings.threads as f64,
+                    DEFAULT_ROWS_PER_SECOND_PER_CONNECTION * settings.threads.get() as f64,
                     "default",
                 ),
             };
@@ -192,7 +192,7 @@ pub fn build(
         let partitions = match choice.mode {
             ReadMode::Range => table
                 .rows
-                .div_ceil(tier_plan.settings.partition_size)
+                .div_ceil(tier_plan.settings.partition_size.get())
                 .max(1),
             _ => 1,
         };
@@ -221,7 +221,7 @@ pub fn build(
     for tier in &mut tiers {
         tier.tables
             .sort_by(|a, b| (a.rows, &a.schema, &a.name).cmp(&(b.rows, &b.schema, &b.name)));
-        let parallel_tables = tier.tables.len() as f64 / tier.settings.threads.max(1) as f64;
+        let parallel_tables = tier.tables.len() as f64 / tier.settings.threads.get() as f64;
         tier.estimated_seconds =
             tier.rows as f64 / tier.rows_per_second + parallel_tables * SECONDS_PER_TABLE;
     }
@@ -416,9 +416,9 @@ fn render_tier(out: &mut String, tier: &TierPlan) {
         "  threads {} | batch {} rows | partition {} rows | queue {} rows | timeout {} | \
          checkpoint every {} rows",
         s.threads,
-        group_digits(s.batch_size as u64),
-        group_digits(s.partition_size),
-        group_digits(s.queue_size),
+        group_digits(s.fetch.rows.get() as u64),
+        group_digits(s.partition_size.get()),
+        group_digits(s.queue_size.get()),
         duration(s.timeout_seconds as f64),
         group_digits(s.checkpoint_interval)
     );

@@ -1,6 +1,8 @@
 //! Session settings every worker connection starts with: the isolation level the reads use and
 //! how long a read waits for a lock before giving up (and being retried).
 
+use std::time::Duration;
+
 use odbc_api::Connection;
 
 use super::{Dialect, Source, query_text};
@@ -11,7 +13,7 @@ use crate::model::Isolation;
 pub fn setup_statements(
     dialect: Dialect,
     isolation: Isolation,
-    lock_timeout_ms: Option<u64>,
+    lock_timeout: Option<Duration>,
 ) -> Vec<String> {
     let mut statements = Vec::new();
     match dialect {
@@ -22,8 +24,8 @@ pub fn setup_statements(
                 Isolation::ReadUncommitted => "READ UNCOMMITTED",
             };
             statements.push(format!("SET TRANSACTION ISOLATION LEVEL {level}"));
-            if let Some(ms) = lock_timeout_ms {
-                statements.push(format!("SET LOCK_TIMEOUT {ms}"));
+            if let Some(timeout) = lock_timeout {
+                statements.push(format!("SET LOCK_TIMEOUT {}", timeout.as_millis()));
             }
             // In a deadlock with the hospital's own work, this session is the victim ("SET
             // DEADLOCK_PRIORITY"): its read is retried from the last key sent, theirs is not.
@@ -39,8 +41,8 @@ pub fn setup_statements(
             statements.push(format!(
                 "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL {level}"
             ));
-            if let Some(ms) = lock_timeout_ms {
-                statements.push(format!("SET lock_timeout = {ms}"));
+            if let Some(timeout) = lock_timeout {
+                statements.push(format!("SET lock_timeout = {}", timeout.as_millis()));
             }
         }
         // One writer at a time and no isolation levels to choose: nothing to set.
@@ -110,7 +112,11 @@ mod tests {
 
     #[test]
     fn sqlserver_session_statements_parse() {
-        let statements = setup_statements(Dialect::SqlServer, Isolation::Snapshot, Some(30_000));
+        let statements = setup_statements(
+            Dialect::SqlServer,
+            Isolation::Snapshot,
+            Some(Duration::from_secs(30)),
+        );
         assert_eq!(
             statements,
             [
@@ -169,14 +175,41 @@ mod tests {
     }
 
     #[test]
+    fn the_lock_timeout_is_sent_in_milliseconds_and_none_sends_nothing() {
+        let sent = |dialect, timeout| setup_statements(dialect, Isolation::ReadCommitted, timeout);
+        let timeout = Some(Duration::from_millis(2500));
+        assert!(sent(Dialect::SqlServer, timeout).contains(&"SET LOCK_TIMEOUT 2500".to_owned()));
+        assert!(sent(Dialect::Postgres, timeout).contains(&"SET lock_timeout = 2500".to_owned()));
+        for dialect in [Dialect::SqlServer, Dialect::Postgres] {
+            assert!(
+                !sent(dialect, None)
+                    .iter()
+                    .any(|s| s.to_ascii_lowercase().contains("lock_timeout")),
+                "{dialect:?}"
+            );
+        }
+    }
+
+    #[test]
     fn postgres_session_statements() {
         assert_eq!(
-            setup_statements(Dialect::Postgres, Isolation::Snapshot, Some(500)),
+            setup_statements(
+                Dialect::Postgres,
+                Isolation::Snapshot,
+                Some(Duration::from_millis(500))
+            ),
             [
                 "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ",
                 "SET lock_timeout = 500"
             ]
         );
-        assert!(setup_statements(Dialect::Sqlite, Isolation::Snapshot, Some(1)).is_empty());
+        assert!(
+            setup_statements(
+                Dialect::Sqlite,
+                Isolation::Snapshot,
+                Some(Duration::from_secs(1))
+            )
+            .is_empty()
+        );
     }
 }
