@@ -3,7 +3,7 @@
 //! A scheduler (Task Scheduler, cron, systemd) acts on the exit code, so every error kind maps to
 //! one documented code (see the README). No error message ever carries a row value or a password:
 //! connection strings are redacted before they are put into an error (see
-//! `source::connection_string::redact`), and database messages are scrubbed of the password and
+//! `config::connection_string::redact`), and database messages are scrubbed of the password and
 //! of row values (see `source::errors`).
 
 use std::path::PathBuf;

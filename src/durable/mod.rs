@@ -3,7 +3,7 @@
 //! The writer, the state file and the manifest create, write, fsync, rename and remove files
 //! only through [`FileOps`]. The program uses [`Disk`] (std::fs); the tests use a file system
 //! that keeps whatever was not fsynced in memory only and drops it at a simulated power cut
-//! (`sink::power_cut`), so the durable order is checked, not assumed. Vector's disk buffer is
+//! (`durable::power_cut`), so the durable order is checked, not assumed. Vector's disk buffer is
 //! tested the same way: a file system trait with a fault-injecting implementation.
 //!
 //! The rules a power cut enforces (POSIX `fsync`): bytes written to a file survive only once

@@ -276,7 +276,7 @@ pub fn decide(
 }
 
 /// Whether the table's primary key can be a resume point and a keyset bound: every key column
-/// has a key type (see `extract::key::KeyType`).
+/// has a key type (see `source::key::KeyType`).
 pub fn usable_key(dialect: Dialect, table: &Table) -> bool {
     crate::plan::partition::ReadChoice::of(dialect, table).mode != crate::model::ReadMode::Stream
 }
