@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::durable::FileOps;
 use super::part::{PartFile, remove_part_files};
 use super::{Carried, Clock, OpenTable, WriteError, Writer};
 use crate::manifest::{self, FileEntry};
@@ -75,11 +76,7 @@ impl CheckpointRule {
 impl OpenTable {
     /// Makes everything of the table the state is about to name durable (data files, key list,
     /// the folder's new entries) and records it in `state`. The caller writes the state after.
-    fn make_durable(
-        &mut self,
-        fs: &dyn crate::durable::FileOps,
-        state: &mut TableState,
-    ) -> Result<(), WriteError> {
+    fn make_durable(&mut self, fs: &dyn FileOps, state: &mut TableState) -> Result<(), WriteError> {
         let mut committed: Vec<CommittedFile> = self
             .closed
             .iter()
@@ -119,7 +116,7 @@ impl OpenTable {
 /// A table's checkpointed part files opened again at their recorded lengths: the earlier ones
 /// as closed manifest entries, the last one to append to.
 fn reopen_files(
-    fs: &dyn crate::durable::FileOps,
+    fs: &dyn FileOps,
     folder: &Path,
     committed: &[CommittedFile],
     run_id: &str,
@@ -229,7 +226,6 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     use super::*;
-    use crate::durable::FileOps;
     use crate::durable::power_cut::PowerCutFs;
     use crate::model::Tier;
 

@@ -8,6 +8,10 @@
 //! finished (checked at each chunk and partition), so a crash loses about that much work at
 //! most, even in a table smaller than the interval. A finished table gets its
 //! `_manifest.json`, written last, and a validation record.
+//!
+//! Its seams: [`protocol`] (what workers send), `part` (part files and their checksums),
+//! `checkpoint` (when a checkpoint is due, its durable order, resume truncation), [`validation`]
+//! (validation records and summary lines); the manifest is built by `crate::manifest`.
 
 mod checkpoint;
 pub mod encode;
