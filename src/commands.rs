@@ -93,7 +93,7 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<i32> {
 
 /// `ehi-sync plan`: discover, size and print the processing plan.
 pub fn plan(config: &Config, json: bool, out: &mut dyn Write) -> Result<i32> {
-    let previous = match state::load(&Disk, &extract::state_path(config)) {
+    let previous = match state::load(&Disk, &config.state_path.clone()) {
         Ok(previous) => previous,
         Err(e) => {
             log::warn!("{e}; the plan assumes no earlier run");
@@ -161,18 +161,14 @@ pub fn sync(config: &Config, restart: bool, out: &mut dyn Write) -> Result<i32> 
             holder.started_at
         );
     }
-    let state_path = extract::state_path(config);
+    let state_path = config.state_path.clone();
     let previous = if restart {
         discard_unfinished_run(&state_path, output_dir, out)?
     } else {
         state::load(&Disk, &state_path)?
     };
     // Discovery survives a dropped connection or a failover like the reads do.
-    let retry = RetryPolicy {
-        max_retries: config.max_retries,
-        base: config.retry_sleep,
-    };
-    let plan = retry.run("reading the catalog", || {
+    let plan = RetryPolicy::of(config).run("reading the catalog", || {
         make_plan(config, previous.as_ref())
     })?;
     let previous = previous.filter(|p| !p.finished || same_source(p, &plan, config));
@@ -297,7 +293,7 @@ fn same_source(previous: &RunState, plan: &Plan, config: &Config) -> bool {
 /// `ehi-sync status`: what the state file says, and whether a run holds the lock. Reads only;
 /// safe while a run is going on.
 pub fn status(config: &Config, json: bool, out: &mut dyn Write) -> Result<i32> {
-    let state_path = extract::state_path(config);
+    let state_path = config.state_path.clone();
     let Some(state) = state::load(&Disk, &state_path)? else {
         writeln!(
             out,

@@ -66,8 +66,8 @@ pub struct Config {
     pub fetch_text: TextEncoding,
     /// The largest single value copied; a larger one fails its table instead of being cut.
     pub max_value_bytes: usize,
-    /// The checkpoint file; `output_dir/_state.json` unless set.
-    pub state_file: Option<PathBuf>,
+    /// The checkpoint file: `state_file`, or `_state.json` in `output_dir`.
+    pub state_path: PathBuf,
     /// `checkpoint_seconds`: a checkpoint is also due this long after the last one once
     /// something new was written; `None` (0): only every `checkpoint_interval` rows.
     pub checkpoint_every: Option<Duration>,
@@ -605,7 +605,10 @@ impl Config {
             4096,
             "at least 4096 bytes (default 2147483648, 2 GiB)",
         )?;
-        let state_file = raw.state_file.text("state_file")?.map(|f| base_dir.join(f));
+        let state_path = match raw.state_file.text("state_file")? {
+            Some(file) => base_dir.join(file),
+            None => output_dir.join(crate::model::STATE_FILE),
+        };
         let checkpoint_every = optional_seconds(
             raw.checkpoint_seconds,
             "checkpoint_seconds",
@@ -706,7 +709,7 @@ impl Config {
             part_file_max_bytes,
             min_free_bytes: raw.min_free_bytes.get("min_free_bytes")?,
             max_value_bytes,
-            state_file,
+            state_path,
             checkpoint_every,
             tables,
             small_table_threshold,

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::config::Config;
 use crate::error::Error;
 use crate::source::errors::classify;
 
@@ -30,6 +31,14 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The policy `max_retries` and `retry_sleep_seconds` configure.
+    pub fn of(config: &Config) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: config.max_retries,
+            base: config.retry_sleep,
+        }
+    }
+
     /// `failures` in a row (the last one included) are more than the policy retries.
     pub fn exhausted(&self, failures: u32) -> bool {
         failures > self.max_retries

@@ -19,7 +19,6 @@ use crate::model::ReadMode;
 use crate::model::{Format, Tier};
 use crate::model::{Load, Position};
 
-pub const STATE_FILE: &str = "_state.json";
 /// Bumped when the layout changes; a state of another version is refused, never guessed at.
 pub const STATE_VERSION: u32 = 1;
 

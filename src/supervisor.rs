@@ -37,7 +37,6 @@ use crate::config::Config;
 use crate::display::group_digits;
 use crate::durable;
 use crate::error::{Error, Result, exit_code};
-use crate::extract;
 use crate::lock;
 use crate::manifest;
 use crate::shutdown::REQUEST_STOP;
@@ -67,7 +66,7 @@ pub fn run(config: &Config) -> Result<i32> {
         source,
     })?;
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let state_path = extract::state_path(config);
+    let state_path = config.state_path.clone();
     let relay = Relay::install()?;
     let base_delay = config.crash_restart_delay;
     let mut crashes_without_progress = 0u32;

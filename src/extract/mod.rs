@@ -247,10 +247,7 @@ pub fn run(
     let read = ReadSettings {
         compression: config.compression,
         buffers: BufferPolicy::for_run(config, plan.dialect),
-        retry: RetryPolicy {
-            max_retries: config.max_retries,
-            base: config.retry_sleep,
-        },
+        retry: RetryPolicy::of(config),
         session_setup: session::setup_statements(
             plan.dialect,
             config.isolation,
@@ -320,7 +317,7 @@ pub fn run(
             fs: Arc::new(Disk),
             output_dir: output_dir.clone(),
             change_columns: config.incremental.change_columns,
-            state_path: state_path(config),
+            state_path: config.state_path.clone(),
             format: config.format,
             compression: config.compression,
             part_file_max_bytes: config.part_file_max_bytes,
@@ -661,14 +658,6 @@ fn partition_hint(jobs: &[TableJob], tables: &[usize]) -> usize {
         })
         .max()
         .unwrap_or(1)
-}
-
-/// Where the state file lives.
-pub fn state_path(config: &Config) -> PathBuf {
-    config
-        .state_file
-        .clone()
-        .unwrap_or_else(|| config.output_dir.join(crate::state::STATE_FILE))
 }
 
 /// A run id that sorts by time and is safe in file names: `20261125T143301Z-1a2b`.

@@ -11,6 +11,9 @@ pub use key::{Date, KeyRange, KeyValue, Timestamp};
 
 use serde::{Deserialize, Serialize};
 
+/// The state file's name in `output_dir` unless `state_file` puts it elsewhere.
+pub const STATE_FILE: &str = "_state.json";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {

@@ -400,7 +400,7 @@ fn script(tables: Vec<ScriptedTable>, run_id: &'static str) -> Script {
     Script {
         run_id,
         output_dir: PathBuf::from("/out"),
-        state_path: PathBuf::from("/out").join(state::STATE_FILE),
+        state_path: PathBuf::from("/out").join(crate::model::STATE_FILE),
         tables,
         part_file_max_bytes: 180,
         checkpoint_interval: 7,
@@ -744,7 +744,7 @@ fn a_full_disk_at_any_step_stops_the_run_and_the_next_sync_resumes_exactly() {
 #[test]
 fn a_state_file_kept_outside_the_output_folder_survives_a_power_cut() {
     let mut run = script(full_tables(), "run-1");
-    run.state_path = PathBuf::from("/var/ehi-sync").join(state::STATE_FILE);
+    run.state_path = PathBuf::from("/var/ehi-sync").join(crate::model::STATE_FILE);
     at_every_step(
         |fs| {
             fs.create_dir_all(Path::new("/var/ehi-sync")).unwrap();
