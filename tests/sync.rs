@@ -5,10 +5,12 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use common::output::{
     TableFiles, assert_postgres_output_equals_source, assert_same_rows, read_table, source_rows,
 };
+use common::running::Running;
 use serde_json::{Value, json};
 
 const SCALE: u64 = 300;
@@ -95,12 +97,18 @@ fn check_sqlite(format: &str, fetch_text: &str) {
     let mut config_json = sync_config(&connection_string, &out, format, "none");
     config_json["fetch_text"] = json!(fetch_text);
     generate_and_sync(dir.path(), config_json);
+    assert_sqlite_output_equals_source(&connection_string, &out);
+    check_validation_records(&out, "main");
+}
+
+/// Every generated table in `out` equals the SQLite source, row for row.
+fn assert_sqlite_output_equals_source(connection_string: &str, out: &Path) {
     for (table, rows) in expected_tables("main") {
         let files = read_table(&out.join(&table));
         assert_eq!(files.rows.len() as u64, rows, "{table}");
         let name = table.trim_start_matches("main.");
         let source = source_rows(
-            &|sql| common::query_on(&connection_string, sql),
+            &|sql| common::query_on(connection_string, sql),
             &format!("\"{name}\""),
             &files,
             &|c| format!("\"{}\"", c.replace('"', "\"\"")),
@@ -108,7 +116,6 @@ fn check_sqlite(format: &str, fetch_text: &str) {
         );
         assert_same_rows(&table, files.rows, source);
     }
-    check_validation_records(&out, "main");
 }
 
 /// One record per table, all `ok`, expected = extracted, tiers as the thresholds say.
@@ -338,6 +345,52 @@ fn failing_table_does_not_stop_the_others() {
         .collect();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["table"], "main.big_note");
+}
+
+/// A worker that panics (a bug) fails the table it was reading, like any other error: the other
+/// tables finish, the run ends with "partial failure" instead of waiting for the worker for
+/// ever, and the next run reads the table.
+#[test]
+fn a_worker_that_panics_fails_its_table_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let connection_string = common::sqlite_database(dir.path());
+    let config = common::write_config(
+        dir.path(),
+        sync_config(&connection_string, &out, "csv", "none"),
+    );
+    common::generate(&config, SCALE);
+    let env = [("EHI_SYNC_TEST_PANIC_IN_TABLE", "main.encounter")];
+    let run = Running::sync_with_env(&config, &env).wait(Duration::from_secs(120));
+    assert_eq!(
+        run.code, 4,
+        "partial failure:\n{}\n{}",
+        run.stdout, run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("test hook: a worker panics in main.encounter"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("8 tables done, 1 failed"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(
+            "FAILED: main.encounter (medium): main.encounter: an internal error of ehi-sync \
+             stopped its read"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(!out.join("main.encounter/_manifest.json").exists());
+
+    let again = Running::sync(&config, &[]).wait(Duration::from_secs(120));
+    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
+    assert_sqlite_output_equals_source(&connection_string, &out);
 }
 
 /// Output files hold PHI: folders 0700, files 0600.

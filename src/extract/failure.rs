@@ -57,6 +57,10 @@ pub enum TableFailure {
         table: String,
         error: KeyListError,
     },
+    /// The worker panicked (a bug) while it read the table.
+    Panicked {
+        table: String,
+    },
     /// A resumed key scan's deletes were written from a scan that is gone.
     KeyScanGone {
         table: String,
@@ -178,6 +182,12 @@ impl fmt::Display for TableFailure {
                 shortage,
             } => write!(f, "{table}: {when}: {shortage}"),
             TableFailure::KeyList { table, error } => write!(f, "{table}: {error}"),
+            TableFailure::Panicked { table } => write!(
+                f,
+                "{table}: an internal error of ehi-sync stopped its read (the panic message is \
+                 in the log above; please report it); its files stay as checkpointed and the next \
+                 sync reads it on from there"
+            ),
             TableFailure::KeyScanGone { table } => write!(
                 f,
                 "{table}: its key scan was interrupted after it wrote deletes, and the scan they \

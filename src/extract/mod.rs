@@ -589,7 +589,10 @@ fn run_tier(
                     slot,
                     connection: None,
                 };
-                worker.run();
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run()));
+                if ran.is_err() {
+                    worker.fail_work_in_hand();
+                }
                 let abandoned = worker.slot.state.lock().abandoned;
                 let _ = events.send(TierEvent::WorkerEnded { abandoned });
             });

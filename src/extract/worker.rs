@@ -175,13 +175,52 @@ impl Worker {
     /// jitter on a new connection. Failures in a row without progress count against
     /// `max_retries`; a retry that moved on resets the count.
     fn work_with_retries(&mut self, mut in_hand: InHand) -> Result<(), WorkerError> {
-        let result = self.retry(&mut in_hand);
+        let table = match &in_hand {
+            InHand::Prepare(table) => *table,
+            InHand::Partition(partition) => partition.table,
+        };
+        // A panic (a bug, here or in a driver binding) fails the table like any other error
+        // instead of ending the thread: its tier would wait for it for ever.
+        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            #[cfg(debug_assertions)]
+            panic_for_tests(&self.context.jobs[table].table.full_name());
+            self.retry(&mut in_hand)
+        }));
+        let result = attempt.unwrap_or_else(|_| Err(WorkerError::Table(self.after_panic(table))));
         if result.is_err() && matches!(in_hand, InHand::Prepare(_)) {
             // This table's partitions never come: workers waiting for them go on. (A no-op
             // once the watchdog gave this worker up; it requeued the table itself.)
             let _ = self.prepared(Vec::new());
         }
         result
+    }
+
+    /// After a panic outside a read (which [`Worker::work_with_retries`] catches itself): the
+    /// table of the work in hand fails, so its tier neither waits for it nor reports it done.
+    pub fn fail_work_in_hand(&mut self) {
+        let in_hand = self.slot.state.lock().in_hand.take();
+        let table = match in_hand {
+            Some(InHand::Prepare(table)) => {
+                let _ = self.prepared(Vec::new());
+                table
+            }
+            Some(InHand::Partition(partition)) => partition.table,
+            None => return,
+        };
+        let failure = self.after_panic(table);
+        let _ = self.fail_table(table, failure);
+    }
+
+    /// Forgets whatever the panicked read left: its connection and statement may be in any
+    /// state, so the next item starts on a new connection.
+    fn after_panic(&mut self, table: usize) -> TableFailure {
+        self.connection = None;
+        let mut slot = self.slot.state.lock();
+        slot.statement = None;
+        slot.busy = false;
+        TableFailure::Panicked {
+            table: self.context.jobs[table].table.full_name(),
+        }
     }
 
     fn retry(&mut self, in_hand: &mut InHand) -> Result<(), WorkerError> {
@@ -1458,6 +1497,15 @@ fn progress_marker(in_hand: &InHand) -> Option<Vec<KeyValue>> {
     match in_hand {
         InHand::Prepare(_) => None,
         InHand::Partition(p) => p.after.clone(),
+    }
+}
+
+/// Test hook (debug builds only): with `EHI_SYNC_TEST_PANIC_IN_TABLE=schema.table` a worker
+/// panics whenever it starts work on that table, so the tests can show what a bug does.
+#[cfg(debug_assertions)]
+fn panic_for_tests(table: &str) {
+    if std::env::var("EHI_SYNC_TEST_PANIC_IN_TABLE").is_ok_and(|t| t == table) {
+        panic!("test hook: a worker panics in {table}");
     }
 }
 
