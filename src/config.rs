@@ -26,72 +26,72 @@ use crate::model::Tier;
 use incremental::{IncrementalConfig, RawIncremental};
 use lenient::{Field, Lenient, Object, Section};
 
-pub mod connection_string;
-pub mod incremental;
+pub(crate) mod connection_string;
+pub(crate) mod incremental;
 mod lenient;
-pub mod secrets;
+pub(crate) mod secrets;
 
 /// The default ODBC driver for SQL Server sources built from the `mssql_*` keys.
-pub const DEFAULT_SQLSERVER_DRIVER: &str = "ODBC Driver 18 for SQL Server";
+pub(crate) const DEFAULT_SQLSERVER_DRIVER: &str = "ODBC Driver 18 for SQL Server";
 
 /// The most rows one fetch may ask for: `batch_size` above it is refused.
-pub const MAX_BATCH_SIZE: usize = 1_000_000;
+pub(crate) const MAX_BATCH_SIZE: usize = 1_000_000;
 
 /// A parsed, validated configuration: the settings the run uses, each settled once.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub source: SourceConfig,
+    pub(crate) source: SourceConfig,
     /// Seconds to wait for a login before giving up.
-    pub login_timeout_sec: u32,
-    pub max_retries: u32,
+    pub(crate) login_timeout_sec: u32,
+    pub(crate) max_retries: u32,
     /// Base of the exponential backoff between retries (`retry_sleep_seconds`).
-    pub retry_sleep: Duration,
+    pub(crate) retry_sleep: Duration,
     /// How reads see concurrent writes.
-    pub isolation: Isolation,
+    pub(crate) isolation: Isolation,
     /// How long a read waits for a lock before it fails (and is retried); `None` waits
     /// (`lock_timeout_seconds`: 0).
-    pub lock_timeout: Option<Duration>,
+    pub(crate) lock_timeout: Option<Duration>,
     /// A statement that delivers no rows for this long is cancelled and retried.
-    pub stall_timeout: Duration,
+    pub(crate) stall_timeout: Duration,
     pub debug: bool,
-    pub output_dir: PathBuf,
-    pub format: Format,
-    pub compression: Compression,
+    pub(crate) output_dir: PathBuf,
+    pub(crate) format: Format,
+    pub(crate) compression: Compression,
     /// A part file is closed and the next one started once it holds this many bytes.
-    pub part_file_max_bytes: u64,
+    pub(crate) part_file_max_bytes: u64,
     /// A table (and each of its partitions) starts only with this much free space on the
     /// output file system.
-    pub min_free_bytes: Option<u64>,
+    pub(crate) min_free_bytes: Option<u64>,
     /// The ODBC text buffers' encoding (`fetch_text`).
-    pub fetch_text: TextEncoding,
+    pub(crate) fetch_text: TextEncoding,
     /// The largest single value copied; a larger one fails its table instead of being cut.
-    pub max_value_bytes: usize,
+    pub(crate) max_value_bytes: usize,
     /// The checkpoint file: `state_file`, or `_state.json` in `output_dir`.
-    pub state_path: PathBuf,
+    pub(crate) state_path: PathBuf,
     /// `checkpoint_seconds`: a checkpoint is also due this long after the last one once
     /// something new was written; `None` (0): only every `checkpoint_interval` rows.
-    pub checkpoint_every: Option<Duration>,
-    pub tables: TableFilter,
-    pub small_table_threshold: u64,
-    pub large_table_threshold: u64,
+    pub(crate) checkpoint_every: Option<Duration>,
+    pub(crate) tables: TableFilter,
+    pub(crate) small_table_threshold: u64,
+    pub(crate) large_table_threshold: u64,
     /// Each tier's settings as the run uses them: the `tiers` overrides over the defaults,
     /// threads capped by `threads`, queues by `max_queue_size`, fetches by `fetch_buffer_bytes`.
-    pub tiers: Tiers,
+    pub(crate) tiers: Tiers,
     /// How later runs read only what changed (the `incremental` object).
-    pub incremental: IncrementalConfig,
+    pub(crate) incremental: IncrementalConfig,
     /// Crashes of the sync process in a row without progress the supervisor restarts it after.
-    pub max_crash_restarts: u32,
+    pub(crate) max_crash_restarts: u32,
     /// Wait before the first restart after a crash; doubled per further crash without progress.
-    pub crash_restart_delay: Duration,
+    pub(crate) crash_restart_delay: Duration,
     /// Whether the file holds a password, and who can read it.
-    pub secret_at_rest: secrets::SecretAtRest,
+    pub(crate) secret_at_rest: secrets::SecretAtRest,
     /// Problems that do not stop the run (unknown keys, deprecated spellings).
     pub warnings: Vec<String>,
 }
 
 /// Where the rows come from.
 #[derive(Debug, Clone)]
-pub enum SourceConfig {
+pub(crate) enum SourceConfig {
     /// A complete ODBC connection string (PostgreSQL, SQLite, FreeTDS, a DSN, ...).
     ConnectionString {
         connection_string: String,
@@ -104,7 +104,7 @@ pub enum SourceConfig {
 
 impl SourceConfig {
     /// The password or substituted secret, to scrub from driver messages.
-    pub fn secret(&self) -> Option<&str> {
+    pub(crate) fn secret(&self) -> Option<&str> {
         match self {
             SourceConfig::ConnectionString { secret, .. } => secret.as_deref(),
             SourceConfig::SqlServer(sql) => sql.password.as_deref(),
@@ -114,30 +114,30 @@ impl SourceConfig {
 
 /// SQL Server connection settings from the `mssql_*` keys.
 #[derive(Debug, Clone)]
-pub struct SqlServerConfig {
-    pub driver: String,
-    pub server: String,
-    pub port: Option<u16>,
-    pub database: String,
-    pub user: Option<String>,
-    pub password: Option<String>,
+pub(crate) struct SqlServerConfig {
+    pub(crate) driver: String,
+    pub(crate) server: String,
+    pub(crate) port: Option<u16>,
+    pub(crate) database: String,
+    pub(crate) user: Option<String>,
+    pub(crate) password: Option<String>,
     /// Windows authentication (or Kerberos on Linux) instead of user and password.
-    pub trusted_connection: bool,
-    pub encrypt: Encrypt,
-    pub trust_server_certificate: bool,
+    pub(crate) trusted_connection: bool,
+    pub(crate) encrypt: Encrypt,
+    pub(crate) trust_server_certificate: bool,
     /// `mssql_cert_server`: the host name the server certificate is issued to.
-    pub host_name_in_certificate: Option<String>,
+    pub(crate) host_name_in_certificate: Option<String>,
     /// `cert`: path of the server certificate to pin.
-    pub server_certificate: Option<String>,
+    pub(crate) server_certificate: Option<String>,
     /// `ApplicationIntent=ReadOnly`: read from an Availability Group secondary.
-    pub read_only_intent: bool,
+    pub(crate) read_only_intent: bool,
     /// `MultiSubnetFailover=yes`: connect to an Availability Group listener spanning subnets.
-    pub multi_subnet_failover: bool,
+    pub(crate) multi_subnet_failover: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Encrypt {
+pub(crate) enum Encrypt {
     Yes,
     No,
     Strict,
@@ -148,13 +148,13 @@ pub enum Encrypt {
 /// name, so UTF-16 is the default there; elsewhere narrow means UTF-8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum TextEncoding {
+pub(crate) enum TextEncoding {
     Utf8,
     Utf16,
 }
 
 impl TextEncoding {
-    pub const PLATFORM_DEFAULT: TextEncoding = if cfg!(target_os = "windows") {
+    pub(crate) const PLATFORM_DEFAULT: TextEncoding = if cfg!(target_os = "windows") {
         TextEncoding::Utf16
     } else {
         TextEncoding::Utf8
@@ -164,15 +164,15 @@ impl TextEncoding {
 /// Which tables to copy: `schema.table` glob patterns, matched case-insensitively like SQL
 /// Server's default collation.
 #[derive(Debug, Clone)]
-pub struct TableFilter {
-    pub include: Vec<String>,
-    pub exclude: Vec<String>,
+pub(crate) struct TableFilter {
+    pub(crate) include: Vec<String>,
+    pub(crate) exclude: Vec<String>,
     include_set: GlobSet,
     exclude_set: GlobSet,
 }
 
 impl TableFilter {
-    pub fn new(include: Vec<String>, exclude: Vec<String>) -> Result<Self, ConfigError> {
+    pub(crate) fn new(include: Vec<String>, exclude: Vec<String>) -> Result<Self, ConfigError> {
         let include_set = glob_set("include", &include)?;
         let exclude_set = glob_set("exclude", &exclude)?;
         Ok(TableFilter {
@@ -184,7 +184,7 @@ impl TableFilter {
     }
 
     /// True when `schema.table` is selected.
-    pub fn selects(&self, schema: &str, table: &str) -> bool {
+    pub(crate) fn selects(&self, schema: &str, table: &str) -> bool {
         let name = format!("{schema}.{table}");
         (self.include.is_empty() || self.include_set.is_match(&name))
             && !self.exclude_set.is_match(&name)
@@ -216,40 +216,40 @@ fn glob_set(key: &str, patterns: &[String]) -> Result<GlobSet, ConfigError> {
 /// would not fit the `fetch_buffer_bytes` budget (the shape of odbc2parquet's
 /// `BatchSizeLimit`, with both limits always set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct FetchLimit {
+pub(crate) struct FetchLimit {
     #[serde(rename = "batch_size")]
-    pub rows: NonZeroUsize,
+    pub(crate) rows: NonZeroUsize,
     /// `fetch_buffer_bytes`: at least 64 KiB.
     #[serde(rename = "fetch_buffer_bytes")]
-    pub bytes: usize,
+    pub(crate) bytes: usize,
 }
 
 impl FetchLimit {
     /// Rows per fetch for rows of `bytes_per_row`. At least one: a row over the budget is
     /// fetched alone (its long values grow their buffers or are read in pieces).
-    pub fn rows_for(self, bytes_per_row: usize) -> usize {
+    pub(crate) fn rows_for(self, bytes_per_row: usize) -> usize {
         (self.bytes / bytes_per_row.max(1)).clamp(1, self.rows.get())
     }
 }
 
 /// Processing parameters of one tier (ARCHITECTURE.md, "Tiers").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct TierSettings {
+pub(crate) struct TierSettings {
     /// Worker threads, each with its own connection.
-    pub threads: NonZeroUsize,
+    pub(crate) threads: NonZeroUsize,
     /// Rows and bytes per bulk fetch.
     #[serde(flatten)]
-    pub fetch: FetchLimit,
+    pub(crate) fetch: FetchLimit,
     /// Rows per key-range partition.
-    pub partition_size: NonZeroU64,
+    pub(crate) partition_size: NonZeroU64,
     /// Rows in flight between the workers and the writer.
-    pub queue_size: NonZeroU64,
+    pub(crate) queue_size: NonZeroU64,
     /// Statement timeout.
-    pub timeout_seconds: u64,
+    pub(crate) timeout_seconds: u64,
     /// Rows between two durable checkpoints.
-    pub checkpoint_interval: u64,
+    pub(crate) checkpoint_interval: u64,
     /// Where the expected row count of a full load comes from.
-    pub row_counts: RowCounts,
+    pub(crate) row_counts: RowCounts,
 }
 
 impl TierSettings {
@@ -257,7 +257,7 @@ impl TierSettings {
     /// most one fetch (`fetch.rows` rows), so the channel never holds more than `queue_size`
     /// rows; a queue smaller than one fetch hands each chunk straight to the writer (0: a
     /// rendezvous channel).
-    pub fn queue_chunks(&self) -> usize {
+    pub(crate) fn queue_chunks(&self) -> usize {
         let chunks = self.queue_size.get() / self.fetch.rows.get() as u64;
         usize::try_from(chunks).unwrap_or(usize::MAX)
     }
@@ -266,7 +266,7 @@ impl TierSettings {
 /// Where a table's expected row count (the one its validation record checks) comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum RowCounts {
+pub(crate) enum RowCounts {
     /// `COUNT_BIG(*)` when the table starts: exact, but a scan of the table (or of its
     /// smallest index) on the server.
     Exact,
@@ -275,24 +275,15 @@ pub enum RowCounts {
     Catalog,
 }
 
-impl RowCounts {
-    pub fn name(self) -> &'static str {
-        match self {
-            RowCounts::Exact => "exact",
-            RowCounts::Catalog => "catalog",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Tiers {
-    pub small: TierSettings,
-    pub medium: TierSettings,
-    pub large: TierSettings,
+pub(crate) struct Tiers {
+    pub(crate) small: TierSettings,
+    pub(crate) medium: TierSettings,
+    pub(crate) large: TierSettings,
 }
 
 impl Tiers {
-    pub fn get(&self, tier: Tier) -> &TierSettings {
+    pub(crate) fn get(&self, tier: Tier) -> &TierSettings {
         match tier {
             Tier::Small => &self.small,
             Tier::Medium => &self.medium,
@@ -446,7 +437,7 @@ impl Config {
     }
 
     /// Parses config text. `env` looks up environment variables (injected for tests).
-    pub fn from_json(
+    pub(crate) fn from_json(
         text: &str,
         path: &Path,
         base_dir: &Path,
@@ -724,7 +715,7 @@ impl Config {
     }
 
     /// The tier a table of `rows` rows belongs to.
-    pub fn tier_for(&self, rows: u64) -> Tier {
+    pub(crate) fn tier_for(&self, rows: u64) -> Tier {
         if rows < self.small_table_threshold {
             Tier::Small
         } else if rows < self.large_table_threshold {

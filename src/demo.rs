@@ -17,7 +17,7 @@ use crate::model::Dialect;
 use crate::source::Source;
 
 /// The table whose name needs quoting (space, capitals).
-pub const QUOTED_TABLE: &str = "Order Detail";
+pub(crate) const QUOTED_TABLE: &str = "Order Detail";
 
 /// Columns of `wide_table` besides `row_id`: wider than any single fetch buffer guess.
 const WIDE_COLUMNS: u32 = 210;
@@ -95,10 +95,11 @@ pub fn expected_row_counts(scale: u64) -> Vec<(&'static str, u64)> {
     TABLES.iter().map(|t| (t.name, (t.rows)(scale))).collect()
 }
 
-/// Every statement `generate` runs, in order: per table DROP, CREATE and one INSERT (on
-/// PostgreSQL after silencing notices, and followed by ANALYZE). Empty for SQL Server: the
-/// generator only fills test databases.
-pub fn statements(dialect: Dialect, scale: u64) -> Vec<String> {
+/// Every statement `generate` runs, in order, for the tests: per table DROP, CREATE and one
+/// INSERT (on PostgreSQL after silencing notices, and followed by ANALYZE). Empty for SQL
+/// Server: the generator only fills test databases.
+#[cfg(test)]
+pub(crate) fn statements(dialect: Dialect, scale: u64) -> Vec<String> {
     let tables = table_statements(dialect, scale)
         .into_iter()
         .flat_map(|t| [t.drop, t.create, t.insert]);
@@ -121,7 +122,7 @@ const ANALYZE: &str = "ANALYZE";
 
 /// Drops, recreates and fills every demo table on `connection`; returns the rows each INSERT
 /// reported. Idempotent: run it again and the tables hold the same rows.
-pub fn generate(
+pub(crate) fn generate(
     source: &Source,
     connection: &Connection<'_>,
     dialect: Dialect,

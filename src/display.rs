@@ -2,7 +2,7 @@
 //! error messages.
 
 /// "1 table", "2,000 tables".
-pub fn tables(count: usize) -> String {
+pub(crate) fn tables(count: usize) -> String {
     match count {
         1 => "1 table".to_owned(),
         n => format!("{} tables", group_digits(n as u64)),
@@ -10,7 +10,7 @@ pub fn tables(count: usize) -> String {
 }
 
 /// `1234567` → `1,234,567`.
-pub fn group_digits(n: u64) -> String {
+pub(crate) fn group_digits(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
@@ -23,7 +23,7 @@ pub fn group_digits(n: u64) -> String {
 }
 
 /// Seconds as `45s`, `12m 05s`, `3h 07m`.
-pub fn duration(seconds: f64) -> String {
+pub(crate) fn duration(seconds: f64) -> String {
     let total = seconds.max(0.0).round() as u64;
     let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
     if h > 0 {

@@ -11,28 +11,28 @@ use std::path::PathBuf;
 use crate::model::Holder;
 
 /// Exit codes documented in the README. A scheduled task decides on these.
-pub mod exit_code {
+pub(crate) mod exit_code {
     /// Everything selected was processed.
-    pub const OK: i32 = 0;
+    pub(crate) const OK: i32 = 0;
     /// An unexpected internal error; please report it.
-    pub const INTERNAL: i32 = 1;
+    pub(crate) const INTERNAL: i32 = 1;
     /// Bad command line or configuration: fix the input, retrying will not help.
-    pub const CONFIG: i32 = 2;
+    pub(crate) const CONFIG: i32 = 2;
     /// The database could not be reached or refused the login.
-    pub const CONNECTION: i32 = 3;
+    pub(crate) const CONNECTION: i32 = 3;
     /// Some tables failed, the others finished. Re-running resumes the failed ones.
-    pub const PARTIAL_FAILURE: i32 = 4;
+    pub(crate) const PARTIAL_FAILURE: i32 = 4;
     /// The catalog could not be read (permissions, unsupported database).
-    pub const DISCOVERY: i32 = 5;
+    pub(crate) const DISCOVERY: i32 = 5;
     /// Another run holds the output folder's lock; try again later.
-    pub const LOCKED: i32 = 6;
+    pub(crate) const LOCKED: i32 = 6;
     /// Stopped by Ctrl+C / SIGTERM after a final checkpoint; the next run resumes.
-    pub const INTERRUPTED: i32 = 7;
+    pub(crate) const INTERRUPTED: i32 = 7;
     /// The state file cannot be used (damaged, other version, other source); nothing was changed.
-    pub const STATE: i32 = 8;
+    pub(crate) const STATE: i32 = 8;
     /// The sync process crashed (a driver crash, usually) `max_crash_restarts` times in a row
     /// without progress; the output is intact up to the last checkpoint and the next run resumes.
-    pub const CRASHED: i32 = 9;
+    pub(crate) const CRASHED: i32 = 9;
 }
 
 /// Everything that can stop a command.
@@ -132,7 +132,7 @@ pub enum StateError {
 
 impl Error {
     /// The database error behind this one, for the retry decision.
-    pub fn db_error(&self) -> Option<&DbError> {
+    pub(crate) fn db_error(&self) -> Option<&DbError> {
         match self {
             Error::Connect { source, .. } | Error::Database { source, .. } => Some(source),
             _ => None,
@@ -184,7 +184,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    pub fn invalid(
+    pub(crate) fn invalid(
         key: impl Into<String>,
         problem: impl Into<String>,
         expected: impl Into<String>,
@@ -204,11 +204,11 @@ impl ConfigError {
 #[error("{message} (SQLSTATE {state}, native error {native})")]
 pub struct DbError {
     pub state: String,
-    pub native: i32,
+    pub(crate) native: i32,
     pub message: String,
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {

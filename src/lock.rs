@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::error::LockError;
 use crate::model::Holder;
 
-pub const LOCK_FILE: &str = "_ehi-sync.lock";
+pub(crate) const LOCK_FILE: &str = "_ehi-sync.lock";
 
 /// The supervisor of this process, when it runs as a supervised sync child.
 static SUPERVISOR_PID: OnceLock<u32> = OnceLock::new();
@@ -26,7 +26,7 @@ pub fn set_supervised_by(pid: u32) {
 }
 
 /// The pid a run lock names: the supervisor's in a supervised child, else this process's.
-pub fn run_pid() -> u32 {
+pub(crate) fn run_pid() -> u32 {
     SUPERVISOR_PID
         .get()
         .copied()
@@ -35,16 +35,16 @@ pub fn run_pid() -> u32 {
 
 /// The held lock; released when dropped.
 #[derive(Debug)]
-pub struct RunLock {
+pub(crate) struct RunLock {
     file: File,
     /// Who held the lock before, if that run ended without releasing it (a crash).
-    pub taken_over_from: Option<Holder>,
+    pub(crate) taken_over_from: Option<Holder>,
 }
 
 impl RunLock {
     /// Takes the lock on `dir`, retrying briefly (a `status` command may hold it for an
     /// instant while it checks whether a run is active).
-    pub fn acquire(dir: &Path, started_at: &str) -> Result<RunLock, LockError> {
+    pub(crate) fn acquire(dir: &Path, started_at: &str) -> Result<RunLock, LockError> {
         let path = dir.join(LOCK_FILE);
         let io = |source| LockError::Io {
             path: path.clone(),
@@ -96,7 +96,7 @@ impl Drop for RunLock {
 }
 
 /// The holder of a run in progress on `dir`, or `None` when no run holds the lock.
-pub fn active_run(dir: &Path) -> Option<Holder> {
+pub(crate) fn active_run(dir: &Path) -> Option<Holder> {
     let mut file = File::open(dir.join(LOCK_FILE)).ok()?;
     match file.try_lock_shared() {
         Ok(()) => {

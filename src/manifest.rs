@@ -13,54 +13,54 @@ use crate::source::catalog::Column;
 use crate::source::types::ValueKind;
 use crate::state::TableState;
 
-pub const MANIFEST_FILE: &str = "_manifest.json";
+pub(crate) const MANIFEST_FILE: &str = "_manifest.json";
 /// The file whose records a finished run leaves behind (one JSON object per table).
-pub const VALIDATION_FILE: &str = "_validation.ndjson";
+pub(crate) const VALIDATION_FILE: &str = "_validation.ndjson";
 
 /// The manifest of a table folder, rewritten by every load that finishes. It lists every file
 /// a loader must apply, in order: the last full load's files, then each incremental load's.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    pub table: String,
-    pub schema: String,
-    pub name: String,
+pub(crate) struct Manifest {
+    pub(crate) table: String,
+    pub(crate) schema: String,
+    pub(crate) name: String,
     /// The run that wrote this manifest.
-    pub run_id: String,
+    pub(crate) run_id: String,
     /// `full` (a loader replaces the table with `files`) or `incremental` (a loader applies the
     /// files of `run_id` to what it holds).
-    pub sync_type: String,
+    pub(crate) sync_type: String,
     #[serde(default = "full_mode")]
-    pub sync_mode: SyncMode,
+    pub(crate) sync_mode: SyncMode,
     /// Why this load was full or incremental.
     #[serde(default)]
-    pub reason: String,
-    pub format: Format,
-    pub compression: Compression,
-    pub started_at: String,
-    pub finished_at: String,
+    pub(crate) reason: String,
+    pub(crate) format: Format,
+    pub(crate) compression: Compression,
+    pub(crate) started_at: String,
+    pub(crate) finished_at: String,
     /// Rows written by this run's load.
-    pub row_count: u64,
+    pub(crate) row_count: u64,
     /// The position this load read after (incremental loads).
     #[serde(default)]
-    pub position_from: Option<String>,
+    pub(crate) position_from: Option<String>,
     /// The position the table's files are complete up to.
     #[serde(default)]
-    pub position_to: Option<String>,
+    pub(crate) position_to: Option<String>,
     #[serde(default)]
-    pub changes: ChangeCounts,
-    pub primary_key: Vec<String>,
-    pub columns: Vec<ManifestColumn>,
+    pub(crate) changes: ChangeCounts,
+    pub(crate) primary_key: Vec<String>,
+    pub(crate) columns: Vec<ManifestColumn>,
     /// Appended to every row after `columns` (`_ehi_op`, `_ehi_synced_at`), or none.
     #[serde(default)]
-    pub change_columns: Vec<String>,
+    pub(crate) change_columns: Vec<String>,
     /// Columns added, dropped or retyped since the previous load.
     #[serde(default)]
-    pub schema_changes: Vec<SchemaChange>,
+    pub(crate) schema_changes: Vec<SchemaChange>,
     /// The loads whose files are listed, oldest first: the last full load, then incremental
     /// ones.
     #[serde(default)]
-    pub loads: Vec<LoadRecord>,
-    pub files: Vec<FileEntry>,
+    pub(crate) loads: Vec<LoadRecord>,
+    pub(crate) files: Vec<FileEntry>,
 }
 
 fn full_mode() -> SyncMode {
@@ -71,41 +71,41 @@ fn full_mode() -> SyncMode {
 /// count) and with a key scan (keys new since the previous list); a cursor alone cannot tell an
 /// insert from an update.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChangeCounts {
-    pub upserted: u64,
-    pub deleted: u64,
-    pub inserted: Option<u64>,
-    pub updated: Option<u64>,
+pub(crate) struct ChangeCounts {
+    pub(crate) upserted: u64,
+    pub(crate) deleted: u64,
+    pub(crate) inserted: Option<u64>,
+    pub(crate) updated: Option<u64>,
 }
 
 /// One load of a table, as the manifest's history lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LoadRecord {
-    pub run_id: String,
-    pub sync_type: String,
-    pub position_from: Option<String>,
-    pub position_to: Option<String>,
-    pub changes: ChangeCounts,
-    pub schema_changes: Vec<SchemaChange>,
+pub(crate) struct LoadRecord {
+    pub(crate) run_id: String,
+    pub(crate) sync_type: String,
+    pub(crate) position_from: Option<String>,
+    pub(crate) position_to: Option<String>,
+    pub(crate) changes: ChangeCounts,
+    pub(crate) schema_changes: Vec<SchemaChange>,
     /// Column names of this load's files, in order (change columns excluded).
-    pub columns: Vec<String>,
-    pub finished_at: String,
+    pub(crate) columns: Vec<String>,
+    pub(crate) finished_at: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ManifestColumn {
-    pub name: String,
-    pub source_type: String,
-    pub value_kind: ValueKind,
-    pub length: Option<i64>,
-    pub precision: Option<i64>,
-    pub scale: Option<i64>,
-    pub nullable: bool,
-    pub key_position: Option<usize>,
+pub(crate) struct ManifestColumn {
+    pub(crate) name: String,
+    pub(crate) source_type: String,
+    pub(crate) value_kind: ValueKind,
+    pub(crate) length: Option<i64>,
+    pub(crate) precision: Option<i64>,
+    pub(crate) scale: Option<i64>,
+    pub(crate) nullable: bool,
+    pub(crate) key_position: Option<usize>,
 }
 
 impl ManifestColumn {
-    pub fn new(column: &Column, value_kind: ValueKind) -> ManifestColumn {
+    pub(crate) fn new(column: &Column, value_kind: ValueKind) -> ManifestColumn {
         ManifestColumn {
             name: column.name.clone(),
             source_type: column.source_type.clone(),
@@ -121,79 +121,79 @@ impl ManifestColumn {
 
 /// One part file: its name in the table folder, size, rows and SHA-256 of its bytes on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileEntry {
-    pub name: String,
+pub(crate) struct FileEntry {
+    pub(crate) name: String,
     /// The run that wrote it.
     #[serde(default)]
-    pub run_id: String,
-    pub bytes: u64,
-    pub rows: u64,
-    pub sha256: String,
+    pub(crate) run_id: String,
+    pub(crate) bytes: u64,
+    pub(crate) rows: u64,
+    pub(crate) sha256: String,
 }
 
 /// `CDK_VALIDATION`: expected against extracted rows for one table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ValidationRecord {
-    pub run_id: String,
-    pub table: String,
-    pub tier: Tier,
-    pub expected_rows: u64,
+pub(crate) struct ValidationRecord {
+    pub(crate) run_id: String,
+    pub(crate) table: String,
+    pub(crate) tier: Tier,
+    pub(crate) expected_rows: u64,
     /// `expected_rows` is the catalog's row count (`row_counts: catalog`), an estimate.
     #[serde(default)]
-    pub expected_rows_estimated: bool,
+    pub(crate) expected_rows_estimated: bool,
     /// The rows the expected count covers: rows read, and change tracking's deletes (its count
     /// includes them). A key scan's delete rows are only in `changes.deleted`.
-    pub extracted_rows: u64,
+    pub(crate) extracted_rows: u64,
     /// Extracted minus expected: non-zero when rows changed while the table was read, or when
     /// the catalog's estimate was off.
-    pub difference: i64,
+    pub(crate) difference: i64,
     /// `ok`, `count_changed` (rows were inserted or deleted during the read),
     /// `estimate_differs` (the catalog's estimate was not the rows read: reported, not a
     /// failure) or `failed`.
-    pub status: String,
-    pub started_at: String,
-    pub finished_at: String,
-    pub duration_seconds: f64,
-    pub rows_per_second: f64,
+    pub(crate) status: String,
+    pub(crate) started_at: String,
+    pub(crate) finished_at: String,
+    pub(crate) duration_seconds: f64,
+    pub(crate) rows_per_second: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// `full`, `incremental` or `skip`.
     #[serde(default)]
-    pub sync_type: String,
+    pub(crate) sync_type: String,
     #[serde(default)]
-    pub changes: ChangeCounts,
+    pub(crate) changes: ChangeCounts,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub schema_changes: Vec<SchemaChange>,
+    pub(crate) schema_changes: Vec<SchemaChange>,
 }
 
 /// What describes a table's output whatever the load: its name, columns and file format.
-pub struct TableDescription<'a> {
-    pub schema: &'a str,
-    pub name: &'a str,
-    pub primary_key: &'a [String],
-    pub columns: &'a [ManifestColumn],
-    pub format: Format,
-    pub compression: Compression,
+pub(crate) struct TableDescription<'a> {
+    pub(crate) schema: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) primary_key: &'a [String],
+    pub(crate) columns: &'a [ManifestColumn],
+    pub(crate) format: Format,
+    pub(crate) compression: Compression,
     /// `_ehi_op` and `_ehi_synced_at` follow the columns in every row.
-    pub change_columns: bool,
+    pub(crate) change_columns: bool,
 }
 
 /// A load that finished: what it read, when, and what it wrote.
-pub struct FinishedLoad<'a> {
-    pub run_id: &'a str,
-    pub load: &'a Load,
-    pub started_at: String,
-    pub finished_at: String,
+pub(crate) struct FinishedLoad<'a> {
+    pub(crate) run_id: &'a str,
+    pub(crate) load: &'a Load,
+    pub(crate) started_at: String,
+    pub(crate) finished_at: String,
     /// Rows written, delete rows included.
-    pub rows: u64,
-    pub changes: ChangeCounts,
+    pub(crate) rows: u64,
+    pub(crate) changes: ChangeCounts,
 }
 
 impl Manifest {
     /// The manifest after `finished`: the loads before it (`history`, oldest first) and then
     /// it, the files of the earlier loads (`carried`, for an incremental load) and then its own
     /// (`written`), in the order a loader applies them.
-    pub fn after_load(
+    pub(crate) fn after_load(
         table: &TableDescription<'_>,
         finished: FinishedLoad<'_>,
         history: &[LoadRecord],
@@ -242,7 +242,7 @@ impl Manifest {
 }
 
 /// What one load changed, from the writer's tallies of the table.
-pub fn change_counts(state: &TableState, load: &Load) -> ChangeCounts {
+pub(crate) fn change_counts(state: &TableState, load: &Load) -> ChangeCounts {
     let upserted = state.rows - state.deleted.min(state.rows);
     let (inserted, updated) = match (load.kind, &load.operations) {
         (LoadKind::Incremental, Some(ops)) => (Some(ops.inserts), Some(ops.updates)),
@@ -262,7 +262,7 @@ pub fn change_counts(state: &TableState, load: &Load) -> ChangeCounts {
 }
 
 /// Reads a table folder's manifest; `Ok(None)` when there is none.
-pub fn read_manifest(fs: &dyn FileOps, folder: &Path) -> std::io::Result<Option<Manifest>> {
+pub(crate) fn read_manifest(fs: &dyn FileOps, folder: &Path) -> std::io::Result<Option<Manifest>> {
     match durable::read_if_exists(fs, &folder.join(MANIFEST_FILE))? {
         Some(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
@@ -272,20 +272,24 @@ pub fn read_manifest(fs: &dyn FileOps, folder: &Path) -> std::io::Result<Option<
 }
 
 /// Writes the manifest into the table folder, atomically.
-pub fn write_manifest(fs: &dyn FileOps, folder: &Path, manifest: &Manifest) -> std::io::Result<()> {
+pub(crate) fn write_manifest(
+    fs: &dyn FileOps,
+    folder: &Path,
+    manifest: &Manifest,
+) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(manifest).map_err(std::io::Error::other)?;
     durable::write_atomically(fs, &folder.join(MANIFEST_FILE), &json)
 }
 
 /// A validation record as one line of `_validation.ndjson`.
-pub fn validation_line(record: &ValidationRecord) -> std::io::Result<Vec<u8>> {
+pub(crate) fn validation_line(record: &ValidationRecord) -> std::io::Result<Vec<u8>> {
     let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
     line.push(b'\n');
     Ok(line)
 }
 
 /// Now as RFC 3339 UTC with milliseconds, the timestamp format of every record.
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 

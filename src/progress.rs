@@ -21,7 +21,7 @@ struct TableProgress {
     bar: Option<ProgressBar>,
 }
 
-pub struct Progress {
+pub(crate) struct Progress {
     bars: Option<MultiProgress>,
     active: BTreeMap<usize, TableProgress>,
     last_log: Instant,
@@ -29,7 +29,7 @@ pub struct Progress {
 
 impl Progress {
     /// Bars when standard error is a terminal, log lines otherwise.
-    pub fn new() -> Progress {
+    pub(crate) fn new() -> Progress {
         let bars = std::io::stderr()
             .is_terminal()
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
@@ -41,7 +41,7 @@ impl Progress {
     }
 
     /// `Processing table 5/265: dbo.LABRESULT (medium, 29,123,456 rows)`.
-    pub fn table_started(
+    pub(crate) fn table_started(
         &mut self,
         table: usize,
         position: usize,
@@ -84,7 +84,7 @@ impl Progress {
 
     /// A table of an interrupted run carries on from `rows`.
     #[allow(clippy::too_many_arguments)]
-    pub fn table_resumed(
+    pub(crate) fn table_resumed(
         &mut self,
         table: usize,
         position: usize,
@@ -112,7 +112,7 @@ impl Progress {
     }
 
     /// Rows durably written so far for `table`.
-    pub fn rows(&mut self, table: usize, rows: u64) {
+    pub(crate) fn rows(&mut self, table: usize, rows: u64) {
         if let Some(progress) = self.active.get_mut(&table) {
             progress.rows = rows;
             if let Some(bar) = &progress.bar {
@@ -132,7 +132,7 @@ impl Progress {
     }
 
     /// The table is finished (or failed); `summary` is its closing line.
-    pub fn table_finished(&mut self, table: usize, summary: &str) {
+    pub(crate) fn table_finished(&mut self, table: usize, summary: &str) {
         if let Some(bar) = self.active.remove(&table).and_then(|p| p.bar) {
             bar.finish_and_clear();
         }
@@ -177,7 +177,7 @@ fn status_line(progress: &TableProgress) -> String {
 }
 
 /// Resident memory of this process, e.g. `RSS 54 MiB`.
-pub fn rss_text() -> String {
+pub(crate) fn rss_text() -> String {
     match memory_stats::memory_stats() {
         Some(stats) => format!("RSS {} MiB", stats.physical_mem / (1024 * 1024)),
         None => "RSS unknown".to_owned(),

@@ -12,7 +12,7 @@ use crate::source::errors::classify;
 const MAX_DELAY: Duration = Duration::from_secs(300);
 
 /// A random delay between zero and `base × 2^(attempt-1)`, capped at five minutes.
-pub fn backoff(base: Duration, attempt: u32) -> Duration {
+pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
     let factor = 1u32
         .checked_shl(attempt.saturating_sub(1).min(20))
         .unwrap_or(u32::MAX);
@@ -24,15 +24,15 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
 /// How transient failures are retried, by the catalog read and by every worker: at most
 /// `max_retries` retries in a row, each after a [`backoff`] delay.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryPolicy {
-    pub max_retries: u32,
+pub(crate) struct RetryPolicy {
+    pub(crate) max_retries: u32,
     /// Base of the exponential backoff.
-    pub base: Duration,
+    pub(crate) base: Duration,
 }
 
 impl RetryPolicy {
     /// The policy `max_retries` and `retry_sleep_seconds` configure.
-    pub fn of(config: &Config) -> RetryPolicy {
+    pub(crate) fn of(config: &Config) -> RetryPolicy {
         RetryPolicy {
             max_retries: config.max_retries,
             base: config.retry_sleep,
@@ -40,18 +40,18 @@ impl RetryPolicy {
     }
 
     /// `failures` in a row (the last one included) are more than the policy retries.
-    pub fn exhausted(&self, failures: u32) -> bool {
+    pub(crate) fn exhausted(&self, failures: u32) -> bool {
         failures > self.max_retries
     }
 
     /// The wait before the retry that follows `failures` failures in a row, or `None`: give up.
-    pub fn delay(&self, failures: u32) -> Option<Duration> {
+    pub(crate) fn delay(&self, failures: u32) -> Option<Duration> {
         (!self.exhausted(failures)).then(|| backoff(self.base, failures))
     }
 
     /// Runs `attempt` until it succeeds, fails with an error that is not transient, or failed
     /// `max_retries + 1` times; logs every retry with the error class and codes.
-    pub fn run<T>(
+    pub(crate) fn run<T>(
         &self,
         what: &str,
         mut attempt: impl FnMut() -> Result<T, Error>,

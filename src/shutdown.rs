@@ -13,38 +13,38 @@ use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// Stop requests a supervisor writes to its sync child's standard input.
-pub const REQUEST_STOP: u8 = b's';
-pub const REQUEST_STOP_NOW: u8 = b'n';
+pub(crate) const REQUEST_STOP: u8 = b's';
+pub(crate) const REQUEST_STOP_NOW: u8 = b'n';
 
 /// Exit code of the immediate stop on a second signal (128 + SIGINT, as shells report it).
 const IMMEDIATE_EXIT_CODE: i32 = 130;
 
 /// Set by the first signal; workers and the scheduler poll it.
 #[derive(Debug, Default)]
-pub struct StopFlag(AtomicBool);
+pub(crate) struct StopFlag(AtomicBool);
 
 impl StopFlag {
-    pub const fn new() -> StopFlag {
+    pub(crate) const fn new() -> StopFlag {
         StopFlag(AtomicBool::new(false))
     }
 
-    pub fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
 
-    pub fn set(&self) {
+    pub(crate) fn set(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
 }
 
 /// The process-wide stop flag the signal handler sets.
-pub static STOP: StopFlag = StopFlag::new();
+pub(crate) static STOP: StopFlag = StopFlag::new();
 
 /// Signals received; the second one stops at once.
 static SIGNALS: AtomicU32 = AtomicU32::new(0);
 
 /// Installs the handler. Call once, before the run starts.
-pub fn install() -> Result<(), String> {
+pub(crate) fn install() -> Result<(), String> {
     ctrlc::set_handler(|| {
         if SIGNALS.fetch_add(1, Ordering::SeqCst) > 0 {
             // Second signal: the operator wants out now.

@@ -20,36 +20,36 @@ use crate::model::{Format, Tier};
 use crate::model::{Load, Position};
 
 /// Bumped when the layout changes; a state of another version is refused, never guessed at.
-pub const STATE_VERSION: u32 = 1;
+pub(crate) const STATE_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunState {
-    pub version: u32,
-    pub run_id: String,
-    pub started_at: String,
-    pub last_checkpoint_at: Option<String>,
-    pub finished: bool,
-    pub source: SourceIdentity,
+pub(crate) struct RunState {
+    pub(crate) version: u32,
+    pub(crate) run_id: String,
+    pub(crate) started_at: String,
+    pub(crate) last_checkpoint_at: Option<String>,
+    pub(crate) finished: bool,
+    pub(crate) source: SourceIdentity,
     /// In plan order.
-    pub tables: Vec<TableState>,
+    pub(crate) tables: Vec<TableState>,
     /// Length of `_validation.ndjson` this run's records have reached. A resumed run cuts the
     /// file back to it, so a record written before a crash is neither lost nor doubled.
     #[serde(default)]
-    pub validation_bytes: Option<u64>,
+    pub(crate) validation_bytes: Option<u64>,
 }
 
 /// What the output belongs to; a resume against another database or format is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceIdentity {
-    pub dialect: Dialect,
-    pub database: String,
-    pub format: Format,
-    pub compression: Compression,
+pub(crate) struct SourceIdentity {
+    pub(crate) dialect: Dialect,
+    pub(crate) database: String,
+    pub(crate) format: Format,
+    pub(crate) compression: Compression,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum TableStatus {
+pub(crate) enum TableStatus {
     Pending,
     InProgress,
     Done,
@@ -57,56 +57,56 @@ pub enum TableStatus {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TableState {
+pub(crate) struct TableState {
     /// `schema.table`.
-    pub table: String,
-    pub tier: Tier,
+    pub(crate) table: String,
+    pub(crate) tier: Tier,
     /// Folder under `output_dir`.
-    pub folder: String,
-    pub status: TableStatus,
-    pub expected_rows: Option<u64>,
+    pub(crate) folder: String,
+    pub(crate) status: TableStatus,
+    pub(crate) expected_rows: Option<u64>,
     /// `expected_rows` is the catalog's estimate (`row_counts: catalog`), not a count.
     #[serde(default)]
-    pub expected_estimated: bool,
+    pub(crate) expected_estimated: bool,
     /// Rows durably written.
-    pub rows: u64,
-    pub files: Vec<CommittedFile>,
-    pub partitions: Vec<PartitionState>,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
+    pub(crate) rows: u64,
+    pub(crate) files: Vec<CommittedFile>,
+    pub(crate) partitions: Vec<PartitionState>,
+    pub(crate) started_at: Option<String>,
+    pub(crate) finished_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// What this run reads of the table (full or incremental, with its range).
     #[serde(default)]
-    pub load: Option<Load>,
+    pub(crate) load: Option<Load>,
     /// What the table's files are complete up to. Carried from run to run; moved only in the
     /// checkpoint that marks the table done.
     #[serde(default)]
-    pub position: Option<Position>,
+    pub(crate) position: Option<Position>,
     /// The key list of the last finished load (a file in the table folder), for `key_scan`.
     #[serde(default)]
-    pub key_list: Option<String>,
+    pub(crate) key_list: Option<String>,
     /// This run's key list and its durable length.
     #[serde(default)]
-    pub key_list_writing: Option<CommittedFile>,
+    pub(crate) key_list_writing: Option<CommittedFile>,
     /// Delete rows durably written by this run's load.
     #[serde(default)]
-    pub deleted: u64,
+    pub(crate) deleted: u64,
     /// Keys of this run's key scan that the previous list did not hold.
     #[serde(default)]
-    pub new_keys: u64,
+    pub(crate) new_keys: u64,
 }
 
 impl TableState {
     /// This run reads the table incrementally: earlier loads' files and manifest stay.
-    pub fn incremental_load(&self) -> bool {
+    pub(crate) fn incremental_load(&self) -> bool {
         self.load
             .as_ref()
             .is_some_and(|l| l.kind == crate::model::LoadKind::Incremental)
     }
 
     /// A table not yet started in this run, keeping what earlier runs committed.
-    pub fn fresh(table: String, tier: Tier, folder: String) -> TableState {
+    pub(crate) fn fresh(table: String, tier: Tier, folder: String) -> TableState {
         TableState {
             table,
             tier,
@@ -132,26 +132,26 @@ impl TableState {
 
 /// A part file and how much of it is durable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommittedFile {
-    pub name: String,
-    pub bytes: u64,
-    pub rows: u64,
+pub(crate) struct CommittedFile {
+    pub(crate) name: String,
+    pub(crate) bytes: u64,
+    pub(crate) rows: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PartitionStatus {
+pub(crate) enum PartitionStatus {
     Pending,
     InProgress,
     Done,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PartitionState {
-    pub spec: PartitionSpec,
-    pub status: PartitionStatus,
+pub(crate) struct PartitionState {
+    pub(crate) spec: PartitionSpec,
+    pub(crate) status: PartitionStatus,
     /// The last key durably written; the partition resumes after it.
-    pub last_key: Option<Vec<KeyValue>>,
+    pub(crate) last_key: Option<Vec<KeyValue>>,
 }
 
 impl SourceIdentity {
@@ -168,7 +168,7 @@ impl SourceIdentity {
 
 /// Reads the state file; `Ok(None)` when there is none. A state that cannot be trusted is an
 /// error, never silently replaced.
-pub fn load(fs: &dyn FileOps, path: &Path) -> Result<Option<RunState>, StateError> {
+pub(crate) fn load(fs: &dyn FileOps, path: &Path) -> Result<Option<RunState>, StateError> {
     let bytes = match durable::read_if_exists(fs, path) {
         Ok(Some(bytes)) => bytes,
         Ok(None) => return Ok(None),
@@ -209,7 +209,11 @@ pub fn load(fs: &dyn FileOps, path: &Path) -> Result<Option<RunState>, StateErro
 
 impl RunState {
     /// Refuses to resume a run of another database or output format.
-    pub fn check_source(&self, path: &Path, ours: &SourceIdentity) -> Result<(), StateError> {
+    pub(crate) fn check_source(
+        &self,
+        path: &Path,
+        ours: &SourceIdentity,
+    ) -> Result<(), StateError> {
         if &self.source == ours {
             Ok(())
         } else {
@@ -222,12 +226,12 @@ impl RunState {
     }
 
     /// The state of table `name` (`schema.table`).
-    pub fn table(&self, name: &str) -> Option<&TableState> {
+    pub(crate) fn table(&self, name: &str) -> Option<&TableState> {
         self.tables.iter().find(|t| t.table == name)
     }
 
     /// Writes the state atomically: temporary file, fsync, rename, fsync of the folder.
-    pub fn save(&self, fs: &dyn FileOps, path: &Path) -> std::io::Result<()> {
+    pub(crate) fn save(&self, fs: &dyn FileOps, path: &Path) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         durable::write_atomically(fs, path, &json)
     }

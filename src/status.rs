@@ -10,49 +10,49 @@ use crate::state::{PartitionStatus, RunState, TableStatus};
 use crate::supervisor::Restarts;
 
 #[derive(Debug, Serialize)]
-pub struct Report {
-    pub run_id: String,
+pub(crate) struct Report {
+    pub(crate) run_id: String,
     /// `running`, `finished` or stopped before the end.
-    pub run: String,
+    pub(crate) run: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub holder: Option<Holder>,
-    pub started_at: String,
-    pub last_checkpoint_at: Option<String>,
-    pub tiers: Vec<TierReport>,
-    pub tables: Vec<TableReport>,
+    pub(crate) holder: Option<Holder>,
+    pub(crate) started_at: String,
+    pub(crate) last_checkpoint_at: Option<String>,
+    pub(crate) tiers: Vec<TierReport>,
+    pub(crate) tables: Vec<TableReport>,
     /// Crashes of the sync process the supervisor restarted it after, in this run.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub restarts: Option<Restarts>,
+    pub(crate) restarts: Option<Restarts>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct TierReport {
-    pub tier: Tier,
-    pub done: usize,
-    pub in_progress: usize,
-    pub failed: usize,
-    pub pending: usize,
-    pub rows_done: u64,
+pub(crate) struct TierReport {
+    pub(crate) tier: Tier,
+    pub(crate) done: usize,
+    pub(crate) in_progress: usize,
+    pub(crate) failed: usize,
+    pub(crate) pending: usize,
+    pub(crate) rows_done: u64,
     /// Sum of the exact counts of the tables that have started; pending tables are not
     /// counted yet.
-    pub rows_expected: u64,
+    pub(crate) rows_expected: u64,
 }
 
 #[derive(Debug, Serialize)]
-pub struct TableReport {
-    pub table: String,
-    pub tier: Tier,
-    pub status: TableStatus,
-    pub rows: u64,
-    pub expected_rows: Option<u64>,
-    pub partitions_done: usize,
-    pub partitions: usize,
+pub(crate) struct TableReport {
+    pub(crate) table: String,
+    pub(crate) tier: Tier,
+    pub(crate) status: TableStatus,
+    pub(crate) rows: u64,
+    pub(crate) expected_rows: Option<u64>,
+    pub(crate) partitions_done: usize,
+    pub(crate) partitions: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 impl Report {
-    pub fn new(state: &RunState, run: &str, holder: Option<Holder>) -> Report {
+    pub(crate) fn new(state: &RunState, run: &str, holder: Option<Holder>) -> Report {
         let tables: Vec<TableReport> = state
             .tables
             .iter()
@@ -99,7 +99,7 @@ impl Report {
         }
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut text = format!("Run {}: {}\n", self.run_id, self.run);
         if let Some(holder) = &self.holder {
             text.push_str(&format!(
@@ -173,7 +173,7 @@ impl Report {
 }
 
 /// `  crash restarts:  2 (last crash <when>: <cause>, in <tables>)`; empty without a crash.
-pub fn render_restarts(restarts: &Restarts) -> String {
+pub(crate) fn render_restarts(restarts: &Restarts) -> String {
     let Some(last) = restarts.crashes.last() else {
         return String::new();
     };

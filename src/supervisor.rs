@@ -45,7 +45,7 @@ use crate::state::{self, RunState, TableStatus};
 
 /// The hidden `sync` option that makes a process the supervised child; its value is the
 /// supervisor's pid.
-pub const CHILD_FLAG: &str = "--supervised-by";
+pub(crate) const CHILD_FLAG: &str = "--supervised-by";
 
 /// The longest wait between two restarts.
 const MAX_DELAY: Duration = Duration::from_secs(300);
@@ -401,29 +401,29 @@ fn describe_tables(tables: &[TableInProgress]) -> String {
 
 /// The crashes of one run, next to its state file (`status` shows them).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Restarts {
+pub(crate) struct Restarts {
     /// The run the crashes belong to; `None` when a child crashed before writing a state.
-    pub run_id: Option<String>,
+    pub(crate) run_id: Option<String>,
     /// Crashes the supervisor restarted the sync after, over every `sync` of this run.
-    pub restarts: u32,
+    pub(crate) restarts: u32,
     /// The latest crashes, oldest first.
-    pub crashes: Vec<Crash>,
+    pub(crate) crashes: Vec<Crash>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Crash {
-    pub at: String,
-    pub pid: u32,
-    pub cause: String,
+pub(crate) struct Crash {
+    pub(crate) at: String,
+    pub(crate) pid: u32,
+    pub(crate) cause: String,
     /// Tables in progress at the last checkpoint.
-    pub tables: Vec<String>,
+    pub(crate) tables: Vec<String>,
     /// The crashed child had moved the checkpoint on.
-    pub progress: bool,
-    pub restarted: bool,
+    pub(crate) progress: bool,
+    pub(crate) restarted: bool,
 }
 
 /// `_state.json` → `_state.restarts.json`, in the same folder.
-pub fn restarts_path(state_path: &Path) -> PathBuf {
+pub(crate) fn restarts_path(state_path: &Path) -> PathBuf {
     let stem = state_path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -433,7 +433,7 @@ pub fn restarts_path(state_path: &Path) -> PathBuf {
 
 /// The restarts recorded for run `run_id`, if any; `None` for the crashes of a run that has not
 /// written its state file yet.
-pub fn restarts_of(state_path: &Path, run_id: Option<&str>) -> Option<Restarts> {
+pub(crate) fn restarts_of(state_path: &Path, run_id: Option<&str>) -> Option<Restarts> {
     read_restarts(state_path).filter(|r| r.run_id.as_deref() == run_id)
 }
 

@@ -7,7 +7,9 @@ use crate::model::SqlServerDriver;
 /// The Microsoft driver version a config's keywords need beyond what its driver name says:
 /// `ServerCertificate` arrived in Driver 18.1, and an older driver does not refuse it, it only
 /// warns (01S00) and connects without pinning the certificate.
-pub fn required_driver_version(config: &SqlServerConfig) -> Option<(&'static str, (u32, u32))> {
+pub(crate) fn required_driver_version(
+    config: &SqlServerConfig,
+) -> Option<(&'static str, (u32, u32))> {
     let microsoft = matches!(
         SqlServerDriver::from_name(&config.driver),
         SqlServerDriver::Microsoft { .. }
@@ -17,7 +19,7 @@ pub fn required_driver_version(config: &SqlServerConfig) -> Option<(&'static str
 
 /// Refuses a driver older than the config needs. `driver_version` is `SQL_DRIVER_VER` as the
 /// driver reports it (`18.06.0002`); an unreadable version is not refused.
-pub fn check_driver_version(
+pub(crate) fn check_driver_version(
     config: &SqlServerConfig,
     driver_version: &str,
 ) -> Result<(), ConfigError> {
@@ -49,7 +51,7 @@ pub fn check_driver_version(
 /// the configured driver name says so. The login timeout is not a keyword here: Driver 18
 /// rejects `LoginTimeout` (01S00, "Invalid connection string attribute"), so it is set as
 /// `SQL_ATTR_LOGIN_TIMEOUT` on the connection handle for every driver.
-pub fn sqlserver(config: &SqlServerConfig) -> String {
+pub(crate) fn sqlserver(config: &SqlServerConfig) -> String {
     let mut parts: Vec<(&str, String)> = vec![("Driver", config.driver.clone())];
     match SqlServerDriver::from_name(&config.driver) {
         SqlServerDriver::FreeTds => {
@@ -132,7 +134,7 @@ fn quote_value(value: &str) -> String {
 const SECRET_KEYS: &[&str] = &["pwd", "password", "pass", "passwd", "secret", "accesstoken"];
 
 /// The connection string with every password value replaced by `***`, for logs and errors.
-pub fn redact(connection_string: &str) -> String {
+pub(crate) fn redact(connection_string: &str) -> String {
     let mut out = String::with_capacity(connection_string.len());
     for (key, value, separator) in attributes(connection_string) {
         out.push_str(key);
@@ -152,7 +154,7 @@ pub fn redact(connection_string: &str) -> String {
 }
 
 /// The raw values of every password attribute (`PWD=`, `Password=`, ...), braces included.
-pub fn secret_values(connection_string: &str) -> Vec<&str> {
+pub(crate) fn secret_values(connection_string: &str) -> Vec<&str> {
     attributes(connection_string)
         .into_iter()
         .filter(|(key, _, _)| SECRET_KEYS.contains(&key.trim().to_ascii_lowercase().as_str()))

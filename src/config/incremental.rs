@@ -17,68 +17,59 @@ use crate::error::ConfigError;
 /// How deleted rows are found on a table read incrementally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DetectDeletes {
+pub(crate) enum DetectDeletes {
     /// Deletes are not looked for.
     None,
     /// Every run streams the table's whole key list and compares it with the previous one.
     KeyScan,
 }
 
-impl DetectDeletes {
-    pub fn name(self) -> &'static str {
-        match self {
-            DetectDeletes::None => "none",
-            DetectDeletes::KeyScan => "key_scan",
-        }
-    }
-}
-
 /// The `incremental` config object.
 #[derive(Debug, Clone, PartialEq)]
-pub struct IncrementalConfig {
+pub(crate) struct IncrementalConfig {
     /// Column names tried in order on every table (case-insensitively), e.g. `_LastUpdatedInstant`.
-    pub cursor_columns: Vec<String>,
+    pub(crate) cursor_columns: Vec<String>,
     /// Timestamp cursors re-read this many minutes before the saved position (default 15).
-    pub lookback_minutes: u32,
+    pub(crate) lookback_minutes: u32,
     /// Default `None`.
-    pub detect_deletes: DetectDeletes,
+    pub(crate) detect_deletes: DetectDeletes,
     /// Tables with neither change tracking nor a cursor: reload whole each run (true, default) or
     /// skip after the first load (false).
-    pub full_reload: bool,
+    pub(crate) full_reload: bool,
     /// Append `_ehi_op` and `_ehi_synced_at` to every row of every file (default true).
-    pub change_columns: bool,
+    pub(crate) change_columns: bool,
     /// Per-table overrides, keyed by `schema.table`.
-    pub tables: Vec<TableOverride>,
+    pub(crate) tables: Vec<TableOverride>,
 }
 
 /// One entry of `incremental.tables`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TableOverride {
+pub(crate) struct TableOverride {
     /// The key as written in the config: `"dbo.PATIENT"`.
-    pub table: String,
-    pub cursor_column: Option<String>,
-    pub lookback_minutes: Option<u32>,
-    pub detect_deletes: Option<DetectDeletes>,
-    pub full_reload: Option<bool>,
+    pub(crate) table: String,
+    pub(crate) cursor_column: Option<String>,
+    pub(crate) lookback_minutes: Option<u32>,
+    pub(crate) detect_deletes: Option<DetectDeletes>,
+    pub(crate) full_reload: Option<bool>,
 }
 
 /// The settings that apply to one table, overrides resolved.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TableIncremental {
+pub(crate) struct TableIncremental {
     /// The table's own `cursor_column`: it must exist (an error otherwise), where the global
     /// list is only tried.
-    pub cursor_column: Option<String>,
+    pub(crate) cursor_column: Option<String>,
     /// The override's `cursor_column` alone when set, else the global list.
-    pub cursor_columns: Vec<String>,
-    pub lookback_minutes: u32,
-    pub detect_deletes: DetectDeletes,
-    pub full_reload: bool,
+    pub(crate) cursor_columns: Vec<String>,
+    pub(crate) lookback_minutes: u32,
+    pub(crate) detect_deletes: DetectDeletes,
+    pub(crate) full_reload: bool,
 }
 
 /// The default `lookback_minutes`.
-pub const DEFAULT_LOOKBACK_MINUTES: u32 = 15;
+pub(crate) const DEFAULT_LOOKBACK_MINUTES: u32 = 15;
 /// The largest `lookback_minutes`: a week.
-pub const MAX_LOOKBACK_MINUTES: u32 = 7 * 24 * 60;
+pub(crate) const MAX_LOOKBACK_MINUTES: u32 = 7 * 24 * 60;
 
 impl Default for IncrementalConfig {
     fn default() -> Self {
@@ -96,7 +87,7 @@ impl Default for IncrementalConfig {
 impl IncrementalConfig {
     /// The settings of `schema.name`: its override (matched case-insensitively, like SQL
     /// Server's default collation) over the global values.
-    pub fn for_table(&self, schema: &str, name: &str) -> TableIncremental {
+    pub(crate) fn for_table(&self, schema: &str, name: &str) -> TableIncremental {
         let wanted = fold(&format!("{schema}.{name}"));
         let found = self.tables.iter().find(|o| fold(&o.table) == wanted);
         let cursor_column = found.and_then(|o| o.cursor_column.clone());
@@ -120,7 +111,7 @@ impl IncrementalConfig {
 
     /// Override keys that name no table of `tables` (schema, name pairs) — for a plan warning.
     /// In config order, as written.
-    pub fn unmatched_overrides(&self, tables: &[(String, String)]) -> Vec<String> {
+    pub(crate) fn unmatched_overrides(&self, tables: &[(String, String)]) -> Vec<String> {
         let present: Vec<String> = tables
             .iter()
             .map(|(schema, name)| fold(&format!("{schema}.{name}")))
@@ -687,6 +678,5 @@ mod tests {
             serde_json::from_str::<DetectDeletes>("\"none\"").unwrap(),
             DetectDeletes::None
         );
-        assert_eq!(DetectDeletes::KeyScan.name(), "key_scan");
     }
 }

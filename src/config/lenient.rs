@@ -16,7 +16,7 @@ use super::kind;
 use crate::error::ConfigError;
 
 /// How one kind of value is read from whatever JSON the file holds.
-pub trait Lenient: Sized {
+pub(crate) trait Lenient: Sized {
     /// The expected form, for the error.
     fn expected() -> String;
     /// The value, `None` when it counts as absent, or the problem with it.
@@ -25,7 +25,7 @@ pub trait Lenient: Sized {
 
 /// A declared key: its value, absent, or what is wrong with it.
 #[derive(Debug)]
-pub struct Field<T>(Result<Option<T>, String>);
+pub(crate) struct Field<T>(Result<Option<T>, String>);
 
 impl<T> Default for Field<T> {
     fn default() -> Self {
@@ -42,12 +42,12 @@ impl<'de, T: Lenient> Deserialize<'de> for Field<T> {
 
 impl<T: Lenient> Field<T> {
     /// The value; an error naming `key` (the full path) when it is wrong.
-    pub fn get(self, key: &str) -> Result<Option<T>, ConfigError> {
+    pub(crate) fn get(self, key: &str) -> Result<Option<T>, ConfigError> {
         self.expecting(key, &T::expected())
     }
 
     /// Like `get`, with the expected form said for this key.
-    pub fn expecting(self, key: &str, expected: &str) -> Result<Option<T>, ConfigError> {
+    pub(crate) fn expecting(self, key: &str, expected: &str) -> Result<Option<T>, ConfigError> {
         self.0
             .map_err(|problem| ConfigError::invalid(key, problem, expected))
     }
@@ -56,7 +56,7 @@ impl<T: Lenient> Field<T> {
 impl Field<String> {
     /// The text trimmed, empty text counting as absent (the specification's configs leave
     /// unused keys as "").
-    pub fn text(self, key: &str) -> Result<Option<String>, ConfigError> {
+    pub(crate) fn text(self, key: &str) -> Result<Option<String>, ConfigError> {
         Ok(self
             .get(key)?
             .map(|s| s.trim().to_owned())
@@ -184,7 +184,7 @@ impl Lenient for Vec<String> {
 }
 
 /// A struct of [`Field`]s (every one `#[serde(default)]`) that declares one object of the file.
-pub trait Object: DeserializeOwned {
+pub(crate) trait Object: DeserializeOwned {
     /// The expected form, for the error when the value is not an object; empty: the declared
     /// keys in braces.
     const EXPECTED: &'static str;
@@ -195,10 +195,10 @@ pub trait Object: DeserializeOwned {
 /// A declared object and the keys it holds that the declaration does not. Keys starting with
 /// `_` are comments (config.example.json documents itself so) and are neither.
 #[derive(Debug)]
-pub struct Section<T> {
-    pub keys: T,
+pub(crate) struct Section<T> {
+    pub(crate) keys: T,
     /// In key order.
-    pub unknown: Vec<String>,
+    pub(crate) unknown: Vec<String>,
 }
 
 impl<T: Object> Lenient for Section<T> {
@@ -230,7 +230,7 @@ impl<T: Object> Lenient for Section<T> {
 
 impl<T: Object> Section<T> {
     /// Warns about the unknown keys, named by their path under `prefix`, with the known ones.
-    pub fn warn_unknown(&self, prefix: &str, warnings: &mut Vec<String>) {
+    pub(crate) fn warn_unknown(&self, prefix: &str, warnings: &mut Vec<String>) {
         if self.unknown.is_empty() {
             return;
         }
@@ -249,7 +249,7 @@ impl<T: Object> Section<T> {
 
 /// The keys a derived `Deserialize` struct declares, as serde names them: the derive passes
 /// them to `deserialize_struct`, which this deserializer records and then stops.
-pub fn declared_keys<T: DeserializeOwned>() -> &'static [&'static str] {
+pub(crate) fn declared_keys<T: DeserializeOwned>() -> &'static [&'static str] {
     let mut keys: &'static [&'static str] = &[];
     let _ = T::deserialize(KeyRecorder {
         keys: &mut keys,

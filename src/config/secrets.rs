@@ -14,19 +14,21 @@ use crate::error::ConfigError;
 
 /// What the config file holds of a password, and who can read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretAtRest {
+pub(crate) struct SecretAtRest {
     /// The key whose value holds a plaintext password; `None` when no password is in the file.
-    pub key: Option<&'static str>,
+    pub(crate) key: Option<&'static str>,
     /// `refuse_readable_secrets`: a readable (or uncheckable) file is an error, not a warning.
-    pub refuse: bool,
-    pub access: Access,
+    pub(crate) refuse: bool,
+    pub(crate) access: Access,
     /// The file that was checked.
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
 }
 
-/// Who can read the config file, as far as this program can tell.
+/// Who can read the config file, as far as this program can tell. (The Unix variants are
+/// only built on Unix; Windows reports `Unknown`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+#[cfg_attr(not(unix), allow(dead_code))]
+pub(crate) enum Access {
     /// Not looked at: no password in the file, or config text that did not come from a file.
     NotChecked,
     /// Unix: only the owner can read it.
@@ -39,7 +41,7 @@ pub enum Access {
 
 impl SecretAtRest {
     /// Looks for a plaintext password in the config's keys.
-    pub fn of(map: &Map<String, Value>, refuse: bool) -> SecretAtRest {
+    pub(crate) fn of(map: &Map<String, Value>, refuse: bool) -> SecretAtRest {
         let in_connection_string = match map.get("connection_string") {
             Some(Value::String(s)) => connection_string::secret_values(s)
                 .into_iter()
@@ -67,7 +69,7 @@ impl SecretAtRest {
     }
 
     /// The finding as `check` prints it.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let Some(key) = self.key else {
             return "no password in the config file".to_owned();
         };
@@ -117,7 +119,7 @@ fn is_plaintext(value: &str) -> bool {
 
 /// Checks who can read the config file at `path` when it holds a password: a warning in the
 /// config's warnings, or the error of `refuse_readable_secrets`.
-pub fn check_file(path: &Path, config: &mut Config) -> Result<(), ConfigError> {
+pub(crate) fn check_file(path: &Path, config: &mut Config) -> Result<(), ConfigError> {
     let Some(key) = config.secret_at_rest.key else {
         return Ok(());
     };

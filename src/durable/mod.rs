@@ -19,7 +19,7 @@ use std::io::{Read, Seek, Write};
 use std::path::Path;
 
 /// The file operations the output is written with.
-pub trait FileOps: Send + Sync {
+pub(crate) trait FileOps: Send + Sync {
     /// Creates `path` and its parents, private to the owner on Unix.
     fn create_dir_all(&self, path: &Path) -> std::io::Result<()>;
     /// Creates `path` (or empties it) for writing, private to the owner on Unix.
@@ -42,14 +42,14 @@ pub trait FileOps: Send + Sync {
 }
 
 /// A file open for writing.
-pub trait DurableFile: Send {
+pub(crate) trait DurableFile: Send {
     fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()>;
     /// fsync: the bytes written so far survive a power cut.
     fn sync(&mut self) -> std::io::Result<()>;
 }
 
 /// Reads a whole file; `Ok(None)` when there is none.
-pub fn read_if_exists(fs: &dyn FileOps, path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+pub(crate) fn read_if_exists(fs: &dyn FileOps, path: &Path) -> std::io::Result<Option<Vec<u8>>> {
     let mut reader = match fs.open_read(path) {
         Ok(reader) => reader,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -61,7 +61,7 @@ pub fn read_if_exists(fs: &dyn FileOps, path: &Path) -> std::io::Result<Option<V
 }
 
 /// Removes a file; one that is not there is no error.
-pub fn remove_if_exists(fs: &dyn FileOps, path: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_if_exists(fs: &dyn FileOps, path: &Path) -> std::io::Result<()> {
     match fs.remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
@@ -71,7 +71,7 @@ pub fn remove_if_exists(fs: &dyn FileOps, path: &Path) -> std::io::Result<()> {
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new content:
 /// write a temporary file, fsync it, rename it over `path`, fsync the folder. A failed write
 /// (a full disk) removes the temporary file and leaves `path` as it was.
-pub fn write_atomically(fs: &dyn FileOps, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(fs: &dyn FileOps, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -123,7 +123,7 @@ fn pause_in_atomic_write_for_tests(path: &Path) {
 }
 
 /// True for "no space left on device" and "disk quota exceeded".
-pub fn is_out_of_space(error: &std::io::Error) -> bool {
+pub(crate) fn is_out_of_space(error: &std::io::Error) -> bool {
     matches!(
         error.kind(),
         std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
@@ -132,7 +132,7 @@ pub fn is_out_of_space(error: &std::io::Error) -> bool {
 
 /// An error the writer stops on, with what to do when the disk or quota is full: the run
 /// stopped at its last checkpoint and the next `sync` resumes from there.
-pub fn with_out_of_space_fix(error: std::io::Error, path: &Path) -> std::io::Error {
+pub(crate) fn with_out_of_space_fix(error: std::io::Error, path: &Path) -> std::io::Error {
     if !is_out_of_space(&error) {
         return error;
     }
@@ -150,14 +150,14 @@ pub fn with_out_of_space_fix(error: std::io::Error, path: &Path) -> std::io::Err
 /// `min_free_bytes`: a table does not start, nor go on to its next partition, on a file
 /// system with less free space; it fails and the next `sync` resumes it.
 #[derive(Debug, Clone)]
-pub struct FreeSpaceCheck {
-    pub dir: std::path::PathBuf,
-    pub min_bytes: u64,
+pub(crate) struct FreeSpaceCheck {
+    pub(crate) dir: std::path::PathBuf,
+    pub(crate) min_bytes: u64,
 }
 
 impl FreeSpaceCheck {
     /// The reason a table cannot go on, if there is one.
-    pub fn shortage(&self, fs: &dyn FileOps) -> Option<String> {
+    pub(crate) fn shortage(&self, fs: &dyn FileOps) -> Option<String> {
         match fs.available_bytes(&self.dir) {
             Ok(free) if free >= self.min_bytes => None,
             Ok(free) => Some(format!(
@@ -177,7 +177,7 @@ impl FreeSpaceCheck {
 }
 
 /// The real file system.
-pub struct Disk;
+pub(crate) struct Disk;
 
 struct DiskFile(File);
 
@@ -283,7 +283,7 @@ impl FileOps for Disk {
 
 /// A folder or file name safe on Windows and Unix: no `<>:"/\|?*` or control characters, no
 /// trailing dot or space, no reserved device name.
-pub fn safe_name(name: &str) -> String {
+pub(crate) fn safe_name(name: &str) -> String {
     let mut safe: String = name
         .chars()
         .map(|c| {
@@ -311,7 +311,7 @@ pub fn safe_name(name: &str) -> String {
 
 /// Opens `path` for writing, creating it private to the owner on Unix. With `truncate_to`, an
 /// existing file is cut to that length (a resumed run drops bytes after its checkpoint).
-pub fn open_private_file(path: &Path, truncate_to: Option<u64>) -> std::io::Result<File> {
+pub(crate) fn open_private_file(path: &Path, truncate_to: Option<u64>) -> std::io::Result<File> {
     let mut options = private_options();
     options.write(true).create(true);
     if truncate_to.is_none() {
@@ -326,7 +326,7 @@ pub fn open_private_file(path: &Path, truncate_to: Option<u64>) -> std::io::Resu
 }
 
 /// Removes the folder `path` and everything in it; a missing folder is not an error.
-pub fn remove_dir_if_exists(path: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_dir_if_exists(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),

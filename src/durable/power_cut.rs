@@ -50,19 +50,19 @@ struct World {
 /// program must be ready for; a real disk may also have written some of it back already
 /// (file systems that journal metadata but not data keep entries and lose bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Survives {
-    pub unsynced_data: bool,
-    pub unsynced_entries: bool,
+pub(crate) struct Survives {
+    pub(crate) unsynced_data: bool,
+    pub(crate) unsynced_entries: bool,
 }
 
 impl Survives {
-    pub const NOTHING: Survives = Survives {
+    pub(crate) const NOTHING: Survives = Survives {
         unsynced_data: false,
         unsynced_entries: false,
     };
 
     /// Every combination, `NOTHING` first.
-    pub const ALL: [Survives; 4] = [
+    pub(crate) const ALL: [Survives; 4] = [
         Survives::NOTHING,
         Survives {
             unsynced_data: true,
@@ -81,7 +81,7 @@ impl Survives {
 
 /// The simulated file system. Clones share it.
 #[derive(Clone)]
-pub struct PowerCutFs(Arc<Mutex<World>>);
+pub(crate) struct PowerCutFs(Arc<Mutex<World>>);
 
 fn not_found(path: &Path) -> std::io::Error {
     std::io::Error::new(
@@ -177,7 +177,7 @@ impl World {
 }
 
 impl PowerCutFs {
-    pub fn new() -> PowerCutFs {
+    pub(crate) fn new() -> PowerCutFs {
         let world = World {
             dirs: vec![Dir::default()],
             powered: true,
@@ -188,39 +188,39 @@ impl PowerCutFs {
 
     /// Cuts the power at durable step `n` (1-based, counted from the start): everything not
     /// fsynced is lost.
-    pub fn cut_power_at(&self, n: usize) {
+    pub(crate) fn cut_power_at(&self, n: usize) {
         self.cut_power_keeping(n, Survives::NOTHING);
     }
 
     /// Cuts the power at step `n`, the disk keeping what `survives` says of the rest.
-    pub fn cut_power_keeping(&self, n: usize, survives: Survives) {
+    pub(crate) fn cut_power_keeping(&self, n: usize, survives: Survives) {
         World::lock(self).cut_at = Some((n, survives));
     }
 
     /// Fails durable step `n` with OS error `errno` (ENOSPC, EDQUOT); the power stays on.
-    pub fn fail_at(&self, n: usize, errno: i32) {
+    pub(crate) fn fail_at(&self, n: usize, errno: i32) {
         World::lock(self).fail_at = Some((n, errno));
     }
 
     /// Cuts the power now, between steps: everything not fsynced is lost.
-    pub fn cut_power_now(&self) {
+    pub(crate) fn cut_power_now(&self) {
         World::lock(self).power_cut(Survives::NOTHING);
     }
 
     /// Powers on again with what the disk kept; no faults are armed.
-    pub fn reboot(&self) {
+    pub(crate) fn reboot(&self) {
         let mut world = World::lock(self);
         world.powered = true;
         world.cut_at = None;
         world.fail_at = None;
     }
 
-    pub fn steps(&self) -> Vec<String> {
+    pub(crate) fn steps(&self) -> Vec<String> {
         World::lock(self).steps.clone()
     }
 
     /// What a program reads at `path` now.
-    pub fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+    pub(crate) fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
         let world = World::lock(self);
         let inode = world.file(path)?;
         Ok(world.inodes[inode].cached.clone())

@@ -15,7 +15,7 @@ use crate::source::{key::KeyMismatch, key::NotAdvancing};
 
 /// Why the table cannot be copied in this run.
 #[derive(Debug)]
-pub enum TableFailure {
+pub(crate) enum TableFailure {
     /// A database error that a retry would not cure (permission, a missing object, bad SQL).
     Database {
         context: String,
@@ -112,7 +112,7 @@ pub enum TableFailure {
 
 impl TableFailure {
     /// A refused login fails every table the same way: the run stops.
-    pub fn fatal_for_run(&self) -> bool {
+    pub(crate) fn fatal_for_run(&self) -> bool {
         matches!(self, TableFailure::Database { error, .. } if classify(error).fatal_for_run())
     }
 }

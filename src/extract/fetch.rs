@@ -24,33 +24,33 @@ use crate::source::types::ValueKind;
 const LONG_VALUE_START_BYTES: usize = 4096;
 /// The largest capacity a bulk buffer grows to per value, in bytes; larger values are read in
 /// pieces.
-pub const BULK_VALUE_MAX_BYTES: usize = 64 * 1024;
+pub(crate) const BULK_VALUE_MAX_BYTES: usize = 64 * 1024;
 /// Declared lengths up to this many characters get a buffer that always fits.
 const FULL_WIDTH_MAX_CHARS: usize = 1024;
 
 /// How fetch buffers are typed for a run (their size is the tier's [`FetchLimit`]).
 #[derive(Debug, Clone, Copy)]
-pub struct BufferPolicy {
+pub(crate) struct BufferPolicy {
     /// The largest value copied at all (read in pieces): a larger one fails its table.
-    pub max_value_bytes: usize,
+    pub(crate) max_value_bytes: usize,
     /// Fetch floats as text, for drivers whose wire format is text (psqlODBC): the server's
     /// text is already the shortest exact form. Integers are fetched binary (but see
     /// `loose_integers_as_text`): psqlODBC's text path costs more per value (it looks the
     /// client encoding up by name for every value) than parsing an integer does.
-    pub floats_as_text: bool,
+    pub(crate) floats_as_text: bool,
     /// Text buffers hold UTF-16 (the wide ODBC functions) rather than UTF-8: the run's
     /// `fetch_text`, UTF-16 by default on Windows.
-    pub wide_text: bool,
+    pub(crate) wide_text: bool,
     /// Fetch integer columns other than key columns as text (SQLite). A SQLite column's
     /// declared type does not bind its values (type affinity), and sqliteodbc turns a value it
     /// cannot convert to an integer into NULL or its numeric prefix without any warning (`abc`
     /// arrives as NULL, `1.5` as 1); as text every value arrives as SQLite holds it.
-    pub loose_integers_as_text: bool,
+    pub(crate) loose_integers_as_text: bool,
 }
 
 impl BufferPolicy {
     /// The buffers of a run of `config` against `dialect`.
-    pub fn for_run(config: &Config, dialect: Dialect) -> BufferPolicy {
+    pub(crate) fn for_run(config: &Config, dialect: Dialect) -> BufferPolicy {
         BufferPolicy {
             max_value_bytes: config.max_value_bytes,
             // psqlODBC receives every value as text; binary wire formats keep typed buffers.
@@ -63,7 +63,7 @@ impl BufferPolicy {
 
 /// The buffer shape of one statement: one description per column and the rows per fetch.
 #[derive(Debug, Clone)]
-pub struct FetchLayout {
+pub(crate) struct FetchLayout {
     kinds: Vec<ValueKind>,
     /// Whether each column is part of the primary key (keys stay typed: they are resume points).
     keys: Vec<bool>,
@@ -75,12 +75,12 @@ pub struct FetchLayout {
 
 /// A value does not fit a bulk buffer at its cap: the rows are read in pieces instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BeyondBulkCap {
-    pub column: usize,
+pub(crate) struct BeyondBulkCap {
+    pub(crate) column: usize,
 }
 
 impl FetchLayout {
-    pub fn new(
+    pub(crate) fn new(
         columns: &[Column],
         kinds: &[ValueKind],
         limit: FetchLimit,
@@ -101,12 +101,12 @@ impl FetchLayout {
     }
 
     /// Rows per fetch: the tier's batch size, or fewer when wide rows would exceed the budget.
-    pub fn rows_per_fetch(&self) -> usize {
+    pub(crate) fn rows_per_fetch(&self) -> usize {
         self.limit
             .rows_for(self.descs().map(|d| d.bytes_per_row()).sum())
     }
 
-    pub fn descs(&self) -> impl Iterator<Item = BufferDesc> + '_ {
+    pub(crate) fn descs(&self) -> impl Iterator<Item = BufferDesc> + '_ {
         self.kinds
             .iter()
             .zip(&self.capacities)
@@ -131,13 +131,17 @@ impl FetchLayout {
     }
 
     /// Allocates one buffer of this layout, failing cleanly when memory is short.
-    pub fn allocate(&self) -> Result<FetchBuffer, odbc_api::Error> {
+    pub(crate) fn allocate(&self) -> Result<FetchBuffer, odbc_api::Error> {
         ColumnarDynBuffer::try_from_descs(self.rows_per_fetch(), self.descs()).map(FetchBuffer::new)
     }
 
     /// Grows column `column` after the driver reported a value of `needed` bytes (or an unknown
     /// length) that did not fit, up to [`BULK_VALUE_MAX_BYTES`].
-    pub fn grow(&mut self, column: usize, needed: Option<usize>) -> Result<(), BeyondBulkCap> {
+    pub(crate) fn grow(
+        &mut self,
+        column: usize,
+        needed: Option<usize>,
+    ) -> Result<(), BeyondBulkCap> {
         let unit = if self.policy.wide_text && self.kinds[column] != ValueKind::Binary {
             2
         } else {
@@ -194,7 +198,7 @@ fn initial_capacity(column: &Column, kind: ValueKind, wide_text: bool) -> usize 
 }
 
 /// Typed views of a fetched batch's columns, resolved once per batch rather than per cell.
-pub enum ColumnView<'a> {
+pub(crate) enum ColumnView<'a> {
     Int(&'a [i64], &'a [isize]),
     Float(&'a [f64], &'a [isize]),
     Text(odbc_api::buffers::TextColumnSlice<'a, u8>),
@@ -203,7 +207,7 @@ pub enum ColumnView<'a> {
 }
 
 impl ColumnView<'_> {
-    pub fn cell(&self, row: usize) -> Cell<'_> {
+    pub(crate) fn cell(&self, row: usize) -> Cell<'_> {
         match self {
             ColumnView::Int(values, indicators) => {
                 if indicators[row] == odbc_api::sys::NULL_DATA {
@@ -227,7 +231,7 @@ impl ColumnView<'_> {
 }
 
 /// Resolves the typed view of every column of `batch`.
-pub fn views(batch: &ColumnarDynBuffer) -> Vec<ColumnView<'_>> {
+pub(crate) fn views(batch: &ColumnarDynBuffer) -> Vec<ColumnView<'_>> {
     (0..batch.num_cols())
         .filter_map(|i| {
             let column = batch.column(i);
@@ -253,7 +257,7 @@ pub fn views(batch: &ColumnarDynBuffer) -> Vec<ColumnView<'_>> {
 
 /// A batch that cannot be written: a value, or a change tracking read's operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BatchError {
+pub(crate) enum BatchError {
     #[error(transparent)]
     Encode(#[from] EncodeError),
     /// The operation column held NULL or a value that is neither 1 (delete) nor 0 (upsert).
@@ -269,7 +273,7 @@ pub enum BatchError {
 /// row's operation as the change tracking read selects it: the integer 1 for a delete, 0 for an
 /// upsert. A batch with any other operation is refused whole: guessing would turn a delete into
 /// an upsert of NULLs.
-pub fn encode_batch(
+pub(crate) fn encode_batch(
     views: &[ColumnView<'_>],
     rows: usize,
     encoder: &mut RowEncoder,
@@ -317,7 +321,7 @@ pub(super) fn row_op(cell: Cell<'_>) -> Result<RowOp, BatchError> {
 }
 
 /// A delete row for `key`: the key columns (at `key_indices`) hold the key, the others NULL.
-pub fn encode_delete(
+pub(crate) fn encode_delete(
     encoder: &mut RowEncoder,
     key_indices: &[usize],
     key: &[KeyValue],
@@ -354,7 +358,7 @@ pub fn encode_delete(
 
 /// The key of row `row`, read from the key columns at `key_indices` as values of their key
 /// types; `None` if a key value is NULL or not of its type (which a primary key never is).
-pub fn key_of_row(
+pub(crate) fn key_of_row(
     views: &[ColumnView<'_>],
     key_indices: &[usize],
     key_types: &[KeyType],

@@ -2,10 +2,10 @@
 //! connection) feeding the one writer thread through a bounded channel.
 
 mod failure;
-pub mod fetch;
+pub(crate) mod fetch;
 mod piecewise;
 mod scheduler;
-pub mod text_check;
+pub(crate) mod text_check;
 mod watchdog;
 mod worker;
 
@@ -49,51 +49,51 @@ use worker::Worker;
 
 /// Settings every worker reads with.
 #[derive(Debug, Clone)]
-pub struct ReadSettings {
-    pub compression: Compression,
+pub(crate) struct ReadSettings {
+    pub(crate) compression: Compression,
     /// Budget for one fetch buffer; a worker holds two (one filling, one encoding).
-    pub buffers: BufferPolicy,
-    pub retry: RetryPolicy,
+    pub(crate) buffers: BufferPolicy,
+    pub(crate) retry: RetryPolicy,
     /// Run on every new worker connection (isolation level, lock timeout).
-    pub session_setup: Vec<String>,
-    pub stall_timeout: Duration,
+    pub(crate) session_setup: Vec<String>,
+    pub(crate) stall_timeout: Duration,
     /// Checked before a table and each of its partitions start.
-    pub free_space: Option<FreeSpaceCheck>,
+    pub(crate) free_space: Option<FreeSpaceCheck>,
     /// Where a row too large to hold in memory waits for the writer (the output folder, so it
     /// takes the space the row will take there).
-    pub spool_dir: PathBuf,
+    pub(crate) spool_dir: PathBuf,
 }
 
 /// What every worker of the run shares. Workers are plain threads that own an `Arc` of it, so
 /// one the watchdog gave up on can never hold the run back.
-pub struct Context {
-    pub source: Source,
-    pub jobs: Vec<TableJob>,
-    pub read: ReadSettings,
-    pub stop: &'static StopFlag,
+pub(crate) struct Context {
+    pub(crate) source: Source,
+    pub(crate) jobs: Vec<TableJob>,
+    pub(crate) read: ReadSettings,
+    pub(crate) stop: &'static StopFlag,
 }
 
 /// A table prepared for reading.
-pub struct TableJob {
-    pub table: Table,
-    pub tier: Tier,
-    pub settings: TierSettings,
-    pub dialect: Dialect,
-    pub kinds: Vec<ValueKind>,
+pub(crate) struct TableJob {
+    pub(crate) table: Table,
+    pub(crate) tier: Tier,
+    pub(crate) settings: TierSettings,
+    pub(crate) dialect: Dialect,
+    pub(crate) kinds: Vec<ValueKind>,
     /// Positions of the key columns in the SELECT list, in key order.
-    pub key_indices: Vec<usize>,
+    pub(crate) key_indices: Vec<usize>,
     /// The key columns' types, in key order.
-    pub key_types: Vec<KeyType>,
-    pub mode: ReadMode,
+    pub(crate) key_types: Vec<KeyType>,
+    pub(crate) mode: ReadMode,
     /// This run's load; its upper bound is set when the table is prepared.
-    pub load: RwLock<Load>,
+    pub(crate) load: RwLock<Load>,
     format: Format,
     /// The run's start, written as `_ehi_synced_at`; `None` without change columns.
     synced_at: Option<String>,
     /// The key list of the table's last finished load, for a key scan to compare with.
-    pub previous_key_list: Option<PathBuf>,
+    pub(crate) previous_key_list: Option<PathBuf>,
     /// Where this run's key scan keeps its buckets (see `incremental::key_diff`).
-    pub key_scan_dir: PathBuf,
+    pub(crate) key_scan_dir: PathBuf,
 }
 
 impl TableJob {
@@ -164,7 +164,7 @@ impl TableJob {
     }
 
     /// The statements of this run's load: the whole table, its cursor range, or its changes.
-    pub fn query(&self) -> Result<TableQuery, InvalidPosition> {
+    pub(crate) fn query(&self) -> Result<TableQuery, InvalidPosition> {
         let load = self.load.read();
         let whole = TableQuery::new(self.dialect, &self.table);
         if load.kind != LoadKind::Incremental {
@@ -201,7 +201,7 @@ impl TableJob {
     }
 
     /// The columns a read fetches: the table's, and the op of a change tracking read.
-    pub fn fetch_columns(&self) -> (Vec<Column>, Vec<ValueKind>, bool) {
+    pub(crate) fn fetch_columns(&self) -> (Vec<Column>, Vec<ValueKind>, bool) {
         let mut columns = self.table.columns.clone();
         let mut kinds = self.kinds.clone();
         let op_column = self.load.read().reads_changes();
@@ -223,19 +223,19 @@ impl TableJob {
 }
 
 /// The result of `sync`.
-pub struct RunSummary {
-    pub run_id: String,
-    pub outcomes: Vec<TableOutcome>,
-    pub seconds: f64,
+pub(crate) struct RunSummary {
+    pub(crate) run_id: String,
+    pub(crate) outcomes: Vec<TableOutcome>,
+    pub(crate) seconds: f64,
     /// Stopped by a signal before every table was read; the state file holds the resume point.
-    pub interrupted: bool,
+    pub(crate) interrupted: bool,
 }
 
 /// Copies every table of the plan into `config.output_dir`, which the caller has created, each
 /// tier with the settings the plan carries. With `previous`, the state of an unfinished run,
 /// finished tables are skipped and interrupted ones resumed from their last checkpoint. `stop`
 /// ends the run gracefully between batches.
-pub fn run(
+pub(crate) fn run(
     config: &Config,
     source: &Source,
     plan: &Plan,
@@ -421,10 +421,7 @@ pub fn run(
                 expected_estimated: false,
                 rows: 0,
                 difference: 0,
-                seconds: 0.0,
                 error: None,
-                load: job.load.read().kind,
-                changes: Default::default(),
             });
         }
     }
@@ -542,11 +539,9 @@ fn initial_state(
 /// The outcome of a table this run does not read: done by the interrupted run it resumes, or
 /// skipped (`full_reload: false`); `None` for a table it reads.
 fn finished_earlier(table: &TableState, start: Start) -> Option<TableOutcome> {
-    let load = match start {
-        Start::Skip => LoadKind::Skip,
-        Start::Done => table.load.as_ref().map_or(LoadKind::Full, |l| l.kind),
-        Start::Fresh | Start::Resume => return None,
-    };
+    if matches!(start, Start::Fresh | Start::Resume) {
+        return None;
+    }
     Some(TableOutcome {
         table: table.table.clone(),
         tier: table.tier,
@@ -555,10 +550,7 @@ fn finished_earlier(table: &TableState, start: Start) -> Option<TableOutcome> {
         expected_estimated: table.expected_estimated,
         rows: table.rows,
         difference: 0,
-        seconds: 0.0,
         error: None,
-        load,
-        changes: Default::default(),
     })
 }
 
@@ -792,26 +784,14 @@ mod tests {
         let mut done = carried(TableStatus::Done, 2);
         let outcome = finished_earlier(&done, Start::Done).expect("an outcome");
         assert_eq!(
-            (
-                outcome.status,
-                outcome.rows,
-                outcome.expected_rows,
-                outcome.load
-            ),
-            (TableStatus::Done, 7, 7, LoadKind::Full)
+            (outcome.status, outcome.rows, outcome.expected_rows),
+            (TableStatus::Done, 7, 7)
         );
         done.expected_rows = Some(9);
-        done.load = Some(Load {
-            kind: LoadKind::Incremental,
-            ..Load::full_default()
-        });
         let outcome = finished_earlier(&done, Start::Done).expect("an outcome");
-        assert_eq!(
-            (outcome.expected_rows, outcome.load),
-            (9, LoadKind::Incremental)
-        );
+        assert_eq!((outcome.rows, outcome.expected_rows), (7, 9));
         let skipped = finished_earlier(&done, Start::Skip).expect("an outcome");
-        assert_eq!(skipped.load, LoadKind::Skip);
+        assert_eq!((skipped.status, skipped.rows), (TableStatus::Done, 7));
         assert!(finished_earlier(&done, Start::Fresh).is_none());
         assert!(finished_earlier(&done, Start::Resume).is_none());
     }

@@ -24,15 +24,15 @@ use crate::source::key::KeyType;
 use crate::source::types::ValueKind;
 
 /// Bytes per `SQLGetData` call for text and binary values.
-pub const PIECE_BYTES: usize = 64 * 1024;
+pub(crate) const PIECE_BYTES: usize = 64 * 1024;
 /// Encoded bytes of a row held in memory before they go to its spool file.
-pub const SPILL_BYTES: usize = 1 << 20;
+pub(crate) const SPILL_BYTES: usize = 1 << 20;
 
 /// Writes a value read whole (and takes a key column's value).
 type CellSink<'a> = dyn FnMut(Cell<'_>, &mut RowEncoder, &mut Vec<u8>) -> Result<(), RowError> + 'a;
 
 /// Takes the encoded bytes of a row too large to hold (see [`RowReader::encode_row`]).
-pub type Spill<'a> = dyn FnMut(&[u8]) -> std::io::Result<()> + 'a;
+pub(crate) type Spill<'a> = dyn FnMut(&[u8]) -> std::io::Result<()> + 'a;
 
 /// How one result column is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,7 @@ enum Read {
 }
 
 /// The column reads of a statement, in select order, typed as the bulk buffers would be.
-pub struct RowReader {
+pub(crate) struct RowReader {
     reads: Vec<Read>,
     max_value_bytes: usize,
     piece: Vec<u8>,
@@ -65,7 +65,7 @@ pub struct RowReader {
 
 /// Why a row could not be read.
 #[derive(Debug)]
-pub enum RowError {
+pub(crate) enum RowError {
     Db(odbc_api::Error),
     /// The driver did not deliver a value: a warning about it, or no data where it announced
     /// more. Holds the column (0-based) and the diagnostic.
@@ -84,16 +84,16 @@ pub enum RowError {
 }
 
 /// What one row held besides its encoded values.
-pub struct RowRead {
+pub(crate) struct RowRead {
     /// The key columns' values, in key order; `None` if one was NULL or not of its type.
-    pub key: Option<Vec<KeyValue>>,
-    pub op: RowOp,
+    pub(crate) key: Option<Vec<KeyValue>>,
+    pub(crate) op: RowOp,
 }
 
 impl RowReader {
     /// Reads of `layout`'s columns; `keys[i]`: column `i` is a key column. `wide_pieces`: long
     /// text comes in pieces as UTF-16 whatever the buffers' text width.
-    pub fn new(
+    pub(crate) fn new(
         layout: &FetchLayout,
         kinds: &[ValueKind],
         keys: &[bool],
@@ -130,7 +130,7 @@ impl RowReader {
     /// `op_column`) the change operation after them. Whenever a long value has made `out`
     /// hold [`SPILL_BYTES`], `spill` takes what it holds (and empties it).
     #[allow(clippy::too_many_arguments)]
-    pub fn encode_row(
+    pub(crate) fn encode_row(
         &mut self,
         statement: &mut StatementRef<'_>,
         encoder: &mut RowEncoder,

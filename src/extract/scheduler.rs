@@ -14,7 +14,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::model::ReadMode;
 use crate::plan::partition::Partition;
 
-pub enum WorkItem {
+pub(crate) enum WorkItem {
     Prepare(usize),
     Partition(Partition),
 }
@@ -77,13 +77,13 @@ impl Queue {
 }
 
 #[derive(Default)]
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     queue: Mutex<Queue>,
     changed: Condvar,
 }
 
 impl Scheduler {
-    pub fn new(items: impl IntoIterator<Item = WorkItem>) -> Scheduler {
+    pub(crate) fn new(items: impl IntoIterator<Item = WorkItem>) -> Scheduler {
         let mut queue = Queue::default();
         for item in items {
             queue.add(item);
@@ -97,7 +97,7 @@ impl Scheduler {
 
     /// The next item, waiting while tables are being prepared; `None` when the tier is done or
     /// stopped.
-    pub fn next(&self) -> Option<WorkItem> {
+    pub(crate) fn next(&self) -> Option<WorkItem> {
         let mut queue = self.queue.lock();
         loop {
             if queue.stopped {
@@ -123,7 +123,7 @@ impl Scheduler {
     }
 
     /// Answers a prepare item with the table's partitions (none if it failed).
-    pub fn prepared(&self, partitions: Vec<Partition>) {
+    pub(crate) fn prepared(&self, partitions: Vec<Partition>) {
         let mut queue = self.queue.lock();
         queue.preparing = queue.preparing.saturating_sub(1);
         let mut front = VecDeque::new();
@@ -140,7 +140,7 @@ impl Scheduler {
     }
 
     /// A partition (not a key scan) of `table` is read to its end.
-    pub fn partition_finished(&self, table: usize) {
+    pub(crate) fn partition_finished(&self, table: usize) {
         let mut queue = self.queue.lock();
         if let Some(n) = queue.outstanding.get_mut(&table) {
             *n = n.saturating_sub(1);
@@ -150,14 +150,14 @@ impl Scheduler {
     }
 
     /// Puts a partition back at the front, to be resumed by whichever worker is free.
-    pub fn requeue(&self, partition: Partition) {
+    pub(crate) fn requeue(&self, partition: Partition) {
         let mut queue = self.queue.lock();
         queue.items.push_front(WorkItem::Partition(partition));
         self.changed.notify_all();
     }
 
     /// Puts a table whose preparation was abandoned back at the front, counting the attempt.
-    pub fn requeue_prepare(&self, table: usize) {
+    pub(crate) fn requeue_prepare(&self, table: usize) {
         let mut queue = self.queue.lock();
         *queue.prepare_abandoned.entry(table).or_default() += 1;
         queue.preparing = queue.preparing.saturating_sub(1);
@@ -166,7 +166,7 @@ impl Scheduler {
     }
 
     /// How many attempts to prepare `table` the watchdog abandoned.
-    pub fn prepare_abandons(&self, table: usize) -> u32 {
+    pub(crate) fn prepare_abandons(&self, table: usize) -> u32 {
         self.queue
             .lock()
             .prepare_abandoned
@@ -176,24 +176,24 @@ impl Scheduler {
     }
 
     /// How long ago the table's first item was handed out.
-    pub fn table_elapsed(&self, table: usize) -> Option<Duration> {
+    pub(crate) fn table_elapsed(&self, table: usize) -> Option<Duration> {
         self.queue.lock().started.get(&table).map(|t| t.elapsed())
     }
 
     /// No more partitions of `table` are handed out.
-    pub fn fail_table(&self, table: usize) {
+    pub(crate) fn fail_table(&self, table: usize) {
         let mut queue = self.queue.lock();
         queue.failed.insert(table);
         queue.deferred.remove(&table);
         self.changed.notify_all();
     }
 
-    pub fn is_failed(&self, table: usize) -> bool {
+    pub(crate) fn is_failed(&self, table: usize) -> bool {
         self.queue.lock().failed.contains(&table)
     }
 
     /// Stops handing out work (graceful shutdown, or every worker lost its connection).
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.queue.lock().stopped = true;
         self.changed.notify_all();
     }

@@ -23,13 +23,13 @@ use crate::source::catalog::Column;
 use crate::source::types::ValueKind;
 
 /// The text every check reads back.
-pub const PROBE: &str = "ü€😀";
+pub(crate) const PROBE: &str = "ü€😀";
 
 /// The check's statement for `dialect`: `unicode_text` (PROBE built from bytes on the server),
 /// `statement_text_intact` (1 when PROBE written in the statement arrived as sent), and on SQL
 /// Server `code_page_text` (`Ñé` as `varchar` in the database's default collation) with
 /// `code_page_as_unicode` (the same value converted to `nvarchar` on the server).
-pub fn statement(dialect: Dialect) -> String {
+pub(crate) fn statement(dialect: Dialect) -> String {
     match dialect {
         // nvarchar is UTF-16LE: FC00 ü, AC20 €, 3DD8 00DE 😀 (U+1F600); D100 Ñ, E900 é.
         Dialect::SqlServer => format!(
@@ -55,15 +55,15 @@ pub fn statement(dialect: Dialect) -> String {
 
 /// What the check read, one value per column of [`statement`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Readback {
-    pub unicode_text: Option<String>,
-    pub statement_text_intact: Option<i64>,
-    pub code_page_text: Option<String>,
-    pub code_page_as_unicode: Option<String>,
+pub(crate) struct Readback {
+    pub(crate) unicode_text: Option<String>,
+    pub(crate) statement_text_intact: Option<i64>,
+    pub(crate) code_page_text: Option<String>,
+    pub(crate) code_page_as_unicode: Option<String>,
 }
 
 /// Runs the check on `connection`; an error names what came back wrong and what to check.
-pub fn run(
+pub(crate) fn run(
     source: &Source,
     connection: &Connection<'_>,
     dialect: Dialect,
@@ -150,7 +150,10 @@ fn read(
 }
 
 /// Judges what came back; the message says what was wrong and what to check.
-pub fn verdict(readback: &Readback, policy: BufferPolicy) -> std::result::Result<(), String> {
+pub(crate) fn verdict(
+    readback: &Readback,
+    policy: BufferPolicy,
+) -> std::result::Result<(), String> {
     let width = if policy.wide_text { "utf16" } else { "utf8" };
     let settings = format!(
         "Check the process locale (LANG, LC_ALL), the driver's character set setting (FreeTDS: \

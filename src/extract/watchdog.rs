@@ -19,7 +19,7 @@ use crate::plan::partition::Partition;
 
 /// What a worker holds.
 #[derive(Debug, Clone)]
-pub enum InHand {
+pub(crate) enum InHand {
     Prepare(usize),
     /// The partition with `after` kept at the last key sent to the writer.
     Partition(Partition),
@@ -28,7 +28,7 @@ pub enum InHand {
 /// A raw ODBC statement handle, registered while a statement runs so the watchdog can cancel
 /// it.
 #[derive(Debug, Clone, Copy)]
-pub struct StatementHandle(odbc_api::sys::HStmt);
+pub(crate) struct StatementHandle(odbc_api::sys::HStmt);
 
 // SAFETY: ODBC statement handles may be used from any thread, and SQLCancel is specified to be
 // called from another thread than the one executing. The handle is only used under the slot's
@@ -37,7 +37,7 @@ pub struct StatementHandle(odbc_api::sys::HStmt);
 unsafe impl Send for StatementHandle {}
 
 impl StatementHandle {
-    pub fn new(handle: odbc_api::sys::HStmt) -> StatementHandle {
+    pub(crate) fn new(handle: odbc_api::sys::HStmt) -> StatementHandle {
         StatementHandle(handle)
     }
 
@@ -48,28 +48,28 @@ impl StatementHandle {
 }
 
 #[derive(Debug)]
-pub struct SlotState {
-    pub abandoned: bool,
+pub(crate) struct SlotState {
+    pub(crate) abandoned: bool,
     /// A statement is running (or being opened) on the worker's connection.
-    pub busy: bool,
+    pub(crate) busy: bool,
     /// Its handle, when the worker could take it; catalog queries run without one and can only
     /// be abandoned, not cancelled.
-    pub statement: Option<StatementHandle>,
-    pub last_progress: Instant,
-    pub cancelled_at: Option<Instant>,
-    pub in_hand: Option<InHand>,
+    pub(crate) statement: Option<StatementHandle>,
+    pub(crate) last_progress: Instant,
+    pub(crate) cancelled_at: Option<Instant>,
+    pub(crate) in_hand: Option<InHand>,
     /// Table of the work in hand, for messages.
-    pub table_name: String,
+    pub(crate) table_name: String,
 }
 
 /// State shared by one worker and the watchdog.
 #[derive(Debug)]
-pub struct WorkerSlot {
-    pub state: Mutex<SlotState>,
+pub(crate) struct WorkerSlot {
+    pub(crate) state: Mutex<SlotState>,
 }
 
 impl WorkerSlot {
-    pub fn new() -> Arc<WorkerSlot> {
+    pub(crate) fn new() -> Arc<WorkerSlot> {
         Arc::new(WorkerSlot {
             state: Mutex::new(SlotState {
                 abandoned: false,
@@ -104,17 +104,17 @@ fn cancel(statement: StatementHandle) {
 }
 
 /// What the watchdog did to a worker, for the coordinator that replaces abandoned ones.
-pub enum WatchdogEvent {
+pub(crate) enum WatchdogEvent {
     Abandoned,
 }
 
-pub struct Watchdog {
-    pub slots: Arc<Mutex<Vec<Arc<WorkerSlot>>>>,
-    pub scheduler: Arc<Scheduler>,
-    pub stall_timeout: Duration,
+pub(crate) struct Watchdog {
+    pub(crate) slots: Arc<Mutex<Vec<Arc<WorkerSlot>>>>,
+    pub(crate) scheduler: Arc<Scheduler>,
+    pub(crate) stall_timeout: Duration,
     /// Closed (its sender dropped) when the tier ends: wakes the watchdog at once.
-    pub done: crossbeam_channel::Receiver<()>,
-    pub events: crossbeam_channel::Sender<WatchdogEvent>,
+    pub(crate) done: crossbeam_channel::Receiver<()>,
+    pub(crate) events: crossbeam_channel::Sender<WatchdogEvent>,
 }
 
 impl Watchdog {
@@ -124,7 +124,7 @@ impl Watchdog {
     }
 
     /// Checks every slot about four times per stall timeout until `done` closes.
-    pub fn run(self) {
+    pub(crate) fn run(self) {
         let tick =
             (self.stall_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
         while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = self.done.recv_timeout(tick) {

@@ -56,7 +56,7 @@ struct ExpectedRows {
 
 /// Why a worker stopped working on an item.
 #[derive(Debug)]
-pub enum WorkerError {
+pub(crate) enum WorkerError {
     /// The table cannot be copied in this run.
     Table(TableFailure),
     /// A database error, classified for the retry decision.
@@ -85,12 +85,12 @@ impl WorkerError {
     }
 }
 
-pub struct Worker {
-    pub context: Arc<Context>,
-    pub scheduler: Arc<Scheduler>,
-    pub writer: Sender<Message>,
-    pub slot: Arc<WorkerSlot>,
-    pub connection: Option<Arc<Connection<'static>>>,
+pub(crate) struct Worker {
+    pub(crate) context: Arc<Context>,
+    pub(crate) scheduler: Arc<Scheduler>,
+    pub(crate) writer: Sender<Message>,
+    pub(crate) slot: Arc<WorkerSlot>,
+    pub(crate) connection: Option<Arc<Connection<'static>>>,
 }
 
 /// How a statement ended.
@@ -119,7 +119,7 @@ enum Fetch {
 
 impl Worker {
     /// Works until the queue is empty or stopped, or the watchdog gives this worker up.
-    pub fn run(&mut self) {
+    pub(crate) fn run(&mut self) {
         while let Some(item) = self.scheduler.next() {
             if self.context.stop.is_set() {
                 self.scheduler.stop();
@@ -197,7 +197,7 @@ impl Worker {
 
     /// After a panic outside a read (which [`Worker::work_with_retries`] catches itself): the
     /// table of the work in hand fails, so its tier neither waits for it nor reports it done.
-    pub fn fail_work_in_hand(&mut self) {
+    pub(crate) fn fail_work_in_hand(&mut self) {
         let in_hand = self.slot.state.lock().in_hand.take();
         let table = match in_hand {
             Some(InHand::Prepare(table)) => {

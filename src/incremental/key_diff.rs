@@ -44,17 +44,17 @@ use crate::shutdown::StopFlag;
 use crate::source::types::ValueKind;
 
 /// Memory for comparing one bucket pair.
-pub const MEMORY_BYTES: u64 = 256 * 1024 * 1024;
+pub(crate) const MEMORY_BYTES: u64 = 256 * 1024 * 1024;
 /// Memory per key of this run's bucket beyond its identity (and the bucket's frames): the hash
 /// map entry (a slice and a flag, 25 bytes with its control byte) times the map's spare
 /// capacity (up to 2.3), and the identity's span (16 bytes).
-pub const SET_BYTES_PER_KEY: u64 = 80;
+pub(crate) const SET_BYTES_PER_KEY: u64 = 80;
 /// Memory per key of the previous run's bucket beyond its identity (counted twice: in its
 /// position and in its values), should it be deleted: the key's values and its position, held
 /// to be sorted, with the list's spare capacity.
-pub const DELETE_BYTES_PER_KEY: u64 = 200;
+pub(crate) const DELETE_BYTES_PER_KEY: u64 = 200;
 /// Identity bytes a bucket collects before it writes them out as one frame.
-pub const FRAME_TARGET_BYTES: usize = 16 * 1024;
+pub(crate) const FRAME_TARGET_BYTES: usize = 16 * 1024;
 /// At most 2^8 buckets at the first level, and 2^4 more for each split.
 const TOP_BITS_MAX: u32 = 8;
 const SPLIT_BITS: u32 = 4;
@@ -66,14 +66,14 @@ const COMPLETE_FILE: &str = "complete.json";
 
 /// The folder a table's key scan works in, inside the table's output folder. It is removed when
 /// the table is done (or its output discarded).
-pub fn work_dir(table_folder: &Path, run_id: &str) -> PathBuf {
+pub(crate) fn work_dir(table_folder: &Path, run_id: &str) -> PathBuf {
     table_folder.join(format!("_keyscan-{}", safe_name(run_id)))
 }
 
 /// How a key column's values are compared: the same value always has the same identity,
 /// however the driver printed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyKind {
+pub(crate) enum KeyKind {
     /// Integers and exact decimals: compared by value (`1.50` is `1.5`, `007` is `7`).
     Number,
     /// `uniqueidentifier` / `uuid`: case and braces do not matter.
@@ -87,7 +87,7 @@ pub enum KeyKind {
 }
 
 impl KeyKind {
-    pub fn of(kind: ValueKind, source_type: &str) -> KeyKind {
+    pub(crate) fn of(kind: ValueKind, source_type: &str) -> KeyKind {
         let source_type = source_type.to_ascii_lowercase();
         match kind {
             ValueKind::Integer | ValueKind::Decimal => KeyKind::Number,
@@ -100,7 +100,7 @@ impl KeyKind {
 
 /// Appends the identity of `key` to `out`: per column a length prefix and the canonical bytes
 /// of its value, so equal keys give equal bytes and different keys different ones.
-pub fn identity(key: &[KeyValue], kinds: &[KeyKind], out: &mut Vec<u8>) {
+pub(crate) fn identity(key: &[KeyValue], kinds: &[KeyKind], out: &mut Vec<u8>) {
     for (index, value) in key.iter().enumerate() {
         let kind = kinds.get(index).copied().unwrap_or(KeyKind::Text);
         let start = out.len();
@@ -202,13 +202,13 @@ fn hash(identity: &[u8]) -> u64 {
 /// Where a delete stands in the order deletes are sent: by the hash of its identity, then by
 /// the identity itself (a total order: different keys have different identities).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Position {
+pub(crate) struct Position {
     hash: u64,
     identity: Vec<u8>,
 }
 
 /// The position of `key`.
-pub fn position(key: &[KeyValue], kinds: &[KeyKind]) -> Position {
+pub(crate) fn position(key: &[KeyValue], kinds: &[KeyKind]) -> Position {
     let mut bytes = Vec::new();
     identity(key, kinds, &mut bytes);
     Position {
@@ -364,7 +364,7 @@ struct Layout {
 }
 
 /// This run's keys while the scan streams them, split into buckets on disk.
-pub struct ScanBuckets {
+pub(crate) struct ScanBuckets {
     work_dir: PathBuf,
     dir: PathBuf,
     kinds: Vec<KeyKind>,
@@ -388,7 +388,7 @@ impl ScanBuckets {
     /// Starts a scan in `work_dir`, with as many first-level buckets as `estimated_keys` (the
     /// larger of the table's row count and the previous list's key count) needs to fit
     /// `memory_bytes` per bucket.
-    pub fn create(
+    pub(crate) fn create(
         work_dir: &Path,
         kinds: &[KeyKind],
         estimated_keys: u64,
@@ -409,7 +409,7 @@ impl ScanBuckets {
         })
     }
 
-    pub fn add(&mut self, key: Vec<KeyValue>) -> Result<(), KeyListError> {
+    pub(crate) fn add(&mut self, key: Vec<KeyValue>) -> Result<(), KeyListError> {
         match self.partitioner.as_mut() {
             Some(partitioner) => partitioner.add(key, &self.kinds),
             None => Ok(()),
@@ -418,7 +418,7 @@ impl ScanBuckets {
 
     /// Makes the buckets durable and marks the scan complete: they become the work folder's
     /// `current` scan, which a resumed run compares again instead of scanning anew.
-    pub fn finish(mut self) -> Result<ScannedKeys, KeyListError> {
+    pub(crate) fn finish(mut self) -> Result<ScannedKeys, KeyListError> {
         let Some(partitioner) = self.partitioner.take() else {
             return Err(io(
                 &self.dir,
@@ -450,14 +450,14 @@ impl ScanBuckets {
 }
 
 /// The buckets of a finished scan of this run.
-pub struct ScannedKeys {
+pub(crate) struct ScannedKeys {
     dir: PathBuf,
     layout: Layout,
 }
 
 impl ScannedKeys {
     /// The finished scan in `work_dir`, if this run has one; `None` when the scan has to run.
-    pub fn open(work_dir: &Path) -> Option<ScannedKeys> {
+    pub(crate) fn open(work_dir: &Path) -> Option<ScannedKeys> {
         let dir = work_dir.join(CURRENT_DIR);
         let layout: Layout = serde_json::from_slice(&fs::read(dir.join(COMPLETE_FILE)).ok()?)
             .ok()
@@ -468,7 +468,7 @@ impl ScannedKeys {
     }
 
     /// How many keys the scan found.
-    pub fn keys(&self) -> u64 {
+    pub(crate) fn keys(&self) -> u64 {
         self.layout.buckets.iter().map(|b| b.keys).sum()
     }
 }
@@ -497,19 +497,19 @@ impl Pending {
 }
 
 /// The comparison of one bucket pair.
-pub struct Leaf {
+pub(crate) struct Leaf {
     /// This run's keys of the bucket, as key list frames (to append to the new key list).
-    pub key_list: Vec<u8>,
+    pub(crate) key_list: Vec<u8>,
     /// The previous run's keys of the bucket that this run did not find, in ascending
     /// [`Position`].
-    pub deleted: Vec<(Position, Vec<KeyValue>)>,
+    pub(crate) deleted: Vec<(Position, Vec<KeyValue>)>,
     /// This run's keys of the bucket the previous list did not have.
-    pub new_keys: u64,
+    pub(crate) new_keys: u64,
 }
 
 /// Compares this run's scan with the previous run's key list, bucket pair by bucket pair, in
 /// ascending hash order.
-pub struct KeyDiff {
+pub(crate) struct KeyDiff {
     /// A graceful stop interrupts the splitting of large lists (checked every
     /// [`STOP_CHECK_KEYS`] keys).
     stop: &'static StopFlag,
@@ -523,7 +523,7 @@ pub struct KeyDiff {
 
 impl KeyDiff {
     /// Splits `previous` (none on a table's first key scan) into buckets like the scan's.
-    pub fn new(
+    pub(crate) fn new(
         stop: &'static StopFlag,
         work_dir: &Path,
         scanned: &ScannedKeys,
@@ -574,7 +574,7 @@ impl KeyDiff {
     }
 
     /// The next bucket pair's comparison; `None` when every pair is compared.
-    pub fn next_leaf(&mut self) -> Result<Option<Leaf>, KeyListError> {
+    pub(crate) fn next_leaf(&mut self) -> Result<Option<Leaf>, KeyListError> {
         while let Some(pending) = self.stack.pop() {
             if pending.cost() > self.memory_bytes && pending.bits_used + SPLIT_BITS <= 64 {
                 self.split(pending)?;

@@ -39,13 +39,13 @@ use crate::model::KeyValue;
 /// The largest decoded payload of one frame. [`encode_frame`] refuses to write more and the
 /// reader refuses to decode more, so a damaged frame cannot exhaust memory by decompressing to
 /// gigabytes. Writers append one frame per batch of keys, far below this.
-pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
+pub(crate) const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 
 /// zstd level for key frames: fast, and keys (sorted, delta-encoded) compress well at any level.
 const ZSTD_LEVEL: i32 = 3;
 
 /// The first bytes of a key list of this version.
-pub const KEY_LIST_HEADER: &[u8; 8] = b"EHIKEYS2";
+pub(crate) const KEY_LIST_HEADER: &[u8; 8] = b"EHIKEYS2";
 
 const TAG_INT: u8 = 0;
 const TAG_TEXT: u8 = 1;
@@ -54,7 +54,7 @@ const TAG_TEXT: u8 = 1;
 ///
 /// Messages name files and byte offsets, never key values.
 #[derive(Debug, thiserror::Error)]
-pub enum KeyListError {
+pub(crate) enum KeyListError {
     /// The previous key list could not be opened (a missing file is this too: the caller
     /// decides whether that means "first scan").
     #[error("cannot open the key list '{path}': {source}")]
@@ -108,21 +108,22 @@ pub enum KeyListError {
     Interrupted,
 }
 
-/// Encodes `keys` as one frame (length prefix included), ready to be appended to a key list.
-/// For many frames, [`FrameEncoder`] reuses its compression context.
-pub fn encode_frame(keys: &[Vec<KeyValue>]) -> io::Result<Vec<u8>> {
+/// Encodes `keys` as one frame (length prefix included), for tests that write key lists; the
+/// writer's [`FrameEncoder`] reuses its compression context.
+#[cfg(test)]
+pub(crate) fn encode_frame(keys: &[Vec<KeyValue>]) -> io::Result<Vec<u8>> {
     FrameEncoder::new()?.encode(keys)
 }
 
 /// Encodes frames with one zstd context (creating one per frame costs more than compressing a
 /// small frame).
-pub struct FrameEncoder {
+pub(crate) struct FrameEncoder {
     compressor: zstd::bulk::Compressor<'static>,
     raw: Vec<u8>,
 }
 
 impl FrameEncoder {
-    pub fn new() -> io::Result<FrameEncoder> {
+    pub(crate) fn new() -> io::Result<FrameEncoder> {
         let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)?;
         // The checksum turns a flipped bit into an error instead of a wrong key (a wrong
         // delete).
@@ -138,7 +139,7 @@ impl FrameEncoder {
     /// An empty batch gives an empty `Vec`: no frame at all, so appending it changes nothing.
     /// Fails (`InvalidInput`) only when the batch encodes to more than [`MAX_FRAME_BYTES`],
     /// which the reader would refuse; split such a batch.
-    pub fn encode(&mut self, keys: &[Vec<KeyValue>]) -> io::Result<Vec<u8>> {
+    pub(crate) fn encode(&mut self, keys: &[Vec<KeyValue>]) -> io::Result<Vec<u8>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -225,7 +226,7 @@ fn put_varint(out: &mut Vec<u8>, mut n: u64) {
 /// Memory is bounded by one frame (compressed and decoded). A file that ends inside a frame, or
 /// a frame that does not decode, is an error naming the file and the frame's byte offset; after
 /// an error the iterator ends. A file that ends exactly at a frame boundary ends cleanly.
-pub struct KeyListReader {
+pub(crate) struct KeyListReader {
     inner: Box<dyn Read + Send>,
     path: PathBuf,
     /// File offset of the frame the current keys come from.
@@ -246,7 +247,7 @@ pub struct KeyListReader {
 
 impl KeyListReader {
     /// Opens the key list at `path`.
-    pub fn open(path: &Path) -> Result<KeyListReader, KeyListError> {
+    pub(crate) fn open(path: &Path) -> Result<KeyListReader, KeyListError> {
         let file = File::open(path).map_err(|source| KeyListError::Open {
             path: path.to_path_buf(),
             source,
@@ -255,7 +256,10 @@ impl KeyListReader {
     }
 
     /// Reads a key list from any reader; `name` stands for the file in error messages.
-    pub fn from_reader(reader: impl Read + Send + 'static, name: impl Into<PathBuf>) -> Self {
+    pub(crate) fn from_reader(
+        reader: impl Read + Send + 'static,
+        name: impl Into<PathBuf>,
+    ) -> Self {
         KeyListReader {
             inner: Box::new(reader),
             path: name.into(),
@@ -271,7 +275,7 @@ impl KeyListReader {
     }
 
     /// The file named in this reader's errors.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 

@@ -7,8 +7,8 @@
 //! same state-file write that marks the table done, so a crash never advances it past rows
 //! that were not written.
 
-pub mod key_diff;
-pub mod keys;
+pub(crate) mod key_diff;
+pub(crate) mod keys;
 pub mod sql;
 
 use std::collections::HashMap;
@@ -34,7 +34,7 @@ use crate::source::types::ValueKind;
 use crate::state::RunState;
 
 impl SyncMode {
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             SyncMode::ChangeTracking => "change tracking".into(),
             SyncMode::Cursor { column, kind } => format!("cursor {column} ({})", kind.name()),
@@ -54,7 +54,7 @@ impl SyncMode {
 
 impl Load {
     /// A plain full load (a state written before incremental sync existed has no load).
-    pub fn full_default() -> Load {
+    pub(crate) fn full_default() -> Load {
         Load {
             kind: LoadKind::Full,
             mode: SyncMode::Full { reload: true },
@@ -70,7 +70,7 @@ impl Load {
     }
 
     /// The versions a change tracking read goes from and to.
-    pub fn change_tracking_versions(&self) -> Result<(i64, i64), sql::InvalidPosition> {
+    pub(crate) fn change_tracking_versions(&self) -> Result<(i64, i64), sql::InvalidPosition> {
         let version = |v: Option<&String>| {
             v.and_then(|v| v.parse::<i64>().ok())
                 .ok_or_else(|| sql::InvalidPosition {
@@ -84,7 +84,7 @@ impl Load {
     /// Makes an incremental load full when the changes it would read after `from` are gone:
     /// change tracking was cleaned up past it (`min_valid`, the table's
     /// `CHANGE_TRACKING_MIN_VALID_VERSION` read when the table starts). Returns whether it did.
-    pub fn fall_back_if_cleaned_up(&mut self, min_valid: Option<i64>) -> bool {
+    pub(crate) fn fall_back_if_cleaned_up(&mut self, min_valid: Option<i64>) -> bool {
         let from = self.from.as_deref().and_then(|v| v.parse::<i64>().ok());
         let (LoadKind::Incremental, Some(from), Some(min_valid)) = (self.kind, from, min_valid)
         else {
@@ -103,13 +103,13 @@ impl Load {
     }
 
     /// An incremental change tracking read, which needs the op column and reports deletes.
-    pub fn reads_changes(&self) -> bool {
+    pub(crate) fn reads_changes(&self) -> bool {
         self.kind == LoadKind::Incremental && self.mode == SyncMode::ChangeTracking
     }
 }
 
 impl SchemaChange {
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self.change {
             ColumnChange::Added => format!(
                 "added {} ({})",
@@ -129,31 +129,31 @@ impl SchemaChange {
 
 /// How the output of a table must look for new files to sit beside the previous ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutputShape {
-    pub format: Format,
-    pub compression: Compression,
-    pub change_columns: bool,
+pub(crate) struct OutputShape {
+    pub(crate) format: Format,
+    pub(crate) compression: Compression,
+    pub(crate) change_columns: bool,
 }
 
 /// What earlier runs left for a table.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Previous<'a> {
-    pub position: Option<&'a Position>,
+pub(crate) struct Previous<'a> {
+    pub(crate) position: Option<&'a Position>,
     /// The key list of the last finished load, if it scanned keys.
-    pub key_list: Option<&'a str>,
-    pub manifest: Option<&'a Manifest>,
+    pub(crate) key_list: Option<&'a str>,
+    pub(crate) manifest: Option<&'a Manifest>,
     /// `CHANGE_TRACKING_MIN_VALID_VERSION` when change tracking is enabled on the table
     /// (`Some(None)` when the server reported no value).
-    pub change_tracking: Option<Option<i64>>,
+    pub(crate) change_tracking: Option<Option<i64>>,
 }
 
 /// A configuration that cannot work for a table; stops the plan (exit code 2).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct SyncConfigError(pub String);
+pub(crate) struct SyncConfigError(pub(crate) String);
 
 /// Decides the mode and this run's load of `table`.
-pub fn decide(
+pub(crate) fn decide(
     dialect: Dialect,
     table: &Table,
     settings: &TableIncremental,
@@ -277,7 +277,7 @@ pub fn decide(
 
 /// Whether the table's primary key can be a resume point and a keyset bound: every key column
 /// has a key type (see `source::key::KeyType`).
-pub fn usable_key(dialect: Dialect, table: &Table) -> bool {
+pub(crate) fn usable_key(dialect: Dialect, table: &Table) -> bool {
     crate::plan::partition::ReadChoice::of(dialect, table).mode != crate::model::ReadMode::Stream
 }
 
@@ -354,7 +354,7 @@ fn sync_mode(
 }
 
 /// Columns added, dropped or retyped since the previous load.
-pub fn schema_changes(
+pub(crate) fn schema_changes(
     before: &[ManifestColumn],
     table: &Table,
     kinds: &[ValueKind],
@@ -409,7 +409,7 @@ fn type_text(source_type: &str, precision: Option<i64>, scale: Option<i64>) -> S
 /// committed and the manifests in the output folder. `change_tracking` maps `schema.table` (as
 /// discovered) to its minimum valid version, for the tables with change tracking enabled;
 /// `snapshot_allowed` says whether the database allows SNAPSHOT isolation for their reads.
-pub fn plan_loads(
+pub(crate) fn plan_loads(
     plan: &mut Plan,
     config: &Config,
     previous: Option<&RunState>,

@@ -27,15 +27,15 @@ pub const CHANGE_TRACKING_TABLES: &str = "SELECT s.name AS schema_name, t.name A
     "the saved position of column '{column}' is not a valid {kind} value; run `ehi-sync sync \
      --restart` to reload the table"
 )]
-pub struct InvalidPosition {
-    pub column: String,
-    pub kind: &'static str,
+pub(crate) struct InvalidPosition {
+    pub(crate) column: String,
+    pub(crate) kind: &'static str,
 }
 
 /// The statement that captures a load's upper bound when the table starts: the change tracking
 /// version (with the table's minimum valid version), `MIN_ACTIVE_ROWVERSION()`, or the cursor
 /// column's highest value. `None` for full mode.
-pub fn upper_bound(dialect: Dialect, table: &Table, mode: &SyncMode) -> Option<String> {
+pub(crate) fn upper_bound(dialect: Dialect, table: &Table, mode: &SyncMode) -> Option<String> {
     let from = dialect.qualified_table(&table.schema, &table.name);
     match mode {
         SyncMode::Full { .. } => None,
@@ -69,7 +69,7 @@ pub fn upper_bound(dialect: Dialect, table: &Table, mode: &SyncMode) -> Option<S
 /// and at most `to`. Rowversion ranges are half-open, `[from, to)`, because
 /// `MIN_ACTIVE_ROWVERSION()` is the first value not yet committed. A table that had no cursor
 /// value when it started (`to` is `None`) has nothing to read.
-pub fn cursor_filter(
+pub(crate) fn cursor_filter(
     dialect: Dialect,
     column: &Column,
     kind: CursorKind,
@@ -163,7 +163,7 @@ fn timestamp_literal(dialect: Dialect, column: &Column, value: &str) -> String {
 /// The changes are read as one statement in key order without `TOP`: `CHANGETABLE(CHANGES …)`
 /// is evaluated again by every statement, so keyset chunks would cost time quadratic in the
 /// number of changes. A retry resumes after the last key sent (one more evaluation).
-pub fn change_tracking_query(table: &Table, from: i64, to: i64) -> TableQuery {
+pub(crate) fn change_tracking_query(table: &Table, from: i64, to: i64) -> TableQuery {
     let dialect = Dialect::SqlServer;
     let name = dialect.qualified_table(&table.schema, &table.name);
     let changes = dialect.quote_identifier(CHANGES);
@@ -214,7 +214,7 @@ pub fn change_tracking_query(table: &Table, from: i64, to: i64) -> TableQuery {
 
 /// Change tracking's count of inserts, updates and deletes in the range; their sum is the
 /// load's expected row count.
-pub fn change_tracking_counts(table: &Table, from: i64, to: i64) -> String {
+pub(crate) fn change_tracking_counts(table: &Table, from: i64, to: i64) -> String {
     let dialect = Dialect::SqlServer;
     let name = dialect.qualified_table(&table.schema, &table.name);
     format!(
@@ -227,7 +227,7 @@ pub fn change_tracking_counts(table: &Table, from: i64, to: i64) -> String {
 /// Every key of the table, in the order of the key as declared: the primary key index serves it
 /// without a sort, and the comparison with the previous key list depends on no order (see
 /// `key_diff`), so no `COLLATE` is needed that would make the server sort every key in tempdb.
-pub fn key_scan(dialect: Dialect, table: &Table) -> String {
+pub(crate) fn key_scan(dialect: Dialect, table: &Table) -> String {
     let key = table
         .primary_key
         .iter()

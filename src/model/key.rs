@@ -5,13 +5,13 @@ use serde::{Deserialize, Serialize};
 
 /// The rows of a key range: `lower < key[0] <= upper`, either bound open when `None`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyRange {
-    pub lower_exclusive: Option<i64>,
-    pub upper_inclusive: Option<i64>,
+pub(crate) struct KeyRange {
+    pub(crate) lower_exclusive: Option<i64>,
+    pub(crate) upper_inclusive: Option<i64>,
 }
 
 impl KeyRange {
-    pub const ALL: KeyRange = KeyRange {
+    pub(crate) const ALL: KeyRange = KeyRange {
         lower_exclusive: None,
         upper_inclusive: None,
     };
@@ -20,7 +20,7 @@ impl KeyRange {
 /// One key column's value, typed so it can be compared and bound exactly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "StoredKey", into = "StoredKey")]
-pub enum KeyValue {
+pub(crate) enum KeyValue {
     Int(i64),
     /// An exact numeric as the server printed it (`-12.50`), never through a float.
     Decimal(String),
@@ -35,24 +35,24 @@ pub enum KeyValue {
 
 /// A date and time of day to the nanosecond, ordered chronologically.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Timestamp {
-    pub date: Date,
-    pub hour: u16,
-    pub minute: u16,
-    pub second: u16,
-    pub nanos: u32,
+pub(crate) struct Timestamp {
+    pub(crate) date: Date,
+    pub(crate) hour: u16,
+    pub(crate) minute: u16,
+    pub(crate) second: u16,
+    pub(crate) nanos: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Date {
-    pub year: i16,
-    pub month: u16,
-    pub day: u16,
+pub(crate) struct Date {
+    pub(crate) year: i16,
+    pub(crate) month: u16,
+    pub(crate) day: u16,
 }
 
 impl Date {
     /// `2024-01-31`; also FreeTDS's unpadded years (`1-01-01`).
-    pub fn parse(text: &str) -> Option<Date> {
+    pub(crate) fn parse(text: &str) -> Option<Date> {
         let mut parts = text.trim().splitn(3, '-');
         let year = parts.next()?.parse::<i16>().ok()?;
         let month = parts.next()?.parse::<u16>().ok()?;
@@ -63,7 +63,7 @@ impl Date {
 
 impl Timestamp {
     /// `2024-01-31 23:59:59.1234567` or with `T`; the fraction has up to 9 digits.
-    pub fn parse(text: &str) -> Option<Timestamp> {
+    pub(crate) fn parse(text: &str) -> Option<Timestamp> {
         let text = text.trim();
         let (date, time) = text.split_once([' ', 'T']).unwrap_or((text, "00:00:00"));
         let date = Date::parse(date)?;
@@ -108,7 +108,7 @@ impl std::fmt::Display for Timestamp {
 
 impl KeyValue {
     /// The value as text: digits, the shortest exact float, ISO 8601, hex for binary.
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         match self {
             KeyValue::Int(v) => v.to_string(),
             KeyValue::Decimal(text) | KeyValue::Text(text) => text.clone(),

@@ -7,22 +7,22 @@
 
 mod key;
 
-pub use key::{Date, KeyRange, KeyValue, Timestamp};
+pub(crate) use key::{Date, KeyRange, KeyValue, Timestamp};
 
 use serde::{Deserialize, Serialize};
 
 /// The state file's name in `output_dir` unless `state_file` puts it elsewhere.
-pub const STATE_FILE: &str = "_state.json";
+pub(crate) const STATE_FILE: &str = "_state.json";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Format {
+pub(crate) enum Format {
     Csv,
     Ndjson,
 }
 
 impl Format {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Format::Csv => "csv",
             Format::Ndjson => "ndjson",
@@ -33,16 +33,16 @@ impl Format {
 /// Size class of a table; decides its processing parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Tier {
+pub(crate) enum Tier {
     Small,
     Medium,
     Large,
 }
 
 impl Tier {
-    pub const ALL: [Tier; 3] = [Tier::Small, Tier::Medium, Tier::Large];
+    pub(crate) const ALL: [Tier; 3] = [Tier::Small, Tier::Medium, Tier::Large];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Tier::Small => "small",
             Tier::Medium => "medium",
@@ -60,7 +60,7 @@ impl std::fmt::Display for Tier {
 /// How reads see concurrent writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Isolation {
+pub(crate) enum Isolation {
     /// The database default. On SQL Server with READ_COMMITTED_SNAPSHOT ON it is already
     /// row-versioned and does not block writers.
     ReadCommitted,
@@ -72,7 +72,7 @@ pub enum Isolation {
 }
 
 impl Isolation {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Isolation::ReadCommitted => "read_committed",
             Isolation::Snapshot => "snapshot",
@@ -83,7 +83,7 @@ impl Isolation {
 
 /// The ODBC driver a `mssql_*` config names, as far as its keywords differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SqlServerDriver {
+pub(crate) enum SqlServerDriver {
     /// Microsoft ODBC Driver `major` for SQL Server ("ODBC Driver 18 for SQL Server").
     Microsoft {
         major: u32,
@@ -94,7 +94,7 @@ pub enum SqlServerDriver {
 impl SqlServerDriver {
     /// Reads the family and major version from the registered driver name; a name without a
     /// version (a renamed registration) is taken as the current Driver 18.
-    pub fn from_name(name: &str) -> SqlServerDriver {
+    pub(crate) fn from_name(name: &str) -> SqlServerDriver {
         let lower = name.to_ascii_lowercase();
         if lower.contains("freetds") || lower.contains("tdsodbc") {
             return SqlServerDriver::FreeTds;
@@ -119,7 +119,7 @@ pub enum Dialect {
 /// How a partition's rows are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ReadMode {
+pub(crate) enum ReadMode {
     /// One statement over a range of an integer leading key (or, for a change tracking read,
     /// over every key), resumed after its last key.
     Range,
@@ -135,21 +135,21 @@ pub enum ReadMode {
 
 /// One partition of a table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionSpec {
-    pub id: usize,
-    pub mode: ReadMode,
-    pub range: KeyRange,
+pub(crate) struct PartitionSpec {
+    pub(crate) id: usize,
+    pub(crate) mode: ReadMode,
+    pub(crate) range: KeyRange,
 }
 
 /// The columns appended to every row when `change_columns` is on.
-pub const OP_COLUMN: &str = "_ehi_op";
+pub(crate) const OP_COLUMN: &str = "_ehi_op";
 
-pub const SYNCED_AT_COLUMN: &str = "_ehi_synced_at";
+pub(crate) const SYNCED_AT_COLUMN: &str = "_ehi_synced_at";
 
 /// How a table is kept up to date from run to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case")]
-pub enum SyncMode {
+pub(crate) enum SyncMode {
     /// SQL Server Change Tracking is enabled on the table.
     ChangeTracking,
     /// A column that grows with every insert and update.
@@ -160,7 +160,7 @@ pub enum SyncMode {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum CursorKind {
+pub(crate) enum CursorKind {
     /// SQL Server `rowversion`: read up to `MIN_ACTIVE_ROWVERSION()`, so rows of transactions
     /// still open are not skipped.
     Rowversion,
@@ -170,7 +170,7 @@ pub enum CursorKind {
 }
 
 impl CursorKind {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             CursorKind::Rowversion => "rowversion",
             CursorKind::Timestamp => "timestamp",
@@ -181,22 +181,22 @@ impl CursorKind {
 
 /// What a table's output is complete up to; committed with the table's last checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Position {
-    pub mode: SyncMode,
+pub(crate) struct Position {
+    pub(crate) mode: SyncMode,
     /// Change tracking version or cursor value; `None` for full mode, or an empty table.
-    pub value: Option<String>,
+    pub(crate) value: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum LoadKind {
+pub(crate) enum LoadKind {
     Full,
     Incremental,
     Skip,
 }
 
 impl LoadKind {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             LoadKind::Full => "full",
             LoadKind::Incremental => "incremental",
@@ -207,50 +207,50 @@ impl LoadKind {
 
 /// What one run reads of a table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Load {
-    pub kind: LoadKind,
-    pub mode: SyncMode,
+pub(crate) struct Load {
+    pub(crate) kind: LoadKind,
+    pub(crate) mode: SyncMode,
     /// Why this kind of load, in words for the plan and the manifest.
-    pub reason: String,
+    pub(crate) reason: String,
     /// The committed position an incremental load reads after.
-    pub from: Option<String>,
+    pub(crate) from: Option<String>,
     /// The upper bound, captured when the table starts; the next position.
-    pub to: Option<String>,
-    pub lookback_minutes: u32,
+    pub(crate) to: Option<String>,
+    pub(crate) lookback_minutes: u32,
     /// Stream the keys after the rows and compare them with the previous key list.
-    pub key_scan: bool,
-    pub schema_changes: Vec<SchemaChange>,
+    pub(crate) key_scan: bool,
+    pub(crate) schema_changes: Vec<SchemaChange>,
     /// Change tracking's own count of inserts, updates and deletes in the range.
-    pub operations: Option<OperationCounts>,
+    pub(crate) operations: Option<OperationCounts>,
     /// Read the changes in SNAPSHOT isolation (change tracking, where the database allows it),
     /// so the change table and the rows joined to it are one consistent version.
     #[serde(default)]
-    pub snapshot: bool,
+    pub(crate) snapshot: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OperationCounts {
-    pub inserts: u64,
-    pub updates: u64,
-    pub deletes: u64,
+pub(crate) struct OperationCounts {
+    pub(crate) inserts: u64,
+    pub(crate) updates: u64,
+    pub(crate) deletes: u64,
 }
 
 /// A column that differs from the previous load's manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SchemaChange {
-    pub column: String,
-    pub change: ColumnChange,
+pub(crate) struct SchemaChange {
+    pub(crate) column: String,
+    pub(crate) change: ColumnChange,
     /// The source type before (dropped, retyped).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub before: Option<String>,
+    pub(crate) before: Option<String>,
     /// The source type now (added, retyped).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub after: Option<String>,
+    pub(crate) after: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ColumnChange {
+pub(crate) enum ColumnChange {
     Added,
     Dropped,
     Retyped,
@@ -261,14 +261,14 @@ pub enum ColumnChange {
 /// and a file truncated at a chunk boundary stays valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Compression {
+pub(crate) enum Compression {
     None,
     Gzip,
     Zstd,
 }
 
 impl Compression {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Compression::None => "none",
             Compression::Gzip => "gzip",
@@ -276,7 +276,7 @@ impl Compression {
         }
     }
 
-    pub fn extension(self) -> &'static str {
+    pub(crate) fn extension(self) -> &'static str {
         match self {
             Compression::None => "",
             Compression::Gzip => ".gz",
@@ -287,7 +287,7 @@ impl Compression {
 
 /// One fetched value, borrowed from the fetch buffer.
 #[derive(Debug, Clone, Copy)]
-pub enum Cell<'a> {
+pub(crate) enum Cell<'a> {
     Null,
     Int(i64),
     Float(f64),
@@ -301,7 +301,7 @@ pub enum Cell<'a> {
 /// Who holds (or last held) the lock.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Holder {
-    pub pid: u32,
-    pub host: String,
-    pub started_at: String,
+    pub(crate) pid: u32,
+    pub(crate) host: String,
+    pub(crate) started_at: String,
 }

@@ -1,7 +1,7 @@
 //! The processing plan: tiers by size, order small → large, partitions, estimated durations,
 //! printed for people and as JSON for machines.
 
-pub mod partition;
+pub(crate) mod partition;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -25,7 +25,7 @@ use crate::state::SourceIdentity;
 /// Rows per second one connection is assumed to move when no previous run measured it. A
 /// deliberately modest figure for SQL Server over a LAN with the Microsoft driver; the plan says
 /// when it is used, and a finished run's measured rates replace it.
-pub const DEFAULT_ROWS_PER_SECOND_PER_CONNECTION: f64 = 25_000.0;
+pub(crate) const DEFAULT_ROWS_PER_SECOND_PER_CONNECTION: f64 = 25_000.0;
 
 /// Fixed cost assumed per table (connect, discovery of bounds, manifest), in seconds.
 const SECONDS_PER_TABLE: f64 = 1.0;
@@ -34,66 +34,66 @@ const SECONDS_PER_TABLE: f64 = 1.0;
 const TABLES_SHOWN_PER_TIER: usize = 10;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Plan {
-    pub dialect: Dialect,
-    pub database: String,
-    pub output_dir: PathBuf,
-    pub format: Format,
-    pub isolation: Isolation,
-    pub tiers: Vec<TierPlan>,
-    pub total_tables: usize,
-    pub total_rows: u64,
-    pub estimated_seconds: f64,
+pub(crate) struct Plan {
+    pub(crate) dialect: Dialect,
+    pub(crate) database: String,
+    pub(crate) output_dir: PathBuf,
+    pub(crate) format: Format,
+    pub(crate) isolation: Isolation,
+    pub(crate) tiers: Vec<TierPlan>,
+    pub(crate) total_tables: usize,
+    pub(crate) total_rows: u64,
+    pub(crate) estimated_seconds: f64,
     /// Tables read as one stream (no primary key, or one that cannot be a resume point),
     /// restarted from zero on failure.
-    pub keyless_tables: Vec<String>,
+    pub(crate) keyless_tables: Vec<String>,
     /// Problems of the incremental settings that do not stop the run.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct TierPlan {
-    pub tier: Tier,
-    pub settings: TierSettings,
+pub(crate) struct TierPlan {
+    pub(crate) tier: Tier,
+    pub(crate) settings: TierSettings,
     /// Smallest first.
-    pub tables: Vec<TablePlan>,
-    pub rows: u64,
-    pub rows_per_second: f64,
+    pub(crate) tables: Vec<TablePlan>,
+    pub(crate) rows: u64,
+    pub(crate) rows_per_second: f64,
     /// `"previous run"` or `"default"`.
-    pub rate_source: &'static str,
-    pub estimated_seconds: f64,
+    pub(crate) rate_source: &'static str,
+    pub(crate) estimated_seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct TablePlan {
-    pub schema: String,
-    pub name: String,
-    pub rows: u64,
-    pub rows_exact: bool,
-    pub partitions: u64,
-    pub primary_key: Vec<String>,
+pub(crate) struct TablePlan {
+    pub(crate) schema: String,
+    pub(crate) name: String,
+    pub(crate) rows: u64,
+    pub(crate) rows_exact: bool,
+    pub(crate) partitions: u64,
+    pub(crate) primary_key: Vec<String>,
     /// How the table is read: key ranges in parallel, keyset chunks, or one stream.
-    pub read_mode: ReadMode,
+    pub(crate) read_mode: ReadMode,
     /// Why: "range on integer key", "keyset on composite key", "one stream: no primary key".
-    pub read_reason: String,
+    pub(crate) read_reason: String,
     /// Full, incremental or skipped in this run, and why.
-    pub load: Load,
+    pub(crate) load: Load,
     #[serde(skip)]
-    pub table: Table,
+    pub(crate) table: Table,
 }
 
 impl TablePlan {
-    pub fn full_name(&self) -> String {
+    pub(crate) fn full_name(&self) -> String {
         format!("{}.{}", self.schema, self.name)
     }
 }
 
 /// Measured throughput per tier from a previous run, rows per second.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct MeasuredRates {
-    pub small: Option<f64>,
-    pub medium: Option<f64>,
-    pub large: Option<f64>,
+pub(crate) struct MeasuredRates {
+    pub(crate) small: Option<f64>,
+    pub(crate) medium: Option<f64>,
+    pub(crate) large: Option<f64>,
 }
 
 impl MeasuredRates {
@@ -107,7 +107,7 @@ impl MeasuredRates {
 
     /// Reads the validation records of earlier runs in `output_dir`; missing or unreadable
     /// records simply leave the defaults in place.
-    pub fn from_output_dir(output_dir: &Path) -> MeasuredRates {
+    pub(crate) fn from_output_dir(output_dir: &Path) -> MeasuredRates {
         match std::fs::read_to_string(output_dir.join(crate::manifest::VALIDATION_FILE)) {
             Ok(text) => MeasuredRates::from_validation_records(&text),
             Err(_) => MeasuredRates::default(),
@@ -116,7 +116,7 @@ impl MeasuredRates {
 
     /// Sums rows and seconds of successful tables per tier. Each line is a JSON object with
     /// `tier`, `status`, `extracted_rows` and `duration_seconds`.
-    pub fn from_validation_records(text: &str) -> MeasuredRates {
+    pub(crate) fn from_validation_records(text: &str) -> MeasuredRates {
         let mut totals = [(0u64, 0f64); 3];
         for line in text.lines() {
             let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -152,7 +152,7 @@ impl MeasuredRates {
 
 /// Builds the plan: every table gets its tier, tiers are ordered small → large, and tables within
 /// a tier smallest first (ties by name, so the order is deterministic).
-pub fn build(
+pub(crate) fn build(
     config: &Config,
     dialect: Dialect,
     database: &str,
@@ -243,7 +243,7 @@ pub fn build(
 
 impl Plan {
     /// What the output of this plan belongs to, as recorded in the state file.
-    pub fn source_identity(&self, compression: Compression) -> SourceIdentity {
+    pub(crate) fn source_identity(&self, compression: Compression) -> SourceIdentity {
         SourceIdentity {
             dialect: self.dialect,
             database: self.database.clone(),
@@ -253,14 +253,14 @@ impl Plan {
     }
 
     /// The tables in processing order.
-    pub fn tables(&self) -> impl Iterator<Item = (&TierPlan, &TablePlan)> {
+    pub(crate) fn tables(&self) -> impl Iterator<Item = (&TierPlan, &TablePlan)> {
         self.tiers
             .iter()
             .flat_map(|tier| tier.tables.iter().map(move |table| (tier, table)))
     }
 
     /// The plan as printed before a run and by `ehi-sync plan`.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let format = self.format.name();
         let _ = writeln!(out, "Processing plan");

@@ -9,18 +9,18 @@ use crate::source::key::KeyType;
 
 /// How a table is read and why, as the plan shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadChoice {
-    pub mode: ReadMode,
+pub(crate) struct ReadChoice {
+    pub(crate) mode: ReadMode,
     /// Key types in key order; empty for a stream.
-    pub key_types: Vec<KeyType>,
-    pub reason: String,
+    pub(crate) key_types: Vec<KeyType>,
+    pub(crate) reason: String,
 }
 
 impl ReadChoice {
     /// Ranges of the leading key read in parallel when it splits arithmetically (integers,
     /// whole-number decimals); keyset chunks for any other key; one stream without a key or
     /// with a key column that cannot be a resume point.
-    pub fn of(dialect: Dialect, table: &Table) -> ReadChoice {
+    pub(crate) fn of(dialect: Dialect, table: &Table) -> ReadChoice {
         let stream = |reason: String| ReadChoice {
             mode: ReadMode::Stream,
             key_types: Vec::new(),
@@ -82,16 +82,16 @@ fn table_key_type(table: &Table) -> String {
 
 /// A partition handed to a worker, with the key to resume after (the last key already written).
 #[derive(Debug, Clone)]
-pub struct Partition {
-    pub table: usize,
-    pub spec: PartitionSpec,
-    pub after: Option<Vec<KeyValue>>,
+pub(crate) struct Partition {
+    pub(crate) table: usize,
+    pub(crate) spec: PartitionSpec,
+    pub(crate) after: Option<Vec<KeyValue>>,
 }
 
 /// Splits the integer key range `[min, max]` into `count` contiguous ranges of equal width. The
 /// first range is open below and the last open above, so rows inserted outside the bounds seen
 /// at the start are still read exactly once.
-pub fn split_integer_range(min: i64, max: i64, count: u64) -> Vec<PartitionSpec> {
+pub(crate) fn split_integer_range(min: i64, max: i64, count: u64) -> Vec<PartitionSpec> {
     let span = i128::from(max) - i128::from(min) + 1;
     let count = i128::from(count.max(1)).min(span.max(1));
     let width = (span + count - 1) / count;
@@ -117,7 +117,7 @@ pub fn split_integer_range(min: i64, max: i64, count: u64) -> Vec<PartitionSpec>
 }
 
 /// The single partition of a table read as keyset chunks or as one stream.
-pub fn whole_table(mode: ReadMode) -> Vec<PartitionSpec> {
+pub(crate) fn whole_table(mode: ReadMode) -> Vec<PartitionSpec> {
     vec![PartitionSpec {
         id: 0,
         mode,
@@ -128,13 +128,13 @@ pub fn whole_table(mode: ReadMode) -> Vec<PartitionSpec> {
 /// The partitions of a change tracking read: one, over every key, read as one statement in
 /// key order (see [`rows_per_statement`]). `CHANGETABLE(CHANGES …)` is evaluated again by every
 /// statement, so keyset chunks would cost time quadratic in the number of changes.
-pub fn change_tracking_read() -> Vec<PartitionSpec> {
+pub(crate) fn change_tracking_read() -> Vec<PartitionSpec> {
     whole_table(ReadMode::Range)
 }
 
 /// The row limit (`TOP`) of each statement of a partition: keyset partitions are read in chunks
 /// of `partition_size` rows, every other mode in one statement.
-pub fn rows_per_statement(mode: ReadMode, partition_size: u64) -> Option<u64> {
+pub(crate) fn rows_per_statement(mode: ReadMode, partition_size: u64) -> Option<u64> {
     (mode == ReadMode::Keyset).then_some(partition_size)
 }
 

@@ -29,7 +29,7 @@ pub(super) struct CheckpointRule {
 }
 
 impl CheckpointRule {
-    pub fn new(every: Option<Duration>, clock: Clock) -> CheckpointRule {
+    pub(crate) fn new(every: Option<Duration>, clock: Clock) -> CheckpointRule {
         CheckpointRule {
             every,
             clock,
@@ -40,17 +40,17 @@ impl CheckpointRule {
     }
 
     /// `rows` rows were written.
-    pub fn wrote(&mut self, rows: u64) {
+    pub(crate) fn wrote(&mut self, rows: u64) {
         self.rows_since += rows;
         self.unrecorded = true;
     }
 
     /// A partition finished: the state has news without a row written.
-    pub fn progressed(&mut self) {
+    pub(crate) fn progressed(&mut self) {
         self.unrecorded = true;
     }
 
-    pub fn due(&self, row_interval: u64) -> bool {
+    pub(crate) fn due(&self, row_interval: u64) -> bool {
         if self.rows_since >= row_interval {
             return true;
         }
@@ -64,7 +64,7 @@ impl CheckpointRule {
     }
 
     /// A checkpoint was written: the count and the clock start again.
-    pub fn checkpointed(&mut self) {
+    pub(crate) fn checkpointed(&mut self) {
         self.rows_since = 0;
         if self.unrecorded {
             self.last = Some((self.clock)());
@@ -157,7 +157,7 @@ impl Writer {
     /// lengths, removes part files written after the checkpoint, and rebuilds the checksums from
     /// disk. Returns the partitions still to read; a table whose partitions were all read is
     /// finished here.
-    pub fn resume_table(&mut self, table: usize) -> Result<Vec<PartitionState>, WriteError> {
+    pub(crate) fn resume_table(&mut self, table: usize) -> Result<Vec<PartitionState>, WriteError> {
         self.record_validation_start()?;
         let output = &self.tables[table];
         let folder = self.settings.output_dir.join(&output.folder);

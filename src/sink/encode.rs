@@ -13,7 +13,7 @@ use crate::source::types::ValueKind;
 
 /// A value that cannot be written faithfully. Names the column, never the value (it is PHI).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EncodeError {
+pub(crate) enum EncodeError {
     #[error("column '{column}' holds text that is not valid {encoding}; no value was written")]
     InvalidText {
         column: String,
@@ -22,7 +22,7 @@ pub enum EncodeError {
 }
 
 /// Encodes rows of one table. `begin_row`, one `cell` per column in order, `end_row`.
-pub struct RowEncoder {
+pub(crate) struct RowEncoder {
     format: Format,
     kinds: Vec<ValueKind>,
     names: Vec<String>,
@@ -39,13 +39,13 @@ pub struct RowEncoder {
 
 /// What a row does to the table a loader keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RowOp {
+pub(crate) enum RowOp {
     Upsert,
     Delete,
 }
 
 impl RowEncoder {
-    pub fn new(format: Format, columns: Vec<(String, ValueKind)>) -> RowEncoder {
+    pub(crate) fn new(format: Format, columns: Vec<(String, ValueKind)>) -> RowEncoder {
         let json_keys = columns
             .iter()
             .map(|(name, _)| {
@@ -70,13 +70,13 @@ impl RowEncoder {
 
     /// Marks the columns whose floats are single precision (`real`, `float4`), so they are
     /// written as the shortest `f32` (`0.1`), not as the widened double (`0.10000000149011612`).
-    pub fn with_single_precision(mut self, columns: Vec<bool>) -> RowEncoder {
+    pub(crate) fn with_single_precision(mut self, columns: Vec<bool>) -> RowEncoder {
         self.single_precision = columns;
         self
     }
 
     /// Appends `_ehi_op` and `_ehi_synced_at` (the run's start, `synced_at`) to every row.
-    pub fn with_change_columns(mut self, synced_at: &str) -> RowEncoder {
+    pub(crate) fn with_change_columns(mut self, synced_at: &str) -> RowEncoder {
         let suffix = |op: &str| {
             let mut out = Vec::new();
             for (name, value) in [(OP_COLUMN, op), (SYNCED_AT_COLUMN, synced_at)] {
@@ -97,17 +97,17 @@ impl RowEncoder {
         self
     }
 
-    pub fn kind(&self, index: usize) -> ValueKind {
+    pub(crate) fn kind(&self, index: usize) -> ValueKind {
         self.kinds[index]
     }
 
     /// Columns each row has before the change columns.
-    pub fn width(&self) -> usize {
+    pub(crate) fn width(&self) -> usize {
         self.names.len()
     }
 
     /// The CSV header line; NDJSON has none.
-    pub fn header(&self) -> Vec<u8> {
+    pub(crate) fn header(&self) -> Vec<u8> {
         let mut out = Vec::new();
         if self.format == Format::Csv {
             for (i, name) in self.names.iter().enumerate() {
@@ -127,13 +127,13 @@ impl RowEncoder {
         out
     }
 
-    pub fn begin_row(&self, out: &mut Vec<u8>) {
+    pub(crate) fn begin_row(&self, out: &mut Vec<u8>) {
         if self.format == Format::Ndjson {
             out.push(b'{');
         }
     }
 
-    pub fn end_row(&self, out: &mut Vec<u8>, op: RowOp) {
+    pub(crate) fn end_row(&self, out: &mut Vec<u8>, op: RowOp) {
         out.extend_from_slice(match op {
             RowOp::Upsert => &self.upsert_suffix,
             RowOp::Delete => &self.delete_suffix,
@@ -145,7 +145,7 @@ impl RowEncoder {
     }
 
     /// Writes the value of column `index`.
-    pub fn cell(
+    pub(crate) fn cell(
         &mut self,
         out: &mut Vec<u8>,
         index: usize,
@@ -337,7 +337,7 @@ impl RowEncoder {
 /// escaped, binary as hex (CSV) or base64 (NDJSON). A UTF-8 sequence, a UTF-16 surrogate pair
 /// or a base64 group split between pieces is carried over to the next piece, so memory stays
 /// one piece whatever the value's size. `RowEncoder::begin_long`, pieces, `finish`.
-pub struct LongValue {
+pub(crate) struct LongValue {
     format: Format,
     binary: bool,
     column: usize,
@@ -353,7 +353,7 @@ pub struct LongValue {
 
 impl RowEncoder {
     /// Starts the value of column `index` (text, or `binary`) that arrives in pieces.
-    pub fn begin_long(&self, out: &mut Vec<u8>, index: usize, binary: bool) -> LongValue {
+    pub(crate) fn begin_long(&self, out: &mut Vec<u8>, index: usize, binary: bool) -> LongValue {
         if index > 0 {
             out.push(b',');
         }
@@ -377,7 +377,7 @@ impl RowEncoder {
 
 impl LongValue {
     /// Appends a piece of a binary value.
-    pub fn bytes(&mut self, out: &mut Vec<u8>, piece: &[u8]) {
+    pub(crate) fn bytes(&mut self, out: &mut Vec<u8>, piece: &[u8]) {
         self.length += piece.len();
         match self.format {
             Format::Csv => {
@@ -406,7 +406,7 @@ impl LongValue {
     }
 
     /// Appends a piece of a UTF-8 text value.
-    pub fn text(
+    pub(crate) fn text(
         &mut self,
         encoder: &RowEncoder,
         out: &mut Vec<u8>,
@@ -442,7 +442,7 @@ impl LongValue {
     }
 
     /// Appends a piece of a UTF-16 text value.
-    pub fn wide(
+    pub(crate) fn wide(
         &mut self,
         encoder: &RowEncoder,
         out: &mut Vec<u8>,
@@ -473,7 +473,7 @@ impl LongValue {
     }
 
     /// Closes the value; a sequence left incomplete at its end is invalid text.
-    pub fn finish(self, encoder: &RowEncoder, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    pub(crate) fn finish(self, encoder: &RowEncoder, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         if !self.binary && !self.carry.is_empty() {
             return Err(encoder.invalid_text(self.column, "UTF-8"));
         }

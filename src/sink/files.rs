@@ -13,7 +13,7 @@ impl Compression {
     /// A spool for one chunk too large to hold in memory (a row with a long value): an
     /// anonymous temporary file in `dir` (removed by the system when closed, so a crash leaves
     /// nothing behind), written through this compression as one member or frame.
-    pub fn spool(self, dir: &Path) -> std::io::Result<Spool> {
+    pub(crate) fn spool(self, dir: &Path) -> std::io::Result<Spool> {
         let file = tempfile::tempfile_in(dir)?;
         Ok(match self {
             Compression::None => Spool::Plain(file),
@@ -26,7 +26,7 @@ impl Compression {
     }
 
     /// Compresses one chunk into a self-contained member or frame.
-    pub fn compress(self, bytes: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    pub(crate) fn compress(self, bytes: Vec<u8>) -> std::io::Result<Vec<u8>> {
         match self {
             Compression::None => Ok(bytes),
             Compression::Gzip => {
@@ -43,14 +43,14 @@ impl Compression {
 }
 
 /// A chunk's compressed bytes on their way to a temporary file (see [`Compression::spool`]).
-pub enum Spool {
+pub(crate) enum Spool {
     Plain(File),
     Gzip(flate2::write::GzEncoder<File>),
     Zstd(zstd::stream::Encoder<'static, File>),
 }
 
 impl Spool {
-    pub fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    pub(crate) fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
             Spool::Plain(file) => file.write_all(bytes),
             Spool::Gzip(encoder) => encoder.write_all(bytes),
@@ -59,7 +59,7 @@ impl Spool {
     }
 
     /// Ends the member or frame and returns the file, positioned at its start.
-    pub fn finish(self) -> std::io::Result<File> {
+    pub(crate) fn finish(self) -> std::io::Result<File> {
         use std::io::{Seek, SeekFrom};
         let mut file = match self {
             Spool::Plain(file) => file,
@@ -74,7 +74,7 @@ impl Spool {
 /// Folder names for `schema.table` names, made unique without regard to case (Windows and
 /// macOS file systems ignore case). Deterministic for the same list, so a resumed run finds the
 /// same folders.
-pub fn unique_folder_names(names: &[String]) -> Vec<String> {
+pub(crate) fn unique_folder_names(names: &[String]) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
     names
         .iter()
@@ -94,7 +94,7 @@ pub fn unique_folder_names(names: &[String]) -> Vec<String> {
 /// `<table>-00001.csv`, `<table>-00002.ndjson.zst`, ... for a full load;
 /// `<table>-<run id>-00001.csv` for an incremental one, so names sort in the order a loader
 /// applies them (run ids sort by time).
-pub fn part_file_name(
+pub(crate) fn part_file_name(
     table: &str,
     run_id: Option<&str>,
     sequence: u32,
@@ -116,7 +116,7 @@ pub fn part_file_name(
 }
 
 /// True for names `part_file_name` produces (`x-00001.csv`, `x-00002.ndjson.zst`).
-pub fn is_part_file_name(name: &str) -> bool {
+pub(crate) fn is_part_file_name(name: &str) -> bool {
     let base = [".gz", ".zst"]
         .iter()
         .find_map(|ext| name.strip_suffix(ext))

@@ -14,13 +14,13 @@
 //! (validation records and summary lines); the manifest is built by `crate::manifest`.
 
 mod checkpoint;
-pub mod encode;
-pub mod files;
+pub(crate) mod encode;
+pub(crate) mod files;
 mod part;
-pub mod protocol;
+pub(crate) mod protocol;
 #[cfg(test)]
 mod tests;
-pub mod validation;
+pub(crate) mod validation;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,7 +32,7 @@ use crossbeam_channel::Receiver;
 use crate::durable::{self, DurableFile, FileOps};
 use crate::incremental::key_diff;
 use crate::manifest::{self, FileEntry, FinishedLoad, Manifest, ManifestColumn};
-use crate::manifest::{ChangeCounts, LoadRecord, TableDescription};
+use crate::manifest::{LoadRecord, TableDescription};
 use crate::model::Compression;
 use crate::model::PartitionSpec;
 use crate::model::{Format, Tier};
@@ -49,81 +49,77 @@ use protocol::{Chunk, Message};
 const KEY_LIST_PREFIX: &str = "_keys-";
 
 /// What the writer knows of a table before any row arrives.
-pub struct TableOutput {
-    pub schema: String,
-    pub name: String,
-    pub tier: Tier,
+pub(crate) struct TableOutput {
+    pub(crate) schema: String,
+    pub(crate) name: String,
+    pub(crate) tier: Tier,
     /// Folder under `output_dir`, unique without regard to case.
-    pub folder: String,
+    pub(crate) folder: String,
     /// 1-based position in the run, for "Processing table 5/265".
-    pub position: usize,
-    pub checkpoint_interval: u64,
+    pub(crate) position: usize,
+    pub(crate) checkpoint_interval: u64,
     /// The header every part file starts with, already compressed.
-    pub header: Vec<u8>,
-    pub columns: Vec<ManifestColumn>,
-    pub primary_key: Vec<String>,
+    pub(crate) header: Vec<u8>,
+    pub(crate) columns: Vec<ManifestColumn>,
+    pub(crate) primary_key: Vec<String>,
 }
 
 impl TableOutput {
-    pub fn full_name(&self) -> String {
+    pub(crate) fn full_name(&self) -> String {
         format!("{}.{}", self.schema, self.name)
     }
 }
 
-pub struct WriterSettings {
+pub(crate) struct WriterSettings {
     /// Every file operation goes through it: the disk, or a power-cut test's file system.
-    pub fs: Arc<dyn FileOps>,
-    pub output_dir: PathBuf,
+    pub(crate) fs: Arc<dyn FileOps>,
+    pub(crate) output_dir: PathBuf,
     /// `_ehi_op` and `_ehi_synced_at` are appended to every row.
-    pub change_columns: bool,
-    pub state_path: PathBuf,
-    pub format: Format,
-    pub compression: Compression,
-    pub part_file_max_bytes: u64,
+    pub(crate) change_columns: bool,
+    pub(crate) state_path: PathBuf,
+    pub(crate) format: Format,
+    pub(crate) compression: Compression,
+    pub(crate) part_file_max_bytes: u64,
     /// A checkpoint is due this long after the last one once something new was written;
     /// `None`: only at the row interval and the end of a table.
-    pub checkpoint_every: Option<Duration>,
+    pub(crate) checkpoint_every: Option<Duration>,
     /// When the time rule reads the time: [`Instant::now`] in a run, a test's own clock.
-    pub clock: Clock,
+    pub(crate) clock: Clock,
 }
 
 /// A source of the current time.
-pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+pub(crate) type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
 /// The process clock.
-pub fn system_clock() -> Clock {
+pub(crate) fn system_clock() -> Clock {
     Arc::new(Instant::now)
 }
 
 /// How one table ended.
 #[derive(Debug, Clone)]
-pub struct TableOutcome {
-    pub table: String,
-    pub tier: Tier,
-    pub status: TableStatus,
-    pub expected_rows: u64,
+pub(crate) struct TableOutcome {
+    pub(crate) table: String,
+    pub(crate) tier: Tier,
+    pub(crate) status: TableStatus,
+    pub(crate) expected_rows: u64,
     /// `expected_rows` is the catalog's estimate.
-    pub expected_estimated: bool,
+    pub(crate) expected_estimated: bool,
     /// Rows written, delete rows included.
-    pub rows: u64,
+    pub(crate) rows: u64,
     /// The rows the count at the table's start covers (rows read, plus deletes when they come
     /// from change tracking, whose count includes them; a key scan's deletes are not counted)
     /// minus that count: 0 when the table was read as counted.
-    pub difference: i64,
-    pub seconds: f64,
-    pub error: Option<String>,
-    /// Full, incremental or skipped in this run.
-    pub load: LoadKind,
-    pub changes: ChangeCounts,
+    pub(crate) difference: i64,
+    pub(crate) error: Option<String>,
 }
 
 /// A failure of the writer itself (disk full, permissions): it stops the run.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write {what} '{path}': {source}")]
-pub struct WriteError {
-    pub what: &'static str,
-    pub path: PathBuf,
-    pub source: std::io::Error,
+pub(crate) struct WriteError {
+    pub(crate) what: &'static str,
+    pub(crate) path: PathBuf,
+    pub(crate) source: std::io::Error,
 }
 
 struct OpenTable {
@@ -203,7 +199,7 @@ impl Carried {
     }
 }
 
-pub struct Writer {
+pub(crate) struct Writer {
     settings: WriterSettings,
     tables: Vec<TableOutput>,
     state: RunState,
@@ -216,7 +212,11 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(settings: WriterSettings, tables: Vec<TableOutput>, state: RunState) -> Writer {
+    pub(crate) fn new(
+        settings: WriterSettings,
+        tables: Vec<TableOutput>,
+        state: RunState,
+    ) -> Writer {
         let checkpoints =
             CheckpointRule::new(settings.checkpoint_every, Arc::clone(&settings.clock));
         Writer {
@@ -233,7 +233,7 @@ impl Writer {
 
     /// Runs until every tier's channel is drained and closed. `tiers` delivers one receiver per
     /// tier, in order. Returns how each table ended.
-    pub fn run(
+    pub(crate) fn run(
         mut self,
         tiers: Receiver<Receiver<Message>>,
     ) -> Result<Vec<TableOutcome>, WriteError> {
@@ -619,7 +619,7 @@ impl Writer {
 /// Removes what an unfinished load of `table` wrote in run `run_id`: every part file for a
 /// full load (and its manifest); for an incremental load only this run's files, so the
 /// earlier loads and the manifest listing them stay.
-pub fn discard_table_output(
+pub(crate) fn discard_table_output(
     fs: &dyn FileOps,
     output_dir: &Path,
     table: &TableState,

@@ -15,15 +15,15 @@ use crate::state::CommittedFile;
 /// The part file a table appends to.
 pub(super) struct PartFile {
     file: Box<dyn DurableFile>,
-    pub name: String,
-    pub bytes: u64,
-    pub rows: u64,
+    pub(crate) name: String,
+    pub(crate) bytes: u64,
+    pub(crate) rows: u64,
     hasher: Sha256,
 }
 
 impl PartFile {
     /// Creates part file `name` in `folder` (emptying one of that name) and writes `header`.
-    pub fn create(
+    pub(crate) fn create(
         fs: &dyn FileOps,
         folder: &Path,
         name: String,
@@ -51,7 +51,7 @@ impl PartFile {
     /// Opens a checkpointed part file at the length the checkpoint recorded, dropping what was
     /// written after it (durably), with the checksum rebuilt from the bytes kept. A file
     /// shorter than recorded was changed outside ehi-sync and is refused.
-    pub fn reopen(
+    pub(crate) fn reopen(
         fs: &dyn FileOps,
         folder: &Path,
         committed: &CommittedFile,
@@ -83,7 +83,7 @@ impl PartFile {
     }
 
     /// Appends encoded rows.
-    pub fn append(&mut self, folder: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    pub(crate) fn append(&mut self, folder: &Path, bytes: &[u8]) -> Result<(), WriteError> {
         self.file.write_all(bytes).map_err(|source| WriteError {
             what: "data file",
             path: folder.join(&self.name),
@@ -95,7 +95,7 @@ impl PartFile {
     }
 
     /// Appends everything `spooled` holds (a chunk too large to hold in memory).
-    pub fn append_spooled(
+    pub(crate) fn append_spooled(
         &mut self,
         folder: &Path,
         spooled: &mut std::fs::File,
@@ -115,7 +115,7 @@ impl PartFile {
     }
 
     /// Makes what was written durable.
-    pub fn sync(&mut self, folder: &Path) -> Result<(), WriteError> {
+    pub(crate) fn sync(&mut self, folder: &Path) -> Result<(), WriteError> {
         self.file.sync().map_err(|source| WriteError {
             what: "data file",
             path: folder.join(&self.name),
@@ -124,7 +124,7 @@ impl PartFile {
     }
 
     /// What a checkpoint records of it.
-    pub fn committed(&self) -> CommittedFile {
+    pub(crate) fn committed(&self) -> CommittedFile {
         CommittedFile {
             name: self.name.clone(),
             bytes: self.bytes,
@@ -133,7 +133,7 @@ impl PartFile {
     }
 
     /// Its manifest entry, for the bytes written so far (durable: call `sync` first).
-    pub fn entry(self, run_id: &str) -> FileEntry {
+    pub(crate) fn entry(self, run_id: &str) -> FileEntry {
         FileEntry {
             name: self.name,
             run_id: run_id.to_owned(),
@@ -146,7 +146,7 @@ impl PartFile {
 
 /// Removes every part file not in `keep` and, unless `keep_manifest`, the manifest (first, so
 /// no loader trusts it any longer).
-pub fn remove_part_files(
+pub(crate) fn remove_part_files(
     fs: &dyn FileOps,
     folder: &Path,
     keep: &[&str],

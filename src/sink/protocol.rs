@@ -6,7 +6,7 @@ use crate::model::Load;
 use crate::model::PartitionSpec;
 
 /// What workers tell the writer.
-pub enum Message {
+pub(crate) enum Message {
     /// A table's count is taken and its partitions are known.
     TableStarted {
         table: usize,
@@ -44,16 +44,16 @@ pub enum Message {
 }
 
 /// Encoded (and possibly compressed) rows of one partition, in key order.
-pub struct Chunk {
-    pub table: usize,
-    pub partition: usize,
-    pub rows: u64,
-    pub bytes: Vec<u8>,
+pub(crate) struct Chunk {
+    pub(crate) table: usize,
+    pub(crate) partition: usize,
+    pub(crate) rows: u64,
+    pub(crate) bytes: Vec<u8>,
     /// Key of the last row in `bytes`; `None` for tables without a key.
-    pub last_key: Option<Vec<KeyValue>>,
+    pub(crate) last_key: Option<Vec<KeyValue>>,
     /// How many of `rows` are delete rows.
-    pub deletes: u64,
+    pub(crate) deletes: u64,
     /// A key scan's frame of the new key list, and how many of its keys are new.
-    pub keys: Option<Vec<u8>>,
-    pub new_keys: u64,
+    pub(crate) keys: Option<Vec<u8>>,
+    pub(crate) new_keys: u64,
 }

@@ -96,7 +96,7 @@ fn rows_per_second(rows: u64, seconds: f64) -> f64 {
 }
 
 /// The delete rows a key scan wrote on top of the rows the count covers, for a summary line.
-pub fn uncounted_deletes(deletes: u64) -> String {
+pub(crate) fn uncounted_deletes(deletes: u64) -> String {
     if deletes == 0 {
         String::new()
     } else {
@@ -216,10 +216,7 @@ impl Writer {
             expected_estimated: state.expected_estimated,
             rows: state.rows,
             difference: tally.difference,
-            seconds,
             error,
-            load: load.kind,
-            changes,
         });
         self.append_validation(&record)
     }

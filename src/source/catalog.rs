@@ -12,28 +12,28 @@ use crate::error::{ConfigError, Error, Result};
 
 /// A column as the source declares it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Column {
-    pub name: String,
+pub(crate) struct Column {
+    pub(crate) name: String,
     /// The source's type name (`bigint`, `nvarchar`, `numeric`, `timestamp without time zone`).
-    pub source_type: String,
+    pub(crate) source_type: String,
     /// Declared length in characters (text) or bytes (binary); `-1` for `(max)`.
-    pub length: Option<i64>,
-    pub precision: Option<i64>,
+    pub(crate) length: Option<i64>,
+    pub(crate) precision: Option<i64>,
     /// Decimal scale, or fractional-second digits for time types.
-    pub scale: Option<i64>,
-    pub nullable: bool,
+    pub(crate) scale: Option<i64>,
+    pub(crate) nullable: bool,
     /// 1-based position in the primary key.
-    pub key_position: Option<usize>,
+    pub(crate) key_position: Option<usize>,
     /// The collation of a text column (SQL Server `sys.columns.collation_name`, PostgreSQL's
     /// explicit column collation), which orders and compares its keys.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub collation: Option<String>,
+    pub(crate) collation: Option<String>,
 }
 
 #[cfg(test)]
 impl Column {
     /// A column for unit tests: nullable unless it is part of the key.
-    pub fn for_test(name: &str, source_type: &str, key_position: Option<usize>) -> Column {
+    pub(crate) fn for_test(name: &str, source_type: &str, key_position: Option<usize>) -> Column {
         Column {
             name: name.into(),
             source_type: source_type.into(),
@@ -49,50 +49,50 @@ impl Column {
 
 /// A user table selected for copying.
 #[derive(Debug, Clone, Serialize)]
-pub struct Table {
-    pub schema: String,
-    pub name: String,
-    pub columns: Vec<Column>,
+pub(crate) struct Table {
+    pub(crate) schema: String,
+    pub(crate) name: String,
+    pub(crate) columns: Vec<Column>,
     /// Primary key column names in key order; empty when the table has none.
-    pub primary_key: Vec<String>,
+    pub(crate) primary_key: Vec<String>,
     /// Row count from the catalog statistics, or exact when `rows_exact`.
-    pub rows: u64,
-    pub rows_exact: bool,
+    pub(crate) rows: u64,
+    pub(crate) rows_exact: bool,
 }
 
 impl Table {
     /// `schema.table`, unquoted, as shown to people and matched by include/exclude.
-    pub fn full_name(&self) -> String {
+    pub(crate) fn full_name(&self) -> String {
         format!("{}.{}", self.schema, self.name)
     }
 }
 
 /// One row of the sizing query: a table and its row count, `None` when statistics are missing.
 pub(super) struct SizedTable {
-    pub schema: String,
-    pub name: String,
-    pub rows: Option<u64>,
+    pub(crate) schema: String,
+    pub(crate) name: String,
+    pub(crate) rows: Option<u64>,
 }
 
 /// Catalog rows of one column, as the dialect queries return them.
 pub(super) struct ColumnRow {
-    pub schema: String,
-    pub table: String,
-    pub column: Column,
+    pub(crate) schema: String,
+    pub(crate) table: String,
+    pub(crate) column: Column,
 }
 
 /// The outcome of discovery.
 #[derive(Debug, Clone)]
-pub struct Discovery {
+pub(crate) struct Discovery {
     /// Selected tables, ordered by schema and name.
-    pub tables: Vec<Table>,
+    pub(crate) tables: Vec<Table>,
     /// How many user tables the login can see before include/exclude.
-    pub visible: usize,
+    pub(crate) visible: usize,
 }
 
 /// Discovers every user table visible on `connection` that `filter` selects, sized and with
 /// columns and keys.
-pub fn discover(
+pub(crate) fn discover(
     source: &Source,
     connection: &Connection<'_>,
     dialect: Dialect,
@@ -258,9 +258,9 @@ pub fn count_sql(dialect: Dialect, tables: &[(String, String)]) -> String {
 
 /// Which size facets of a catalog column apply to its type.
 pub(super) struct Facets {
-    pub length: bool,
-    pub precision: bool,
-    pub scale: bool,
+    pub(crate) length: bool,
+    pub(crate) precision: bool,
+    pub(crate) scale: bool,
 }
 
 /// Parses the rows of the SQL Server and PostgreSQL column queries, which share one layout:
@@ -308,7 +308,7 @@ pub(super) fn parse_column_rows(
 
 /// Parses a count that a driver may render as `123`, `123.0` or `1.23e+06` (PostgreSQL's
 /// `reltuples` is a float).
-pub fn parse_count(text: &str) -> Option<u64> {
+pub(crate) fn parse_count(text: &str) -> Option<u64> {
     let text = text.trim();
     text.parse::<u64>().ok().or_else(|| {
         text.parse::<f64>()

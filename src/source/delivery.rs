@@ -36,7 +36,7 @@ pub(crate) fn concerns_values(state: &str) -> bool {
 }
 
 /// A column-wise fetch buffer with a row status array and the warnings of its last fetch.
-pub struct FetchBuffer {
+pub(crate) struct FetchBuffer {
     columns: ColumnarDynBuffer,
     /// One `SQLUSMALLINT` per row of the row set, written by the driver on every fetch.
     row_status: Box<[u16]>,
@@ -49,28 +49,32 @@ pub struct FetchBuffer {
 
 /// A diagnostic record of a fetch, reduced to what a report may show.
 #[derive(Debug, Clone)]
-pub struct Warning {
-    pub error: DbError,
+pub(crate) struct Warning {
+    pub(crate) error: DbError,
     /// The row of the batch it is about (0-based), when the driver says.
-    pub row: Option<usize>,
+    pub(crate) row: Option<usize>,
     /// The result column it is about (0-based), when the driver says.
-    pub column: Option<usize>,
+    pub(crate) column: Option<usize>,
 }
 
 /// A batch in which at least one value did not arrive.
 #[derive(Debug, Clone)]
-pub struct Undelivered {
+pub(crate) struct Undelivered {
     /// The first row the driver flagged (0-based), or the row a warning names.
-    pub row: Option<usize>,
+    pub(crate) row: Option<usize>,
     /// The row's status: `SQL_ROW_ERROR` or `SQL_ROW_SUCCESS_WITH_INFO`.
-    pub row_status: Option<u16>,
-    pub warnings: Vec<Warning>,
+    pub(crate) row_status: Option<u16>,
+    pub(crate) warnings: Vec<Warning>,
 }
 
 impl Undelivered {
     /// The message for the table's failure: SQLSTATE, native error, column and row, never a
     /// value. `column_name` names a result column by its 0-based index.
-    pub fn describe(&self, table: &str, column_name: &dyn Fn(usize) -> Option<String>) -> String {
+    pub(crate) fn describe(
+        &self,
+        table: &str,
+        column_name: &dyn Fn(usize) -> Option<String>,
+    ) -> String {
         let first = self.warnings.first();
         let column = first
             .and_then(|w| w.column)
@@ -103,7 +107,7 @@ impl Undelivered {
 
 impl FetchBuffer {
     /// Wraps `columns`; binding sets the row status array.
-    pub fn new(columns: ColumnarDynBuffer) -> FetchBuffer {
+    pub(crate) fn new(columns: ColumnarDynBuffer) -> FetchBuffer {
         let rows = columns.row_array_size().max(1);
         FetchBuffer {
             columns,
@@ -117,7 +121,7 @@ impl FetchBuffer {
     /// FreeTDS returns `SQL_SUCCESS`, not `SQL_SUCCESS_WITH_INFO`, from a bulk fetch that cut a
     /// `(max)` value (the indicator says `SQL_NO_TOTAL`), and odbc-api looks for truncation only
     /// after `SQL_SUCCESS_WITH_INFO`.
-    pub fn truncated(&self) -> Option<TruncationInfo> {
+    pub(crate) fn truncated(&self) -> Option<TruncationInfo> {
         self.columns.find_truncation()
     }
 
@@ -126,7 +130,7 @@ impl FetchBuffer {
     /// warnings that say nothing about a value pass: a message (01000, e.g. `PRINT`) and
     /// "NULL value eliminated in set function" (01003, SQL Server's 8153 after `MAX` over a
     /// column with NULLs).
-    pub fn undelivered(&self) -> Option<Undelivered> {
+    pub(crate) fn undelivered(&self) -> Option<Undelivered> {
         let rows = self.columns.num_rows().min(self.row_status.len());
         let warnings = self.warnings.borrow().clone();
         let about_values = warnings.iter().any(|w| concerns_values(&w.error.state));

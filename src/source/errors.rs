@@ -69,7 +69,7 @@ impl DbError {
     /// statement text drivers echo (key literals of a resumed read) and with quoted parts
     /// masked (PostgreSQL quotes the offending value in conversion errors). For errors while
     /// reading rows; the SQLSTATE and native code stay whole.
-    pub fn without_values(mut self) -> DbError {
+    pub(crate) fn without_values(mut self) -> DbError {
         let first_line = self.message.lines().next().unwrap_or_default();
         let mut text = first_line.trim_end_matches(';').to_owned();
         for marker in ["SELECT ", "select ", "declare ", "DECLARE "] {
@@ -137,7 +137,7 @@ pub enum ErrorClass {
 
 impl ErrorClass {
     /// Transient failures: drop the connection, back off, reconnect, resume the partition.
-    pub fn retryable(self) -> bool {
+    pub(crate) fn retryable(self) -> bool {
         matches!(
             self,
             ErrorClass::Deadlock
@@ -151,12 +151,12 @@ impl ErrorClass {
 
     /// A refused login fails every table the same way: stop the run instead of failing each
     /// table in turn (and locking the account with repeated attempts).
-    pub fn fatal_for_run(self) -> bool {
+    pub(crate) fn fatal_for_run(self) -> bool {
         self == ErrorClass::Authentication
     }
 
     /// A stable name for logs and validation records.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ErrorClass::Deadlock => "deadlock",
             ErrorClass::LockTimeout => "lock_timeout",
@@ -176,7 +176,7 @@ impl ErrorClass {
 
 /// What went wrong, for the retry log line: the SQL Server error's own cause where the number
 /// says more than its class ("Database Engine events and errors"), else the class.
-pub fn reason(error: &DbError) -> &'static str {
+pub(crate) fn reason(error: &DbError) -> &'static str {
     match error.native {
         601 => "data moved while a NOLOCK scan read it (error 601)",
         3960 => "snapshot isolation update conflict (error 3960)",
@@ -222,7 +222,7 @@ fn weight(class: ErrorClass) -> u8 {
 /// the handle holds (a driver may put the server's error behind its own, e.g. Driver 18's
 /// 08001 "TCP Provider" before HYT00, or 3621 "The statement has been terminated" around the
 /// real error): the first of the most decisive class. `None` for no records.
-pub fn decisive(errors: &[DbError]) -> Option<usize> {
+pub(crate) fn decisive(errors: &[DbError]) -> Option<usize> {
     let mut best: Option<(usize, u8)> = None;
     for (index, error) in errors.iter().enumerate() {
         let weight = weight(classify(error));

@@ -27,7 +27,7 @@ use crate::source::types::ValueKind;
 
 /// SQL Server's four integer types, bound with their own SQL type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IntegerType {
+pub(crate) enum IntegerType {
     BigInt,
     Integer,
     SmallInt,
@@ -36,7 +36,7 @@ pub enum IntegerType {
 
 /// How uniqueidentifier values sort on the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GuidOrder {
+pub(crate) enum GuidOrder {
     /// SQL Server: the bytes as stored (the first three groups little-endian), compared from
     /// the last group to the first as Microsoft's "Comparing GUID and uniqueidentifier Values"
     /// describes: bytes 10–15 first, then 8–9, 6–7, 4–5 and 0–3.
@@ -47,7 +47,7 @@ pub enum GuidOrder {
 
 /// A key column's type: how its values are read, compared and bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyType {
+pub(crate) enum KeyType {
     Integer(IntegerType),
     Decimal {
         precision: usize,
@@ -95,13 +95,13 @@ const CONVERTED_TEXT_LENGTH: NonZeroUsize = NonZeroUsize::new(64).expect("non-ze
     "the resume point of key column '{column}' is not a valid value of its type; run `ehi-sync \
      sync --restart` to read the table again from the start"
 )]
-pub struct KeyMismatch {
-    pub column: String,
+pub(crate) struct KeyMismatch {
+    pub(crate) column: String,
 }
 
 impl KeyType {
     /// The key type of `column`; `None` for a type that cannot be a resume point.
-    pub fn of(dialect: Dialect, column: &Column) -> Option<KeyType> {
+    pub(crate) fn of(dialect: Dialect, column: &Column) -> Option<KeyType> {
         let kind = ValueKind::of(dialect, column);
         let t = column.source_type.to_ascii_lowercase();
         let length = column
@@ -234,7 +234,7 @@ impl KeyType {
 
     /// Whether a range of this leading key can be split arithmetically: integers, and exact
     /// numerics without a fraction that fit an `i64` (`numeric(18,0)` ids).
-    pub fn splits_as_integer(&self) -> bool {
+    pub(crate) fn splits_as_integer(&self) -> bool {
         match self {
             KeyType::Integer(_) => true,
             KeyType::Decimal { precision, scale } => *scale == 0 && *precision <= 18,
@@ -243,7 +243,7 @@ impl KeyType {
     }
 
     /// A range bound of an integer-split key, in the key's own type.
-    pub fn bound(&self, value: i64) -> KeyValue {
+    pub(crate) fn bound(&self, value: i64) -> KeyValue {
         match self {
             KeyType::Decimal { .. } => KeyValue::Decimal(value.to_string()),
             _ => KeyValue::Int(value),
@@ -251,7 +251,7 @@ impl KeyType {
     }
 
     /// The parameter marker as it appears in a statement.
-    pub fn marker(&self, dialect: Dialect) -> String {
+    pub(crate) fn marker(&self, dialect: Dialect) -> String {
         match (self, dialect) {
             (KeyType::Converted { sql_type }, _) => format!("CAST(? AS {sql_type})"),
             (
@@ -267,7 +267,7 @@ impl KeyType {
     }
 
     /// The key value of a fetched cell; `None` for NULL or a value not of this type.
-    pub fn value_of(&self, cell: Cell<'_>) -> Option<KeyValue> {
+    pub(crate) fn value_of(&self, cell: Cell<'_>) -> Option<KeyValue> {
         let text = match cell {
             Cell::Null => return None,
             Cell::Int(v) => {
@@ -293,7 +293,7 @@ impl KeyType {
 
     /// `value` as this type, for a value read as text or from an older state file; `None` if
     /// it is not a value of this type.
-    pub fn conform(&self, value: KeyValue) -> Option<KeyValue> {
+    pub(crate) fn conform(&self, value: KeyValue) -> Option<KeyValue> {
         match (self, value) {
             (KeyType::Integer(_), KeyValue::Int(v)) => Some(KeyValue::Int(v)),
             (KeyType::Integer(_), KeyValue::Text(t)) => t.trim().parse().ok().map(KeyValue::Int),
@@ -329,7 +329,7 @@ impl KeyType {
     }
 
     /// The typed ODBC parameter holding `value`; `None` if `value` is not of this type.
-    pub fn parameter(&self, value: &KeyValue) -> Option<Box<dyn InputParameter>> {
+    pub(crate) fn parameter(&self, value: &KeyValue) -> Option<Box<dyn InputParameter>> {
         let wide = |text: &str| VarWCharBox::from_str_slice(text);
         let units = |text: &str| NonZeroUsize::new(text.encode_utf16().count().max(1));
         Some(match (self, value) {
@@ -423,7 +423,7 @@ impl KeyType {
 
     /// The server's order of two values of this type, where the client knows it exactly;
     /// `None` where only the server can tell (text under a collation, values it converts).
-    pub fn compare(&self, a: &KeyValue, b: &KeyValue) -> Option<Ordering> {
+    pub(crate) fn compare(&self, a: &KeyValue, b: &KeyValue) -> Option<Ordering> {
         match (self, a, b) {
             (_, KeyValue::Int(x), KeyValue::Int(y)) => Some(x.cmp(y)),
             (_, KeyValue::Decimal(x), KeyValue::Decimal(y)) => {
@@ -455,10 +455,10 @@ impl KeyType {
 
 /// Text bound once on every new connection and selected back, to prove text parameters reach
 /// the server intact (Latin-1, beyond it, and outside the BMP).
-pub const PARAMETER_PROBE: &str = "Ñ1 ü€😀";
+pub(crate) const PARAMETER_PROBE: &str = "Ñ1 ü€😀";
 
 /// The statement that returns its text parameter as the server received it.
-pub fn parameter_probe_sql(dialect: Dialect) -> &'static str {
+pub(crate) fn parameter_probe_sql(dialect: Dialect) -> &'static str {
     match dialect {
         Dialect::SqlServer => "SELECT CAST(? AS NVARCHAR(32)) AS probe",
         Dialect::Postgres => "SELECT CAST(? AS varchar(32)) AS probe",
@@ -467,7 +467,7 @@ pub fn parameter_probe_sql(dialect: Dialect) -> &'static str {
 }
 
 /// The probe's parameter: UTF-16 data bound as `SQL_WVARCHAR`, as nvarchar keys are.
-pub fn parameter_probe() -> Box<dyn InputParameter> {
+pub(crate) fn parameter_probe() -> Box<dyn InputParameter> {
     Box::new(WithDataType {
         value: VarWCharBox::from_str_slice(PARAMETER_PROBE),
         data_type: DataType::WVarchar {
@@ -478,7 +478,7 @@ pub fn parameter_probe() -> Box<dyn InputParameter> {
 
 /// Whole keys compared column by column as the server orders them (`ORDER BY` the key); `None`
 /// where a column's order is the server's alone and the values differ.
-pub fn compare_keys(types: &[KeyType], a: &[KeyValue], b: &[KeyValue]) -> Option<Ordering> {
+pub(crate) fn compare_keys(types: &[KeyType], a: &[KeyValue], b: &[KeyValue]) -> Option<Ordering> {
     for ((key_type, x), y) in types.iter().zip(a).zip(b) {
         match key_type.compare(x, y) {
             Some(Ordering::Equal) => {}
@@ -495,7 +495,7 @@ pub fn compare_keys(types: &[KeyType], a: &[KeyValue], b: &[KeyValue]) -> Option
 /// (text under a collation), a key equal to the last one sent, or to the first key of the
 /// previous chunk (a bound the server misread starts the table over), is caught.
 #[derive(Debug, Clone)]
-pub struct Advance {
+pub(crate) struct Advance {
     types: Vec<KeyType>,
     names: Vec<String>,
     last: Option<Vec<KeyValue>>,
@@ -508,8 +508,8 @@ pub struct Advance {
 /// A read returned a key at or before one already sent. Names the table's key columns, never
 /// a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotAdvancing {
-    pub columns: Vec<String>,
+pub(crate) struct NotAdvancing {
+    pub(crate) columns: Vec<String>,
 }
 
 impl std::fmt::Display for NotAdvancing {
@@ -526,7 +526,7 @@ impl std::fmt::Display for NotAdvancing {
 }
 
 impl Advance {
-    pub fn new(
+    pub(crate) fn new(
         types: Vec<KeyType>,
         names: Vec<String>,
         after: Option<Vec<KeyValue>>,
@@ -543,19 +543,19 @@ impl Advance {
     }
 
     /// The last key accepted (or the resume point it started after).
-    pub fn last(&self) -> Option<&Vec<KeyValue>> {
+    pub(crate) fn last(&self) -> Option<&Vec<KeyValue>> {
         self.last.as_ref()
     }
 
     /// A new statement (keyset chunk, reopened read) starts.
-    pub fn next_statement(&mut self) {
+    pub(crate) fn next_statement(&mut self) {
         if self.chunk_start.is_some() {
             self.previous_chunk_start = self.chunk_start.take();
         }
     }
 
     /// Accepts `key` as the next row's key, or says the read went backwards.
-    pub fn check(&mut self, key: Vec<KeyValue>) -> Result<(), NotAdvancing> {
+    pub(crate) fn check(&mut self, key: Vec<KeyValue>) -> Result<(), NotAdvancing> {
         let fail = || NotAdvancing {
             columns: self.names.clone(),
         };

@@ -4,19 +4,19 @@
 //! blocking `Connection` from a [`Source`].
 
 pub mod catalog;
-pub mod delivery;
+pub(crate) mod delivery;
 pub mod errors;
-pub mod key;
+pub(crate) mod key;
 mod postgres;
 mod query;
-pub mod select;
+pub(crate) mod select;
 pub mod session;
 mod sqlite;
 pub mod sqlserver;
-pub mod statement;
+pub(crate) mod statement;
 #[cfg(test)]
 pub(crate) mod tsql_test;
-pub mod types;
+pub(crate) mod types;
 
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
@@ -28,11 +28,11 @@ use crate::config::{Config, SourceConfig};
 use crate::error::{ConfigError, DbError, Error, Result};
 
 use crate::model::Dialect;
-pub use query::{query_text, text_rows};
+pub(crate) use query::{query_text, text_rows};
 
 impl Dialect {
     /// Maps `SQL_DBMS_NAME` ("Microsoft SQL Server", "PostgreSQL", "SQLite") to a dialect.
-    pub fn from_dbms_name(name: &str) -> Option<Dialect> {
+    pub(crate) fn from_dbms_name(name: &str) -> Option<Dialect> {
         let name = name.to_ascii_lowercase();
         if name.contains("sql server") {
             Some(Dialect::SqlServer)
@@ -45,7 +45,7 @@ impl Dialect {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Dialect::SqlServer => "sqlserver",
             Dialect::Postgres => "postgres",
@@ -64,7 +64,7 @@ impl Dialect {
 
     /// The quoted `schema.table` name as used in `FROM`. SQLite has one schema, `main`, which is
     /// implied.
-    pub fn qualified_table(self, schema: &str, table: &str) -> String {
+    pub(crate) fn qualified_table(self, schema: &str, table: &str) -> String {
         match self {
             Dialect::Sqlite => self.quote_identifier(table),
             _ => format!(
@@ -76,7 +76,7 @@ impl Dialect {
     }
 
     /// A string literal with quotes doubled (used only for catalog names, never for row values).
-    pub fn string_literal(self, value: &str) -> String {
+    pub(crate) fn string_literal(self, value: &str) -> String {
         match self {
             Dialect::SqlServer => format!("N'{}'", value.replace('\'', "''")),
             Dialect::Postgres | Dialect::Sqlite => format!("'{}'", value.replace('\'', "''")),
@@ -86,7 +86,7 @@ impl Dialect {
 
 /// How to reach the source database; opens as many connections as the workers need.
 #[derive(Debug, Clone)]
-pub struct Source {
+pub(crate) struct Source {
     connection_string: String,
     secret: Option<String>,
     login_timeout_sec: u32,
@@ -111,7 +111,7 @@ enum StatementText {
 const STATEMENT_TEXT_PROBE: &str = "é€😀";
 
 impl Source {
-    pub fn from_config(config: &Config) -> Source {
+    pub(crate) fn from_config(config: &Config) -> Source {
         let connection_string = match &config.source {
             SourceConfig::ConnectionString {
                 connection_string, ..
@@ -127,7 +127,7 @@ impl Source {
     }
 
     /// `sql` as it must be passed to odbc-api for the driver to receive exactly `sql`.
-    pub fn sql<'a>(&self, sql: &'a str) -> Cow<'a, str> {
+    pub(crate) fn sql<'a>(&self, sql: &'a str) -> Cow<'a, str> {
         match self.statement_text.get() {
             Some(StatementText::Utf8Bytes) if !sql.is_ascii() => {
                 Cow::Owned(sql.bytes().map(char::from).collect())
@@ -189,17 +189,17 @@ impl Source {
     }
 
     /// The connection string with the password replaced by `***`: the only form ever shown.
-    pub fn redacted(&self) -> String {
+    pub(crate) fn redacted(&self) -> String {
         crate::config::connection_string::redact(&self.connection_string)
     }
 
     /// The secret to scrub from driver messages.
-    pub fn secret(&self) -> Option<&str> {
+    pub(crate) fn secret(&self) -> Option<&str> {
         self.secret.as_deref()
     }
 
     /// Opens one blocking connection with the login timeout set.
-    pub fn connect(&self) -> Result<Connection<'static>> {
+    pub(crate) fn connect(&self) -> Result<Connection<'static>> {
         let env = environment()?;
         let options = ConnectionOptions {
             login_timeout_sec: Some(self.login_timeout_sec),
@@ -219,7 +219,7 @@ impl Source {
     }
 
     /// Converts an odbc-api error raised while doing `context` on this source.
-    pub fn db_error(&self, context: impl Into<String>, error: &odbc_api::Error) -> Error {
+    pub(crate) fn db_error(&self, context: impl Into<String>, error: &odbc_api::Error) -> Error {
         Error::Database {
             context: context.into(),
             source: DbError::from_odbc(error, self.secret()),
@@ -228,7 +228,7 @@ impl Source {
 }
 
 /// The process-wide ODBC environment.
-pub fn environment() -> Result<&'static Environment> {
+pub(crate) fn environment() -> Result<&'static Environment> {
     odbc_api::environment().map_err(|e| Error::Connect {
         connection: "(no connection yet: the ODBC driver manager could not start)".into(),
         source: DbError::from_odbc(&e, None),
@@ -237,17 +237,17 @@ pub fn environment() -> Result<&'static Environment> {
 
 /// What the database and the driver say about themselves (`ehi-sync check`).
 #[derive(Debug, Clone, Serialize)]
-pub struct ServerInfo {
-    pub dialect: Dialect,
-    pub dbms_name: String,
-    pub dbms_version: String,
-    pub driver_name: String,
-    pub driver_version: String,
-    pub database: String,
+pub(crate) struct ServerInfo {
+    pub(crate) dialect: Dialect,
+    pub(crate) dbms_name: String,
+    pub(crate) dbms_version: String,
+    pub(crate) driver_name: String,
+    pub(crate) driver_version: String,
+    pub(crate) database: String,
 }
 
 /// Detects the dialect of an open connection.
-pub fn detect_dialect(source: &Source, connection: &Connection<'_>) -> Result<Dialect> {
+pub(crate) fn detect_dialect(source: &Source, connection: &Connection<'_>) -> Result<Dialect> {
     let dbms = connection
         .database_management_system_name()
         .map_err(|e| source.db_error("reading the DBMS name", &e))?;
@@ -261,7 +261,7 @@ pub fn detect_dialect(source: &Source, connection: &Connection<'_>) -> Result<Di
 
 /// The name of the database the connection reads. Asked with a query: psqlODBC's wide
 /// `SQLGetConnectAttrW(SQL_ATTR_CURRENT_CATALOG)` reports a length that cuts the name short.
-pub fn current_database(
+pub(crate) fn current_database(
     source: &Source,
     connection: &Connection<'_>,
     dialect: Dialect,
@@ -282,7 +282,7 @@ pub fn current_database(
 
 /// Reads the DBMS and driver names and versions. Takes the connection because the driver
 /// information needs its raw handle.
-pub fn server_info(source: &Source, connection: Connection<'static>) -> Result<ServerInfo> {
+pub(crate) fn server_info(source: &Source, connection: Connection<'static>) -> Result<ServerInfo> {
     let dialect = detect_dialect(source, &connection)?;
     let dbms_name = connection
         .database_management_system_name()

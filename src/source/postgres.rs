@@ -9,7 +9,7 @@ use crate::error::Result;
 /// Tables (plain and partitioned parents, not their partitions) readable by this login, with the
 /// planner's row estimate. `reltuples` is -1 for a table never analyzed (PostgreSQL 14+): those
 /// are counted exactly.
-pub const SIZES_SQL: &str = "\
+pub(crate) const SIZES_SQL: &str = "\
 SELECT n.nspname, c.relname, CAST(c.reltuples AS bigint) \
 FROM pg_catalog.pg_class AS c \
 JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace \
@@ -20,7 +20,7 @@ AND has_table_privilege(c.oid, 'SELECT') \
 ORDER BY 1, 2";
 
 /// Columns in ordinal order. User-defined and array types report their own type name.
-pub const COLUMNS_SQL: &str = "\
+pub(crate) const COLUMNS_SQL: &str = "\
 SELECT table_schema, table_name, ordinal_position, column_name, \
 CASE WHEN data_type IN ('USER-DEFINED', 'ARRAY') THEN udt_name ELSE data_type END, \
 character_maximum_length, numeric_precision, \
@@ -30,7 +30,7 @@ WHERE table_schema NOT IN ('pg_catalog', 'information_schema') \
 ORDER BY table_schema, table_name, ordinal_position";
 
 /// Primary key columns in key order.
-pub const PRIMARY_KEYS_SQL: &str = "\
+pub(crate) const PRIMARY_KEYS_SQL: &str = "\
 SELECT n.nspname, c.relname, k.ord, a.attname \
 FROM pg_catalog.pg_index AS i \
 JOIN pg_catalog.pg_class AS c ON c.oid = i.indrelid \

@@ -17,7 +17,7 @@ const ROWS_PER_FETCH: usize = 500;
 /// Runs `sql` and returns every row as text, NULL as `None`. UTF-16 buffers, so non-ASCII names
 /// arrive intact whatever the client code page. Only for result sets known to be small.
 /// `doing` says what the query is for, as the context of its errors ("reading the columns").
-pub fn query_text(
+pub(crate) fn query_text(
     source: &Source,
     connection: &Connection<'_>,
     doing: &str,
@@ -35,7 +35,7 @@ pub fn query_text(
 
 /// Every row of `cursor` as text; a value the driver did not deliver (a count, a key bound) is
 /// an error, never a NULL.
-pub fn text_rows(
+pub(crate) fn text_rows(
     mut cursor: impl Cursor,
     doing: &str,
     fail: &dyn Fn(odbc_api::Error) -> Error,

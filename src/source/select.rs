@@ -17,15 +17,15 @@ use crate::source::types::select_expression;
 /// depends only on the statement's shape (range bounds present, resumed or not), so the server
 /// compiles it once per table and shape.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Select {
-    pub sql: String,
+pub(crate) struct Select {
+    pub(crate) sql: String,
     /// In marker order: the key column's name, its type and the value.
-    pub params: Vec<(String, KeyType, KeyValue)>,
+    pub(crate) params: Vec<(String, KeyType, KeyValue)>,
 }
 
 impl Select {
     /// The typed ODBC parameters, in marker order.
-    pub fn parameters(&self) -> Result<Vec<Box<dyn InputParameter>>, KeyMismatch> {
+    pub(crate) fn parameters(&self) -> Result<Vec<Box<dyn InputParameter>>, KeyMismatch> {
         self.params
             .iter()
             .map(|(column, key_type, value)| {
@@ -39,7 +39,7 @@ impl Select {
 
 /// Everything needed to write the SELECT statements of one table.
 #[derive(Debug, Clone)]
-pub struct TableQuery {
+pub(crate) struct TableQuery {
     dialect: Dialect,
     from: String,
     select_list: String,
@@ -51,7 +51,7 @@ pub struct TableQuery {
 }
 
 impl TableQuery {
-    pub fn new(dialect: Dialect, table: &Table) -> TableQuery {
+    pub(crate) fn new(dialect: Dialect, table: &Table) -> TableQuery {
         let select_list = table
             .columns
             .iter()
@@ -75,7 +75,7 @@ impl TableQuery {
     /// A query over any row source: `from` is a FROM clause (a table, or a join), `key` the
     /// key expressions in order (of the key columns of `table`), `filter` a condition every
     /// statement adds.
-    pub fn from_parts(
+    pub(crate) fn from_parts(
         dialect: Dialect,
         table: &Table,
         from: String,
@@ -94,7 +94,7 @@ impl TableQuery {
     }
 
     /// The same query restricted to the rows matching `filter`.
-    pub fn filtered(mut self, filter: Option<String>) -> TableQuery {
+    pub(crate) fn filtered(mut self, filter: Option<String>) -> TableQuery {
         self.filter = filter;
         self
     }
@@ -102,7 +102,7 @@ impl TableQuery {
     /// One statement reading `range` in key order, after `after` (the last key already sent),
     /// at most `limit` rows. A table without key reads everything in the order the server
     /// chooses.
-    pub fn select(
+    pub(crate) fn select(
         &self,
         range: KeyRange,
         after: Option<&[KeyValue]>,
@@ -173,12 +173,12 @@ impl TableQuery {
     }
 
     /// The names and types of the key columns, in key order.
-    pub fn key_columns(&self) -> &[(String, KeyType)] {
+    pub(crate) fn key_columns(&self) -> &[(String, KeyType)] {
         &self.key_columns
     }
 
     /// Lowest and highest value of the leading key column: two index seeks on a clustered key.
-    pub fn key_bounds(&self) -> Option<String> {
+    pub(crate) fn key_bounds(&self) -> Option<String> {
         let first = self.key.first()?;
         Some(format!(
             "SELECT MIN({first}) AS min_key, MAX({first}) AS max_key FROM {}{}",
@@ -188,7 +188,7 @@ impl TableQuery {
     }
 
     /// The exact row count taken when a table starts, for its validation record.
-    pub fn count(&self) -> String {
+    pub(crate) fn count(&self) -> String {
         let count = match self.dialect {
             Dialect::SqlServer => "COUNT_BIG(*)",
             Dialect::Postgres | Dialect::Sqlite => "COUNT(*)",

@@ -10,7 +10,7 @@ use crate::error::{ConfigError, Result};
 use crate::model::Isolation;
 
 /// The statements run on each new worker connection, in order.
-pub fn setup_statements(
+pub(crate) fn setup_statements(
     dialect: Dialect,
     isolation: Isolation,
     lock_timeout: Option<Duration>,
@@ -53,7 +53,7 @@ pub fn setup_statements(
 
 /// SQL Server: the isolation of change tracking reads where the database allows it; the
 /// connection's own setup statements are run again afterwards.
-pub const SQLSERVER_SNAPSHOT_STATEMENT: &str = "SET TRANSACTION ISOLATION LEVEL SNAPSHOT";
+pub(crate) const SQLSERVER_SNAPSHOT_STATEMENT: &str = "SET TRANSACTION ISOLATION LEVEL SNAPSHOT";
 
 /// SQL Server: whether the database allows SNAPSHOT isolation and uses row versioning for READ
 /// COMMITTED (`ehi-sync check` reports both).
@@ -63,7 +63,7 @@ FROM sys.databases WHERE database_id = DB_ID()";
 
 /// SQL Server's row-versioning settings of the current database: whether SNAPSHOT isolation
 /// is allowed, and whether READ COMMITTED reads row versions. `None` on other databases.
-pub fn sqlserver_row_versioning(
+pub(crate) fn sqlserver_row_versioning(
     source: &Source,
     connection: &Connection<'_>,
     dialect: Dialect,
@@ -86,7 +86,7 @@ pub fn sqlserver_row_versioning(
 
 /// Refuses `snapshot` on a SQL Server database that does not allow it, before any table is
 /// read (every read would fail with error 3952 otherwise).
-pub fn check_isolation(
+pub(crate) fn check_isolation(
     isolation: Isolation,
     versioning: Option<&(String, bool)>,
 ) -> std::result::Result<(), ConfigError> {

@@ -8,15 +8,15 @@ use super::{Source, query_text};
 use crate::error::Result;
 
 /// SQLite's single schema.
-pub const SCHEMA: &str = "main";
+pub(crate) const SCHEMA: &str = "main";
 
-pub const TABLES_SQL: &str = "\
+pub(crate) const TABLES_SQL: &str = "\
 SELECT name FROM sqlite_master \
 WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
 ORDER BY name";
 
 /// Columns in order with declared type, NOT NULL flag and key position (0 = not in the key).
-pub const COLUMNS_SQL: &str = "\
+pub(crate) const COLUMNS_SQL: &str = "\
 SELECT m.name, p.cid, p.name, p.type, p.\"notnull\", p.pk \
 FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p \
 WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \

@@ -26,7 +26,7 @@ const MAX_RECORDS: usize = 16;
 /// `ConnectionTransitions::into_cursor` does, with a failure reported on all its records.
 /// `allocated` gets the statement's handle before it executes, so a watchdog can cancel a
 /// statement that blocks while executing (a count waiting for a lock).
-pub fn open_cursor(
+pub(crate) fn open_cursor(
     connection: Arc<Connection<'static>>,
     sql: &str,
     params: impl ParameterCollectionRef,
@@ -55,7 +55,7 @@ pub fn open_cursor(
 }
 
 /// Runs a statement that returns no rows (a session setting).
-pub fn run(connection: &Connection<'_>, sql: &str) -> Result<(), odbc_api::Error> {
+pub(crate) fn run(connection: &Connection<'_>, sql: &str) -> Result<(), odbc_api::Error> {
     let mut statement = connection.preallocate()?;
     let executed = statement.execute(sql, ()).map(|_| ());
     executed.map_err(|error| with_all_records(&statement.as_stmt_ref(), error))
@@ -63,7 +63,10 @@ pub fn run(connection: &Connection<'_>, sql: &str) -> Result<(), odbc_api::Error
 
 /// `error` as the decisive of all diagnostic records `handle` holds after the failed call;
 /// unchanged when there is only one, or it is not a diagnostic error.
-pub fn with_all_records(handle: &impl Diagnostics, error: odbc_api::Error) -> odbc_api::Error {
+pub(crate) fn with_all_records(
+    handle: &impl Diagnostics,
+    error: odbc_api::Error,
+) -> odbc_api::Error {
     let odbc_api::Error::Diagnostics { function, .. } = &error else {
         return error;
     };

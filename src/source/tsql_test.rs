@@ -13,13 +13,13 @@ fn parse_one(sql: &str) -> Statement {
 }
 
 /// Parses one statement and returns sqlparser's rendering of it, to pin against the text.
-pub fn parse(sql: &str) -> String {
+pub(crate) fn parse(sql: &str) -> String {
     parse_one(sql).to_string()
 }
 
 /// The unquoted name parts of every table in the FROM clauses of the statement, in order. Checks
 /// quoting where the rendering cannot: sqlparser prints `[a]]b]` back as `[a]b]`.
-pub fn table_names(sql: &str) -> Vec<Vec<String>> {
+pub(crate) fn table_names(sql: &str) -> Vec<Vec<String>> {
     fn collect(body: &SetExpr, out: &mut Vec<Vec<String>>) {
         match body {
             SetExpr::Select(select) => {

@@ -8,7 +8,7 @@ use super::catalog::Column;
 /// What a column's values are, for fetching (buffer type and size) and for encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ValueKind {
+pub(crate) enum ValueKind {
     /// Fetched as a 64-bit integer; NDJSON number.
     Integer,
     /// Fetched as a double; written in its shortest exact form.
@@ -28,7 +28,7 @@ pub enum ValueKind {
 
 impl ValueKind {
     /// The kind of a column from its source type in `dialect`.
-    pub fn of(dialect: Dialect, column: &Column) -> ValueKind {
+    pub(crate) fn of(dialect: Dialect, column: &Column) -> ValueKind {
         let t = column.source_type.to_ascii_lowercase();
         let t = t.as_str();
         match dialect {
@@ -81,21 +81,13 @@ impl ValueKind {
 
     /// Whether a float column holds single-precision values (`real`, `float4`), written as the
     /// shortest `f32`. SQLite's REAL is always 8 bytes.
-    pub fn is_single_precision(dialect: Dialect, column: &Column) -> bool {
+    pub(crate) fn is_single_precision(dialect: Dialect, column: &Column) -> bool {
         let t = column.source_type.to_ascii_lowercase();
         match dialect {
             Dialect::SqlServer => t == "real",
             Dialect::Postgres => t == "real" || t == "float4",
             Dialect::Sqlite => false,
         }
-    }
-
-    /// True for kinds written as JSON strings in NDJSON.
-    pub fn is_quoted_in_json(self) -> bool {
-        !matches!(
-            self,
-            ValueKind::Integer | ValueKind::Float | ValueKind::Boolean
-        )
     }
 }
 
@@ -106,13 +98,13 @@ impl ValueKind {
 /// client's time), and the server's text keeps a time zone offset the struct drops. Key
 /// columns are never cast: `ORDER BY` names the output column, and it must order like the
 /// `WHERE` keyset condition on the table's column.
-pub fn select_expression(dialect: Dialect, column: &Column) -> String {
+pub(crate) fn select_expression(dialect: Dialect, column: &Column) -> String {
     qualified_select_expression(dialect, column, None)
 }
 
 /// [`select_expression`] for a column of the table known as `qualifier` in a join (the change
 /// tracking read joins the table to its change table).
-pub fn qualified_select_expression(
+pub(crate) fn qualified_select_expression(
     dialect: Dialect,
     column: &Column,
     qualifier: Option<&str>,
