@@ -690,22 +690,27 @@ fn a_power_cut_during_the_resume_after_a_power_cut_resumes_exactly() {
     assert!(cuts >= 20, "{cuts} cut points");
 }
 
-#[test]
-fn a_power_cut_at_any_step_of_an_incremental_load_resumes_exactly() {
+/// After a full load of the first table, `run` (an incremental load) with the power cut at each
+/// of its durable steps in turn, each resumed exactly; returns how many steps there were.
+fn cut_an_incremental_load_everywhere(run: &Script) -> usize {
     let first = script(full_tables()[..1].to_vec(), "run-1");
-    let run = script(incremental_tables(), "run-2");
-    let cuts = at_every_step(
+    at_every_step(
         |fs| {
             sync(fs, &first).expect("the full load");
         },
-        &run,
+        run,
         power_cut,
         PowerCutFs::reboot,
         |fs, context| {
-            check_output(fs, &run, &incremental_expected(), context);
-            check_key_list(fs, &run, context);
+            check_output(fs, run, &incremental_expected(), context);
+            check_key_list(fs, run, context);
         },
-    );
+    )
+}
+
+#[test]
+fn a_power_cut_at_any_step_of_an_incremental_load_resumes_exactly() {
+    let cuts = cut_an_incremental_load_everywhere(&script(incremental_tables(), "run-2"));
     eprintln!(
         "incremental load: a power cut at each of {cuts} durable steps, each resumed exactly"
     );
@@ -986,23 +991,11 @@ fn a_power_cut_at_any_step_of_a_time_checkpointed_load_resumes_exactly() {
         PowerCutFs::reboot,
         |fs, context| check_output(fs, &run, &full_expected(), context),
     );
-    let first = script(full_tables()[..1].to_vec(), "run-1");
     let mut incremental = script(incremental_tables(), "run-2");
     incremental.checkpoint_interval = u64::MAX;
     incremental.checkpoint_every = Some(Duration::from_secs(5));
     incremental.clock_tick = Duration::from_secs(1);
-    let incremental_cuts = at_every_step(
-        |fs| {
-            sync(fs, &first).expect("the full load");
-        },
-        &incremental,
-        power_cut,
-        PowerCutFs::reboot,
-        |fs, context| {
-            check_output(fs, &incremental, &incremental_expected(), context);
-            check_key_list(fs, &incremental, context);
-        },
-    );
+    let incremental_cuts = cut_an_incremental_load_everywhere(&incremental);
     eprintln!(
         "checkpoints by time ({mid_table} inside a table): a power cut at each of {cuts} steps \
          of a full load and {incremental_cuts} of an incremental one, each resumed exactly"
