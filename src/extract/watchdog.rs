@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use odbc_api::Connection;
 use parking_lot::Mutex;
 
 use super::scheduler::Scheduler;
@@ -26,24 +27,42 @@ pub(crate) enum InHand {
 }
 
 /// A raw ODBC statement handle, registered while a statement runs so the watchdog can cancel
-/// it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct StatementHandle(odbc_api::sys::HStmt);
+/// it, with the connection it runs on. A cancel holds that connection until `SQLCancel`
+/// returns: the driver's cancel works through the connection (psqlODBC sends it over a
+/// connection of its own, which can take a while), and the cancelled worker, whose call fails
+/// at once, would otherwise drop the connection for its retry while the cancel still uses it.
+#[derive(Clone)]
+pub(crate) struct StatementHandle {
+    handle: odbc_api::sys::HStmt,
+    connection: Arc<Connection<'static>>,
+}
 
 // SAFETY: ODBC statement handles may be used from any thread, and SQLCancel is specified to be
 // called from another thread than the one executing. The handle is only used under the slot's
 // mutex while the worker has it registered; the worker unregisters it (under the same mutex)
-// before the statement is freed.
+// before the statement is freed. The connection is `Send` itself.
 unsafe impl Send for StatementHandle {}
 
+impl std::fmt::Debug for StatementHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("StatementHandle")
+            .field(&self.handle)
+            .finish()
+    }
+}
+
 impl StatementHandle {
-    pub(crate) fn new(handle: odbc_api::sys::HStmt) -> StatementHandle {
-        StatementHandle(handle)
+    pub(crate) fn new(
+        handle: odbc_api::sys::HStmt,
+        connection: Arc<Connection<'static>>,
+    ) -> StatementHandle {
+        StatementHandle { handle, connection }
     }
 
-    /// Taking `self` makes a closure capture the whole (sendable) handle, not its raw field.
-    fn raw(self) -> odbc_api::sys::HStmt {
-        self.0
+    /// A method, so that a closure captures the whole handle (sendable, and holding the
+    /// connection for as long as the closure lives), not its raw field.
+    fn raw(&self) -> odbc_api::sys::HStmt {
+        self.handle
     }
 }
 
@@ -97,6 +116,8 @@ fn cancel(statement: StatementHandle) {
             if result != odbc_api::sys::SqlReturn::SUCCESS {
                 log::debug!("SQLCancel returned {result:?}");
             }
+            // Only now may the connection go (this may be its last holder).
+            drop(statement.connection);
         });
     if let Err(e) = spawned {
         log::warn!("cannot start a thread to cancel a stalled statement: {e}");
@@ -151,7 +172,7 @@ impl Watchdog {
                     state.table_name,
                     self.stall_timeout.as_secs()
                 );
-                if let Some(statement) = state.statement {
+                if let Some(statement) = state.statement.clone() {
                     cancel(statement);
                 }
                 state.cancelled_at = Some(Instant::now());

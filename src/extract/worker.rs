@@ -1069,12 +1069,13 @@ impl Worker {
     ) -> Result<Option<odbc_api::OwnedCursor<Arc<Connection<'static>>>>, WorkerError> {
         self.statement_started(None);
         let opened = self.connection().and_then(|connection| {
+            let watched = Arc::clone(&connection);
             statement::open_cursor(
                 connection,
                 &self.context.source.sql(sql),
                 params,
                 Some(usize::try_from(timeout_seconds).unwrap_or(usize::MAX)),
-                |handle| self.statement_started(Some(StatementHandle::new(handle))),
+                |handle| self.statement_started(Some(StatementHandle::new(handle, watched))),
             )
             .map_err(|e| db_error(&e))
         });
