@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 /// The state file's name in `output_dir` unless `state_file` puts it elsewhere.
 pub(crate) const STATE_FILE: &str = "_state.json";
 
+/// The format of the part files (the `format` key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Format {
