@@ -5,12 +5,10 @@ use std::time::Instant;
 
 use std::collections::HashMap;
 
-use crate::config::connection_string;
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, SourceConfig, connection_string};
 use crate::demo;
 use crate::durable::{self, Disk, FileOps};
-use crate::error::ConfigError;
-use crate::error::{Error, Result, exit_code};
+use crate::error::{ConfigError, Error, Result, exit_code};
 use crate::extract::fetch::BufferPolicy;
 use crate::extract::{self, RunSummary, text_check};
 use crate::incremental;
@@ -21,8 +19,8 @@ use crate::plan::{self, MeasuredRates, Plan};
 use crate::retry::RetryPolicy;
 use crate::shutdown;
 use crate::sink::TableOutcome;
-use crate::source::{self, Source, session};
-use crate::source::{catalog, catalog::Discovery};
+use crate::source::catalog::Discovery;
+use crate::source::{self, Source, catalog, session};
 use crate::state::{self, RunState, TableStatus};
 use crate::status;
 use crate::supervisor;

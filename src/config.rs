@@ -18,11 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::ConfigError;
-use crate::model::Compression;
-use crate::model::Format;
-use crate::model::Isolation;
-use crate::model::SqlServerDriver;
-use crate::model::Tier;
+use crate::model::{Compression, Format, Isolation, SqlServerDriver, Tier};
 use incremental::{IncrementalConfig, RawIncremental};
 use lenient::{Field, Lenient, Object, Section};
 
@@ -1194,8 +1190,7 @@ pub(crate) fn kind(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Format;
-    use crate::model::Tier;
+    use crate::model::{Format, Tier};
 
     fn parse(json: &str) -> Result<Config, ConfigError> {
         parse_with_env(json, &[])

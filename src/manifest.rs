@@ -6,9 +6,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{self, FileOps};
-use crate::model::Compression;
-use crate::model::{Format, Tier};
-use crate::model::{Load, LoadKind, OP_COLUMN, SYNCED_AT_COLUMN, SchemaChange, SyncMode};
+use crate::model::{
+    Compression, Format, Load, LoadKind, OP_COLUMN, SYNCED_AT_COLUMN, SchemaChange, SyncMode, Tier,
+};
 use crate::source::catalog::Column;
 use crate::source::types::ValueKind;
 use crate::state::TableState;

@@ -10,14 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::durable::{self, FileOps};
 use crate::error::StateError;
-use crate::model::Compression;
-use crate::model::Dialect;
-use crate::model::KeyValue;
-use crate::model::LoadKind;
-use crate::model::PartitionSpec;
-use crate::model::ReadMode;
-use crate::model::{Format, Tier};
-use crate::model::{Load, Position};
+use crate::model::{
+    Compression, Dialect, Format, KeyValue, Load, LoadKind, PartitionSpec, Position, ReadMode, Tier,
+};
 
 /// Bumped when the layout changes; a state of another version is refused, never guessed at.
 pub(crate) const STATE_VERSION: u32 = 1;
@@ -285,9 +280,7 @@ pub(crate) fn table_start(
 mod tests {
     use super::*;
     use crate::durable::power_cut::PowerCutFs;
-    use crate::model::KeyRange;
-    use crate::model::ReadMode;
-    use crate::model::SyncMode;
+    use crate::model::{KeyRange, ReadMode, SyncMode};
 
     const PATH: &str = "/out/_state.json";
 

@@ -4,8 +4,7 @@
 use serde::Serialize;
 
 use crate::display::group_digits;
-use crate::model::Holder;
-use crate::model::Tier;
+use crate::model::{Holder, Tier};
 use crate::state::{PartitionStatus, RunState, TableStatus};
 use crate::supervisor::Restarts;
 

@@ -39,8 +39,7 @@ use crate::durable;
 use crate::error::{Error, Result, exit_code};
 use crate::lock;
 use crate::manifest;
-use crate::shutdown::REQUEST_STOP;
-use crate::shutdown::REQUEST_STOP_NOW;
+use crate::shutdown::{REQUEST_STOP, REQUEST_STOP_NOW};
 use crate::state::{self, RunState, TableStatus};
 
 /// The hidden `sync` option that makes a process the supervised child; its value is the

@@ -11,7 +11,7 @@ use crate::incremental::keys::KeyListError;
 use crate::incremental::sql::InvalidPosition;
 use crate::model::Tier;
 use crate::source::errors::classify;
-use crate::source::{key::KeyMismatch, key::NotAdvancing};
+use crate::source::key::{KeyMismatch, NotAdvancing};
 
 /// Why the table cannot be copied in this run.
 #[derive(Debug)]

@@ -11,10 +11,8 @@
 use odbc_api::buffers::{BufferDesc, ColumnarDynBuffer};
 
 use crate::config::{Config, FetchLimit, TextEncoding};
-use crate::model::Cell;
-use crate::model::Dialect;
-use crate::model::KeyValue;
-use crate::sink::{encode::EncodeError, encode::RowEncoder, encode::RowOp};
+use crate::model::{Cell, Dialect, KeyValue};
+use crate::sink::encode::{EncodeError, RowEncoder, RowOp};
 use crate::source::catalog::Column;
 use crate::source::delivery::FetchBuffer;
 use crate::source::key::KeyType;

@@ -20,29 +20,25 @@ use parking_lot::{Mutex, RwLock};
 use crate::config::{Config, TierSettings};
 use crate::durable::{self, Disk, FreeSpaceCheck};
 use crate::error::{Error, Result};
-use crate::incremental::{self, sql::InvalidPosition};
+use crate::incremental;
+use crate::incremental::sql::InvalidPosition;
 use crate::manifest::{self, ManifestColumn};
-use crate::model::Compression;
-use crate::model::Dialect;
-use crate::model::ReadMode;
-use crate::model::{Format, Tier};
-use crate::model::{Load, LoadKind, SyncMode};
+use crate::model::{Compression, Dialect, Format, Load, LoadKind, ReadMode, SyncMode, Tier};
+use crate::plan::partition::{Partition, ReadChoice};
 use crate::plan::{Plan, TablePlan, TierPlan};
-use crate::plan::{partition::Partition, partition::ReadChoice};
 use crate::retry::RetryPolicy;
 use crate::shutdown::StopFlag;
 use crate::sink::encode::RowEncoder;
-use crate::sink::files;
 use crate::sink::protocol::Message;
-use crate::sink::{TableOutcome, TableOutput, WriteError, Writer, WriterSettings, system_clock};
+use crate::sink::{
+    TableOutcome, TableOutput, WriteError, Writer, WriterSettings, files, system_clock,
+};
+use crate::source::catalog::{Column, Table};
 use crate::source::key::KeyType;
 use crate::source::select::TableQuery;
 use crate::source::types::ValueKind;
 use crate::source::{Source, session};
-use crate::source::{catalog::Column, catalog::Table};
-use crate::state::Start;
-use crate::state::table_start;
-use crate::state::{RunState, SourceIdentity, TableState, TableStatus};
+use crate::state::{RunState, SourceIdentity, Start, TableState, TableStatus, table_start};
 use scheduler::{Scheduler, WorkItem};
 use watchdog::{Watchdog, WatchdogEvent, WorkerSlot};
 use worker::Worker;
@@ -665,8 +661,7 @@ fn new_run_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Position;
-    use crate::model::{KeyRange, PartitionSpec};
+    use crate::model::{KeyRange, PartitionSpec, Position};
     use crate::state::{PartitionState, PartitionStatus};
 
     /// What the state file holds of a table an earlier run counted into `partitions`.

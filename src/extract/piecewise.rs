@@ -17,9 +17,8 @@ use odbc_api::parameter::{Binary, Text, VarCell, WideText};
 
 use super::fetch::{FetchLayout, row_op};
 use crate::error::DbError;
-use crate::model::Cell;
-use crate::model::KeyValue;
-use crate::sink::{encode::EncodeError, encode::RowEncoder, encode::RowOp};
+use crate::model::{Cell, KeyValue};
+use crate::sink::encode::{EncodeError, RowEncoder, RowOp};
 use crate::source::key::KeyType;
 use crate::source::types::ValueKind;
 

@@ -23,23 +23,20 @@ use super::watchdog::{InHand, StatementHandle, WorkerSlot};
 use super::{Context, TableJob};
 use crate::config::RowCounts;
 use crate::error::{DbError, Error};
-use crate::incremental::keys;
-use crate::incremental::sql;
-use crate::incremental::{key_diff, key_diff::KeyKind};
-use crate::model::KeyRange;
-use crate::model::KeyValue;
-use crate::model::Load;
-use crate::model::Tier;
-use crate::model::{LoadKind, OperationCounts, SyncMode};
-use crate::model::{PartitionSpec, ReadMode};
-use crate::plan::{partition, partition::Partition};
-use crate::sink::{protocol::Chunk, protocol::Message};
+use crate::incremental::key_diff::KeyKind;
+use crate::incremental::{key_diff, keys, sql};
+use crate::model::{
+    KeyRange, KeyValue, Load, LoadKind, OperationCounts, PartitionSpec, ReadMode, SyncMode, Tier,
+};
+use crate::plan::partition;
+use crate::plan::partition::Partition;
+use crate::sink::protocol::{Chunk, Message};
 use crate::source::catalog::parse_count;
+use crate::source::errors::classify;
+use crate::source::key::{Advance, KeyMismatch};
 use crate::source::select::Select;
 use crate::source::types::ValueKind;
-use crate::source::{errors, errors::classify};
-use crate::source::{key, key::Advance, key::KeyMismatch};
-use crate::source::{session, statement, text_rows};
+use crate::source::{errors, key, session, statement, text_rows};
 
 /// The largest piece of a key list sent to the writer at once.
 const KEY_LIST_PIECE_BYTES: usize = 4 * 1024 * 1024;

@@ -37,8 +37,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::keys::{FrameEncoder, KeyListError, KeyListReader};
-use crate::durable::safe_name;
-use crate::durable::{Disk, FileOps};
+use crate::durable::{Disk, FileOps, safe_name};
 use crate::model::KeyValue;
 use crate::shutdown::StopFlag;
 use crate::source::types::ValueKind;

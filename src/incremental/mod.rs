@@ -14,20 +14,13 @@ pub mod sql;
 use std::collections::HashMap;
 
 use crate::config::Config;
-use crate::config::{incremental::DetectDeletes, incremental::TableIncremental};
+use crate::config::incremental::{DetectDeletes, TableIncremental};
 use crate::durable::Disk;
 use crate::manifest::{Manifest, ManifestColumn, read_manifest};
-use crate::model::ColumnChange;
-use crate::model::Compression;
-use crate::model::CursorKind;
-use crate::model::Dialect;
-use crate::model::Format;
-use crate::model::Load;
-use crate::model::LoadKind;
-use crate::model::OP_COLUMN;
-use crate::model::Position;
-use crate::model::SchemaChange;
-use crate::model::SyncMode;
+use crate::model::{
+    ColumnChange, Compression, CursorKind, Dialect, Format, Load, LoadKind, OP_COLUMN, Position,
+    SchemaChange, SyncMode,
+};
 use crate::plan::Plan;
 use crate::source::catalog::Table;
 use crate::source::types::ValueKind;
@@ -477,11 +470,7 @@ pub(crate) fn plan_loads(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::CursorKind;
-    use crate::model::Load;
-    use crate::model::LoadKind;
-    use crate::model::Position;
-    use crate::model::SyncMode;
+    use crate::model::{CursorKind, Load, LoadKind, Position, SyncMode};
     use crate::source::catalog::Column;
 
     fn patient() -> Table {

@@ -3,9 +3,9 @@
 //! form before it becomes a literal.
 
 use crate::model::Dialect;
+use crate::source::catalog::{Column, Table};
 use crate::source::select::TableQuery;
 use crate::source::types::qualified_select_expression;
-use crate::source::{catalog::Column, catalog::Table};
 
 use super::{CursorKind, OP_COLUMN, SyncMode};
 
@@ -244,7 +244,7 @@ pub(crate) fn key_scan(dialect: Dialect, table: &Table) -> String {
 mod tests {
     use super::*;
     use crate::model::{KeyRange, KeyValue};
-    use crate::source::{tsql_test::parse, tsql_test::table_names};
+    use crate::source::tsql_test::{parse, table_names};
 
     fn patient() -> Table {
         Table {

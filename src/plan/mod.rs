@@ -9,15 +9,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::{Config, TierSettings};
-use crate::display::duration;
-use crate::display::group_digits;
-use crate::display::tables;
-use crate::model::Compression;
-use crate::model::Dialect;
-use crate::model::Isolation;
-use crate::model::ReadMode;
-use crate::model::{CursorKind, Load, LoadKind, SyncMode};
-use crate::model::{Format, Tier};
+use crate::display::{duration, group_digits, tables};
+use crate::model::{
+    Compression, CursorKind, Dialect, Format, Isolation, Load, LoadKind, ReadMode, SyncMode, Tier,
+};
 use crate::plan::partition::ReadChoice;
 use crate::source::catalog::Table;
 use crate::state::SourceIdentity;

@@ -1,9 +1,6 @@
 //! Partitions: the units of work a tier's workers share.
 
-use crate::model::Dialect;
-use crate::model::PartitionSpec;
-use crate::model::ReadMode;
-use crate::model::{KeyRange, KeyValue};
+use crate::model::{Dialect, KeyRange, KeyValue, PartitionSpec, ReadMode};
 use crate::source::catalog::Table;
 use crate::source::key::KeyType;
 
@@ -141,8 +138,7 @@ pub(crate) fn rows_per_statement(mode: ReadMode, partition_size: u64) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::PartitionSpec;
-    use crate::model::ReadMode;
+    use crate::model::{PartitionSpec, ReadMode};
 
     #[test]
     fn change_tracking_is_one_partition_read_in_one_statement() {

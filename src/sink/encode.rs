@@ -6,9 +6,7 @@
 
 use base64::Engine as _;
 
-use crate::model::Cell;
-use crate::model::Format;
-use crate::model::{OP_COLUMN, SYNCED_AT_COLUMN};
+use crate::model::{Cell, Format, OP_COLUMN, SYNCED_AT_COLUMN};
 use crate::source::types::ValueKind;
 
 /// A value that cannot be written faithfully. Names the column, never the value (it is PHI).

@@ -5,8 +5,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::durable::safe_name;
-use crate::model::Compression;
-use crate::model::Format;
+use crate::model::{Compression, Format};
 
 /// What the writer does with a chunk's bytes for each [`Compression`].
 impl Compression {

@@ -31,12 +31,10 @@ use crossbeam_channel::Receiver;
 
 use crate::durable::{self, DurableFile, FileOps};
 use crate::incremental::key_diff;
-use crate::manifest::{self, FileEntry, FinishedLoad, Manifest, ManifestColumn};
-use crate::manifest::{LoadRecord, TableDescription};
-use crate::model::Compression;
-use crate::model::PartitionSpec;
-use crate::model::{Format, Tier};
-use crate::model::{Load, LoadKind, Position};
+use crate::manifest::{
+    self, FileEntry, FinishedLoad, LoadRecord, Manifest, ManifestColumn, TableDescription,
+};
+use crate::model::{Compression, Format, Load, LoadKind, PartitionSpec, Position, Tier};
 use crate::progress::Progress;
 use crate::state::{
     CommittedFile, PartitionState, PartitionStatus, RunState, TableState, TableStatus,

@@ -1,9 +1,7 @@
 //! What workers tell the writer: a table's start, its chunks in key order, the end of each
 //! partition, a restart or a failure, and the end of a tier.
 
-use crate::model::KeyValue;
-use crate::model::Load;
-use crate::model::PartitionSpec;
+use crate::model::{KeyValue, Load, PartitionSpec};
 
 /// What workers tell the writer.
 pub(crate) enum Message {

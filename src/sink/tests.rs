@@ -15,15 +15,13 @@ use sha2::{Digest, Sha256};
 
 use super::*;
 use crate::durable::FileOps;
-use crate::durable::{power_cut::PowerCutFs, power_cut::Survives};
+use crate::durable::power_cut::{PowerCutFs, Survives};
 use crate::manifest::{self, MANIFEST_FILE};
-use crate::model::Dialect;
-use crate::model::{CursorKind, Load, LoadKind, SyncMode};
-use crate::model::{Format, Tier};
-use crate::model::{KeyRange, KeyValue};
-use crate::model::{PartitionSpec, ReadMode};
-use crate::state::{self, RunState, SourceIdentity, TableState, TableStatus};
-use crate::state::{Start, table_start};
+use crate::model::{
+    CursorKind, Dialect, Format, KeyRange, KeyValue, Load, LoadKind, PartitionSpec, ReadMode,
+    SyncMode, Tier,
+};
+use crate::state::{self, RunState, SourceIdentity, Start, TableState, TableStatus, table_start};
 
 const HEADER: &[u8] = b"id,value\n";
 const ENOSPC: i32 = 28;

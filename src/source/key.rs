@@ -17,11 +17,7 @@ use odbc_api::parameter::{InputParameter, VarBinaryBox, VarCharBox, VarWCharBox,
 use odbc_api::sys::SqlDataType;
 use odbc_api::{DataType, sys};
 
-use crate::model::Cell;
-use crate::model::Date;
-use crate::model::Dialect;
-use crate::model::KeyValue;
-use crate::model::Timestamp;
+use crate::model::{Cell, Date, Dialect, KeyValue, Timestamp};
 use crate::source::catalog::Column;
 use crate::source::types::ValueKind;
 
@@ -692,9 +688,7 @@ fn sqlserver_guid_order(written: &[u8; 16]) -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Date;
-    use crate::model::KeyValue;
-    use crate::model::Timestamp;
+    use crate::model::{Date, KeyValue, Timestamp};
 
     fn column(source_type: &str) -> Column {
         Column::for_test("k", source_type, Some(1))

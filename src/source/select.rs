@@ -7,9 +7,7 @@
 use odbc_api::parameter::InputParameter;
 
 use super::key::{KeyMismatch, KeyType};
-use crate::model::Dialect;
-use crate::model::KeyRange;
-use crate::model::KeyValue;
+use crate::model::{Dialect, KeyRange, KeyValue};
 use crate::source::catalog::Table;
 use crate::source::types::select_expression;
 
@@ -225,11 +223,10 @@ fn key_columns(dialect: Dialect, table: &Table) -> Vec<(String, KeyType)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::KeyRange;
-    use crate::model::KeyValue;
+    use crate::model::{KeyRange, KeyValue};
     use crate::source::catalog::Column;
     use crate::source::key::IntegerType;
-    use crate::source::{tsql_test::parse, tsql_test::table_names};
+    use crate::source::tsql_test::{parse, table_names};
     use odbc_api::DataType;
     use std::num::NonZeroUsize;
 

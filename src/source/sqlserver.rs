@@ -121,7 +121,7 @@ pub(super) fn columns(source: &Source, connection: &Connection<'_>) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{tsql_test::parse, tsql_test::table_names};
+    use crate::source::tsql_test::{parse, table_names};
 
     #[test]
     fn sizes_statement() {
