@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use crate::config::{Config, SourceConfig, connection_string};
 use crate::demo;
+use crate::display;
 use crate::durable::{self, Disk, FileOps};
 use crate::error::{ConfigError, Error, Result, exit_code};
 use crate::extract::fetch::BufferPolicy;
@@ -124,7 +125,7 @@ pub fn generate(config: &Config, scale: u64, out: &mut dyn Write) -> Result<i32>
     writeln!(
         out,
         "generated {total} rows in {} ({}, scale {scale}) in {:.1} s",
-        crate::display::tables(counts.len()),
+        display::tables(counts.len()),
         dialect.name(),
         started.elapsed().as_secs_f64()
     )
@@ -237,7 +238,7 @@ fn discard_unfinished_run(
                 "  removing the partial output of {} ({} files, {} rows) in {}",
                 table.table,
                 table.files.len(),
-                crate::display::group_digits(table.rows),
+                display::group_digits(table.rows),
                 table.folder
             )
             .map_err(stdout_error)?;
@@ -344,11 +345,11 @@ fn render_resume(previous: &RunState) -> String {
         previous.run_id,
         previous.started_at,
         previous.last_checkpoint_at.as_deref().unwrap_or("never"),
-        crate::display::tables(count(TableStatus::Done)),
+        display::tables(count(TableStatus::Done)),
         count(TableStatus::InProgress),
         count(TableStatus::Failed),
         count(TableStatus::Pending),
-        crate::display::group_digits(kept)
+        display::group_digits(kept)
     );
     for table in previous
         .tables
@@ -363,7 +364,7 @@ fn render_resume(previous: &RunState) -> String {
         text.push_str(&format!(
             "  {}: {} rows kept, {} of {} partitions to read\n",
             table.table,
-            crate::display::group_digits(table.rows),
+            display::group_digits(table.rows),
             left,
             table.partitions.len()
         ));
@@ -389,11 +390,7 @@ fn render_summary(summary: &RunSummary, output_dir: &std::path::Path) -> String 
         .filter(|o| matches!(o.status, TableStatus::Pending | TableStatus::InProgress))
         .count();
     let rows: u64 = summary.outcomes.iter().map(|o| o.rows).sum();
-    let rate = if summary.seconds > 0.0 {
-        rows as f64 / summary.seconds
-    } else {
-        0.0
-    };
+    let rate = display::rows_per_second(rows, summary.seconds);
     let mut text = format!(
         "Run {} {} in {}: {} done, {} failed, {} rows ({} rows/s)\n",
         summary.run_id,
@@ -402,16 +399,16 @@ fn render_summary(summary: &RunSummary, output_dir: &std::path::Path) -> String 
         } else {
             "finished"
         },
-        crate::display::duration(summary.seconds),
-        crate::display::tables(done.len()),
+        display::duration(summary.seconds),
+        display::tables(done.len()),
         failed.len(),
-        crate::display::group_digits(rows),
-        crate::display::group_digits(rate.round() as u64)
+        display::group_digits(rows),
+        display::group_digits(rate.round() as u64)
     );
     if unfinished > 0 {
         text.push_str(&format!(
             "  {} not finished: the next sync resumes them\n",
-            crate::display::tables(unfinished)
+            display::tables(unfinished)
         ));
     }
     for outcome in &done {
@@ -423,8 +420,8 @@ fn render_summary(summary: &RunSummary, output_dir: &std::path::Path) -> String 
             text.push_str(&format!(
                 "  changed while read: {} ({} rows read, {} counted at its start){}\n",
                 outcome.table,
-                crate::display::group_digits(read),
-                crate::display::group_digits(outcome.expected_rows),
+                display::group_digits(read),
+                display::group_digits(outcome.expected_rows),
                 crate::sink::validation::uncounted_deletes(outcome.rows.saturating_sub(read))
             ));
         }

@@ -35,6 +35,15 @@ pub(crate) fn duration(seconds: f64) -> String {
     }
 }
 
+/// Rows per second; 0 for no time at all (a table finished within the clock's resolution).
+pub(crate) fn rows_per_second(rows: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        rows as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

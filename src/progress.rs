@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::display::{duration, group_digits};
+use crate::display::{duration, group_digits, rows_per_second};
 use crate::model::Tier;
 
 /// How often plain log lines report tables in progress.
@@ -147,12 +147,7 @@ impl Default for Progress {
 }
 
 fn status_line(progress: &TableProgress) -> String {
-    let elapsed = progress.started.elapsed().as_secs_f64();
-    let rate = if elapsed > 0.0 {
-        progress.rows as f64 / elapsed
-    } else {
-        0.0
-    };
+    let rate = rows_per_second(progress.rows, progress.started.elapsed().as_secs_f64());
     let percent = if progress.expected > 0 {
         format!(
             " ({:.1}%)",

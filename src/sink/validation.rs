@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use super::{TableOutcome, WriteError, Writer};
-use crate::display::group_digits;
+use crate::display::{group_digits, rows_per_second};
 use crate::manifest::{self, ChangeCounts, ValidationRecord};
 use crate::model::{Load, LoadKind, SyncMode};
 use crate::state::TableState;
@@ -84,14 +84,6 @@ fn summary(
             group_digits(expected),
             uncounted_deletes(state.rows - tally.counted)
         ),
-    }
-}
-
-fn rows_per_second(rows: u64, seconds: f64) -> f64 {
-    if seconds > 0.0 {
-        rows as f64 / seconds
-    } else {
-        0.0
     }
 }
 
