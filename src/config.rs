@@ -521,11 +521,12 @@ impl Config {
             Some(s) if s.eq_ignore_ascii_case("ndjson") || s.eq_ignore_ascii_case("jsonl") => {
                 Format::Ndjson
             }
+            Some(s) if s.eq_ignore_ascii_case("parquet") => Format::Parquet,
             Some(other) => {
                 return Err(ConfigError::invalid(
                     "format",
                     format!("unknown format '{other}'"),
-                    "\"csv\" or \"ndjson\"",
+                    "\"csv\", \"ndjson\" or \"parquet\"",
                 ));
             }
         };
@@ -556,6 +557,8 @@ impl Config {
             .map(|s| s.to_ascii_lowercase())
             .as_deref()
         {
+            // Parquet files are compressed inside; compression is what makes them worth it.
+            None if format == Format::Parquet => Compression::Zstd,
             None | Some("none") => Compression::None,
             Some("gzip" | "gz") => Compression::Gzip,
             Some("zstd" | "zst") => Compression::Zstd,
@@ -563,7 +566,8 @@ impl Config {
                 return Err(ConfigError::invalid(
                     "compression",
                     format!("unknown compression '{other}'"),
-                    "\"none\" (default), \"gzip\" or \"zstd\"",
+                    "\"none\" (the default for CSV and NDJSON), \"gzip\" or \"zstd\" (the \
+                     default for Parquet)",
                 ));
             }
         };

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::durable::{self, FileOps};
 use crate::model::{
-    Compression, Format, Load, LoadKind, OP_COLUMN, SYNCED_AT_COLUMN, SchemaChange, SyncMode, Tier,
+    Compression, Format, Load, LoadKind, OP_COLUMN, ParquetType, SYNCED_AT_COLUMN, SchemaChange,
+    SyncMode, Tier,
 };
 use crate::source::catalog::Column;
 use crate::source::types::ValueKind;
@@ -102,6 +103,12 @@ pub(crate) struct ManifestColumn {
     pub(crate) scale: Option<i64>,
     pub(crate) nullable: bool,
     pub(crate) key_position: Option<usize>,
+    /// The column's type in Parquet files (`"format": "parquet"` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) parquet_type: Option<ParquetType>,
+    /// Why the column is Parquet text although its source type is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) parquet_note: Option<String>,
 }
 
 impl ManifestColumn {
@@ -115,6 +122,21 @@ impl ManifestColumn {
             scale: column.scale,
             nullable: column.nullable,
             key_position: column.key_position,
+            parquet_type: None,
+            parquet_note: None,
+        }
+    }
+
+    /// Written to Parquet as `parquet_type`, with the reason when that is text.
+    pub(crate) fn with_parquet(
+        self,
+        parquet_type: ParquetType,
+        note: Option<&str>,
+    ) -> ManifestColumn {
+        ManifestColumn {
+            parquet_type: Some(parquet_type),
+            parquet_note: note.map(str::to_owned),
+            ..self
         }
     }
 }
@@ -308,6 +330,8 @@ mod tests {
             scale: None,
             nullable: false,
             key_position: None,
+            parquet_type: None,
+            parquet_note: None,
         }
     }
 

@@ -23,7 +23,9 @@ use crate::error::{Error, Result};
 use crate::incremental;
 use crate::incremental::sql::InvalidPosition;
 use crate::manifest::{self, ManifestColumn};
-use crate::model::{Compression, Dialect, Format, Load, LoadKind, ReadMode, SyncMode, Tier};
+use crate::model::{
+    Compression, Dialect, Format, Load, LoadKind, ParquetType, ReadMode, SyncMode, Tier,
+};
 use crate::plan::partition::{Partition, ReadChoice};
 use crate::plan::{Plan, TablePlan, TierPlan};
 use crate::retry::RetryPolicy;
@@ -36,7 +38,7 @@ use crate::sink::{
 use crate::source::catalog::{Column, Table};
 use crate::source::key::KeyType;
 use crate::source::select::TableQuery;
-use crate::source::types::ValueKind;
+use crate::source::types::{self, ValueKind};
 use crate::source::{Source, session};
 use crate::state::{RunState, SourceIdentity, Start, TableState, TableStatus, table_start};
 use scheduler::{Scheduler, WorkItem};
@@ -84,6 +86,8 @@ pub(crate) struct TableJob {
     /// This run's load; its upper bound is set when the table is prepared.
     pub(crate) load: RwLock<Load>,
     format: Format,
+    /// Each column's type in the Parquet files and why it is text when it is (Parquet only).
+    parquet_types: Vec<(ParquetType, Option<&'static str>)>,
     /// The run's start, written as `_ehi_synced_at`; `None` without change columns.
     synced_at: Option<String>,
     /// The key list of the table's last finished load, for a key scan to compare with.
@@ -106,6 +110,15 @@ impl TableJob {
             .iter()
             .map(|c| ValueKind::of(dialect, c))
             .collect();
+        let parquet_types = match format {
+            Format::Parquet => table
+                .columns
+                .iter()
+                .zip(&kinds)
+                .map(|(c, k)| types::parquet_type(dialect, c, *k))
+                .collect(),
+            Format::Csv | Format::Ndjson => Vec::new(),
+        };
         let choice = ReadChoice::of(dialect, &table);
         let mut table = table;
         if choice.mode == ReadMode::Stream {
@@ -130,6 +143,7 @@ impl TableJob {
             mode: choice.mode,
             load: RwLock::new(load),
             format,
+            parquet_types,
             synced_at: None,
             previous_key_list: None,
             key_scan_dir: PathBuf::new(),
@@ -152,7 +166,8 @@ impl TableJob {
                 .iter()
                 .map(|c| ValueKind::is_single_precision(self.dialect, c))
                 .collect(),
-        );
+        )
+        .with_parquet_types(self.parquet_types.iter().map(|(t, _)| *t).collect());
         match &self.synced_at {
             Some(at) => encoder.with_change_columns(at),
             None => encoder,
@@ -241,7 +256,11 @@ pub(crate) fn run(
     let started = Instant::now();
     let output_dir = config.output_dir.clone();
     let read = ReadSettings {
-        compression: config.compression,
+        // Parquet compresses inside its files: the cell stream travels as it is.
+        compression: match config.format {
+            Format::Parquet => Compression::None,
+            Format::Csv | Format::Ndjson => config.compression,
+        },
         buffers: BufferPolicy::for_run(config, plan.dialect),
         retry: RetryPolicy::of(config),
         session_setup: session::setup_statements(
@@ -467,7 +486,14 @@ fn table_outputs(
                     .columns
                     .iter()
                     .zip(&job.kinds)
-                    .map(|(c, k)| ManifestColumn::new(c, *k))
+                    .enumerate()
+                    .map(|(i, (c, k))| {
+                        let column = ManifestColumn::new(c, *k);
+                        match job.parquet_types.get(i) {
+                            Some((t, note)) => column.with_parquet(*t, *note),
+                            None => column,
+                        }
+                    })
                     .collect(),
                 primary_key: job.table.primary_key.clone(),
             })

@@ -20,6 +20,7 @@ pub(crate) const STATE_FILE: &str = "_state.json";
 pub(crate) enum Format {
     Csv,
     Ndjson,
+    Parquet,
 }
 
 impl Format {
@@ -27,6 +28,88 @@ impl Format {
         match self {
             Format::Csv => "csv",
             Format::Ndjson => "ndjson",
+            Format::Parquet => "parquet",
+        }
+    }
+}
+
+/// The Parquet type a column is written as (`"format": "parquet"`), in the manifest's words:
+/// `int64`, `decimal(19,4)`, `timestamp(us, UTC)`, ... Text and binary are Arrow's large
+/// variants (64-bit offsets), so one value may exceed 2 GiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub(crate) enum ParquetType {
+    Int64,
+    Float32,
+    Float64,
+    Boolean,
+    /// DECIMAL(precision, scale), precision 1 to 38.
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
+    Date,
+    /// Microseconds, no time zone: the wall-clock time the source holds.
+    Timestamp,
+    /// Microseconds since the epoch in UTC: an instant (a source timestamp with time zone).
+    TimestampUtc,
+    /// Nanoseconds since midnight.
+    TimeNanos,
+    String,
+    Binary,
+}
+
+impl ParquetType {
+    pub(crate) fn name(self) -> String {
+        match self {
+            ParquetType::Int64 => "int64".into(),
+            ParquetType::Float32 => "float32".into(),
+            ParquetType::Float64 => "float64".into(),
+            ParquetType::Boolean => "boolean".into(),
+            ParquetType::Decimal { precision, scale } => format!("decimal({precision},{scale})"),
+            ParquetType::Date => "date".into(),
+            ParquetType::Timestamp => "timestamp(us)".into(),
+            ParquetType::TimestampUtc => "timestamp(us, UTC)".into(),
+            ParquetType::TimeNanos => "time(ns)".into(),
+            ParquetType::String => "string".into(),
+            ParquetType::Binary => "binary".into(),
+        }
+    }
+}
+
+impl From<ParquetType> for String {
+    fn from(t: ParquetType) -> String {
+        t.name()
+    }
+}
+
+impl TryFrom<String> for ParquetType {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<ParquetType, String> {
+        let simple = [
+            ParquetType::Int64,
+            ParquetType::Float32,
+            ParquetType::Float64,
+            ParquetType::Boolean,
+            ParquetType::Date,
+            ParquetType::Timestamp,
+            ParquetType::TimestampUtc,
+            ParquetType::TimeNanos,
+            ParquetType::String,
+            ParquetType::Binary,
+        ];
+        if let Some(t) = simple.into_iter().find(|t| t.name() == name) {
+            return Ok(t);
+        }
+        let decimal = name
+            .strip_prefix("decimal(")
+            .and_then(|rest| rest.strip_suffix(')'))
+            .and_then(|inner| inner.split_once(','))
+            .and_then(|(p, s)| Some((p.trim().parse().ok()?, s.trim().parse().ok()?)));
+        match decimal {
+            Some((precision, scale)) => Ok(ParquetType::Decimal { precision, scale }),
+            None => Err(format!("unknown Parquet type '{name}'")),
         }
     }
 }

@@ -7,9 +7,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::durable::FileOps;
-use super::part::{PartFile, remove_part_files};
+use super::part::{Part, PartFile, remove_part_files};
 use super::{Carried, Clock, OpenTable, WriteError, Writer};
 use crate::manifest::{self, FileEntry};
+use crate::model::Format;
 use crate::state::{CommittedFile, PartitionState, PartitionStatus, TableState, TableStatus};
 
 /// When a checkpoint is due: at a table's row interval since the last one, or once something
@@ -76,7 +77,17 @@ impl CheckpointRule {
 impl OpenTable {
     /// Makes everything of the table the state is about to name durable (data files, key list,
     /// the folder's new entries) and records it in `state`. The caller writes the state after.
-    fn make_durable(&mut self, fs: &dyn FileOps, state: &mut TableState) -> Result<(), WriteError> {
+    fn make_durable(
+        &mut self,
+        fs: &dyn FileOps,
+        state: &mut TableState,
+        run_id: &str,
+    ) -> Result<(), WriteError> {
+        if self.part.as_ref().is_some_and(Part::worth_closing)
+            && let Some(part) = self.part.take()
+        {
+            self.closed.push(part.close(&self.folder, run_id)?);
+        }
         let mut committed: Vec<CommittedFile> = self
             .closed
             .iter()
@@ -114,19 +125,21 @@ impl OpenTable {
 }
 
 /// A table's checkpointed part files opened again at their recorded lengths: the earlier ones
-/// as closed manifest entries, the last one to append to.
+/// as closed manifest entries, the last one to append to (CSV, NDJSON; a Parquet part is
+/// complete at its recorded length and closed as it is).
 fn reopen_files(
     fs: &dyn FileOps,
     folder: &Path,
     committed: &[CommittedFile],
     run_id: &str,
-) -> Result<(Vec<FileEntry>, Option<PartFile>), WriteError> {
+    format: Format,
+) -> Result<(Vec<FileEntry>, Option<Part>), WriteError> {
     let mut closed = Vec::new();
     let mut last = None;
     for (i, file) in committed.iter().enumerate() {
         let part = PartFile::reopen(fs, folder, file)?;
-        if i + 1 == committed.len() {
-            last = Some(part);
+        if i + 1 == committed.len() && format != Format::Parquet {
+            last = Some(Part::Encoded(part));
         } else {
             closed.push(part.entry(run_id));
         }
@@ -139,7 +152,7 @@ impl Writer {
     pub(super) fn checkpoint(&mut self) -> Result<(), WriteError> {
         let fs = self.settings.fs.as_ref();
         for (&table, open) in &mut self.open {
-            open.make_durable(fs, &mut self.state.tables[table])?;
+            open.make_durable(fs, &mut self.state.tables[table], &self.state.run_id)?;
         }
         self.state.last_checkpoint_at = Some(manifest::now_rfc3339());
         self.state
@@ -177,7 +190,7 @@ impl Writer {
             .chain(carried.files.iter().map(|f| f.name.as_str()))
             .collect();
         remove_part_files(fs, &folder, &keep, incremental)?;
-        let (closed, part) = reopen_files(fs, &folder, &committed, &run_id)?;
+        let (closed, part) = reopen_files(fs, &folder, &committed, &run_id, self.settings.format)?;
         fs.sync_dir(&folder).map_err(|source| WriteError {
             what: "folder",
             path: folder.clone(),
@@ -319,7 +332,7 @@ mod tests {
             committed("t-00001.csv", 6, 2),
             committed("t-00002.csv", 4, 1),
         ];
-        let (closed, last) = reopen_files(&fs, &folder, &files, "run-1").unwrap();
+        let (closed, last) = reopen_files(&fs, &folder, &files, "run-1", Format::Csv).unwrap();
         assert_eq!(
             closed,
             [FileEntry {
@@ -331,15 +344,11 @@ mod tests {
             }]
         );
         let mut last = last.expect("the last file stays open");
-        assert_eq!(
-            (last.name.as_str(), last.bytes, last.rows),
-            ("t-00002.csv", 4, 1)
-        );
+        assert_eq!(last.committed(), committed("t-00002.csv", 4, 1));
         // Appending goes on after the kept bytes, and so does the checksum.
-        last.append(&folder, b"5'\n").unwrap();
-        last.sync(&folder).unwrap();
+        last.append(&folder, b"5'\n", None, 1).unwrap();
         assert_eq!(
-            last.entry("run-1").sha256,
+            last.close(&folder, "run-1").unwrap().sha256,
             hex::encode(Sha256::digest(b"h\n4\n5'\n"))
         );
         // The cut is on the disk: a power cut does not bring the dropped rows back.
@@ -354,9 +363,15 @@ mod tests {
         let fs = PowerCutFs::new();
         let folder = folder_on(&fs);
         durable_file(&fs, &folder, "t-00001.csv", b"h\n1\n");
-        let short = reopen_files(&fs, &folder, &[committed("t-00001.csv", 100, 9)], "r")
-            .err()
-            .expect("refused");
+        let short = reopen_files(
+            &fs,
+            &folder,
+            &[committed("t-00001.csv", 100, 9)],
+            "r",
+            Format::Csv,
+        )
+        .err()
+        .expect("refused");
         assert_eq!(short.what, "checkpointed data file");
         assert!(
             short
@@ -365,9 +380,15 @@ mod tests {
             "{short}"
         );
         assert_eq!(fs.read(&folder.join("t-00001.csv")).unwrap(), b"h\n1\n");
-        let missing = reopen_files(&fs, &folder, &[committed("t-00009.csv", 2, 0)], "r");
+        let missing = reopen_files(
+            &fs,
+            &folder,
+            &[committed("t-00009.csv", 2, 0)],
+            "r",
+            Format::Csv,
+        );
         assert!(missing.is_err());
-        let (closed, last) = reopen_files(&fs, &folder, &[], "r").unwrap();
+        let (closed, last) = reopen_files(&fs, &folder, &[], "r", Format::Csv).unwrap();
         assert!(closed.is_empty() && last.is_none());
     }
 
@@ -384,7 +405,7 @@ mod tests {
         let mut second = PartFile::create(&fs, &folder, "t-00002.csv".into(), b"h\n").unwrap();
         second.append(&folder, b"2\n3\n").unwrap();
         second.rows = 2;
-        open.part = Some(second);
+        open.part = Some(Part::Encoded(second));
         let mut keys = fs.create(&folder.join("_keys-run-1.bin")).unwrap();
         keys.write_all(b"k1k2k3").unwrap();
         open.key_file = Some((keys, 6));
@@ -392,7 +413,7 @@ mod tests {
         let mut state = TableState::fresh("dbo.t".into(), Tier::Small, "t".into());
         state.key_list_writing = Some(committed("_keys-run-1.bin", 0, 0));
 
-        open.make_durable(&fs, &mut state).unwrap();
+        open.make_durable(&fs, &mut state, "run-1").unwrap();
 
         assert_eq!(
             state.files,

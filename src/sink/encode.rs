@@ -1,4 +1,5 @@
-//! Row encoding to the output contract: CSV (RFC 4180) or NDJSON.
+//! Row encoding to the output contract: CSV (RFC 4180) or NDJSON; for Parquet, the typed cell
+//! stream its writer reads (`super::parquet::cells`).
 //!
 //! CSV is written by hand rather than with the `csv` crate because the contract needs NULL
 //! (empty, unquoted) and the empty string (`""`) to differ, which `csv::Writer` cannot express.
@@ -6,7 +7,8 @@
 
 use base64::Engine as _;
 
-use crate::model::{Cell, Format, OP_COLUMN, SYNCED_AT_COLUMN};
+use super::parquet::{cells, values};
+use crate::model::{Cell, Format, OP_COLUMN, ParquetType, SYNCED_AT_COLUMN};
 use crate::source::types::ValueKind;
 
 /// A value that cannot be written faithfully. Names the column, never the value (it is PHI).
@@ -16,6 +18,15 @@ pub(crate) enum EncodeError {
     InvalidText {
         column: String,
         encoding: &'static str,
+    },
+    #[error(
+        "column '{column}' holds a value that is not a valid {parquet_type} (its type in the \
+         Parquet files); no value was written. The formats \"csv\" and \"ndjson\" write it \
+         as the source's text"
+    )]
+    NotParquet {
+        column: String,
+        parquet_type: String,
     },
 }
 
@@ -33,6 +44,8 @@ pub(crate) struct RowEncoder {
     delete_suffix: Vec<u8>,
     /// Columns holding single-precision floats (`real`), by index.
     single_precision: Vec<bool>,
+    /// The Parquet type of each column (`Format::Parquet` only).
+    parquet_types: Vec<ParquetType>,
 }
 
 /// What a row does to the table a loader keeps.
@@ -63,7 +76,14 @@ impl RowEncoder {
             upsert_suffix: Vec::new(),
             delete_suffix: Vec::new(),
             single_precision: Vec::new(),
+            parquet_types: Vec::new(),
         }
+    }
+
+    /// The type each column has in the Parquet files: the cell stream carries it typed.
+    pub(crate) fn with_parquet_types(mut self, types: Vec<ParquetType>) -> RowEncoder {
+        self.parquet_types = types;
+        self
     }
 
     /// Marks the columns whose floats are single precision (`real`, `float4`), so they are
@@ -78,14 +98,18 @@ impl RowEncoder {
         let suffix = |op: &str| {
             let mut out = Vec::new();
             for (name, value) in [(OP_COLUMN, op), (SYNCED_AT_COLUMN, synced_at)] {
-                out.push(b',');
                 match self.format {
-                    Format::Csv => write_csv_text(&mut out, value.as_bytes()),
+                    Format::Csv => {
+                        out.push(b',');
+                        write_csv_text(&mut out, value.as_bytes());
+                    }
                     Format::Ndjson => {
+                        out.push(b',');
                         write_json_string(&mut out, name);
                         out.push(b':');
                         write_json_string(&mut out, value);
                     }
+                    Format::Parquet => cells::put_bytes(&mut out, value.as_bytes()),
                 }
             }
             out
@@ -139,6 +163,7 @@ impl RowEncoder {
         match self.format {
             Format::Csv => out.extend_from_slice(b"\r\n"),
             Format::Ndjson => out.extend_from_slice(b"}\n"),
+            Format::Parquet => {}
         }
     }
 
@@ -149,6 +174,12 @@ impl RowEncoder {
         index: usize,
         cell: Cell<'_>,
     ) -> Result<(), EncodeError> {
+        if self.format == Format::Parquet {
+            let mut scratch = std::mem::take(&mut self.scratch);
+            let written = self.parquet_cell(out, index, cell, &mut scratch);
+            self.scratch = scratch;
+            return written;
+        }
         let kind = self.kinds[index];
         if index > 0 {
             out.push(b',');
@@ -200,6 +231,129 @@ impl RowEncoder {
             }
         };
         self.text(out, kind, text.0, text.1);
+        Ok(())
+    }
+
+    /// Writes the value of column `index` typed as its Parquet column holds it: text parsed into
+    /// a decimal, date or timestamp here, in the worker, so the writer only copies.
+    fn parquet_cell(
+        &self,
+        out: &mut Vec<u8>,
+        index: usize,
+        cell: Cell<'_>,
+        scratch: &mut String,
+    ) -> Result<(), EncodeError> {
+        let cell = match cell {
+            Cell::WideText(units) => {
+                scratch.clear();
+                for c in char::decode_utf16(units.iter().copied()) {
+                    match c {
+                        Ok(c) => scratch.push(c),
+                        Err(_) => return Err(self.invalid_text(index, "UTF-16")),
+                    }
+                }
+                Cell::Text(scratch.as_bytes())
+            }
+            Cell::Text(bytes) if !bytes.is_ascii() && std::str::from_utf8(bytes).is_err() => {
+                return Err(self.invalid_text(index, "UTF-8"));
+            }
+            cell => cell,
+        };
+        let parquet_type = self
+            .parquet_types
+            .get(index)
+            .copied()
+            .unwrap_or(ParquetType::String);
+        let not_parquet = || EncodeError::NotParquet {
+            column: self.names[index].clone(),
+            parquet_type: parquet_type.name(),
+        };
+        let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().map(str::to_owned);
+        let fixed = |out: &mut Vec<u8>, bytes: Option<&[u8]>| match bytes {
+            Some(bytes) => {
+                cells::put_fixed(out, bytes);
+                Ok(())
+            }
+            None => Err(not_parquet()),
+        };
+        match (parquet_type, cell) {
+            (_, Cell::Null) => cells::put_null(out),
+            (ParquetType::String, Cell::Text(bytes)) => match self.kinds[index] {
+                // The same text CSV holds: ISO 8601 timestamps, decimals with a leading zero.
+                ValueKind::Timestamp => {
+                    let mut iso = Vec::with_capacity(bytes.len() + 3);
+                    push_iso_timestamp(&mut iso, bytes);
+                    cells::put_bytes(out, &iso);
+                }
+                ValueKind::Decimal if bytes.first() == Some(&b'.') => {
+                    cells::put_bytes(out, &[b"0", bytes].concat());
+                }
+                ValueKind::Decimal if bytes.starts_with(b"-.") => {
+                    cells::put_bytes(out, &[b"-0", &bytes[1..]].concat());
+                }
+                _ => cells::put_bytes(out, bytes),
+            },
+            (ParquetType::String, Cell::Int(v)) => {
+                cells::put_bytes(out, itoa::Buffer::new().format(v).as_bytes());
+            }
+            (ParquetType::Binary, Cell::Bytes(bytes)) => cells::put_bytes(out, bytes),
+            (ParquetType::Int64, Cell::Int(v)) => cells::put_fixed(out, &v.to_le_bytes()),
+            (ParquetType::Int64, Cell::Text(bytes)) => {
+                let v = text(bytes).and_then(|t| t.parse::<i64>().ok());
+                fixed(out, v.map(i64::to_le_bytes).as_ref().map(|b| &b[..]))?;
+            }
+            (ParquetType::Float64, Cell::Float(v)) => cells::put_fixed(out, &v.to_le_bytes()),
+            (ParquetType::Float64, Cell::Text(bytes)) => {
+                let v = text(bytes).and_then(|t| t.parse::<f64>().ok());
+                fixed(out, v.map(f64::to_le_bytes).as_ref().map(|b| &b[..]))?;
+            }
+            // The driver widened the `real` to a double exactly, so narrowing it is exact.
+            (ParquetType::Float32, Cell::Float(v)) => {
+                let narrow = v as f32;
+                let exact = f64::from(narrow) == v || v.is_nan();
+                fixed(out, exact.then_some(&narrow.to_le_bytes()[..]))?;
+            }
+            (ParquetType::Float32, Cell::Text(bytes)) => {
+                let v = text(bytes).and_then(|t| t.parse::<f32>().ok());
+                fixed(out, v.map(f32::to_le_bytes).as_ref().map(|b| &b[..]))?;
+            }
+            (ParquetType::Boolean, Cell::Int(v @ (0 | 1))) => cells::put_fixed(out, &[v as u8]),
+            (ParquetType::Boolean, Cell::Text(bytes)) => {
+                fixed(
+                    out,
+                    boolean(bytes)
+                        .map(|b| [u8::from(b)])
+                        .as_ref()
+                        .map(|b| &b[..]),
+                )?;
+            }
+            (ParquetType::Decimal { precision, scale }, Cell::Text(bytes)) => {
+                let v = values::decimal(bytes, precision, scale);
+                fixed(out, v.map(i128::to_le_bytes).as_ref().map(|b| &b[..]))?;
+            }
+            (ParquetType::Decimal { precision, scale }, Cell::Int(v)) => {
+                let digits = itoa::Buffer::new().format(v).to_owned();
+                let v = values::decimal(digits.as_bytes(), precision, scale);
+                fixed(out, v.map(i128::to_le_bytes).as_ref().map(|b| &b[..]))?;
+            }
+            (ParquetType::Date, Cell::Text(bytes)) => {
+                let v = values::date(bytes);
+                fixed(out, v.map(i32::to_le_bytes).as_ref().map(|b| &b[..]))?;
+            }
+            (ParquetType::Timestamp, Cell::Text(bytes)) => {
+                let v = values::timestamp_micros(bytes);
+                fixed(out, v.map(i64::to_le_bytes).as_ref().map(|b| &b[..]))?;
+            }
+            (ParquetType::TimestampUtc, Cell::Text(bytes)) => {
+                let v = values::timestamp_utc_micros(bytes);
+                fixed(out, v.map(i64::to_le_bytes).as_ref().map(|b| &b[..]))?;
+            }
+            (ParquetType::TimeNanos, Cell::Text(bytes)) => {
+                let v = values::time_nanos(bytes);
+                fixed(out, v.map(i64::to_le_bytes).as_ref().map(|b| &b[..]))?;
+            }
+            _ => return Err(not_parquet()),
+        }
         Ok(())
     }
 
@@ -273,6 +427,7 @@ impl RowEncoder {
             }
             // Validated as UTF-8 by the caller.
             Format::Ndjson => write_json_string(out, &String::from_utf8_lossy(text)),
+            Format::Parquet => cells::put_bytes(out, text),
         }
     }
 
@@ -280,7 +435,9 @@ impl RowEncoder {
     /// column holds (the driver widened it to `f64` exactly, so narrowing is exact too), else
     /// of the `f64`.
     fn float(&self, out: &mut Vec<u8>, v: f64, single_precision: bool) {
-        if v.is_finite() {
+        if self.format == Format::Parquet {
+            cells::put_fixed(out, &v.to_le_bytes());
+        } else if v.is_finite() {
             let mut buffer = ryu::Buffer::new();
             let text = if single_precision {
                 buffer.format_finite(v as f32)
@@ -299,12 +456,14 @@ impl RowEncoder {
             match self.format {
                 Format::Csv => out.extend_from_slice(text.as_bytes()),
                 Format::Ndjson => write_json_string(out, text),
+                Format::Parquet => cells::put_bytes(out, text.as_bytes()),
             }
         }
     }
 
     fn bytes(&self, out: &mut Vec<u8>, bytes: &[u8]) {
         match self.format {
+            Format::Parquet => cells::put_bytes(out, bytes),
             Format::Csv => {
                 if bytes.is_empty() {
                     // An empty binary value is not NULL.
@@ -352,14 +511,23 @@ pub(crate) struct LongValue {
 impl RowEncoder {
     /// Starts the value of column `index` (text, or `binary`) that arrives in pieces.
     pub(crate) fn begin_long(&self, out: &mut Vec<u8>, index: usize, binary: bool) -> LongValue {
-        if index > 0 {
-            out.push(b',');
-        }
-        if self.format == Format::Ndjson {
-            out.extend_from_slice(&self.json_keys[index]);
-            out.push(b'"');
-        } else if !binary {
-            out.push(b'"');
+        match self.format {
+            Format::Parquet => cells::begin_pieces(out),
+            Format::Ndjson => {
+                if index > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&self.json_keys[index]);
+                out.push(b'"');
+            }
+            Format::Csv => {
+                if index > 0 {
+                    out.push(b',');
+                }
+                if !binary {
+                    out.push(b'"');
+                }
+            }
         }
         LongValue {
             format: self.format,
@@ -378,6 +546,7 @@ impl LongValue {
     pub(crate) fn bytes(&mut self, out: &mut Vec<u8>, piece: &[u8]) {
         self.length += piece.len();
         match self.format {
+            Format::Parquet => cells::put_piece(out, piece),
             Format::Csv => {
                 let start = out.len();
                 out.resize(start + piece.len() * 2, 0);
@@ -479,6 +648,7 @@ impl LongValue {
             return Err(encoder.invalid_text(self.column, "UTF-16"));
         }
         match (self.format, self.binary) {
+            (Format::Parquet, _) => cells::end_pieces(out),
             (Format::Csv, true) if self.length == 0 => out.extend_from_slice(b"\"\""),
             (Format::Csv, true) => {}
             (Format::Ndjson, true) => {
@@ -493,6 +663,7 @@ impl LongValue {
     /// Valid text, with `"` doubled (CSV, inside quotes) or JSON-escaped.
     fn escaped(&self, out: &mut Vec<u8>, text: &str) {
         match self.format {
+            Format::Parquet => cells::put_piece(out, text.as_bytes()),
             Format::Csv => {
                 for &b in text.as_bytes() {
                     if b == b'"' {
@@ -658,6 +829,11 @@ impl Scan {
                 for &b in text {
                     high |= b;
                     special |= (b < 0x20) | (b == b'"') | (b == b'\\');
+                }
+            }
+            Format::Parquet => {
+                for &b in text {
+                    high |= b;
                 }
             }
         }

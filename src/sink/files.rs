@@ -100,21 +100,23 @@ pub(crate) fn part_file_name(
     format: Format,
     compression: Compression,
 ) -> String {
-    let extension = match format {
-        Format::Csv => "csv",
-        Format::Ndjson => "ndjson",
+    // Parquet compresses inside the file.
+    let (extension, compressed) = match format {
+        Format::Csv => ("csv", compression.extension()),
+        Format::Ndjson => ("ndjson", compression.extension()),
+        Format::Parquet => ("parquet", ""),
     };
     let run = run_id
         .map(|r| format!("{}-", safe_name(r)))
         .unwrap_or_default();
     format!(
-        "{}-{run}{sequence:05}.{extension}{}",
+        "{}-{run}{sequence:05}.{extension}{compressed}",
         safe_name(table),
-        compression.extension()
     )
 }
 
-/// True for names `part_file_name` produces (`x-00001.csv`, `x-00002.ndjson.zst`).
+/// True for names `part_file_name` produces (`x-00001.csv`, `x-00002.ndjson.zst`,
+/// `x-00003.parquet`).
 pub(crate) fn is_part_file_name(name: &str) -> bool {
     let base = [".gz", ".zst"]
         .iter()
@@ -123,6 +125,7 @@ pub(crate) fn is_part_file_name(name: &str) -> bool {
     let Some(stem) = base
         .strip_suffix(".csv")
         .or_else(|| base.strip_suffix(".ndjson"))
+        .or_else(|| base.strip_suffix(".parquet"))
     else {
         return false;
     };
@@ -159,6 +162,10 @@ mod tests {
             part_file_name("x", None, 12, Format::Ndjson, Compression::Zstd),
             "x-00012.ndjson.zst"
         );
+        assert_eq!(
+            part_file_name("x", None, 1, Format::Parquet, Compression::Zstd),
+            "x-00001.parquet"
+        );
     }
 
     #[test]
@@ -175,6 +182,7 @@ mod tests {
         assert!(is_part_file_name(&incremental));
         assert!(is_part_file_name("x-00012.ndjson.zst"));
         assert!(is_part_file_name("x-100000.csv.gz"));
+        assert!(is_part_file_name("x-00003.parquet"));
         assert!(!is_part_file_name("_manifest.json"));
         assert!(!is_part_file_name("notes.csv"));
         assert!(!is_part_file_name("x-00001.csv.bak"));

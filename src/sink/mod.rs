@@ -16,6 +16,7 @@
 mod checkpoint;
 pub(crate) mod encode;
 pub(crate) mod files;
+mod parquet;
 mod part;
 pub(crate) mod protocol;
 #[cfg(test)]
@@ -34,13 +35,16 @@ use crate::incremental::key_diff;
 use crate::manifest::{
     self, FileEntry, FinishedLoad, LoadRecord, Manifest, ManifestColumn, TableDescription,
 };
-use crate::model::{Compression, Format, Load, LoadKind, PartitionSpec, Position, Tier};
+use crate::model::{
+    Compression, Format, Load, LoadKind, ParquetType, PartitionSpec, Position, Tier,
+};
 use crate::progress::Progress;
 use crate::state::{
     CommittedFile, PartitionState, PartitionStatus, RunState, TableState, TableStatus,
 };
 use checkpoint::CheckpointRule;
-use part::{PartFile, remove_part_files};
+use parquet::ParquetPart;
+use part::{Part, PartFile, remove_part_files};
 use protocol::{Chunk, Message};
 
 /// This run's key list is `_keys-<run id>.bin` in the table folder.
@@ -122,7 +126,7 @@ pub(crate) struct WriteError {
 
 struct OpenTable {
     folder: PathBuf,
-    part: Option<PartFile>,
+    part: Option<Part>,
     /// This run's closed part files.
     closed: Vec<FileEntry>,
     started: Instant,
@@ -399,7 +403,7 @@ impl Writer {
         let needs_new_part = match self.open.get(&chunk.table) {
             None => return Ok(()), // the table failed; its stragglers are dropped
             Some(open) => open.part.as_ref().is_none_or(|part| {
-                part.rows > 0 && part.bytes >= self.settings.part_file_max_bytes
+                part.rows() > 0 && part.bytes() >= self.settings.part_file_max_bytes
             }),
         };
         if needs_new_part {
@@ -412,11 +416,8 @@ impl Writer {
         let Some(part) = open.part.as_mut() else {
             return Ok(());
         };
-        part.append(&open.folder, &chunk.bytes)?;
-        if let Some(mut file) = spooled {
-            part.append_spooled(&open.folder, &mut file)?;
-        }
-        part.rows += chunk.rows;
+        let mut spooled = spooled;
+        part.append(&open.folder, &chunk.bytes, spooled.as_mut(), chunk.rows)?;
         if let (Some(keys), Some((file, length))) = (&chunk.keys, open.key_file.as_mut()) {
             file.write_all(keys).map_err(|source| WriteError {
                 what: "key list",
@@ -463,12 +464,37 @@ impl Writer {
             self.settings.format,
             self.settings.compression,
         );
-        open.part = Some(PartFile::create(
+        let file = PartFile::create(
             self.settings.fs.as_ref(),
             &open.folder,
             name,
             &output.header,
-        )?);
+        )?;
+        open.part = Some(match self.settings.format {
+            Format::Csv | Format::Ndjson => Part::Encoded(file),
+            Format::Parquet => {
+                let path = open.folder.join(&file.name);
+                let columns: Vec<(String, ParquetType)> = output
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.name.clone(),
+                            c.parquet_type.unwrap_or(ParquetType::String),
+                        )
+                    })
+                    .collect();
+                let schema = parquet::schema(&columns, self.settings.change_columns);
+                let part = ParquetPart::create(file, schema, self.settings.compression).map_err(
+                    |source| WriteError {
+                        what: "data file",
+                        path,
+                        source,
+                    },
+                )?;
+                Part::Parquet(Box::new(part))
+            }
+        });
         open.new_entries = true;
         Ok(())
     }
@@ -478,9 +504,9 @@ impl Writer {
         let Some(open) = self.open.get_mut(&table) else {
             return Ok(());
         };
-        if let Some(mut part) = open.part.take() {
-            part.sync(&open.folder)?;
-            open.closed.push(part.entry(&self.state.run_id));
+        if let Some(part) = open.part.take() {
+            open.closed
+                .push(part.close(&open.folder, &self.state.run_id)?);
         }
         Ok(())
     }

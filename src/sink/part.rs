@@ -8,9 +8,127 @@ use sha2::{Digest, Sha256};
 
 use super::WriteError;
 use super::files;
+use super::parquet::ParquetPart;
 use crate::durable::{self, DurableFile, FileOps};
 use crate::manifest::{self, FileEntry};
 use crate::state::CommittedFile;
+
+/// The part file a table is being written to: encoded rows appended as they come (CSV,
+/// NDJSON), or a Parquet file that becomes complete at each checkpoint.
+pub(super) enum Part {
+    Encoded(PartFile),
+    Parquet(Box<ParquetPart>),
+}
+
+impl Part {
+    pub(crate) fn rows(&self) -> u64 {
+        match self {
+            Part::Encoded(part) => part.rows,
+            Part::Parquet(part) => part.rows,
+        }
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        match self {
+            Part::Encoded(part) => part.bytes,
+            Part::Parquet(part) => part.bytes(),
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Part::Encoded(part) => &part.name,
+            Part::Parquet(part) => part.name(),
+        }
+    }
+
+    /// Appends a chunk of `rows` rows: `bytes`, then what `spooled` holds.
+    pub(crate) fn append(
+        &mut self,
+        folder: &Path,
+        bytes: &[u8],
+        spooled: Option<&mut std::fs::File>,
+        rows: u64,
+    ) -> Result<(), WriteError> {
+        match self {
+            Part::Encoded(part) => {
+                part.append(folder, bytes)?;
+                if let Some(file) = spooled {
+                    part.append_spooled(folder, file)?;
+                }
+                part.rows += rows;
+                Ok(())
+            }
+            Part::Parquet(part) => {
+                let appended = match spooled {
+                    Some(file) => part.append(&mut bytes.chain(file)),
+                    None => part.append(&mut &bytes[..]),
+                };
+                let fail = |source| WriteError {
+                    what: "data file",
+                    path: folder.join(part.name()),
+                    source,
+                };
+                match appended {
+                    Ok(appended) if appended == rows => Ok(()),
+                    Ok(appended) => Err(fail(std::io::Error::other(format!(
+                        "internal error: a chunk of {rows} rows held {appended}"
+                    )))),
+                    Err(e) => Err(fail(e)),
+                }
+            }
+        }
+    }
+
+    /// Makes everything appended so far durable (a Parquet part first becomes a complete file).
+    pub(crate) fn sync(&mut self, folder: &Path) -> Result<(), WriteError> {
+        match self {
+            Part::Encoded(part) => part.sync(folder),
+            Part::Parquet(part) => {
+                part.checkpoint().map_err(|source| WriteError {
+                    what: "data file",
+                    path: folder.join(part.name()),
+                    source,
+                })?;
+                part.file_mut().sync(folder)
+            }
+        }
+    }
+
+    /// What a checkpoint records of it (after `sync`).
+    pub(crate) fn committed(&self) -> CommittedFile {
+        CommittedFile {
+            name: self.name().to_owned(),
+            bytes: self.bytes(),
+            rows: self.rows(),
+        }
+    }
+
+    /// A Parquet part whose footers left behind have grown too large goes no further.
+    pub(crate) fn worth_closing(&self) -> bool {
+        match self {
+            Part::Encoded(_) => false,
+            Part::Parquet(part) => part.worth_closing(),
+        }
+    }
+
+    /// Completes the file, makes it durable and returns its manifest entry.
+    pub(crate) fn close(self, folder: &Path, run_id: &str) -> Result<FileEntry, WriteError> {
+        let mut file = match self {
+            Part::Encoded(part) => part,
+            Part::Parquet(part) => {
+                let path = folder.join(part.name());
+                part.finish().map_err(|source| WriteError {
+                    what: "data file",
+                    path,
+                    source,
+                })?
+            }
+        };
+        file.sync(folder)?;
+        Ok(file.entry(run_id))
+    }
+}
 
 /// The part file a table appends to.
 pub(super) struct PartFile {
@@ -123,15 +241,6 @@ impl PartFile {
         })
     }
 
-    /// What a checkpoint records of it.
-    pub(crate) fn committed(&self) -> CommittedFile {
-        CommittedFile {
-            name: self.name.clone(),
-            bytes: self.bytes,
-            rows: self.rows,
-        }
-    }
-
     /// Its manifest entry, for the bytes written so far (durable: call `sync` first).
     pub(crate) fn entry(self, run_id: &str) -> FileEntry {
         FileEntry {
@@ -141,6 +250,20 @@ impl PartFile {
             rows: self.rows,
             sha256: hex::encode(self.hasher.finalize()),
         }
+    }
+}
+
+/// What the Parquet writer writes through: counted and hashed like appended chunks.
+impl std::io::Write for PartFile {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.file.write_all(bytes)?;
+        self.hasher.update(bytes);
+        self.bytes += bytes.len() as u64;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -214,6 +337,7 @@ mod tests {
         part.append_spooled(folder, &mut spooled).unwrap();
         part.rows = 2;
         let all = b"id\n1\n2 with a long value\n";
+        let mut part = Part::Encoded(part);
         assert_eq!(
             part.committed(),
             CommittedFile {
@@ -223,7 +347,7 @@ mod tests {
             }
         );
         part.sync(folder).unwrap();
-        let entry = part.entry("run-1");
+        let entry = part.close(folder, "run-1").unwrap();
         assert_eq!(entry.sha256, hex::encode(Sha256::digest(all)));
         assert_eq!((entry.run_id.as_str(), entry.rows), ("run-1", 2));
         assert_eq!(fs.read(&folder.join("t-00001.csv")).unwrap(), all);

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Dialect;
 use super::catalog::Column;
+use crate::model::ParquetType;
 
 /// What a column's values are, for fetching (buffer type and size) and for encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +89,72 @@ impl ValueKind {
             Dialect::Postgres => t == "real" || t == "float4",
             Dialect::Sqlite => false,
         }
+    }
+}
+
+/// The Parquet type a column of `kind` is written as, and why when it is text although the
+/// source type is not: where no Parquet type holds every value of the source type exactly, the
+/// column is written as text (the same text CSV holds) rather than lose a digit or a date.
+pub(crate) fn parquet_type(
+    dialect: Dialect,
+    column: &Column,
+    kind: ValueKind,
+) -> (ParquetType, Option<&'static str>) {
+    let t = column.source_type.to_ascii_lowercase();
+    let t = t.as_str();
+    let text = |why| (ParquetType::String, Some(why));
+    match kind {
+        ValueKind::Integer => (ParquetType::Int64, None),
+        ValueKind::Float if ValueKind::is_single_precision(dialect, column) => {
+            (ParquetType::Float32, None)
+        }
+        ValueKind::Float => (ParquetType::Float64, None),
+        ValueKind::Boolean => (ParquetType::Boolean, None),
+        ValueKind::Decimal if dialect == Dialect::Sqlite => {
+            text("SQLite keeps any value in a DECIMAL column; written as text")
+        }
+        ValueKind::Decimal => match (column.precision, column.scale) {
+            (Some(precision @ 1..=38), Some(scale)) if (0..=precision).contains(&scale) => (
+                ParquetType::Decimal {
+                    precision: precision as u8,
+                    scale: scale as i8,
+                },
+                None,
+            ),
+            _ => text(
+                "declared without a precision of at most 38 digits, which Parquet's DECIMAL \
+                 cannot hold; written as text",
+            ),
+        },
+        ValueKind::Timestamp => match dialect {
+            Dialect::Sqlite => text("SQLite keeps dates as text of any form; written as text"),
+            Dialect::Postgres if t.contains("with time zone") || t == "timestamptz" => {
+                (ParquetType::TimestampUtc, None)
+            }
+            Dialect::Postgres => (ParquetType::Timestamp, None),
+            Dialect::SqlServer => match t {
+                "date" => (ParquetType::Date, None),
+                "datetimeoffset" => text(
+                    "a Parquet timestamp holds an instant without its UTC offset; written as \
+                     ISO 8601 text with the offset",
+                ),
+                "datetime2" if column.scale.is_none_or(|digits| digits > 6) => text(
+                    "100-nanosecond fractions: Parquet's nanosecond timestamps span only the \
+                     years 1677 to 2262 and microseconds would drop a digit; written as ISO \
+                     8601 text",
+                ),
+                _ => (ParquetType::Timestamp, None),
+            },
+        },
+        ValueKind::Text => match (dialect, t) {
+            (Dialect::SqlServer, "time") => (ParquetType::TimeNanos, None),
+            (Dialect::Postgres, "date") => (ParquetType::Date, None),
+            (Dialect::Postgres, "time without time zone" | "time") => {
+                text("PostgreSQL's time allows 24:00:00, which Parquet's TIME cannot hold")
+            }
+            _ => (ParquetType::String, None),
+        },
+        ValueKind::Binary => (ParquetType::Binary, None),
     }
 }
 
@@ -231,6 +298,103 @@ mod tests {
         assert_eq!(kind("timestamp"), ValueKind::Timestamp);
         assert_eq!(kind("date"), ValueKind::Text);
         assert_eq!(kind("uuid"), ValueKind::Text);
+    }
+
+    #[test]
+    fn parquet_types_hold_every_value_of_the_source_type() {
+        let of = |dialect, source_type: &str, precision, scale| {
+            let c = Column {
+                precision,
+                scale,
+                ..column(source_type)
+            };
+            let (t, note) = parquet_type(dialect, &c, ValueKind::of(dialect, &c));
+            (t.name(), note.is_some())
+        };
+        let s = Dialect::SqlServer;
+        assert_eq!(of(s, "bigint", None, None), ("int64".into(), false));
+        assert_eq!(of(s, "real", None, None), ("float32".into(), false));
+        assert_eq!(of(s, "float", None, None), ("float64".into(), false));
+        assert_eq!(of(s, "bit", None, None), ("boolean".into(), false));
+        assert_eq!(
+            of(s, "numeric", Some(18), Some(0)),
+            ("decimal(18,0)".into(), false)
+        );
+        assert_eq!(
+            of(s, "decimal", Some(38), Some(10)),
+            ("decimal(38,10)".into(), false)
+        );
+        assert_eq!(
+            of(s, "money", Some(19), Some(4)),
+            ("decimal(19,4)".into(), false)
+        );
+        assert_eq!(of(s, "date", Some(10), Some(0)), ("date".into(), false));
+        assert_eq!(
+            of(s, "datetime", Some(23), Some(3)),
+            ("timestamp(us)".into(), false)
+        );
+        assert_eq!(
+            of(s, "datetime2", Some(26), Some(6)),
+            ("timestamp(us)".into(), false)
+        );
+        assert_eq!(
+            of(s, "datetime2", Some(27), Some(7)),
+            ("string".into(), true)
+        );
+        assert_eq!(
+            of(s, "datetimeoffset", Some(34), Some(7)),
+            ("string".into(), true)
+        );
+        assert_eq!(of(s, "time", Some(16), Some(7)), ("time(ns)".into(), false));
+        assert_eq!(
+            of(s, "uniqueidentifier", None, None),
+            ("string".into(), false)
+        );
+        assert_eq!(of(s, "varbinary", None, None), ("binary".into(), false));
+        let p = Dialect::Postgres;
+        assert_eq!(of(p, "numeric", None, None), ("string".into(), true));
+        assert_eq!(
+            of(p, "numeric", Some(12), Some(2)),
+            ("decimal(12,2)".into(), false)
+        );
+        assert_eq!(of(p, "real", None, None), ("float32".into(), false));
+        assert_eq!(
+            of(p, "timestamp with time zone", None, Some(6)),
+            ("timestamp(us, UTC)".into(), false)
+        );
+        assert_eq!(
+            of(p, "timestamp without time zone", None, Some(6)),
+            ("timestamp(us)".into(), false)
+        );
+        assert_eq!(of(p, "date", None, None), ("date".into(), false));
+        assert_eq!(
+            of(p, "time without time zone", None, None),
+            ("string".into(), true)
+        );
+        assert_eq!(of(p, "bytea", None, None), ("binary".into(), false));
+        let l = Dialect::Sqlite;
+        assert_eq!(of(l, "INTEGER", None, None), ("int64".into(), false));
+        assert_eq!(
+            of(l, "DECIMAL(10,2)", Some(10), Some(2)),
+            ("string".into(), true)
+        );
+        assert_eq!(of(l, "TIMESTAMP", None, None), ("string".into(), true));
+    }
+
+    #[test]
+    fn parquet_type_names_read_back() {
+        for t in [
+            ParquetType::Int64,
+            ParquetType::Decimal {
+                precision: 38,
+                scale: 4,
+            },
+            ParquetType::TimestampUtc,
+            ParquetType::TimeNanos,
+        ] {
+            assert_eq!(ParquetType::try_from(t.name()), Ok(t));
+        }
+        assert!(ParquetType::try_from("decimal(x,2)".to_owned()).is_err());
     }
 
     #[test]
