@@ -1687,7 +1687,21 @@ mod tests {
         let config = parse(r#"{"connection_string": "DSN=x", "format": "NDJSON"}"#).unwrap();
         assert_eq!(config.format, Format::Ndjson);
         let err = parse(r#"{"connection_string": "DSN=x", "format": "xml"}"#).unwrap_err();
-        assert!(err.to_string().contains("\"csv\" or \"ndjson\""));
+        assert!(
+            err.to_string()
+                .contains("\"csv\", \"ndjson\" or \"parquet\"")
+        );
+        // Parquet is compressed with zstd unless told otherwise; the text formats are not.
+        let parquet = parse(r#"{"connection_string": "DSN=x", "format": "Parquet"}"#).unwrap();
+        assert_eq!(
+            (parquet.format, parquet.compression),
+            (Format::Parquet, Compression::Zstd)
+        );
+        let plain =
+            parse(r#"{"connection_string": "DSN=x", "format": "parquet", "compression": "none"}"#)
+                .unwrap();
+        assert_eq!(plain.compression, Compression::None);
+        assert_eq!(config.compression, Compression::None);
     }
 
     #[test]

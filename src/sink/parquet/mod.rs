@@ -281,3 +281,246 @@ impl ParquetPart {
         self.writer.inner_mut()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::path::Path;
+
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{
+        Date32Type, Decimal128Type, Float32Type, Int64Type, Time64NanosecondType,
+        TimestampMicrosecondType,
+    };
+    use arrow_array::{Array, RecordBatch};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    use super::*;
+    use crate::durable::FileOps;
+    use crate::durable::power_cut::PowerCutFs;
+    use crate::model::{Cell, Format};
+    use crate::sink::encode::{EncodeError, RowEncoder, RowOp};
+    use crate::source::types::ValueKind;
+
+    const TYPES: [(&str, ValueKind, ParquetType); 11] = [
+        ("id", ValueKind::Integer, ParquetType::Int64),
+        (
+            "price",
+            ValueKind::Decimal,
+            ParquetType::Decimal {
+                precision: 19,
+                scale: 4,
+            },
+        ),
+        ("born", ValueKind::Text, ParquetType::Date),
+        ("seen", ValueKind::Timestamp, ParquetType::Timestamp),
+        ("at", ValueKind::Timestamp, ParquetType::TimestampUtc),
+        ("clock", ValueKind::Text, ParquetType::TimeNanos),
+        ("ratio", ValueKind::Float, ParquetType::Float32),
+        ("flag", ValueKind::Boolean, ParquetType::Boolean),
+        ("name", ValueKind::Text, ParquetType::String),
+        ("blob", ValueKind::Binary, ParquetType::Binary),
+        ("precise", ValueKind::Timestamp, ParquetType::String),
+    ];
+
+    fn encoder() -> RowEncoder {
+        RowEncoder::new(
+            Format::Parquet,
+            TYPES.iter().map(|(n, k, _)| (n.to_string(), *k)).collect(),
+        )
+        .with_parquet_types(TYPES.iter().map(|(_, _, t)| *t).collect())
+        .with_change_columns("2026-12-06T10:00:00Z")
+    }
+
+    fn schema() -> SchemaRef {
+        let columns: Vec<(String, ParquetType)> =
+            TYPES.iter().map(|(n, _, t)| (n.to_string(), *t)).collect();
+        super::schema(&columns, true)
+    }
+
+    /// Row `i` as drivers deliver it; every fifth row is all NULL.
+    fn encode_row(encoder: &mut RowEncoder, i: i64, out: &mut Vec<u8>) {
+        let cells: Vec<Cell<'_>> = if i % 5 == 4 {
+            vec![Cell::Null; TYPES.len()]
+        } else {
+            vec![
+                Cell::Int(i),
+                Cell::Text(b"-922337203685477.5808"),
+                Cell::Text(b"1840-12-31"),
+                Cell::Text(b"9999-12-31 23:59:59.999999"),
+                Cell::Text(b"2024-03-01 12:00:00.5+01:00"),
+                Cell::Text(b"23:59:59.9999999"),
+                Cell::Float(f64::from(0.1f32)),
+                Cell::Text(b"t"),
+                Cell::Text("naïve \"quoted\", x".as_bytes()),
+                Cell::Bytes(if i % 5 == 3 { b"" } else { b"\x00\xff" }),
+                Cell::Text(b"2024-01-02 03:04:05.1234567 +01:00"),
+            ]
+        };
+        encoder.begin_row(out);
+        for (index, cell) in cells.into_iter().enumerate() {
+            encoder.cell(out, index, cell).unwrap();
+        }
+        encoder.end_row(out, RowOp::Upsert);
+    }
+
+    fn read(bytes: &[u8]) -> Vec<RecordBatch> {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(bytes).unwrap();
+        ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn every_checkpointed_prefix_is_a_complete_file_with_exactly_the_rows_before_it() {
+        let fs = PowerCutFs::new();
+        let folder = Path::new("/out/t");
+        fs.create_dir_all(folder).unwrap();
+        let file = PartFile::create(&fs, folder, "t-00001.parquet".into(), b"").unwrap();
+        let mut part = ParquetPart::create(file, schema(), Compression::Zstd).unwrap();
+        let mut encoder = encoder();
+        let mut checkpoints = Vec::new();
+        let mut row = 0;
+        for chunk_rows in [3, 7, 0, 12, 1] {
+            let mut out = Vec::new();
+            for _ in 0..chunk_rows {
+                encode_row(&mut encoder, row, &mut out);
+                row += 1;
+            }
+            assert_eq!(part.append(&mut &out[..]).unwrap(), chunk_rows as u64);
+            part.checkpoint().unwrap();
+            checkpoints.push((part.bytes(), part.rows));
+        }
+        // A checkpoint with nothing new leaves the file as it was.
+        assert_eq!(checkpoints[1], checkpoints[2]);
+        let file = part.finish().unwrap();
+        assert_eq!(file.rows, 23);
+        let whole = fs.read(&folder.join("t-00001.parquet")).unwrap();
+        assert_eq!(whole.len() as u64, file.bytes);
+        for (length, rows) in checkpoints {
+            let batches = read(&whole[..length as usize]);
+            let read_rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            assert_eq!(read_rows as u64, rows, "the prefix of {length} bytes");
+        }
+        let batches = read(&whole);
+        assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 23);
+        let first = &batches[0];
+        assert_eq!(first.schema(), schema());
+        let ids = first.column(0).as_primitive::<Int64Type>();
+        assert_eq!(ids.value(2), 2);
+        assert!(ids.is_null(4));
+        let price = first.column(1).as_primitive::<Decimal128Type>();
+        assert_eq!(price.value(0), -9_223_372_036_854_775_808);
+        let born = first.column(2).as_primitive::<Date32Type>();
+        assert_eq!(born.value(0), -47_117);
+        let seen = first.column(3).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(seen.value(0), 253_402_300_799_999_999);
+        let at = first.column(4).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(
+            at.value(0),
+            1_709_290_800_500_000,
+            "12:00:00.5+01:00 is 11:00:00.5 UTC"
+        );
+        let clock = first.column(5).as_primitive::<Time64NanosecondType>();
+        assert_eq!(clock.value(0), 86_399_999_999_900);
+        let ratio = first.column(6).as_primitive::<Float32Type>();
+        assert_eq!(ratio.value(0), 0.1f32);
+        assert!(first.column(7).as_boolean().value(0));
+        assert_eq!(
+            first.column(8).as_string::<i64>().value(0),
+            "naïve \"quoted\", x"
+        );
+        let blob = first.column(9).as_binary::<i64>();
+        assert_eq!(
+            (blob.value(0), blob.value(3), blob.is_null(4)),
+            (&b"\x00\xff"[..], &b""[..], true)
+        );
+        assert_eq!(
+            first.column(10).as_string::<i64>().value(0),
+            "2024-01-02T03:04:05.1234567+01:00",
+            "text fallbacks hold the text CSV holds"
+        );
+        assert_eq!(first.column(11).as_string::<i64>().value(0), "upsert");
+        assert_eq!(
+            first.column(12).as_string::<i64>().value(4),
+            "2026-12-06T10:00:00Z"
+        );
+    }
+
+    #[test]
+    fn long_values_in_pieces_arrive_whole() {
+        let fs = PowerCutFs::new();
+        let folder = Path::new("/out/t");
+        fs.create_dir_all(folder).unwrap();
+        let columns = vec![
+            ("body".to_owned(), ParquetType::String),
+            ("doc".to_owned(), ParquetType::Binary),
+        ];
+        let file = PartFile::create(&fs, folder, "t-00001.parquet".into(), b"").unwrap();
+        let mut part =
+            ParquetPart::create(file, super::schema(&columns, false), Compression::None).unwrap();
+        let mut encoder = RowEncoder::new(
+            Format::Parquet,
+            vec![
+                ("body".into(), ValueKind::Text),
+                ("doc".into(), ValueKind::Binary),
+            ],
+        )
+        .with_parquet_types(columns.iter().map(|(_, t)| *t).collect());
+        let mut out = Vec::new();
+        encoder.begin_row(&mut out);
+        let mut text = encoder.begin_long(&mut out, 0, false);
+        // "é" split between two pieces.
+        text.text(&encoder, &mut out, b"caf\xc3").unwrap();
+        text.text(&encoder, &mut out, b"\xa9 au lait").unwrap();
+        text.finish(&encoder, &mut out).unwrap();
+        let mut bytes = encoder.begin_long(&mut out, 1, true);
+        bytes.bytes(&mut out, b"\x01\x02");
+        bytes.bytes(&mut out, b"");
+        bytes.bytes(&mut out, b"\x03");
+        bytes.finish(&encoder, &mut out).unwrap();
+        encoder.end_row(&mut out, RowOp::Upsert);
+        assert_eq!(part.append(&mut &out[..]).unwrap(), 1);
+        let file = part.finish().unwrap();
+        let batches = read(&fs.read(&folder.join(&file.name)).unwrap());
+        assert_eq!(
+            batches[0].column(0).as_string::<i64>().value(0),
+            "café au lait"
+        );
+        assert_eq!(
+            batches[0].column(1).as_binary::<i64>().value(0),
+            b"\x01\x02\x03"
+        );
+    }
+
+    #[test]
+    fn a_value_its_parquet_type_cannot_hold_is_refused_naming_the_column_not_the_value() {
+        let mut encoder = encoder();
+        let mut out = Vec::new();
+        for (index, text) in [
+            (1, &b"12.34567"[..]),
+            (2, b"infinity"),
+            (3, b"2024-01-01 00:00:00.0000001"),
+            (4, b"2024-01-01 00:00:00"),
+            (0, b"12abc"),
+        ] {
+            let refused = encoder.cell(&mut out, index, Cell::Text(text)).unwrap_err();
+            let EncodeError::NotParquet { column, .. } = &refused else {
+                panic!("{refused}");
+            };
+            assert_eq!(column, TYPES[index].0);
+            let message = refused.to_string();
+            assert!(
+                !message.contains(std::str::from_utf8(text).unwrap()),
+                "{message}"
+            );
+            assert!(message.contains("\"csv\""), "{message}");
+        }
+        // A double that is not a widened float cannot become a float32 exactly.
+        assert!(encoder.cell(&mut out, 6, Cell::Float(0.1)).is_err());
+    }
+}
