@@ -463,7 +463,7 @@ mod tests {
         let file = PartFile::create(&fs, folder, "t-00001.parquet".into(), b"").unwrap();
         let mut part =
             ParquetPart::create(file, super::schema(&columns, false), Compression::None).unwrap();
-        let mut encoder = RowEncoder::new(
+        let encoder = RowEncoder::new(
             Format::Parquet,
             vec![
                 ("body".into(), ValueKind::Text),
