@@ -9,8 +9,8 @@ use ehi_sync::config::Config;
 use ehi_sync::error::Error;
 use ehi_sync::{commands, shutdown, supervisor};
 
-/// Copies every table of a SQL Server (Epic Caboodle / Clarity) database through ODBC into CSV or
-/// NDJSON files. Exit codes: 0 ok, 1 internal error, 2 configuration error, 3 connection error,
+/// Copies every table of a SQL Server (Epic Caboodle / Clarity) database through ODBC into CSV,
+/// NDJSON or Parquet files. Exit codes: 0 ok, 1 internal error, 2 configuration error, 3 connection error,
 /// 4 partial failure, 5 catalog could not be read, 6 another run holds the output folder,
 /// 7 stopped by a signal (resumable), 8 state file unusable, 9 the sync process crashed again and
 /// again without progress (resumable).
@@ -38,7 +38,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Copy every selected table into CSV or NDJSON files under output_dir, resuming an
+    /// Copy every selected table into CSV, NDJSON or Parquet files under output_dir, resuming an
     /// unfinished run from its last checkpoint.
     Sync {
         /// The JSON config file (see config.example.json).
