@@ -10,10 +10,10 @@ use ehi_sync::error::Error;
 use ehi_sync::{commands, shutdown, supervisor};
 
 /// Copies every table of a SQL Server (Epic Caboodle / Clarity) database through ODBC into CSV,
-/// NDJSON or Parquet files. Exit codes: 0 ok, 1 internal error, 2 configuration error, 3 connection error,
-/// 4 partial failure, 5 catalog could not be read, 6 another run holds the output folder,
-/// 7 stopped by a signal (resumable), 8 state file unusable, 9 the sync process crashed again and
-/// again without progress (resumable).
+/// NDJSON or Parquet files. Exit codes: 0 ok, 1 internal error, 2 configuration error,
+/// 3 connection error, 4 partial failure, 5 catalog could not be read, 6 another run holds the
+/// output folder, 7 stopped by a signal (resumable), 8 state file unusable, 9 the sync process
+/// crashed again and again without progress (resumable).
 #[derive(Parser)]
 #[command(name = "ehi-sync", version)]
 struct Cli {
