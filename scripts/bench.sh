@@ -24,8 +24,9 @@
 #   BENCH_WIDE_ROWS    rows of wide_table, 210 columns (default 500000)
 #   BENCH_REPEAT       runs per measurement; the best time is kept (default 1)
 #   BENCH_REBUILD=1    drop and regenerate the tables even when they look right
-#   BENCH_TOOLS        subset of: psql ehi-sync-csv ehi-sync-ndjson odbcsv pyodbc (psql only
-#                      reads PostgreSQL; the memory part runs the ehi-sync ones and isql)
+#   BENCH_TOOLS        subset of: psql ehi-sync-csv ehi-sync-ndjson ehi-sync-parquet odbcsv
+#                      odbc2parquet pyodbc (psql only reads PostgreSQL; the memory part runs the
+#                      ehi-sync CSV and NDJSON ones and isql)
 #   BENCH_FETCH        psqlODBC's Fetch (rows per server round trip, cached per connection;
 #                      default 1000, which keeps its cache of the wide table near 70 MiB)
 #   BENCH_PROFILE=1    afterwards, profile one ehi-sync CSV run per table with `perf record -a`
@@ -60,7 +61,9 @@ NARROW_ROWS=${BENCH_NARROW_ROWS:-10000000}
 WIDE_ROWS=${BENCH_WIDE_ROWS:-500000}
 REPEAT=${BENCH_REPEAT:-1}
 REBUILD=${BENCH_REBUILD:-0}
-TOOLS=${BENCH_TOOLS:-psql ehi-sync-csv ehi-sync-ndjson odbcsv pyodbc}
+TOOLS=${BENCH_TOOLS:-psql ehi-sync-csv ehi-sync-ndjson ehi-sync-parquet odbcsv odbc2parquet pyodbc}
+# odbc2parquet, the reference for Parquet output: pinned, installed with cargo when missing.
+ODBC2PARQUET_VERSION=11.0.1
 PROFILE=${BENCH_PROFILE:-0}
 TIMEOUT=${BENCH_TIMEOUT:-1800}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-300}
@@ -104,8 +107,8 @@ for pair in "BENCH_NARROW_ROWS:$NARROW_ROWS" "BENCH_WIDE_ROWS:$WIDE_ROWS" \
 done
 for tool in $TOOLS; do
     case $tool in
-        psql | ehi-sync-csv | ehi-sync-ndjson | odbcsv | pyodbc) ;;
-        *) die "unknown tool '$tool' in BENCH_TOOLS (psql ehi-sync-csv ehi-sync-ndjson odbcsv pyodbc)" ;;
+        psql | ehi-sync-csv | ehi-sync-ndjson | ehi-sync-parquet | odbcsv | odbc2parquet | pyodbc) ;;
+        *) die "unknown tool '$tool' in BENCH_TOOLS (psql ehi-sync-csv ehi-sync-ndjson ehi-sync-parquet odbcsv odbc2parquet pyodbc)" ;;
     esac
 done
 wants() {
@@ -211,6 +214,14 @@ fi
 command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
 
 bench_apt_install time
+if wants odbc2parquet && [[ $(odbc2parquet --version 2>/dev/null) != *" $ODBC2PARQUET_VERSION" ]]; then
+    log "installing odbc2parquet $ODBC2PARQUET_VERSION from crates.io (cargo install odbc2parquet)"
+    cargo install --locked odbc2parquet --version "$ODBC2PARQUET_VERSION"
+fi
+if wants ehi-sync-parquet || wants odbc2parquet; then
+    # Rows of a Parquet output are counted with pyarrow (the version the tests pin).
+    python3 -c 'import pyarrow' 2>/dev/null || (source scripts/setup.sh && ensure_python_clients)
+fi
 if wants odbcsv && ! command -v odbcsv >/dev/null; then
     log "installing odbcsv from crates.io (cargo install odbcsv)"
     cargo install --locked odbcsv
@@ -499,6 +510,24 @@ for tier in plan["tiers"]:
 count_rows() {
     local tool=$1 dir=$2
     case $tool in
+        ehi-sync-parquet | odbc2parquet)
+            # The manifest's row_count (ehi-sync) and the rows pyarrow reads from every file.
+            local files counted
+            files=$(find "$dir" -type f -name '*.parquet' | sort)
+            [[ -n $files ]] || {
+                echo "no-output"
+                return
+            }
+            counted=$(python3 -c 'import sys, pyarrow.parquet as pq
+print(sum(pq.ParquetFile(f).metadata.num_rows for f in sys.argv[1:]))' $files)
+            if [[ $tool == ehi-sync-parquet ]]; then
+                local manifest
+                manifest=$(find "$dir/out" -name _manifest.json | head -1)
+                echo "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["row_count"])' "$manifest") $counted"
+            else
+                echo "$counted"
+            fi
+            ;;
         ehi-sync-csv | ehi-sync-ndjson)
             local manifest parts lines
             manifest=$(find "$dir/out" -name _manifest.json 2>/dev/null | head -1)
@@ -544,9 +573,18 @@ run_once() {
         psql)
             cmd=("${PSQL[@]}" -d "$DB" -c "\\copy (SELECT * FROM $table) TO '$dir/out.csv' (FORMAT csv, HEADER)")
             ;;
-        ehi-sync-csv | ehi-sync-ndjson)
+        ehi-sync-csv | ehi-sync-ndjson | ehi-sync-parquet)
             write_config "$dir/config.json" "$table" "${tool#ehi-sync-}" "$dir/out"
             cmd=("$BIN" sync --config "$dir/config.json")
+            ;;
+        odbc2parquet)
+            # As a user runs it: its defaults (zstd level 3 like ehi-sync; one row group per
+            # fetch of up to 2 GiB of buffers; one file), the same query.
+            cmd=(odbc2parquet query --connection-string "$connection")
+            # Driver 18 reports (max) columns with no length: odbc2parquet's default limit of
+            # 4096 would cut such values, so it gets the limit odbcsv gets.
+            [[ $SOURCE == mssql ]] && cmd+=(--column-length-limit "$MSSQL_ODBCSV_MAX_STR_LEN")
+            cmd+=("$dir/out.parquet" "$query")
             ;;
         odbcsv)
             cmd=(odbcsv fetch --connection-string "$connection" --query "$query" --output "$dir/out.csv")
@@ -579,8 +617,11 @@ run_once() {
     server_after=$(server_ticks)
     local seconds=0 rss=0 user=0 sys=0
     read -r seconds rss user sys < <(grep -E '^[0-9.]+ [0-9]+ ' "$timing" | tail -1) || true
-    local rows check own=-
+    local rows check own=- out_bytes
     rows=$(count_rows "$tool" "$dir")
+    # What a loader gets: the data files (not ehi-sync's state, lock or validation record).
+    out_bytes=$(find "$dir" -type f \( -name '*.csv*' -o -name '*.ndjson*' -o -name '*.parquet' \) \
+        ! -name '_*' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
     # ehi-sync's own measure of the table (its validation record): the process's wall time
     # minus start-up, planning and shutdown.
     if [[ -f $dir/out/_validation.ndjson ]]; then
@@ -608,8 +649,8 @@ print("%.2f" % sum(json.loads(l)["duration_seconds"] for l in open(sys.argv[1]) 
     other_cpu=$(awk -v a="$after" -v b="$before" -v t="$CLK_TCK" -v c="$client_cpu" -v d="$server_cpu" \
         'BEGIN { o = (a - b) / t - c - d; printf "%.1f", o < 0 ? 0 : o }')
     log "  ${seconds}s, $((rss / 1024)) MiB, rows ${rows// //}, $check"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$table" "$expected" "$seconds" "$rss" \
-        "$client_cpu" "$server_cpu" "${rows// //}" "$check" "$other_cpu" "$own" "$SOURCE" >>"$RUNS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$table" "$expected" "$seconds" "$rss" \
+        "$client_cpu" "$server_cpu" "${rows// //}" "$check" "$other_cpu" "$own" "$SOURCE" "$out_bytes" >>"$RUNS"
     rm -rf "$dir"
 }
 
@@ -632,7 +673,7 @@ if [[ $PROFILE != only ]] && runs_part postgres; then
     WIDE_TIER=$(planned_tier "$WIDE")
     for pair in "$NARROW:$NARROW_ROWS" "$WIDE:$WIDE_ROWS"; do
         table=${pair%%:*}
-        for tool in psql ehi-sync-csv ehi-sync-ndjson odbcsv pyodbc; do
+        for tool in psql ehi-sync-csv ehi-sync-ndjson ehi-sync-parquet odbcsv odbc2parquet pyodbc; do
             wants "$tool" || continue
             for ((r = 1; r <= REPEAT; r++)); do
                 run_once "$tool" "$table" "${pair#*:}"
@@ -666,15 +707,15 @@ if [[ $PROFILE != only ]]; then
               } }
             END { for (i = 1; i <= count; i++) { k = order[i]; if (seen[k]++) continue
                     split(line[k], f, "\t"); f[5] = rss[k]
-                    printf "%s", f[1]; for (j = 2; j <= 11; j++) printf "\t%s", f[j]; printf "\t%d\n", n[k] } }
+                    printf "%s", f[1]; for (j = 2; j <= 11; j++) printf "\t%s", f[j]; printf "\t%d\t%s\n", n[k], f[13] } }
         ' "$RUNS"
     }
     BEST="$WORK/best.tsv"
 
     render_table() {
         awk -F'\t' '
-            BEGIN { printf "%-16s %-19s %11s %9s %11s %9s %7s %9s %8s %7s %6s %7s  %s\n",
-                    "tool", "table", "rows", "seconds", "rows/s", "RSS MiB", "x psql", "pyodbc/x", "cli CPU", "db CPU", "other", "own s", "row check" }
+            BEGIN { printf "%-16s %-19s %11s %9s %11s %9s %8s %7s %9s %8s %7s %6s %7s  %s\n",
+                    "tool", "table", "rows", "seconds", "rows/s", "RSS MiB", "out MiB", "x psql", "pyodbc/x", "cli CPU", "db CPU", "other", "own s", "row check" }
             { rows[NR] = $0
               if ($9 == "ok" && $4 + 0 > 0 && $1 == "psql") psql[$2] = $4
               if ($9 == "ok" && $4 + 0 > 0 && $1 == "pyodbc") pyodbc[$2] = $4 }
@@ -686,9 +727,28 @@ if [[ $PROFILE != only ]]; then
                     ratio = (ok && f[2] in psql) ? sprintf("%.2f", f[4] / psql[f[2]]) : "-"
                     speedup = (ok && f[2] in pyodbc) ? sprintf("%.2f", pyodbc[f[2]] / f[4]) : "-"
                     check = f[9] == "ok" ? "ok (" f[8] ")" : f[9] " (" f[8] ")"
-                    printf "%-16s %-19s %11s %9.2f %11s %9.1f %7s %9s %8s %7s %6s %7s  %s\n",
-                        f[1], f[2], f[3], f[4], rate, f[5] / 1024, ratio, speedup, f[6], f[7], f[10], f[11], check
+                    printf "%-16s %-19s %11s %9.2f %11s %9.1f %8.1f %7s %9s %8s %7s %6s %7s  %s\n",
+                        f[1], f[2], f[3], f[4], rate, f[5] / 1024, f[13] / 1048576, ratio, speedup, f[6], f[7], f[10], f[11], check
                 }
+            }' "$BEST"
+    }
+
+    # ehi-sync's Parquet against odbc2parquet on the same table in this run.
+    parquet_ratios() {
+        awk -F'\t' '
+            $9 == "ok" && $1 == "ehi-sync-parquet" { e[$2] = $0; order[++n] = $2 }
+            $9 == "ok" && $1 == "odbc2parquet" { o[$2] = $0 }
+            END {
+                found = 0
+                for (i = 1; i <= n; i++) {
+                    t = order[i]
+                    if (!(t in o)) continue
+                    split(e[t], a, "\t"); split(o[t], b, "\t")
+                    if (!found++) printf "%-19s %12s %12s %12s\n", "Parquet vs odbc2parquet", "wall ratio", "RSS ratio", "size ratio"
+                    printf "%-19s %12.2f %12.2f %12.2f\n", t, a[4] / b[4], a[5] / b[5], (b[13] > 0 ? a[13] / b[13] : 0)
+                }
+                if (!found) print "Parquet vs odbc2parquet: not measured (BENCH_TOOLS needs ehi-sync-parquet and odbc2parquet)"
+                else print "(ehi-sync-parquet divided by odbc2parquet: below 1 is faster, less memory, smaller files)"
             }' "$BEST"
     }
 
@@ -743,6 +803,8 @@ if [[ $PROFILE != only ]]; then
             echo
             render_table
             echo
+            parquet_ratios
+            echo
             flatness
             echo
             echo "seconds: wall time; RSS: peak resident memory of the client process (psql: psql itself, the"
@@ -752,7 +814,10 @@ if [[ $PROFILE != only ]]; then
             echo "of everything else on the host during the run (other > 1 s: the figures are disturbed)."
             echo "own s: ehi-sync's own table time (duration_seconds of its validation record), without"
             echo "process start-up, planning and shutdown."
-            echo "row check: rows in the output (ehi-sync: manifest row_count/data lines) against count(*)."
+            echo "out MiB: the data files written (CSV, NDJSON or Parquet; compression as each tool's default:"
+            echo "none for CSV and NDJSON, zstd for both Parquet writers)."
+            echo "row check: rows in the output (ehi-sync: manifest row_count/data lines; Parquet: manifest"
+            echo "row_count/rows pyarrow reads) against count(*)."
         fi
         if runs_part mssql; then
             echo

@@ -98,7 +98,7 @@ mssql_measure() {
     MSSQL_WIDE_TIER=$(planned_tier "$WIDE")
     local pair tool r
     for pair in "$NARROW:$MSSQL_NARROW_ROWS" "$WIDE:$MSSQL_WIDE_ROWS"; do
-        for tool in ehi-sync-csv ehi-sync-ndjson odbcsv pyodbc; do
+        for tool in ehi-sync-csv ehi-sync-ndjson ehi-sync-parquet odbcsv odbc2parquet pyodbc; do
             wants "$tool" || continue
             for ((r = 1; r <= REPEAT; r++)); do
                 run_once "$tool" "${pair%%:*}" "${pair#*:}"
