@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything CI checks: host setup (drivers, PostgreSQL on 127.0.0.1:5432, the Python TDS
-# clients), formatting, lints, and every test of the workspace against the real databases and
-# the TDS test server. Exits non-zero on the first failure.
+# clients, the Parquet readers pyarrow and DuckDB), formatting, lints, and every test of the
+# workspace against the real databases and the TDS test server. Exits non-zero on the first
+# failure.
 
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -155,9 +155,16 @@ fn keys_of(files: &TableFiles, run_id: &str, op: &str) -> BTreeSet<String> {
 }
 
 /// `fetch_text`: `utf8`, or `utf16` for the wide text path Windows runs (text keys, key lists
-/// and delete rows included).
-fn check_cursor_and_key_scan(format: &str, fetch_text: &str) {
+/// and delete rows included). `time_zone`: the database's session time zone if not the
+/// server's, so the sync reads its timestamptz values with that offset.
+fn check_cursor_and_key_scan(format: &str, fetch_text: &str, time_zone: Option<&str>) {
     let db = common::pg_database(&format!("incr_{format}_{fetch_text}"));
+    if let Some(zone) = time_zone {
+        db.execute(&format!(
+            "ALTER DATABASE \"{}\" SET timezone TO '{zone}'",
+            db.name()
+        ));
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out");
     let mut config_json = config_json(&db.connection_string(), &out, format);
@@ -174,6 +181,26 @@ fn check_cursor_and_key_scan(format: &str, fetch_text: &str) {
     for table in ["patient", "note", "visit", "lookup", "code"] {
         let files = assert_applied_equals_source(&db, &out, table);
         assert_eq!(files.manifest["sync_type"], "full", "{table}");
+    }
+    if format == "parquet" {
+        let patient = read_table(&out.join("public.patient"));
+        let types: Vec<(String, String)> = patient
+            .column_names()
+            .into_iter()
+            .zip(patient.parquet_types().expect("Parquet types"))
+            .collect();
+        let expected = [
+            ("id", "int64"),
+            ("name", "string"),
+            ("amount", "decimal(12,2)"),
+            ("born", "date"),
+            ("updated_at", "timestamp(us, UTC)"),
+        ]
+        .map(|(n, t)| (n.to_owned(), t.to_owned()));
+        assert_eq!(
+            types, expected,
+            "public.patient: typed columns, the cursor an instant"
+        );
     }
 
     let (upserted, deleted) = change_source(&db, patients);
@@ -257,17 +284,25 @@ fn check_cursor_and_key_scan(format: &str, fetch_text: &str) {
 
 #[test]
 fn cursor_mode_with_key_scan_rebuilds_the_source_csv() {
-    check_cursor_and_key_scan("csv", "utf8");
+    check_cursor_and_key_scan("csv", "utf8", None);
 }
 
 #[test]
 fn cursor_mode_with_key_scan_rebuilds_the_source_ndjson() {
-    check_cursor_and_key_scan("ndjson", "utf8");
+    check_cursor_and_key_scan("ndjson", "utf8", None);
+}
+
+/// Parquet, with the session in a time zone a fractional number of hours west of UTC: the
+/// timestamptz cursor (`patient`, `visit`) is written as UTC instants (`timestamp(us, UTC)`)
+/// and must be the same instants the source prints with their `-03:30` or `-02:30` offset.
+#[test]
+fn cursor_mode_with_key_scan_rebuilds_the_source_parquet() {
+    check_cursor_and_key_scan("parquet", "utf8", Some("America/St_Johns"));
 }
 
 #[test]
 fn cursor_mode_with_key_scan_and_utf16_text_rebuilds_the_source() {
-    check_cursor_and_key_scan("ndjson", "utf16");
+    check_cursor_and_key_scan("ndjson", "utf16", None);
 }
 
 /// Keys the server orders unlike their bytes: non-ASCII text under a linguistic collation

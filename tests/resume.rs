@@ -150,6 +150,11 @@ fn sigkill_at_random_moments_then_resume_gives_exactly_the_source_rows_ndjson() 
     kill_and_resume("ndjson", 11);
 }
 
+#[test]
+fn sigkill_at_random_moments_then_resume_gives_exactly_the_source_rows_parquet() {
+    kill_and_resume("parquet", 13);
+}
+
 /// SIGTERM stops gracefully: exit code 7, a final checkpoint, the lock released; the next run
 /// resumes and the output equals the source.
 #[test]

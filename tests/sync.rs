@@ -1,5 +1,5 @@
-//! End-to-end: `ehi-sync sync` of the synthetic EHR database from PostgreSQL and SQLite, in CSV
-//! and NDJSON, all three tiers, compared value by value with the source.
+//! End-to-end: `ehi-sync sync` of the synthetic EHR database from PostgreSQL and SQLite, in CSV,
+//! NDJSON and Parquet, all three tiers, compared value by value with the source.
 
 mod common;
 
@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::output::{
-    TableFiles, assert_postgres_output_equals_source, assert_same_rows, read_table, source_rows,
+    TableFiles, as_parquet_text, assert_postgres_output_equals_source, assert_same_rows,
+    read_parquet_files, read_table, source_rows,
 };
 use common::running::Running;
 use serde_json::{Value, json};
@@ -16,9 +17,9 @@ use serde_json::{Value, json};
 const SCALE: u64 = 300;
 
 /// Small thresholds and partitions so 300 patients give all three tiers, many partitions per
-/// table, several part files and many checkpoints.
+/// table, several part files and many checkpoints. `compression` "default" leaves the key out.
 fn sync_config(connection_string: &str, output: &Path, format: &str, compression: &str) -> Value {
-    json!({
+    let mut config = json!({
         "connection_string": connection_string,
         "output_dir": output,
         "format": format,
@@ -32,7 +33,14 @@ fn sync_config(connection_string: &str, output: &Path, format: &str, compression
             "medium": {"batch_size": 64, "partition_size": 250, "checkpoint_interval": 300},
             "large": {"batch_size": 300, "partition_size": 1000, "checkpoint_interval": 2000}
         }
-    })
+    });
+    if compression == "default" {
+        config
+            .as_object_mut()
+            .expect("object")
+            .remove("compression");
+    }
+    config
 }
 
 fn run_sync(config: &Path) -> (i32, String, String) {
@@ -81,6 +89,9 @@ fn check_postgres(format: &str, compression: &str, isolation: &str, fetch_text: 
         "{stdout}"
     );
     assert_postgres_output_equals_source(&db, &out, SCALE, &[]);
+    if format == "parquet" {
+        check_parquet_types(&out, "public");
+    }
     check_validation_records(&out, "public");
     assert_eq!(
         std::fs::read_to_string(out.join("public.flowsheet_value/_manifest.json"))
@@ -98,7 +109,51 @@ fn check_sqlite(format: &str, fetch_text: &str) {
     config_json["fetch_text"] = json!(fetch_text);
     generate_and_sync(dir.path(), config_json);
     assert_sqlite_output_equals_source(&connection_string, &out);
+    if format == "parquet" {
+        check_parquet_types(&out, "main");
+    }
     check_validation_records(&out, "main");
+}
+
+/// The Parquet type of every generated column. The PostgreSQL tables' types all have a Parquet
+/// type that holds every value (numeric with its precision and scale, timestamp(6), date,
+/// bytea), so none falls back to text; SQLite keeps any value in a DECIMAL or TIMESTAMP
+/// column, so those may be typed or text with a note saying why.
+fn check_parquet_types(out: &Path, schema: &str) {
+    for (table, _) in expected_tables(schema) {
+        let files = read_table(&out.join(&table));
+        assert_eq!(files.manifest["format"], "parquet");
+        for column in files.manifest["columns"].as_array().expect("columns") {
+            let name = &column["name"];
+            let source_type = column["source_type"]
+                .as_str()
+                .expect("source_type")
+                .to_ascii_lowercase();
+            let kind = column["value_kind"].as_str().expect("value_kind");
+            let parquet_type = column["parquet_type"].as_str().expect("parquet_type");
+            let note = column["parquet_note"].as_str();
+            let decimal = format!("decimal({},{})", column["precision"], column["scale"]);
+            let typed = match kind {
+                "integer" => "int64",
+                "float" => "float64",
+                "boolean" => "boolean",
+                "binary" => "binary",
+                "decimal" => decimal.as_str(),
+                "timestamp" => "timestamp(us)",
+                _ if source_type == "date" && schema == "public" => "date",
+                _ => "string",
+            };
+            let text_with_note = schema == "main"
+                && matches!(kind, "decimal" | "timestamp")
+                && parquet_type == "string"
+                && note.is_some();
+            assert!(
+                parquet_type == typed && (note.is_none() || typed == "string") || text_with_note,
+                "{table}.{name} ({source_type}, {kind}): parquet_type {parquet_type}, note \
+                 {note:?}; expected {typed}"
+            );
+        }
+    }
 }
 
 /// Every generated table in `out` equals the SQLite source, row for row.
@@ -160,6 +215,13 @@ fn postgres_to_ndjson_equals_source() {
     check_postgres("ndjson", "none", "read_uncommitted", "utf8");
 }
 
+/// Parquet with its default compression (zstd inside the files): every value read by pyarrow
+/// and by DuckDB, typed columns as the manifest says.
+#[test]
+fn postgres_to_parquet_equals_source() {
+    check_postgres("parquet", "default", "read_committed", "utf8");
+}
+
 #[test]
 fn postgres_to_compressed_files_equals_source() {
     check_postgres("csv", "gzip", "snapshot", "utf8");
@@ -174,6 +236,269 @@ fn sqlite_to_csv_equals_source() {
 #[test]
 fn sqlite_to_ndjson_equals_source() {
     check_sqlite("ndjson", "utf8");
+}
+
+/// Uncompressed Parquet (`"compression": "none"`).
+#[test]
+fn sqlite_to_parquet_equals_source() {
+    check_sqlite("parquet", "utf8");
+}
+
+/// The two Parquet readers the comparisons use (tests/common/read_parquet.py), on files pyarrow
+/// writes: the same canonical text for every type of the contract and its edge values (NULL
+/// next to '' and to NaN, 1840 and 9999 dates, int64's ends, 38 digits, two row groups), and a
+/// type that strays from the contract named so that it cannot pass for the manifest's.
+#[test]
+fn parquet_readers_agree_on_every_type() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let status = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/common/parquet_sample.py"
+        ))
+        .arg(dir.path())
+        .status()
+        .expect("python3 runs");
+    assert!(status.success(), "parquet_sample.py");
+    let views = read_parquet_files(&[
+        dir.path().join("typed.parquet"),
+        dir.path().join("stray.parquet"),
+    ]);
+    let (pyarrow, duckdb) = &views[0];
+    assert_eq!(pyarrow, duckdb, "pyarrow and DuckDB read the same");
+    assert_eq!(pyarrow.codecs, ["ZSTD"]);
+    let expected: [(&str, &str, [Option<&str>; 5]); 12] = [
+        (
+            "i",
+            "int64",
+            [
+                Some("1"),
+                None,
+                Some("-9223372036854775808"),
+                Some("9223372036854775807"),
+                Some("0"),
+            ],
+        ),
+        (
+            "f",
+            "float64",
+            [
+                Some("0.1"),
+                Some("NaN"),
+                Some("Infinity"),
+                Some("-Infinity"),
+                Some("-0.0"),
+            ],
+        ),
+        (
+            "g",
+            "float32",
+            [
+                Some("0.1"),
+                None,
+                Some("-Infinity"),
+                Some("3.4028235e+38"),
+                Some("1e-45"),
+            ],
+        ),
+        (
+            "b",
+            "boolean",
+            [
+                Some("true"),
+                Some("false"),
+                None,
+                Some("true"),
+                Some("false"),
+            ],
+        ),
+        (
+            "d",
+            "decimal(19,4)",
+            [
+                Some("1.5000"),
+                None,
+                Some("-123456789012345.1234"),
+                Some("0.0000"),
+                Some("-0.0001"),
+            ],
+        ),
+        (
+            "d38",
+            "decimal(38,10)",
+            [
+                Some("-1222222222222222222222222222.0123456789"),
+                Some("0.5000000000"),
+                None,
+                Some("1000000000000000000000000000.0000000000"),
+                Some("0.0000000000"),
+            ],
+        ),
+        (
+            "dt",
+            "date",
+            [
+                Some("1840-12-31"),
+                None,
+                Some("9999-12-31"),
+                Some("1970-01-01"),
+                Some("0001-01-01"),
+            ],
+        ),
+        (
+            "ts",
+            "timestamp(us)",
+            [
+                Some("9999-12-31T23:59:59.999999"),
+                None,
+                Some("1840-12-31T00:00:00"),
+                Some("1969-12-31T23:59:59.5"),
+                Some("2024-02-29T12:00:00.00012"),
+            ],
+        ),
+        (
+            "tz",
+            "timestamp(us, UTC)",
+            [
+                Some("2024-01-02T03:04:05.123Z"),
+                None,
+                Some("0001-01-01T00:00:00Z"),
+                Some("1840-12-31T23:59:59.999999Z"),
+                Some("1970-01-01T00:00:00Z"),
+            ],
+        ),
+        (
+            "tm",
+            "time(ns)",
+            [
+                Some("00:02:03.456789012"),
+                None,
+                Some("00:00:00"),
+                Some("23:59:59.999999999"),
+                Some("00:00:00.000001"),
+            ],
+        ),
+        (
+            "s",
+            "string",
+            [
+                Some("a"),
+                Some(""),
+                None,
+                Some("Zoë 😀\r\n\"q\","),
+                Some("null"),
+            ],
+        ),
+        (
+            "bin",
+            "binary",
+            [Some("00ff"), Some(""), None, Some("deadbeef"), Some("00")],
+        ),
+    ];
+    let columns: Vec<(String, Option<String>)> = expected
+        .iter()
+        .map(|(name, t, _)| (name.to_string(), Some(t.to_string())))
+        .collect();
+    assert_eq!(pyarrow.columns, columns);
+    for (i, row) in pyarrow.rows.iter().enumerate() {
+        let want: Vec<Option<String>> = expected
+            .iter()
+            .map(|(_, _, values)| values[i].map(str::to_owned))
+            .collect();
+        assert_eq!(row, &want, "row {i}");
+    }
+    assert_eq!(pyarrow.rows.len(), 5);
+
+    // Milliseconds, a zone other than UTC, Arrow's small string, int32, microsecond times.
+    let (pyarrow, duckdb) = &views[1];
+    let types = |view: &common::output::ParquetView| -> Vec<String> {
+        view.columns
+            .iter()
+            .map(|(_, t)| t.clone().expect("a type"))
+            .collect()
+    };
+    assert_eq!(
+        types(pyarrow),
+        [
+            "timestamp(ms)",
+            "timestamp(us, UTC) (arrow timestamp[us, tz=Europe/Paris], a zone other than UTC)",
+            "string (arrow string, not large_utf8)",
+            "int32",
+            "time(us)"
+        ]
+    );
+    assert_eq!(
+        types(duckdb),
+        [
+            "timestamp(us)",
+            "timestamp(us, UTC)",
+            "string",
+            "int32",
+            "time(us)"
+        ],
+        "DuckDB reads milliseconds as its microsecond TIMESTAMP: the readers' schemas differ"
+    );
+    assert_eq!(pyarrow.rows, duckdb.rows);
+}
+
+/// The source's text of a value in the canonical form of a Parquet value of the column's type:
+/// an instant printed in any time zone as the same instant in UTC, fractions without trailing
+/// zeros, decimals with exactly the scale's digits; anything else, or a digit that would be
+/// lost, unchanged (so it differs from the Parquet value).
+#[test]
+fn source_text_takes_the_parquet_form_of_the_same_value() {
+    let utc = |text: &str| as_parquet_text("timestamp(us, UTC)", text.to_owned());
+    assert_eq!(
+        utc("2024-01-02T03:04:05.123+00"),
+        "2024-01-02T03:04:05.123Z"
+    );
+    assert_eq!(utc("2024-01-01T01:30:00.5-03:30"), "2024-01-01T05:00:00.5Z");
+    assert_eq!(utc("2024-01-01 00:10:00.000+05:30"), "2023-12-31T18:40:00Z");
+    assert_eq!(utc("2024-12-31T23:30:00-01"), "2025-01-01T00:30:00Z");
+    assert_eq!(
+        utc("2024-03-01T00:59:59.999999+0100"),
+        "2024-02-29T23:59:59.999999Z"
+    );
+    assert_eq!(utc("1840-12-31T23:59:59+00:01:15"), "1840-12-31T23:58:44Z");
+    assert_eq!(
+        utc("9999-12-31T23:59:59.999999Z"),
+        "9999-12-31T23:59:59.999999Z"
+    );
+    assert_eq!(
+        utc("2024-01-02T03:04:05"),
+        "2024-01-02T03:04:05",
+        "no offset: unchanged"
+    );
+    assert_eq!(utc("infinity"), "infinity");
+    let plain = |t: &str, text: &str| as_parquet_text(t, text.to_owned());
+    assert_eq!(
+        plain("timestamp(us)", "2024-01-02T03:04:05.1230000"),
+        "2024-01-02T03:04:05.123"
+    );
+    assert_eq!(
+        plain("timestamp(us)", "2024-01-02T03:04:05.000"),
+        "2024-01-02T03:04:05"
+    );
+    assert_eq!(plain("time(ns)", "12:34:56.1000000"), "12:34:56.1");
+    assert_eq!(plain("decimal(12,2)", "1.5"), "1.50");
+    assert_eq!(plain("decimal(12,2)", "3"), "3.00");
+    assert_eq!(plain("decimal(12,2)", "-0.00"), "0.00");
+    assert_eq!(plain("decimal(12,2)", "1.2300"), "1.23");
+    assert_eq!(
+        plain("decimal(12,2)", "-1.234"),
+        "-1.234",
+        "a digit would be lost"
+    );
+    assert_eq!(plain("decimal(12,2)", "12e3"), "12000.00");
+    assert_eq!(plain("decimal(10,5)", "1.25e-3"), "0.00125");
+    assert_eq!(plain("decimal(10,5)", ".5"), "0.50000");
+    assert_eq!(plain("decimal(18,0)", "-42"), "-42");
+    assert_eq!(plain("decimal(12,2)", "NaN"), "NaN");
+    assert_eq!(
+        plain("string", "2024-01-02T03:04:05.1230000"),
+        "2024-01-02T03:04:05.1230000",
+        "text stays text"
+    );
 }
 
 /// The wide (UTF-16) fetch path Windows runs by default, here on Linux: buffers, transcoding,
