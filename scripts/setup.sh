@@ -3,7 +3,7 @@
 # changes only what is missing, so it is safe to run before every build.
 #
 #   scripts/setup.sh               ODBC driver manager, psqlODBC, sqliteodbc, Microsoft ODBC
-#                                  Driver 18, FreeTDS, python-tds and pyodbc, Rust (with the
+#                                  Driver 18, FreeTDS, python-tds, pyodbc and duckdb, Rust (with the
 #                                  x86_64-pc-windows-gnu target and MinGW-w64 for the Windows lint)
 #   scripts/setup.sh --postgres    the same, plus PostgreSQL answering on 127.0.0.1:5432
 #
@@ -31,8 +31,10 @@ SETUP_APT_UPDATED=0
 
 # The Python clients the TDS test server's cross-checks run (tests/tds-server/tests/python):
 # python-tds, a pure-Python TDS client nobody here wrote, and pyodbc for Driver 18 from Python.
+# DuckDB runs the statements `ehi-sync ddl --dialect duckdb` prints (tests/ddl.rs).
 PYTHON_TDS_VERSION=1.17.1
 PYODBC_VERSION=5.5.0
+DUCKDB_VERSION=2.0.1
 
 setup_log() {
     echo "setup: $*" >&2
@@ -166,8 +168,9 @@ ensure_python_clients() {
     python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
     pip_install_pinned python-tds "$PYTHON_TDS_VERSION"
     pip_install_pinned pyodbc "$PYODBC_VERSION"
-    python3 -c 'import pytds, pyodbc' || {
-        setup_log "python3 cannot import pytds and pyodbc after installing them"
+    pip_install_pinned duckdb "$DUCKDB_VERSION"
+    python3 -c 'import pytds, pyodbc, duckdb' || {
+        setup_log "python3 cannot import pytds, pyodbc and duckdb after installing them"
         return 1
     }
 }
