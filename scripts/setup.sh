@@ -36,7 +36,8 @@ PYTHON_TDS_VERSION=1.17.1
 PYODBC_VERSION=5.5.0
 # The two Parquet readers the integration tests read Parquet output with
 # (tests/common/read_parquet.py), each on its own: Apache Arrow's pyarrow and DuckDB. Both
-# wheels need Python 3.11 or newer (Debian 12 has 3.11).
+# wheels need Python 3.11 or newer (Debian 12 has 3.11). DuckDB also runs the statements
+# `ehi-sync ddl --dialect duckdb` prints (tests/ddl.rs).
 PYARROW_VERSION=26.0.1
 DUCKDB_VERSION=2.0.1
 

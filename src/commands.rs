@@ -6,6 +6,7 @@ use std::time::Instant;
 use std::collections::HashMap;
 
 use crate::config::{Config, SourceConfig, connection_string};
+use crate::ddl;
 use crate::demo;
 use crate::display;
 use crate::durable::{self, Disk, FileOps};
@@ -130,6 +131,23 @@ pub fn generate(config: &Config, scale: u64, out: &mut dyn Write) -> Result<i32>
         started.elapsed().as_secs_f64()
     )
     .map_err(stdout_error)?;
+    Ok(exit_code::OK)
+}
+
+/// `ehi-sync ddl`: the loader's `CREATE TABLE` and load statements for every finished table
+/// under `output_dir`, from the manifests alone: no connection, no lock (the manifests are
+/// replaced atomically, so a run going on is no obstacle). The state file, when readable, tells
+/// the source database (SQLite's declared types are only affinities).
+pub fn ddl(config: &Config, target: ddl::Target, out: &mut dyn Write) -> Result<i32> {
+    let source = match state::load(&Disk, &config.state_path) {
+        Ok(state) => state.map(|s| s.source.dialect),
+        Err(e) => {
+            log::warn!("{e}; the column types assume a source other than SQLite");
+            None
+        }
+    };
+    let tables = ddl::find_tables(&config.output_dir, &config.tables)?;
+    write!(out, "{}", ddl::render(target, source, &tables)?).map_err(stdout_error)?;
     Ok(exit_code::OK)
 }
 

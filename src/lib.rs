@@ -10,6 +10,7 @@
 
 pub mod commands;
 pub mod config;
+pub mod ddl;
 pub mod demo;
 mod display;
 mod durable;

@@ -65,6 +65,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the CREATE TABLE and load statements of every table a sync has finished, for a
+    /// loader in the chosen SQL dialect. Reads the manifests under output_dir; never connects
+    /// to the database.
+    Ddl {
+        /// The JSON config file (see config.example.json): output_dir and include/exclude.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The database the tables are loaded into.
+        #[arg(long, value_enum)]
+        dialect: ehi_sync::ddl::Target,
+    },
     /// Fill a PostgreSQL or SQLite database with synthetic EHR tables for demos and tests.
     /// Drops and recreates the demo tables; never use it on a database you care about.
     Generate {
@@ -95,6 +106,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
         | Command::Plan { config, .. }
         | Command::Sync { config, .. }
         | Command::Status { config, .. }
+        | Command::Ddl { config, .. }
         | Command::Generate { config, .. } => config,
     };
     let config = Config::load(config_path).inspect_err(|_| init_logging(false))?;
@@ -130,6 +142,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
             commands::sync(&config, restart, &mut stdout)
         }
         Command::Status { json, .. } => commands::status(&config, json, &mut stdout),
+        Command::Ddl { dialect, .. } => commands::ddl(&config, dialect, &mut stdout),
         Command::Generate { scale, .. } => commands::generate(&config, scale, &mut stdout),
     }
 }

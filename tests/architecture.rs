@@ -21,7 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["source"],
     &["state", "retry"],
     &["manifest"],
-    &["plan", "progress"],
+    &["plan", "progress", "ddl"],
     &["incremental"],
     &["sink"],
     &["extract"],

@@ -425,7 +425,7 @@ fn unknown_keys_are_warned_about_not_fatal() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for command in ["check", "plan", "sync", "status", "generate"] {
+    for command in ["check", "plan", "sync", "status", "ddl", "generate"] {
         let (code, stdout, _) = run(&[command, "--help"]);
         assert_eq!(code, 0, "{command} --help");
         assert!(stdout.contains("--config"), "{command}: {stdout}");
