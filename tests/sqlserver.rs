@@ -584,7 +584,7 @@ fn every_type_exact(driver: &str, test: &str) {
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let (source, expected) = EveryTypeSource::new(target, dir.path());
-    for format in ["csv", "ndjson"] {
+    for format in ["csv", "ndjson", "parquet"] {
         let out = dir.path().join(format!("out-{format}"));
         let sub = dir.path().join(format);
         std::fs::create_dir_all(&sub).expect("dir");
@@ -601,22 +601,50 @@ fn every_type_exact(driver: &str, test: &str) {
         assert_eq!(kinds["C_REAL"], "float");
         assert_eq!(kinds["C_DATETIMEOFFSET"], "timestamp");
         assert_eq!(kinds["C_ROWVERSION"], "binary");
+        if let Some(types) = files.parquet_types() {
+            let parquet: BTreeMap<String, String> =
+                files.column_names().into_iter().zip(types).collect();
+            for (column, expected) in [
+                ("C_BIGINT", "int64"),
+                ("C_TINYINT", "int64"),
+                ("C_BIT", "boolean"),
+                ("C_DECIMAL", "decimal(38,10)"),
+                ("C_NUMERIC", "decimal(18,0)"),
+                ("C_MONEY", "decimal(19,4)"),
+                ("C_SMALLMONEY", "decimal(10,4)"),
+                ("C_FLOAT", "float64"),
+                ("C_REAL", "float32"),
+                ("C_DATE", "date"),
+                ("C_TIME", "time(ns)"),
+                ("C_DATETIME", "timestamp(us)"),
+                ("C_SMALLDATETIME", "timestamp(us)"),
+                // 100 ns digits and an offset: text, with the reason in the manifest.
+                ("C_DATETIME2", "string"),
+                ("C_DATETIMEOFFSET", "string"),
+                ("C_NVARCHAR_MAX", "string"),
+                ("C_GUID", "string"),
+                ("C_VARBINARY_MAX", "binary"),
+                ("C_ROWVERSION", "binary"),
+            ] {
+                assert_eq!(parquet[column], expected, "{column}'s Parquet type");
+            }
+        }
     }
 }
 
 #[test]
-fn every_type_is_exact_through_driver18_in_csv_and_ndjson() {
+fn every_type_is_exact_through_driver18_in_csv_ndjson_and_parquet() {
     every_type_exact(
         DRIVER18,
-        "every_type_is_exact_through_driver18_in_csv_and_ndjson",
+        "every_type_is_exact_through_driver18_in_csv_ndjson_and_parquet",
     );
 }
 
 #[test]
-fn every_type_is_exact_through_freetds_in_csv_and_ndjson() {
+fn every_type_is_exact_through_freetds_in_csv_ndjson_and_parquet() {
     every_type_exact(
         FREETDS,
-        "every_type_is_exact_through_freetds_in_csv_and_ndjson",
+        "every_type_is_exact_through_freetds_in_csv_ndjson_and_parquet",
     );
 }
 

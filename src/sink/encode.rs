@@ -269,13 +269,7 @@ impl RowEncoder {
             parquet_type: parquet_type.name(),
         };
         let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().map(str::to_owned);
-        let fixed = |out: &mut Vec<u8>, bytes: Option<&[u8]>| match bytes {
-            Some(bytes) => {
-                cells::put_fixed(out, bytes);
-                Ok(())
-            }
-            None => Err(not_parquet()),
-        };
+        let integer = |v: Option<i128>| v.ok_or_else(not_parquet);
         match (parquet_type, cell) {
             (_, Cell::Null) => cells::put_null(out),
             (ParquetType::String, Cell::Text(bytes)) => match self.kinds[index] {
@@ -297,60 +291,54 @@ impl RowEncoder {
                 cells::put_bytes(out, itoa::Buffer::new().format(v).as_bytes());
             }
             (ParquetType::Binary, Cell::Bytes(bytes)) => cells::put_bytes(out, bytes),
-            (ParquetType::Int64, Cell::Int(v)) => cells::put_fixed(out, &v.to_le_bytes()),
+            (ParquetType::Int64, Cell::Int(v)) => cells::put_integer(out, i128::from(v)),
             (ParquetType::Int64, Cell::Text(bytes)) => {
                 let v = text(bytes).and_then(|t| t.parse::<i64>().ok());
-                fixed(out, v.map(i64::to_le_bytes).as_ref().map(|b| &b[..]))?;
+                cells::put_integer(out, integer(v.map(i128::from))?);
             }
-            (ParquetType::Float64, Cell::Float(v)) => cells::put_fixed(out, &v.to_le_bytes()),
+            (ParquetType::Float64, Cell::Float(v)) => cells::put_f64(out, v),
             (ParquetType::Float64, Cell::Text(bytes)) => {
                 let v = text(bytes).and_then(|t| t.parse::<f64>().ok());
-                fixed(out, v.map(f64::to_le_bytes).as_ref().map(|b| &b[..]))?;
+                cells::put_f64(out, v.ok_or_else(not_parquet)?);
             }
             // The driver widened the `real` to a double exactly, so narrowing it is exact.
             (ParquetType::Float32, Cell::Float(v)) => {
                 let narrow = v as f32;
-                let exact = f64::from(narrow) == v || v.is_nan();
-                fixed(out, exact.then_some(&narrow.to_le_bytes()[..]))?;
+                if f64::from(narrow) != v && !v.is_nan() {
+                    return Err(not_parquet());
+                }
+                cells::put_f32(out, narrow);
             }
             (ParquetType::Float32, Cell::Text(bytes)) => {
                 let v = text(bytes).and_then(|t| t.parse::<f32>().ok());
-                fixed(out, v.map(f32::to_le_bytes).as_ref().map(|b| &b[..]))?;
+                cells::put_f32(out, v.ok_or_else(not_parquet)?);
             }
-            (ParquetType::Boolean, Cell::Int(v @ (0 | 1))) => cells::put_fixed(out, &[v as u8]),
+            (ParquetType::Boolean, Cell::Int(v @ (0 | 1))) => cells::put_bool(out, v == 1),
             (ParquetType::Boolean, Cell::Text(bytes)) => {
-                fixed(
-                    out,
-                    boolean(bytes)
-                        .map(|b| [u8::from(b)])
-                        .as_ref()
-                        .map(|b| &b[..]),
-                )?;
+                cells::put_bool(out, boolean(bytes).ok_or_else(not_parquet)?);
             }
             (ParquetType::Decimal { precision, scale }, Cell::Text(bytes)) => {
-                let v = values::decimal(bytes, precision, scale);
-                fixed(out, v.map(i128::to_le_bytes).as_ref().map(|b| &b[..]))?;
+                cells::put_integer(out, integer(values::decimal(bytes, precision, scale))?);
             }
             (ParquetType::Decimal { precision, scale }, Cell::Int(v)) => {
                 let digits = itoa::Buffer::new().format(v).to_owned();
                 let v = values::decimal(digits.as_bytes(), precision, scale);
-                fixed(out, v.map(i128::to_le_bytes).as_ref().map(|b| &b[..]))?;
+                cells::put_integer(out, integer(v)?);
             }
             (ParquetType::Date, Cell::Text(bytes)) => {
-                let v = values::date(bytes);
-                fixed(out, v.map(i32::to_le_bytes).as_ref().map(|b| &b[..]))?;
+                cells::put_integer(out, integer(values::date(bytes).map(i128::from))?);
             }
             (ParquetType::Timestamp, Cell::Text(bytes)) => {
-                let v = values::timestamp_micros(bytes);
-                fixed(out, v.map(i64::to_le_bytes).as_ref().map(|b| &b[..]))?;
+                let v = values::timestamp_micros(bytes).map(i128::from);
+                cells::put_integer(out, integer(v)?);
             }
             (ParquetType::TimestampUtc, Cell::Text(bytes)) => {
-                let v = values::timestamp_utc_micros(bytes);
-                fixed(out, v.map(i64::to_le_bytes).as_ref().map(|b| &b[..]))?;
+                let v = values::timestamp_utc_micros(bytes).map(i128::from);
+                cells::put_integer(out, integer(v)?);
             }
             (ParquetType::TimeNanos, Cell::Text(bytes)) => {
-                let v = values::time_nanos(bytes);
-                fixed(out, v.map(i64::to_le_bytes).as_ref().map(|b| &b[..]))?;
+                let v = values::time_nanos(bytes).map(i128::from);
+                cells::put_integer(out, integer(v)?);
             }
             _ => return Err(not_parquet()),
         }
@@ -436,7 +424,11 @@ impl RowEncoder {
     /// of the `f64`.
     fn float(&self, out: &mut Vec<u8>, v: f64, single_precision: bool) {
         if self.format == Format::Parquet {
-            cells::put_fixed(out, &v.to_le_bytes());
+            if single_precision {
+                cells::put_f32(out, v as f32);
+            } else {
+                cells::put_f64(out, v);
+            }
         } else if v.is_finite() {
             let mut buffer = ryu::Buffer::new();
             let text = if single_precision {

@@ -18,7 +18,7 @@ use tds_test_server::backend::types::{self, Stored};
 use tds_test_server::backend::{SqliteDatabase, fixtures};
 use tds_test_server::{ServerOptions, SqlType, TestServer, TlsMode, Value};
 
-use crate::common::output::{Side, TableFiles, normalize, read_table};
+use crate::common::output::{Side, TableFiles, as_parquet_text, normalize, read_table};
 use crate::common::with;
 
 pub const DATABASE: &str = "Clarity";
@@ -249,6 +249,8 @@ pub fn assert_output_equals_fixture(
 pub fn assert_output_equals(files: &TableFiles, source: &SourceTable, table: &str) {
     assert_eq!(files.column_names(), source.columns, "{table}: columns");
     let kinds = files.kinds();
+    // Parquet output: each expected text in the canonical text of its column's Parquet type.
+    let parquet_types = files.parquet_types();
     let expected: Vec<Vec<Option<String>>> = source
         .rows
         .iter()
@@ -256,7 +258,14 @@ pub fn assert_output_equals(files: &TableFiles, source: &SourceTable, table: &st
             row.iter()
                 .zip(&source.types)
                 .zip(&kinds)
-                .map(|((value, ty), kind)| normalize(kind, expected_text(ty, value), Side::Source))
+                .enumerate()
+                .map(|(i, ((value, ty), kind))| {
+                    let text = normalize(kind, expected_text(ty, value), Side::Source);
+                    match &parquet_types {
+                        Some(types) => text.map(|t| as_parquet_text(&types[i], t)),
+                        None => text,
+                    }
+                })
                 .collect()
         })
         .collect();

@@ -2,11 +2,14 @@
 //!
 //! Workers parse and check every value (they run in parallel, and a value that does not fit
 //! its column fails the table there, as an encoding error does for CSV); the writer only copies
-//! the typed values into its column builders. A cell is a tag byte, then for a value its bytes
-//! in the column's fixed little-endian form, or for text and binary a `u64` length and the
-//! bytes. A long value read in pieces is the `PIECES` tag, each piece as length and bytes, and
-//! a zero length at its end: the stream can go to a spool file before the value's length is
-//! known. Rows have no framing: each holds one cell per column of the file.
+//! the typed values into its column builders. Every cell starts with a varint head: 0 for NULL,
+//! 1 for a long value in pieces, else a value: text and binary have `2 + length` and their
+//! bytes; the other types have 2 and their value (integers, dates, times, timestamps and
+//! decimals as zigzag varints, floats as little-endian bytes, booleans as one byte). A long
+//! value's pieces are each a varint length and the bytes, and a zero length ends it: the stream
+//! can go to a spool file before the value's length is known. Rows have no framing: each holds
+//! one cell per column of the file. The stream is about as compact as CSV (a wide table's queue
+//! and chunks hold it), not one fixed-size slot per value.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -19,45 +22,75 @@ use arrow_array::builder::{
 
 use crate::model::ParquetType;
 
-const NULL: u8 = 0;
-const VALUE: u8 = 1;
-const PIECES: u8 = 2;
+const NULL: u128 = 0;
+const PIECES: u128 = 1;
+const VALUE: u128 = 2;
 
-pub(crate) fn put_null(out: &mut Vec<u8>) {
-    out.push(NULL);
+fn put_varint(out: &mut Vec<u8>, mut v: u128) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }
 
-/// A fixed-size value: the bytes of its column's type (`to_le_bytes`).
-pub(crate) fn put_fixed(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.push(VALUE);
-    out.extend_from_slice(bytes);
+fn read_varint(input: &mut impl Read) -> std::io::Result<u128> {
+    let mut v: u128 = 0;
+    for shift in (0..128).step_by(7) {
+        let [byte] = read_array(input)?;
+        v |= u128::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err(malformed("a varint longer than 128 bits"))
+}
+
+pub(crate) fn put_null(out: &mut Vec<u8>) {
+    put_varint(out, NULL);
+}
+
+/// An integer, date (days), time (nanoseconds), timestamp (microseconds) or decimal (unscaled).
+pub(crate) fn put_integer(out: &mut Vec<u8>, v: i128) {
+    put_varint(out, VALUE);
+    put_varint(out, ((v << 1) ^ (v >> 127)) as u128);
+}
+
+pub(crate) fn put_f64(out: &mut Vec<u8>, v: f64) {
+    put_varint(out, VALUE);
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+pub(crate) fn put_f32(out: &mut Vec<u8>, v: f32) {
+    put_varint(out, VALUE);
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+pub(crate) fn put_bool(out: &mut Vec<u8>, v: bool) {
+    put_varint(out, VALUE);
+    out.push(u8::from(v));
 }
 
 /// A text (valid UTF-8) or binary value.
 pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.push(VALUE);
-    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    put_varint(out, VALUE + bytes.len() as u128);
     out.extend_from_slice(bytes);
 }
 
 pub(crate) fn begin_pieces(out: &mut Vec<u8>) {
-    out.push(PIECES);
+    put_varint(out, PIECES);
 }
 
 /// A piece of a long value; text pieces are each valid UTF-8 on their own.
 pub(crate) fn put_piece(out: &mut Vec<u8>, bytes: &[u8]) {
     if !bytes.is_empty() {
-        put_length(out, bytes.len());
+        put_varint(out, bytes.len() as u128);
         out.extend_from_slice(bytes);
     }
 }
 
 pub(crate) fn end_pieces(out: &mut Vec<u8>) {
-    put_length(out, 0);
-}
-
-fn put_length(out: &mut Vec<u8>, length: usize) {
-    out.extend_from_slice(&(length as u64).to_le_bytes());
+    put_varint(out, 0);
 }
 
 /// A stream that is not what the encoder writes: a defect of ehi-sync, never of the data.
@@ -75,8 +108,17 @@ fn read_array<const N: usize>(input: &mut impl Read) -> std::io::Result<[u8; N]>
 }
 
 fn read_length(input: &mut impl Read) -> std::io::Result<usize> {
-    usize::try_from(u64::from_le_bytes(read_array(input)?))
-        .map_err(|_| malformed("a length beyond memory"))
+    usize::try_from(read_varint(input)?).map_err(|_| malformed("a length beyond memory"))
+}
+
+fn read_integer(input: &mut impl Read) -> std::io::Result<i128> {
+    let zigzag = read_varint(input)?;
+    Ok((zigzag >> 1) as i128 ^ -((zigzag & 1) as i128))
+}
+
+/// An integer of the stream as the column's narrower type.
+fn narrow<T: TryFrom<i128>>(v: i128) -> std::io::Result<T> {
+    T::try_from(v).map_err(|_| malformed("an integer beyond its column's type"))
 }
 
 /// One column of the row group being built.
@@ -118,32 +160,34 @@ impl ColumnBuilder {
     /// Reads one cell of this column from `input` and appends it. Returns the bytes it adds to
     /// the row group in memory.
     pub(crate) fn read(&mut self, input: &mut impl Read) -> std::io::Result<usize> {
-        let [tag] = read_array(input)?;
-        if tag == NULL {
+        let head = read_varint(input)?;
+        if head == NULL {
             self.append_null();
             return Ok(1);
         }
-        if tag == PIECES {
+        if head == PIECES {
             return self.read_pieces(input);
         }
-        if tag != VALUE {
-            return Err(malformed("an unknown tag"));
+        if let ColumnBuilder::String(_) | ColumnBuilder::Binary(_) = self {
+            let length =
+                usize::try_from(head - VALUE).map_err(|_| malformed("a length beyond memory"))?;
+            self.read_piece(input, length)?;
+            self.end_value();
+            return Ok(length + 8);
+        }
+        if head != VALUE {
+            return Err(malformed("a length for a fixed-size value"));
         }
         match self {
-            ColumnBuilder::Int64(b) => b.append_value(i64::from_le_bytes(read_array(input)?)),
+            ColumnBuilder::Int64(b) => b.append_value(narrow(read_integer(input)?)?),
             ColumnBuilder::Float32(b) => b.append_value(f32::from_le_bytes(read_array(input)?)),
             ColumnBuilder::Float64(b) => b.append_value(f64::from_le_bytes(read_array(input)?)),
             ColumnBuilder::Boolean(b) => b.append_value(read_array::<1>(input)? != [0]),
-            ColumnBuilder::Decimal(b) => b.append_value(i128::from_le_bytes(read_array(input)?)),
-            ColumnBuilder::Date(b) => b.append_value(i32::from_le_bytes(read_array(input)?)),
-            ColumnBuilder::Timestamp(b) => b.append_value(i64::from_le_bytes(read_array(input)?)),
-            ColumnBuilder::Time(b) => b.append_value(i64::from_le_bytes(read_array(input)?)),
-            ColumnBuilder::String(_) | ColumnBuilder::Binary(_) => {
-                let length = read_length(input)?;
-                self.read_piece(input, length)?;
-                self.end_value();
-                return Ok(length + 8);
-            }
+            ColumnBuilder::Decimal(b) => b.append_value(read_integer(input)?),
+            ColumnBuilder::Date(b) => b.append_value(narrow(read_integer(input)?)?),
+            ColumnBuilder::Timestamp(b) => b.append_value(narrow(read_integer(input)?)?),
+            ColumnBuilder::Time(b) => b.append_value(narrow(read_integer(input)?)?),
+            ColumnBuilder::String(_) | ColumnBuilder::Binary(_) => {}
         }
         Ok(16)
     }

@@ -37,7 +37,7 @@ use crate::model::{Compression, OP_COLUMN, ParquetType, SYNCED_AT_COLUMN};
 use cells::ColumnBuilder;
 
 /// Values held in memory before they become a row group (besides checkpoints, which end one).
-pub(crate) const ROW_GROUP_BYTES: usize = 64 << 20;
+pub(crate) const ROW_GROUP_BYTES: usize = 16 << 20;
 
 /// A part closes at a checkpoint once the footers it left behind pass this share of it.
 const DEAD_FOOTER_SHARE: u64 = 32;
