@@ -113,6 +113,22 @@ pub(crate) fn parquet_type(
         ValueKind::Decimal if dialect == Dialect::Sqlite => {
             text("SQLite keeps any value in a DECIMAL column; written as text")
         }
+        // Fixed by the type ("money and smallmoney (Transact-SQL)"): the catalog's facets are
+        // read for decimal and numeric only.
+        ValueKind::Decimal if dialect == Dialect::SqlServer && t == "money" => (
+            ParquetType::Decimal {
+                precision: 19,
+                scale: 4,
+            },
+            None,
+        ),
+        ValueKind::Decimal if dialect == Dialect::SqlServer && t == "smallmoney" => (
+            ParquetType::Decimal {
+                precision: 10,
+                scale: 4,
+            },
+            None,
+        ),
         ValueKind::Decimal => match (column.precision, column.scale) {
             (Some(precision @ 1..=38), Some(scale)) if (0..=precision).contains(&scale) => (
                 ParquetType::Decimal {
@@ -324,10 +340,7 @@ mod tests {
             of(s, "decimal", Some(38), Some(10)),
             ("decimal(38,10)".into(), false)
         );
-        assert_eq!(
-            of(s, "money", Some(19), Some(4)),
-            ("decimal(19,4)".into(), false)
-        );
+        assert_eq!(of(s, "money", None, None), ("decimal(19,4)".into(), false));
         assert_eq!(of(s, "date", Some(10), Some(0)), ("date".into(), false));
         assert_eq!(
             of(s, "datetime", Some(23), Some(3)),
@@ -351,6 +364,10 @@ mod tests {
             ("string".into(), false)
         );
         assert_eq!(of(s, "varbinary", None, None), ("binary".into(), false));
+        assert_eq!(
+            of(s, "smallmoney", None, None),
+            ("decimal(10,4)".into(), false)
+        );
         let p = Dialect::Postgres;
         assert_eq!(of(p, "numeric", None, None), ("string".into(), true));
         assert_eq!(
