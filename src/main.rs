@@ -89,6 +89,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let code = match run(cli) {
         Ok(code) => code,
@@ -98,6 +99,19 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Workers allocate the fetch buffers and encoded chunks the writer thread frees; glibc gives
+/// each thread an arena of its own and keeps what was freed in it, which on the 210-column
+/// wide table held about 30 MiB of a CSV run's peak RSS (117 MiB, 87 MiB with two arenas) and
+/// 36 MiB of a Parquet run's. Two arenas: allocation is per batch, not per value, so the
+/// threads hardly contend for them.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes the allocator's tuning; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }
 
 fn run(cli: Cli) -> Result<i32, Error> {

@@ -136,24 +136,35 @@ pub(crate) enum ColumnBuilder {
 }
 
 impl ColumnBuilder {
-    pub(crate) fn new(t: ParquetType) -> ColumnBuilder {
+    /// A builder with room for `rows` values and `data_bytes` bytes of text or binary: the
+    /// size of the row group before, so a row group grows without reallocating (each doubling
+    /// leaves a freed block behind that the allocator keeps).
+    pub(crate) fn with_capacity(t: ParquetType, rows: usize, data_bytes: usize) -> ColumnBuilder {
         match t {
-            ParquetType::Int64 => ColumnBuilder::Int64(Int64Builder::new()),
-            ParquetType::Float32 => ColumnBuilder::Float32(Float32Builder::new()),
-            ParquetType::Float64 => ColumnBuilder::Float64(Float64Builder::new()),
-            ParquetType::Boolean => ColumnBuilder::Boolean(BooleanBuilder::new()),
+            ParquetType::Int64 => ColumnBuilder::Int64(Int64Builder::with_capacity(rows)),
+            ParquetType::Float32 => ColumnBuilder::Float32(Float32Builder::with_capacity(rows)),
+            ParquetType::Float64 => ColumnBuilder::Float64(Float64Builder::with_capacity(rows)),
+            ParquetType::Boolean => ColumnBuilder::Boolean(BooleanBuilder::with_capacity(rows)),
             ParquetType::Decimal { precision, scale } => ColumnBuilder::Decimal(
-                Decimal128Builder::new()
+                Decimal128Builder::with_capacity(rows)
                     .with_data_type(arrow_schema::DataType::Decimal128(precision, scale)),
             ),
-            ParquetType::Date => ColumnBuilder::Date(Date32Builder::new()),
-            ParquetType::Timestamp => ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new()),
-            ParquetType::TimestampUtc => {
-                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+            ParquetType::Date => ColumnBuilder::Date(Date32Builder::with_capacity(rows)),
+            ParquetType::Timestamp => {
+                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows))
             }
-            ParquetType::TimeNanos => ColumnBuilder::Time(Time64NanosecondBuilder::new()),
-            ParquetType::String => ColumnBuilder::String(LargeStringBuilder::new()),
-            ParquetType::Binary => ColumnBuilder::Binary(LargeBinaryBuilder::new()),
+            ParquetType::TimestampUtc => ColumnBuilder::Timestamp(
+                TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            ),
+            ParquetType::TimeNanos => {
+                ColumnBuilder::Time(Time64NanosecondBuilder::with_capacity(rows))
+            }
+            ParquetType::String => {
+                ColumnBuilder::String(LargeStringBuilder::with_capacity(rows, data_bytes))
+            }
+            ParquetType::Binary => {
+                ColumnBuilder::Binary(LargeBinaryBuilder::with_capacity(rows, data_bytes))
+            }
         }
     }
 
@@ -252,9 +263,10 @@ impl ColumnBuilder {
         }
     }
 
-    /// The column's values so far as an array; the builder starts empty again.
-    pub(crate) fn finish(&mut self) -> ArrayRef {
-        match self {
+    /// The column's values so far as an array; the builder starts empty again, with room for
+    /// as many values and bytes.
+    pub(crate) fn finish(&mut self, t: ParquetType) -> ArrayRef {
+        let array: ArrayRef = match self {
             ColumnBuilder::Int64(b) => Arc::new(b.finish()),
             ColumnBuilder::Float32(b) => Arc::new(b.finish()),
             ColumnBuilder::Float64(b) => Arc::new(b.finish()),
@@ -265,6 +277,10 @@ impl ColumnBuilder {
             ColumnBuilder::Time(b) => Arc::new(b.finish()),
             ColumnBuilder::String(b) => Arc::new(b.finish()),
             ColumnBuilder::Binary(b) => Arc::new(b.finish()),
-        }
+        };
+        // Text and binary: the second buffer holds the values' bytes.
+        let data_bytes = array.to_data().buffers().get(1).map_or(0, |b| b.len());
+        *self = ColumnBuilder::with_capacity(t, array.len(), data_bytes);
+        array
     }
 }

@@ -10,13 +10,15 @@
 //! (the writer cannot continue a file it did not start): the next rows go to a new part.
 //!
 //! A part closes (with its last footer) at `part_file_max_bytes`, at the end of the table, and
-//! at a checkpoint once the footers it has left behind exceed a 32nd of it, so a large table
-//! written with frequent checkpoints makes neither thousands of files nor mostly footers.
+//! at a checkpoint once the footers it has left behind exceed a 32nd of it or it holds
+//! [`COLUMN_CHUNKS_PER_PART`] column chunks, so a large table written with frequent checkpoints
+//! makes neither thousands of files nor mostly footers, and the metadata the writer holds (and
+//! copies into each footer) stays small.
 //!
 //! Row groups are encoded one column at a time at their end: parquet's column writers each keep
 //! a compression context once used, and a table of 210 columns would otherwise hold 210 of
-//! them. Memory is the row group's values (at most [`ROW_GROUP_BYTES`] of them) plus one
-//! column's encoded pages.
+//! them. Memory is the row group's values (at most [`ROW_GROUP_BYTES`] of them), one column's
+//! encoded pages, and the metadata of the part's row groups.
 
 pub(crate) mod cells;
 pub(crate) mod values;
@@ -29,7 +31,7 @@ use parquet::arrow::ArrowSchemaConverter;
 use parquet::arrow::arrow_writer::{ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::{Compression as Codec, GzipLevel, ZstdLevel};
 use parquet::file::metadata::{FileMetaData, ParquetMetaData, ParquetMetaDataWriter};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 
 use super::part::PartFile;
@@ -41,6 +43,11 @@ pub(crate) const ROW_GROUP_BYTES: usize = 16 << 20;
 
 /// A part closes at a checkpoint once the footers it left behind pass this share of it.
 const DEAD_FOOTER_SHARE: u64 = 32;
+
+/// A part closes at a checkpoint once it holds this many column chunks (row groups times
+/// columns): their metadata stays in memory until the part closes and is copied into each
+/// footer (about half a KiB each), so a 210-column table's parts hold about 40 row groups.
+const COLUMN_CHUNKS_PER_PART: usize = 8192;
 
 /// The Arrow schema of a table's Parquet files: its columns, then the change columns as text.
 pub(crate) fn schema(columns: &[(String, ParquetType)], change_columns: bool) -> SchemaRef {
@@ -119,6 +126,7 @@ pub(super) struct ParquetPart {
     writer: SerializedFileWriter<PartFile>,
     factory: ArrowRowGroupWriterFactory,
     schema: SchemaRef,
+    types: Vec<ParquetType>,
     builders: Vec<ColumnBuilder>,
     /// Rows and bytes of values in the builders.
     buffered_rows: usize,
@@ -147,8 +155,13 @@ impl ParquetPart {
         schema: SchemaRef,
         compression: Compression,
     ) -> parquet::errors::Result<ParquetPart> {
+        // Statistics per column chunk, not per page, and no page index: the writer keeps every
+        // row group's metadata in memory until the part closes and copies it into each footer,
+        // and page-level entries multiplied it by the pages of each of 210 columns.
         let mut properties = WriterProperties::builder()
             .set_compression(codec(compression)?)
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_offset_index_disabled(true)
             .set_created_by(format!("ehi-sync {}", env!("CARGO_PKG_VERSION")))
             .build();
         // The Arrow schema rides in the footers as readers expect (`ARROW:schema`), so pyarrow
@@ -158,14 +171,16 @@ impl ParquetPart {
         let writer =
             SerializedFileWriter::new(file, descriptor.root_schema_ptr(), Arc::new(properties))?;
         let factory = ArrowRowGroupWriterFactory::try_new(&writer, Arc::clone(&schema))?;
-        let builders = parquet_types(&schema)
-            .into_iter()
-            .map(ColumnBuilder::new)
+        let types = parquet_types(&schema);
+        let builders = types
+            .iter()
+            .map(|t| ColumnBuilder::with_capacity(*t, 0, 0))
             .collect();
         Ok(ParquetPart {
             writer,
             factory,
             schema,
+            types,
             builders,
             buffered_rows: 0,
             buffered_bytes: 0,
@@ -211,12 +226,13 @@ impl ParquetPart {
         let index = self.writer.flushed_row_groups().len();
         let column_writers = self.factory.create_column_writers(index)?;
         let mut row_group = self.writer.next_row_group()?;
-        for ((mut column_writer, builder), field) in column_writers
+        for (((mut column_writer, builder), field), t) in column_writers
             .into_iter()
             .zip(&mut self.builders)
             .zip(self.schema.fields())
+            .zip(&self.types)
         {
-            let array = builder.finish();
+            let array = builder.finish(*t);
             for leaf in compute_leaves(field, &array)? {
                 column_writer.write(&leaf)?;
             }
@@ -263,9 +279,12 @@ impl ParquetPart {
         Ok(())
     }
 
-    /// The last checkpoint left enough dead footers behind that the part should close.
+    /// The footers left behind or the metadata held have grown enough that the part should
+    /// close (at a checkpoint, which has just written a footer).
     pub(super) fn worth_closing(&self) -> bool {
+        let column_chunks = self.writer.flushed_row_groups().len() * self.builders.len();
         self.dead_footer_bytes * DEAD_FOOTER_SHARE > self.bytes()
+            || column_chunks >= COLUMN_CHUNKS_PER_PART
     }
 
     /// Writes the buffered rows and the final footer; returns the file, flushed, to sync.
