@@ -813,3 +813,62 @@ fn sqlite_values_outside_their_declared_type_arrive_as_stored() {
         assert_eq!(values, expected, "{format}");
     }
 }
+
+/// A value its column's Parquet type cannot hold (PostgreSQL's `infinity` timestamp, outside
+/// every calendar) fails that table naming the column, never the value: no file of it is
+/// reported done, nothing is written blank, the other table is complete, and CSV still copies it.
+#[test]
+fn a_value_parquet_cannot_hold_fails_its_table_naming_the_column() {
+    let db = common::pg_database("parquet_refused");
+    db.execute(
+        "CREATE TABLE visit (id int PRIMARY KEY, seen_at timestamp); \
+         INSERT INTO visit VALUES (1, '2024-01-02 03:04:05'), (2, 'infinity'), (3, NULL); \
+         CREATE TABLE ward (id int PRIMARY KEY, name text); \
+         INSERT INTO ward VALUES (1, 'north'), (2, '');",
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let config = common::write_config(
+        dir.path(),
+        sync_config(&db.connection_string(), &out, "parquet", "default"),
+    );
+    let (code, stdout, stderr) = run_sync(&config);
+    assert_eq!(code, 4, "partial failure:\n{stdout}\n{stderr}");
+    let all = format!("{stdout}{stderr}");
+    assert!(
+        all.contains(
+            "column 'seen_at' holds a value that is not a valid timestamp(us) (its type in the \
+             Parquet files); no value was written"
+        ),
+        "{all}"
+    );
+    assert!(
+        !all.contains("infinity"),
+        "no row values in messages: {all}"
+    );
+    assert!(!out.join("public.visit/_manifest.json").exists());
+    let ward = read_table(&out.join("public.ward"));
+    assert_eq!(
+        ward.rows,
+        vec![
+            vec![Some("1".to_owned()), Some("north".to_owned())],
+            vec![Some("2".to_owned()), Some(String::new())]
+        ]
+    );
+    let validation = std::fs::read_to_string(out.join("_validation.ndjson")).expect("records");
+    let visit: Value = validation
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
+        .find(|r| r["table"] == "public.visit")
+        .expect("a record of public.visit");
+    assert_eq!(visit["status"], "failed");
+
+    let csv_out = dir.path().join("csv");
+    let csv = common::write_config(
+        dir.path(),
+        sync_config(&db.connection_string(), &csv_out, "csv", "none"),
+    );
+    let (code, stdout, stderr) = run_sync(&csv);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(read_table(&csv_out.join("public.visit")).rows.len(), 3);
+}
