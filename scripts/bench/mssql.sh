@@ -152,6 +152,8 @@ mssql_report() {
     echo
     mssql_render
     echo
+    BEST="$WORK/best-mssql.tsv" parquet_ratios
+    echo
     echo "cli CPU: user+sys seconds of the client process (and its children) only; CPU s/M: that per"
     echo "million rows. xpyodbc / xodbcsv: the tool's client CPU divided by pyodbc's / odbcsv's on the"
     echo "same table in this run (below 1: less CPU). wall/pyo: wall time divided by pyodbc's."
