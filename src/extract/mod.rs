@@ -336,6 +336,7 @@ pub(crate) fn run(
             format: config.format,
             compression: config.compression,
             part_file_max_bytes: config.part_file_max_bytes,
+            row_group_bytes: config.row_group_bytes,
             checkpoint_every: config.checkpoint_every,
             clock: system_clock(),
         },

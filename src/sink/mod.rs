@@ -82,6 +82,8 @@ pub(crate) struct WriterSettings {
     pub(crate) format: Format,
     pub(crate) compression: Compression,
     pub(crate) part_file_max_bytes: u64,
+    /// Parquet: the bytes of values a row group holds at most.
+    pub(crate) row_group_bytes: usize,
     /// A checkpoint is due this long after the last one once something new was written;
     /// `None`: only at the row interval and the end of a table.
     pub(crate) checkpoint_every: Option<Duration>,
@@ -485,13 +487,17 @@ impl Writer {
                     })
                     .collect();
                 let schema = parquet::schema(&columns, self.settings.change_columns);
-                let part = ParquetPart::create(file, schema, self.settings.compression).map_err(
-                    |source| WriteError {
-                        what: "data file",
-                        path,
-                        source,
-                    },
-                )?;
+                let part = ParquetPart::create(
+                    file,
+                    schema,
+                    self.settings.compression,
+                    self.settings.row_group_bytes,
+                )
+                .map_err(|source| WriteError {
+                    what: "data file",
+                    path,
+                    source,
+                })?;
                 Part::Parquet(Box::new(part))
             }
         });

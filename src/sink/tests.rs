@@ -79,6 +79,7 @@ fn writer_settings(fs: &PowerCutFs, script: &Script) -> WriterSettings {
         format: script.format,
         compression: Compression::None,
         part_file_max_bytes: script.part_file_max_bytes,
+        row_group_bytes: 1 << 20,
         checkpoint_every: script.checkpoint_every,
         clock: ticking_clock(script.clock_tick),
     }

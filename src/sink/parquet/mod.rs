@@ -17,7 +17,7 @@
 //!
 //! Row groups are encoded one column at a time at their end: parquet's column writers each keep
 //! a compression context once used, and a table of 210 columns would otherwise hold 210 of
-//! them. Memory is the row group's values (at most [`ROW_GROUP_BYTES`] of them), one column's
+//! them. Memory is the row group's values (at most `row_group_bytes` of them), one column's
 //! encoded pages, and the metadata of the part's row groups.
 
 pub(crate) mod cells;
@@ -37,9 +37,6 @@ use parquet::file::writer::SerializedFileWriter;
 use super::part::PartFile;
 use crate::model::{Compression, OP_COLUMN, ParquetType, SYNCED_AT_COLUMN};
 use cells::ColumnBuilder;
-
-/// Values held in memory before they become a row group (besides checkpoints, which end one).
-pub(crate) const ROW_GROUP_BYTES: usize = 16 << 20;
 
 /// A part closes at a checkpoint once the footers it left behind pass this share of it.
 const DEAD_FOOTER_SHARE: u64 = 32;
@@ -128,6 +125,8 @@ pub(super) struct ParquetPart {
     schema: SchemaRef,
     types: Vec<ParquetType>,
     builders: Vec<ColumnBuilder>,
+    /// A row group ends once the builders hold this many bytes of values.
+    row_group_bytes: usize,
     /// Rows and bytes of values in the builders.
     buffered_rows: usize,
     buffered_bytes: usize,
@@ -146,14 +145,16 @@ impl ParquetPart {
         file: PartFile,
         schema: SchemaRef,
         compression: Compression,
+        row_group_bytes: usize,
     ) -> std::io::Result<ParquetPart> {
-        Self::try_create(file, schema, compression).map_err(io_error)
+        Self::try_create(file, schema, compression, row_group_bytes).map_err(io_error)
     }
 
     fn try_create(
         file: PartFile,
         schema: SchemaRef,
         compression: Compression,
+        row_group_bytes: usize,
     ) -> parquet::errors::Result<ParquetPart> {
         // Statistics per column chunk, not per page, and no page index: the writer keeps every
         // row group's metadata in memory until the part closes and copies it into each footer,
@@ -182,6 +183,7 @@ impl ParquetPart {
             schema,
             types,
             builders,
+            row_group_bytes,
             buffered_rows: 0,
             buffered_bytes: 0,
             rows: 0,
@@ -210,7 +212,7 @@ impl ParquetPart {
             }
             self.buffered_rows += 1;
             rows += 1;
-            if self.buffered_bytes >= ROW_GROUP_BYTES {
+            if self.buffered_bytes >= self.row_group_bytes {
                 self.write_row_group().map_err(io_error)?;
             }
         }
@@ -400,7 +402,7 @@ mod tests {
         let folder = Path::new("/out/t");
         fs.create_dir_all(folder).unwrap();
         let file = PartFile::create(&fs, folder, "t-00001.parquet".into(), b"").unwrap();
-        let mut part = ParquetPart::create(file, schema(), Compression::Zstd).unwrap();
+        let mut part = ParquetPart::create(file, schema(), Compression::Zstd, 1 << 20).unwrap();
         let mut encoder = encoder();
         let mut checkpoints = Vec::new();
         let mut row = 0;
@@ -480,8 +482,13 @@ mod tests {
             ("doc".to_owned(), ParquetType::Binary),
         ];
         let file = PartFile::create(&fs, folder, "t-00001.parquet".into(), b"").unwrap();
-        let mut part =
-            ParquetPart::create(file, super::schema(&columns, false), Compression::None).unwrap();
+        let mut part = ParquetPart::create(
+            file,
+            super::schema(&columns, false),
+            Compression::None,
+            1 << 20,
+        )
+        .unwrap();
         let encoder = RowEncoder::new(
             Format::Parquet,
             vec![
