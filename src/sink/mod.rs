@@ -36,7 +36,8 @@ use crate::manifest::{
     self, FileEntry, FinishedLoad, LoadRecord, Manifest, ManifestColumn, TableDescription,
 };
 use crate::model::{
-    Compression, Format, Load, LoadKind, ParquetType, PartitionSpec, Position, Tier,
+    Compression, Format, Load, LoadKind, OP_COLUMN, ParquetType, PartitionSpec, Position,
+    SYNCED_AT_COLUMN, Tier,
 };
 use crate::progress::Progress;
 use crate::state::{
@@ -476,7 +477,7 @@ impl Writer {
             Format::Csv | Format::Ndjson => Part::Encoded(file),
             Format::Parquet => {
                 let path = open.folder.join(&file.name);
-                let columns: Vec<(String, ParquetType)> = output
+                let mut columns: Vec<(String, ParquetType)> = output
                     .columns
                     .iter()
                     .map(|c| {
@@ -486,10 +487,14 @@ impl Writer {
                         )
                     })
                     .collect();
-                let schema = parquet::schema(&columns, self.settings.change_columns);
+                if self.settings.change_columns {
+                    columns.extend(
+                        [OP_COLUMN, SYNCED_AT_COLUMN].map(|n| (n.to_owned(), ParquetType::String)),
+                    );
+                }
                 let part = ParquetPart::create(
                     file,
-                    schema,
+                    &columns,
                     self.settings.compression,
                     self.settings.row_group_bytes,
                 )

@@ -35,7 +35,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 
 use super::part::PartFile;
-use crate::model::{Compression, OP_COLUMN, ParquetType, SYNCED_AT_COLUMN};
+use crate::model::{Compression, ParquetType};
 use cells::ColumnBuilder;
 
 /// A part closes at a checkpoint once the footers it left behind pass this share of it.
@@ -46,17 +46,12 @@ const DEAD_FOOTER_SHARE: u64 = 32;
 /// footer (about half a KiB each), so a 210-column table's parts hold about 40 row groups.
 const COLUMN_CHUNKS_PER_PART: usize = 8192;
 
-/// The Arrow schema of a table's Parquet files: its columns, then the change columns as text.
-pub(crate) fn schema(columns: &[(String, ParquetType)], change_columns: bool) -> SchemaRef {
-    let mut fields: Vec<Field> = columns
+/// The Arrow schema of Parquet files with these columns.
+fn schema(columns: &[(String, ParquetType)]) -> SchemaRef {
+    let fields: Vec<Field> = columns
         .iter()
         .map(|(name, t)| Field::new(name, data_type(*t), true))
         .collect();
-    if change_columns {
-        for name in [OP_COLUMN, SYNCED_AT_COLUMN] {
-            fields.push(Field::new(name, DataType::LargeUtf8, true));
-        }
-    }
     Arc::new(Schema::new(fields))
 }
 
@@ -74,30 +69,6 @@ fn data_type(t: ParquetType) -> DataType {
         ParquetType::String => DataType::LargeUtf8,
         ParquetType::Binary => DataType::LargeBinary,
     }
-}
-
-/// The parquet types of the columns of `schema` (the change columns are text).
-fn parquet_types(schema: &Schema) -> Vec<ParquetType> {
-    schema
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            DataType::Int64 => ParquetType::Int64,
-            DataType::Float32 => ParquetType::Float32,
-            DataType::Float64 => ParquetType::Float64,
-            DataType::Boolean => ParquetType::Boolean,
-            DataType::Decimal128(precision, scale) => ParquetType::Decimal {
-                precision: *precision,
-                scale: *scale,
-            },
-            DataType::Date32 => ParquetType::Date,
-            DataType::Timestamp(_, Some(_)) => ParquetType::TimestampUtc,
-            DataType::Timestamp(_, None) => ParquetType::Timestamp,
-            DataType::Time64(_) => ParquetType::TimeNanos,
-            DataType::LargeBinary => ParquetType::Binary,
-            _ => ParquetType::String,
-        })
-        .collect()
 }
 
 fn codec(compression: Compression) -> parquet::errors::Result<Codec> {
@@ -140,22 +111,24 @@ pub(super) struct ParquetPart {
 }
 
 impl ParquetPart {
-    /// Starts a Parquet file in `file` (created empty).
+    /// Starts a Parquet file with `columns` (the change columns among them) in `file`
+    /// (created empty).
     pub(super) fn create(
         file: PartFile,
-        schema: SchemaRef,
+        columns: &[(String, ParquetType)],
         compression: Compression,
         row_group_bytes: usize,
     ) -> std::io::Result<ParquetPart> {
-        Self::try_create(file, schema, compression, row_group_bytes).map_err(io_error)
+        Self::try_create(file, columns, compression, row_group_bytes).map_err(io_error)
     }
 
     fn try_create(
         file: PartFile,
-        schema: SchemaRef,
+        columns: &[(String, ParquetType)],
         compression: Compression,
         row_group_bytes: usize,
     ) -> parquet::errors::Result<ParquetPart> {
+        let schema = schema(columns);
         // Statistics per column chunk, not per page, and no page index: the writer keeps every
         // row group's metadata in memory until the part closes and copies it into each footer,
         // and page-level entries multiplied it by the pages of each of 210 columns.
@@ -172,7 +145,7 @@ impl ParquetPart {
         let writer =
             SerializedFileWriter::new(file, descriptor.root_schema_ptr(), Arc::new(properties))?;
         let factory = ArrowRowGroupWriterFactory::try_new(&writer, Arc::clone(&schema))?;
-        let types = parquet_types(&schema);
+        let types: Vec<ParquetType> = columns.iter().map(|(_, t)| *t).collect();
         let builders = types
             .iter()
             .map(|t| ColumnBuilder::with_capacity(*t, 0, 0))
@@ -353,10 +326,16 @@ mod tests {
         .with_change_columns("2026-12-06T10:00:00Z")
     }
 
-    fn schema() -> SchemaRef {
-        let columns: Vec<(String, ParquetType)> =
-            TYPES.iter().map(|(n, _, t)| (n.to_string(), *t)).collect();
-        super::schema(&columns, true)
+    /// The columns of `TYPES`, then the change columns.
+    fn columns() -> Vec<(String, ParquetType)> {
+        TYPES
+            .iter()
+            .map(|(n, _, t)| (n.to_string(), *t))
+            .chain(
+                [crate::model::OP_COLUMN, crate::model::SYNCED_AT_COLUMN]
+                    .map(|n| (n.to_owned(), ParquetType::String)),
+            )
+            .collect()
     }
 
     /// Row `i` as drivers deliver it; every fifth row is all NULL.
@@ -402,7 +381,7 @@ mod tests {
         let folder = Path::new("/out/t");
         fs.create_dir_all(folder).unwrap();
         let file = PartFile::create(&fs, folder, "t-00001.parquet".into(), b"").unwrap();
-        let mut part = ParquetPart::create(file, schema(), Compression::Zstd, 1 << 20).unwrap();
+        let mut part = ParquetPart::create(file, &columns(), Compression::Zstd, 1 << 20).unwrap();
         let mut encoder = encoder();
         let mut checkpoints = Vec::new();
         let mut row = 0;
@@ -430,7 +409,7 @@ mod tests {
         let batches = read(&whole);
         assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 23);
         let first = &batches[0];
-        assert_eq!(first.schema(), schema());
+        assert_eq!(first.schema(), schema(&columns()));
         let ids = first.column(0).as_primitive::<Int64Type>();
         assert_eq!(ids.value(2), 2);
         assert!(ids.is_null(4));
@@ -482,13 +461,7 @@ mod tests {
             ("doc".to_owned(), ParquetType::Binary),
         ];
         let file = PartFile::create(&fs, folder, "t-00001.parquet".into(), b"").unwrap();
-        let mut part = ParquetPart::create(
-            file,
-            super::schema(&columns, false),
-            Compression::None,
-            1 << 20,
-        )
-        .unwrap();
+        let mut part = ParquetPart::create(file, &columns, Compression::None, 1 << 20).unwrap();
         let encoder = RowEncoder::new(
             Format::Parquet,
             vec![
