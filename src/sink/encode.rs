@@ -216,18 +216,14 @@ impl RowEncoder {
                 (bytes, scan.special)
             }
             Cell::WideText(units) => {
-                self.scratch.clear();
-                for c in char::decode_utf16(units.iter().copied()) {
-                    match c {
-                        Ok(c) => self.scratch.push(c),
-                        Err(_) => return Err(self.invalid_text(index, "UTF-16")),
-                    }
+                let mut scratch = std::mem::take(&mut self.scratch);
+                let decoded = self.decode_wide(index, units, &mut scratch);
+                if decoded.is_ok() {
+                    let special = Scan::of(scratch.as_bytes(), self.format).special;
+                    self.text(out, kind, scratch.as_bytes(), special);
                 }
-                let scratch = std::mem::take(&mut self.scratch);
-                let special = Scan::of(scratch.as_bytes(), self.format).special;
-                self.text(out, kind, scratch.as_bytes(), special);
                 self.scratch = scratch;
-                return Ok(());
+                return decoded;
             }
         };
         self.text(out, kind, text.0, text.1);
@@ -245,13 +241,7 @@ impl RowEncoder {
     ) -> Result<(), EncodeError> {
         let cell = match cell {
             Cell::WideText(units) => {
-                scratch.clear();
-                for c in char::decode_utf16(units.iter().copied()) {
-                    match c {
-                        Ok(c) => scratch.push(c),
-                        Err(_) => return Err(self.invalid_text(index, "UTF-16")),
-                    }
-                }
+                self.decode_wide(index, units, scratch)?;
                 Cell::Text(scratch.as_bytes())
             }
             Cell::Text(bytes) if !bytes.is_ascii() && std::str::from_utf8(bytes).is_err() => {
@@ -268,7 +258,6 @@ impl RowEncoder {
             column: self.names[index].clone(),
             parquet_type: parquet_type.name(),
         };
-        let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().map(str::to_owned);
         let integer = |v: Option<i128>| v.ok_or_else(not_parquet);
         match (parquet_type, cell) {
             (_, Cell::Null) => cells::put_null(out),
@@ -293,13 +282,11 @@ impl RowEncoder {
             (ParquetType::Binary, Cell::Bytes(bytes)) => cells::put_bytes(out, bytes),
             (ParquetType::Int64, Cell::Int(v)) => cells::put_integer(out, i128::from(v)),
             (ParquetType::Int64, Cell::Text(bytes)) => {
-                let v = text(bytes).and_then(|t| t.parse::<i64>().ok());
-                cells::put_integer(out, integer(v.map(i128::from))?);
+                cells::put_integer(out, integer(parse::<i64>(bytes).map(i128::from))?);
             }
             (ParquetType::Float64, Cell::Float(v)) => cells::put_f64(out, v),
             (ParquetType::Float64, Cell::Text(bytes)) => {
-                let v = text(bytes).and_then(|t| t.parse::<f64>().ok());
-                cells::put_f64(out, v.ok_or_else(not_parquet)?);
+                cells::put_f64(out, parse(bytes).ok_or_else(not_parquet)?);
             }
             // The driver widened the `real` to a double exactly, so narrowing it is exact.
             (ParquetType::Float32, Cell::Float(v)) => {
@@ -310,8 +297,7 @@ impl RowEncoder {
                 cells::put_f32(out, narrow);
             }
             (ParquetType::Float32, Cell::Text(bytes)) => {
-                let v = text(bytes).and_then(|t| t.parse::<f32>().ok());
-                cells::put_f32(out, v.ok_or_else(not_parquet)?);
+                cells::put_f32(out, parse(bytes).ok_or_else(not_parquet)?);
             }
             (ParquetType::Boolean, Cell::Int(v @ (0 | 1))) => cells::put_bool(out, v == 1),
             (ParquetType::Boolean, Cell::Text(bytes)) => {
@@ -321,8 +307,8 @@ impl RowEncoder {
                 cells::put_integer(out, integer(values::decimal(bytes, precision, scale))?);
             }
             (ParquetType::Decimal { precision, scale }, Cell::Int(v)) => {
-                let digits = itoa::Buffer::new().format(v).to_owned();
-                let v = values::decimal(digits.as_bytes(), precision, scale);
+                let mut digits = itoa::Buffer::new();
+                let v = values::decimal(digits.format(v).as_bytes(), precision, scale);
                 cells::put_integer(out, integer(v)?);
             }
             (ParquetType::Date, Cell::Text(bytes)) => {
@@ -341,6 +327,23 @@ impl RowEncoder {
                 cells::put_integer(out, integer(v)?);
             }
             _ => return Err(not_parquet()),
+        }
+        Ok(())
+    }
+
+    /// UTF-16 text of column `index` into `scratch` as UTF-8; an unpaired surrogate is invalid.
+    fn decode_wide(
+        &self,
+        index: usize,
+        units: &[u16],
+        scratch: &mut String,
+    ) -> Result<(), EncodeError> {
+        scratch.clear();
+        for c in char::decode_utf16(units.iter().copied()) {
+            match c {
+                Ok(c) => scratch.push(c),
+                Err(_) => return Err(self.invalid_text(index, "UTF-16")),
+            }
         }
         Ok(())
     }
@@ -747,6 +750,12 @@ fn push_iso_timestamp(out: &mut Vec<u8>, text: &[u8]) {
         }
         None => out.extend_from_slice(time),
     }
+}
+
+/// A number drivers deliver as text (psqlODBC's floats, SQLite's loose integers), parsed from
+/// the bytes without a copy.
+fn parse<T: std::str::FromStr>(bytes: &[u8]) -> Option<T> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
 /// `1`/`0`, `t`/`f`, `true`/`false`, `y`/`n`, `yes`/`no` as drivers render booleans.
