@@ -734,30 +734,26 @@ fn cut_keeping_part_of_the_unsynced_writes(format: Format) {
     eprintln!("{cuts} power cuts that kept part of the unsynced writes, each resumed exactly");
 }
 
-#[test]
-fn a_power_cut_at_any_step_of_a_full_load_resumes_exactly() {
-    let run = script(full_tables(), "run-1");
-    let cuts = at_every_step(
+fn cut_a_full_load_everywhere(run: &Script) -> usize {
+    at_every_step(
         |_| {},
-        &run,
+        run,
         power_cut,
         PowerCutFs::reboot,
-        |fs, context| check_output(fs, &run, &full_expected(), context),
-    );
+        |fs, context| check_output(fs, run, &full_expected(), context),
+    )
+}
+
+#[test]
+fn a_power_cut_at_any_step_of_a_full_load_resumes_exactly() {
+    let cuts = cut_a_full_load_everywhere(&script(full_tables(), "run-1"));
     eprintln!("full load: a power cut at each of {cuts} durable steps, each resumed exactly");
     assert!(cuts >= 20, "{cuts} cut points");
 }
 
 #[test]
 fn a_power_cut_at_any_step_of_a_full_load_in_parquet_resumes_exactly() {
-    let run = in_parquet(script(full_tables(), "run-1"));
-    let cuts = at_every_step(
-        |_| {},
-        &run,
-        power_cut,
-        PowerCutFs::reboot,
-        |fs, context| check_output(fs, &run, &full_expected(), context),
-    );
+    let cuts = cut_a_full_load_everywhere(&in_parquet(script(full_tables(), "run-1")));
     eprintln!(
         "Parquet full load: a power cut at each of {cuts} durable steps, each resumed exactly"
     );
