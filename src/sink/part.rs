@@ -60,8 +60,9 @@ impl Part {
                 Ok(())
             }
             Part::Parquet(part) => {
+                // In memory the chunk is read as it is; a spool file through a buffer.
                 let appended = match spooled {
-                    Some(file) => part.append(&mut bytes.chain(file)),
+                    Some(file) => part.append(&mut std::io::BufReader::new(bytes.chain(file))),
                     None => part.append(&mut &bytes[..]),
                 };
                 let fail = |source| WriteError {

@@ -23,7 +23,7 @@
 pub(crate) mod cells;
 pub(crate) mod values;
 
-use std::io::Read;
+use std::io::BufRead;
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -176,12 +176,11 @@ impl ParquetPart {
     }
 
     /// Appends the rows of a chunk's cell stream; returns how many rows it held.
-    pub(super) fn append(&mut self, input: &mut impl Read) -> std::io::Result<u64> {
-        let mut input = std::io::BufReader::with_capacity(64 * 1024, input);
+    pub(super) fn append(&mut self, input: &mut impl BufRead) -> std::io::Result<u64> {
         let mut rows = 0;
-        while !std::io::BufRead::fill_buf(&mut input)?.is_empty() {
+        while !input.fill_buf()?.is_empty() {
             for builder in &mut self.builders {
-                self.buffered_bytes += builder.read(&mut input)?;
+                self.buffered_bytes += builder.read(input)?;
             }
             self.buffered_rows += 1;
             rows += 1;
